@@ -1,0 +1,23 @@
+//! Quarry's catalog: the metadata store on sled.
+//!
+//! ```text
+//!   Catalog (typed, versioned records)  ──►  KvStore trait  ──►  SledStore (one tree per keyspace)
+//! ```
+//!
+//! Records carry an explicit format version and a record version. Creates, updates and
+//! deletes are compare-and-swap operations flushed to disk before they return, so an
+//! acknowledged write survives a crash, and an update naming a version that is no longer
+//! current is refused instead of silently overwriting a concurrent change.
+
+mod catalog;
+mod error;
+mod records;
+mod store;
+
+pub use catalog::{Catalog, DEFAULT_SCHEMA};
+pub use error::{CatalogError, ObjectKind};
+pub use records::{
+    DatasetDefinition, DatasetRecord, FORMAT_VERSION, JobError, JobRecord, S3Config, SchemaRecord,
+    SourceConfig, SourceRecord, Stored, TableDefinition, TokenRecord, UserRecord, ViewDefinition,
+};
+pub use store::{CasMismatch, Keyspace, KvStore, SledStore};

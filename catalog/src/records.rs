@@ -1,0 +1,164 @@
+//! The records the catalog keeps. They are the on-disk format: change them only in
+//! backwards-compatible ways (new optional fields), or bump [`FORMAT_VERSION`] and migrate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The newest record format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A record as stored: the payload plus the bookkeeping every record carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored<T> {
+    /// On-disk format of this record.
+    pub format: u32,
+    /// Starts at 1 and grows by one on every update; updates name the version they read.
+    pub version: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub record: T,
+}
+
+/// A place data lives: a local directory or an S3 bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub name: String,
+    pub config: SourceConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// Files under a directory of the machines running Quarry.
+    Local { root: String },
+    /// Objects in an S3 (or S3-protocol) bucket.
+    S3(S3Config),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct S3Config {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-protocol servers.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Allow plain http endpoints.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+/// A namespace for datasets (`demo` in `demo.orders`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaRecord {
+    pub name: String,
+}
+
+/// A table promoted from files, or a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    pub schema: String,
+    pub name: String,
+    pub definition: DatasetDefinition,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DatasetDefinition {
+    Table(TableDefinition),
+    View(ViewDefinition),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDefinition {
+    /// The source the files belong to; absent for `CREATE EXTERNAL TABLE` locations.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The path inside the source, as the user wrote it.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Resolved URL of the file or folder (`file:///...`, `s3://bucket/...`).
+    pub location: String,
+    /// `parquet`, `csv` or `json`.
+    pub format: String,
+    /// Format options (`format.has_header` = `true`, ...), as DataFusion names them.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Only files with this extension are read (`.parquet`); empty reads every file.
+    #[serde(default)]
+    pub file_extension: String,
+    /// Hive-style `key=value` folder columns, in folder order.
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
+    /// The table's Arrow schema (file columns then partition columns), encoded by the planner.
+    pub arrow_schema: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewDefinition {
+    pub sql: String,
+    /// The schema unqualified names in `sql` resolve against.
+    #[serde(default)]
+    pub default_schema: Option<String>,
+}
+
+/// A login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    /// Hex of the salted password hash.
+    pub password_hash: String,
+    pub salt: String,
+}
+
+/// A bearer token issued at login; the key is a hash of the token, never the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub user: String,
+    pub expires_ms: u64,
+}
+
+/// One query's history: what ran, how it went, and its profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub sql: String,
+    pub user: String,
+    pub state: String,
+    pub submitted_ms: u64,
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    #[serde(default)]
+    pub row_count: u64,
+    /// Progress: tasks finished of tasks planned.
+    #[serde(default)]
+    pub tasks_done: u64,
+    #[serde(default)]
+    pub tasks_total: u64,
+    #[serde(default)]
+    pub error: Option<JobError>,
+    /// Stages, tasks and their metrics, as the coordinator records them.
+    #[serde(default)]
+    pub profile: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}

@@ -1,0 +1,183 @@
+//! The key-value contract the catalog is written against, and its sled implementation.
+//!
+//! Everything above this file speaks in typed records; everything below it is bytes. Keeping
+//! the contract this small lets the same conformance tests run against any backend.
+
+use std::path::Path;
+
+use crate::error::CatalogError;
+
+/// The keyspaces of the catalog. Each is one sled tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Keyspace {
+    Sources,
+    Schemas,
+    Datasets,
+    Jobs,
+    Users,
+    Tokens,
+    Meta,
+}
+
+impl Keyspace {
+    pub const ALL: [Keyspace; 7] = [
+        Keyspace::Sources,
+        Keyspace::Schemas,
+        Keyspace::Datasets,
+        Keyspace::Jobs,
+        Keyspace::Users,
+        Keyspace::Tokens,
+        Keyspace::Meta,
+    ];
+
+    pub fn tree_name(self) -> &'static str {
+        match self {
+            Keyspace::Sources => "sources",
+            Keyspace::Schemas => "schemas",
+            Keyspace::Datasets => "datasets",
+            Keyspace::Jobs => "jobs",
+            Keyspace::Users => "users",
+            Keyspace::Tokens => "tokens",
+            Keyspace::Meta => "meta",
+        }
+    }
+}
+
+/// Key-value pairs in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a compare-and-swap found when the expected value did not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasMismatch {
+    pub current: Option<Vec<u8>>,
+}
+
+/// A durable, ordered key-value store with atomic compare-and-swap.
+pub trait KvStore: Send + Sync + std::fmt::Debug {
+    fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, CatalogError>;
+
+    /// All entries whose key starts with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        space: Keyspace,
+        prefix: &[u8],
+    ) -> Result<Entries, CatalogError>;
+
+    /// Replace the value at `key` with `new` (None deletes) if its current value equals
+    /// `expected` (None means absent). When `durable` is set the change is on disk before
+    /// this returns.
+    fn compare_and_swap(
+        &self,
+        space: Keyspace,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+        durable: bool,
+    ) -> Result<Result<(), CasMismatch>, CatalogError>;
+
+    /// Unconditional write; durable only when asked.
+    fn put(
+        &self,
+        space: Keyspace,
+        key: &[u8],
+        value: Vec<u8>,
+        durable: bool,
+    ) -> Result<(), CatalogError>;
+
+    fn remove(&self, space: Keyspace, key: &[u8], durable: bool) -> Result<(), CatalogError>;
+
+    /// Make every write so far durable.
+    fn flush(&self) -> Result<(), CatalogError>;
+}
+
+/// The production store: one sled database, one tree per keyspace.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    pub fn open(dir: &Path) -> Result<Self, CatalogError> {
+        std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(SledStore { db })
+    }
+
+    fn tree(&self, space: Keyspace) -> Result<sled::Tree, CatalogError> {
+        Ok(self.db.open_tree(space.tree_name())?)
+    }
+
+    fn sync(&self, durable: bool) -> Result<(), CatalogError> {
+        if durable {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl KvStore for SledStore {
+    fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, CatalogError> {
+        Ok(self.tree(space)?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(
+        &self,
+        space: Keyspace,
+        prefix: &[u8],
+    ) -> Result<Entries, CatalogError> {
+        self.tree(space)?
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn compare_and_swap(
+        &self,
+        space: Keyspace,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+        durable: bool,
+    ) -> Result<Result<(), CasMismatch>, CatalogError> {
+        let outcome = self.tree(space)?.compare_and_swap(key, expected, new)?;
+        match outcome {
+            Ok(()) => {
+                self.sync(durable)?;
+                Ok(Ok(()))
+            }
+            Err(err) => Ok(Err(CasMismatch {
+                current: err.current.map(|v| v.to_vec()),
+            })),
+        }
+    }
+
+    fn put(
+        &self,
+        space: Keyspace,
+        key: &[u8],
+        value: Vec<u8>,
+        durable: bool,
+    ) -> Result<(), CatalogError> {
+        self.tree(space)?.insert(key, value)?;
+        self.sync(durable)
+    }
+
+    fn remove(&self, space: Keyspace, key: &[u8], durable: bool) -> Result<(), CatalogError> {
+        self.tree(space)?.remove(key)?;
+        self.sync(durable)
+    }
+
+    fn flush(&self) -> Result<(), CatalogError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Serialization of Quarry's own plan nodes inside DataFusion's protobuf plans.
+
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use bytes::Bytes;
+use datafusion::common::{internal_datafusion_err, not_impl_err};
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
+use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
+use datafusion_proto::physical_plan::{
+    DefaultPhysicalProtoConverter, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
+    PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::shuffle_reader::{ShuffleLocation, ShuffleReaderExec};
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ExtensionNode {
+    #[prost(oneof = "extension_node::Kind", tags = "1")]
+    pub kind: Option<extension_node::Kind>,
+}
+
+pub mod extension_node {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        ShuffleReader(super::ShuffleReaderNode),
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ShuffleReaderNode {
+    #[prost(uint32, tag = "1")]
+    pub stage_id: u32,
+    #[prost(message, optional, tag = "2")]
+    pub schema: Option<protobuf::Schema>,
+    #[prost(message, repeated, tag = "3")]
+    pub partitions: Vec<PartitionPieces>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct PartitionPieces {
+    #[prost(message, repeated, tag = "1")]
+    pub pieces: Vec<ShuffleLocation>,
+}
+
+/// Encodes and decodes Quarry's extension nodes; everything else is DataFusion's.
+#[derive(Debug, Default, Clone)]
+pub struct QuarryCodec;
+
+impl PhysicalExtensionCodec for QuarryCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = ExtensionNode::decode(buf)
+            .map_err(|e| internal_datafusion_err!("malformed Quarry plan node: {e}"))?;
+        match node.kind {
+            Some(extension_node::Kind::ShuffleReader(reader)) => {
+                let schema = reader
+                    .schema
+                    .as_ref()
+                    .ok_or_else(|| internal_datafusion_err!("shuffle reader without schema"))?;
+                let schema: Schema = schema.try_into()?;
+                let partitions = reader.partitions.into_iter().map(|p| p.pieces).collect();
+                Ok(Arc::new(ShuffleReaderExec::new(
+                    reader.stage_id,
+                    Arc::new(schema),
+                    partitions,
+                )))
+            }
+            None => Err(internal_datafusion_err!("empty Quarry plan node")),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            let message = ExtensionNode {
+                kind: Some(extension_node::Kind::ShuffleReader(ShuffleReaderNode {
+                    stage_id: reader.stage_id(),
+                    schema: Some(reader.schema().as_ref().try_into()?),
+                    partitions: reader
+                        .partitions()
+                        .iter()
+                        .map(|pieces| PartitionPieces {
+                            pieces: pieces.clone(),
+                        })
+                        .collect(),
+                })),
+            };
+            message
+                .encode(buf)
+                .map_err(|e| internal_datafusion_err!("encoding Quarry plan node: {e}"))?;
+            return Ok(());
+        }
+        not_impl_err!("Quarry cannot ship {} to executors", node.name())
+    }
+}
+
+/// A physical plan as bytes, with Quarry's extension nodes.
+pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
+    physical_plan_to_bytes_with_extension_codec(plan, &QuarryCodec)
+}
+
+/// A physical plan from bytes, resolved against `ctx` (functions, object stores).
+pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &QuarryCodec)
+}
+
+/// A partitioning as bytes (empty for "one partition").
+pub fn partitioning_to_bytes(partitioning: Option<&Partitioning>) -> Result<Vec<u8>> {
+    match partitioning {
+        None => Ok(Vec::new()),
+        Some(p) => Ok(
+            serialize_partitioning(p, &QuarryCodec, &DefaultPhysicalProtoConverter {})?
+                .encode_to_vec(),
+        ),
+    }
+}
+
+/// A partitioning from bytes, its expressions bound to `input_schema`.
+pub fn partitioning_from_bytes(
+    bytes: &[u8],
+    input_schema: &Schema,
+    ctx: &TaskContext,
+) -> Result<Option<Partitioning>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let proto = protobuf::Partitioning::decode(bytes)
+        .map_err(|e| internal_datafusion_err!("malformed partitioning: {e}"))?;
+    let decode_ctx = PhysicalPlanDecodeContext::new(ctx, &QuarryCodec);
+    parse_protobuf_partitioning(
+        Some(&proto),
+        &decode_ctx,
+        input_schema,
+        &DefaultPhysicalProtoConverter {},
+    )
+}

@@ -1,0 +1,316 @@
+//! Error codes shared by every frontend, and the one mapping from them to HTTP and gRPC.
+//!
+//! Internals never leak into client errors: a client sees a code and a message written
+//! for people. DataFusion errors are classified here once (plan errors are the user's,
+//! internal errors are ours).
+
+use std::fmt;
+
+use datafusion::error::DataFusionError;
+use serde::{Deserialize, Serialize};
+
+/// What went wrong, in terms a client can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Malformed SQL, an unknown column, a bad option value, unreadable input data.
+    InvalidArgument,
+    /// A table, source, schema, job or file that does not exist.
+    NotFound,
+    AlreadyExists,
+    /// A concurrent change won; re-read and retry.
+    Conflict,
+    Unauthenticated,
+    PermissionDenied,
+    /// No executor is available, or an executor was lost and retries ran out.
+    Unavailable,
+    Cancelled,
+    ResourceExhausted,
+    DeadlineExceeded,
+    Unimplemented,
+    /// A bug in Quarry.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            ErrorCode::Unimplemented => "UNIMPLEMENTED",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn parse(s: &str) -> ErrorCode {
+        match s {
+            "INVALID_ARGUMENT" => ErrorCode::InvalidArgument,
+            "NOT_FOUND" => ErrorCode::NotFound,
+            "ALREADY_EXISTS" => ErrorCode::AlreadyExists,
+            "CONFLICT" => ErrorCode::Conflict,
+            "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
+            "PERMISSION_DENIED" => ErrorCode::PermissionDenied,
+            "UNAVAILABLE" => ErrorCode::Unavailable,
+            "CANCELLED" => ErrorCode::Cancelled,
+            "RESOURCE_EXHAUSTED" => ErrorCode::ResourceExhausted,
+            "DEADLINE_EXCEEDED" => ErrorCode::DeadlineExceeded,
+            "UNIMPLEMENTED" => ErrorCode::Unimplemented,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidArgument => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::AlreadyExists | ErrorCode::Conflict => 409,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Cancelled => 499,
+            ErrorCode::ResourceExhausted => 429,
+            ErrorCode::DeadlineExceeded => 504,
+            ErrorCode::Unimplemented => 501,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+            ErrorCode::Conflict => tonic::Code::Aborted,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Cancelled => tonic::Code::Cancelled,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            ErrorCode::Unimplemented => tonic::Code::Unimplemented,
+            ErrorCode::Internal => tonic::Code::Internal,
+        }
+    }
+
+    pub fn from_grpc(code: tonic::Code) -> ErrorCode {
+        match code {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
+            tonic::Code::NotFound => ErrorCode::NotFound,
+            tonic::Code::AlreadyExists => ErrorCode::AlreadyExists,
+            tonic::Code::Aborted => ErrorCode::Conflict,
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+            tonic::Code::Unavailable => ErrorCode::Unavailable,
+            tonic::Code::Cancelled => ErrorCode::Cancelled,
+            tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+            tonic::Code::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            tonic::Code::Unimplemented => ErrorCode::Unimplemented,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error every client-facing path returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{message}")]
+pub struct QuarryError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type QuarryResult<T> = std::result::Result<T, QuarryError>;
+
+impl QuarryError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        QuarryError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Cancelled, message)
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.code.grpc_code(), self.message.clone())
+    }
+
+    pub fn from_status(status: &tonic::Status) -> Self {
+        QuarryError::new(
+            ErrorCode::from_grpc(status.code()),
+            status.message().to_string(),
+        )
+    }
+
+    /// Prefix the message with what was being done.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+impl From<QuarryError> for tonic::Status {
+    fn from(e: QuarryError) -> Self {
+        e.to_status()
+    }
+}
+
+impl From<DataFusionError> for QuarryError {
+    fn from(e: DataFusionError) -> Self {
+        QuarryError::new(classify(&e), describe(&e))
+    }
+}
+
+impl From<QuarryError> for DataFusionError {
+    fn from(e: QuarryError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+/// The user-facing text of a DataFusion error: its Display, without backtraces, and
+/// with SQL parser errors unwrapped from their Debug form.
+pub fn describe(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::SQL(parser_error, _) => {
+            let text = parser_error.to_string();
+            let text = text.strip_prefix("sql parser error: ").unwrap_or(&text);
+            format!("SQL error: {text}")
+        }
+        DataFusionError::Diagnostic(_, inner) => describe(inner),
+        DataFusionError::Shared(inner) => describe(inner),
+        DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", describe(inner)),
+        DataFusionError::External(inner) => match inner.downcast_ref::<QuarryError>() {
+            Some(q) => q.message.clone(),
+            None => inner.to_string(),
+        },
+        DataFusionError::Collection(errs) => match errs.first() {
+            Some(first) => describe(first),
+            None => e.strip_backtrace(),
+        },
+        DataFusionError::Internal(msg) => format!("Internal error: {msg}"),
+        _ => e.strip_backtrace(),
+    }
+}
+
+/// Which code a DataFusion error deserves.
+pub fn classify(e: &DataFusionError) -> ErrorCode {
+    match e {
+        DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_) => ErrorCode::InvalidArgument,
+        DataFusionError::Plan(msg) => {
+            if is_missing_object(msg) {
+                ErrorCode::NotFound
+            } else {
+                ErrorCode::InvalidArgument
+            }
+        }
+        DataFusionError::NotImplemented(_) => ErrorCode::Unimplemented,
+        DataFusionError::Execution(msg) => {
+            if msg.contains("was cancelled") || msg.contains("is cancelled") {
+                ErrorCode::Cancelled
+            } else if is_missing_object(msg) {
+                ErrorCode::NotFound
+            } else {
+                ErrorCode::InvalidArgument
+            }
+        }
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
+        DataFusionError::ObjectStore(store_error) => match store_error.as_ref() {
+            object_store::Error::NotFound { .. } => ErrorCode::NotFound,
+            object_store::Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            object_store::Error::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            _ => ErrorCode::Unavailable,
+        },
+        DataFusionError::ParquetError(_) | DataFusionError::ArrowError(..) => {
+            ErrorCode::InvalidArgument
+        }
+        DataFusionError::IoError(io) => match io.kind() {
+            std::io::ErrorKind::NotFound => ErrorCode::NotFound,
+            std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+            _ => ErrorCode::Internal,
+        },
+        DataFusionError::External(inner) => match inner.downcast_ref::<QuarryError>() {
+            Some(q) => q.code,
+            None => match inner.downcast_ref::<DataFusionError>() {
+                Some(df) => classify(df),
+                None => ErrorCode::Internal,
+            },
+        },
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            classify(inner)
+        }
+        DataFusionError::Shared(inner) => classify(inner),
+        DataFusionError::Collection(errs) => errs
+            .first()
+            .map(classify)
+            .unwrap_or(ErrorCode::InvalidArgument),
+        _ => ErrorCode::Internal,
+    }
+}
+
+fn is_missing_object(msg: &str) -> bool {
+    let lower = msg.to_ascii_lowercase();
+    (lower.contains("table") || lower.contains("schema") || lower.contains("view"))
+        && (lower.contains("not found") || lower.contains("does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::common::plan_datafusion_err;
+
+    #[test]
+    fn missing_table_is_not_found() {
+        let e = plan_datafusion_err!("table 'quarry.public.nope' not found");
+        assert_eq!(classify(&e), ErrorCode::NotFound);
+        let q: QuarryError = e.into();
+        assert_eq!(q.to_status().code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn plan_errors_are_invalid_argument() {
+        let e = plan_datafusion_err!("Invalid function 'nope'");
+        assert_eq!(classify(&e), ErrorCode::InvalidArgument);
+        assert_eq!(ErrorCode::InvalidArgument.http_status(), 400);
+    }
+
+    #[test]
+    fn quarry_errors_survive_datafusion_wrapping() {
+        let inner = QuarryError::unavailable("no executors");
+        let wrapped = DataFusionError::from(inner).context("running stage 1");
+        assert_eq!(classify(&wrapped), ErrorCode::Unavailable);
+        assert_eq!(describe(&wrapped), "running stage 1: no executors");
+    }
+}

@@ -1,0 +1,14 @@
+//! The parts coordinator and executors share: the wire contract ([`protocol`]), the
+//! error codes every frontend maps from ([`error`]), the exchange reader plan node
+//! ([`shuffle_reader`]) and the codec that ships it inside DataFusion plans ([`codec`]).
+
+pub mod action_service;
+pub mod codec;
+pub mod error;
+pub mod flight_channels;
+pub mod metrics;
+pub mod object_stores;
+pub mod protocol;
+pub mod shuffle_reader;
+
+pub use error::{ErrorCode, QuarryError, QuarryResult};

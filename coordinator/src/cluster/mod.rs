@@ -1,0 +1,242 @@
+//! Cluster membership: which executors exist, how many task slots each has, and whether
+//! they are alive. Executors register and heartbeat through [`internal`]; an executor that
+//! misses heartbeats for `lost_after` is declared lost and takes no more work.
+
+pub mod internal;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quarry_common::protocol::{ExecutorRegistration, Heartbeat, LocalFile};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// What the coordinator knows about one executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorInfo {
+    pub executor_id: String,
+    pub endpoint: String,
+    pub slots: u32,
+    pub data_dir: String,
+    pub local_files: Arc<Vec<LocalFile>>,
+    pub registered_at_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub running_tasks: u32,
+    pub exchange_bytes: u64,
+    pub state: ExecutorState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorState {
+    Active,
+    /// Stopped heartbeating; its running tasks are failed over.
+    Lost,
+    /// Said goodbye; it finishes nothing new.
+    Left,
+}
+
+impl ExecutorState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorState::Active => "ACTIVE",
+            ExecutorState::Lost => "LOST",
+            ExecutorState::Left => "LEFT",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    info: ExecutorInfo,
+    last_seen: Instant,
+}
+
+/// The live membership table.
+#[derive(Debug)]
+pub struct Cluster {
+    members: RwLock<BTreeMap<String, Member>>,
+    heartbeat_interval: Duration,
+    lost_after: Duration,
+    /// Woken whenever membership changes.
+    changed: Notify,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    pub fn new(heartbeat_interval: Duration, lost_after: Duration) -> Arc<Self> {
+        Arc::new(Cluster {
+            members: RwLock::new(BTreeMap::new()),
+            heartbeat_interval,
+            lost_after,
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    pub fn register(&self, registration: ExecutorRegistration) {
+        let now = now_ms();
+        let info = ExecutorInfo {
+            executor_id: registration.executor_id.clone(),
+            endpoint: registration.flight_endpoint,
+            slots: registration.slots.max(1),
+            data_dir: registration.data_dir,
+            local_files: Arc::new(registration.local_files),
+            registered_at_ms: now,
+            last_heartbeat_ms: now,
+            running_tasks: 0,
+            exchange_bytes: 0,
+            state: ExecutorState::Active,
+        };
+        tracing::info!(executor = %info.executor_id, endpoint = %info.endpoint, slots = info.slots, "executor registered");
+        if let Ok(mut members) = self.members.write() {
+            members.insert(
+                registration.executor_id,
+                Member {
+                    info,
+                    last_seen: Instant::now(),
+                },
+            );
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Record a heartbeat; false when the executor is unknown or was declared lost.
+    pub fn heartbeat(&self, beat: &Heartbeat) -> bool {
+        let Ok(mut members) = self.members.write() else {
+            return false;
+        };
+        match members.get_mut(&beat.executor_id) {
+            Some(member) if member.info.state == ExecutorState::Active => {
+                member.last_seen = Instant::now();
+                member.info.last_heartbeat_ms = now_ms();
+                member.info.running_tasks = beat.running_tasks;
+                member.info.exchange_bytes = beat.exchange_bytes;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn deregister(&self, executor_id: &str) {
+        if let Ok(mut members) = self.members.write()
+            && let Some(member) = members.get_mut(executor_id)
+        {
+            member.info.state = ExecutorState::Left;
+            tracing::info!(executor = %executor_id, "executor left");
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Mark executors silent for too long as lost; returns the ones newly lost.
+    pub fn expire(&self) -> Vec<String> {
+        let mut lost = Vec::new();
+        if let Ok(mut members) = self.members.write() {
+            for member in members.values_mut() {
+                if member.info.state == ExecutorState::Active
+                    && member.last_seen.elapsed() > self.lost_after
+                {
+                    member.info.state = ExecutorState::Lost;
+                    tracing::warn!(executor = %member.info.executor_id, "executor lost: no heartbeat");
+                    lost.push(member.info.executor_id.clone());
+                }
+            }
+        }
+        if !lost.is_empty() {
+            self.changed.notify_waiters();
+        }
+        lost
+    }
+
+    /// Mark one executor lost now (a call to it failed at the transport level).
+    pub fn mark_lost(&self, executor_id: &str) {
+        if let Ok(mut members) = self.members.write()
+            && let Some(member) = members.get_mut(executor_id)
+            && member.info.state == ExecutorState::Active
+        {
+            member.info.state = ExecutorState::Lost;
+            tracing::warn!(executor = %executor_id, "executor lost: unreachable");
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Executors that take work, in id order.
+    pub fn active(&self) -> Vec<ExecutorInfo> {
+        self.members
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|m| m.info.state == ExecutorState::Active)
+                    .map(|m| m.info.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every executor ever seen since the coordinator started, for `sys.nodes`.
+    pub fn all(&self) -> Vec<ExecutorInfo> {
+        self.members
+            .read()
+            .map(|m| m.values().map(|m| m.info.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn is_active(&self, executor_id: &str) -> bool {
+        self.members
+            .read()
+            .map(|m| {
+                m.get(executor_id)
+                    .is_some_and(|m| m.info.state == ExecutorState::Active)
+            })
+            .unwrap_or(false)
+    }
+
+    /// Total task slots of active executors.
+    pub fn total_slots(&self) -> usize {
+        self.active().iter().map(|e| e.slots as usize).sum()
+    }
+
+    /// Wait until membership changes or `timeout` passes.
+    pub async fn changed(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
+    }
+
+    /// Wait until at least `n` executors are active.
+    pub async fn wait_for_executors(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.active().len() >= n {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.changed(left.min(Duration::from_millis(50))).await;
+        }
+    }
+
+    /// Run the loss detector until `stop` fires.
+    pub fn spawn_expiry(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            let tick = (cluster.heartbeat_interval / 2).max(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                cluster.expire();
+            }
+        })
+    }
+}

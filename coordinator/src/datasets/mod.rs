@@ -1,0 +1,184 @@
+//! Datasets: the catalog's tables and views turned into DataFusion table providers, and
+//! the checks a new table or view passes before it is stored.
+
+mod provider;
+pub mod schema_codec;
+pub mod sources;
+pub mod tables;
+
+use std::sync::{Arc, OnceLock};
+
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::datasource::ViewTable;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::prelude::SessionConfig;
+use quarry_catalog::{Catalog, DatasetDefinition, SourceConfig};
+use quarry_common::QuarryError;
+use quarry_common::object_stores::ObjectStoreRegistrar;
+use quarry_common::protocol::ObjectStoreSpec;
+
+pub use provider::{QuarryCatalog, QuarryCatalogList};
+
+use crate::engine::catalog_ops::catalog_error;
+
+/// The one catalog name clients see (Flight SQL GetCatalogs, `quarry.demo.orders`).
+pub const CATALOG_NAME: &str = "quarry";
+
+/// Schema of the built-in system tables.
+pub const SYSTEM_SCHEMA: &str = "sys";
+
+/// Views may use views; this deep and no deeper (it also stops definition cycles).
+const MAX_VIEW_DEPTH: u32 = 32;
+
+tokio::task_local! {
+    static VIEW_DEPTH: u32;
+}
+
+#[derive(Debug)]
+pub struct Datasets {
+    catalog: Catalog,
+    runtime: Arc<RuntimeEnv>,
+    base_config: SessionConfig,
+    object_stores: ObjectStoreRegistrar,
+    system: OnceLock<Arc<dyn SchemaProvider>>,
+}
+
+impl Datasets {
+    /// `base_config` names the catalog and default schema; queries layer their own
+    /// settings on top of it.
+    pub fn new(
+        catalog: Catalog,
+        runtime: Arc<RuntimeEnv>,
+        base_config: SessionConfig,
+    ) -> Result<Arc<Self>, QuarryError> {
+        let datasets = Arc::new(Datasets {
+            catalog,
+            runtime,
+            base_config,
+            object_stores: ObjectStoreRegistrar::default(),
+            system: OnceLock::new(),
+        });
+        // Object stores of existing S3 sources, so their tables can be scanned.
+        for source in datasets.catalog.list_sources().map_err(catalog_error)? {
+            if let SourceConfig::S3(s3) = &source.record.config
+                && let Err(e) = datasets.register_store(&sources::s3_store_spec(s3))
+            {
+                tracing::warn!(source = %source.record.name, "cannot set up object store: {e}");
+            }
+        }
+        Ok(datasets)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime
+    }
+
+    pub fn base_config(&self) -> &SessionConfig {
+        &self.base_config
+    }
+
+    /// Install the provider of the `sys` schema.
+    pub fn set_system_schema(&self, schema: Arc<dyn SchemaProvider>) {
+        let _ = self.system.set(schema);
+    }
+
+    pub(crate) fn system_schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        (name == SYSTEM_SCHEMA)
+            .then(|| self.system.get().cloned())
+            .flatten()
+    }
+
+    pub(crate) fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self.catalog.list_schemas() {
+            Ok(schemas) => schemas.into_iter().map(|s| s.record.name).collect(),
+            Err(e) => {
+                tracing::error!("listing schemas: {e}");
+                Vec::new()
+            }
+        };
+        if self.system.get().is_some() {
+            names.push(SYSTEM_SCHEMA.to_string());
+        }
+        names
+    }
+
+    pub fn catalog_list(self: &Arc<Self>) -> Arc<dyn CatalogProviderList> {
+        Arc::new(QuarryCatalogList(Arc::clone(self)))
+    }
+
+    /// A DataFusion session over Quarry's catalog with the given settings.
+    pub fn session_state(self: &Arc<Self>, config: SessionConfig) -> SessionState {
+        SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_catalog_list(self.catalog_list())
+            .build()
+    }
+
+    /// A session for planning catalog objects, resolving names against `default_schema`.
+    pub fn planning_state(self: &Arc<Self>, default_schema: Option<&str>) -> SessionState {
+        let mut config = self.base_config.clone();
+        if let Some(schema) = default_schema {
+            config.options_mut().catalog.default_schema = schema.to_string();
+        }
+        self.session_state(config)
+    }
+
+    /// Make an object store reachable from this coordinator, and remember its spec for
+    /// the executors.
+    pub fn register_store(&self, spec: &ObjectStoreSpec) -> Result<(), QuarryError> {
+        self.object_stores.register(&self.runtime, spec)
+    }
+
+    /// The spec of a registered store URL, for shipping to executors.
+    pub fn store_spec(&self, url: &str) -> Option<ObjectStoreSpec> {
+        self.object_stores.spec(url)
+    }
+
+    /// The table provider of a dataset, or None when it does not exist.
+    pub async fn provider(
+        self: &Arc<Self>,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, QuarryError> {
+        let Some(stored) = self
+            .catalog
+            .get_dataset(schema, name)
+            .map_err(catalog_error)?
+        else {
+            return Ok(None);
+        };
+        match stored.record.definition {
+            DatasetDefinition::Table(table) => {
+                let state = self.planning_state(None);
+                Ok(Some(tables::open_table(&state, &table)?))
+            }
+            DatasetDefinition::View(view) => {
+                let depth = VIEW_DEPTH.try_with(|d| *d).unwrap_or(0);
+                if depth >= MAX_VIEW_DEPTH {
+                    return Err(QuarryError::invalid(format!(
+                        "view {schema}.{name} nests views more than {MAX_VIEW_DEPTH} deep (does a view use itself?)"
+                    )));
+                }
+                let state = self.planning_state(view.default_schema.as_deref().or(Some(schema)));
+                let sql = view.sql.clone();
+                let plan = VIEW_DEPTH
+                    .scope(
+                        depth + 1,
+                        async move { state.create_logical_plan(&sql).await },
+                    )
+                    .await
+                    .map_err(|e| {
+                        QuarryError::from(e).context(format!("in view {schema}.{name}"))
+                    })?;
+                Ok(Some(Arc::new(ViewTable::new(plan, Some(view.sql)))))
+            }
+        }
+    }
+}

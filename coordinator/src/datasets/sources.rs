@@ -1,0 +1,313 @@
+//! Sources: where a table's files are, checked before anything is written to the catalog.
+//!
+//! A local source is a directory; a table path inside it must stay inside it, through
+//! `..` and through symlinks. An S3 source is a bucket (and optional prefix) with its
+//! endpoint and credentials; the coordinator and executors build the same client from
+//! the same [`ObjectStoreSpec`].
+
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use quarry_catalog::{S3Config, SourceConfig};
+use quarry_common::QuarryError;
+use quarry_common::object_stores::{
+    S3_ACCESS_KEY_ID, S3_ALLOW_HTTP, S3_ENDPOINT, S3_PATH_STYLE, S3_REGION, S3_SECRET_ACCESS_KEY,
+    build_object_store, s3_spec,
+};
+use quarry_common::protocol::ObjectStoreSpec;
+
+/// A resolved data location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    /// URL DataFusion lists (`file:///...`, `s3://bucket/...`); folders end with `/`.
+    pub url: String,
+    pub is_folder: bool,
+    /// The object store the URL needs registered, for object-store URLs.
+    pub store: Option<ObjectStoreSpec>,
+    /// A name of one data file (the file itself, or one in the folder), for format inference.
+    pub sample_file: Option<String>,
+}
+
+/// The object store spec of an S3 source.
+pub fn s3_store_spec(config: &S3Config) -> ObjectStoreSpec {
+    let path_style = config.path_style.to_string();
+    let allow_http = config.allow_http.to_string();
+    s3_spec(
+        &config.bucket,
+        &[
+            (S3_REGION, Some(config.region.as_str())),
+            (S3_ENDPOINT, config.endpoint.as_deref()),
+            (S3_ACCESS_KEY_ID, config.access_key_id.as_deref()),
+            (S3_SECRET_ACCESS_KEY, config.secret_access_key.as_deref()),
+            (S3_PATH_STYLE, Some(path_style.as_str())),
+            (S3_ALLOW_HTTP, Some(allow_http.as_str())),
+        ],
+    )
+}
+
+/// Check a new source's configuration before it is stored.
+pub async fn validate_source(
+    name: &str,
+    config: &SourceConfig,
+) -> Result<SourceConfig, QuarryError> {
+    match config {
+        SourceConfig::Local { root } => {
+            let path = Path::new(root);
+            if !path.is_absolute() {
+                return Err(QuarryError::invalid(format!(
+                    "the root of local source '{name}' must be an absolute path, not '{root}'"
+                )));
+            }
+            let canonical = path.canonicalize().map_err(|e| {
+                QuarryError::not_found(format!(
+                    "the root '{root}' of local source '{name}' is not readable: {e}"
+                ))
+            })?;
+            if !canonical.is_dir() {
+                return Err(QuarryError::invalid(format!(
+                    "the root '{root}' of local source '{name}' is not a directory"
+                )));
+            }
+            Ok(SourceConfig::Local {
+                root: canonical.display().to_string(),
+            })
+        }
+        SourceConfig::S3(s3) => {
+            if s3.bucket.is_empty() {
+                return Err(QuarryError::invalid(format!(
+                    "S3 source '{name}' needs a bucket"
+                )));
+            }
+            if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                return Err(QuarryError::invalid(format!(
+                    "S3 source '{name}' needs both access_key_id and secret_access_key, or neither"
+                )));
+            }
+            // Reach the bucket now, so a wrong endpoint or credential is reported at
+            // CREATE SOURCE rather than at the first query.
+            let store = build_object_store(&s3_store_spec(s3))?;
+            let prefix = ObjectPath::from(s3.prefix.trim_matches('/'));
+            store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(|e| store_error(&format!("S3 source '{name}'"), e))?;
+            Ok(config.clone())
+        }
+    }
+}
+
+/// Resolve `path` inside a source to a location DataFusion can list.
+pub async fn resolve_in_source(
+    source_name: &str,
+    config: &SourceConfig,
+    path: &str,
+) -> Result<Location, QuarryError> {
+    match config {
+        SourceConfig::Local { root } => resolve_local(source_name, Path::new(root), path),
+        SourceConfig::S3(s3) => {
+            let key = join_key(&s3.prefix, path);
+            resolve_s3(&s3.bucket, &key, s3_store_spec(s3)).await
+        }
+    }
+}
+
+fn join_key(prefix: &str, path: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    let path = path.trim_matches('/');
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}/{path}"),
+    }
+}
+
+/// A path under a local root, refusing anything that leaves the root.
+pub fn resolve_local(source_name: &str, root: &Path, path: &str) -> Result<Location, QuarryError> {
+    let root = root.canonicalize().map_err(|e| {
+        QuarryError::not_found(format!(
+            "the root {} of source '{source_name}' is not readable: {e}",
+            root.display()
+        ))
+    })?;
+    let candidate = root.join(path.trim_start_matches('/'));
+    let resolved = candidate.canonicalize().map_err(|_| {
+        QuarryError::not_found(format!(
+            "path '{path}' does not exist in source '{source_name}'"
+        ))
+    })?;
+    if !resolved.starts_with(&root) {
+        return Err(QuarryError::invalid(format!(
+            "path '{path}' leaves the root of source '{source_name}'"
+        )));
+    }
+    let is_folder = resolved.is_dir();
+    let sample_file = if is_folder {
+        let mut files = Vec::new();
+        walk_inside(&root, &resolved, path, source_name, &mut files)?;
+        files.sort();
+        files.into_iter().next()
+    } else {
+        Some(resolved.display().to_string())
+    };
+    Ok(Location {
+        url: local_url(&resolved, is_folder)?,
+        is_folder,
+        store: None,
+        sample_file,
+    })
+}
+
+/// The `file://` URL of a local path.
+pub fn local_url(path: &Path, is_folder: bool) -> Result<String, QuarryError> {
+    let url = if is_folder {
+        url::Url::from_directory_path(path)
+    } else {
+        url::Url::from_file_path(path)
+    };
+    url.map(|u| u.to_string())
+        .map_err(|_| QuarryError::invalid(format!("cannot make a URL of {}", path.display())))
+}
+
+/// Visit files under a folder, refusing symlinks that point outside the root.
+fn walk_inside(
+    root: &Path,
+    dir: &Path,
+    path: &str,
+    source_name: &str,
+    files: &mut Vec<String>,
+) -> Result<(), QuarryError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        QuarryError::invalid(format!(
+            "cannot read folder '{path}' of source '{source_name}': {e}"
+        ))
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| QuarryError::invalid(e.to_string()))?;
+        let entry_path = entry.path();
+        let target: PathBuf = entry_path
+            .canonicalize()
+            .map_err(|e| QuarryError::invalid(format!("{}: {e}", entry_path.display())))?;
+        if !target.starts_with(root) {
+            return Err(QuarryError::invalid(format!(
+                "folder '{path}' of source '{source_name}' links outside the source: {}",
+                entry_path.display()
+            )));
+        }
+        if target.is_dir() {
+            walk_inside(root, &target, path, source_name, files)?;
+        } else if !is_hidden(&entry.file_name().to_string_lossy()) {
+            files.push(target.display().to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Files like `_SUCCESS` and `.crc` that writers leave next to data.
+pub fn is_hidden(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// An S3 key that is either an object or a prefix of objects.
+pub async fn resolve_s3(
+    bucket: &str,
+    key: &str,
+    spec: ObjectStoreSpec,
+) -> Result<Location, QuarryError> {
+    let store = build_object_store(&spec)?;
+    let what = format!("s3://{bucket}/{key}");
+    if !key.is_empty() && !key.ends_with('/') {
+        match store.head(&ObjectPath::from(key)).await {
+            Ok(_) => {
+                return Ok(Location {
+                    url: format!("s3://{bucket}/{key}"),
+                    is_folder: false,
+                    store: Some(spec),
+                    sample_file: Some(key.to_string()),
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(&what, e)),
+        }
+    }
+    let prefix = ObjectPath::from(key.trim_end_matches('/'));
+    let objects: Vec<object_store::ObjectMeta> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| store_error(&what, e))?;
+    let mut names: Vec<String> = objects
+        .iter()
+        .map(|o| o.location.to_string())
+        .filter(|name| {
+            name.rsplit('/')
+                .next()
+                .map(|file| !is_hidden(file))
+                .unwrap_or(true)
+        })
+        .collect();
+    names.sort();
+    let Some(sample) = names.into_iter().next() else {
+        return Err(QuarryError::not_found(format!("no files found at {what}")));
+    };
+    let folder = key.trim_end_matches('/');
+    Ok(Location {
+        url: if folder.is_empty() {
+            format!("s3://{bucket}/")
+        } else {
+            format!("s3://{bucket}/{folder}/")
+        },
+        is_folder: true,
+        store: Some(spec),
+        sample_file: Some(sample),
+    })
+}
+
+/// An object store failure, told the way a user can act on it.
+pub fn store_error(what: &str, e: object_store::Error) -> QuarryError {
+    use quarry_common::ErrorCode;
+    let code = match &e {
+        object_store::Error::NotFound { .. } => ErrorCode::NotFound,
+        object_store::Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+        object_store::Error::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+        _ => ErrorCode::InvalidArgument,
+    };
+    QuarryError::new(code, format!("cannot read {what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_stay_inside_the_root() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub"))?;
+        std::fs::write(root.join("sub/a.csv"), "x\n1\n")?;
+        std::fs::write(dir.path().join("secret.csv"), "x\n1\n")?;
+
+        let ok = resolve_local("files", &root, "sub/a.csv")?;
+        assert!(!ok.is_folder);
+        assert!(ok.url.starts_with("file://"));
+        let folder = resolve_local("files", &root, "sub")?;
+        assert!(folder.is_folder && folder.url.ends_with('/'));
+
+        let up = resolve_local("files", &root, "../secret.csv").unwrap_err();
+        assert!(up.message.contains("leaves the root"), "{up}");
+        let missing = resolve_local("files", &root, "nope.csv").unwrap_err();
+        assert_eq!(missing.code, quarry_common::ErrorCode::NotFound);
+
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.path().join("secret.csv"), root.join("link.csv"))?;
+            let linked = resolve_local("files", &root, "link.csv").unwrap_err();
+            assert!(linked.message.contains("leaves the root"), "{linked}");
+            std::os::unix::fs::symlink(dir.path(), root.join("sub/escape"))?;
+            let inside = resolve_local("files", &root, "sub").unwrap_err();
+            assert!(inside.message.contains("links outside"), "{inside}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! Catalog statements: Quarry's own (`CREATE SOURCE`, `CREATE TABLE ... FROM`, `USE`) and
+//! DataFusion's DDL (`CREATE EXTERNAL TABLE`, views, schemas, `DROP`), made persistent.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{SchemaReference, TableReference};
+use datafusion::logical_expr::DdlStatement;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use quarry_catalog::SourceConfig;
+use quarry_common::{ErrorCode, QuarryError};
+
+use super::catalog_ops::{CreateMode, TableRequest, source_config};
+use super::{Engine, Session, message_batch};
+use crate::datasets::CATALOG_NAME;
+use crate::sql::parser::Statement;
+
+fn done(message: String) -> Result<RecordBatch, QuarryError> {
+    message_batch("result", &[message])
+}
+
+impl Engine {
+    /// `[schema, ]name` in `session`, checking the catalog part.
+    fn dataset_name(
+        &self,
+        session: &Session,
+        reference: &TableReference,
+    ) -> Result<(String, String), QuarryError> {
+        match reference {
+            TableReference::Bare { table } => Ok((session.default_schema(), table.to_string())),
+            TableReference::Partial { schema, table } => {
+                Ok((schema.to_string(), table.to_string()))
+            }
+            TableReference::Full {
+                catalog,
+                schema,
+                table,
+            } => {
+                if catalog.as_ref() != CATALOG_NAME {
+                    return Err(QuarryError::not_found(format!(
+                        "catalog '{catalog}' does not exist; Quarry has one catalog, '{CATALOG_NAME}'"
+                    )));
+                }
+                Ok((schema.to_string(), table.to_string()))
+            }
+        }
+    }
+
+    pub(super) async fn run_extension(
+        &self,
+        session: &Arc<Session>,
+        statement: Statement,
+    ) -> Result<RecordBatch, QuarryError> {
+        match statement {
+            Statement::CreateSource(create) => {
+                let config = source_config(&create.kind, &create.options)?;
+                let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
+                let stored = self.create_source(&create.name, config, mode).await?;
+                done(format!(
+                    "Source {} ready (version {})",
+                    create.name, stored.version
+                ))
+            }
+            Statement::DropSource { name, if_exists } => {
+                if self.drop_source(&name, if_exists, None)? {
+                    done(format!("Source {name} dropped"))
+                } else {
+                    done(format!("Source {name} does not exist"))
+                }
+            }
+            Statement::ShowSources => self.show_sources(),
+            Statement::CreateTable(create) => {
+                let reference = match create.name.as_slice() {
+                    [table] => TableReference::bare(table.as_str()),
+                    [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+                    [catalog, schema, table] => {
+                        TableReference::full(catalog.as_str(), schema.as_str(), table.as_str())
+                    }
+                    _ => return Err(QuarryError::invalid("a table name has at most three parts")),
+                };
+                let (schema, name) = self.dataset_name(session, &reference)?;
+                let request = TableRequest {
+                    source: Some(create.source),
+                    path: Some(create.path),
+                    format: create.format,
+                    options: create.options.into_iter().collect(),
+                    ..TableRequest::default()
+                };
+                let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
+                self.create_table(&schema, &name, request, mode).await?;
+                done(format!("Table {schema}.{name} created"))
+            }
+            Statement::Use { schema } => {
+                if self
+                    .datasets
+                    .catalog()
+                    .get_schema(&schema)
+                    .map_err(super::catalog_ops::catalog_error)?
+                    .is_none()
+                    && schema != crate::datasets::SYSTEM_SCHEMA
+                {
+                    return Err(QuarryError::not_found(format!(
+                        "schema '{schema}' does not exist"
+                    )));
+                }
+                session.set_default_schema(&schema);
+                done(format!("Using schema {schema}"))
+            }
+            Statement::DataFusion(_) => Err(QuarryError::internal("not a Quarry statement")),
+        }
+    }
+
+    fn show_sources(&self) -> Result<RecordBatch, QuarryError> {
+        let sources = self
+            .datasets
+            .catalog()
+            .list_sources()
+            .map_err(super::catalog_ops::catalog_error)?;
+        let mut names = Vec::new();
+        let mut kinds = Vec::new();
+        let mut locations = Vec::new();
+        let mut versions = Vec::new();
+        for source in sources {
+            names.push(source.record.name);
+            versions.push(source.version);
+            match source.record.config {
+                SourceConfig::Local { root } => {
+                    kinds.push("local".to_string());
+                    locations.push(root);
+                }
+                SourceConfig::S3(s3) => {
+                    kinds.push("s3".to_string());
+                    let endpoint = s3.endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
+                    locations.push(format!("s3://{}/{}{endpoint}", s3.bucket, s3.prefix));
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("location", DataType::Utf8, false),
+            Field::new("version", DataType::UInt64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(kinds)),
+                Arc::new(StringArray::from(locations)),
+                Arc::new(UInt64Array::from(versions)),
+            ],
+        )
+        .map_err(|e| QuarryError::internal(e.to_string()))
+    }
+
+    pub(super) async fn run_ddl(
+        &self,
+        session: &Arc<Session>,
+        ddl: DdlStatement,
+    ) -> Result<RecordBatch, QuarryError> {
+        match ddl {
+            DdlStatement::CreateExternalTable(cmd) => {
+                if cmd.temporary {
+                    return Err(unsupported("temporary tables"));
+                }
+                let location = match cmd.locations.as_slice() {
+                    [one] => one.clone(),
+                    _ => return Err(QuarryError::invalid("a table reads one location")),
+                };
+                let (schema, name) = self.dataset_name(session, &cmd.name)?;
+                let arrow_schema = cmd.schema.as_arrow();
+                let partition_columns = if cmd.table_partition_cols.is_empty() {
+                    None
+                } else {
+                    let mut cols = Vec::new();
+                    for col in &cmd.table_partition_cols {
+                        let data_type = arrow_schema
+                            .field_with_name(col)
+                            .map(|f| f.data_type().clone())
+                            .unwrap_or_else(|_| crate::datasets::tables::partition_type());
+                        cols.push((col.clone(), data_type));
+                    }
+                    Some(cols)
+                };
+                let columns = (!arrow_schema.fields().is_empty()).then(|| {
+                    let fields: Vec<_> = arrow_schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !cmd.table_partition_cols.contains(f.name()))
+                        .cloned()
+                        .collect();
+                    Arc::new(Schema::new(fields))
+                });
+                let request = TableRequest {
+                    location: Some(location),
+                    format: Some(cmd.file_type.to_ascii_lowercase()),
+                    options: cmd.options.clone().into_iter().collect(),
+                    columns,
+                    partition_columns,
+                    ..TableRequest::default()
+                };
+                let mode = CreateMode::from_flags(cmd.if_not_exists, cmd.or_replace);
+                self.create_table(&schema, &name, request, mode).await?;
+                done(format!("Table {schema}.{name} created"))
+            }
+            DdlStatement::CreateView(view) => {
+                if view.temporary {
+                    return Err(unsupported("temporary views"));
+                }
+                let (schema, name) = self.dataset_name(session, &view.name)?;
+                let sql = view_query(view.definition.as_deref())?;
+                let mode = CreateMode::from_flags(false, view.or_replace);
+                self.create_view(&schema, &name, &sql, &session.default_schema(), mode)
+                    .await?;
+                done(format!("View {schema}.{name} created"))
+            }
+            DdlStatement::CreateCatalogSchema(create) => {
+                let name = match create.schema_name.split_once('.') {
+                    Some((catalog, schema)) if catalog == CATALOG_NAME => schema.to_string(),
+                    Some((catalog, _)) => {
+                        return Err(QuarryError::not_found(format!(
+                            "catalog '{catalog}' does not exist"
+                        )));
+                    }
+                    None => create.schema_name.clone(),
+                };
+                if self.create_schema(&name, create.if_not_exists)? {
+                    done(format!("Schema {name} created"))
+                } else {
+                    done(format!("Schema {name} already exists"))
+                }
+            }
+            DdlStatement::DropTable(drop) => {
+                let (schema, name) = self.dataset_name(session, &drop.name)?;
+                let dropped =
+                    self.drop_dataset(&schema, &name, Some("table"), drop.if_exists, None)?;
+                done(if dropped {
+                    format!("Table {schema}.{name} dropped")
+                } else {
+                    format!("Table {schema}.{name} does not exist")
+                })
+            }
+            DdlStatement::DropView(drop) => {
+                let (schema, name) = self.dataset_name(session, &drop.name)?;
+                let dropped =
+                    self.drop_dataset(&schema, &name, Some("view"), drop.if_exists, None)?;
+                done(if dropped {
+                    format!("View {schema}.{name} dropped")
+                } else {
+                    format!("View {schema}.{name} does not exist")
+                })
+            }
+            DdlStatement::DropCatalogSchema(drop) => {
+                let name = match &drop.name {
+                    SchemaReference::Bare { schema } => schema.to_string(),
+                    SchemaReference::Full { schema, .. } => schema.to_string(),
+                };
+                if self.drop_schema(&name, drop.if_exists, drop.cascade)? {
+                    done(format!("Schema {name} dropped"))
+                } else {
+                    done(format!("Schema {name} does not exist"))
+                }
+            }
+            DdlStatement::CreateMemoryTable(_) => Err(QuarryError::new(
+                ErrorCode::Unimplemented,
+                "Quarry reads data where it lives: create tables from files with \
+                 CREATE TABLE name FROM source 'path' or CREATE EXTERNAL TABLE, or use a view",
+            )),
+            DdlStatement::CreateCatalog(_) => Err(unsupported("more catalogs")),
+            DdlStatement::CreateIndex(_) => Err(unsupported("indexes")),
+            DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_) => {
+                Err(unsupported("user-defined functions"))
+            }
+        }
+    }
+}
+
+fn unsupported(what: &str) -> QuarryError {
+    QuarryError::new(
+        ErrorCode::Unimplemented,
+        format!("Quarry does not support {what}"),
+    )
+}
+
+/// The query of a `CREATE VIEW` statement's text.
+fn view_query(definition: Option<&str>) -> Result<String, QuarryError> {
+    let definition =
+        definition.ok_or_else(|| QuarryError::invalid("the view has no definition"))?;
+    let mut parser = DFParserBuilder::new(definition).build()?;
+    match parser.parse_statement()? {
+        DFStatement::Statement(statement) => match *statement {
+            SqlStatement::CreateView(view) => Ok(view.query.to_string()),
+            _ => Err(QuarryError::internal(
+                "a view definition that is not CREATE VIEW",
+            )),
+        },
+        _ => Err(QuarryError::internal(
+            "a view definition that is not CREATE VIEW",
+        )),
+    }
+}

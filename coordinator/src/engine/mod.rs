@@ -1,0 +1,511 @@
+//! The query engine: turns a client's SQL into a job and runs it.
+//!
+//! ```text
+//!  submit(session, sql)
+//!    ├─ parse (Quarry's statements + DataFusion's dialect)
+//!    ├─ catalog statements ─────────────► CatalogOps ──► sled      (result: a message row)
+//!    ├─ SET / USE ──────────────────────► Session
+//!    └─ queries ─► LogicalPlan ─► physical plan ─► StagePlan ─► Scheduler ─► executors
+//!                                     (no file scan: runs on the coordinator)
+//!  results of every statement ─► the job's ResultSpool ─► frontends page through them
+//! ```
+
+pub mod catalog_ops;
+mod ddl;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::common::config::ConfigOptions;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::{SessionState, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, Statement as LogicalStatement};
+use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
+use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
+use quarry_common::QuarryError;
+use quarry_common::metrics::collect_operator_metrics;
+use quarry_common::protocol::{ObjectStoreSpec, Setting};
+use quarry_common::shuffle_reader::ExchangeAccess;
+
+use crate::datasets::Datasets;
+use crate::jobs::{Job, Jobs};
+use crate::planner::stages::{StagePlan, display_stages, plan_stages, scans_files};
+use crate::scheduler::{QueryProfile, QueryTasks, Scheduler};
+use crate::sql::parser::{self, Statement};
+pub use session::{PreparedStatement, QuarryOptions, Session, Sessions, quarry_options};
+
+/// How a planned statement produces its rows.
+enum Outcome {
+    /// Already produced while planning (catalog statements, SET, EXPLAIN).
+    Rows(SchemaRef, Vec<RecordBatch>),
+    /// Runs on the coordinator (no file scans: VALUES, information_schema, DESCRIBE).
+    Local(Arc<dyn ExecutionPlan>, Arc<TaskContext>),
+    /// Runs on executors.
+    Distributed(Box<DistributedQuery>),
+}
+
+impl Outcome {
+    fn schema(&self) -> SchemaRef {
+        match self {
+            Outcome::Rows(schema, _) => Arc::clone(schema),
+            Outcome::Local(plan, _) => plan.schema(),
+            Outcome::Distributed(query) => query.stages.root.schema(),
+        }
+    }
+}
+
+struct DistributedQuery {
+    stages: StagePlan,
+    settings: Vec<Setting>,
+    object_stores: Vec<ObjectStoreSpec>,
+    options: QuarryOptions,
+    root_context: Arc<TaskContext>,
+}
+
+pub struct Engine {
+    pub(crate) datasets: Arc<Datasets>,
+    pub(crate) jobs: Arc<Jobs>,
+    pub(crate) scheduler: Arc<Scheduler>,
+    pub sessions: Sessions,
+    base_config: SessionConfig,
+}
+
+/// The settings every Quarry query starts from.
+pub fn base_config() -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(
+            crate::datasets::CATALOG_NAME,
+            quarry_catalog::DEFAULT_SCHEMA,
+        )
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+        .with_option_extension(QuarryOptions::default());
+    let options = config.options_mut();
+    // Partitions of a scan run as separate tasks on separate executors: they must not
+    // share a work queue in one process.
+    options.execution.enable_file_stream_work_stealing = false;
+    // Scalar subqueries and dynamic filters share state between operators at run time;
+    // across stages and processes that state would not arrive.
+    options
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery = false;
+    if let Err(e) = options.set(
+        "datafusion.optimizer.enable_dynamic_filter_pushdown",
+        "false",
+    ) {
+        tracing::warn!("cannot turn off dynamic filters: {e}");
+    }
+    config
+}
+
+/// One text column, one row per message: the result of catalog statements.
+pub fn message_batch(column: &str, messages: &[String]) -> Result<RecordBatch, QuarryError> {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let array: ArrayRef = Arc::new(StringArray::from(messages.to_vec()));
+    RecordBatch::try_new(schema, vec![array]).map_err(|e| QuarryError::internal(e.to_string()))
+}
+
+impl Engine {
+    pub fn new(datasets: Arc<Datasets>, jobs: Arc<Jobs>, scheduler: Arc<Scheduler>) -> Arc<Self> {
+        let base_config = datasets.base_config().clone();
+        Arc::new(Engine {
+            datasets,
+            jobs,
+            scheduler,
+            sessions: Sessions::default(),
+            base_config,
+        })
+    }
+
+    pub fn jobs(&self) -> &Arc<Jobs> {
+        &self.jobs
+    }
+
+    pub fn datasets(&self) -> &Arc<Datasets> {
+        &self.datasets
+    }
+
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// A session with the default schema, for callers without one.
+    pub fn new_session(&self, user: &str) -> Arc<Session> {
+        Session::new(
+            uuid::Uuid::new_v4().to_string(),
+            user,
+            quarry_catalog::DEFAULT_SCHEMA,
+        )
+    }
+
+    /// The DataFusion settings of a query in `session`.
+    fn query_config(&self, session: &Session) -> Result<SessionConfig, QuarryError> {
+        let mut config = session.apply(self.base_config.clone())?;
+        if !session
+            .settings()
+            .contains_key("datafusion.execution.target_partitions")
+        {
+            // One partition per task slot the query may use.
+            let options = quarry_options(&config);
+            let mut slots: Vec<usize> = self
+                .scheduler
+                .cluster()
+                .active()
+                .iter()
+                .map(|e| e.slots as usize)
+                .collect();
+            if options.max_executors > 0 {
+                slots.truncate(options.max_executors);
+            }
+            config = config.with_target_partitions(slots.iter().sum::<usize>().max(1));
+        }
+        Ok(config.with_extension(Arc::new(ExchangeAccess {
+            channels: Arc::clone(self.scheduler.channels()),
+            local: None,
+        })))
+    }
+
+    fn query_state(&self, session: &Session) -> Result<SessionState, QuarryError> {
+        Ok(self.datasets.session_state(self.query_config(session)?))
+    }
+
+    /// Start `sql` as a job. Planning errors are returned (and recorded on the job);
+    /// execution errors show up in the job's state and at the end of its results.
+    pub async fn submit(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        sql: &str,
+        parameters: Option<Vec<ScalarValue>>,
+    ) -> Result<Arc<Job>, QuarryError> {
+        let job = self.jobs.create(sql, &session.user);
+        match self.plan_script(session, sql, parameters).await {
+            Ok(outcome) => {
+                // Clients ask for the schema as soon as submit returns.
+                job.spool.set_schema(outcome.schema());
+                self.start(Arc::clone(&job), outcome);
+                Ok(job)
+            }
+            Err(e) => {
+                job.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Plan every statement; all but the last run to completion here.
+    async fn plan_script(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        sql: &str,
+        parameters: Option<Vec<ScalarValue>>,
+    ) -> Result<Outcome, QuarryError> {
+        let mut statements = parser::parse(sql)?;
+        let last = statements
+            .pop()
+            .ok_or_else(|| QuarryError::invalid("no SQL statement given"))?;
+        for statement in statements {
+            let outcome = self.plan_statement(session, statement, None).await?;
+            let sink = self.jobs.create("(script statement)", &session.user);
+            self.run(&sink, outcome).await?;
+            sink.complete();
+        }
+        self.plan_statement(session, last, parameters).await
+    }
+
+    async fn plan_statement(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        statement: Statement,
+        parameters: Option<Vec<ScalarValue>>,
+    ) -> Result<Outcome, QuarryError> {
+        let statement = match statement {
+            Statement::DataFusion(statement) => *statement,
+            ours => {
+                let batch = self.run_extension(session, ours).await?;
+                return Ok(Outcome::Rows(batch.schema(), vec![batch]));
+            }
+        };
+        let state = self.query_state(session)?;
+        let mut plan = state.statement_to_plan(statement).await?;
+        if let Some(values) = parameters {
+            plan = plan.with_param_values(values)?;
+        }
+        match plan {
+            LogicalPlan::Ddl(ddl) => {
+                let batch = self.run_ddl(session, ddl).await?;
+                Ok(Outcome::Rows(batch.schema(), vec![batch]))
+            }
+            LogicalPlan::Statement(LogicalStatement::SetVariable(set)) => {
+                session.set(&self.base_config, &set.variable, &set.value)?;
+                let batch =
+                    message_batch("result", &[format!("{} = {}", set.variable, set.value)])?;
+                Ok(Outcome::Rows(batch.schema(), vec![batch]))
+            }
+            LogicalPlan::Statement(LogicalStatement::ResetVariable(reset)) => {
+                session.reset(&reset.variable);
+                let batch = message_batch("result", &[format!("{} reset", reset.variable)])?;
+                Ok(Outcome::Rows(batch.schema(), vec![batch]))
+            }
+            LogicalPlan::Statement(other) => Err(QuarryError::new(
+                quarry_common::ErrorCode::Unimplemented,
+                format!("{} is not supported", other.name()),
+            )),
+            LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(QuarryError::new(
+                quarry_common::ErrorCode::Unimplemented,
+                "Quarry reads data where it lives: INSERT, UPDATE, DELETE and COPY are not supported",
+            )),
+            LogicalPlan::Explain(explain) => {
+                let batch = self.explain(&state, explain.plan.as_ref()).await?;
+                Ok(Outcome::Rows(batch.schema(), vec![batch]))
+            }
+            query => self.plan_query(&state, &query).await,
+        }
+    }
+
+    /// Plan a query for the coordinator or the executors.
+    async fn plan_query(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+    ) -> Result<Outcome, QuarryError> {
+        let physical = state.create_physical_plan(plan).await?;
+        if !scans_files(&physical) {
+            return Ok(Outcome::Local(physical, state.task_ctx()));
+        }
+        let object_stores = object_stores_of(&physical, &self.datasets);
+        let stages = plan_stages(physical)?;
+        Ok(Outcome::Distributed(Box::new(DistributedQuery {
+            stages,
+            settings: settings_to_ship(state.config_options()),
+            object_stores,
+            options: quarry_options(state.config()),
+            root_context: state.task_ctx(),
+        })))
+    }
+
+    /// EXPLAIN: the logical plan, the physical plan and the stage DAG.
+    async fn explain(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+    ) -> Result<RecordBatch, QuarryError> {
+        let optimized = state.optimize(plan)?;
+        let physical = state.create_physical_plan(plan).await?;
+        let mut rows = vec![
+            (
+                "logical_plan".to_string(),
+                format!("{}", optimized.display_indent()),
+            ),
+            (
+                "physical_plan".to_string(),
+                displayable(physical.as_ref()).indent(false).to_string(),
+            ),
+        ];
+        if scans_files(&physical) {
+            let stages = plan_stages(physical)?;
+            rows.push(("distributed_plan".to_string(), display_stages(&stages)));
+        } else {
+            rows.push((
+                "distributed_plan".to_string(),
+                "runs on the coordinator (no file scans)".to_string(),
+            ));
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("plan_type", DataType::Utf8, false),
+            Field::new("plan", DataType::Utf8, false),
+        ]));
+        let (types, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(types)),
+                Arc::new(StringArray::from(plans)),
+            ],
+        )
+        .map_err(|e| QuarryError::internal(e.to_string()))
+    }
+
+    fn start(self: &Arc<Self>, job: Arc<Job>, outcome: Outcome) {
+        let engine = Arc::clone(self);
+        let cancel = job.cancellation();
+        // The job owns this task: cancelling the job drops the run, and with it every
+        // task call to the executors.
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                result = engine.run(&job, outcome) => result,
+                _ = cancel.cancelled() => return,
+            };
+            match result {
+                Ok(()) => job.complete(),
+                Err(e) => job.fail(&e),
+            }
+        });
+    }
+
+    async fn run(&self, job: &Job, outcome: Outcome) -> Result<(), QuarryError> {
+        match outcome {
+            Outcome::Rows(_, batches) => {
+                job.set_running(0);
+                for batch in &batches {
+                    job.spool.append(batch)?;
+                }
+                Ok(())
+            }
+            Outcome::Local(plan, context) => {
+                job.set_running(0);
+                let mut stream = execute_stream(plan, context)?;
+                while let Some(batch) = stream.next().await {
+                    job.spool.append(&batch?)?;
+                }
+                Ok(())
+            }
+            Outcome::Distributed(query) => self.run_distributed(job, *query).await,
+        }
+    }
+
+    async fn run_distributed(&self, job: &Job, query: DistributedQuery) -> Result<(), QuarryError> {
+        let total = query.stages.task_count();
+        job.set_running(total);
+        let _release = ReleaseOnDrop {
+            scheduler: Arc::clone(&self.scheduler),
+            query_id: job.id.clone(),
+        };
+        let progress_job = self.jobs.live(&job.id);
+        let tasks = QueryTasks {
+            query_id: job.id.clone(),
+            settings: query.settings,
+            object_stores: query.object_stores,
+            max_attempts: query.options.task_max_attempts as u32,
+            max_executors: query.options.max_executors,
+            progress: Arc::new(move |done, total| {
+                if let Some(job) = &progress_job {
+                    job.set_progress(done, total);
+                }
+            }),
+        };
+        let mut profile = QueryProfile::default();
+        let mut holders = Default::default();
+        let run = self
+            .scheduler
+            .run_stages(&tasks, &query.stages, &mut profile, &mut holders)
+            .await;
+        job.set_profile(&profile);
+        let root = run?;
+        let mut stream = execute_stream(Arc::clone(&root), query.root_context)?;
+        while let Some(batch) = stream.next().await {
+            job.spool.append(&batch?)?;
+        }
+        profile.root = collect_operator_metrics(&root);
+        job.set_profile(&profile);
+        Ok(())
+    }
+
+    /// The result and parameter schemas of a statement, without running it.
+    pub async fn describe(
+        &self,
+        session: &Arc<Session>,
+        sql: &str,
+    ) -> Result<(SchemaRef, SchemaRef), QuarryError> {
+        let mut statements = parser::parse(sql)?;
+        if statements.len() != 1 {
+            return Err(QuarryError::invalid(
+                "a prepared statement must be one statement",
+            ));
+        }
+        let message = message_batch("result", &[])?.schema();
+        let no_parameters = Arc::new(Schema::empty());
+        let Some(Statement::DataFusion(statement)) = statements.pop() else {
+            return Ok((message, no_parameters));
+        };
+        let state = self.query_state(session)?;
+        let plan = state.statement_to_plan(*statement).await?;
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+            return Ok((message, no_parameters));
+        }
+        let mut parameters: Vec<(usize, String, DataType)> = plan
+            .get_parameter_types()?
+            .into_iter()
+            .map(|(name, ty)| {
+                let index = name
+                    .trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX);
+                (index, name, ty.unwrap_or(DataType::Null))
+            })
+            .collect();
+        parameters.sort();
+        let parameter_schema = Arc::new(Schema::new(
+            parameters
+                .into_iter()
+                .map(|(_, name, ty)| Field::new(name, ty, true))
+                .collect::<Vec<_>>(),
+        ));
+        let schema = if matches!(plan, LogicalPlan::Explain(_)) {
+            message_batch("plan", &[])?.schema()
+        } else {
+            Arc::new(plan.schema().as_arrow().clone())
+        };
+        Ok((schema, parameter_schema))
+    }
+}
+
+/// Frees a query's exchange outputs on every executor however the query ends.
+struct ReleaseOnDrop {
+    scheduler: Arc<Scheduler>,
+    query_id: String,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let scheduler = Arc::clone(&self.scheduler);
+        let query_id = std::mem::take(&mut self.query_id);
+        let endpoints = scheduler
+            .cluster()
+            .active()
+            .into_iter()
+            .map(|e| e.endpoint)
+            .collect();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { scheduler.release(&query_id, &endpoints).await });
+        }
+    }
+}
+
+/// The DataFusion settings that differ from the defaults, for the executors.
+fn settings_to_ship(options: &ConfigOptions) -> Vec<Setting> {
+    let defaults: BTreeMap<String, Option<String>> = ConfigOptions::default()
+        .entries()
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect();
+    options
+        .entries()
+        .into_iter()
+        .filter(|e| e.key.starts_with("datafusion."))
+        .filter(|e| defaults.get(&e.key) != Some(&e.value))
+        .filter_map(|e| e.value.map(|value| Setting { key: e.key, value }))
+        .collect()
+}
+
+/// Object stores (beyond the local filesystem) the plan's scans read.
+fn object_stores_of(plan: &Arc<dyn ExecutionPlan>, datasets: &Datasets) -> Vec<ObjectStoreSpec> {
+    let mut specs: Vec<ObjectStoreSpec> = Vec::new();
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(node) = stack.pop() {
+        if let Some(source) = node.downcast_ref::<DataSourceExec>()
+            && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
+            && let Some(spec) = datasets.store_spec(scan.object_store_url.as_str())
+            && !specs.contains(&spec)
+        {
+            specs.push(spec);
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    specs
+}

@@ -1,0 +1,195 @@
+//! Client sessions: who is asking, the default schema, `SET` settings and prepared
+//! statements. Sessions are keyed by bearer token or session id; no cookies are needed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
+use datafusion::prelude::SessionConfig;
+use quarry_common::QuarryError;
+
+extensions_options! {
+    /// Quarry's own settings, changed with `SET quarry.<name> = <value>`.
+    pub struct QuarryOptions {
+        /// Run a query's tasks on at most this many executors; 0 uses all of them.
+        pub max_executors: usize, default = 0
+        /// How many times a task is tried before its query fails.
+        pub task_max_attempts: usize, default = 3
+    }
+}
+
+impl ConfigExtension for QuarryOptions {
+    const PREFIX: &'static str = "quarry";
+}
+
+/// Quarry's settings of a config (defaults when unset).
+pub fn quarry_options(config: &SessionConfig) -> QuarryOptions {
+    config
+        .options()
+        .extensions
+        .get::<QuarryOptions>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A statement prepared by a client, with the parameters it last bound.
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    pub sql: String,
+    pub dataset_schema: SchemaRef,
+    pub parameter_schema: SchemaRef,
+    pub parameters: Option<Vec<ScalarValue>>,
+}
+
+#[derive(Debug)]
+struct SessionState {
+    default_schema: String,
+    settings: BTreeMap<String, String>,
+    prepared: HashMap<String, PreparedStatement>,
+    last_used: Instant,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub user: String,
+    state: Mutex<SessionState>,
+}
+
+impl Session {
+    pub fn new(id: impl Into<String>, user: impl Into<String>, default_schema: &str) -> Arc<Self> {
+        Arc::new(Session {
+            id: id.into(),
+            user: user.into(),
+            state: Mutex::new(SessionState {
+                default_schema: default_schema.to_string(),
+                settings: BTreeMap::new(),
+                prepared: HashMap::new(),
+                last_used: Instant::now(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn touch(&self) {
+        self.lock().last_used = Instant::now();
+    }
+
+    pub fn default_schema(&self) -> String {
+        self.lock().default_schema.clone()
+    }
+
+    pub fn set_default_schema(&self, schema: &str) {
+        self.lock().default_schema = schema.to_string();
+    }
+
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        self.lock().settings.clone()
+    }
+
+    /// Change a setting after checking that `base` accepts it.
+    pub fn set(&self, base: &SessionConfig, key: &str, value: &str) -> Result<(), QuarryError> {
+        let key = key.to_ascii_lowercase();
+        let mut probe = base.clone();
+        probe.options_mut().set(&key, value)?;
+        self.lock().settings.insert(key, value.to_string());
+        Ok(())
+    }
+
+    pub fn reset(&self, key: &str) {
+        self.lock().settings.remove(&key.to_ascii_lowercase());
+    }
+
+    /// `base` with this session's schema and settings applied.
+    pub fn apply(&self, mut config: SessionConfig) -> Result<SessionConfig, QuarryError> {
+        let state = self.lock();
+        config.options_mut().catalog.default_schema = state.default_schema.clone();
+        for (key, value) in &state.settings {
+            config.options_mut().set(key, value)?;
+        }
+        Ok(config)
+    }
+
+    pub fn add_prepared(&self, statement: PreparedStatement) -> String {
+        let handle = uuid::Uuid::new_v4().simple().to_string();
+        self.lock().prepared.insert(handle.clone(), statement);
+        handle
+    }
+
+    pub fn prepared(&self, handle: &str) -> Option<PreparedStatement> {
+        self.lock().prepared.get(handle).cloned()
+    }
+
+    pub fn bind(&self, handle: &str, parameters: Vec<ScalarValue>) -> Result<(), QuarryError> {
+        match self.lock().prepared.get_mut(handle) {
+            Some(p) => {
+                p.parameters = Some(parameters);
+                Ok(())
+            }
+            None => Err(QuarryError::not_found(format!(
+                "prepared statement {handle} does not exist in this session"
+            ))),
+        }
+    }
+
+    pub fn close_prepared(&self, handle: &str) {
+        self.lock().prepared.remove(handle);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.lock().last_used.elapsed()
+    }
+}
+
+/// Live sessions by key (a bearer token or a session id).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+/// Sessions unused this long are forgotten.
+const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(12 * 60 * 60);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Session>> {
+        let session = self.lock().get(key).cloned();
+        if let Some(s) = &session {
+            s.touch();
+        }
+        session
+    }
+
+    /// The session under `key`, created for `user` when absent.
+    pub fn get_or_create(&self, key: &str, user: &str, default_schema: &str) -> Arc<Session> {
+        let mut sessions = self.lock();
+        if sessions.len() > 1000 {
+            sessions.retain(|_, s| s.idle_for() < SESSION_IDLE_LIMIT);
+        }
+        let session = sessions
+            .entry(key.to_string())
+            .or_insert_with(|| Session::new(key, user, default_schema));
+        session.touch();
+        Arc::clone(session)
+    }
+
+    pub fn remove(&self, key: &str) -> Option<Arc<Session>> {
+        self.lock().remove(key)
+    }
+}

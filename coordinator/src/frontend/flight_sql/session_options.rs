@@ -1,0 +1,152 @@
+//! Flight session options (`SetSessionOptions`, `GetSessionOptions`, `CloseSession`).
+//!
+//! arrow-flight 59 does not generate these messages, so they are declared here with
+//! prost, field for field as in Arrow's `Flight.proto`. Options map onto the session's
+//! `SET` settings; `schema` changes the default schema.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use quarry_common::QuarryError;
+
+use crate::engine::{Engine, Session};
+
+pub const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
+pub const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
+pub const CLOSE_SESSION: &str = "CloseSession";
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SessionOptionValue {
+    #[prost(oneof = "session_option_value::OptionValue", tags = "1, 2, 3, 4, 5")]
+    pub option_value: Option<session_option_value::OptionValue>,
+}
+
+pub mod session_option_value {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringListValue {
+        #[prost(string, repeated, tag = "1")]
+        pub values: Vec<String>,
+    }
+
+    // Variant names follow Flight.proto.
+    #[allow(clippy::enum_variant_names)]
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum OptionValue {
+        #[prost(string, tag = "1")]
+        StringValue(String),
+        #[prost(bool, tag = "2")]
+        BoolValue(bool),
+        #[prost(sfixed64, tag = "3")]
+        Int64Value(i64),
+        #[prost(double, tag = "4")]
+        DoubleValue(f64),
+        #[prost(message, tag = "5")]
+        StringListValue(StringListValue),
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SetSessionOptionsRequest {
+    #[prost(map = "string, message", tag = "1")]
+    pub session_options: HashMap<String, SessionOptionValue>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SetSessionOptionsResult {
+    #[prost(map = "string, message", tag = "1")]
+    pub errors: HashMap<String, SetSessionOptionsError>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SetSessionOptionsError {
+    /// 0 unspecified, 1 invalid name, 2 invalid value, 3 error.
+    #[prost(int32, tag = "1")]
+    pub value: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct GetSessionOptionsResult {
+    #[prost(map = "string, message", tag = "1")]
+    pub session_options: HashMap<String, SessionOptionValue>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CloseSessionResult {
+    /// 1 closed.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+const INVALID_NAME: i32 = 1;
+const INVALID_VALUE: i32 = 2;
+
+fn to_text(value: &SessionOptionValue) -> Option<String> {
+    use session_option_value::OptionValue;
+    Some(match value.option_value.as_ref()? {
+        OptionValue::StringValue(s) => s.clone(),
+        OptionValue::BoolValue(b) => b.to_string(),
+        OptionValue::Int64Value(i) => i.to_string(),
+        OptionValue::DoubleValue(d) => d.to_string(),
+        OptionValue::StringListValue(l) => l.values.join(","),
+    })
+}
+
+fn string_value(s: String) -> SessionOptionValue {
+    SessionOptionValue {
+        option_value: Some(session_option_value::OptionValue::StringValue(s)),
+    }
+}
+
+pub fn set_options(
+    engine: &Engine,
+    session: &Session,
+    body: &[u8],
+) -> Result<Vec<u8>, QuarryError> {
+    let request = SetSessionOptionsRequest::decode(body)
+        .map_err(|e| QuarryError::invalid(format!("malformed SetSessionOptionsRequest: {e}")))?;
+    let mut errors = HashMap::new();
+    for (name, value) in request.session_options {
+        let Some(text) = to_text(&value) else {
+            // An empty value removes the option.
+            session.reset(&name);
+            continue;
+        };
+        let outcome = if name.eq_ignore_ascii_case("schema") {
+            match engine.datasets().catalog().get_schema(&text) {
+                Ok(Some(_)) => {
+                    session.set_default_schema(&text);
+                    Ok(())
+                }
+                _ => Err(INVALID_VALUE),
+            }
+        } else {
+            session
+                .set(engine.datasets().base_config(), &name, &text)
+                .map_err(|e| {
+                    if e.message.contains("not") && e.message.contains("key") {
+                        INVALID_NAME
+                    } else {
+                        INVALID_VALUE
+                    }
+                })
+        };
+        if let Err(value) = outcome {
+            errors.insert(name, SetSessionOptionsError { value });
+        }
+    }
+    Ok(SetSessionOptionsResult { errors }.encode_to_vec())
+}
+
+pub fn get_options(session: &Session) -> Vec<u8> {
+    let mut session_options: HashMap<String, SessionOptionValue> = session
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k, string_value(v)))
+        .collect();
+    session_options.insert("schema".to_string(), string_value(session.default_schema()));
+    GetSessionOptionsResult { session_options }.encode_to_vec()
+}
+
+pub fn closed() -> Vec<u8> {
+    CloseSessionResult { status: 1 }.encode_to_vec()
+}

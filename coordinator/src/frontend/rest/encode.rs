@@ -1,0 +1,86 @@
+//! Result rows as JSON, NDJSON and Arrow IPC streams, encoded batch by batch so a result
+//! of any size streams without being held in memory.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::StreamWriter;
+use arrow::json::writer::{LineDelimited, WriterBuilder};
+use bytes::Bytes;
+use quarry_common::QuarryError;
+use serde_json::json;
+
+/// Column names and types, for JSON results.
+pub fn columns(schema: &Schema) -> serde_json::Value {
+    serde_json::Value::Array(
+        schema
+            .fields()
+            .iter()
+            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+            .collect(),
+    )
+}
+
+/// One JSON object per row, newline-terminated.
+pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, QuarryError> {
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, LineDelimited>(Vec::new());
+    writer
+        .write(batch)
+        .and_then(|_| writer.finish())
+        .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
+    Ok(writer.into_inner())
+}
+
+/// Rows as comma-separated JSON objects (the inside of a JSON array). `first` says
+/// whether no row came before this batch.
+pub fn json_rows(batch: &RecordBatch, first: bool) -> Result<Vec<u8>, QuarryError> {
+    let lines = ndjson(batch)?;
+    let mut out = Vec::with_capacity(lines.len() + 1);
+    let mut need_comma = !first;
+    // JSON escapes newlines inside strings, so every raw newline ends a row.
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if need_comma {
+            out.push(b',');
+        }
+        out.extend_from_slice(line);
+        need_comma = true;
+    }
+    Ok(out)
+}
+
+/// Arrow IPC stream encoding, one chunk per call.
+pub struct IpcEncoder {
+    writer: StreamWriter<Vec<u8>>,
+}
+
+impl IpcEncoder {
+    pub fn new(schema: &Schema) -> Result<Self, QuarryError> {
+        let writer = StreamWriter::try_new(Vec::new(), schema)
+            .map_err(|e| QuarryError::internal(format!("encoding Arrow: {e}")))?;
+        Ok(IpcEncoder { writer })
+    }
+
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(self.writer.get_mut()))
+    }
+
+    /// The schema message, then whatever the batch adds.
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QuarryError> {
+        self.writer
+            .write(batch)
+            .map_err(|e| QuarryError::internal(format!("encoding Arrow: {e}")))?;
+        Ok(self.take())
+    }
+
+    pub fn start(&mut self) -> Bytes {
+        self.take()
+    }
+
+    pub fn finish(&mut self) -> Result<Bytes, QuarryError> {
+        self.writer
+            .finish()
+            .map_err(|e| QuarryError::internal(format!("encoding Arrow: {e}")))?;
+        Ok(self.take())
+    }
+}

@@ -1,0 +1,206 @@
+//! Jobs: status, listing, cancelling, and paging through results in JSON, NDJSON or
+//! Arrow IPC.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use quarry_catalog::JobRecord;
+use quarry_common::QuarryError;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::encode::{IpcEncoder, columns, json_rows, ndjson};
+use super::{ApiResult, AppState};
+use crate::jobs::{FAILED, STATES};
+
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub const NDJSON: &str = "application/x-ndjson";
+
+fn job_json(record: &JobRecord) -> serde_json::Value {
+    json!({
+        "id": record.id,
+        "state": record.state,
+        "sql": record.sql,
+        "user": record.user,
+        "submittedMs": record.submitted_ms,
+        "startedMs": record.started_ms,
+        "finishedMs": record.finished_ms,
+        "rowCount": record.row_count,
+        "progress": {"tasksDone": record.tasks_done, "tasksTotal": record.tasks_total},
+        "error": record.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
+        "profile": record.profile,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Response> {
+    state.session(&headers)?;
+    if let Some(s) = &query.state
+        && !STATES.iter().any(|known| known.eq_ignore_ascii_case(s))
+    {
+        return Err(QuarryError::invalid(format!(
+            "unknown job state '{s}'; use one of {}",
+            STATES.join(", ")
+        ))
+        .into());
+    }
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let jobs = state.engine.jobs().list(query.state.as_deref(), limit)?;
+    let jobs: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|r| {
+            let mut j = job_json(r);
+            // Profiles can be large; the list leaves them out.
+            if let Some(o) = j.as_object_mut() {
+                o.remove("profile");
+            }
+            j
+        })
+        .collect();
+    Ok(axum::Json(json!({"jobs": jobs})).into_response())
+}
+
+fn find(state: &AppState, id: &str) -> ApiResult<JobRecord> {
+    state
+        .engine
+        .jobs()
+        .record(id)?
+        .ok_or_else(|| QuarryError::not_found(format!("job {id} does not exist")).into())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.session(&headers)?;
+    Ok(axum::Json(job_json(&find(&state, &id)?)).into_response())
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.session(&headers)?;
+    let record = find(&state, &id)?;
+    let cancelled = match state.engine.jobs().live(&id) {
+        Some(job) => job.cancel("cancelled through the REST API"),
+        None => false,
+    };
+    let record = state.engine.jobs().record(&id)?.unwrap_or(record);
+    Ok(
+        axum::Json(json!({"id": id, "cancelled": cancelled, "state": record.state}))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ResultsQuery {
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+pub async fn results(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<ResultsQuery>,
+) -> ApiResult<Response> {
+    state.session(&headers)?;
+    let record = find(&state, &id)?;
+    if record.state == FAILED {
+        let message = record
+            .error
+            .map(|e| e.message)
+            .unwrap_or_else(|| "the job failed".to_string());
+        return Err(QuarryError::invalid(format!("job {id} failed: {message}")).into());
+    }
+    let job =
+        state.engine.jobs().live(&id).ok_or_else(|| {
+            QuarryError::not_found(format!("results of job {id} are no longer kept"))
+        })?;
+    let offset = query.offset.unwrap_or(0);
+    let schema = job
+        .spool
+        .schema()
+        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    let batches = job.spool.read(offset, query.limit);
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if accept.contains(ARROW_STREAM) {
+        let mut encoder = IpcEncoder::new(&schema)?;
+        let start = encoder.start();
+        let body = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(start) }).chain(
+            batches
+                .map(Some)
+                .chain(futures::stream::once(async { None }))
+                .map(move |item| match item {
+                    Some(batch) => {
+                        let batch = batch.map_err(std::io::Error::other)?;
+                        encoder.batch(&batch).map_err(std::io::Error::other)
+                    }
+                    None => encoder.finish().map_err(std::io::Error::other),
+                }),
+        );
+        return Ok((
+            [(header::CONTENT_TYPE, ARROW_STREAM)],
+            Body::from_stream(body),
+        )
+            .into_response());
+    }
+    if accept.contains(NDJSON) {
+        let body = batches.map(|batch| {
+            let batch = batch.map_err(std::io::Error::other)?;
+            ndjson(&batch)
+                .map(Bytes::from)
+                .map_err(std::io::Error::other)
+        });
+        return Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response());
+    }
+    let head = format!(
+        "{{\"id\":{},\"state\":{},\"rowCount\":{},\"offset\":{offset},\"columns\":{},\"rows\":[",
+        serde_json::Value::String(id.clone()),
+        serde_json::Value::String(record.state.clone()),
+        job.spool.rows(),
+        columns(&schema)
+    );
+    let mut first = true;
+    let mut returned = 0u64;
+    let rows = batches
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .map(move |item| match item {
+            Some(batch) => {
+                let batch = batch.map_err(std::io::Error::other)?;
+                let bytes = json_rows(&batch, first).map_err(std::io::Error::other)?;
+                if batch.num_rows() > 0 {
+                    first = false;
+                }
+                returned += batch.num_rows() as u64;
+                Ok::<Bytes, std::io::Error>(Bytes::from(bytes))
+            }
+            None => Ok(Bytes::from(format!("],\"returned\":{returned}}}"))),
+        });
+    let body = futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rows);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,238 @@
+//! The REST API (`/api/v1/...`), the console and health checks, on the HTTP port.
+//!
+//! Errors are JSON `{code, message}` with the HTTP status of their code. Requests carry
+//! `Authorization: Bearer <token>` when authentication is on (tokens from
+//! `POST /api/v1/login`); with a token, `SET` settings persist across requests.
+
+mod catalog;
+mod encode;
+mod jobs;
+mod sql;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use quarry_common::{ErrorCode, QuarryError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::auth::{ANONYMOUS, Auth};
+use crate::engine::{Engine, Session};
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+const CONSOLE: &str = include_str!("../../../../web/index.html");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub auth: Arc<Auth>,
+}
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError(pub QuarryError);
+
+impl From<QuarryError> for ApiError {
+    fn from(e: QuarryError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.0.code == ErrorCode::Internal {
+            tracing::error!(
+                "internal error answered to a REST client: {}",
+                self.0.message
+            );
+        }
+        (
+            status,
+            axum::Json(json!({"code": self.0.code.as_str(), "message": self.0.message})),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Parse a JSON body, reporting where it is malformed.
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    if body.is_empty() {
+        return Err(QuarryError::invalid("the request needs a JSON body").into());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(QuarryError::invalid(format!("malformed JSON body: {e}"))))
+}
+
+impl AppState {
+    /// The session of a request: keyed by its bearer token, or fresh.
+    pub fn session(&self, headers: &HeaderMap) -> ApiResult<Arc<Session>> {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        let default_schema = quarry_catalog::DEFAULT_SCHEMA;
+        match auth {
+            Some(h) if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") => {
+                let token = h[7..].trim();
+                let user = if self.auth.enabled() {
+                    self.auth.verify(token)?
+                } else {
+                    ANONYMOUS.to_string()
+                };
+                Ok(self
+                    .engine
+                    .sessions
+                    .get_or_create(token, &user, default_schema))
+            }
+            Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(h[6..].trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| unauthenticated("malformed Basic authorization header"))?;
+                let (user, password) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| unauthenticated("malformed Basic authorization header"))?;
+                let token = self.auth.login(user, password)?;
+                Ok(self
+                    .engine
+                    .sessions
+                    .get_or_create(&token, user, default_schema))
+            }
+            _ if self.auth.enabled() => Err(unauthenticated(
+                "authentication required: POST /api/v1/login, then send Authorization: Bearer <token>",
+            )),
+            _ => Ok(self.engine.new_session(ANONYMOUS)),
+        }
+    }
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError(QuarryError::new(ErrorCode::Unauthenticated, message))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    #[serde(alias = "userName", alias = "username")]
+    user: String,
+    password: String,
+}
+
+async fn login(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let login: Login = parse_body(&body)?;
+    let token = state.auth.login(&login.user, &login.password)?;
+    Ok(axum::Json(json!({"token": token, "user": login.user})).into_response())
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let executors = state.engine.scheduler().cluster().active().len();
+    axum::Json(json!({"status": "ok", "executors": executors})).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn console() -> Html<&'static str> {
+    Html(CONSOLE)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError(QuarryError::not_found(format!(
+        "no route {} {}",
+        request.method(),
+        request.uri().path()
+    )))
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(console))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/sql", post(sql::submit))
+        .route("/api/v1/jobs", get(jobs::list))
+        .route("/api/v1/jobs/{id}", get(jobs::get))
+        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/jobs/{id}/results", get(jobs::results))
+        .route("/api/v1/catalog", get(catalog::overview))
+        .route(
+            "/api/v1/catalog/sources",
+            get(catalog::list_sources).post(catalog::create_source),
+        )
+        .route(
+            "/api/v1/catalog/sources/{name}",
+            get(catalog::get_source)
+                .put(catalog::update_source)
+                .delete(catalog::delete_source),
+        )
+        .route(
+            "/api/v1/catalog/schemas",
+            get(catalog::list_schemas).post(catalog::create_schema),
+        )
+        .route(
+            "/api/v1/catalog/schemas/{schema}",
+            get(catalog::get_schema).delete(catalog::delete_schema),
+        )
+        .route(
+            "/api/v1/catalog/schemas/{schema}/datasets",
+            get(catalog::list_datasets).post(catalog::create_dataset),
+        )
+        .route(
+            "/api/v1/catalog/schemas/{schema}/datasets/{name}",
+            get(catalog::get_dataset)
+                .put(catalog::update_dataset)
+                .delete(catalog::delete_dataset),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .with_state(state)
+}
+
+/// The paths the router serves, for checking the OpenAPI document.
+pub const ROUTES: [&str; 14] = [
+    "/healthz",
+    "/api/v1/openapi.json",
+    "/api/v1/login",
+    "/api/v1/sql",
+    "/api/v1/jobs",
+    "/api/v1/jobs/{id}",
+    "/api/v1/jobs/{id}/cancel",
+    "/api/v1/jobs/{id}/results",
+    "/api/v1/catalog",
+    "/api/v1/catalog/sources",
+    "/api/v1/catalog/sources/{name}",
+    "/api/v1/catalog/schemas",
+    "/api/v1/catalog/schemas/{schema}",
+    "/api/v1/catalog/schemas/{schema}/datasets",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in ROUTES
+            .iter()
+            .chain(["/api/v1/catalog/schemas/{schema}/datasets/{name}"].iter())
+        {
+            assert!(paths.contains_key(*route), "openapi.json lacks {route}");
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `POST /api/v1/sql`: run SQL, answering with rows (or, with `"async": true`, a job id).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use quarry_common::QuarryError;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::encode::{columns, json_rows};
+use super::{ApiResult, AppState, parse_body};
+use crate::jobs::{COMPLETED, Job};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    /// The schema unqualified names resolve against, as a path (`["demo"]`).
+    #[serde(default)]
+    context: Option<Vec<String>>,
+    #[serde(default, rename = "async")]
+    asynchronous: bool,
+}
+
+/// Cancels a job if the client stops waiting for it.
+struct CancelOnDrop(Option<Arc<Job>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.cancel("the client went away");
+        }
+    }
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: SqlRequest = parse_body(&body)?;
+    let session = state.session(&headers)?;
+    if let Some(context) = &request.context {
+        match context.as_slice() {
+            [] => {}
+            [schema] => {
+                if state
+                    .engine
+                    .datasets()
+                    .catalog()
+                    .get_schema(schema)
+                    .map_err(crate::engine::catalog_ops::catalog_error)?
+                    .is_none()
+                {
+                    return Err(QuarryError::not_found(format!(
+                        "schema '{schema}' does not exist"
+                    ))
+                    .into());
+                }
+                session.set_default_schema(schema);
+            }
+            _ => {
+                return Err(QuarryError::invalid(
+                    "context is a schema: a list of one name, like [\"demo\"]",
+                )
+                .into());
+            }
+        }
+    }
+    let job = state.engine.submit(&session, &request.sql, None).await?;
+    if request.asynchronous {
+        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": job.id}))).into_response());
+    }
+    let mut guard = CancelOnDrop(Some(Arc::clone(&job)));
+    let record = job.wait().await;
+    guard.0 = None;
+    if record.state != COMPLETED {
+        let error = record.error.unwrap_or(quarry_catalog::JobError {
+            code: "INTERNAL".to_string(),
+            message: format!("job ended {}", record.state),
+        });
+        return Err(
+            QuarryError::new(quarry_common::ErrorCode::parse(&error.code), error.message).into(),
+        );
+    }
+    Ok(rows_response(&job, record.row_count))
+}
+
+/// `{"id", "state", "columns", "rows", "rowCount"}`, streamed.
+fn rows_response(job: &Arc<Job>, row_count: u64) -> Response {
+    let schema = job
+        .spool
+        .schema()
+        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    let head = format!(
+        "{{\"id\":{},\"state\":\"{COMPLETED}\",\"rowCount\":{row_count},\"columns\":{},\"rows\":[",
+        serde_json::Value::String(job.id.clone()),
+        columns(&schema)
+    );
+    let mut first = true;
+    let rows = job.spool.read(0, None).map(move |batch| {
+        let batch = batch.map_err(std::io::Error::other)?;
+        let bytes = json_rows(&batch, first).map_err(std::io::Error::other)?;
+        if batch.num_rows() > 0 {
+            first = false;
+        }
+        Ok::<Bytes, std::io::Error>(Bytes::from(bytes))
+    });
+    let body = futures::stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(rows)
+        .chain(futures::stream::once(async {
+            Ok(Bytes::from_static(b"]}"))
+        }));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}

@@ -1,0 +1,297 @@
+//! Jobs: every statement a client submits becomes a job with an id, a state, a profile
+//! and its results in a spool. Frontends start jobs, follow their state and page through
+//! their results; the job history is kept in the catalog.
+
+pub mod spool;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use quarry_catalog::{Catalog, JobError, JobRecord};
+use quarry_common::QuarryError;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::now_ms;
+pub use spool::ResultSpool;
+
+pub const PLANNING: &str = "PLANNING";
+pub const RUNNING: &str = "RUNNING";
+pub const COMPLETED: &str = "COMPLETED";
+pub const FAILED: &str = "FAILED";
+pub const CANCELED: &str = "CANCELED";
+
+/// States a job can be in, for filters and validation.
+pub const STATES: [&str; 5] = [PLANNING, RUNNING, COMPLETED, FAILED, CANCELED];
+
+/// Jobs whose results stay available (older spools are deleted).
+const LIVE_JOBS: usize = 200;
+/// Job records kept in the catalog.
+const KEPT_JOB_RECORDS: usize = 10_000;
+
+pub fn is_final(state: &str) -> bool {
+    matches!(state, COMPLETED | FAILED | CANCELED)
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub id: String,
+    record: Mutex<JobRecord>,
+    pub spool: Arc<ResultSpool>,
+    cancel: CancellationToken,
+    catalog: Catalog,
+}
+
+impl Job {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobRecord> {
+        match self.record.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn record(&self) -> JobRecord {
+        self.lock().clone()
+    }
+
+    pub fn state(&self) -> String {
+        self.lock().state.clone()
+    }
+
+    fn persist(&self) {
+        let record = self.record();
+        if let Err(e) = self.catalog.put_job(&record) {
+            tracing::warn!(job = %self.id, "cannot record job: {e}");
+        }
+    }
+
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub fn set_running(&self, tasks_total: usize) {
+        {
+            let mut record = self.lock();
+            if is_final(&record.state) {
+                return;
+            }
+            record.state = RUNNING.to_string();
+            record.started_ms = Some(now_ms());
+            record.tasks_total = tasks_total as u64;
+        }
+        self.persist();
+    }
+
+    pub fn set_progress(&self, done: usize, total: usize) {
+        let mut record = self.lock();
+        record.tasks_done = done as u64;
+        record.tasks_total = total as u64;
+    }
+
+    pub fn set_profile(&self, profile: &impl Serialize) {
+        let value = serde_json::to_value(profile).unwrap_or(serde_json::Value::Null);
+        self.lock().profile = value;
+    }
+
+    /// Finish successfully (unless it was cancelled meanwhile).
+    pub fn complete(&self) {
+        {
+            let mut record = self.lock();
+            if is_final(&record.state) {
+                return;
+            }
+            record.state = COMPLETED.to_string();
+            record.finished_ms = Some(now_ms());
+            record.row_count = self.spool.rows();
+            record.tasks_done = record.tasks_total;
+        }
+        self.spool.finish(Ok(()));
+        self.persist();
+    }
+
+    pub fn fail(&self, error: &QuarryError) {
+        {
+            let mut record = self.lock();
+            if is_final(&record.state) {
+                return;
+            }
+            record.state = FAILED.to_string();
+            record.finished_ms = Some(now_ms());
+            record.row_count = self.spool.rows();
+            record.error = Some(JobError {
+                code: error.code.as_str().to_string(),
+                message: error.message.clone(),
+            });
+        }
+        self.spool.finish(Err(error.clone()));
+        self.persist();
+    }
+
+    /// Stop the job; false when it had already finished.
+    pub fn cancel(&self, reason: &str) -> bool {
+        {
+            let mut record = self.lock();
+            if is_final(&record.state) {
+                return false;
+            }
+            record.state = CANCELED.to_string();
+            record.finished_ms = Some(now_ms());
+            record.error = Some(JobError {
+                code: quarry_common::ErrorCode::Cancelled.as_str().to_string(),
+                message: reason.to_string(),
+            });
+        }
+        self.cancel.cancel();
+        self.spool.finish(Err(QuarryError::cancelled(format!(
+            "job {} was cancelled: {reason}",
+            self.id
+        ))));
+        self.persist();
+        true
+    }
+
+    /// Wait until the job is finished; returns its record.
+    pub async fn wait(&self) -> JobRecord {
+        loop {
+            if self.spool.outcome().is_some() && is_final(&self.state()) {
+                return self.record();
+            }
+            self.spool.changed().await;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Jobs {
+    catalog: Catalog,
+    results_dir: PathBuf,
+    live: Mutex<VecDeque<Arc<Job>>>,
+}
+
+impl Jobs {
+    /// Start the job table; results of a previous run are gone, and jobs it left
+    /// unfinished are marked failed.
+    pub fn new(catalog: Catalog, results_dir: PathBuf) -> Result<Arc<Self>, QuarryError> {
+        let _ = std::fs::remove_dir_all(&results_dir);
+        std::fs::create_dir_all(&results_dir).map_err(|e| {
+            QuarryError::internal(format!("cannot create {}: {e}", results_dir.display()))
+        })?;
+        let jobs = catalog
+            .list_jobs()
+            .map_err(|e| QuarryError::internal(e.to_string()))?;
+        for mut job in jobs.into_iter().filter(|j| !is_final(&j.state)) {
+            job.state = FAILED.to_string();
+            job.finished_ms = Some(now_ms());
+            job.error = Some(JobError {
+                code: quarry_common::ErrorCode::Unavailable.as_str().to_string(),
+                message: "the coordinator restarted while the job ran".to_string(),
+            });
+            let _ = catalog.put_job(&job);
+        }
+        Ok(Arc::new(Jobs {
+            catalog,
+            results_dir,
+            live: Mutex::new(VecDeque::new()),
+        }))
+    }
+
+    fn live_jobs(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Job>>> {
+        match self.live.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn create(&self, sql: &str, user: &str) -> Arc<Job> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = JobRecord {
+            id: id.clone(),
+            sql: sql.to_string(),
+            user: user.to_string(),
+            state: PLANNING.to_string(),
+            submitted_ms: now_ms(),
+            started_ms: None,
+            finished_ms: None,
+            row_count: 0,
+            tasks_done: 0,
+            tasks_total: 0,
+            error: None,
+            profile: serde_json::Value::Null,
+        };
+        let job = Arc::new(Job {
+            spool: ResultSpool::new(self.results_dir.join(format!("{id}.arrows"))),
+            id,
+            record: Mutex::new(record),
+            cancel: CancellationToken::new(),
+            catalog: self.catalog.clone(),
+        });
+        job.persist();
+        let evicted: Vec<Arc<Job>> = {
+            let mut live = self.live_jobs();
+            live.push_back(Arc::clone(&job));
+            let excess = live.len().saturating_sub(LIVE_JOBS);
+            live.drain(..excess).collect()
+        };
+        for old in evicted {
+            if !is_final(&old.state()) {
+                // Still running: keep it.
+                self.live_jobs().push_front(old);
+            } else {
+                old.spool.discard();
+            }
+        }
+        if let Ok(removed) = self.catalog.prune_jobs(KEPT_JOB_RECORDS)
+            && removed > 0
+        {
+            tracing::debug!(removed, "pruned old job records");
+        }
+        job
+    }
+
+    /// A job whose results are still available.
+    pub fn live(&self, id: &str) -> Option<Arc<Job>> {
+        self.live_jobs().iter().find(|j| j.id == id).cloned()
+    }
+
+    /// A job's record, live or historical.
+    pub fn record(&self, id: &str) -> Result<Option<JobRecord>, QuarryError> {
+        if let Some(job) = self.live(id) {
+            return Ok(Some(job.record()));
+        }
+        self.catalog
+            .get_job(id)
+            .map_err(|e| QuarryError::internal(e.to_string()))
+    }
+
+    /// Jobs newest first, optionally in one state.
+    pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<JobRecord>, QuarryError> {
+        let mut records = self
+            .catalog
+            .list_jobs()
+            .map_err(|e| QuarryError::internal(e.to_string()))?;
+        // Live jobs have fresher state than their persisted records.
+        for record in records.iter_mut() {
+            if let Some(job) = self.live(&record.id) {
+                *record = job.record();
+            }
+        }
+        Ok(records
+            .into_iter()
+            .filter(|r| state.is_none_or(|s| r.state.eq_ignore_ascii_case(s)))
+            .take(limit)
+            .collect())
+    }
+
+    pub fn running(&self) -> Vec<Arc<Job>> {
+        self.live_jobs()
+            .iter()
+            .filter(|j| !is_final(&j.state()))
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,27 @@
+//! Quarry's coordinator: the SQL front door of the cluster.
+//!
+//! ```text
+//!  clients ─► Flight SQL (frontend::flight_sql) ─┐
+//!          ─► REST + console (frontend::rest) ───┼─► Engine (engine) ─► Jobs (jobs)
+//!                                                 │      │ parse (sql::parser)
+//!                                                 │      │ catalog DDL ─► Datasets ─► sled
+//!                                                 │      │ plan (DataFusion over datasets)
+//!                                                 │      ▼ cut into stages (planner)
+//!                                                 │   Scheduler (scheduler) ─► executors
+//!  executors ─► internal Flight (cluster::internal) ─► Cluster membership (cluster)
+//! ```
+//!
+//! [`server::start`] runs all of it on three listeners; `quarry up` adds in-process
+//! executors and demo data.
+
+pub mod auth;
+pub mod cluster;
+pub mod datasets;
+pub mod demo;
+pub mod engine;
+pub mod frontend;
+pub mod jobs;
+pub mod planner;
+pub mod scheduler;
+pub mod server;
+pub mod sql;

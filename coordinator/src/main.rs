@@ -1,0 +1,314 @@
+//! `quarry`: one binary for every part of a Quarry cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use quarry_common::QuarryError;
+use quarry_coordinator::demo;
+use quarry_coordinator::server::{self, CoordinatorConfig, Listeners};
+use quarry_executor::ExecutorConfig;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "quarry",
+    version,
+    about = "Quarry: a distributed SQL query engine for data lakes",
+    long_about = "Quarry: a distributed SQL query engine for data lakes.\n\nStart everything on one machine with `quarry up`, or run `quarry coordinator` and any number of `quarry executor` processes. Every flag can also be set with the QUARRY_* environment variable shown in its help."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (`info`, `warn`, `quarry_coordinator=debug`, ...).
+    #[arg(long, env = "QUARRY_LOG", global = true)]
+    log: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a coordinator and executors in one process, with demo data on first start.
+    Up(UpArgs),
+    /// Start a coordinator: Flight SQL, REST + console, and the endpoint executors join.
+    Coordinator(CoordinatorArgs),
+    /// Start an executor that joins a coordinator and runs query tasks.
+    Executor(ExecutorArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Directory for the catalog, job results, demo data and spill files.
+    #[arg(long, env = "QUARRY_DIR", default_value = "./quarry-data")]
+    dir: PathBuf,
+    /// Flight SQL address for clients (ADBC, JDBC, qsql).
+    #[arg(long, env = "QUARRY_FLIGHT", default_value = "127.0.0.1:32010")]
+    flight: String,
+    /// HTTP address for the REST API and the console.
+    #[arg(long, env = "QUARRY_HTTP", default_value = "127.0.0.1:9047")]
+    http: String,
+    /// Require logins (Flight SQL Basic→Bearer handshake, REST /api/v1/login).
+    #[arg(long, env = "QUARRY_AUTH")]
+    auth: bool,
+    /// Create or reset the `admin` user with this password.
+    #[arg(long, env = "QUARRY_ADMIN_PASSWORD")]
+    admin_password: Option<String>,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Executors to start in this process.
+    #[arg(long, env = "QUARRY_EXECUTORS", default_value_t = 2)]
+    executors: usize,
+    /// Task slots per executor; by default the machine's cores are shared among them.
+    #[arg(long, env = "QUARRY_SLOTS")]
+    slots: Option<usize>,
+    /// Rows of demo orders to generate on first start (0: no demo data).
+    #[arg(long, env = "QUARRY_DEMO_ROWS", default_value_t = 5_000_000)]
+    demo_rows: usize,
+}
+
+#[derive(Args)]
+struct CoordinatorArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Address executors register at.
+    #[arg(long, env = "QUARRY_INTERNAL", default_value = "127.0.0.1:45678")]
+    internal: String,
+}
+
+#[derive(Args)]
+struct ExecutorArgs {
+    /// The coordinator's internal endpoint.
+    #[arg(
+        long,
+        env = "QUARRY_COORDINATOR",
+        default_value = "http://127.0.0.1:45678"
+    )]
+    coordinator: String,
+    /// Address of this executor's Flight service (port 0 picks a free port).
+    #[arg(long, env = "QUARRY_LISTEN", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Host name others reach this executor by, when it differs from the listen address.
+    #[arg(long, env = "QUARRY_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
+    /// Scratch directory (spill files).
+    #[arg(long, env = "QUARRY_DIR", default_value = "./quarry-executor")]
+    dir: PathBuf,
+    /// A directory of data files this executor holds.
+    #[arg(long, env = "QUARRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Tasks this executor runs at once (default: its cores).
+    #[arg(long, env = "QUARRY_SLOTS")]
+    slots: Option<usize>,
+    /// Memory for query operators in bytes, or with a suffix (512MB, 4GB).
+    #[arg(long, env = "QUARRY_MEMORY_LIMIT")]
+    memory_limit: Option<String>,
+    /// A stable id for this executor (default: random).
+    #[arg(long, env = "QUARRY_EXECUTOR_ID")]
+    id: Option<String>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn parse_bytes(text: &str) -> Result<usize, QuarryError> {
+    let t = text.trim().to_ascii_uppercase();
+    let (digits, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| t.split_at(i))
+        .unwrap_or((t.as_str(), ""));
+    let n: usize = digits
+        .parse()
+        .map_err(|_| QuarryError::invalid(format!("not a size: '{text}'")))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        other => {
+            return Err(QuarryError::invalid(format!(
+                "unknown size unit '{other}' in '{text}'"
+            )));
+        }
+    };
+    Ok(n * scale)
+}
+
+fn init_logging(filter: Option<&str>, default: &str) {
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn coordinator_config(serve: &ServeArgs) -> CoordinatorConfig {
+    let mut config = CoordinatorConfig::new(&serve.dir);
+    config.auth = serve.auth;
+    config.admin_password = serve.admin_password.clone();
+    config
+}
+
+async fn up(args: UpArgs) -> Result<(), QuarryError> {
+    let started = Instant::now();
+    let listeners = Listeners::bind(&args.serve.flight, &args.serve.http, "127.0.0.1:0").await?;
+    let coordinator = server::start(coordinator_config(&args.serve), listeners).await?;
+    let executors_n = args.executors.max(1);
+    let slots = args.slots.unwrap_or_else(|| (cores() / executors_n).max(1));
+    let mut executors = Vec::new();
+    for i in 0..executors_n {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| QuarryError::internal(format!("executor listener: {e}")))?;
+        let config = ExecutorConfig {
+            executor_id: Some(format!("executor-{}", i + 1)),
+            coordinator: coordinator.internal_endpoint(),
+            advertise_host: None,
+            slots,
+            work_dir: args.serve.dir.join("executors").join(format!("{}", i + 1)),
+            data_dir: None,
+            memory_limit: None,
+        };
+        executors.push(quarry_executor::start(listener, config).await?);
+    }
+    coordinator
+        .cluster
+        .wait_for_executors(executors_n, std::time::Duration::from_secs(10))
+        .await;
+    if args.demo_rows > 0 {
+        let fresh = demo::install(
+            &coordinator.engine,
+            &args.serve.dir.join("demo"),
+            args.demo_rows,
+        )
+        .await?;
+        if fresh {
+            println!(
+                "Generated {} demo orders in {:.1}s",
+                args.demo_rows,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!(
+        "Quarry is up ({executors_n} executors, {slots} slot(s) each), ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("  Flight SQL:  grpc://{}", coordinator.flight_addr);
+    println!("  HTTP:        http://{}", coordinator.http_addr);
+    println!("Try:");
+    println!(
+        "  qsql -h {} -p {} -c \"SELECT city, sum(revenue) AS revenue FROM demo.orders GROUP BY city ORDER BY revenue DESC\"",
+        coordinator.flight_addr.ip(),
+        coordinator.flight_addr.port()
+    );
+    println!("Press Ctrl-C to stop.");
+    stopped().await;
+    println!("Stopping…");
+    for executor in executors {
+        let _ = executor.shutdown().await;
+    }
+    coordinator.shutdown().await;
+    Ok(())
+}
+
+async fn coordinator(args: CoordinatorArgs) -> Result<(), QuarryError> {
+    let listeners = Listeners::bind(&args.serve.flight, &args.serve.http, &args.internal).await?;
+    let coordinator = server::start(coordinator_config(&args.serve), listeners).await?;
+    println!("Quarry coordinator is up");
+    println!("  Flight SQL:  grpc://{}", coordinator.flight_addr);
+    println!("  HTTP:        http://{}", coordinator.http_addr);
+    println!("  Internal:    {}", coordinator.internal_endpoint());
+    stopped().await;
+    coordinator.shutdown().await;
+    Ok(())
+}
+
+async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| QuarryError::invalid(format!("cannot listen on {}: {e}", args.listen)))?;
+    let config = ExecutorConfig {
+        executor_id: args.id,
+        coordinator: args.coordinator,
+        advertise_host: args.advertise_host,
+        slots: args.slots.unwrap_or_else(cores),
+        work_dir: args.dir,
+        data_dir: args.data_dir,
+        memory_limit: args.memory_limit.as_deref().map(parse_bytes).transpose()?,
+    };
+    let executor = quarry_executor::start(listener, config).await?;
+    println!("Quarry executor {} is up", executor.executor_id);
+    println!("  Flight:      {}", executor.endpoint);
+    stopped().await;
+    executor.shutdown().await
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => {
+                init_logging(cli.log.as_deref(), "warn");
+                up(args).await
+            }
+            Command::Coordinator(args) => {
+                init_logging(cli.log.as_deref(), "info");
+                coordinator(args).await
+            }
+            Command::Executor(args) => {
+                init_logging(cli.log.as_deref(), "info");
+                executor(args).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Distributed planning: DataFusion plans cut into stage DAGs.
+
+pub mod stages;

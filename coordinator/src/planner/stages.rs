@@ -1,0 +1,216 @@
+//! The stage planner: cuts a DataFusion physical plan into a DAG of stages where data
+//! moves between partitions, so each stage can run as independent tasks on executors.
+//!
+//! ```text
+//!   SortPreservingMergeExec            root stage (coordinator): merge(reader(s2))
+//!     SortExec                         stage 2: sort(final agg(reader(s1)))  × P tasks
+//!       AggregateExec(final)
+//!         RepartitionExec(hash)  ──cut─►  stage 1: partial agg(scan)  × P tasks,
+//!           AggregateExec(partial)                  output hashed into P pieces
+//!             DataSourceExec
+//! ```
+//!
+//! Cuts happen at hash/round-robin `RepartitionExec` (the producer hashes its output;
+//! consumer partition p reads piece p of every producer task), and under
+//! `CoalescePartitionsExec` and `SortPreservingMergeExec` (consumer partition t reads the
+//! whole output of producer task t; the merge itself stays in the consumer). The build
+//! side of a broadcast (`CollectLeft`) hash join sits under a coalesce, so every task of
+//! the join stage reads all of it. Whatever remains above the last cut is the root stage,
+//! which runs on the coordinator and streams to the client; scans never stay in it.
+
+use std::sync::Arc;
+
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, Partitioning, replace_children_if_necessary,
+};
+use quarry_common::shuffle_reader::ShuffleReaderExec;
+
+/// One stage: a plan whose every partition is one task.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub id: u32,
+    /// Leaves are file scans or readers of earlier stages.
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// How each task's output is split; None = one piece per task.
+    pub output: Option<Partitioning>,
+}
+
+impl Stage {
+    pub fn task_count(&self) -> usize {
+        self.plan.output_partitioning().partition_count()
+    }
+
+    /// Pieces each task writes.
+    pub fn output_pieces(&self) -> usize {
+        self.output
+            .as_ref()
+            .map(|p| p.partition_count())
+            .unwrap_or(1)
+    }
+
+    /// The stages this one reads.
+    pub fn inputs(&self) -> Vec<u32> {
+        let mut ids = Vec::new();
+        collect_reader_stages(&self.plan, &mut ids);
+        ids
+    }
+}
+
+/// The stage DAG of a query; stages are in dependency order (inputs first).
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    pub stages: Vec<Stage>,
+    /// Runs on the coordinator; its readers read the last stages.
+    pub root: Arc<dyn ExecutionPlan>,
+}
+
+impl StagePlan {
+    pub fn stage(&self, id: u32) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.stages.iter().map(Stage::task_count).sum()
+    }
+}
+
+/// Does the plan read files? Only such plans are worth sending to executors.
+pub fn scans_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(source) = plan.downcast_ref::<DataSourceExec>()
+        && source
+            .data_source()
+            .downcast_ref::<FileScanConfig>()
+            .is_some()
+    {
+        return true;
+    }
+    plan.children().into_iter().any(scans_files)
+}
+
+#[derive(Default)]
+struct StagePlanner {
+    stages: Vec<Stage>,
+}
+
+impl StagePlanner {
+    fn add_stage(&mut self, plan: Arc<dyn ExecutionPlan>, output: Option<Partitioning>) -> u32 {
+        let id = self.stages.len() as u32 + 1;
+        self.stages.push(Stage { id, plan, output });
+        id
+    }
+
+    /// Cut below every exchange of `plan`, bottom-up.
+    fn cut(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|child| self.cut(Arc::clone(child)))
+            .collect::<Result<Vec<_>>>()?;
+        let plan = replace_children_if_necessary(plan, children)?;
+
+        if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+            let partitioning = repartition.partitioning().clone();
+            if matches!(
+                partitioning,
+                Partitioning::Hash(_, _) | Partitioning::RoundRobinBatch(_)
+            ) {
+                let input = Arc::clone(repartition.input());
+                let count = partitioning.partition_count();
+                let stage = self.add_stage(input, Some(partitioning));
+                return Ok(Arc::new(ShuffleReaderExec::unresolved(
+                    stage,
+                    plan.schema(),
+                    count,
+                )));
+            }
+        }
+        if plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || plan.downcast_ref::<SortPreservingMergeExec>().is_some()
+        {
+            let input = Arc::clone(plan.children()[0]);
+            let reader = self.read_whole(input);
+            return replace_children_if_necessary(plan, vec![reader]);
+        }
+        Ok(plan)
+    }
+
+    /// A stage of `plan` whose task t becomes partition t of the returned reader.
+    fn read_whole(&mut self, plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        let schema = plan.schema();
+        let count = plan.output_partitioning().partition_count();
+        let stage = self.add_stage(plan, None);
+        Arc::new(ShuffleReaderExec::unresolved(stage, schema, count))
+    }
+}
+
+/// Cut `plan` into stages. The root keeps no file scans, and yields one partition.
+pub fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
+    let mut planner = StagePlanner::default();
+    let mut root = planner.cut(plan)?;
+    if scans_files(&root) {
+        // Scans below no exchange (e.g. a single file group): run that part as a stage.
+        root = planner.read_whole(root);
+    }
+    if root.output_partitioning().partition_count() > 1 {
+        root = Arc::new(CoalescePartitionsExec::new(root));
+    }
+    Ok(StagePlan {
+        stages: planner.stages,
+        root,
+    })
+}
+
+fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, ids: &mut Vec<u32>) {
+    if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+        if !ids.contains(&reader.stage_id()) {
+            ids.push(reader.stage_id());
+        }
+        return;
+    }
+    for child in plan.children() {
+        collect_reader_stages(child, ids);
+    }
+}
+
+/// The stage DAG as text, for EXPLAIN.
+pub fn display_stages(stages: &StagePlan) -> String {
+    use datafusion::physical_plan::displayable;
+    let mut out = String::new();
+    out.push_str("Stage root (coordinator, 1 task)\n");
+    for line in displayable(stages.root.as_ref())
+        .indent(false)
+        .to_string()
+        .lines()
+    {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    for stage in stages.stages.iter().rev() {
+        let output = match &stage.output {
+            Some(p) => format!("{p}"),
+            None => "single piece per task".to_string(),
+        };
+        out.push_str(&format!(
+            "Stage {} (executors, {} tasks, output: {output})\n",
+            stage.id,
+            stage.task_count()
+        ));
+        for line in displayable(stage.plan.as_ref())
+            .indent(false)
+            .to_string()
+            .lines()
+        {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}

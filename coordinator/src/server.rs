@@ -1,0 +1,201 @@
+//! Starting a coordinator: its state under one directory and its three listeners —
+//! Flight SQL for clients, HTTP for REST and the console, internal Flight for executors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use quarry_catalog::Catalog;
+use quarry_common::QuarryError;
+use quarry_common::action_service::action_service;
+use quarry_common::flight_channels::FlightChannels;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::cluster::Cluster;
+use crate::cluster::internal::MembershipService;
+use crate::datasets::Datasets;
+use crate::engine::{Engine, base_config};
+use crate::frontend::flight_sql::FlightSqlFrontend;
+use crate::frontend::rest::{AppState, router};
+use crate::jobs::Jobs;
+use crate::scheduler::Scheduler;
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Catalog, job results and scratch space live here.
+    pub dir: PathBuf,
+    /// Require logins on Flight SQL and REST.
+    pub auth: bool,
+    /// Create (or reset) the `admin` user with this password at start.
+    pub admin_password: Option<String>,
+    pub heartbeat_interval: Duration,
+    /// Silence after which an executor is declared lost.
+    pub lost_after: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CoordinatorConfig {
+            dir: dir.into(),
+            auth: false,
+            admin_password: None,
+            heartbeat_interval: Duration::from_secs(1),
+            lost_after: Duration::from_millis(3500),
+        }
+    }
+}
+
+/// The listeners a coordinator serves.
+pub struct Listeners {
+    pub flight: TcpListener,
+    pub http: TcpListener,
+    pub internal: TcpListener,
+}
+
+impl Listeners {
+    /// Bind all three (use port 0 for any free port).
+    pub async fn bind(flight: &str, http: &str, internal: &str) -> Result<Self, QuarryError> {
+        let bind = |addr: &str| {
+            let addr = addr.to_string();
+            async move {
+                TcpListener::bind(&addr)
+                    .await
+                    .map_err(|e| QuarryError::invalid(format!("cannot listen on {addr}: {e}")))
+            }
+        };
+        Ok(Listeners {
+            flight: bind(flight).await?,
+            http: bind(http).await?,
+            internal: bind(internal).await?,
+        })
+    }
+}
+
+pub struct RunningCoordinator {
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub internal_addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    pub cluster: Arc<Cluster>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningCoordinator {
+    /// The endpoint executors register at.
+    pub fn internal_endpoint(&self) -> String {
+        format!("http://{}", self.internal_addr)
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let _ = self.engine.datasets().catalog().flush();
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, QuarryError> {
+    listener
+        .local_addr()
+        .map_err(|e| QuarryError::internal(format!("listener address: {e}")))
+}
+
+pub async fn start(
+    config: CoordinatorConfig,
+    listeners: Listeners,
+) -> Result<RunningCoordinator, QuarryError> {
+    std::fs::create_dir_all(&config.dir).map_err(|e| {
+        QuarryError::invalid(format!("cannot create {}: {e}", config.dir.display()))
+    })?;
+    let catalog = Catalog::open(&config.dir.join("catalog")).map_err(|e| {
+        QuarryError::internal(format!(
+            "cannot open the catalog in {}: {e}",
+            config.dir.display()
+        ))
+    })?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_temp_file_path(config.dir.join("spill"))
+        .build_arc()
+        .map_err(|e| QuarryError::internal(format!("coordinator runtime: {e}")))?;
+    let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
+    let jobs = Jobs::new(catalog.clone(), config.dir.join("results"))?;
+    let cluster = Cluster::new(config.heartbeat_interval, config.lost_after);
+    let channels = Arc::new(FlightChannels::new());
+    let scheduler = Arc::new(Scheduler::new(Arc::clone(&cluster), channels));
+    let engine = Engine::new(datasets, jobs, scheduler);
+    let auth = Arc::new(Auth::new(config.auth, catalog));
+    if let Some(password) = &config.admin_password {
+        auth.set_password("admin", password)?;
+    }
+
+    let flight_addr = local_addr(&listeners.flight)?;
+    let http_addr = local_addr(&listeners.http)?;
+    let internal_addr = local_addr(&listeners.internal)?;
+    let stop = CancellationToken::new();
+    let mut tasks = vec![cluster.spawn_expiry(stop.clone())];
+
+    let flight = FlightSqlFrontend::new(Arc::clone(&engine), Arc::clone(&auth)).into_service();
+    let flight_stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(flight)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.flight),
+                flight_stop.cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!("Flight SQL server stopped: {e}");
+        }
+    }));
+
+    let internal = action_service(Arc::new(MembershipService::new(Arc::clone(&cluster))));
+    let internal_stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(internal)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.internal),
+                internal_stop.cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!("internal server stopped: {e}");
+        }
+    }));
+
+    let app = router(AppState {
+        engine: Arc::clone(&engine),
+        auth,
+    });
+    let http_stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(listeners.http, app)
+            .with_graceful_shutdown(http_stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    }));
+
+    tracing::info!(%flight_addr, %http_addr, %internal_addr, "coordinator listening");
+    Ok(RunningCoordinator {
+        flight_addr,
+        http_addr,
+        internal_addr,
+        engine,
+        cluster,
+        stop,
+        tasks,
+    })
+}

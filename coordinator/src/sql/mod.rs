@@ -1,0 +1,3 @@
+//! Quarry's SQL dialect.
+
+pub mod parser;

@@ -1,0 +1,359 @@
+//! Quarry's SQL: DataFusion's dialect plus statements for sources and file tables.
+//!
+//! ```sql
+//! CREATE [OR REPLACE] SOURCE [IF NOT EXISTS] name TYPE local|s3 [WITH (key = value, ...)]
+//! DROP SOURCE [IF EXISTS] name
+//! SHOW SOURCES
+//! CREATE [OR REPLACE] TABLE [IF NOT EXISTS] [schema.]name FROM source 'path'
+//!     [FORMAT parquet|csv|json] [WITH (key = value, ...)]
+//! USE schema
+//! ```
+//!
+//! Everything else — queries, `CREATE EXTERNAL TABLE`, views, `SHOW TABLES`, `DESCRIBE`,
+//! `EXPLAIN`, `SET` — is DataFusion's own grammar. Our statements are recognised by their
+//! leading words and parsed with the same sqlparser `Parser`, so errors carry positions.
+
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Value};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+use quarry_common::QuarryError;
+
+#[derive(Debug, Clone)]
+pub enum Statement {
+    DataFusion(Box<DFStatement>),
+    CreateSource(CreateSource),
+    DropSource { name: String, if_exists: bool },
+    ShowSources,
+    CreateTable(CreateTableFrom),
+    Use { schema: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSource {
+    pub name: String,
+    pub kind: String,
+    pub options: Vec<(String, String)>,
+    pub if_not_exists: bool,
+    pub or_replace: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTableFrom {
+    /// `[schema, name]` or `[name]`.
+    pub name: Vec<String>,
+    pub source: String,
+    pub path: String,
+    pub format: Option<String>,
+    pub options: Vec<(String, String)>,
+    pub if_not_exists: bool,
+    pub or_replace: bool,
+}
+
+/// Parse one or more `;`-separated statements.
+pub fn parse(sql: &str) -> Result<Vec<Statement>, QuarryError> {
+    parse_inner(sql).map_err(QuarryError::from)
+}
+
+fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusionError> {
+    let dialect = GenericDialect {};
+    let mut df = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
+    let mut statements = Vec::new();
+    let mut expecting_delimiter = false;
+    loop {
+        while df.parser.consume_token(&Token::SemiColon) {
+            expecting_delimiter = false;
+        }
+        if df.parser.peek_token().token == Token::EOF {
+            break;
+        }
+        if expecting_delimiter {
+            let found = df.parser.peek_token();
+            return match df.parser.expected::<()>("end of statement", found) {
+                Err(e) => Err(e.into()),
+                Ok(()) => Err(datafusion::error::DataFusionError::Plan(
+                    "expected the end of the statement".to_string(),
+                )),
+            };
+        }
+        let statement = match parse_extension(&mut df.parser)? {
+            Some(ours) => ours,
+            None => Statement::DataFusion(Box::new(df.parse_statement()?)),
+        };
+        statements.push(statement);
+        expecting_delimiter = true;
+    }
+    if statements.is_empty() {
+        return Err(datafusion::error::DataFusionError::Plan(
+            "no SQL statement given".to_string(),
+        ));
+    }
+    Ok(statements)
+}
+
+fn word_at(parser: &Parser, n: usize) -> Option<String> {
+    match parser.peek_nth_token(n).token {
+        Token::Word(w) => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+/// Consume `word` (case-insensitive) if it is next.
+fn eat_word(parser: &mut Parser, word: &str) -> bool {
+    if word_at(parser, 0).as_deref() == Some(word) {
+        parser.next_token();
+        true
+    } else {
+        false
+    }
+}
+
+fn expect_word(parser: &mut Parser, word: &str) -> Result<(), ParserError> {
+    if eat_word(parser, word) {
+        Ok(())
+    } else {
+        let found = parser.peek_token();
+        parser.expected(word, found)
+    }
+}
+
+/// Our statements, recognised by their first words; None leaves the tokens untouched.
+fn parse_extension(parser: &mut Parser) -> Result<Option<Statement>, ParserError> {
+    let w0 = word_at(parser, 0);
+    let w1 = word_at(parser, 1);
+    let w2 = word_at(parser, 2);
+    match (w0.as_deref(), w1.as_deref(), w2.as_deref()) {
+        (Some("SHOW"), Some("SOURCES"), _) => {
+            parser.next_token();
+            parser.next_token();
+            Ok(Some(Statement::ShowSources))
+        }
+        (Some("USE"), _, _) => {
+            parser.next_token();
+            let name = parser.parse_identifier()?;
+            Ok(Some(Statement::Use {
+                schema: ident_name(&name),
+            }))
+        }
+        (Some("DROP"), Some("SOURCE"), _) => {
+            parser.next_token();
+            parser.next_token();
+            let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name = ident_name(&parser.parse_identifier()?);
+            Ok(Some(Statement::DropSource { name, if_exists }))
+        }
+        (Some("CREATE"), Some("SOURCE"), _) | (Some("CREATE"), Some("OR"), Some("REPLACE"))
+            if is_create_source(parser) =>
+        {
+            parser.next_token();
+            let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+            expect_word(parser, "SOURCE")?;
+            let if_not_exists =
+                parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = ident_name(&parser.parse_identifier()?);
+            expect_word(parser, "TYPE")?;
+            let kind = ident_name(&parser.parse_identifier()?).to_ascii_lowercase();
+            let options = parse_with_options(parser)?;
+            Ok(Some(Statement::CreateSource(CreateSource {
+                name,
+                kind,
+                options,
+                if_not_exists,
+                or_replace,
+            })))
+        }
+        (Some("CREATE"), _, _) if is_create_table_from(parser) => {
+            parser.next_token();
+            let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+            expect_word(parser, "TABLE")?;
+            let if_not_exists =
+                parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = object_name_parts(&parser.parse_object_name(false)?);
+            expect_word(parser, "FROM")?;
+            let source = ident_name(&parser.parse_identifier()?);
+            let path = parser.parse_literal_string()?;
+            let format = if eat_word(parser, "FORMAT") {
+                Some(ident_name(&parser.parse_identifier()?).to_ascii_lowercase())
+            } else {
+                None
+            };
+            let options = parse_with_options(parser)?;
+            Ok(Some(Statement::CreateTable(CreateTableFrom {
+                name,
+                source,
+                path,
+                format,
+                options,
+                if_not_exists,
+                or_replace,
+            })))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn is_create_source(parser: &Parser) -> bool {
+    (1..=3).any(|i| word_at(parser, i).as_deref() == Some("SOURCE"))
+        && word_at(parser, 1).as_deref() != Some("TABLE")
+}
+
+/// `CREATE [OR REPLACE] TABLE [IF NOT EXISTS] a[.b[.c]] FROM ...`: look past the name
+/// for FROM without consuming anything.
+fn is_create_table_from(parser: &Parser) -> bool {
+    let mut i = 1;
+    if word_at(parser, i).as_deref() == Some("OR")
+        && word_at(parser, i + 1).as_deref() == Some("REPLACE")
+    {
+        i += 2;
+    }
+    if word_at(parser, i).as_deref() != Some("TABLE") {
+        return false;
+    }
+    i += 1;
+    if word_at(parser, i).as_deref() == Some("IF") {
+        i += 3;
+    }
+    // name: word (. word)*
+    if !matches!(parser.peek_nth_token(i).token, Token::Word(_)) {
+        return false;
+    }
+    i += 1;
+    while parser.peek_nth_token(i).token == Token::Period {
+        i += 2;
+    }
+    word_at(parser, i).as_deref() == Some("FROM")
+}
+
+/// `WITH (key = value, ...)`, or nothing.
+fn parse_with_options(parser: &mut Parser) -> Result<Vec<(String, String)>, ParserError> {
+    let mut options = Vec::new();
+    if !parser.parse_keyword(Keyword::WITH) {
+        return Ok(options);
+    }
+    parser.expect_token(&Token::LParen)?;
+    if parser.consume_token(&Token::RParen) {
+        return Ok(options);
+    }
+    loop {
+        let key = object_name_parts(&parser.parse_object_name(false)?).join(".");
+        parser.expect_token(&Token::Eq)?;
+        let value = match parser.peek_token().token {
+            Token::Word(_) => ident_name(&parser.parse_identifier()?),
+            _ => match parser.parse_value()?.value {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s,
+                Value::Number(n, _) => n,
+                Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            },
+        };
+        options.push((key.to_ascii_lowercase(), value));
+        if parser.consume_token(&Token::Comma) {
+            continue;
+        }
+        parser.expect_token(&Token::RParen)?;
+        return Ok(options);
+    }
+}
+
+fn ident_name(ident: &Ident) -> String {
+    // Unquoted identifiers fold to lower case, as DataFusion folds them.
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    }
+}
+
+fn object_name_parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident_name(ident),
+            None => part.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_source_statements() -> Result<(), QuarryError> {
+        let s = parse(
+            "CREATE SOURCE IF NOT EXISTS lake TYPE s3 WITH (bucket = 'b', path_style = true, region = us_east)",
+        )?;
+        match &s[0] {
+            Statement::CreateSource(c) => {
+                assert_eq!(c.name, "lake");
+                assert_eq!(c.kind, "s3");
+                assert!(c.if_not_exists && !c.or_replace);
+                assert_eq!(
+                    c.options,
+                    vec![
+                        ("bucket".to_string(), "b".to_string()),
+                        ("path_style".to_string(), "true".to_string()),
+                        ("region".to_string(), "us_east".to_string())
+                    ]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(parse("show sources")?[0], Statement::ShowSources));
+        assert!(matches!(
+            &parse("DROP SOURCE IF EXISTS lake")?[0],
+            Statement::DropSource { name, if_exists: true } if name == "lake"
+        ));
+        let replace = parse("CREATE OR REPLACE SOURCE f TYPE local WITH (root = '/data')")?;
+        assert!(matches!(&replace[0], Statement::CreateSource(c) if c.or_replace));
+        Ok(())
+    }
+
+    #[test]
+    fn parses_create_table_from() -> Result<(), QuarryError> {
+        let s = parse(
+            "CREATE TABLE demo.t FROM files 'a/b.csv' FORMAT csv WITH (header = false); SELECT 1",
+        )?;
+        assert_eq!(s.len(), 2);
+        match &s[0] {
+            Statement::CreateTable(t) => {
+                assert_eq!(t.name, vec!["demo".to_string(), "t".to_string()]);
+                assert_eq!(t.source, "files");
+                assert_eq!(t.path, "a/b.csv");
+                assert_eq!(t.format.as_deref(), Some("csv"));
+                assert_eq!(t.options, vec![("header".to_string(), "false".to_string())]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(s[1], Statement::DataFusion(_)));
+        // ordinary CREATE TABLE and views stay DataFusion's
+        assert!(matches!(
+            parse("CREATE TABLE x (a INT)")?[0],
+            Statement::DataFusion(_)
+        ));
+        assert!(matches!(
+            parse("CREATE OR REPLACE VIEW v AS SELECT 1")?[0],
+            Statement::DataFusion(_)
+        ));
+        assert!(matches!(
+            parse("CREATE EXTERNAL TABLE e STORED AS PARQUET LOCATION '/tmp/x'")?[0],
+            Statement::DataFusion(_)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_position() {
+        let e = parse("SELEC 1").unwrap_err();
+        assert_eq!(e.code, quarry_common::ErrorCode::InvalidArgument);
+        assert!(e.message.contains("Line: 1, Column: 1"), "{}", e.message);
+        let e = parse("CREATE TABLE t FROM files").unwrap_err();
+        assert!(e.message.contains("Expected"), "{}", e.message);
+        let e = parse("CREATE SOURCE s TYPE local WITH (root '/x')").unwrap_err();
+        assert!(e.message.contains("Expected: ="), "{}", e.message);
+        let e = parse("SELECT 1 SELECT 2").unwrap_err();
+        assert!(e.message.contains("end of statement"), "{}", e.message);
+    }
+}

@@ -1,0 +1,193 @@
+//! Quarry's executor: a Flight service that runs plan fragments and serves exchange data.
+//!
+//! ```text
+//!  coordinator ──do_action(RUN_TASK: plan bytes)──► ExecutorService ──► run_task
+//!                                                        │ decode plan (QuarryCodec)
+//!                                                        │ execute one partition
+//!                                                        ▼ split output by hash
+//!                                                   ExchangeStore  ◄──do_get(ticket)── other tasks
+//! ```
+//!
+//! An executor registers with the coordinator's internal service and heartbeats to it;
+//! it holds task outputs until the coordinator releases the query.
+
+mod exchange;
+mod membership;
+mod service;
+mod task;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use quarry_common::QuarryError;
+use quarry_common::action_service::action_service;
+use quarry_common::flight_channels::FlightChannels;
+use quarry_common::protocol::{ExecutorRegistration, ExecutorStatus, Heartbeat};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use exchange::ExchangeStore;
+pub use service::ExecutorService;
+
+/// How an executor is set up.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Stable id; a random one when absent.
+    pub executor_id: Option<String>,
+    /// The coordinator's internal endpoint, `http://host:port`.
+    pub coordinator: String,
+    /// Host name others use to reach this executor; the listener's IP when absent.
+    pub advertise_host: Option<String>,
+    /// Tasks that may run at once.
+    pub slots: usize,
+    /// Scratch space (spill files).
+    pub work_dir: PathBuf,
+    /// A directory of data files this executor serves to scans.
+    pub data_dir: Option<PathBuf>,
+    /// Memory for query operators, in bytes; unlimited when absent.
+    pub memory_limit: Option<usize>,
+}
+
+/// A running executor.
+pub struct RunningExecutor {
+    pub executor_id: String,
+    pub endpoint: String,
+    pub address: SocketAddr,
+    service: Arc<ExecutorService>,
+    stop: CancellationToken,
+    server: JoinHandle<Result<(), QuarryError>>,
+    membership: JoinHandle<()>,
+}
+
+impl RunningExecutor {
+    /// What the executor holds right now.
+    pub fn status(&self) -> ExecutorStatus {
+        self.service.status()
+    }
+
+    /// Stop taking work, deregister, and wait for the server to finish.
+    pub async fn shutdown(self) -> Result<(), QuarryError> {
+        self.stop.cancel();
+        let _ = self.membership.await;
+        match self.server.await {
+            Ok(result) => result,
+            Err(e) => Err(QuarryError::internal(format!(
+                "executor server task failed: {e}"
+            ))),
+        }
+    }
+
+    /// Stop abruptly: no deregistration, no more heartbeats, no new connections. (Tests of
+    /// real crashes kill executor processes; this is the in-process approximation.)
+    pub fn abort(self) {
+        self.membership.abort();
+        self.server.abort();
+    }
+
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Start an executor serving on `listener`.
+pub async fn start(
+    listener: TcpListener,
+    config: ExecutorConfig,
+) -> Result<RunningExecutor, QuarryError> {
+    let address = listener
+        .local_addr()
+        .map_err(|e| QuarryError::internal(format!("executor listener: {e}")))?;
+    let host = config
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| match address.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            ip => ip.to_string(),
+        });
+    let endpoint = format!("http://{host}:{}", address.port());
+    let executor_id = config.executor_id.clone().unwrap_or_else(|| {
+        format!(
+            "executor-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+
+    let spill_dir = config.work_dir.join("spill");
+    std::fs::create_dir_all(&spill_dir).map_err(|e| {
+        QuarryError::internal(format!("cannot create {}: {e}", spill_dir.display()))
+    })?;
+    let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(&spill_dir);
+    if let Some(limit) = config.memory_limit {
+        runtime = runtime.with_memory_limit(limit, 1.0);
+    }
+    let runtime = runtime
+        .build_arc()
+        .map_err(|e| QuarryError::internal(format!("executor runtime: {e}")))?;
+
+    let channels = Arc::new(FlightChannels::new());
+    let exchange = Arc::new(ExchangeStore::new(executor_id.clone()));
+    let env = Arc::new(task::TaskEnvironment {
+        executor_id: executor_id.clone(),
+        runtime,
+        exchange: Arc::clone(&exchange),
+        channels: Arc::clone(&channels),
+        object_stores: Default::default(),
+    });
+    let service = Arc::new(ExecutorService::new(env));
+    let stop = CancellationToken::new();
+
+    let running = service.running_tasks();
+    let heartbeat_id = executor_id.clone();
+    let heartbeat_exchange = Arc::clone(&exchange);
+    let membership = membership::Membership {
+        coordinator: config.coordinator.clone(),
+        registration: ExecutorRegistration {
+            executor_id: executor_id.clone(),
+            flight_endpoint: endpoint.clone(),
+            slots: config.slots.max(1) as u32,
+            data_dir: config
+                .data_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            local_files: Vec::new(),
+        },
+        channels,
+        heartbeat: Arc::new(move || Heartbeat {
+            executor_id: heartbeat_id.clone(),
+            running_tasks: running.load(Ordering::Relaxed),
+            memory_used_bytes: 0,
+            exchange_bytes: heartbeat_exchange.bytes(),
+        }),
+    };
+
+    let server_stop = stop.clone();
+    let grpc = action_service(Arc::clone(&service));
+    let membership = tokio::spawn(membership.run(stop.clone()));
+    let server = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_stop.cancelled_owned(),
+            )
+            .await;
+        served.map_err(|e| QuarryError::internal(format!("executor server: {e}")))
+    });
+    tracing::info!(executor = %executor_id, %endpoint, "executor listening");
+    Ok(RunningExecutor {
+        executor_id,
+        endpoint,
+        address,
+        service,
+        stop,
+        server,
+        membership,
+    })
+}

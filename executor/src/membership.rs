@@ -1,0 +1,99 @@
+//! Joining the cluster: register with the coordinator, heartbeat every interval, register
+//! again when the coordinator forgot us, and say goodbye on a graceful stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use quarry_common::QuarryError;
+use quarry_common::action_service::call_action;
+use quarry_common::flight_channels::FlightChannels;
+use quarry_common::protocol::{
+    self, ACTION_DEREGISTER, ACTION_HEARTBEAT, ACTION_REGISTER, Deregistration,
+    ExecutorRegistration, Heartbeat, HeartbeatResponse, RegistrationResponse,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Heartbeat failures in a row after which we start over with a registration.
+const MAX_MISSED_HEARTBEATS: u32 = 3;
+
+pub struct Membership {
+    pub coordinator: String,
+    pub registration: ExecutorRegistration,
+    pub channels: Arc<FlightChannels>,
+    pub heartbeat: Arc<dyn Fn() -> Heartbeat + Send + Sync>,
+}
+
+impl Membership {
+    async fn call(&self, action: &str, body: Vec<u8>) -> Result<bytes::Bytes, QuarryError> {
+        let mut client = self.channels.client(&self.coordinator)?;
+        call_action(&mut client, action, body).await
+    }
+
+    async fn register(&self) -> Result<Duration, QuarryError> {
+        let reply = self
+            .call(ACTION_REGISTER, self.registration.encode_to_vec())
+            .await?;
+        let response: RegistrationResponse = protocol::decode(&reply, "registration response")?;
+        Ok(Duration::from_millis(
+            response.heartbeat_interval_ms.clamp(100, 60_000),
+        ))
+    }
+
+    /// Stay registered until `stop` fires.
+    pub async fn run(self, stop: CancellationToken) {
+        let id = self.registration.executor_id.clone();
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let interval = match self.register().await {
+                Ok(interval) => {
+                    tracing::info!(executor = %id, coordinator = %self.coordinator, "registered");
+                    backoff = Duration::from_millis(100);
+                    interval
+                }
+                Err(e) => {
+                    tracing::warn!(executor = %id, "registration failed, retrying: {e}");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            let mut missed = 0;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let beat = (self.heartbeat)();
+                match self.call(ACTION_HEARTBEAT, beat.encode_to_vec()).await {
+                    Ok(reply) => {
+                        missed = 0;
+                        match protocol::decode::<HeartbeatResponse>(&reply, "heartbeat response") {
+                            Ok(r) if r.known => {}
+                            _ => {
+                                tracing::info!(executor = %id, "coordinator does not know us; registering again");
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        missed += 1;
+                        tracing::warn!(executor = %id, missed, "heartbeat failed: {e}");
+                        if missed >= MAX_MISSED_HEARTBEATS {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let goodbye = Deregistration { executor_id: id };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.call(ACTION_DEREGISTER, goodbye.encode_to_vec()),
+        )
+        .await;
+    }
+}

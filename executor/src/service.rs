@@ -1,0 +1,170 @@
+//! The executor's Flight service: run tasks, serve their output, release queries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use arrow_flight::FlightData;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use bytes::Bytes;
+use datafusion::error::DataFusionError;
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use quarry_common::action_service::{ActionHandler, ResultStream};
+use quarry_common::error::{classify, describe};
+use quarry_common::protocol::{
+    self, ACTION_RELEASE_QUERY, ACTION_RUN_TASK, ACTION_STATUS, ExchangeTicket, ExecutorStatus,
+    FetchFailure, ReleaseQuery, TaskDefinition, TaskFailure,
+};
+use quarry_common::shuffle_reader::FetchFailed;
+use tonic::Status;
+use tracing::Instrument;
+
+use crate::task::{TaskEnvironment, run_task};
+
+pub struct ExecutorService {
+    env: Arc<TaskEnvironment>,
+    running: Arc<AtomicU32>,
+}
+
+impl ExecutorService {
+    pub fn new(env: Arc<TaskEnvironment>) -> Self {
+        ExecutorService {
+            env,
+            running: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    pub fn running_tasks(&self) -> Arc<AtomicU32> {
+        Arc::clone(&self.running)
+    }
+
+    pub fn status(&self) -> ExecutorStatus {
+        ExecutorStatus {
+            executor_id: self.env.executor_id.clone(),
+            running_tasks: self.running.load(Ordering::Relaxed),
+            exchange_bytes: self.env.exchange.bytes(),
+            exchange_entries: self.env.exchange.entries() as u32,
+            memory_used_bytes: self.env.runtime.memory_pool.reserved() as u64,
+            spill_files: 0,
+        }
+    }
+}
+
+/// Counts a task as running for as long as it is alive (also when it is dropped).
+struct Running(Arc<AtomicU32>);
+
+impl Running {
+    fn start(counter: &Arc<AtomicU32>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Running(Arc::clone(counter))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn failure_status(e: DataFusionError) -> Status {
+    let code = classify(&e);
+    let message = describe(&e);
+    let fetch_failed = find_fetch_failed(&e).map(|f| FetchFailure {
+        executor_id: f.executor_id.clone(),
+        stage_id: f.stage_id,
+        partition: f.partition,
+    });
+    let failure = TaskFailure {
+        code: code.as_str().to_string(),
+        message: message.clone(),
+        fetch_failed,
+    };
+    Status::with_details(
+        code.grpc_code(),
+        message,
+        Bytes::from(failure.encode_to_vec()),
+    )
+}
+
+/// The FetchFailed at the bottom of an error chain, if any.
+fn find_fetch_failed(e: &DataFusionError) -> Option<&FetchFailed> {
+    let mut current: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(f) = current.downcast_ref::<FetchFailed>() {
+            return Some(f);
+        }
+        if let Some(DataFusionError::External(inner)) = current.downcast_ref::<DataFusionError>()
+            && let Some(f) = inner.downcast_ref::<FetchFailed>()
+        {
+            return Some(f);
+        }
+        current = current.source()?;
+    }
+}
+
+#[tonic::async_trait]
+impl ActionHandler for ExecutorService {
+    async fn action(&self, action_type: &str, body: Bytes) -> Result<ResultStream<Bytes>, Status> {
+        match action_type {
+            ACTION_RUN_TASK => {
+                let task: TaskDefinition = protocol::decode(&body, "task definition")?;
+                let env = Arc::clone(&self.env);
+                let running = Arc::clone(&self.running);
+                // The task lives inside the response: when the caller goes away the
+                // response is dropped, and the task with it.
+                let span = tracing::debug_span!(
+                    "task",
+                    query = %task.query_id,
+                    stage = task.stage_id,
+                    partition = task.partition,
+                    attempt = task.attempt
+                );
+                let task_future = async move {
+                    let _running = Running::start(&running);
+                    run_task(&env, task)
+                        .await
+                        .map(|result| Bytes::from(result.encode_to_vec()))
+                        .map_err(failure_status)
+                }
+                .instrument(span);
+                Ok(futures::stream::once(task_future).boxed())
+            }
+            ACTION_RELEASE_QUERY => {
+                let release: ReleaseQuery = protocol::decode(&body, "release request")?;
+                let released = self.env.exchange.release(&release.query_id);
+                tracing::debug!(query = %release.query_id, released, "released query outputs");
+                Ok(futures::stream::empty().boxed())
+            }
+            ACTION_STATUS => {
+                let status = self.status();
+                Ok(
+                    futures::stream::once(async move { Ok(Bytes::from(status.encode_to_vec())) })
+                        .boxed(),
+                )
+            }
+            other => Err(Status::invalid_argument(format!(
+                "unknown executor action '{other}'"
+            ))),
+        }
+    }
+
+    async fn get(&self, ticket: Bytes) -> Result<ResultStream<FlightData>, Status> {
+        let ticket: ExchangeTicket = protocol::decode(&ticket, "exchange ticket")?;
+        let batches = self.env.exchange.get(&ticket).ok_or_else(|| {
+            Status::not_found(format!(
+                "executor {} holds no output for query {} stage {} task {} attempt {}",
+                self.env.executor_id,
+                ticket.query_id,
+                ticket.stage_id,
+                ticket.partition,
+                ticket.attempt
+            ))
+        })?;
+        // Dictionaries travel as dictionaries: consumers expect the producer's types.
+        let stream = FlightDataEncoderBuilder::new()
+            .with_dictionary_handling(DictionaryHandling::Resend)
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(stream.boxed())
+    }
+}
