@@ -57,11 +57,7 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, CatalogError>;
 
     /// All entries whose key starts with `prefix`, in key order.
-    fn scan_prefix(
-        &self,
-        space: Keyspace,
-        prefix: &[u8],
-    ) -> Result<Entries, CatalogError>;
+    fn scan_prefix(&self, space: Keyspace, prefix: &[u8]) -> Result<Entries, CatalogError>;
 
     /// Replace the value at `key` with `new` (None deletes) if its current value equals
     /// `expected` (None means absent). When `durable` is set the change is on disk before
@@ -126,11 +122,7 @@ impl KvStore for SledStore {
         Ok(self.tree(space)?.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(
-        &self,
-        space: Keyspace,
-        prefix: &[u8],
-    ) -> Result<Entries, CatalogError> {
+    fn scan_prefix(&self, space: Keyspace, prefix: &[u8]) -> Result<Entries, CatalogError> {
         self.tree(space)?
             .scan_prefix(prefix)
             .map(|item| {

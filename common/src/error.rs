@@ -75,7 +75,8 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::PermissionDenied => 403,
             ErrorCode::Unavailable => 503,
-            ErrorCode::Cancelled => 499,
+            // The query is gone: cancelled by someone, its results will not come.
+            ErrorCode::Cancelled => 410,
             ErrorCode::ResourceExhausted => 429,
             ErrorCode::DeadlineExceeded => 504,
             ErrorCode::Unimplemented => 501,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod flight_channels;
 pub mod metrics;
 pub mod object_stores;
+pub mod panics;
 pub mod protocol;
 pub mod shuffle_reader;
 

@@ -15,7 +15,8 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::coop::make_cooperative;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -92,7 +93,8 @@ impl ShuffleReaderExec {
             Partitioning::UnknownPartitioning(partitions.len()),
             EmissionType::Incremental,
             Boundedness::Bounded,
-        );
+        )
+        .with_scheduling_type(SchedulingType::Cooperative);
         ShuffleReaderExec {
             stage_id,
             schema,
@@ -194,10 +196,11 @@ impl ExecutionPlan for ShuffleReaderExec {
                 output_rows.add(batch.num_rows());
                 fetched_bytes.add(batch.get_array_memory_size());
             });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        // Pieces held locally arrive without ever waiting: spend task budget per batch.
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             stream,
-        )))
+        ))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod engine;
 pub mod frontend;
 pub mod jobs;
+pub mod local_cluster;
 pub mod planner;
 pub mod scheduler;
 pub mod server;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use quarry_common::QuarryError;
 use quarry_coordinator::demo;
+use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
 use quarry_coordinator::server::{self, CoordinatorConfig, Listeners};
 use quarry_executor::ExecutorConfig;
 use tokio::net::TcpListener;
@@ -183,30 +184,15 @@ fn coordinator_config(serve: &ServeArgs) -> CoordinatorConfig {
 
 async fn up(args: UpArgs) -> Result<(), QuarryError> {
     let started = Instant::now();
-    let listeners = Listeners::bind(&args.serve.flight, &args.serve.http, "127.0.0.1:0").await?;
-    let coordinator = server::start(coordinator_config(&args.serve), listeners).await?;
-    let executors_n = args.executors.max(1);
-    let slots = args.slots.unwrap_or_else(|| (cores() / executors_n).max(1));
-    let mut executors = Vec::new();
-    for i in 0..executors_n {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| QuarryError::internal(format!("executor listener: {e}")))?;
-        let config = ExecutorConfig {
-            executor_id: Some(format!("executor-{}", i + 1)),
-            coordinator: coordinator.internal_endpoint(),
-            advertise_host: None,
-            slots,
-            work_dir: args.serve.dir.join("executors").join(format!("{}", i + 1)),
-            data_dir: None,
-            memory_limit: None,
-        };
-        executors.push(quarry_executor::start(listener, config).await?);
-    }
-    coordinator
-        .cluster
-        .wait_for_executors(executors_n, std::time::Duration::from_secs(10))
-        .await;
+    let executors = args.executors.max(1);
+    let slots = args.slots.unwrap_or_else(|| (cores() / executors).max(1));
+    let mut config = LocalClusterConfig::new(&args.serve.dir, executors);
+    config.coordinator = coordinator_config(&args.serve);
+    config.flight = args.serve.flight.clone();
+    config.http = args.serve.http.clone();
+    config.slots_per_executor = slots;
+    let cluster = LocalCluster::start(config).await?;
+    let coordinator = &cluster.coordinator;
     if args.demo_rows > 0 {
         let fresh = demo::install(
             &coordinator.engine,
@@ -223,7 +209,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
         }
     }
     println!(
-        "Quarry is up ({executors_n} executors, {slots} slot(s) each), ready in {:.1}s",
+        "Quarry is up ({executors} executors, {slots} slot(s) each), ready in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     println!("  Flight SQL:  grpc://{}", coordinator.flight_addr);
@@ -237,10 +223,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
     println!("Press Ctrl-C to stop.");
     stopped().await;
     println!("Stopping…");
-    for executor in executors {
-        let _ = executor.shutdown().await;
-    }
-    coordinator.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }
 

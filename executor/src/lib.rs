@@ -131,8 +131,11 @@ pub async fn start(
 
     let channels = Arc::new(FlightChannels::new());
     let exchange = Arc::new(ExchangeStore::new(executor_id.clone()));
+    let cpu = task::CpuRuntime::new(config.slots, &format!("{executor_id}-tasks"))
+        .map_err(|e| QuarryError::internal(format!("cannot start the task runtime: {e}")))?;
     let env = Arc::new(task::TaskEnvironment {
         executor_id: executor_id.clone(),
+        cpu,
         runtime,
         exchange: Arc::clone(&exchange),
         channels: Arc::clone(&channels),

@@ -121,10 +121,19 @@ impl ActionHandler for ExecutorService {
                 );
                 let task_future = async move {
                     let _running = Running::start(&running);
-                    run_task(&env, task)
-                        .await
-                        .map(|result| Bytes::from(result.encode_to_vec()))
-                        .map_err(failure_status)
+                    let work = {
+                        let env = Arc::clone(&env);
+                        async move { run_task(&env, task).await }
+                    };
+                    match env.cpu.run(work).await {
+                        Ok(result) => result
+                            .map(|result| Bytes::from(result.encode_to_vec()))
+                            .map_err(failure_status),
+                        // A reader that panics on malformed input fails this task only.
+                        Err(panic) => Err(failure_status(DataFusionError::Execution(format!(
+                            "the task failed on its input: {panic}"
+                        )))),
+                    }
                 }
                 .instrument(span);
                 Ok(futures::stream::once(task_future).boxed())

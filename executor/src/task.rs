@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use arrow::compute::BatchCoalescer;
 use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::metrics::Time;
 use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use quarry_common::codec::{partitioning_from_bytes, plan_from_bytes};
@@ -23,10 +25,61 @@ use quarry_common::shuffle_reader::ExchangeAccess;
 
 use crate::exchange::ExchangeStore;
 
+/// A tokio runtime for query work, apart from the one answering RPCs: DataFusion
+/// operators can compute for a long time without yielding, and must not starve the
+/// heartbeats and exchange reads of this process.
+#[derive(Debug)]
+pub struct CpuRuntime(Option<tokio::runtime::Runtime>);
+
+impl CpuRuntime {
+    pub fn new(threads: usize, name: &str) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(CpuRuntime(Some(runtime)))
+    }
+
+    /// Run `future` there; dropping the returned future aborts it.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        future: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, String> {
+        let Some(runtime) = &self.0 else {
+            return Err("the executor is shutting down".to_string());
+        };
+        struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+        impl<T> Drop for AbortOnDrop<T> {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let mut handle = AbortOnDrop(runtime.spawn(future));
+        (&mut handle.0).await.map_err(|e| {
+            if e.is_panic() {
+                quarry_common::panics::panic_message(e.into_panic().as_ref())
+            } else {
+                "the task was cancelled".to_string()
+            }
+        })
+    }
+}
+
+impl Drop for CpuRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another runtime's thread would panic.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// What every task on this executor shares.
 #[derive(Debug)]
 pub struct TaskEnvironment {
     pub executor_id: String,
+    pub cpu: CpuRuntime,
     pub runtime: Arc<RuntimeEnv>,
     pub exchange: Arc<ExchangeStore>,
     pub channels: Arc<FlightChannels>,
@@ -55,7 +108,7 @@ pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<Tas
         .with_runtime_env(Arc::clone(&env.runtime))
         .build();
     let task_ctx = state.task_ctx();
-    let plan = plan_from_bytes(&task.plan, &task_ctx)?;
+    let plan = cooperative(plan_from_bytes(&task.plan, &task_ctx)?)?;
     let partitioning =
         partitioning_from_bytes(&task.output_partitioning, &plan.schema(), &task_ctx)?;
     let output_count = partitioning
@@ -118,6 +171,21 @@ pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<Tas
         elapsed_ms: started.elapsed().as_millis() as u64,
         metrics_json: serde_json::to_string(&metrics).unwrap_or_default(),
     })
+}
+
+/// Every operator's output spends tokio task budget: operators that multiply rows (joins)
+/// or replay buffered ones (sorts, aggregates) then yield regularly, so the task can be
+/// cancelled at once and does not starve its neighbours.
+fn cooperative(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(plan
+        .transform_up(|node| {
+            if node.children().is_empty() || node.downcast_ref::<CooperativeExec>().is_some() {
+                Ok(Transformed::no(node))
+            } else {
+                Ok(Transformed::yes(Arc::new(CooperativeExec::new(node)) as _))
+            }
+        })?
+        .data)
 }
 
 fn push(

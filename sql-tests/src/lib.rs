@@ -1,1 +1,204 @@
-//! placeholder
+//! Quarry's behaviour suite: sqllogictest files (`slt/*.slt`) run against a real
+//! in-process cluster — a coordinator and executors talking Flight over loopback, with
+//! the catalog in sled in a temporary directory.
+//!
+//! Every file starts from an empty catalog and the fixture files of [`fixtures`]; in the
+//! files, `$ROOT` is the fixture directory a local source can point at, and `$OUTSIDE`
+//! a directory next to it that sources must not reach.
+//!
+//! Regenerate expected results with `QUARRY_SLT_COMPLETE=1` (then read the diff).
+
+pub mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::TryStreamExt;
+use quarry_common::QuarryError;
+use quarry_coordinator::engine::{Engine, Session};
+use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+
+/// A cluster with fixture data for one test file.
+pub struct SqlTestCluster {
+    pub cluster: LocalCluster,
+    pub root: PathBuf,
+    pub outside: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SqlTestCluster {
+    pub async fn start(executors: usize) -> Result<Self, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (root, outside) = fixtures::write(&dir.path().join("data"))?;
+        let config = LocalClusterConfig::new(dir.path().join("quarry"), executors);
+        let cluster = LocalCluster::start(config).await?;
+        Ok(SqlTestCluster {
+            cluster,
+            root,
+            outside,
+            _dir: dir,
+        })
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.cluster.coordinator.engine)
+    }
+
+    /// Run one `.slt` file, or rewrite its expected results when asked to.
+    pub async fn run_file(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        let engine = self.engine();
+        let session = engine.new_session("slt");
+        let make = move || {
+            let db = QuarryDb {
+                engine: Arc::clone(&engine),
+                session: Arc::clone(&session),
+            };
+            async move { Ok::<_, DbError>(db) }
+        };
+        let mut runner = sqllogictest::Runner::new(make);
+        runner.set_var("ROOT".to_string(), self.root.display().to_string());
+        runner.set_var("OUTSIDE".to_string(), self.outside.display().to_string());
+        runner.with_column_validator(|_, _| true);
+        if std::env::var_os("QUARRY_SLT_COMPLETE").is_some() {
+            runner
+                .update_test_file(
+                    path,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await?;
+        } else {
+            runner.run_file_async(path).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct DbError(pub QuarryError);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code, self.0.message)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// A connection: one session of the cluster's engine.
+pub struct QuarryDb {
+    engine: Arc<Engine>,
+    session: Arc<Session>,
+}
+
+fn column_type(data_type: &DataType) -> DefaultColumnType {
+    if data_type.is_integer() {
+        DefaultColumnType::Integer
+    } else if data_type.is_floating()
+        || matches!(
+            data_type,
+            DataType::Decimal128(..) | DataType::Decimal256(..)
+        )
+    {
+        DefaultColumnType::FloatingPoint
+    } else if matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        DefaultColumnType::Text
+    } else {
+        DefaultColumnType::Any
+    }
+}
+
+/// Rows as text: NULL for nulls, (empty) for empty strings.
+fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, QuarryError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| QuarryError::internal(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| {
+                        // Multi-line values (plans) print on one line.
+                        let text = f
+                            .value(row)
+                            .to_string()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        if text.is_empty() {
+                            "(empty)".to_string()
+                        } else {
+                            text
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl AsyncDB for QuarryDb {
+    type Error = DbError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        let job = self
+            .engine
+            .submit(&self.session, sql, None)
+            .await
+            .map_err(DbError)?;
+        let batches: Vec<RecordBatch> = job
+            .spool
+            .read(0, None)
+            .try_collect()
+            .await
+            .map_err(DbError)?;
+        let record = job.wait().await;
+        if let Some(error) = record.error {
+            return Err(DbError(QuarryError::new(
+                quarry_common::ErrorCode::parse(&error.code),
+                error.message,
+            )));
+        }
+        let schema = job.spool.schema();
+        let types = schema
+            .map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| column_type(f.data_type()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(DBOutput::Rows {
+            types,
+            rows: rows(&batches).map_err(DbError)?,
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "quarry"
+    }
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await;
+    }
+}

@@ -12,6 +12,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::SessionState;
 use quarry_catalog::TableDefinition;
 use quarry_common::QuarryError;
+use quarry_common::panics::catch_panic;
 
 use super::schema_codec::{decode_schema, encode_schema};
 
@@ -120,7 +121,10 @@ pub async fn infer_table(
     options = options.with_table_partition_cols(partition_columns.clone());
     let file_schema = match spec.columns {
         Some(columns) => columns,
-        None => options.infer_schema(state, &url).await?,
+        // Readers have panicked on malformed files; that is the file's fault, not ours.
+        None => catch_panic(options.infer_schema(state, &url))
+            .await
+            .map_err(|panic| QuarryError::invalid(format!("a file is malformed ({panic})")))??,
     };
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)

@@ -30,6 +30,7 @@ use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use quarry_common::QuarryError;
 use quarry_common::metrics::collect_operator_metrics;
+use quarry_common::panics::catch_panic;
 use quarry_common::protocol::{ObjectStoreSpec, Setting};
 use quarry_common::shuffle_reader::ExchangeAccess;
 
@@ -184,7 +185,14 @@ impl Engine {
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<Arc<Job>, QuarryError> {
         let job = self.jobs.create(sql, &session.user);
-        match self.plan_script(session, sql, parameters).await {
+        let planned = catch_panic(self.plan_script(session, sql, parameters))
+            .await
+            .unwrap_or_else(|panic| {
+                Err(QuarryError::internal(format!(
+                    "planning failed unexpectedly: {panic}"
+                )))
+            });
+        match planned {
             Ok(outcome) => {
                 // Clients ask for the schema as soon as submit returns.
                 job.spool.set_schema(outcome.schema());
@@ -337,8 +345,11 @@ impl Engine {
         // The job owns this task: cancelling the job drops the run, and with it every
         // task call to the executors.
         tokio::spawn(async move {
+            let run = catch_panic(engine.run(&job, outcome));
             let result = tokio::select! {
-                result = engine.run(&job, outcome) => result,
+                result = run => result.unwrap_or_else(|panic| {
+                    Err(QuarryError::internal(format!("the query failed unexpectedly: {panic}")))
+                }),
                 _ = cancel.cancelled() => return,
             };
             match result {

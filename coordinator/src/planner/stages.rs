@@ -152,6 +152,13 @@ impl StagePlanner {
 /// Cut `plan` into stages. The root keeps no file scans, and yields one partition.
 pub fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
     let mut planner = StagePlanner::default();
+    // Merge partitions at the very top, so everything below the merge (final
+    // aggregations, projections) runs on the executors, not on the coordinator.
+    let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(plan))
+    } else {
+        plan
+    };
     let mut root = planner.cut(plan)?;
     if scans_files(&root) {
         // Scans below no exchange (e.g. a single file group): run that part as a stage.

@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Value};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use quarry_common::QuarryError;
 
 #[derive(Debug, Clone)]
@@ -54,7 +54,38 @@ pub struct CreateTableFrom {
 
 /// Parse one or more `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<Statement>, QuarryError> {
-    parse_inner(sql).map_err(QuarryError::from)
+    let sql = number_placeholders(sql);
+    parse_inner(&sql).map_err(QuarryError::from)
+}
+
+/// JDBC/ODBC-style `?` parameters become DataFusion's `$1`, `$2`, ... in order of
+/// appearance (DataFusion plans numbered placeholders only).
+fn number_placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('?') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        // Let the parser report what is wrong.
+        return std::borrow::Cow::Borrowed(sql);
+    };
+    if !tokens
+        .iter()
+        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
+    {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut n = 0;
+    let mut out = String::with_capacity(sql.len() + 8);
+    for token in tokens {
+        match token {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusionError> {
@@ -342,6 +373,15 @@ mod tests {
             Statement::DataFusion(_)
         ));
         Ok(())
+    }
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(
+            number_placeholders("SELECT * FROM t WHERE a = ? AND b = '?' AND c = ?"),
+            "SELECT * FROM t WHERE a = $1 AND b = '?' AND c = $2"
+        );
+        assert_eq!(number_placeholders("SELECT '?'"), "SELECT '?'");
     }
 
     #[test]

@@ -9,13 +9,13 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use quarry_catalog::JobRecord;
-use quarry_common::QuarryError;
+use quarry_common::{ErrorCode, QuarryError};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::encode::{IpcEncoder, columns, json_rows, ndjson};
 use super::{ApiResult, AppState};
-use crate::jobs::{FAILED, STATES};
+use crate::jobs::{CANCELED, FAILED, STATES};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 pub const NDJSON: &str = "application/x-ndjson";
@@ -122,12 +122,12 @@ pub async fn results(
 ) -> ApiResult<Response> {
     state.session(&headers)?;
     let record = find(&state, &id)?;
-    if record.state == FAILED {
-        let message = record
+    if record.state == FAILED || record.state == CANCELED {
+        let (code, message) = record
             .error
-            .map(|e| e.message)
-            .unwrap_or_else(|| "the job failed".to_string());
-        return Err(QuarryError::invalid(format!("job {id} failed: {message}")).into());
+            .map(|e| (ErrorCode::parse(&e.code), e.message))
+            .unwrap_or((ErrorCode::Internal, "the job failed".to_string()));
+        return Err(QuarryError::new(code, format!("job {id} has no results: {message}")).into());
     }
     let job =
         state.engine.jobs().live(&id).ok_or_else(|| {

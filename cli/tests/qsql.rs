@@ -1,0 +1,176 @@
+//! qsql against a real `quarry up`: batch mode, scripts, errors and the prompt.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn qsql() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_qsql"))
+}
+
+/// The `quarry` binary from the same build (the workspace test run builds it).
+fn quarry() -> PathBuf {
+    qsql().with_file_name("quarry")
+}
+
+struct Quarry {
+    child: Child,
+    port: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Quarry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_quarry() -> Quarry {
+    assert!(
+        quarry().exists(),
+        "{} is missing: build the workspace (cargo build) before running qsql's tests",
+        quarry().display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = Command::new(quarry())
+        .args([
+            "up",
+            "--flight",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--demo-rows",
+            "5000",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("quarry starts");
+    // From here on, Drop stops the process whatever happens.
+    let mut quarry = Quarry {
+        child,
+        port: String::new(),
+        _dir: dir,
+    };
+    let stdout = quarry.child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while quarry.port.is_empty() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("quarry prints its Flight SQL address");
+        if let Some(addr) = line.trim().strip_prefix("Flight SQL:") {
+            quarry.port = addr.trim().rsplit(':').next().expect("port").to_string();
+        }
+    }
+    quarry
+}
+
+fn run(quarry: &Quarry, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    run_on(&quarry.port, args, stdin)
+}
+
+fn run_on(port: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(qsql())
+        .args(["-p", port])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qsql starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    let output = child.wait_with_output().expect("qsql finishes");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn qsql_batch_script_errors_and_prompt() {
+    let quarry = start_quarry();
+
+    // -c: an aligned table with a row count
+    let (code, out, err) = run(
+        &quarry,
+        &[
+            "-c",
+            "SELECT city, count(*) AS orders FROM demo.orders GROUP BY city ORDER BY orders DESC LIMIT 2",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("city") && lines[0].contains("| orders"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("---") && lines[1].contains("-+-"),
+        "{out}"
+    );
+    assert!(lines[2].contains("Mumbai"), "{out}");
+    assert!(out.contains("(2 rows)"), "{out}");
+
+    // -f: several statements; USE carries over to the next statement
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        "USE demo;\n-- a comment; with a semicolon\nSELECT count(*) AS n FROM orders;\nSELECT 'a;b' AS s;\n",
+    )
+    .expect("script");
+    let (code, out, err) = run(&quarry, &["-f", script.to_str().expect("path")], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("5000"), "{out}");
+    assert!(out.contains("a;b"), "{out}");
+
+    // errors: message on stderr, exit status 1, and later statements not run
+    let (code, out, err) = run(&quarry, &["-c", "SELEC 1; SELECT 2"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("ERROR:") && err.contains("Column: 1"), "{err}");
+    assert!(!out.contains('2'), "{out}");
+    let (code, _, err) = run(&quarry, &["-f", "/no/such/file.sql"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/file.sql"), "{err}");
+
+    // the prompt: statements end at ';', errors do not end the session, \q quits
+    let (code, out, err) = run(
+        &quarry,
+        &[],
+        Some("SELECT 40 +\n 2 AS answer;\nSELECT nope;\n\\timing\nSELECT 1 AS one;\n\\q\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("answer") && out.contains("42"), "{out}");
+    assert!(err.contains("ERROR:") && err.contains("nope"), "{err}");
+    assert!(
+        out.contains("Timing is on.") && out.contains("Time:"),
+        "{out}"
+    );
+
+    // no server: a clear error
+    let (code, _, err) = run_on("1", &["-h", "127.0.0.1", "-c", "SELECT 1"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect"), "{err}");
+}

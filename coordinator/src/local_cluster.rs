@@ -1,0 +1,104 @@
+//! A coordinator and executors in one process, talking over real loopback Flight:
+//! what `quarry up` runs, and what tests and benchmarks start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quarry_common::QuarryError;
+use quarry_executor::{ExecutorConfig, RunningExecutor};
+use tokio::net::TcpListener;
+
+use crate::server::{self, CoordinatorConfig, Listeners, RunningCoordinator};
+
+#[derive(Debug, Clone)]
+pub struct LocalClusterConfig {
+    pub coordinator: CoordinatorConfig,
+    pub flight: String,
+    pub http: String,
+    pub executors: usize,
+    pub slots_per_executor: usize,
+    pub executor_memory_limit: Option<usize>,
+}
+
+impl LocalClusterConfig {
+    /// A cluster on free loopback ports with its state in `dir`.
+    pub fn new(dir: impl Into<PathBuf>, executors: usize) -> Self {
+        LocalClusterConfig {
+            coordinator: CoordinatorConfig::new(dir),
+            flight: "127.0.0.1:0".to_string(),
+            http: "127.0.0.1:0".to_string(),
+            executors,
+            slots_per_executor: 1,
+            executor_memory_limit: None,
+        }
+    }
+}
+
+pub struct LocalCluster {
+    pub coordinator: RunningCoordinator,
+    pub executors: Vec<RunningExecutor>,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    /// Start the coordinator and the executors, and wait until every executor joined.
+    pub async fn start(config: LocalClusterConfig) -> Result<Self, QuarryError> {
+        let dir = config.coordinator.dir.clone();
+        let listeners = Listeners::bind(&config.flight, &config.http, "127.0.0.1:0").await?;
+        let coordinator = server::start(config.coordinator, listeners).await?;
+        let mut cluster = LocalCluster {
+            coordinator,
+            executors: Vec::new(),
+            dir,
+        };
+        for _ in 0..config.executors {
+            cluster
+                .add_executor(config.slots_per_executor, config.executor_memory_limit)
+                .await?;
+        }
+        let joined = cluster
+            .coordinator
+            .cluster
+            .wait_for_executors(config.executors, Duration::from_secs(10))
+            .await;
+        if !joined {
+            return Err(QuarryError::unavailable(
+                "the executors did not register with the coordinator within 10 s",
+            ));
+        }
+        Ok(cluster)
+    }
+
+    /// Start one more executor in this process.
+    pub async fn add_executor(
+        &mut self,
+        slots: usize,
+        memory_limit: Option<usize>,
+    ) -> Result<&RunningExecutor, QuarryError> {
+        let n = self.executors.len() + 1;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| QuarryError::internal(format!("executor listener: {e}")))?;
+        let config = ExecutorConfig {
+            executor_id: Some(format!("executor-{n}")),
+            coordinator: self.coordinator.internal_endpoint(),
+            advertise_host: None,
+            slots,
+            work_dir: self.dir.join("executors").join(n.to_string()),
+            data_dir: None,
+            memory_limit,
+        };
+        self.executors
+            .push(quarry_executor::start(listener, config).await?);
+        self.executors
+            .last()
+            .ok_or_else(|| QuarryError::internal("no executor was started"))
+    }
+
+    pub async fn shutdown(self) {
+        for executor in self.executors {
+            let _ = executor.shutdown().await;
+        }
+        self.coordinator.shutdown().await;
+    }
+}

@@ -1,0 +1,141 @@
+//! The real `quarry` binary, queried with the ADBC Flight SQL driver from Python: what
+//! BI tools and notebooks do.
+
+use crate::harness::{QuarryProcess, run_python};
+
+const CLIENT: &str = r#"
+import sys
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+
+uri = "grpc://" + sys.argv[1]
+conn = flightsql.connect(uri, autocommit=True)
+
+# get_info: who is this?
+info = conn.adbc_get_info()
+assert info["vendor_name"] == "Quarry", info
+print("vendor", info["vendor_name"], info.get("vendor_version"))
+
+cur = conn.cursor()
+
+# execute + fetch_arrow_table
+cur.execute("SELECT city, count(*) AS n, sum(revenue) AS revenue FROM demo.orders GROUP BY city ORDER BY n DESC")
+table = cur.fetch_arrow_table()
+assert table.num_rows == 10, table
+assert table.column_names == ["city", "n", "revenue"], table.column_names
+assert sum(table.column("n").to_pylist()) == 10000
+print("top city", table.column("city")[0])
+
+# a prepared statement with a bound parameter
+cur.execute("SELECT count(*) AS n FROM demo.orders WHERE city = ?", parameters=("Mumbai",))
+mumbai = cur.fetch_arrow_table().column("n")[0].as_py()
+cur.execute("SELECT count(*) AS n FROM demo.orders WHERE city = 'Mumbai'")
+assert cur.fetch_arrow_table().column("n")[0].as_py() == mumbai
+cur.execute("SELECT order_id FROM demo.orders WHERE order_id BETWEEN ? AND ? ORDER BY order_id", parameters=(10, 14))
+assert cur.fetch_arrow_table().column("order_id").to_pylist() == [10, 11, 12, 13, 14]
+print("prepared ok", mumbai)
+
+# catalog browsing: one catalog, its schemas, tables with columns
+objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()
+assert [c["catalog_name"] for c in objects] == ["quarry"], objects
+schemas = {s["db_schema_name"]: s for s in objects[0]["catalog_db_schemas"]}
+assert "demo" in schemas and "public" in schemas, schemas.keys()
+tables = {t["table_name"]: t for t in schemas["demo"]["db_schema_tables"]}
+assert set(tables) >= {"orders", "orders_csv"}, tables.keys()
+columns = [c["column_name"] for c in tables["orders"]["table_columns"]]
+assert columns[:3] == ["order_id", "date", "customer_age"], columns
+assert "month" in columns, columns
+
+schema = conn.adbc_get_table_schema("orders", db_schema_filter="demo")
+assert schema.field("revenue").type.equals(__import__("pyarrow").float64()), schema
+types = conn.adbc_get_table_types()
+assert "TABLE" in types and "VIEW" in types, types
+
+# DDL through the driver, and the new table is visible at once
+cur.execute("CREATE SCHEMA IF NOT EXISTS adbc")
+cur.execute("CREATE OR REPLACE VIEW adbc.big_orders AS SELECT * FROM demo.orders WHERE revenue > 50000")
+cur.execute("SELECT count(*) AS n FROM adbc.big_orders")
+assert cur.fetch_arrow_table().column("n")[0].as_py() > 0
+
+# errors carry the server's message and a proper status
+try:
+    cur.execute("SELEC 1")
+    raise SystemExit("malformed SQL was accepted")
+except adbc_driver_manager.Error as e:
+    assert "Expected" in str(e) and "Column: 1" in str(e), str(e)
+    print("syntax error ok")
+try:
+    cur.execute("SELECT * FROM demo.nope")
+    raise SystemExit("a missing table was accepted")
+except adbc_driver_manager.Error as e:
+    assert "not found" in str(e), str(e)
+
+# the session keeps settings: USE and SET persist between statements
+cur.execute("USE demo")
+cur.execute("SELECT count(*) AS n FROM orders_csv")
+assert cur.fetch_arrow_table().column("n")[0].as_py() == 10000
+cur.close()
+conn.close()
+print("ADBC OK")
+"#;
+
+const AUTH_CLIENT: &str = r#"
+import sys
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+
+uri = "grpc://" + sys.argv[1]
+try:
+    conn = flightsql.connect(uri, db_kwargs={"username": "admin", "password": "wrong"}, autocommit=True)
+    conn.cursor().execute("SELECT 1")
+    raise SystemExit("a wrong password was accepted")
+except adbc_driver_manager.Error as e:
+    assert "wrong user name or password" in str(e) or "UNAUTHENTICATED" in str(e).upper(), str(e)
+conn = flightsql.connect(uri, db_kwargs={"username": "admin", "password": "pw"}, autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT count(*) AS n FROM demo.orders")
+assert cur.fetch_arrow_table().column("n")[0].as_py() == 1000
+print("AUTH OK")
+"#;
+
+#[test]
+fn adbc_driver_against_quarry_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().display().to_string();
+    let quarry = QuarryProcess::spawn(&[
+        "up",
+        "--dir",
+        &dir_arg,
+        "--flight",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--demo-rows",
+        "10000",
+    ]);
+    let out = run_python(CLIENT, &[&quarry.flight]);
+    assert!(out.contains("ADBC OK"), "{out}");
+    assert!(out.contains("vendor Quarry"), "{out}");
+}
+
+#[test]
+fn adbc_basic_to_bearer_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().display().to_string();
+    let quarry = QuarryProcess::spawn(&[
+        "up",
+        "--dir",
+        &dir_arg,
+        "--flight",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--demo-rows",
+        "1000",
+        "--auth",
+        "--admin-password",
+        "pw",
+    ]);
+    let out = run_python(AUTH_CLIENT, &[&quarry.flight]);
+    assert!(out.contains("AUTH OK"), "{out}");
+}

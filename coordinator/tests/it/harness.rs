@@ -1,0 +1,189 @@
+//! Shared test fixtures: in-process clusters, the real `quarry` binary, and a Python
+//! environment with the ADBC Flight SQL driver and moto.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
+
+/// An in-process cluster with its own directory.
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub async fn start(executors: usize) -> TestCluster {
+        Self::start_with(executors, |_| {}).await
+    }
+
+    pub async fn start_with(
+        executors: usize,
+        configure: impl FnOnce(&mut LocalClusterConfig),
+    ) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = LocalClusterConfig::new(dir.path().join("quarry"), executors);
+        configure(&mut config);
+        let cluster = LocalCluster::start(config).await.expect("cluster starts");
+        TestCluster { cluster, dir }
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.cluster.coordinator.http_addr)
+    }
+}
+
+/// The `quarry` binary built for these tests.
+pub fn quarry_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_quarry"))
+}
+
+/// A `quarry` process; killed when dropped.
+pub struct QuarryProcess {
+    pub child: Child,
+    pub flight: String,
+    pub http: String,
+}
+
+impl QuarryProcess {
+    /// Start `quarry <args>` and wait for it to print its addresses.
+    pub fn spawn(args: &[&str]) -> QuarryProcess {
+        let mut child = Command::new(quarry_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("quarry starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut lines = Vec::new();
+        let (mut flight, mut http) = (None, None);
+        while flight.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("quarry did not report its addresses; it printed {lines:?}")
+            });
+            if let Some(addr) = line.trim().strip_prefix("Flight SQL:") {
+                flight = Some(addr.trim().trim_start_matches("grpc://").to_string());
+            }
+            if let Some(addr) = line.trim().strip_prefix("HTTP:") {
+                http = Some(addr.trim().to_string());
+            }
+            lines.push(line);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        QuarryProcess {
+            child,
+            flight: flight.unwrap_or_default(),
+            http: http.unwrap_or_default(),
+        }
+    }
+
+    /// Kill with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for QuarryProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A Python with pyarrow, the ADBC Flight SQL driver, moto and boto3: `$QUARRY_TEST_VENV`
+/// or `.venv-test` in the workspace, created on first use.
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("QUARRY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv-test"));
+    let python = venv.join("bin/python");
+    let ready = venv.join(".quarry-ready");
+    if ready.exists() {
+        return python;
+    }
+    // One test process creates it; the others wait for the marker.
+    let lock = venv.with_extension("lock");
+    if std::fs::create_dir(&lock).is_ok() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "-q",
+                "adbc-driver-flightsql",
+                "adbc-driver-manager",
+                "pyarrow",
+                "moto[server]",
+                "boto3",
+            ])
+            .status()
+            .expect("pip runs");
+        assert!(
+            status.success(),
+            "installing the test Python packages failed"
+        );
+        std::fs::write(&ready, "").expect("marker");
+        let _ = std::fs::remove_dir(&lock);
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !ready.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "waited too long for the test venv"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    python
+}
+
+/// Run a Python script with arguments; panic with its output if it fails.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        output.status.success(),
+        "python failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the coordinator with real executors, real sockets and real
+//! clients. One test binary (link time on 2 cores is precious); one module per area.
+
+mod harness;
+
+mod adbc;
+mod cluster;
+mod rest;
+mod restart;
+mod s3;

@@ -1,0 +1,199 @@
+//! The catalog across restarts: everything acknowledged is still there after a clean
+//! stop, and after SIGKILL in the middle of writes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
+use serde_json::{Value, json};
+
+use crate::harness::QuarryProcess;
+
+async fn sql(
+    engine: &Arc<quarry_coordinator::engine::Engine>,
+    session: &Arc<quarry_coordinator::engine::Session>,
+    sql: &str,
+) -> Vec<arrow::array::RecordBatch> {
+    use futures::TryStreamExt;
+    let job = engine
+        .submit(session, sql, None)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = job
+        .spool
+        .read(0, None)
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let record = job.wait().await;
+    assert!(record.error.is_none(), "{sql}: {:?}", record.error);
+    batches
+}
+
+fn count(batches: &[arrow::array::RecordBatch]) -> i64 {
+    use arrow::array::{Array, Int64Array};
+    batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("t.csv"), "k,v\n1,a\n2,b\n3,c\n").expect("csv");
+    let root = data.canonicalize().expect("root").display().to_string();
+    let state = dir.path().join("quarry");
+    {
+        let cluster = LocalCluster::start(LocalClusterConfig::new(&state, 1))
+            .await
+            .expect("start");
+        let engine = Arc::clone(&cluster.coordinator.engine);
+        let session = engine.new_session("test");
+        sql(
+            &engine,
+            &session,
+            &format!("CREATE SOURCE files TYPE local WITH (root = '{root}')"),
+        )
+        .await;
+        sql(&engine, &session, "CREATE SCHEMA s").await;
+        sql(&engine, &session, "CREATE TABLE s.t FROM files 't.csv'").await;
+        sql(
+            &engine,
+            &session,
+            "CREATE VIEW s.v AS SELECT k FROM s.t WHERE v <> 'b'",
+        )
+        .await;
+        sql(
+            &engine,
+            &session,
+            &format!("CREATE EXTERNAL TABLE s.e STORED AS CSV LOCATION '{root}/t.csv'"),
+        )
+        .await;
+        cluster.shutdown().await;
+    }
+    let cluster = LocalCluster::start(LocalClusterConfig::new(&state, 1))
+        .await
+        .expect("restart");
+    let engine = Arc::clone(&cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    assert_eq!(
+        count(&sql(&engine, &session, "SELECT count(*) FROM s.t").await),
+        3
+    );
+    assert_eq!(
+        count(&sql(&engine, &session, "SELECT count(*) FROM s.v").await),
+        2
+    );
+    assert_eq!(
+        count(&sql(&engine, &session, "SELECT count(*) FROM s.e").await),
+        3
+    );
+    // Job history survives too.
+    let jobs = engine.jobs().list(Some("COMPLETED"), 100).expect("jobs");
+    assert!(
+        jobs.iter().any(|j| j.sql.contains("CREATE VIEW s.v")),
+        "job history was lost"
+    );
+    cluster.shutdown().await;
+}
+
+/// Acknowledged REST writes survive SIGKILL of the real coordinator process.
+#[test]
+fn kill_nine_during_rest_writes_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().display().to_string();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for cycle in 0..5 {
+        let mut quarry = QuarryProcess::spawn(&[
+            "coordinator",
+            "--dir",
+            &dir_arg,
+            "--flight",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--internal",
+            "127.0.0.1:0",
+        ]);
+        let http = quarry.http.clone();
+        // Everything acknowledged so far is there.
+        let known: Vec<String> = acked.lock().expect("lock").clone();
+        runtime.block_on(async {
+            let client = reqwest::Client::new();
+            let listed: Value = client
+                .get(format!("{http}/api/v1/catalog/schemas/public"))
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let names: Vec<String> = listed["datasets"]
+                .as_array()
+                .expect("datasets")
+                .iter()
+                .filter_map(|d| d["name"].as_str().map(str::to_string))
+                .collect();
+            for name in &known {
+                assert!(
+                    names.contains(name),
+                    "cycle {cycle}: acknowledged view {name} was lost"
+                );
+            }
+        });
+        // Write views as fast as possible and kill the process mid-stream.
+        let writer = {
+            let acked = Arc::clone(&acked);
+            let http = http.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().expect("runtime");
+                runtime.block_on(async move {
+                    let client = reqwest::Client::new();
+                    for i in 0.. {
+                        let name = format!("v{cycle}_{i}");
+                        let response = client
+                            .post(format!("{http}/api/v1/catalog/schemas/public/datasets"))
+                            .json(&json!({"type": "view", "name": name, "sql": "SELECT 1 AS one"}))
+                            .send()
+                            .await;
+                        match response {
+                            Ok(r) if r.status().as_u16() == 201 => {
+                                acked.lock().expect("lock").push(name)
+                            }
+                            _ => return,
+                        }
+                    }
+                });
+            })
+        };
+        let started = Instant::now();
+        while acked
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|n| n.starts_with(&format!("v{cycle}_")))
+            .count()
+            < 3
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no writes were acknowledged"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20 * cycle as u64));
+        quarry.kill();
+        writer.join().expect("writer");
+    }
+    assert!(acked.lock().expect("lock").len() >= 15);
+}

@@ -1,0 +1,212 @@
+//! An S3 source against a real S3-protocol server (moto in server mode on loopback).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use quarry_coordinator::engine::{Engine, Session};
+
+use crate::harness::{TestCluster, free_port, python, run_python};
+
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// moto with authentication on after its first few (setup) requests.
+fn start_moto(port: u16) -> Moto {
+    let server = python().with_file_name("moto_server");
+    let child = Command::new(server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let moto = Moto(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    moto
+}
+
+/// Create an IAM user with keys and an S3 policy (the three unauthenticated actions
+/// moto allows), then a bucket with Parquet and CSV objects.
+const SETUP: &str = r#"
+import io, json, sys, boto3
+import pyarrow as pa, pyarrow.parquet as pq
+endpoint = sys.argv[1]
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+iam.create_user(UserName="quarry")
+key = iam.create_access_key(UserName="quarry")["AccessKey"]
+iam.put_user_policy(UserName="quarry", PolicyName="all-s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+s3.create_bucket(Bucket="lake")
+for part in range(3):
+    table = pa.table({"id": list(range(part * 100, part * 100 + 100)), "kind": ["a", "b"] * 50})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    s3.put_object(Bucket="lake", Key=f"data/events/part={part}/f.parquet", Body=buf.getvalue())
+s3.put_object(Bucket="lake", Key="data/people.csv", Body=b"id,name\n1,ann\n2,bo\n")
+print(key["AccessKeyId"], key["SecretAccessKey"])
+"#;
+
+async fn run(
+    engine: &Arc<Engine>,
+    session: &Arc<Session>,
+    sql: &str,
+) -> Result<Vec<arrow::array::RecordBatch>, String> {
+    let job = engine
+        .submit(session, sql, None)
+        .await
+        .map_err(|e| e.message)?;
+    let batches: Vec<arrow::array::RecordBatch> = job
+        .spool
+        .read(0, None)
+        .try_collect()
+        .await
+        .map_err(|e| e.message)?;
+    Ok(batches)
+}
+
+fn first_i64(batches: &[arrow::array::RecordBatch]) -> i64 {
+    use arrow::array::{Array, Int64Array};
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_source_tables_and_bad_credentials() {
+    let port = free_port();
+    let _moto = start_moto(port);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let keys = run_python(SETUP, &[&endpoint]);
+    let mut parts = keys.split_whitespace();
+    let (key, secret) = (parts.next().expect("key"), parts.next().expect("secret"));
+
+    let cluster = TestCluster::start(2).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+
+    // Wrong credentials are refused at CREATE SOURCE, and nothing is stored.
+    let wrong = format!(
+        "CREATE SOURCE lake TYPE s3 WITH (bucket = 'lake', endpoint = '{endpoint}', access_key_id = '{key}', secret_access_key = 'wrong', path_style = true)"
+    );
+    let err = run(&engine, &session, &wrong)
+        .await
+        .expect_err("wrong secret refused");
+    assert!(err.contains("S3 source 'lake'"), "{err}");
+    assert!(
+        engine
+            .datasets()
+            .catalog()
+            .get_source("lake")
+            .expect("catalog")
+            .is_none()
+    );
+
+    // A wrong endpoint is a clear error too, quickly.
+    let started = Instant::now();
+    let nowhere = format!(
+        "CREATE SOURCE gone TYPE s3 WITH (bucket = 'lake', endpoint = 'http://127.0.0.1:{}', access_key_id = 'k', secret_access_key = 's', path_style = true)",
+        free_port()
+    );
+    let err = run(&engine, &session, &nowhere)
+        .await
+        .expect_err("unreachable endpoint refused");
+    assert!(err.contains("S3 source 'gone'"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // The right ones work, for Parquet folders with partitions and for CSV.
+    run(&engine, &session, &format!(
+        "CREATE SOURCE lake TYPE s3 WITH (bucket = 'lake', prefix = 'data', endpoint = '{endpoint}', access_key_id = '{key}', secret_access_key = '{secret}', path_style = true)"
+    ))
+    .await
+    .expect("source");
+    run(&engine, &session, "CREATE TABLE events FROM lake 'events'")
+        .await
+        .expect("parquet table");
+    run(
+        &engine,
+        &session,
+        "CREATE TABLE people FROM lake 'people.csv'",
+    )
+    .await
+    .expect("csv table");
+    assert_eq!(
+        first_i64(
+            &run(&engine, &session, "SELECT count(*) FROM events")
+                .await
+                .expect("count")
+        ),
+        300
+    );
+    assert_eq!(
+        first_i64(
+            &run(
+                &engine,
+                &session,
+                "SELECT count(*) FROM events WHERE part = '2' AND kind = 'a'"
+            )
+            .await
+            .expect("count")
+        ),
+        50
+    );
+    assert_eq!(
+        first_i64(
+            &run(&engine, &session, "SELECT sum(id) FROM people")
+                .await
+                .expect("sum")
+        ),
+        3
+    );
+    let err = run(&engine, &session, "CREATE TABLE missing FROM lake 'nope/'")
+        .await
+        .expect_err("missing prefix");
+    assert!(err.contains("no files found"), "{err}");
+
+    // Scans of S3 files ran on the executors, which built their own client from the
+    // source's settings.
+    let jobs = engine.jobs().list(Some("COMPLETED"), 20).expect("jobs");
+    let scan_job = jobs
+        .iter()
+        .find(|j| j.sql.contains("kind = 'a'"))
+        .expect("the filtered count");
+    let stages = scan_job.profile["stages"].as_array().expect("stages");
+    let scanned: u64 = stages
+        .iter()
+        .flat_map(|s| s["tasks"].as_array().cloned().unwrap_or_default())
+        .flat_map(|t| t["operators"].as_array().cloned().unwrap_or_default())
+        .filter(|o| {
+            o["operator"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("DataSourceExec")
+        })
+        .map(|o| o["output_rows"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        scanned, 100,
+        "the executors scanned partition 2 only: {}",
+        scan_job.profile
+    );
+    cluster.cluster.shutdown().await;
+}
