@@ -34,6 +34,9 @@ pub enum SourceConfig {
     Local { root: String },
     /// Objects in an S3 (or S3-protocol) bucket.
     S3(S3Config),
+    /// Files in the data directories of the executors (`quarry executor --data-dir`),
+    /// each scanned by an executor that holds it.
+    Cluster {},
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -153,3 +153,76 @@ pub fn partitioning_from_bytes(
         &DefaultPhysicalProtoConverter {},
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ExchangeTicket;
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::SessionContext;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("city", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+        ]))
+    }
+
+    fn reader() -> ShuffleReaderExec {
+        let piece = |task: u32, executor: &str| ShuffleLocation {
+            executor_id: executor.to_string(),
+            endpoint: format!("http://{executor}:1"),
+            ticket: Some(ExchangeTicket {
+                query_id: "q".to_string(),
+                stage_id: 3,
+                partition: task,
+                attempt: 1,
+                output_partition: 0,
+            }),
+        };
+        ShuffleReaderExec::new(
+            3,
+            schema(),
+            vec![vec![piece(0, "a"), piece(1, "b")], vec![piece(1, "b")]],
+        )
+    }
+
+    #[test]
+    fn shuffle_reader_round_trips() -> Result<()> {
+        let ctx = SessionContext::new();
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(Arc::new(reader())));
+        let bytes = plan_to_bytes(Arc::clone(&plan))?;
+        let back = plan_from_bytes(&bytes, &ctx.task_ctx())?;
+        assert_eq!(
+            displayable(plan.as_ref()).indent(true).to_string(),
+            displayable(back.as_ref()).indent(true).to_string()
+        );
+        let decoded = back.children()[0]
+            .downcast_ref::<ShuffleReaderExec>()
+            .expect("a shuffle reader");
+        assert_eq!(decoded.stage_id(), 3);
+        assert_eq!(decoded.partitions(), reader().partitions());
+        assert_eq!(decoded.schema(), schema());
+        Ok(())
+    }
+
+    #[test]
+    fn hash_partitioning_round_trips() -> Result<()> {
+        let ctx = SessionContext::new();
+        let partitioning = Partitioning::Hash(vec![Arc::new(Column::new("city", 0))], 4);
+        let bytes = partitioning_to_bytes(Some(&partitioning))?;
+        let back = partitioning_from_bytes(&bytes, &schema(), &ctx.task_ctx())?;
+        assert_eq!(back.map(|p| p.to_string()), Some(partitioning.to_string()));
+        assert!(partitioning_from_bytes(&[], &schema(), &ctx.task_ctx())?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_nodes_are_refused_not_mangled() {
+        let ctx = SessionContext::new();
+        assert!(plan_from_bytes(b"\x00\x01garbage", &ctx.task_ctx()).is_err());
+    }
+}

@@ -13,6 +13,9 @@
 
 use prost::Message;
 
+/// The object store URL of files in executors' data directories.
+pub const CLUSTER_FILES_URL: &str = "cluster://data/";
+
 /// Action types on the coordinator's internal service.
 pub const ACTION_REGISTER: &str = "quarry.register";
 pub const ACTION_HEARTBEAT: &str = "quarry.heartbeat";
@@ -22,6 +25,8 @@ pub const ACTION_DEREGISTER: &str = "quarry.deregister";
 pub const ACTION_RUN_TASK: &str = "quarry.run_task";
 pub const ACTION_RELEASE_QUERY: &str = "quarry.release_query";
 pub const ACTION_STATUS: &str = "quarry.status";
+/// Read bytes of a file in the executor's data directory; results are the bytes, in chunks.
+pub const ACTION_READ_FILE: &str = "quarry.read_file";
 
 #[derive(Clone, PartialEq, Message)]
 pub struct ExecutorRegistration {
@@ -66,6 +71,9 @@ pub struct Heartbeat {
     pub memory_used_bytes: u64,
     #[prost(uint64, tag = "4")]
     pub exchange_bytes: u64,
+    /// Spill files (operators and exchange) on disk now.
+    #[prost(uint32, tag = "5")]
+    pub spill_files: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -206,4 +214,17 @@ pub struct FetchFailure {
     pub stage_id: u32,
     #[prost(uint32, tag = "3")]
     pub partition: u32,
+}
+
+/// A byte range of a file in an executor's data directory.
+#[derive(Clone, PartialEq, Message)]
+pub struct ReadFile {
+    /// Relative to the data directory, `/`-separated.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(uint64, tag = "2")]
+    pub start: u64,
+    /// Exclusive.
+    #[prost(uint64, tag = "3")]
+    pub end: u64,
 }

@@ -24,6 +24,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::stream::BoxStream;
+use async_trait::async_trait;
 use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use prost::Message;
 
@@ -51,12 +52,25 @@ pub trait LocalExchange: Send + Sync + fmt::Debug {
     ) -> Option<Result<BoxStream<'static, Result<RecordBatch>>>>;
 }
 
+/// Finds a piece again after its executor went away (the producer is recomputed).
+#[async_trait]
+pub trait PieceRecovery: Send + Sync + fmt::Debug {
+    async fn relocate(&self, failed: &ShuffleLocation) -> Result<ShuffleLocation>;
+}
+
 /// How a process reaches exchange data: installed as a `SessionConfig` extension.
 #[derive(Debug, Default)]
 pub struct ExchangeAccess {
     pub channels: Arc<FlightChannels>,
     pub local: Option<Arc<dyn LocalExchange>>,
+    /// With recovery, each piece is read whole before any of it is passed on, so a piece
+    /// that fails half-way can be read again elsewhere without duplicating rows. The
+    /// coordinator reads the last stage this way; executors instead retry whole tasks.
+    pub recovery: Option<Arc<dyn PieceRecovery>>,
 }
+
+/// How many times one piece is looked for again before the read fails.
+const MAX_RELOCATIONS: usize = 3;
 
 /// A fetch of exchange data failed: the producer's executor is gone or lost the piece.
 /// The scheduler recognises this error and recomputes the producer.
@@ -209,6 +223,44 @@ impl ExecutionPlan for ShuffleReaderExec {
 }
 
 async fn open_piece(
+    access: Arc<ExchangeAccess>,
+    stage_id: u32,
+    location: ShuffleLocation,
+) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    let Some(recovery) = access.recovery.clone() else {
+        return stream_piece(access, stage_id, location).await;
+    };
+    let mut location = location;
+    let mut relocations = 0;
+    loop {
+        let read = async {
+            stream_piece(Arc::clone(&access), stage_id, location.clone())
+                .await?
+                .try_collect::<Vec<RecordBatch>>()
+                .await
+        };
+        match read.await {
+            Ok(batches) => return Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed()),
+            Err(e) if relocations < MAX_RELOCATIONS && is_fetch_failure(&e) => {
+                relocations += 1;
+                tracing::warn!(stage = stage_id, "piece lost, reading it again: {e}");
+                location = recovery.relocate(&location).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_fetch_failure(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::External(inner) => inner.downcast_ref::<FetchFailed>().is_some(),
+        DataFusionError::Context(_, inner) => is_fetch_failure(inner),
+        DataFusionError::Shared(inner) => is_fetch_failure(inner),
+        _ => false,
+    }
+}
+
+async fn stream_piece(
     access: Arc<ExchangeAccess>,
     stage_id: u32,
     location: ShuffleLocation,

@@ -26,3 +26,4 @@ pub mod planner;
 pub mod scheduler;
 pub mod server;
 pub mod sql;
+pub mod system;

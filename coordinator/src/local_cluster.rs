@@ -18,6 +18,7 @@ pub struct LocalClusterConfig {
     pub executors: usize,
     pub slots_per_executor: usize,
     pub executor_memory_limit: Option<usize>,
+    pub exchange_memory: usize,
 }
 
 impl LocalClusterConfig {
@@ -30,6 +31,7 @@ impl LocalClusterConfig {
             executors,
             slots_per_executor: 1,
             executor_memory_limit: None,
+            exchange_memory: quarry_executor::DEFAULT_EXCHANGE_MEMORY,
         }
     }
 }
@@ -38,6 +40,7 @@ pub struct LocalCluster {
     pub coordinator: RunningCoordinator,
     pub executors: Vec<RunningExecutor>,
     dir: PathBuf,
+    exchange_memory: usize,
 }
 
 impl LocalCluster {
@@ -50,6 +53,7 @@ impl LocalCluster {
             coordinator,
             executors: Vec::new(),
             dir,
+            exchange_memory: config.exchange_memory,
         };
         for _ in 0..config.executors {
             cluster
@@ -87,6 +91,7 @@ impl LocalCluster {
             work_dir: self.dir.join("executors").join(n.to_string()),
             data_dir: None,
             memory_limit,
+            exchange_memory: self.exchange_memory,
         };
         self.executors
             .push(quarry_executor::start(listener, config).await?);

@@ -104,9 +104,13 @@ struct ExecutorArgs {
     /// Tasks this executor runs at once (default: its cores).
     #[arg(long, env = "QUARRY_SLOTS")]
     slots: Option<usize>,
-    /// Memory for query operators in bytes, or with a suffix (512MB, 4GB).
+    /// Memory for query operators in bytes, or with a suffix (512MB, 4GB); sorts, joins
+    /// and aggregations spill to disk past it.
     #[arg(long, env = "QUARRY_MEMORY_LIMIT")]
     memory_limit: Option<String>,
+    /// Memory for task outputs waiting to be read by the next stage; past it they go to disk.
+    #[arg(long, env = "QUARRY_EXCHANGE_MEMORY", default_value = "1GB")]
+    exchange_memory: String,
     /// A stable id for this executor (default: random).
     #[arg(long, env = "QUARRY_EXECUTOR_ID")]
     id: Option<String>,
@@ -251,6 +255,7 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
         work_dir: args.dir,
         data_dir: args.data_dir,
         memory_limit: args.memory_limit.as_deref().map(parse_bytes).transpose()?,
+        exchange_memory: parse_bytes(&args.exchange_memory)?,
     };
     let executor = quarry_executor::start(listener, config).await?;
     println!("Quarry executor {} is up", executor.executor_id);

@@ -1,17 +1,27 @@
 //! The exchange store: task outputs kept until their query is released.
 //!
-//! A task's output is a list of output partitions, each a list of batches. Consumers read
-//! one output partition of one task attempt, over Flight from other executors or directly
-//! when they run here.
+//! A task's output is a list of pieces (one per output partition). Pieces stay in memory
+//! while the store is under its memory budget; past it, a piece is written to local disk
+//! as an LZ4-compressed Arrow IPC stream, and later batches of that piece go straight to
+//! the file. Consumers read one piece of one task attempt, over Flight from other
+//! executors or directly when they run here. Releasing a query drops its pieces and
+//! deletes its files.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::CompressionType;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
-use datafusion::error::Result;
-use futures::StreamExt;
+use datafusion::error::{DataFusionError, Result};
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use quarry_common::protocol::ExchangeTicket;
 use quarry_common::shuffle_reader::LocalExchange;
 
@@ -34,91 +44,263 @@ impl TaskKey {
     }
 }
 
+/// A finished piece.
+#[derive(Debug)]
+enum Piece {
+    Memory(Vec<RecordBatch>),
+    File(PathBuf),
+}
+
 #[derive(Debug)]
 struct TaskOutput {
-    partitions: Vec<Vec<RecordBatch>>,
-    bytes: u64,
+    pieces: Vec<Piece>,
+    memory_bytes: u64,
 }
 
 #[derive(Debug)]
 pub struct ExchangeStore {
     executor_id: String,
-    outputs: RwLock<HashMap<TaskKey, TaskOutput>>,
-    bytes: AtomicU64,
+    dir: PathBuf,
+    memory_budget: u64,
+    outputs: RwLock<HashMap<TaskKey, Arc<TaskOutput>>>,
+    /// Bytes of pieces held in memory (finished and being written).
+    memory: AtomicU64,
+    files: AtomicU32,
+    next_file: AtomicU64,
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!("exchange file {}: {e}", path.display()))
 }
 
 impl ExchangeStore {
-    pub fn new(executor_id: String) -> Self {
+    pub fn new(executor_id: String, dir: PathBuf, memory_budget: u64) -> Self {
+        // Files of a previous run of this executor are of no use to anyone.
+        let _ = std::fs::remove_dir_all(&dir);
         ExchangeStore {
             executor_id,
+            dir,
+            memory_budget,
             outputs: RwLock::new(HashMap::new()),
-            bytes: AtomicU64::new(0),
+            memory: AtomicU64::new(0),
+            files: AtomicU32::new(0),
+            next_file: AtomicU64::new(0),
         }
     }
 
-    /// Keep the output of one task attempt.
-    pub fn put(
-        &self,
-        query_id: &str,
-        stage_id: u32,
-        partition: u32,
-        attempt: u32,
-        partitions: Vec<Vec<RecordBatch>>,
-    ) {
-        let bytes: u64 = partitions
-            .iter()
-            .flatten()
-            .map(|b| b.get_array_memory_size() as u64)
-            .sum();
+    /// Start writing one task attempt's output of `pieces` pieces.
+    pub fn writer(self: &Arc<Self>, schema: SchemaRef, pieces: usize) -> OutputWriter {
+        OutputWriter {
+            store: Arc::clone(self),
+            schema,
+            pieces: (0..pieces).map(|_| PieceWriter::default()).collect(),
+        }
+    }
+
+    fn insert(&self, key: TaskKey, output: TaskOutput) {
+        if let Ok(mut outputs) = self.outputs.write()
+            && let Some(old) = outputs.insert(key, Arc::new(output))
+        {
+            self.forget(&old);
+        }
+    }
+
+    fn forget(&self, output: &TaskOutput) {
+        self.memory.fetch_sub(output.memory_bytes, Ordering::Relaxed);
+        for piece in &output.pieces {
+            if let Piece::File(path) = piece {
+                if std::fs::remove_file(path).is_ok() {
+                    self.files.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Drop everything a query left here; returns how many task outputs went.
+    pub fn release(&self, query_id: &str) -> usize {
+        let removed: Vec<Arc<TaskOutput>> = match self.outputs.write() {
+            Ok(mut outputs) => {
+                let keys: Vec<TaskKey> = outputs
+                    .keys()
+                    .filter(|k| k.query_id == query_id)
+                    .cloned()
+                    .collect();
+                keys.iter().filter_map(|k| outputs.remove(k)).collect()
+            }
+            Err(_) => return 0,
+        };
+        for output in &removed {
+            self.forget(output);
+        }
+        removed.len()
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.load(Ordering::Relaxed)
+    }
+
+    pub fn entries(&self) -> usize {
+        self.outputs.read().map(|o| o.len()).unwrap_or(0)
+    }
+
+    /// Exchange files on disk now.
+    pub fn files(&self) -> u32 {
+        self.files.load(Ordering::Relaxed)
+    }
+
+    /// Whether `bytes` more fit in memory; counts them if so.
+    fn reserve(&self, bytes: u64) -> bool {
+        let mut current = self.memory.load(Ordering::Relaxed);
+        loop {
+            if current + bytes > self.memory_budget {
+                return false;
+            }
+            match self.memory.compare_exchange(
+                current,
+                current + bytes,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    fn new_file(&self) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
+        let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
+        Ok(self.dir.join(format!("piece-{n}.arrows")))
+    }
+
+    /// The batches of one piece, if this executor holds it.
+    pub fn read_piece(&self, ticket: &ExchangeTicket) -> Option<BoxStream<'static, Result<RecordBatch>>> {
+        let output = self.outputs.read().ok()?.get(&TaskKey::of(ticket)).cloned()?;
+        let index = ticket.output_partition as usize;
+        Some(match output.pieces.get(index) {
+            None => futures::stream::empty().boxed(),
+            Some(Piece::Memory(batches)) => futures::stream::iter(batches.clone().into_iter().map(Ok)).boxed(),
+            Some(Piece::File(path)) => read_file(path.clone()),
+        })
+    }
+}
+
+/// Batches of an exchange file, read without blocking the runtime.
+fn read_file(path: PathBuf) -> BoxStream<'static, Result<RecordBatch>> {
+    futures::stream::once(async move {
+        let bytes = tokio::fs::read(&path).await.map_err(|e| io_error(&path, e))?;
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| io_error(&path, e))?;
+        Ok::<_, DataFusionError>(futures::stream::iter(
+            reader.map(move |b| b.map_err(DataFusionError::from)),
+        ))
+    })
+    .try_flatten()
+    .boxed()
+}
+
+#[derive(Default)]
+struct PieceWriter {
+    batches: Vec<RecordBatch>,
+    bytes: u64,
+    file: Option<(PathBuf, StreamWriter<BufWriter<File>>)>,
+    rows: u64,
+    written_bytes: u64,
+}
+
+/// Collects one task attempt's output, spilling pieces to disk past the memory budget.
+pub struct OutputWriter {
+    store: Arc<ExchangeStore>,
+    schema: SchemaRef,
+    pieces: Vec<PieceWriter>,
+}
+
+impl OutputWriter {
+    pub fn push(&mut self, piece: usize, batch: RecordBatch) -> Result<()> {
+        let bytes = batch.get_array_memory_size() as u64;
+        let store = Arc::clone(&self.store);
+        let schema = Arc::clone(&self.schema);
+        let writer = self
+            .pieces
+            .get_mut(piece)
+            .ok_or_else(|| DataFusionError::Internal(format!("no output piece {piece}")))?;
+        writer.rows += batch.num_rows() as u64;
+        writer.written_bytes += bytes;
+        if writer.file.is_none() && store.reserve(bytes) {
+            writer.bytes += bytes;
+            writer.batches.push(batch);
+            return Ok(());
+        }
+        if writer.file.is_none() {
+            // Over budget: this piece moves to disk, with what it buffered so far.
+            let path = store.new_file()?;
+            let file = File::create(&path).map_err(|e| io_error(&path, e))?;
+            let options = IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::LZ4_FRAME))
+                .map_err(|e| io_error(&path, e))?;
+            let mut ipc = StreamWriter::try_new_with_options(BufWriter::new(file), &schema, options)
+                .map_err(|e| io_error(&path, e))?;
+            for buffered in writer.batches.drain(..) {
+                ipc.write(&buffered).map_err(|e| io_error(&path, e))?;
+            }
+            store.memory.fetch_sub(writer.bytes, Ordering::Relaxed);
+            writer.bytes = 0;
+            writer.file = Some((path, ipc));
+        }
+        if let Some((path, ipc)) = writer.file.as_mut() {
+            ipc.write(&batch).map_err(|e| io_error(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Rows and bytes of each piece so far.
+    pub fn stats(&self) -> (Vec<u64>, Vec<u64>) {
+        (
+            self.pieces.iter().map(|p| p.rows).collect(),
+            self.pieces.iter().map(|p| p.written_bytes).collect(),
+        )
+    }
+
+    /// Make the output readable under `ticket`'s task attempt.
+    pub fn finish(mut self, query_id: &str, stage_id: u32, partition: u32, attempt: u32) -> Result<()> {
+        let mut pieces = Vec::with_capacity(self.pieces.len());
+        let mut memory_bytes = 0;
+        for writer in self.pieces.drain(..) {
+            match writer.file {
+                Some((path, mut ipc)) => {
+                    ipc.finish().map_err(|e| io_error(&path, e))?;
+                    pieces.push(Piece::File(path));
+                }
+                None => {
+                    memory_bytes += writer.bytes;
+                    pieces.push(Piece::Memory(writer.batches));
+                }
+            }
+        }
         let key = TaskKey {
             query_id: query_id.to_string(),
             stage_id,
             partition,
             attempt,
         };
-        if let Ok(mut outputs) = self.outputs.write() {
-            if let Some(old) = outputs.insert(key, TaskOutput { partitions, bytes }) {
-                self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+        self.store.insert(key, TaskOutput { pieces, memory_bytes });
+        Ok(())
+    }
+}
+
+impl Drop for OutputWriter {
+    /// An output that never finished (the task failed or was cancelled) frees its memory
+    /// and files.
+    fn drop(&mut self) {
+        for writer in self.pieces.drain(..) {
+            self.store.memory.fetch_sub(writer.bytes, Ordering::Relaxed);
+            if let Some((path, _)) = writer.file
+                && std::fs::remove_file(&path).is_ok()
+            {
+                self.store.files.fetch_sub(1, Ordering::Relaxed);
             }
-            self.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
-    }
-
-    /// The batches of one output partition, if held here.
-    pub fn get(&self, ticket: &ExchangeTicket) -> Option<Vec<RecordBatch>> {
-        let outputs = self.outputs.read().ok()?;
-        let output = outputs.get(&TaskKey::of(ticket))?;
-        Some(
-            output
-                .partitions
-                .get(ticket.output_partition as usize)
-                .cloned()
-                .unwrap_or_default(),
-        )
-    }
-
-    /// Drop everything a query left here; returns how many task outputs went.
-    pub fn release(&self, query_id: &str) -> usize {
-        let Ok(mut outputs) = self.outputs.write() else {
-            return 0;
-        };
-        let before = outputs.len();
-        outputs.retain(|key, output| {
-            let keep = key.query_id != query_id;
-            if !keep {
-                self.bytes.fetch_sub(output.bytes, Ordering::Relaxed);
-            }
-            keep
-        });
-        before - outputs.len()
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    pub fn entries(&self) -> usize {
-        self.outputs.read().map(|o| o.len()).unwrap_or(0)
     }
 }
 
@@ -127,13 +309,76 @@ impl LocalExchange for ExchangeStore {
         &self.executor_id
     }
 
-    fn read(
-        &self,
-        ticket: &ExchangeTicket,
-    ) -> Option<Result<BoxStream<'static, Result<RecordBatch>>>> {
-        let batches = self.get(ticket)?;
-        Some(Ok(
-            futures::stream::iter(batches.into_iter().map(Ok)).boxed()
-        ))
+    fn read(&self, ticket: &ExchangeTicket) -> Option<Result<BoxStream<'static, Result<RecordBatch>>>> {
+        self.read_piece(ticket).map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))]).expect("batch")
+    }
+
+    fn ticket(piece: u32) -> ExchangeTicket {
+        ExchangeTicket {
+            query_id: "q".to_string(),
+            stage_id: 1,
+            partition: 0,
+            attempt: 0,
+            output_partition: piece,
+        }
+    }
+
+    #[tokio::test]
+    async fn pieces_spill_past_the_budget_and_go_on_release() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        let one = batch(10_000).get_array_memory_size() as u64;
+        let store = Arc::new(ExchangeStore::new("e".into(), dir.path().join("x"), one * 2));
+        let mut writer = store.writer(batch(1).schema(), 2);
+        for _ in 0..2 {
+            writer.push(0, batch(10_000))?;
+        }
+        // The budget is full: the second piece goes to disk.
+        for _ in 0..3 {
+            writer.push(1, batch(10_000))?;
+        }
+        writer.finish("q", 1, 0, 0)?;
+        assert_eq!(store.files(), 1);
+        assert_eq!(store.memory_bytes(), one * 2);
+        for piece in [0u32, 1] {
+            let rows: usize = store
+                .read_piece(&ticket(piece))
+                .expect("held")
+                .try_collect::<Vec<_>>()
+                .await?
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            assert_eq!(rows, if piece == 0 { 20_000 } else { 30_000 });
+        }
+        assert_eq!(store.release("q"), 1);
+        assert_eq!(store.files(), 0);
+        assert_eq!(store.memory_bytes(), 0);
+        assert_eq!(std::fs::read_dir(dir.path().join("x")).map(|d| d.count()).unwrap_or(0), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn an_unfinished_output_frees_what_it_took() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        let store = Arc::new(ExchangeStore::new("e".into(), dir.path().join("x"), 1));
+        let mut writer = store.writer(batch(1).schema(), 1);
+        writer.push(0, batch(100))?;
+        assert_eq!(store.files(), 1);
+        drop(writer);
+        assert_eq!(store.files(), 0);
+        assert_eq!(store.entries(), 0);
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@
 //! An executor registers with the coordinator's internal service and heartbeats to it;
 //! it holds task outputs until the coordinator releases the query.
 
+mod data_dir;
 mod exchange;
 mod membership;
 mod service;
@@ -19,9 +20,12 @@ mod task;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::num::NonZeroUsize;
 
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use object_store::local::LocalFileSystem;
+use quarry_common::protocol::CLUSTER_FILES_URL;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
 use quarry_common::flight_channels::FlightChannels;
@@ -31,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use data_dir::DataDir;
 pub use exchange::ExchangeStore;
 pub use service::ExecutorService;
 
@@ -49,9 +54,15 @@ pub struct ExecutorConfig {
     pub work_dir: PathBuf,
     /// A directory of data files this executor serves to scans.
     pub data_dir: Option<PathBuf>,
-    /// Memory for query operators, in bytes; unlimited when absent.
+    /// Memory for query operators, in bytes; unlimited when absent. Sorts, joins and
+    /// aggregations spill to `work_dir` past it.
     pub memory_limit: Option<usize>,
+    /// Memory for task outputs waiting to be read; past it they go to disk.
+    pub exchange_memory: usize,
 }
+
+/// Task outputs kept in memory by default before spilling to disk.
+pub const DEFAULT_EXCHANGE_MEMORY: usize = 1 << 30;
 
 /// A running executor.
 pub struct RunningExecutor {
@@ -123,14 +134,23 @@ pub async fn start(
     })?;
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(&spill_dir);
     if let Some(limit) = config.memory_limit {
-        runtime = runtime.with_memory_limit(limit, 1.0);
+        // Fair shares between the tasks running at once, so each can spill its part.
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(limit),
+            NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+        );
+        runtime = runtime.with_memory_pool(Arc::new(pool));
     }
     let runtime = runtime
         .build_arc()
         .map_err(|e| QuarryError::internal(format!("executor runtime: {e}")))?;
 
     let channels = Arc::new(FlightChannels::new());
-    let exchange = Arc::new(ExchangeStore::new(executor_id.clone()));
+    let exchange = Arc::new(ExchangeStore::new(
+        executor_id.clone(),
+        config.work_dir.join("exchange"),
+        config.exchange_memory as u64,
+    ));
     let cpu = task::CpuRuntime::new(config.slots, &format!("{executor_id}-tasks"))
         .map_err(|e| QuarryError::internal(format!("cannot start the task runtime: {e}")))?;
     let env = Arc::new(task::TaskEnvironment {
@@ -140,32 +160,50 @@ pub async fn start(
         exchange: Arc::clone(&exchange),
         channels: Arc::clone(&channels),
         object_stores: Default::default(),
+        spill_dir: spill_dir.clone(),
     });
-    let service = Arc::new(ExecutorService::new(env));
+    let data_dir = match &config.data_dir {
+        Some(dir) => {
+            let data = DataDir::open(dir).map_err(|e| {
+                QuarryError::invalid(format!("cannot read data directory {}: {e}", dir.display()))
+            })?;
+            // Scans of `cluster://` files placed here read this directory.
+            let store = LocalFileSystem::new_with_prefix(data.root())
+                .map_err(|e| QuarryError::internal(format!("data directory store: {e}")))?;
+            let url = url::Url::parse(CLUSTER_FILES_URL)
+                .map_err(|e| QuarryError::internal(e.to_string()))?;
+            env.runtime.register_object_store(&url, Arc::new(store));
+            Some(data)
+        }
+        None => None,
+    };
+    let service = Arc::new(ExecutorService::new(env, data_dir.clone()));
     let stop = CancellationToken::new();
 
-    let running = service.running_tasks();
-    let heartbeat_id = executor_id.clone();
-    let heartbeat_exchange = Arc::clone(&exchange);
+    let heartbeat_service = Arc::clone(&service);
     let membership = membership::Membership {
         coordinator: config.coordinator.clone(),
         registration: ExecutorRegistration {
             executor_id: executor_id.clone(),
             flight_endpoint: endpoint.clone(),
             slots: config.slots.max(1) as u32,
-            data_dir: config
-                .data_dir
+            data_dir: data_dir
                 .as_ref()
-                .map(|d| d.display().to_string())
+                .map(|d| d.root().display().to_string())
                 .unwrap_or_default(),
             local_files: Vec::new(),
         },
+        files: Arc::new(move || data_dir.as_ref().map(DataDir::files).unwrap_or_default()),
         channels,
-        heartbeat: Arc::new(move || Heartbeat {
-            executor_id: heartbeat_id.clone(),
-            running_tasks: running.load(Ordering::Relaxed),
-            memory_used_bytes: 0,
-            exchange_bytes: heartbeat_exchange.bytes(),
+        heartbeat: Arc::new(move || {
+            let status = heartbeat_service.status();
+            Heartbeat {
+                executor_id: status.executor_id,
+                running_tasks: status.running_tasks,
+                memory_used_bytes: status.memory_used_bytes,
+                exchange_bytes: status.exchange_bytes,
+                spill_files: status.spill_files,
+            }
         }),
     };
 

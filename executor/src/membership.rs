@@ -10,18 +10,23 @@ use quarry_common::action_service::call_action;
 use quarry_common::flight_channels::FlightChannels;
 use quarry_common::protocol::{
     self, ACTION_DEREGISTER, ACTION_HEARTBEAT, ACTION_REGISTER, Deregistration,
-    ExecutorRegistration, Heartbeat, HeartbeatResponse, RegistrationResponse,
+    ExecutorRegistration, Heartbeat, HeartbeatResponse, LocalFile, RegistrationResponse,
 };
 use tokio_util::sync::CancellationToken;
 
 /// Heartbeat failures in a row after which we start over with a registration.
 const MAX_MISSED_HEARTBEATS: u32 = 3;
 
+/// Heartbeats between looks at the data directory for new or removed files.
+const RESCAN_EVERY: u32 = 10;
+
 pub struct Membership {
     pub coordinator: String,
+    /// Everything but the files, which are listed afresh at each registration.
     pub registration: ExecutorRegistration,
     pub channels: Arc<FlightChannels>,
     pub heartbeat: Arc<dyn Fn() -> Heartbeat + Send + Sync>,
+    pub files: Arc<dyn Fn() -> Vec<LocalFile> + Send + Sync>,
 }
 
 impl Membership {
@@ -30,10 +35,12 @@ impl Membership {
         call_action(&mut client, action, body).await
     }
 
-    async fn register(&self) -> Result<Duration, QuarryError> {
-        let reply = self
-            .call(ACTION_REGISTER, self.registration.encode_to_vec())
-            .await?;
+    async fn register(&self, files: Vec<LocalFile>) -> Result<Duration, QuarryError> {
+        let registration = ExecutorRegistration {
+            local_files: files,
+            ..self.registration.clone()
+        };
+        let reply = self.call(ACTION_REGISTER, registration.encode_to_vec()).await?;
         let response: RegistrationResponse = protocol::decode(&reply, "registration response")?;
         Ok(Duration::from_millis(
             response.heartbeat_interval_ms.clamp(100, 60_000),
@@ -45,7 +52,8 @@ impl Membership {
         let id = self.registration.executor_id.clone();
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
-            let interval = match self.register().await {
+            let files = (self.files)();
+            let interval = match self.register(files.clone()).await {
                 Ok(interval) => {
                     tracing::info!(executor = %id, coordinator = %self.coordinator, "registered");
                     backoff = Duration::from_millis(100);
@@ -62,10 +70,16 @@ impl Membership {
                 }
             };
             let mut missed = 0;
+            let mut beats = 0u32;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(interval) => {}
+                }
+                beats += 1;
+                if beats % RESCAN_EVERY == 0 && (self.files)() != files {
+                    tracing::info!(executor = %id, "data directory changed; registering again");
+                    break;
                 }
                 let beat = (self.heartbeat)();
                 match self.call(ACTION_HEARTBEAT, beat.encode_to_vec()).await {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow_flight::FlightData;
+use arrow_flight::error::FlightError;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use bytes::Bytes;
 use datafusion::error::DataFusionError;
@@ -12,25 +13,28 @@ use prost::Message;
 use quarry_common::action_service::{ActionHandler, ResultStream};
 use quarry_common::error::{classify, describe};
 use quarry_common::protocol::{
-    self, ACTION_RELEASE_QUERY, ACTION_RUN_TASK, ACTION_STATUS, ExchangeTicket, ExecutorStatus,
-    FetchFailure, ReleaseQuery, TaskDefinition, TaskFailure,
+    self, ACTION_READ_FILE, ACTION_RELEASE_QUERY, ACTION_RUN_TASK, ACTION_STATUS, ExchangeTicket,
+    ExecutorStatus, FetchFailure, ReadFile, ReleaseQuery, TaskDefinition, TaskFailure,
 };
 use quarry_common::shuffle_reader::FetchFailed;
 use tonic::Status;
 use tracing::Instrument;
 
+use crate::data_dir::DataDir;
 use crate::task::{TaskEnvironment, run_task};
 
 pub struct ExecutorService {
     env: Arc<TaskEnvironment>,
     running: Arc<AtomicU32>,
+    data_dir: Option<DataDir>,
 }
 
 impl ExecutorService {
-    pub fn new(env: Arc<TaskEnvironment>) -> Self {
+    pub fn new(env: Arc<TaskEnvironment>, data_dir: Option<DataDir>) -> Self {
         ExecutorService {
             env,
             running: Arc::new(AtomicU32::new(0)),
+            data_dir,
         }
     }
 
@@ -42,10 +46,10 @@ impl ExecutorService {
         ExecutorStatus {
             executor_id: self.env.executor_id.clone(),
             running_tasks: self.running.load(Ordering::Relaxed),
-            exchange_bytes: self.env.exchange.bytes(),
+            exchange_bytes: self.env.exchange.memory_bytes(),
             exchange_entries: self.env.exchange.entries() as u32,
             memory_used_bytes: self.env.runtime.memory_pool.reserved() as u64,
-            spill_files: 0,
+            spill_files: self.env.spill_files(),
         }
     }
 }
@@ -144,6 +148,16 @@ impl ActionHandler for ExecutorService {
                 tracing::debug!(query = %release.query_id, released, "released query outputs");
                 Ok(futures::stream::empty().boxed())
             }
+            ACTION_READ_FILE => {
+                let request: ReadFile = protocol::decode(&body, "file read")?;
+                let data_dir = self.data_dir.clone().ok_or_else(|| {
+                    Status::failed_precondition("this executor has no data directory")
+                })?;
+                let chunks = tokio::task::spawn_blocking(move || data_dir.read(&request))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))??;
+                Ok(futures::stream::iter(chunks.into_iter().map(Ok)).boxed())
+            }
             ACTION_STATUS => {
                 let status = self.status();
                 Ok(
@@ -159,7 +173,7 @@ impl ActionHandler for ExecutorService {
 
     async fn get(&self, ticket: Bytes) -> Result<ResultStream<FlightData>, Status> {
         let ticket: ExchangeTicket = protocol::decode(&ticket, "exchange ticket")?;
-        let batches = self.env.exchange.get(&ticket).ok_or_else(|| {
+        let batches = self.env.exchange.read_piece(&ticket).ok_or_else(|| {
             Status::not_found(format!(
                 "executor {} holds no output for query {} stage {} task {} attempt {}",
                 self.env.executor_id,
@@ -172,7 +186,7 @@ impl ActionHandler for ExecutorService {
         // Dictionaries travel as dictionaries: consumers expect the producer's types.
         let stream = FlightDataEncoderBuilder::new()
             .with_dictionary_handling(DictionaryHandling::Resend)
-            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
             .map_err(|e| Status::internal(e.to_string()));
         Ok(stream.boxed())
     }

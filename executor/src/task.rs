@@ -23,7 +23,7 @@ use quarry_common::object_stores::ObjectStoreRegistrar;
 use quarry_common::protocol::{TaskDefinition, TaskResult};
 use quarry_common::shuffle_reader::ExchangeAccess;
 
-use crate::exchange::ExchangeStore;
+use crate::exchange::{ExchangeStore, OutputWriter};
 
 /// A tokio runtime for query work, apart from the one answering RPCs: DataFusion
 /// operators can compute for a long time without yielding, and must not starve the
@@ -84,6 +84,28 @@ pub struct TaskEnvironment {
     pub exchange: Arc<ExchangeStore>,
     pub channels: Arc<FlightChannels>,
     pub object_stores: ObjectStoreRegistrar,
+    /// Where operators spill.
+    pub spill_dir: std::path::PathBuf,
+}
+
+impl TaskEnvironment {
+    /// Files on disk now: operator spills and exchange pieces.
+    pub fn spill_files(&self) -> u32 {
+        fn count(dir: &std::path::Path) -> u32 {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .map(|e| {
+                            let path = e.path();
+                            if path.is_dir() { count(&path) } else { 1 }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&self.spill_dir) + self.exchange.files()
+    }
 }
 
 pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<TaskResult> {
@@ -96,6 +118,7 @@ pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<Tas
     let config = config.with_extension(Arc::new(ExchangeAccess {
         channels: Arc::clone(&env.channels),
         local: Some(Arc::clone(&env.exchange) as _),
+        recovery: None,
     }));
     for spec in &task.object_stores {
         env.object_stores
@@ -129,40 +152,26 @@ pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<Tas
     let mut coalescers: Vec<BatchCoalescer> = (0..output_count)
         .map(|_| BatchCoalescer::new(plan.schema(), batch_size))
         .collect();
-    let mut outputs: Vec<Vec<RecordBatch>> = vec![Vec::new(); output_count];
+    let mut output = env.exchange.writer(plan.schema(), output_count);
 
     let mut stream = plan.execute(partition, Arc::clone(&task_ctx))?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         match partitioner.as_mut() {
             Some(partitioner) => partitioner.partition(batch, |i, piece| {
-                push(&mut coalescers[i], &mut outputs[i], piece)
+                push(&mut coalescers[i], &mut output, i, piece)
             })?,
-            None => push(&mut coalescers[0], &mut outputs[0], batch)?,
+            None => push(&mut coalescers[0], &mut output, 0, batch)?,
         }
     }
-    for (coalescer, output) in coalescers.iter_mut().zip(outputs.iter_mut()) {
+    for (i, coalescer) in coalescers.iter_mut().enumerate() {
         coalescer.finish_buffered_batch()?;
         while let Some(batch) = coalescer.next_completed_batch() {
-            output.push(batch);
+            output.push(i, batch)?;
         }
     }
-
-    let output_rows = outputs
-        .iter()
-        .map(|o| o.iter().map(|b| b.num_rows() as u64).sum())
-        .collect();
-    let output_bytes = outputs
-        .iter()
-        .map(|o| o.iter().map(|b| b.get_array_memory_size() as u64).sum())
-        .collect();
-    env.exchange.put(
-        &task.query_id,
-        task.stage_id,
-        task.partition,
-        task.attempt,
-        outputs,
-    );
+    let (output_rows, output_bytes) = output.stats();
+    output.finish(&task.query_id, task.stage_id, task.partition, task.attempt)?;
     let metrics = collect_operator_metrics(&plan);
     Ok(TaskResult {
         executor_id: env.executor_id.clone(),
@@ -188,14 +197,10 @@ fn cooperative(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         .data)
 }
 
-fn push(
-    coalescer: &mut BatchCoalescer,
-    output: &mut Vec<RecordBatch>,
-    batch: RecordBatch,
-) -> Result<()> {
+fn push(coalescer: &mut BatchCoalescer, output: &mut OutputWriter, piece: usize, batch: RecordBatch) -> Result<()> {
     coalescer.push_batch(batch)?;
     while let Some(done) = coalescer.next_completed_batch() {
-        output.push(done);
+        output.push(piece, done)?;
     }
     Ok(())
 }

@@ -35,4 +35,5 @@ slt! {
     joins => "joins.slt",
     errors => "errors.slt",
     distribution => "distribution.slt",
+    system => "system.slt",
 }

@@ -2,6 +2,7 @@
 //! they are alive. Executors register and heartbeat through [`internal`]; an executor that
 //! misses heartbeats for `lost_after` is declared lost and takes no more work.
 
+pub mod files;
 pub mod internal;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,8 @@ pub struct ExecutorInfo {
     pub last_heartbeat_ms: u64,
     pub running_tasks: u32,
     pub exchange_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub spill_files: u32,
     pub state: ExecutorState,
 }
 
@@ -95,6 +98,8 @@ impl Cluster {
             last_heartbeat_ms: now,
             running_tasks: 0,
             exchange_bytes: 0,
+            memory_used_bytes: 0,
+            spill_files: 0,
             state: ExecutorState::Active,
         };
         tracing::info!(executor = %info.executor_id, endpoint = %info.endpoint, slots = info.slots, "executor registered");
@@ -121,6 +126,8 @@ impl Cluster {
                 member.info.last_heartbeat_ms = now_ms();
                 member.info.running_tasks = beat.running_tasks;
                 member.info.exchange_bytes = beat.exchange_bytes;
+                member.info.memory_used_bytes = beat.memory_used_bytes;
+                member.info.spill_files = beat.spill_files;
                 true
             }
             _ => false,

@@ -136,6 +136,14 @@ impl Datasets {
         self.object_stores.register(&self.runtime, spec)
     }
 
+    /// The store of files in executors' data directories.
+    pub fn cluster_files(&self) -> Result<Arc<dyn object_store::ObjectStore>, QuarryError> {
+        let url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+            crate::scheduler::CLUSTER_FILES_URL,
+        )?;
+        self.runtime.object_store(&url).map_err(QuarryError::from)
+    }
+
     /// The spec of a registered store URL, for shipping to executors.
     pub fn store_spec(&self, url: &str) -> Option<ObjectStoreSpec> {
         self.object_stores.spec(url)

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
+
+use crate::scheduler::CLUSTER_FILES_URL;
+use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
 use quarry_catalog::{S3Config, SourceConfig};
 use quarry_common::QuarryError;
@@ -74,6 +76,7 @@ pub async fn validate_source(
                 root: canonical.display().to_string(),
             })
         }
+        SourceConfig::Cluster {} => Ok(SourceConfig::Cluster {}),
         SourceConfig::S3(s3) => {
             if s3.bucket.is_empty() {
                 return Err(QuarryError::invalid(format!(
@@ -98,11 +101,13 @@ pub async fn validate_source(
     }
 }
 
-/// Resolve `path` inside a source to a location DataFusion can list.
+/// Resolve `path` inside a source to a location DataFusion can list. `cluster_files` is
+/// the store of files in executors' data directories.
 pub async fn resolve_in_source(
     source_name: &str,
     config: &SourceConfig,
     path: &str,
+    cluster_files: &dyn ObjectStore,
 ) -> Result<Location, QuarryError> {
     match config {
         SourceConfig::Local { root } => resolve_local(source_name, Path::new(root), path),
@@ -110,7 +115,51 @@ pub async fn resolve_in_source(
             let key = join_key(&s3.prefix, path);
             resolve_s3(&s3.bucket, &key, s3_store_spec(s3)).await
         }
+        SourceConfig::Cluster {} => resolve_cluster(source_name, path, cluster_files).await,
     }
+}
+
+/// A file or folder in the executors' data directories.
+async fn resolve_cluster(
+    source_name: &str,
+    path: &str,
+    store: &dyn ObjectStore,
+) -> Result<Location, QuarryError> {
+    let key = path.trim_matches('/');
+    if key.split('/').any(|part| part == "..") {
+        return Err(QuarryError::invalid(format!(
+            "path '{path}' leaves the data directories of source '{source_name}'"
+        )));
+    }
+    let base = CLUSTER_FILES_URL.trim_end_matches('/');
+    let prefix = ObjectPath::from(key);
+    let files: Vec<object_store::ObjectMeta> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| store_error(&format!("{base}/{key}"), e))?;
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|o| o.location.to_string())
+        .filter(|name| name.rsplit('/').next().is_some_and(|f| !is_hidden(f)))
+        .collect();
+    names.sort();
+    let Some(sample) = names.first().cloned() else {
+        return Err(QuarryError::not_found(format!(
+            "path '{path}' does not exist in the data directory of any active executor"
+        )));
+    };
+    let is_folder = !(names.len() == 1 && sample == key);
+    Ok(Location {
+        url: if is_folder {
+            format!("{base}/{key}/")
+        } else {
+            format!("{base}/{key}")
+        },
+        is_folder,
+        store: None,
+        sample_file: Some(sample),
+    })
 }
 
 fn join_key(prefix: &str, path: &str) -> String {

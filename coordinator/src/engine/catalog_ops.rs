@@ -99,6 +99,7 @@ pub fn source_config(
     };
     let allowed: &[&str] = match kind {
         "local" => &["root", "path"],
+        "cluster" => &[],
         "s3" => &[
             "bucket",
             "prefix",
@@ -113,7 +114,7 @@ pub fn source_config(
         ],
         other => {
             return Err(QuarryError::invalid(format!(
-                "unknown source type '{other}': use local or s3"
+                "unknown source type '{other}': use local, s3 or cluster"
             )));
         }
     };
@@ -124,6 +125,7 @@ pub fn source_config(
         )));
     }
     match kind {
+        "cluster" => Ok(SourceConfig::Cluster {}),
         "local" => {
             let root = get(&["root", "path"]).ok_or_else(|| {
                 QuarryError::invalid("a local source needs WITH (root = '/path')")
@@ -348,8 +350,14 @@ impl Engine {
                         QuarryError::not_found(format!("source '{source}' does not exist"))
                     })?;
                 let path = request.path.clone().unwrap_or_default();
-                let location =
-                    sources::resolve_in_source(source, &record.record.config, &path).await?;
+                let cluster_files = self.datasets.cluster_files()?;
+                let location = sources::resolve_in_source(
+                    source,
+                    &record.record.config,
+                    &path,
+                    cluster_files.as_ref(),
+                )
+                .await?;
                 if let Some(spec) = &location.store {
                     self.datasets.register_store(spec)?;
                 }
@@ -403,6 +411,17 @@ impl Engine {
             return Ok(existing);
         }
         let definition = self.table_definition(&request).await?;
+        self.store_dataset(schema, name, definition, mode)
+    }
+
+    /// Write a checked definition: created, or replacing the old one for OR REPLACE.
+    fn store_dataset(
+        &self,
+        schema: &str,
+        name: &str,
+        definition: DatasetDefinition,
+        mode: CreateMode,
+    ) -> Result<Stored<DatasetRecord>, QuarryError> {
         let record = DatasetRecord {
             schema: schema.to_string(),
             name: name.to_string(),
@@ -467,17 +486,7 @@ impl Engine {
             return Ok(existing);
         }
         let definition = self.view_definition(sql, default_schema).await?;
-        let record = DatasetRecord {
-            schema: schema.to_string(),
-            name: name.to_string(),
-            definition,
-        };
-        let catalog = self.datasets.catalog();
-        match mode {
-            CreateMode::OrReplace => catalog.create_or_replace_dataset(record),
-            _ => catalog.create_dataset(record),
-        }
-        .map_err(catalog_error)
+        self.store_dataset(schema, name, definition, mode)
     }
 
     async fn view_definition(

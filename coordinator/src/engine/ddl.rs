@@ -130,6 +130,10 @@ impl Engine {
                     kinds.push("local".to_string());
                     locations.push(root);
                 }
+                SourceConfig::Cluster {} => {
+                    kinds.push("cluster".to_string());
+                    locations.push("executors' data directories".to_string());
+                }
                 SourceConfig::S3(s3) => {
                     kinds.push("s3".to_string());
                     let endpoint = s3.endpoint.map(|e| format!(" at {e}")).unwrap_or_default();

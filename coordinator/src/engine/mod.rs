@@ -49,6 +49,8 @@ enum Outcome {
     Local(Arc<dyn ExecutionPlan>, Arc<TaskContext>),
     /// Runs on executors.
     Distributed(Box<DistributedQuery>),
+    /// EXPLAIN ANALYZE: run the query, report what each stage did.
+    Analyze(Box<Outcome>),
 }
 
 impl Outcome {
@@ -57,6 +59,7 @@ impl Outcome {
             Outcome::Rows(schema, _) => Arc::clone(schema),
             Outcome::Local(plan, _) => plan.schema(),
             Outcome::Distributed(query) => query.stages.root.schema(),
+            Outcome::Analyze(_) => plan_text_schema(),
         }
     }
 }
@@ -66,7 +69,8 @@ struct DistributedQuery {
     settings: Vec<Setting>,
     object_stores: Vec<ObjectStoreSpec>,
     options: QuarryOptions,
-    root_context: Arc<TaskContext>,
+    /// The query's session, for running the root stage on the coordinator.
+    state: SessionState,
 }
 
 pub struct Engine {
@@ -103,6 +107,23 @@ pub fn base_config() -> SessionConfig {
         tracing::warn!("cannot turn off dynamic filters: {e}");
     }
     config
+}
+
+/// EXPLAIN's result shape: what each row describes, and the text.
+fn plan_text_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]))
+}
+
+fn plan_text_batch(rows: Vec<(String, String)>) -> Result<RecordBatch, QuarryError> {
+    let (types, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+    RecordBatch::try_new(
+        plan_text_schema(),
+        vec![Arc::new(StringArray::from(types)), Arc::new(StringArray::from(plans))],
+    )
+    .map_err(|e| QuarryError::internal(e.to_string()))
 }
 
 /// One text column, one row per message: the result of catalog statements.
@@ -169,6 +190,7 @@ impl Engine {
         Ok(config.with_extension(Arc::new(ExchangeAccess {
             channels: Arc::clone(self.scheduler.channels()),
             local: None,
+            recovery: None,
         })))
     }
 
@@ -268,6 +290,10 @@ impl Engine {
                 quarry_common::ErrorCode::Unimplemented,
                 "Quarry reads data where it lives: INSERT, UPDATE, DELETE and COPY are not supported",
             )),
+            LogicalPlan::Analyze(analyze) => {
+                let inner = self.plan_query(&state, analyze.input.as_ref()).await?;
+                Ok(Outcome::Analyze(Box::new(inner)))
+            }
             LogicalPlan::Explain(explain) => {
                 let batch = self.explain(&state, explain.plan.as_ref()).await?;
                 Ok(Outcome::Rows(batch.schema(), vec![batch]))
@@ -293,7 +319,7 @@ impl Engine {
             settings: settings_to_ship(state.config_options()),
             object_stores,
             options: quarry_options(state.config()),
-            root_context: state.task_ctx(),
+            state: state.clone(),
         })))
     }
 
@@ -360,27 +386,65 @@ impl Engine {
     }
 
     async fn run(&self, job: &Job, outcome: Outcome) -> Result<(), QuarryError> {
+        let mut sink = |batch: &RecordBatch| job.spool.append(batch);
+        match outcome {
+            Outcome::Analyze(inner) => {
+                let started = std::time::Instant::now();
+                let mut rows = 0u64;
+                let mut count = |batch: &RecordBatch| {
+                    rows += batch.num_rows() as u64;
+                    Ok(())
+                };
+                let profile = self.execute(job, *inner, &mut count).await?;
+                let report = crate::scheduler::analyze_report(
+                    &profile,
+                    rows,
+                    started.elapsed().as_millis() as u64,
+                );
+                job.set_profile(&profile);
+                sink(&plan_text_batch(report)?)
+            }
+            other => self.execute(job, other, &mut sink).await.map(|_| ()),
+        }
+    }
+
+    /// Run a planned statement, handing its batches to `sink`; returns its profile.
+    async fn execute(
+        &self,
+        job: &Job,
+        outcome: Outcome,
+        sink: &mut (dyn FnMut(&RecordBatch) -> Result<(), QuarryError> + Send),
+    ) -> Result<QueryProfile, QuarryError> {
         match outcome {
             Outcome::Rows(_, batches) => {
                 job.set_running(0);
                 for batch in &batches {
-                    job.spool.append(batch)?;
+                    sink(batch)?;
                 }
-                Ok(())
+                Ok(QueryProfile::default())
             }
             Outcome::Local(plan, context) => {
                 job.set_running(0);
-                let mut stream = execute_stream(plan, context)?;
+                let mut stream = execute_stream(Arc::clone(&plan), context)?;
                 while let Some(batch) = stream.next().await {
-                    job.spool.append(&batch?)?;
+                    sink(&batch?)?;
                 }
-                Ok(())
+                Ok(QueryProfile {
+                    stages: Vec::new(),
+                    root: collect_operator_metrics(&plan),
+                })
             }
-            Outcome::Distributed(query) => self.run_distributed(job, *query).await,
+            Outcome::Distributed(query) => self.run_distributed(job, *query, sink).await,
+            Outcome::Analyze(_) => Err(QuarryError::invalid("EXPLAIN ANALYZE cannot be nested")),
         }
     }
 
-    async fn run_distributed(&self, job: &Job, query: DistributedQuery) -> Result<(), QuarryError> {
+    async fn run_distributed(
+        &self,
+        job: &Job,
+        query: DistributedQuery,
+        sink: &mut (dyn FnMut(&RecordBatch) -> Result<(), QuarryError> + Send),
+    ) -> Result<QueryProfile, QuarryError> {
         let total = query.stages.task_count();
         job.set_running(total);
         let _release = ReleaseOnDrop {
@@ -400,21 +464,26 @@ impl Engine {
                 }
             }),
         };
-        let mut profile = QueryProfile::default();
-        let mut holders = Default::default();
-        let run = self
-            .scheduler
-            .run_stages(&tasks, &query.stages, &mut profile, &mut holders)
-            .await;
-        job.set_profile(&profile);
-        let root = run?;
-        let mut stream = execute_stream(Arc::clone(&root), query.root_context)?;
+        let run = self.scheduler.query(tasks, query.stages);
+        let root = run.run_stages().await;
+        job.set_profile(&run.profile());
+        let root = root?;
+        // The coordinator reads the last stage with recovery: a piece lost with its
+        // executor is recomputed and read again.
+        let mut state = query.state;
+        state.config_mut().set_extension(Arc::new(ExchangeAccess {
+            channels: Arc::clone(self.scheduler.channels()),
+            local: None,
+            recovery: Some(Arc::clone(&run) as _),
+        }));
+        let mut stream = execute_stream(Arc::clone(&root), state.task_ctx())?;
         while let Some(batch) = stream.next().await {
-            job.spool.append(&batch?)?;
+            sink(&batch?)?;
         }
+        let mut profile = run.profile();
         profile.root = collect_operator_metrics(&root);
         job.set_profile(&profile);
-        Ok(())
+        Ok(profile)
     }
 
     /// The result and parameter schemas of a statement, without running it.

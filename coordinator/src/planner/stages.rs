@@ -187,18 +187,8 @@ fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, ids: &mut Vec<u32>) {
 
 /// The stage DAG as text, for EXPLAIN.
 pub fn display_stages(stages: &StagePlan) -> String {
-    use datafusion::physical_plan::displayable;
-    let mut out = String::new();
-    out.push_str("Stage root (coordinator, 1 task)\n");
-    for line in displayable(stages.root.as_ref())
-        .indent(false)
-        .to_string()
-        .lines()
-    {
-        out.push_str("  ");
-        out.push_str(line);
-        out.push('\n');
-    }
+    let mut out = String::from("Stage root (coordinator, 1 task)\n");
+    indent_plan(&mut out, &stages.root);
     for stage in stages.stages.iter().rev() {
         let output = match &stage.output {
             Some(p) => format!("{p}"),
@@ -209,15 +199,18 @@ pub fn display_stages(stages: &StagePlan) -> String {
             stage.id,
             stage.task_count()
         ));
-        for line in displayable(stage.plan.as_ref())
-            .indent(false)
-            .to_string()
-            .lines()
-        {
-            out.push_str("  ");
-            out.push_str(line);
-            out.push('\n');
-        }
+        indent_plan(&mut out, &stage.plan);
     }
     out
+}
+
+fn indent_plan(out: &mut String, plan: &Arc<dyn ExecutionPlan>) {
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    for line in text.lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
 }

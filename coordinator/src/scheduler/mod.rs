@@ -1,22 +1,37 @@
-//! The scheduler: runs a query's stages as tasks on executors.
+//! The scheduler: runs a query's stages as tasks on executors, and keeps the query going
+//! when executors die.
 //!
 //! Stages run in dependency order; the tasks of a stage run in parallel, each in a slot
-//! of some executor. A task whose executor disappears (the call breaks, or heartbeats
-//! stop) is retried on another executor with a new attempt number, up to the query's
-//! `quarry.task_max_attempts`; a task that fails on its own data fails the query. When
-//! the query ends, however it ends, every executor that ran a task releases its outputs.
+//! of an executor chosen by [`placement`]. Every task output is kept on the executor
+//! that produced it, under an attempt number, until the query ends.
+//!
+//! Failures, by kind:
+//! - the task's executor goes away (the call breaks, or heartbeats stop): the task runs
+//!   again elsewhere with the next attempt number, up to `quarry.task_max_attempts`;
+//! - the task could not read an input piece (its producer's executor is gone): the lost
+//!   producer tasks are recomputed from their own inputs (lineage), then the task runs
+//!   again against the new pieces;
+//! - the task fails on its data or plan: the query fails.
+//!
+//! Before a stage runs, and before the coordinator reads the last stage, every input
+//! piece is checked to live on an active executor; lost ones are recomputed first.
 
+mod analyze;
+mod placement;
 mod profile;
 mod slots;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_flight::Action;
+use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::DataFusionError;
 use datafusion::physical_plan::ExecutionPlan;
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_common::action_service::call_action;
@@ -27,11 +42,14 @@ use quarry_common::protocol::{
     ACTION_RELEASE_QUERY, ACTION_RUN_TASK, ExchangeTicket, ObjectStoreSpec, ReleaseQuery, Setting,
     TaskDefinition, TaskFailure, TaskResult,
 };
-use quarry_common::shuffle_reader::{ShuffleLocation, ShuffleReaderExec};
+use quarry_common::shuffle_reader::{PieceRecovery, ShuffleLocation, ShuffleReaderExec};
 use quarry_common::{ErrorCode, QuarryError};
 
 use crate::cluster::{Cluster, ExecutorInfo};
 use crate::planner::stages::{Stage, StagePlan};
+pub use placement::CLUSTER_FILES_URL;
+use placement::{Placement, StageLayout};
+pub use analyze::report as analyze_report;
 pub use profile::{QueryProfile, StageProfile, TaskProfile};
 use slots::SlotPool;
 
@@ -57,11 +75,20 @@ struct TaskOutput {
 }
 
 /// Why a task call failed.
-enum TaskError {
+enum CallError {
     /// The executor could not be reached or went away: try elsewhere.
     Lost(String),
+    /// The task could not read a piece produced on `executor`.
+    FetchFailed { executor: String, message: String },
     /// The task itself failed (bad data, bad plan): the query fails.
     Failed(QuarryError),
+}
+
+/// How one task ended, as far as its stage is concerned.
+enum TaskEnd {
+    Done(u32, TaskOutput, TaskProfile),
+    /// An input piece is gone: recompute inputs, then run it again.
+    NeedsInputs(u32),
 }
 
 pub struct Scheduler {
@@ -87,196 +114,26 @@ impl Scheduler {
         &self.channels
     }
 
-    /// Run every stage of `plan`; return the root with its readers pointing at the
-    /// outputs, the profile so far, and the executors holding outputs.
-    pub async fn run_stages(
-        &self,
-        query: &QueryTasks,
-        plan: &StagePlan,
-        profile: &mut QueryProfile,
-        holders: &mut BTreeSet<String>,
-    ) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
-        let allowed = self.allowed_executors(query.max_executors);
-        let total = plan.task_count();
-        let mut done = 0usize;
-        let mut outputs: BTreeMap<u32, Vec<TaskOutput>> = BTreeMap::new();
-        for stage in &plan.stages {
-            let resolved =
-                resolve_readers(Arc::clone(&stage.plan), plan, &outputs, &query.query_id)?;
-            let plan_bytes = plan_to_bytes(Arc::clone(&resolved))?;
-            let output_bytes = partitioning_to_bytes(stage.output.as_ref())?;
-            let mut stage_profile = StageProfile::new(stage, &resolved);
-            let concurrency = self.cluster.total_slots().max(1);
-            let runs: Vec<(TaskOutput, TaskProfile)> = futures::stream::iter(0..stage.task_count())
-                .map(|partition| {
-                    self.run_task(
-                        query,
-                        stage,
-                        partition as u32,
-                        plan_bytes.clone(),
-                        output_bytes.clone(),
-                        &allowed,
-                    )
-                })
-                .buffer_unordered(concurrency)
-                .inspect_ok(|_| {
-                    done += 1;
-                    (query.progress)(done, total);
-                })
-                .try_collect()
-                .await
-                .map_err(|e| e.context(format!("stage {}", stage.id)))?;
-            let mut task_outputs: Vec<(u32, TaskOutput)> = Vec::with_capacity(runs.len());
-            for (output, task_profile) in runs {
-                holders.insert(output.endpoint.clone());
-                task_outputs.push((task_profile.partition, output));
-                stage_profile.tasks.push(task_profile);
-            }
-            task_outputs.sort_by_key(|(p, _)| *p);
-            stage_profile.tasks.sort_by_key(|t| t.partition);
-            outputs.insert(stage.id, task_outputs.into_iter().map(|(_, o)| o).collect());
-            profile.stages.push(stage_profile);
-        }
-        resolve_readers(Arc::clone(&plan.root), plan, &outputs, &query.query_id)
-    }
-
-    /// The executors a query may use.
-    fn allowed_executors(&self, max_executors: usize) -> Option<BTreeSet<String>> {
-        if max_executors == 0 {
-            return None;
-        }
-        Some(
-            self.cluster
-                .active()
-                .into_iter()
-                .take(max_executors)
-                .map(|e| e.executor_id)
-                .collect(),
-        )
-    }
-
-    async fn run_task(
-        &self,
-        query: &QueryTasks,
-        stage: &Stage,
-        partition: u32,
-        plan: Bytes,
-        output_partitioning: Vec<u8>,
-        allowed: &Option<BTreeSet<String>>,
-    ) -> Result<(TaskOutput, TaskProfile), QuarryError> {
-        let mut failures: Vec<String> = Vec::new();
-        let mut attempt = 0u32;
-        loop {
-            let eligible =
-                |e: &ExecutorInfo| allowed.as_ref().is_none_or(|a| a.contains(&e.executor_id));
-            let (executor, lease) = self
-                .slots
-                .acquire(&self.cluster, &eligible, None, partition as usize)
-                .await?;
-            let task = TaskDefinition {
-                query_id: query.query_id.clone(),
-                stage_id: stage.id,
-                partition,
-                attempt,
-                plan: plan.to_vec(),
-                output_partitioning: output_partitioning.clone(),
-                settings: query.settings.clone(),
-                object_stores: query.object_stores.clone(),
-            };
-            let outcome = self.call_task(&executor, task).await;
-            drop(lease);
-            match outcome {
-                Ok(result) => {
-                    let output = TaskOutput {
-                        executor_id: executor.executor_id.clone(),
-                        endpoint: executor.endpoint.clone(),
-                        attempt,
-                    };
-                    let operators: Vec<OperatorMetrics> =
-                        serde_json::from_str(&result.metrics_json).unwrap_or_default();
-                    let profile = TaskProfile {
-                        partition,
-                        attempt,
-                        executor_id: executor.executor_id,
-                        output_rows: result.output_rows.iter().sum(),
-                        output_bytes: result.output_bytes.iter().sum(),
-                        elapsed_ms: result.elapsed_ms,
-                        failed_attempts: failures,
-                        operators,
-                    };
-                    return Ok((output, profile));
-                }
-                Err(TaskError::Failed(e)) => return Err(e),
-                Err(TaskError::Lost(reason)) => {
-                    tracing::warn!(
-                        query = %query.query_id,
-                        stage = stage.id,
-                        partition,
-                        attempt,
-                        executor = %executor.executor_id,
-                        "task lost its executor: {reason}"
-                    );
-                    self.cluster.mark_lost(&executor.executor_id);
-                    self.channels.forget(&executor.endpoint);
-                    failures.push(format!(
-                        "attempt {attempt} on {}: {reason}",
-                        executor.executor_id
-                    ));
-                    attempt += 1;
-                    if attempt >= query.max_attempts.max(1) {
-                        return Err(QuarryError::unavailable(format!(
-                            "task {partition} failed {attempt} times; giving up ({})",
-                            failures.join("; ")
-                        )));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Run a task on an executor; give up on it as soon as the executor is declared lost.
-    async fn call_task(
-        &self,
-        executor: &ExecutorInfo,
-        task: TaskDefinition,
-    ) -> Result<TaskResult, TaskError> {
-        let call = async {
-            let mut client = self
-                .channels
-                .client(&executor.endpoint)
-                .map_err(|e| TaskError::Lost(e.message))?;
-            let mut results = client
-                .do_action(Action::new(ACTION_RUN_TASK, task.encode_to_vec()))
-                .await
-                .map_err(classify_call_error)?;
-            let body = match results.next().await {
-                Some(Ok(body)) => body,
-                Some(Err(e)) => return Err(classify_call_error(e)),
-                None => {
-                    return Err(TaskError::Lost(
-                        "the executor returned no task result".into(),
-                    ));
-                }
-            };
-            TaskResult::decode(body).map_err(|e| {
-                TaskError::Failed(QuarryError::internal(format!("malformed task result: {e}")))
-            })
+    /// Prepare a query's run.
+    pub fn query(self: &Arc<Self>, tasks: QueryTasks, plan: StagePlan) -> Arc<QueryRun> {
+        let allowed = match tasks.max_executors {
+            0 => None,
+            n => Some(
+                self.cluster
+                    .active()
+                    .into_iter()
+                    .take(n)
+                    .map(|e| e.executor_id)
+                    .collect(),
+            ),
         };
-        let lost = async {
-            loop {
-                if !self.cluster.is_active(&executor.executor_id) {
-                    return TaskError::Lost(format!(
-                        "executor {} stopped heartbeating",
-                        executor.executor_id
-                    ));
-                }
-                self.cluster.changed(Duration::from_millis(500)).await;
-            }
-        };
-        tokio::select! {
-            result = call => result,
-            lost = lost => Err(lost),
-        }
+        Arc::new(QueryRun {
+            scheduler: Arc::clone(self),
+            tasks,
+            plan,
+            allowed,
+            state: Mutex::new(RunState::default()),
+        })
     }
 
     /// Tell executors to drop a query's outputs; waits briefly, never fails.
@@ -299,19 +156,475 @@ impl Scheduler {
         });
         futures::future::join_all(calls).await;
     }
+
+    /// Run a task on an executor; give up on it as soon as the executor is declared lost.
+    async fn call_task(&self, executor: &ExecutorInfo, task: TaskDefinition) -> Result<TaskResult, CallError> {
+        let call = async {
+            let mut client = self
+                .channels
+                .client(&executor.endpoint)
+                .map_err(|e| CallError::Lost(e.message))?;
+            let mut results = client
+                .do_action(Action::new(ACTION_RUN_TASK, task.encode_to_vec()))
+                .await
+                .map_err(classify_call_error)?;
+            let body = match results.next().await {
+                Some(Ok(body)) => body,
+                Some(Err(e)) => return Err(classify_call_error(e)),
+                None => return Err(CallError::Lost("the executor returned no task result".into())),
+            };
+            TaskResult::decode(body).map_err(|e| {
+                CallError::Failed(QuarryError::internal(format!("malformed task result: {e}")))
+            })
+        };
+        let lost = async {
+            loop {
+                if !self.cluster.is_active(&executor.executor_id) {
+                    return CallError::Lost(format!(
+                        "executor {} stopped heartbeating",
+                        executor.executor_id
+                    ));
+                }
+                self.cluster.changed(Duration::from_millis(500)).await;
+            }
+        };
+        tokio::select! {
+            result = call => result,
+            lost = lost => Err(lost),
+        }
+    }
 }
 
-fn classify_call_error(e: arrow_flight::error::FlightError) -> TaskError {
+#[derive(Default)]
+struct RunState {
+    /// Per stage, per task: where the output of its last successful attempt is.
+    outputs: BTreeMap<u32, Vec<Option<TaskOutput>>>,
+    /// Per stage: its plan with scans laid out over executors, and task placements.
+    layouts: BTreeMap<u32, Arc<StageLayout>>,
+    /// Next attempt number per (stage, task).
+    attempts: HashMap<(u32, u32), u32>,
+    profiles: BTreeMap<u32, StageProfile>,
+    done: usize,
+    total: usize,
+}
+
+/// One query's stages running on the cluster.
+pub struct QueryRun {
+    scheduler: Arc<Scheduler>,
+    tasks: QueryTasks,
+    plan: StagePlan,
+    allowed: Option<BTreeSet<String>>,
+    state: Mutex<RunState>,
+}
+
+impl std::fmt::Debug for QueryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRun").field("query", &self.tasks.query_id).finish()
+    }
+}
+
+impl QueryRun {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn stage(&self, id: u32) -> Result<&Stage, QuarryError> {
+        self.plan
+            .stage(id)
+            .ok_or_else(|| QuarryError::internal(format!("stage {id} is not in the plan")))
+    }
+
+    /// Where each stage ran, task by task, so far.
+    pub fn profile(&self) -> QueryProfile {
+        QueryProfile {
+            stages: self.lock().profiles.values().cloned().collect(),
+            root: Vec::new(),
+        }
+    }
+
+    /// Run every stage; return the root plan reading the last stage's outputs.
+    pub async fn run_stages(&self) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
+        {
+            let mut state = self.lock();
+            state.total = self.plan.task_count();
+        }
+        for stage in &self.plan.stages {
+            self.run_stage(stage.id, None)
+                .await
+                .map_err(|e| e.context(format!("stage {}", stage.id)))?;
+        }
+        self.ensure_available(reader_stages(&self.plan.root)).await?;
+        self.resolve(&self.plan.root)
+    }
+
+    /// The stage's plan with its scans laid out over the executors (fixed at first run).
+    fn layout(&self, stage: &Stage) -> Result<Arc<StageLayout>, QuarryError> {
+        if let Some(layout) = self.lock().layouts.get(&stage.id) {
+            return Ok(Arc::clone(layout));
+        }
+        let executors: Vec<ExecutorInfo> = self
+            .scheduler
+            .cluster
+            .active()
+            .into_iter()
+            .filter(|e| self.eligible(e))
+            .collect();
+        let layout = Arc::new(placement::lay_out(stage, &executors)?);
+        let mut state = self.lock();
+        let layout = Arc::clone(state.layouts.entry(stage.id).or_insert(layout));
+        let count = layout.task_count();
+        state.outputs.entry(stage.id).or_insert_with(|| vec![None; count]);
+        let original = stage.task_count();
+        // A layout may change how many tasks the stage has.
+        state.total = (state.total + count).saturating_sub(original);
+        Ok(layout)
+    }
+
+    fn eligible(&self, executor: &ExecutorInfo) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|a| a.contains(&executor.executor_id))
+    }
+
+    /// Run the given tasks of a stage (all when None), recomputing lost inputs as needed.
+    fn run_stage<'a>(
+        &'a self,
+        stage_id: u32,
+        only: Option<Vec<u32>>,
+    ) -> BoxFuture<'a, Result<(), QuarryError>> {
+        Box::pin(async move {
+            let stage = self.stage(stage_id)?;
+            let layout = self.layout(stage)?;
+            let mut pending: Vec<u32> = only.unwrap_or_else(|| (0..layout.task_count() as u32).collect());
+            let output_bytes = partitioning_to_bytes(stage.output.as_ref())?;
+            let inputs = stage.inputs();
+            let mut rounds = 0u32;
+            while !pending.is_empty() {
+                rounds += 1;
+                if rounds > self.tasks.max_attempts.max(1) + 1 {
+                    return Err(QuarryError::unavailable(format!(
+                        "the inputs of stage {stage_id} kept disappearing; giving up after {} rounds",
+                        rounds - 1
+                    )));
+                }
+                self.ensure_available(inputs.clone()).await?;
+                let resolved = self.resolve(&layout.plan)?;
+                let plan_bytes = plan_to_bytes(resolved)?;
+                let concurrency = self.scheduler.cluster.total_slots().max(1);
+                let ends: Vec<TaskEnd> = futures::stream::iter(pending.drain(..))
+                    .map(|partition| {
+                        let placement = layout.placement(partition as usize);
+                        self.run_task(
+                            stage,
+                            partition,
+                            placement,
+                            plan_bytes.clone(),
+                            output_bytes.clone(),
+                        )
+                    })
+                    .buffer_unordered(concurrency)
+                    .try_collect()
+                    .await?;
+                for end in ends {
+                    match end {
+                        TaskEnd::Done(partition, output, profile) => self.record(stage, partition, output, profile),
+                        TaskEnd::NeedsInputs(partition) => pending.push(partition),
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Recompute the outputs of `stages` that live on executors no longer active.
+    fn ensure_available(&self, stages: Vec<u32>) -> BoxFuture<'_, Result<(), QuarryError>> {
+        Box::pin(async move {
+            for stage_id in stages {
+                let lost: Vec<u32> = {
+                    let state = self.lock();
+                    state
+                        .outputs
+                        .get(&stage_id)
+                        .map(|outputs| {
+                            outputs
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, o)| {
+                                    o.as_ref()
+                                        .is_none_or(|o| !self.scheduler.cluster.is_active(&o.executor_id))
+                                })
+                                .map(|(p, _)| p as u32)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                if !lost.is_empty() {
+                    tracing::warn!(
+                        query = %self.tasks.query_id,
+                        stage = stage_id,
+                        tasks = ?lost,
+                        "recomputing outputs lost with their executor"
+                    );
+                    {
+                        let mut state = self.lock();
+                        state.total += lost.len();
+                    }
+                    self.run_stage(stage_id, Some(lost)).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn record(&self, stage: &Stage, partition: u32, output: TaskOutput, task: TaskProfile) {
+        let (done, total) = {
+            let mut state = self.lock();
+            if let Some(slot) = state
+                .outputs
+                .get_mut(&stage.id)
+                .and_then(|o| o.get_mut(partition as usize))
+            {
+                *slot = Some(output);
+            }
+            let layout_plan = state.layouts.get(&stage.id).map(|l| Arc::clone(&l.plan));
+            let profile = state
+                .profiles
+                .entry(stage.id)
+                .or_insert_with(|| StageProfile::new(stage, layout_plan.as_ref().unwrap_or(&stage.plan)));
+            profile.tasks.retain(|t| t.partition != partition);
+            profile.tasks.push(task);
+            profile.tasks.sort_by_key(|t| t.partition);
+            state.done += 1;
+            (state.done, state.total.max(state.done))
+        };
+        (self.tasks.progress)(done, total);
+    }
+
+    fn next_attempt(&self, stage_id: u32, partition: u32) -> u32 {
+        let mut state = self.lock();
+        let attempt = state.attempts.entry((stage_id, partition)).or_insert(0);
+        let this = *attempt;
+        *attempt += 1;
+        this
+    }
+
+    async fn run_task(
+        &self,
+        stage: &Stage,
+        partition: u32,
+        placement: Placement,
+        plan: Bytes,
+        output_partitioning: Vec<u8>,
+    ) -> Result<TaskEnd, QuarryError> {
+        let mut failures: Vec<String> = Vec::new();
+        loop {
+            let attempt = self.next_attempt(stage.id, partition);
+            let eligible = |e: &ExecutorInfo| self.eligible(e) && placement.allows(&e.executor_id);
+            let (executor, lease) = self
+                .scheduler
+                .slots
+                .acquire(
+                    &self.scheduler.cluster,
+                    &eligible,
+                    placement.preferred(),
+                    partition as usize,
+                )
+                .await
+                .map_err(|e| match &placement {
+                    Placement::Only(holders) => QuarryError::unavailable(format!(
+                        "task {partition} of stage {} reads files held only by {} and none of them is available",
+                        stage.id,
+                        holders.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                    _ => e,
+                })?;
+            let task = TaskDefinition {
+                query_id: self.tasks.query_id.clone(),
+                stage_id: stage.id,
+                partition,
+                attempt,
+                plan: plan.to_vec(),
+                output_partitioning: output_partitioning.clone(),
+                settings: self.tasks.settings.clone(),
+                object_stores: self.tasks.object_stores.clone(),
+            };
+            let outcome = self.scheduler.call_task(&executor, task).await;
+            drop(lease);
+            let reason = match outcome {
+                Ok(result) => {
+                    let output = TaskOutput {
+                        executor_id: executor.executor_id.clone(),
+                        endpoint: executor.endpoint.clone(),
+                        attempt,
+                    };
+                    let operators: Vec<OperatorMetrics> =
+                        serde_json::from_str(&result.metrics_json).unwrap_or_default();
+                    let profile = TaskProfile {
+                        partition,
+                        attempt,
+                        executor_id: executor.executor_id,
+                        output_rows: result.output_rows.iter().sum(),
+                        output_bytes: result.output_bytes.iter().sum(),
+                        elapsed_ms: result.elapsed_ms,
+                        failed_attempts: failures,
+                        operators,
+                    };
+                    return Ok(TaskEnd::Done(partition, output, profile));
+                }
+                Err(CallError::Failed(e)) => return Err(e),
+                Err(CallError::FetchFailed { executor: lost, message }) => {
+                    tracing::warn!(
+                        query = %self.tasks.query_id,
+                        stage = stage.id,
+                        partition,
+                        "task lost an input on {lost}: {message}"
+                    );
+                    self.scheduler.cluster.mark_lost(&lost);
+                    return Ok(TaskEnd::NeedsInputs(partition));
+                }
+                Err(CallError::Lost(reason)) => reason,
+            };
+            tracing::warn!(
+                query = %self.tasks.query_id,
+                stage = stage.id,
+                partition,
+                attempt,
+                executor = %executor.executor_id,
+                "task lost its executor: {reason}"
+            );
+            self.scheduler.cluster.mark_lost(&executor.executor_id);
+            self.scheduler.channels.forget(&executor.endpoint);
+            failures.push(format!("attempt {attempt} on {}: {reason}", executor.executor_id));
+            if failures.len() as u32 >= self.tasks.max_attempts.max(1) {
+                return Err(QuarryError::unavailable(format!(
+                    "task {partition} failed {} times; giving up ({})",
+                    failures.len(),
+                    failures.join("; ")
+                )));
+            }
+        }
+    }
+
+    /// Point every reader in `plan` at the current outputs of the stage it reads.
+    fn resolve(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
+        let state = self.lock();
+        let resolved = Arc::clone(plan).transform_up(|node| {
+            let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let stage_id = reader.stage_id();
+            let (Some(stage), Some(outputs)) = (self.plan.stage(stage_id), state.outputs.get(&stage_id)) else {
+                return Err(DataFusionError::Internal(format!(
+                    "stage {stage_id} is read before it ran"
+                )));
+            };
+            let tasks: Vec<&TaskOutput> = outputs
+                .iter()
+                .map(|o| {
+                    o.as_ref().ok_or_else(|| {
+                        DataFusionError::Internal(format!("stage {stage_id} is read before it finished"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let location = |task: u32, output: &TaskOutput, piece: u32| {
+                location(&self.tasks.query_id, stage_id, task, output, piece)
+            };
+            let partitions: Vec<Vec<ShuffleLocation>> = match &stage.output {
+                Some(_) => (0..stage.output_pieces() as u32)
+                    .map(|piece| {
+                        tasks
+                            .iter()
+                            .enumerate()
+                            .map(|(t, output)| location(t as u32, output, piece))
+                            .collect()
+                    })
+                    .collect(),
+                None => tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(t, output)| vec![location(t as u32, output, 0)])
+                    .collect(),
+            };
+            Ok(Transformed::yes(Arc::new(reader.with_locations(partitions)) as _))
+        })?;
+        Ok(resolved.data)
+    }
+}
+
+fn location(query_id: &str, stage_id: u32, task: u32, output: &TaskOutput, piece: u32) -> ShuffleLocation {
+    ShuffleLocation {
+        executor_id: output.executor_id.clone(),
+        endpoint: output.endpoint.clone(),
+        ticket: Some(ExchangeTicket {
+            query_id: query_id.to_string(),
+            stage_id,
+            partition: task,
+            attempt: output.attempt,
+            output_partition: piece,
+        }),
+    }
+}
+
+/// The stages a plan's readers read.
+fn reader_stages(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let _ = plan.apply(|node| {
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>()
+            && !ids.contains(&reader.stage_id())
+        {
+            ids.push(reader.stage_id());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    ids
+}
+
+/// The coordinator reads the last stage's pieces; when one is gone with its executor,
+/// it asks for it again here: the producer is recomputed and the new piece returned.
+#[async_trait]
+impl PieceRecovery for QueryRun {
+    async fn relocate(&self, failed: &ShuffleLocation) -> datafusion::error::Result<ShuffleLocation> {
+        let ticket = failed
+            .ticket
+            .clone()
+            .ok_or_else(|| DataFusionError::Internal("a piece without a ticket".into()))?;
+        self.scheduler.cluster.mark_lost(&failed.executor_id);
+        self.ensure_available(vec![ticket.stage_id])
+            .await
+            .map_err(DataFusionError::from)?;
+        let state = self.lock();
+        let output = state
+            .outputs
+            .get(&ticket.stage_id)
+            .and_then(|o| o.get(ticket.partition as usize))
+            .and_then(|o| o.clone())
+            .ok_or_else(|| DataFusionError::Internal("the recomputed piece is missing".into()))?;
+        Ok(location(
+            &self.tasks.query_id,
+            ticket.stage_id,
+            ticket.partition,
+            &output,
+            ticket.output_partition,
+        ))
+    }
+}
+
+fn classify_call_error(e: arrow_flight::error::FlightError) -> CallError {
     match e {
         arrow_flight::error::FlightError::Tonic(status) => {
             if !status.details().is_empty()
                 && let Ok(failure) = TaskFailure::decode(status.details())
             {
-                if failure.fetch_failed.is_some() {
-                    // An input piece is gone with its executor.
-                    return TaskError::Lost(failure.message);
+                if let Some(fetch) = failure.fetch_failed {
+                    return CallError::FetchFailed {
+                        executor: fetch.executor_id,
+                        message: failure.message,
+                    };
                 }
-                return TaskError::Failed(QuarryError::new(
+                return CallError::Failed(QuarryError::new(
                     ErrorCode::parse(&failure.code),
                     failure.message,
                 ));
@@ -321,61 +634,10 @@ fn classify_call_error(e: arrow_flight::error::FlightError) -> TaskError {
                 | tonic::Code::Unknown
                 | tonic::Code::Cancelled
                 | tonic::Code::Aborted
-                | tonic::Code::DeadlineExceeded => TaskError::Lost(status.message().to_string()),
-                _ => TaskError::Failed(QuarryError::from_status(&status)),
+                | tonic::Code::DeadlineExceeded => CallError::Lost(status.message().to_string()),
+                _ => CallError::Failed(QuarryError::from_status(&status)),
             }
         }
-        other => TaskError::Lost(other.to_string()),
+        other => CallError::Lost(other.to_string()),
     }
-}
-
-/// Point every reader in `plan` at the outputs of the stage it reads.
-fn resolve_readers(
-    plan: Arc<dyn ExecutionPlan>,
-    stages: &StagePlan,
-    outputs: &BTreeMap<u32, Vec<TaskOutput>>,
-    query_id: &str,
-) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
-    let resolved = plan.transform_up(|node| {
-        let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        let stage_id = reader.stage_id();
-        let (Some(stage), Some(tasks)) = (stages.stage(stage_id), outputs.get(&stage_id)) else {
-            return Err(datafusion::error::DataFusionError::Internal(format!(
-                "stage {stage_id} is read before it ran"
-            )));
-        };
-        let location = |task: u32, output: &TaskOutput, piece: u32| ShuffleLocation {
-            executor_id: output.executor_id.clone(),
-            endpoint: output.endpoint.clone(),
-            ticket: Some(ExchangeTicket {
-                query_id: query_id.to_string(),
-                stage_id,
-                partition: task,
-                attempt: output.attempt,
-                output_partition: piece,
-            }),
-        };
-        let partitions: Vec<Vec<ShuffleLocation>> = match &stage.output {
-            Some(_) => (0..stage.output_pieces() as u32)
-                .map(|piece| {
-                    tasks
-                        .iter()
-                        .enumerate()
-                        .map(|(t, output)| location(t as u32, output, piece))
-                        .collect()
-                })
-                .collect(),
-            None => tasks
-                .iter()
-                .enumerate()
-                .map(|(t, output)| vec![location(t as u32, output, 0)])
-                .collect(),
-        };
-        Ok(Transformed::yes(
-            Arc::new(reader.with_locations(partitions)) as _,
-        ))
-    })?;
-    Ok(resolved.data)
 }

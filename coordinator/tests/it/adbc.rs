@@ -4,6 +4,7 @@
 use crate::harness::{QuarryProcess, run_python};
 
 const CLIENT: &str = r#"
+import json
 import sys
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
@@ -74,6 +75,13 @@ except adbc_driver_manager.Error as e:
 cur.execute("USE demo")
 cur.execute("SELECT count(*) AS n FROM orders_csv")
 assert cur.fetch_arrow_table().column("n")[0].as_py() == 10000
+# session options (Flight's SetSessionOptions / GetSessionOptions)
+conn.adbc_connection.set_options(**{"adbc.flight.sql.session.option.datafusion.execution.batch_size": "4096"})
+options = json.loads(conn.adbc_connection.get_option("adbc.flight.sql.session.options"))
+assert options["datafusion.execution.batch_size"] == "4096", options
+assert options["schema"] == "demo", options
+cur.execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
+assert cur.fetch_arrow_table().column("value")[0].as_py() == "4096"
 cur.close()
 conn.close()
 print("ADBC OK")

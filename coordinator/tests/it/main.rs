@@ -5,6 +5,7 @@ mod harness;
 
 mod adbc;
 mod cluster;
+mod flight_sql;
 mod rest;
 mod restart;
 mod s3;

@@ -244,17 +244,19 @@ impl FlightSqlFrontend {
         Ok(0)
     }
 
+    /// The FlightInfo of a metadata command: its result schema, and the command itself
+    /// as the ticket.
     fn metadata_info(
         &self,
-        caller: &Caller,
+        request: Request<FlightDescriptor>,
         schema: &Schema,
         command: impl ProstMessageExt,
-        descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request)?;
         Ok(caller.respond(flight_info(
             schema,
             command.as_any().encode_to_vec(),
-            descriptor,
+            request.into_inner(),
         )?))
     }
 
@@ -516,9 +518,8 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
         let schema = query.into_builder().schema();
-        self.metadata_info(&caller, &schema, query, request.into_inner())
+        self.metadata_info(request, &schema, query)
     }
 
     async fn do_get_catalogs(
@@ -536,9 +537,8 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.metadata_info(&caller, &schema, query, request.into_inner())
+        self.metadata_info(request, &schema, query)
     }
 
     async fn do_get_schemas(
@@ -557,9 +557,8 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.metadata_info(&caller, &schema, query, request.into_inner())
+        self.metadata_info(request, &schema, query)
     }
 
     async fn do_get_tables(
@@ -579,9 +578,8 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
         let schema = query.into_builder().schema();
-        self.metadata_info(&caller, &schema, query, request.into_inner())
+        self.metadata_info(request, &schema, query)
     }
 
     async fn do_get_table_types(
@@ -605,10 +603,9 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
         let info = metadata::sql_info().map_err(status)?;
         let schema = query.clone().into_builder(info).schema();
-        self.metadata_info(&caller, &schema, query, request.into_inner())
+        self.metadata_info(request, &schema, query)
     }
 
     async fn do_get_sql_info(
@@ -630,10 +627,9 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
         let types = metadata::xdbc_types().map_err(status)?;
         let schema = query.into_builder(types).schema();
-        self.metadata_info(&caller, &schema, query, request.into_inner())
+        self.metadata_info(request, &schema, query)
     }
 
     async fn do_get_xdbc_type_info(
@@ -655,13 +651,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
-        self.metadata_info(
-            &caller,
-            &metadata::primary_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        self.metadata_info(request, &metadata::primary_keys_schema(), query)
     }
 
     async fn do_get_primary_keys(
@@ -678,13 +668,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
-        self.metadata_info(
-            &caller,
-            &metadata::foreign_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        self.metadata_info(request, &metadata::foreign_keys_schema(), query)
     }
 
     async fn do_get_exported_keys(
@@ -701,13 +685,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
-        self.metadata_info(
-            &caller,
-            &metadata::foreign_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        self.metadata_info(request, &metadata::foreign_keys_schema(), query)
     }
 
     async fn do_get_imported_keys(
@@ -724,13 +702,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
-        self.metadata_info(
-            &caller,
-            &metadata::foreign_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        self.metadata_info(request, &metadata::foreign_keys_schema(), query)
     }
 
     async fn do_get_cross_reference(
