@@ -9,6 +9,7 @@
 //! Regenerate expected results with `QUARRY_SLT_COMPLETE=1` (then read the diff).
 
 pub mod fixtures;
+pub mod tpch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +78,17 @@ impl SqlTestCluster {
             runner.run_file_async(path).await?;
         }
         Ok(())
+    }
+}
+
+/// Run `sql` in `session` and collect its result.
+pub async fn query(engine: &Arc<Engine>, session: &Arc<Session>, sql: &str) -> Result<Vec<RecordBatch>, QuarryError> {
+    let job = engine.submit(session, sql, None).await?;
+    let batches: Vec<RecordBatch> = job.spool.read(0, None).try_collect().await?;
+    let record = job.wait().await;
+    match record.error {
+        Some(error) => Err(QuarryError::new(quarry_common::ErrorCode::parse(&error.code), error.message)),
+        None => Ok(batches),
     }
 }
 

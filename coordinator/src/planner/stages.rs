@@ -23,7 +23,10 @@ use std::sync::Arc;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
+use datafusion::common::JoinType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{
@@ -149,8 +152,44 @@ impl StagePlanner {
     }
 }
 
+/// Whether a join emits build-side rows only once every probe partition has finished
+/// (unmatched rows of an outer join, the rows of a semi or anti join). In one process
+/// the partitions share that bookkeeping; split across tasks they would not.
+fn emits_build_rows_at_end(join_type: &JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Left | JoinType::Full | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+    )
+}
+
+/// Broadcast joins whose build side is emitted at the end read their whole probe side in
+/// one task: the probe side is merged first (a cut), so the join has one partition.
+fn keep_build_side_whole(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let merged = plan.transform_up(|node| {
+        let probe = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            (*join.partition_mode() == PartitionMode::CollectLeft
+                && emits_build_rows_at_end(join.join_type()))
+            .then(|| Arc::clone(join.right()))
+        } else if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
+            emits_build_rows_at_end(join.join_type()).then(|| Arc::clone(join.right()))
+        } else {
+            None
+        };
+        match probe {
+            Some(probe) if probe.output_partitioning().partition_count() > 1 => {
+                let left = Arc::clone(node.children()[0]);
+                let merged: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(probe));
+                Ok(Transformed::yes(replace_children_if_necessary(node, vec![left, merged])?))
+            }
+            _ => Ok(Transformed::no(node)),
+        }
+    })?;
+    Ok(merged.data)
+}
+
 /// Cut `plan` into stages. The root keeps no file scans, and yields one partition.
 pub fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
+    let plan = keep_build_side_whole(plan)?;
     let mut planner = StagePlanner::default();
     // Merge partitions at the very top, so everything below the merge (final
     // aggregations, projections) runs on the executors, not on the coordinator.

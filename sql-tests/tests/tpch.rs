@@ -1,0 +1,106 @@
+//! TPC-H at scale factor 0.1 on a cluster of three executors: every query's answer must
+//! equal in-process DataFusion's over the same files; the stage DAGs of a few queries
+//! are kept as golden files (`QUARRY_GOLDEN_UPDATE=1` rewrites them).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use quarry_sql_tests::{SqlTestCluster, query, tpch};
+
+const SF: f64 = 0.1;
+const EXECUTORS: usize = 3;
+
+fn data() -> PathBuf {
+    tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, EXECUTORS).expect("TPC-H data")
+}
+
+async fn datafusion_answers(dir: &Path) -> Vec<Vec<String>> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(EXECUTORS));
+    for table in tpch::TABLES {
+        ctx.register_parquet(table, dir.join(table).to_string_lossy().as_ref(), ParquetReadOptions::default())
+            .await
+            .expect("register");
+    }
+    let mut answers = Vec::new();
+    for n in 1..=22 {
+        let sql = tpch::query(n);
+        let batches = ctx.sql(&sql).await.expect("plan").collect().await.expect("run");
+        answers.push(tpch::answer(&sql, &batches).expect("format"));
+    }
+    answers
+}
+
+async fn cluster(dir: &Path) -> (SqlTestCluster, Arc<quarry_coordinator::engine::Session>) {
+    let cluster = SqlTestCluster::start(EXECUTORS).await.expect("cluster");
+    let engine = cluster.engine();
+    let session = engine.new_session("tpch");
+    for sql in tpch::create_tables_sql(dir) {
+        query(&engine, &session, &sql).await.expect("tables");
+    }
+    (cluster, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_answers_match_datafusion() {
+    let dir = data();
+    let expected = datafusion_answers(&dir).await;
+    let (cluster, session) = cluster(&dir).await;
+    let engine = cluster.engine();
+    let mut mismatches = Vec::new();
+    for n in 1..=22 {
+        let sql = tpch::query(n);
+        let batches = query(&engine, &session, &sql)
+            .await
+            .unwrap_or_else(|e| panic!("Q{n} failed: {e}"));
+        let got = tpch::answer(&sql, &batches).expect("format");
+        assert!(!got.is_empty() || expected[n - 1].is_empty(), "Q{n} returned nothing");
+        if got != expected[n - 1] {
+            mismatches.push(format!(
+                "Q{n}: {} rows vs DataFusion's {}\n  quarry:     {:?}\n  datafusion: {:?}",
+                got.len(),
+                expected[n - 1].len(),
+                got.iter().take(3).collect::<Vec<_>>(),
+                expected[n - 1].iter().take(3).collect::<Vec<_>>()
+            ));
+        }
+    }
+    cluster.cluster.shutdown().await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_stage_plans_match_golden_files() {
+    let dir = data();
+    let (cluster, session) = cluster(&dir).await;
+    let engine = cluster.engine();
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
+    let update = std::env::var_os("QUARRY_GOLDEN_UPDATE").is_some();
+    let mut differences = Vec::new();
+    for n in [1, 3, 5, 9, 13, 18] {
+        let batches = query(&engine, &session, &format!("EXPLAIN {}", tpch::query(n)))
+            .await
+            .expect("explain");
+        let rows = tpch::rows(&batches).expect("rows");
+        let plan = rows
+            .iter()
+            .find_map(|r| r.strip_prefix("distributed_plan | "))
+            .expect("a distributed plan")
+            .replace(&dir.display().to_string().trim_start_matches('/').to_string(), "$DATA");
+        let file = golden.join(format!("tpch-q{n}.txt"));
+        if update {
+            std::fs::write(&file, &plan).expect("write golden file");
+        } else {
+            let expected = std::fs::read_to_string(&file).unwrap_or_default();
+            if expected != plan {
+                differences.push(format!("Q{n} differs from {}:\n{plan}", file.display()));
+            }
+        }
+    }
+    cluster.cluster.shutdown().await;
+    assert!(
+        differences.is_empty(),
+        "{}\n(rerun with QUARRY_GOLDEN_UPDATE=1 to accept)",
+        differences.join("\n")
+    );
+}
