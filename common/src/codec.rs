@@ -193,7 +193,8 @@ mod tests {
     #[test]
     fn shuffle_reader_round_trips() -> Result<()> {
         let ctx = SessionContext::new();
-        let plan: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(Arc::new(reader())));
+        let plan: Arc<dyn ExecutionPlan> =
+            Arc::new(CoalescePartitionsExec::new(Arc::new(reader())));
         let bytes = plan_to_bytes(Arc::clone(&plan))?;
         let back = plan_from_bytes(&bytes, &ctx.task_ctx())?;
         assert_eq!(

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::Ticket;
+use async_trait::async_trait;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -24,7 +25,6 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::stream::BoxStream;
-use async_trait::async_trait;
 use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use prost::Message;
 

@@ -19,13 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::cluster::Cluster;
 use crate::cluster::files::ClusterFileStore;
-use crate::scheduler::CLUSTER_FILES_URL;
 use crate::cluster::internal::MembershipService;
 use crate::datasets::Datasets;
 use crate::engine::{Engine, base_config};
 use crate::frontend::flight_sql::FlightSqlFrontend;
 use crate::frontend::rest::{AppState, router};
 use crate::jobs::Jobs;
+use crate::scheduler::CLUSTER_FILES_URL;
 use crate::scheduler::Scheduler;
 use crate::system::SystemTables;
 
@@ -137,10 +137,15 @@ pub async fn start(
     )));
     let channels = Arc::new(FlightChannels::new());
     // Files in executors' data directories, for planning scans of them.
-    let cluster_files = Arc::new(ClusterFileStore::new(Arc::clone(&cluster), Arc::clone(&channels)));
+    let cluster_files = Arc::new(ClusterFileStore::new(
+        Arc::clone(&cluster),
+        Arc::clone(&channels),
+    ));
     let url = url::Url::parse(CLUSTER_FILES_URL)
         .map_err(|e| QuarryError::internal(format!("cluster files URL: {e}")))?;
-    datasets.runtime().register_object_store(&url, cluster_files);
+    datasets
+        .runtime()
+        .register_object_store(&url, cluster_files);
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&cluster), channels));
     let engine = Engine::new(datasets, jobs, scheduler);
     let auth = Arc::new(Auth::new(config.auth, catalog));

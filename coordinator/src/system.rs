@@ -38,8 +38,13 @@ fn timestamp() -> DataType {
 
 fn ms(values: Vec<Option<u64>>) -> ArrayRef {
     Arc::new(
-        TimestampMillisecondArray::from(values.into_iter().map(|v| v.map(|v| v as i64)).collect::<Vec<_>>())
-            .with_timezone("UTC"),
+        TimestampMillisecondArray::from(
+            values
+                .into_iter()
+                .map(|v| v.map(|v| v as i64))
+                .collect::<Vec<_>>(),
+        )
+        .with_timezone("UTC"),
     )
 }
 
@@ -67,15 +72,31 @@ impl SystemTables {
         table(
             schema,
             vec![
-                Arc::new(StringArray::from_iter_values(nodes.iter().map(|n| n.executor_id.as_str()))),
-                Arc::new(StringArray::from_iter_values(nodes.iter().map(|n| n.endpoint.as_str()))),
-                Arc::new(StringArray::from_iter_values(nodes.iter().map(|n| n.state.as_str()))),
+                Arc::new(StringArray::from_iter_values(
+                    nodes.iter().map(|n| n.executor_id.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    nodes.iter().map(|n| n.endpoint.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    nodes.iter().map(|n| n.state.as_str()),
+                )),
                 Arc::new(UInt32Array::from_iter_values(nodes.iter().map(|n| n.slots))),
-                Arc::new(UInt32Array::from_iter_values(nodes.iter().map(|n| n.running_tasks))),
-                Arc::new(UInt64Array::from_iter_values(nodes.iter().map(|n| n.exchange_bytes))),
-                Arc::new(UInt64Array::from_iter_values(nodes.iter().map(|n| n.memory_used_bytes))),
-                Arc::new(UInt32Array::from_iter_values(nodes.iter().map(|n| n.spill_files))),
-                Arc::new(UInt64Array::from_iter_values(nodes.iter().map(|n| n.local_files.len() as u64))),
+                Arc::new(UInt32Array::from_iter_values(
+                    nodes.iter().map(|n| n.running_tasks),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    nodes.iter().map(|n| n.exchange_bytes),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    nodes.iter().map(|n| n.memory_used_bytes),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    nodes.iter().map(|n| n.spill_files),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    nodes.iter().map(|n| n.local_files.len() as u64),
+                )),
                 ms(nodes.iter().map(|n| Some(n.registered_at_ms)).collect()),
                 ms(nodes.iter().map(|n| Some(n.last_heartbeat_ms)).collect()),
             ],
@@ -104,10 +125,18 @@ impl SystemTables {
         table(
             schema,
             vec![
-                Arc::new(StringArray::from_iter_values(jobs.iter().map(|j| j.id.as_str()))),
-                Arc::new(StringArray::from_iter_values(jobs.iter().map(|j| j.state.as_str()))),
-                Arc::new(StringArray::from_iter_values(jobs.iter().map(|j| j.user.as_str()))),
-                Arc::new(StringArray::from_iter_values(jobs.iter().map(|j| j.sql.as_str()))),
+                Arc::new(StringArray::from_iter_values(
+                    jobs.iter().map(|j| j.id.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    jobs.iter().map(|j| j.state.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    jobs.iter().map(|j| j.user.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    jobs.iter().map(|j| j.sql.as_str()),
+                )),
                 ms(jobs.iter().map(|j| Some(j.submitted_ms)).collect()),
                 ms(jobs.iter().map(|j| j.started_ms).collect()),
                 ms(jobs.iter().map(|j| j.finished_ms).collect()),
@@ -116,9 +145,15 @@ impl SystemTables {
                         .map(|j| j.finished_ms.map(|f| f.saturating_sub(j.submitted_ms)))
                         .collect::<Vec<_>>(),
                 )),
-                Arc::new(UInt64Array::from_iter_values(jobs.iter().map(|j| j.row_count))),
-                Arc::new(UInt64Array::from_iter_values(jobs.iter().map(|j| j.tasks_done))),
-                Arc::new(UInt64Array::from_iter_values(jobs.iter().map(|j| j.tasks_total))),
+                Arc::new(UInt64Array::from_iter_values(
+                    jobs.iter().map(|j| j.row_count),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    jobs.iter().map(|j| j.tasks_done),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    jobs.iter().map(|j| j.tasks_total),
+                )),
                 Arc::new(StringArray::from(
                     jobs.iter()
                         .map(|j| j.error.as_ref().map(|e| e.message.clone()))

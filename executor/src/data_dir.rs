@@ -53,7 +53,11 @@ impl DataDir {
             .metadata()
             .map_err(|e| Status::internal(e.to_string()))?
             .len();
-        let end = if request.end == 0 { size } else { request.end.min(size) };
+        let end = if request.end == 0 {
+            size
+        } else {
+            request.end.min(size)
+        };
         if request.start > end {
             return Err(Status::out_of_range(format!(
                 "{}: range {}..{} of a {size}-byte file",

@@ -106,12 +106,13 @@ impl ExchangeStore {
     }
 
     fn forget(&self, output: &TaskOutput) {
-        self.memory.fetch_sub(output.memory_bytes, Ordering::Relaxed);
+        self.memory
+            .fetch_sub(output.memory_bytes, Ordering::Relaxed);
         for piece in &output.pieces {
-            if let Piece::File(path) = piece {
-                if std::fs::remove_file(path).is_ok() {
-                    self.files.fetch_sub(1, Ordering::Relaxed);
-                }
+            if let Piece::File(path) = piece
+                && std::fs::remove_file(path).is_ok()
+            {
+                self.files.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -175,12 +176,22 @@ impl ExchangeStore {
     }
 
     /// The batches of one piece, if this executor holds it.
-    pub fn read_piece(&self, ticket: &ExchangeTicket) -> Option<BoxStream<'static, Result<RecordBatch>>> {
-        let output = self.outputs.read().ok()?.get(&TaskKey::of(ticket)).cloned()?;
+    pub fn read_piece(
+        &self,
+        ticket: &ExchangeTicket,
+    ) -> Option<BoxStream<'static, Result<RecordBatch>>> {
+        let output = self
+            .outputs
+            .read()
+            .ok()?
+            .get(&TaskKey::of(ticket))
+            .cloned()?;
         let index = ticket.output_partition as usize;
         Some(match output.pieces.get(index) {
             None => futures::stream::empty().boxed(),
-            Some(Piece::Memory(batches)) => futures::stream::iter(batches.clone().into_iter().map(Ok)).boxed(),
+            Some(Piece::Memory(batches)) => {
+                futures::stream::iter(batches.clone().into_iter().map(Ok)).boxed()
+            }
             Some(Piece::File(path)) => read_file(path.clone()),
         })
     }
@@ -189,7 +200,9 @@ impl ExchangeStore {
 /// Batches of an exchange file, read without blocking the runtime.
 fn read_file(path: PathBuf) -> BoxStream<'static, Result<RecordBatch>> {
     futures::stream::once(async move {
-        let bytes = tokio::fs::read(&path).await.map_err(|e| io_error(&path, e))?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| io_error(&path, e))?;
         let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
             .map_err(|e| io_error(&path, e))?;
         Ok::<_, DataFusionError>(futures::stream::iter(
@@ -239,8 +252,9 @@ impl OutputWriter {
             let options = IpcWriteOptions::default()
                 .try_with_compression(Some(CompressionType::LZ4_FRAME))
                 .map_err(|e| io_error(&path, e))?;
-            let mut ipc = StreamWriter::try_new_with_options(BufWriter::new(file), &schema, options)
-                .map_err(|e| io_error(&path, e))?;
+            let mut ipc =
+                StreamWriter::try_new_with_options(BufWriter::new(file), &schema, options)
+                    .map_err(|e| io_error(&path, e))?;
             for buffered in writer.batches.drain(..) {
                 ipc.write(&buffered).map_err(|e| io_error(&path, e))?;
             }
@@ -263,7 +277,13 @@ impl OutputWriter {
     }
 
     /// Make the output readable under `ticket`'s task attempt.
-    pub fn finish(mut self, query_id: &str, stage_id: u32, partition: u32, attempt: u32) -> Result<()> {
+    pub fn finish(
+        mut self,
+        query_id: &str,
+        stage_id: u32,
+        partition: u32,
+        attempt: u32,
+    ) -> Result<()> {
         let mut pieces = Vec::with_capacity(self.pieces.len());
         let mut memory_bytes = 0;
         for writer in self.pieces.drain(..) {
@@ -284,7 +304,13 @@ impl OutputWriter {
             partition,
             attempt,
         };
-        self.store.insert(key, TaskOutput { pieces, memory_bytes });
+        self.store.insert(
+            key,
+            TaskOutput {
+                pieces,
+                memory_bytes,
+            },
+        );
         Ok(())
     }
 }
@@ -309,7 +335,10 @@ impl LocalExchange for ExchangeStore {
         &self.executor_id
     }
 
-    fn read(&self, ticket: &ExchangeTicket) -> Option<Result<BoxStream<'static, Result<RecordBatch>>>> {
+    fn read(
+        &self,
+        ticket: &ExchangeTicket,
+    ) -> Option<Result<BoxStream<'static, Result<RecordBatch>>>> {
         self.read_piece(ticket).map(Ok)
     }
 }
@@ -322,7 +351,8 @@ mod tests {
 
     fn batch(n: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))]).expect("batch")
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))])
+            .expect("batch")
     }
 
     fn ticket(piece: u32) -> ExchangeTicket {
@@ -339,7 +369,11 @@ mod tests {
     async fn pieces_spill_past_the_budget_and_go_on_release() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| DataFusionError::Execution(e.to_string()))?;
         let one = batch(10_000).get_array_memory_size() as u64;
-        let store = Arc::new(ExchangeStore::new("e".into(), dir.path().join("x"), one * 2));
+        let store = Arc::new(ExchangeStore::new(
+            "e".into(),
+            dir.path().join("x"),
+            one * 2,
+        ));
         let mut writer = store.writer(batch(1).schema(), 2);
         for _ in 0..2 {
             writer.push(0, batch(10_000))?;
@@ -365,7 +399,12 @@ mod tests {
         assert_eq!(store.release("q"), 1);
         assert_eq!(store.files(), 0);
         assert_eq!(store.memory_bytes(), 0);
-        assert_eq!(std::fs::read_dir(dir.path().join("x")).map(|d| d.count()).unwrap_or(0), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("x"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
         Ok(())
     }
 

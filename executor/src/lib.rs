@@ -18,17 +18,17 @@ mod service;
 mod task;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::num::NonZeroUsize;
 
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use object_store::local::LocalFileSystem;
-use quarry_common::protocol::CLUSTER_FILES_URL;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
 use quarry_common::flight_channels::FlightChannels;
+use quarry_common::protocol::CLUSTER_FILES_URL;
 use quarry_common::protocol::{ExecutorRegistration, ExecutorStatus, Heartbeat};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

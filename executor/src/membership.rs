@@ -40,7 +40,9 @@ impl Membership {
             local_files: files,
             ..self.registration.clone()
         };
-        let reply = self.call(ACTION_REGISTER, registration.encode_to_vec()).await?;
+        let reply = self
+            .call(ACTION_REGISTER, registration.encode_to_vec())
+            .await?;
         let response: RegistrationResponse = protocol::decode(&reply, "registration response")?;
         Ok(Duration::from_millis(
             response.heartbeat_interval_ms.clamp(100, 60_000),
@@ -77,7 +79,7 @@ impl Membership {
                     _ = tokio::time::sleep(interval) => {}
                 }
                 beats += 1;
-                if beats % RESCAN_EVERY == 0 && (self.files)() != files {
+                if beats.is_multiple_of(RESCAN_EVERY) && (self.files)() != files {
                     tracing::info!(executor = %id, "data directory changed; registering again");
                     break;
                 }

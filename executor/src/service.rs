@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow_flight::FlightData;
-use arrow_flight::error::FlightError;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use arrow_flight::error::FlightError;
 use bytes::Bytes;
 use datafusion::error::DataFusionError;
 use futures::{StreamExt, TryStreamExt};

@@ -197,7 +197,12 @@ fn cooperative(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         .data)
 }
 
-fn push(coalescer: &mut BatchCoalescer, output: &mut OutputWriter, piece: usize, batch: RecordBatch) -> Result<()> {
+fn push(
+    coalescer: &mut BatchCoalescer,
+    output: &mut OutputWriter,
+    piece: usize,
+    batch: RecordBatch,
+) -> Result<()> {
     coalescer.push_batch(batch)?;
     while let Some(done) = coalescer.next_completed_batch() {
         output.push(piece, done)?;

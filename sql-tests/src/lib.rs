@@ -82,12 +82,19 @@ impl SqlTestCluster {
 }
 
 /// Run `sql` in `session` and collect its result.
-pub async fn query(engine: &Arc<Engine>, session: &Arc<Session>, sql: &str) -> Result<Vec<RecordBatch>, QuarryError> {
+pub async fn query(
+    engine: &Arc<Engine>,
+    session: &Arc<Session>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, QuarryError> {
     let job = engine.submit(session, sql, None).await?;
     let batches: Vec<RecordBatch> = job.spool.read(0, None).try_collect().await?;
     let record = job.wait().await;
     match record.error {
-        Some(error) => Err(QuarryError::new(quarry_common::ErrorCode::parse(&error.code), error.message)),
+        Some(error) => Err(QuarryError::new(
+            quarry_common::ErrorCode::parse(&error.code),
+            error.message,
+        )),
         None => Ok(batches),
     }
 }

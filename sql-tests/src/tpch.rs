@@ -58,14 +58,30 @@ type Batches = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>;
 fn table_parts(table: &str, sf: f64, part: i32, parts: i32) -> Batches {
     const BATCH: usize = 8192;
     match table {
-        "nation" => Box::new(NationArrow::new(NationGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
-        "region" => Box::new(RegionArrow::new(RegionGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
-        "part" => Box::new(PartArrow::new(PartGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
-        "supplier" => Box::new(SupplierArrow::new(SupplierGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
-        "partsupp" => Box::new(PartSuppArrow::new(PartSuppGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
-        "customer" => Box::new(CustomerArrow::new(CustomerGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
-        "orders" => Box::new(OrderArrow::new(OrderGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
-        _ => Box::new(LineItemArrow::new(LineItemGenerator::new(sf, part, parts)).with_batch_size(BATCH)),
+        "nation" => {
+            Box::new(NationArrow::new(NationGenerator::new(sf, part, parts)).with_batch_size(BATCH))
+        }
+        "region" => {
+            Box::new(RegionArrow::new(RegionGenerator::new(sf, part, parts)).with_batch_size(BATCH))
+        }
+        "part" => {
+            Box::new(PartArrow::new(PartGenerator::new(sf, part, parts)).with_batch_size(BATCH))
+        }
+        "supplier" => Box::new(
+            SupplierArrow::new(SupplierGenerator::new(sf, part, parts)).with_batch_size(BATCH),
+        ),
+        "partsupp" => Box::new(
+            PartSuppArrow::new(PartSuppGenerator::new(sf, part, parts)).with_batch_size(BATCH),
+        ),
+        "customer" => Box::new(
+            CustomerArrow::new(CustomerGenerator::new(sf, part, parts)).with_batch_size(BATCH),
+        ),
+        "orders" => {
+            Box::new(OrderArrow::new(OrderGenerator::new(sf, part, parts)).with_batch_size(BATCH))
+        }
+        _ => Box::new(
+            LineItemArrow::new(LineItemGenerator::new(sf, part, parts)).with_batch_size(BATCH),
+        ),
     }
 }
 
@@ -75,10 +91,16 @@ pub fn generate(dir: &Path, sf: f64, parts: usize) -> Result<(), Box<dyn std::er
     for table in TABLES {
         let folder = dir.join(table);
         std::fs::create_dir_all(&folder)?;
-        let parts = if matches!(table, "nation" | "region") { 1 } else { parts.max(1) };
+        let parts = if matches!(table, "nation" | "region") {
+            1
+        } else {
+            parts.max(1)
+        };
         for part in 1..=parts {
             let mut batches = table_parts(table, sf, part as i32, parts as i32).peekable();
-            let Some(first) = batches.peek() else { continue };
+            let Some(first) = batches.peek() else {
+                continue;
+            };
             let schema = match first {
                 Ok(b) => b.schema(),
                 Err(e) => return Err(e.to_string().into()),
@@ -135,7 +157,9 @@ pub fn create_tables_sql(dir: &Path) -> Vec<String> {
         dir.display()
     )];
     for table in TABLES {
-        sql.push(format!("CREATE TABLE IF NOT EXISTS {table} FROM tpch '{table}' FORMAT parquet"));
+        sql.push(format!(
+            "CREATE TABLE IF NOT EXISTS {table} FROM tpch '{table}' FORMAT parquet"
+        ));
     }
     sql
 }
@@ -151,7 +175,10 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<String>, ArrowError> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
         for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
             out.push(cells.join(" | "));
         }
     }

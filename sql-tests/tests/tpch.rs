@@ -16,16 +16,27 @@ fn data() -> PathBuf {
 }
 
 async fn datafusion_answers(dir: &Path) -> Vec<Vec<String>> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(EXECUTORS));
+    let ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(EXECUTORS));
     for table in tpch::TABLES {
-        ctx.register_parquet(table, dir.join(table).to_string_lossy().as_ref(), ParquetReadOptions::default())
-            .await
-            .expect("register");
+        ctx.register_parquet(
+            table,
+            dir.join(table).to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("register");
     }
     let mut answers = Vec::new();
     for n in 1..=22 {
         let sql = tpch::query(n);
-        let batches = ctx.sql(&sql).await.expect("plan").collect().await.expect("run");
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
         answers.push(tpch::answer(&sql, &batches).expect("format"));
     }
     answers
@@ -54,7 +65,10 @@ async fn tpch_answers_match_datafusion() {
             .await
             .unwrap_or_else(|e| panic!("Q{n} failed: {e}"));
         let got = tpch::answer(&sql, &batches).expect("format");
-        assert!(!got.is_empty() || expected[n - 1].is_empty(), "Q{n} returned nothing");
+        assert!(
+            !got.is_empty() || expected[n - 1].is_empty(),
+            "Q{n} returned nothing"
+        );
         if got != expected[n - 1] {
             mismatches.push(format!(
                 "Q{n}: {} rows vs DataFusion's {}\n  quarry:     {:?}\n  datafusion: {:?}",
@@ -86,7 +100,13 @@ async fn tpch_stage_plans_match_golden_files() {
             .iter()
             .find_map(|r| r.strip_prefix("distributed_plan | "))
             .expect("a distributed plan")
-            .replace(&dir.display().to_string().trim_start_matches('/').to_string(), "$DATA");
+            .replace(
+                &dir.display()
+                    .to_string()
+                    .trim_start_matches('/')
+                    .to_string(),
+                "$DATA",
+            );
         let file = golden.join(format!("tpch-q{n}.txt"));
         if update {
             std::fs::write(&file, &plan).expect("write golden file");

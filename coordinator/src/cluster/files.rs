@@ -17,8 +17,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use prost::Message;
 use quarry_common::flight_channels::FlightChannels;
@@ -61,8 +61,9 @@ impl ClusterFileStore {
     fn files(&self) -> BTreeMap<String, Held> {
         let mut files: BTreeMap<String, Held> = BTreeMap::new();
         for executor in self.cluster.active() {
-            let registered = DateTime::<Utc>::from_timestamp_millis(executor.registered_at_ms as i64)
-                .unwrap_or_default();
+            let registered =
+                DateTime::<Utc>::from_timestamp_millis(executor.registered_at_ms as i64)
+                    .unwrap_or_default();
             for file in executor.local_files.iter() {
                 let entry = files.entry(file.path.clone()).or_insert_with(|| Held {
                     meta: ObjectMeta {
@@ -152,7 +153,11 @@ impl ObjectStore for ClusterFileStore {
         Err(not_supported("multipart put"))
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         let held = self.find(location)?;
         let meta = held.meta.clone();
         if options.head {
@@ -164,15 +169,19 @@ impl ObjectStore for ClusterFileStore {
             });
         }
         let range = match &options.range {
-            Some(range) => range.as_range(meta.size).map_err(|e| object_store::Error::Generic {
-                store: STORE,
-                source: Box::new(e),
-            })?,
+            Some(range) => range
+                .as_range(meta.size)
+                .map_err(|e| object_store::Error::Generic {
+                    store: STORE,
+                    source: Box::new(e),
+                })?,
             None => 0..meta.size,
         };
         let bytes = self.read(&held, range.clone()).await?;
         Ok(GetResult {
-            payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(bytes) }).boxed()),
+            payload: GetResultPayload::Stream(
+                futures::stream::once(async move { Ok(bytes) }).boxed(),
+            ),
             meta,
             range,
             attributes: Default::default(),
@@ -209,7 +218,11 @@ impl ObjectStore for ClusterFileStore {
             let rest = path[prefix.len()..].trim_start_matches('/');
             match rest.split_once('/') {
                 Some((dir, _)) => {
-                    let base = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+                    let base = if prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{prefix}/")
+                    };
                     common.insert(format!("{base}{dir}"));
                 }
                 None => objects.push(held.meta),
@@ -221,7 +234,12 @@ impl ObjectStore for ClusterFileStore {
         })
     }
 
-    async fn copy_opts(&self, _from: &Path, _to: &Path, _options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        _from: &Path,
+        _to: &Path,
+        _options: CopyOptions,
+    ) -> object_store::Result<()> {
         Err(not_supported("copy"))
     }
 }

@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct ExecutorInfo {
     pub executor_id: String,
+    /// Which registration of this executor id: a restarted executor is a new incarnation,
+    /// holding none of the outputs of the old one.
+    pub incarnation: u64,
     pub endpoint: String,
     pub slots: u32,
     pub data_dir: String,
@@ -63,6 +66,7 @@ pub struct Cluster {
     lost_after: Duration,
     /// Woken whenever membership changes.
     changed: Notify,
+    incarnations: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -79,6 +83,7 @@ impl Cluster {
             heartbeat_interval,
             lost_after,
             changed: Notify::new(),
+            incarnations: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -90,6 +95,9 @@ impl Cluster {
         let now = now_ms();
         let info = ExecutorInfo {
             executor_id: registration.executor_id.clone(),
+            incarnation: self
+                .incarnations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             endpoint: registration.flight_endpoint,
             slots: registration.slots.max(1),
             data_dir: registration.data_dir,
@@ -164,16 +172,30 @@ impl Cluster {
         lost
     }
 
-    /// Mark one executor lost now (a call to it failed at the transport level).
-    pub fn mark_lost(&self, executor_id: &str) {
+    /// Mark one incarnation of an executor lost now (a call to it failed at the
+    /// transport level, or it no longer had an output it made).
+    pub fn mark_lost(&self, executor_id: &str, incarnation: u64) {
         if let Ok(mut members) = self.members.write()
             && let Some(member) = members.get_mut(executor_id)
             && member.info.state == ExecutorState::Active
+            && member.info.incarnation == incarnation
         {
             member.info.state = ExecutorState::Lost;
             tracing::warn!(executor = %executor_id, "executor lost: unreachable");
         }
         self.changed.notify_waiters();
+    }
+
+    /// Whether this incarnation of the executor is the active one.
+    pub fn is_current(&self, executor_id: &str, incarnation: u64) -> bool {
+        self.members
+            .read()
+            .map(|m| {
+                m.get(executor_id).is_some_and(|m| {
+                    m.info.state == ExecutorState::Active && m.info.incarnation == incarnation
+                })
+            })
+            .unwrap_or(false)
     }
 
     /// Executors that take work, in id order.

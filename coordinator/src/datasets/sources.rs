@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use futures::TryStreamExt;
 
 use crate::scheduler::CLUSTER_FILES_URL;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use quarry_catalog::{S3Config, SourceConfig};
 use quarry_common::QuarryError;
 use quarry_common::object_stores::{

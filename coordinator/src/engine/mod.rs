@@ -121,7 +121,10 @@ fn plan_text_batch(rows: Vec<(String, String)>) -> Result<RecordBatch, QuarryErr
     let (types, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
     RecordBatch::try_new(
         plan_text_schema(),
-        vec![Arc::new(StringArray::from(types)), Arc::new(StringArray::from(plans))],
+        vec![
+            Arc::new(StringArray::from(types)),
+            Arc::new(StringArray::from(plans)),
+        ],
     )
     .map_err(|e| QuarryError::internal(e.to_string()))
 }

@@ -20,11 +20,11 @@
 
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
-use datafusion::common::JoinType;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -158,7 +158,11 @@ impl StagePlanner {
 fn emits_build_rows_at_end(join_type: &JoinType) -> bool {
     matches!(
         join_type,
-        JoinType::Left | JoinType::Full | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+        JoinType::Left
+            | JoinType::Full
+            | JoinType::LeftSemi
+            | JoinType::LeftAnti
+            | JoinType::LeftMark
     )
 }
 
@@ -179,7 +183,10 @@ fn keep_build_side_whole(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
             Some(probe) if probe.output_partitioning().partition_count() > 1 => {
                 let left = Arc::clone(node.children()[0]);
                 let merged: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(probe));
-                Ok(Transformed::yes(replace_children_if_necessary(node, vec![left, merged])?))
+                Ok(Transformed::yes(replace_children_if_necessary(
+                    node,
+                    vec![left, merged],
+                )?))
             }
             _ => Ok(Transformed::no(node)),
         }

@@ -47,8 +47,17 @@ fn summed(tasks: &[&[OperatorMetrics]]) -> Vec<OperatorMetrics> {
 fn operator_lines(out: &mut String, operators: &[OperatorMetrics]) {
     for op in operators {
         let name = op.operator.split(':').next().unwrap_or(&op.operator);
-        let detail = op.operator.strip_prefix(name).unwrap_or("").trim_start_matches(':').trim();
-        let mut metrics = format!("rows={}, compute={}", op.output_rows, millis(op.elapsed_compute_ns));
+        let detail = op
+            .operator
+            .strip_prefix(name)
+            .unwrap_or("")
+            .trim_start_matches(':')
+            .trim();
+        let mut metrics = format!(
+            "rows={}, compute={}",
+            op.output_rows,
+            millis(op.elapsed_compute_ns)
+        );
         if op.bytes_scanned > 0 {
             metrics.push_str(&format!(", scanned={}", human_bytes(op.bytes_scanned)));
         }
@@ -80,9 +89,23 @@ pub fn describe_stage(stage: &StageProfile) -> String {
     times.sort_unstable();
     let max = times.last().copied().unwrap_or(0);
     let median = times.get(times.len() / 2).copied().unwrap_or(0);
-    let skew = if median > 0 { max as f64 / median as f64 } else { 1.0 };
-    let attempts: usize = stage.tasks.iter().map(|t| 1 + t.failed_attempts.len()).sum();
-    let operators = summed(&stage.tasks.iter().map(|t| t.operators.as_slice()).collect::<Vec<_>>());
+    let skew = if median > 0 {
+        max as f64 / median as f64
+    } else {
+        1.0
+    };
+    let attempts: usize = stage
+        .tasks
+        .iter()
+        .map(|t| 1 + t.failed_attempts.len())
+        .sum();
+    let operators = summed(
+        &stage
+            .tasks
+            .iter()
+            .map(|t| t.operators.as_slice())
+            .collect::<Vec<_>>(),
+    );
     let spilled: u64 = operators.iter().map(|o| o.spilled_bytes).sum();
     let mut executors: Vec<&str> = stage.tasks.iter().map(|t| t.executor_id.as_str()).collect();
     executors.sort_unstable();

@@ -47,9 +47,9 @@ use quarry_common::{ErrorCode, QuarryError};
 
 use crate::cluster::{Cluster, ExecutorInfo};
 use crate::planner::stages::{Stage, StagePlan};
+pub use analyze::report as analyze_report;
 pub use placement::CLUSTER_FILES_URL;
 use placement::{Placement, StageLayout};
-pub use analyze::report as analyze_report;
 pub use profile::{QueryProfile, StageProfile, TaskProfile};
 use slots::SlotPool;
 
@@ -70,6 +70,7 @@ pub struct QueryTasks {
 #[derive(Debug, Clone)]
 struct TaskOutput {
     executor_id: String,
+    incarnation: u64,
     endpoint: String,
     attempt: u32,
 }
@@ -158,7 +159,11 @@ impl Scheduler {
     }
 
     /// Run a task on an executor; give up on it as soon as the executor is declared lost.
-    async fn call_task(&self, executor: &ExecutorInfo, task: TaskDefinition) -> Result<TaskResult, CallError> {
+    async fn call_task(
+        &self,
+        executor: &ExecutorInfo,
+        task: TaskDefinition,
+    ) -> Result<TaskResult, CallError> {
         let call = async {
             let mut client = self
                 .channels
@@ -171,7 +176,11 @@ impl Scheduler {
             let body = match results.next().await {
                 Some(Ok(body)) => body,
                 Some(Err(e)) => return Err(classify_call_error(e)),
-                None => return Err(CallError::Lost("the executor returned no task result".into())),
+                None => {
+                    return Err(CallError::Lost(
+                        "the executor returned no task result".into(),
+                    ));
+                }
             };
             TaskResult::decode(body).map_err(|e| {
                 CallError::Failed(QuarryError::internal(format!("malformed task result: {e}")))
@@ -179,7 +188,10 @@ impl Scheduler {
         };
         let lost = async {
             loop {
-                if !self.cluster.is_active(&executor.executor_id) {
+                if !self
+                    .cluster
+                    .is_current(&executor.executor_id, executor.incarnation)
+                {
                     return CallError::Lost(format!(
                         "executor {} stopped heartbeating",
                         executor.executor_id
@@ -219,7 +231,9 @@ pub struct QueryRun {
 
 impl std::fmt::Debug for QueryRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryRun").field("query", &self.tasks.query_id).finish()
+        f.debug_struct("QueryRun")
+            .field("query", &self.tasks.query_id)
+            .finish()
     }
 }
 
@@ -256,7 +270,8 @@ impl QueryRun {
                 .await
                 .map_err(|e| e.context(format!("stage {}", stage.id)))?;
         }
-        self.ensure_available(reader_stages(&self.plan.root)).await?;
+        self.ensure_available(reader_stages(&self.plan.root))
+            .await?;
         self.resolve(&self.plan.root)
     }
 
@@ -276,7 +291,10 @@ impl QueryRun {
         let mut state = self.lock();
         let layout = Arc::clone(state.layouts.entry(stage.id).or_insert(layout));
         let count = layout.task_count();
-        state.outputs.entry(stage.id).or_insert_with(|| vec![None; count]);
+        state
+            .outputs
+            .entry(stage.id)
+            .or_insert_with(|| vec![None; count]);
         let original = stage.task_count();
         // A layout may change how many tasks the stage has.
         state.total = (state.total + count).saturating_sub(original);
@@ -298,7 +316,8 @@ impl QueryRun {
         Box::pin(async move {
             let stage = self.stage(stage_id)?;
             let layout = self.layout(stage)?;
-            let mut pending: Vec<u32> = only.unwrap_or_else(|| (0..layout.task_count() as u32).collect());
+            let mut pending: Vec<u32> =
+                only.unwrap_or_else(|| (0..layout.task_count() as u32).collect());
             let output_bytes = partitioning_to_bytes(stage.output.as_ref())?;
             let inputs = stage.inputs();
             let mut rounds = 0u32;
@@ -330,7 +349,9 @@ impl QueryRun {
                     .await?;
                 for end in ends {
                     match end {
-                        TaskEnd::Done(partition, output, profile) => self.record(stage, partition, output, profile),
+                        TaskEnd::Done(partition, output, profile) => {
+                            self.record(stage, partition, output, profile)
+                        }
                         TaskEnd::NeedsInputs(partition) => pending.push(partition),
                     }
                 }
@@ -353,8 +374,12 @@ impl QueryRun {
                                 .iter()
                                 .enumerate()
                                 .filter(|(_, o)| {
-                                    o.as_ref()
-                                        .is_none_or(|o| !self.scheduler.cluster.is_active(&o.executor_id))
+                                    o.as_ref().is_none_or(|o| {
+                                        !self
+                                            .scheduler
+                                            .cluster
+                                            .is_current(&o.executor_id, o.incarnation)
+                                    })
                                 })
                                 .map(|(p, _)| p as u32)
                                 .collect()
@@ -390,10 +415,9 @@ impl QueryRun {
                 *slot = Some(output);
             }
             let layout_plan = state.layouts.get(&stage.id).map(|l| Arc::clone(&l.plan));
-            let profile = state
-                .profiles
-                .entry(stage.id)
-                .or_insert_with(|| StageProfile::new(stage, layout_plan.as_ref().unwrap_or(&stage.plan)));
+            let profile = state.profiles.entry(stage.id).or_insert_with(|| {
+                StageProfile::new(stage, layout_plan.as_ref().unwrap_or(&stage.plan))
+            });
             profile.tasks.retain(|t| t.partition != partition);
             profile.tasks.push(task);
             profile.tasks.sort_by_key(|t| t.partition);
@@ -401,6 +425,27 @@ impl QueryRun {
             (state.done, state.total.max(state.done))
         };
         (self.tasks.progress)(done, total);
+    }
+
+    /// An executor could not serve an output it made: every output of this query held
+    /// there is gone (the executor died, or restarted and lost them).
+    fn forget_outputs_on(&self, executor_id: &str) {
+        let mut incarnations = BTreeSet::new();
+        {
+            let mut state = self.lock();
+            for outputs in state.outputs.values_mut() {
+                for slot in outputs.iter_mut() {
+                    if slot.as_ref().is_some_and(|o| o.executor_id == executor_id)
+                        && let Some(o) = slot.take()
+                    {
+                        incarnations.insert(o.incarnation);
+                    }
+                }
+            }
+        }
+        for incarnation in incarnations {
+            self.scheduler.cluster.mark_lost(executor_id, incarnation);
+        }
     }
 
     fn next_attempt(&self, stage_id: u32, partition: u32) -> u32 {
@@ -457,6 +502,7 @@ impl QueryRun {
                 Ok(result) => {
                     let output = TaskOutput {
                         executor_id: executor.executor_id.clone(),
+                        incarnation: executor.incarnation,
                         endpoint: executor.endpoint.clone(),
                         attempt,
                     };
@@ -475,14 +521,17 @@ impl QueryRun {
                     return Ok(TaskEnd::Done(partition, output, profile));
                 }
                 Err(CallError::Failed(e)) => return Err(e),
-                Err(CallError::FetchFailed { executor: lost, message }) => {
+                Err(CallError::FetchFailed {
+                    executor: lost,
+                    message,
+                }) => {
                     tracing::warn!(
                         query = %self.tasks.query_id,
                         stage = stage.id,
                         partition,
                         "task lost an input on {lost}: {message}"
                     );
-                    self.scheduler.cluster.mark_lost(&lost);
+                    self.forget_outputs_on(&lost);
                     return Ok(TaskEnd::NeedsInputs(partition));
                 }
                 Err(CallError::Lost(reason)) => reason,
@@ -495,9 +544,14 @@ impl QueryRun {
                 executor = %executor.executor_id,
                 "task lost its executor: {reason}"
             );
-            self.scheduler.cluster.mark_lost(&executor.executor_id);
+            self.scheduler
+                .cluster
+                .mark_lost(&executor.executor_id, executor.incarnation);
             self.scheduler.channels.forget(&executor.endpoint);
-            failures.push(format!("attempt {attempt} on {}: {reason}", executor.executor_id));
+            failures.push(format!(
+                "attempt {attempt} on {}: {reason}",
+                executor.executor_id
+            ));
             if failures.len() as u32 >= self.tasks.max_attempts.max(1) {
                 return Err(QuarryError::unavailable(format!(
                     "task {partition} failed {} times; giving up ({})",
@@ -509,14 +563,19 @@ impl QueryRun {
     }
 
     /// Point every reader in `plan` at the current outputs of the stage it reads.
-    fn resolve(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
+    fn resolve(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
         let state = self.lock();
         let resolved = Arc::clone(plan).transform_up(|node| {
             let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
                 return Ok(Transformed::no(node));
             };
             let stage_id = reader.stage_id();
-            let (Some(stage), Some(outputs)) = (self.plan.stage(stage_id), state.outputs.get(&stage_id)) else {
+            let (Some(stage), Some(outputs)) =
+                (self.plan.stage(stage_id), state.outputs.get(&stage_id))
+            else {
                 return Err(DataFusionError::Internal(format!(
                     "stage {stage_id} is read before it ran"
                 )));
@@ -525,7 +584,9 @@ impl QueryRun {
                 .iter()
                 .map(|o| {
                     o.as_ref().ok_or_else(|| {
-                        DataFusionError::Internal(format!("stage {stage_id} is read before it finished"))
+                        DataFusionError::Internal(format!(
+                            "stage {stage_id} is read before it finished"
+                        ))
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -548,13 +609,21 @@ impl QueryRun {
                     .map(|(t, output)| vec![location(t as u32, output, 0)])
                     .collect(),
             };
-            Ok(Transformed::yes(Arc::new(reader.with_locations(partitions)) as _))
+            Ok(Transformed::yes(
+                Arc::new(reader.with_locations(partitions)) as _,
+            ))
         })?;
         Ok(resolved.data)
     }
 }
 
-fn location(query_id: &str, stage_id: u32, task: u32, output: &TaskOutput, piece: u32) -> ShuffleLocation {
+fn location(
+    query_id: &str,
+    stage_id: u32,
+    task: u32,
+    output: &TaskOutput,
+    piece: u32,
+) -> ShuffleLocation {
     ShuffleLocation {
         executor_id: output.executor_id.clone(),
         endpoint: output.endpoint.clone(),
@@ -586,12 +655,15 @@ fn reader_stages(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
 /// it asks for it again here: the producer is recomputed and the new piece returned.
 #[async_trait]
 impl PieceRecovery for QueryRun {
-    async fn relocate(&self, failed: &ShuffleLocation) -> datafusion::error::Result<ShuffleLocation> {
+    async fn relocate(
+        &self,
+        failed: &ShuffleLocation,
+    ) -> datafusion::error::Result<ShuffleLocation> {
         let ticket = failed
             .ticket
             .clone()
             .ok_or_else(|| DataFusionError::Internal("a piece without a ticket".into()))?;
-        self.scheduler.cluster.mark_lost(&failed.executor_id);
+        self.forget_outputs_on(&failed.executor_id);
         self.ensure_available(vec![ticket.stage_id])
             .await
             .map_err(DataFusionError::from)?;

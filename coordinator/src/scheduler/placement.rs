@@ -149,7 +149,12 @@ fn regroup_cluster_scans(
         // Each executor's files in as many groups as it has slots.
         let mut groups = Vec::new();
         for (executor, (_, files)) in assigned {
-            let n = slots.get(executor.as_str()).copied().unwrap_or(1).min(files.len()).max(1);
+            let n = slots
+                .get(executor.as_str())
+                .copied()
+                .unwrap_or(1)
+                .min(files.len())
+                .max(1);
             let mut split: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
             for file in files {
                 if let Some(smallest) = split.iter_mut().min_by_key(|(bytes, _)| *bytes) {
@@ -165,7 +170,9 @@ fn regroup_cluster_scans(
         let config = FileScanConfigBuilder::from(scan.clone())
             .with_file_groups(groups)
             .build();
-        Ok(Transformed::yes(DataSourceExec::from_data_source(config) as _))
+        Ok(Transformed::yes(
+            DataSourceExec::from_data_source(config) as _
+        ))
     })?;
     Ok(rewritten.data)
 }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{
-    CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo,
+use arrow_flight::sql::{CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
 };
-use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo};
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::transport::Channel;
@@ -26,7 +26,10 @@ async fn client(cluster: &TestCluster) -> FlightSqlServiceClient<Channel> {
     .await
     .expect("connect");
     let mut client = FlightSqlServiceClient::new(channel);
-    client.handshake("", "").await.expect("handshake gives a token");
+    client
+        .handshake("", "")
+        .await
+        .expect("handshake gives a token");
     client
 }
 
@@ -67,7 +70,10 @@ async fn metadata_commands() {
     let mut client = client(&cluster).await;
 
     let info = client.get_catalogs().await.expect("catalogs");
-    assert_eq!(strings(&fetch(&mut client, info).await, "catalog_name"), vec!["quarry"]);
+    assert_eq!(
+        strings(&fetch(&mut client, info).await, "catalog_name"),
+        vec!["quarry"]
+    );
 
     let info = client.get_table_types().await.expect("table types");
     assert_eq!(
@@ -89,11 +95,17 @@ async fn metadata_commands() {
     let schema = info.clone().try_decode_schema().expect("schema");
     assert!(schema.field_with_name("table_schema").is_ok());
     let batches = fetch(&mut client, info).await;
-    assert_eq!(strings(&batches, "table_name"), vec!["orders", "orders_csv"]);
+    assert_eq!(
+        strings(&batches, "table_name"),
+        vec!["orders", "orders_csv"]
+    );
 
     // SqlInfo
     let info = client
-        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
         .await
         .expect("sql info");
     let batches = fetch(&mut client, info).await;
@@ -119,7 +131,14 @@ async fn metadata_commands() {
     let schema = info.clone().try_decode_schema().expect("schema");
     assert_eq!(schema.field(2).name(), "table_name");
     assert!(!schema.field(2).is_nullable());
-    assert_eq!(fetch(&mut client, info).await.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    assert_eq!(
+        fetch(&mut client, info)
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        0
+    );
     cluster.cluster.shutdown().await;
 }
 
@@ -162,21 +181,43 @@ async fn session_options_and_cancel() {
     // Session options: the default schema and a setting; an unknown setting is refused.
     let request = SetOptions {
         session_options: HashMap::from([
-            ("schema".to_string(), SessionValue { string_value: Some("demo".to_string()) }),
+            (
+                "schema".to_string(),
+                SessionValue {
+                    string_value: Some("demo".to_string()),
+                },
+            ),
             (
                 "datafusion.execution.batch_size".to_string(),
-                SessionValue { string_value: Some("777".to_string()) },
+                SessionValue {
+                    string_value: Some("777".to_string()),
+                },
             ),
-            ("no.such.option".to_string(), SessionValue { string_value: Some("1".to_string()) }),
+            (
+                "no.such.option".to_string(),
+                SessionValue {
+                    string_value: Some("1".to_string()),
+                },
+            ),
         ]),
     };
     let mut results = client
         .do_action(Action::new("SetSessionOptions", request.encode_to_vec()))
         .await
         .expect("SetSessionOptions");
-    let result = SetResult::decode(results.try_next().await.expect("a result").expect("body").body)
-        .expect("decode");
-    assert_eq!(result.errors.keys().collect::<Vec<_>>(), vec!["no.such.option"]);
+    let result = SetResult::decode(
+        results
+            .try_next()
+            .await
+            .expect("a result")
+            .expect("body")
+            .body,
+    )
+    .expect("decode");
+    assert_eq!(
+        result.errors.keys().collect::<Vec<_>>(),
+        vec!["no.such.option"]
+    );
     let info = client
         .execute("SELECT count(*) AS n FROM orders".to_string(), None)
         .await
@@ -190,7 +231,10 @@ async fn session_options_and_cancel() {
         )
         .await
         .expect("settings");
-    assert_eq!(strings(&fetch(&mut client, info).await, "value"), vec!["777"]);
+    assert_eq!(
+        strings(&fetch(&mut client, info).await, "value"),
+        vec!["777"]
+    );
 
     // CancelFlightInfo stops a running query.
     let info = client
@@ -205,8 +249,15 @@ async fn session_options_and_cancel() {
         .do_action(Action::new("CancelFlightInfo", cancel.encode_to_vec()))
         .await
         .expect("cancel");
-    let result = CancelFlightInfoResult::decode(results.try_next().await.expect("result").expect("body").body)
-        .expect("decode");
+    let result = CancelFlightInfoResult::decode(
+        results
+            .try_next()
+            .await
+            .expect("result")
+            .expect("body")
+            .body,
+    )
+    .expect("decode");
     assert_eq!(result.status(), CancelStatus::Cancelled);
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
     let error = match client.do_get(ticket).await {
@@ -226,7 +277,10 @@ async fn session_options_and_cancel() {
         .iter()
         .any(|e| e.status().running_tasks > 0 || e.status().exchange_entries > 0)
     {
-        assert!(Instant::now() < deadline, "the cancelled query kept running");
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled query kept running"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.cluster.shutdown().await;
