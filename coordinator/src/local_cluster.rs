@@ -10,6 +10,14 @@ use tokio::net::TcpListener;
 
 use crate::server::{self, CoordinatorConfig, Listeners, RunningCoordinator};
 
+/// How one in-process executor is set up.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorSetup {
+    pub slots: usize,
+    pub memory_limit: Option<usize>,
+    pub data_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct LocalClusterConfig {
     pub coordinator: CoordinatorConfig,
@@ -57,7 +65,11 @@ impl LocalCluster {
         };
         for _ in 0..config.executors {
             cluster
-                .add_executor(config.slots_per_executor, config.executor_memory_limit)
+                .add_executor(ExecutorSetup {
+                    slots: config.slots_per_executor,
+                    memory_limit: config.executor_memory_limit,
+                    data_dir: None,
+                })
                 .await?;
         }
         let joined = cluster
@@ -76,8 +88,7 @@ impl LocalCluster {
     /// Start one more executor in this process.
     pub async fn add_executor(
         &mut self,
-        slots: usize,
-        memory_limit: Option<usize>,
+        setup: ExecutorSetup,
     ) -> Result<&RunningExecutor, QuarryError> {
         let n = self.executors.len() + 1;
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -87,10 +98,10 @@ impl LocalCluster {
             executor_id: Some(format!("executor-{n}")),
             coordinator: self.coordinator.internal_endpoint(),
             advertise_host: None,
-            slots,
+            slots: setup.slots.max(1),
             work_dir: self.dir.join("executors").join(n.to_string()),
-            data_dir: None,
-            memory_limit,
+            data_dir: setup.data_dir,
+            memory_limit: setup.memory_limit,
             exchange_memory: self.exchange_memory,
         };
         self.executors

@@ -70,10 +70,16 @@ pub struct RunningExecutor {
     pub endpoint: String,
     pub address: SocketAddr,
     service: Arc<ExecutorService>,
+    /// Stops the membership loop (deregistration).
+    drain: CancellationToken,
+    /// Stops the server.
     stop: CancellationToken,
     server: JoinHandle<Result<(), QuarryError>>,
     membership: JoinHandle<()>,
 }
+
+/// How long a graceful stop waits for running tasks.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl RunningExecutor {
     /// What the executor holds right now.
@@ -81,10 +87,16 @@ impl RunningExecutor {
         self.service.status()
     }
 
-    /// Stop taking work, deregister, and wait for the server to finish.
+    /// Stop gracefully: deregister (no new tasks come), let the running tasks finish
+    /// (for up to `DRAIN_TIMEOUT`), then stop serving.
     pub async fn shutdown(self) -> Result<(), QuarryError> {
-        self.stop.cancel();
+        self.drain.cancel();
         let _ = self.membership.await;
+        let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+        while self.service.status().running_tasks > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.stop.cancel();
         match self.server.await {
             Ok(result) => result,
             Err(e) => Err(QuarryError::internal(format!(
@@ -209,7 +221,8 @@ pub async fn start(
 
     let server_stop = stop.clone();
     let grpc = action_service(Arc::clone(&service));
-    let membership = tokio::spawn(membership.run(stop.clone()));
+    let drain = CancellationToken::new();
+    let membership = tokio::spawn(membership.run(drain.clone()));
     let server = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -227,6 +240,7 @@ pub async fn start(
         endpoint,
         address,
         service,
+        drain,
         stop,
         server,
         membership,

@@ -38,7 +38,8 @@ pub enum ExecutorState {
     Active,
     /// Stopped heartbeating; its running tasks are failed over.
     Lost,
-    /// Said goodbye; it finishes nothing new.
+    /// Said goodbye: it takes no new tasks, but finishes the ones it runs and serves its
+    /// outputs until it goes.
     Left,
 }
 
@@ -157,8 +158,10 @@ impl Cluster {
         let mut lost = Vec::new();
         if let Ok(mut members) = self.members.write() {
             for member in members.values_mut() {
-                if member.info.state == ExecutorState::Active
-                    && member.last_seen.elapsed() > self.lost_after
+                if matches!(
+                    member.info.state,
+                    ExecutorState::Active | ExecutorState::Left
+                ) && member.last_seen.elapsed() > self.lost_after
                 {
                     member.info.state = ExecutorState::Lost;
                     tracing::warn!(executor = %member.info.executor_id, "executor lost: no heartbeat");
@@ -177,7 +180,10 @@ impl Cluster {
     pub fn mark_lost(&self, executor_id: &str, incarnation: u64) {
         if let Ok(mut members) = self.members.write()
             && let Some(member) = members.get_mut(executor_id)
-            && member.info.state == ExecutorState::Active
+            && matches!(
+                member.info.state,
+                ExecutorState::Active | ExecutorState::Left
+            )
             && member.info.incarnation == incarnation
         {
             member.info.state = ExecutorState::Lost;
@@ -186,13 +192,15 @@ impl Cluster {
         self.changed.notify_waiters();
     }
 
-    /// Whether this incarnation of the executor is the active one.
+    /// Whether this incarnation of the executor is still there: active, or leaving but
+    /// not gone (its running tasks finish, its outputs can be read).
     pub fn is_current(&self, executor_id: &str, incarnation: u64) -> bool {
         self.members
             .read()
             .map(|m| {
                 m.get(executor_id).is_some_and(|m| {
-                    m.info.state == ExecutorState::Active && m.info.incarnation == incarnation
+                    matches!(m.info.state, ExecutorState::Active | ExecutorState::Left)
+                        && m.info.incarnation == incarnation
                 })
             })
             .unwrap_or(false)

@@ -471,12 +471,7 @@ impl QueryRun {
             let (executor, lease) = self
                 .scheduler
                 .slots
-                .acquire(
-                    &self.scheduler.cluster,
-                    &eligible,
-                    placement.preferred(),
-                    partition as usize,
-                )
+                .acquire(&self.scheduler.cluster, &eligible, placement.preferred())
                 .await
                 .map_err(|e| match &placement {
                     Placement::Only(holders) => QuarryError::unavailable(format!(
@@ -701,13 +696,15 @@ fn classify_call_error(e: arrow_flight::error::FlightError) -> CallError {
                     failure.message,
                 ));
             }
+            // Executors describe every task failure in the details; a status without
+            // them comes from the transport (a reset connection, a stopping server).
             match status.code() {
-                tonic::Code::Unavailable
-                | tonic::Code::Unknown
-                | tonic::Code::Cancelled
-                | tonic::Code::Aborted
-                | tonic::Code::DeadlineExceeded => CallError::Lost(status.message().to_string()),
-                _ => CallError::Failed(QuarryError::from_status(&status)),
+                tonic::Code::InvalidArgument
+                | tonic::Code::NotFound
+                | tonic::Code::Unimplemented => {
+                    CallError::Failed(QuarryError::from_status(&status))
+                }
+                _ => CallError::Lost(status.message().to_string()),
             }
         }
         other => CallError::Lost(other.to_string()),

@@ -16,6 +16,9 @@ const NO_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SlotPool {
     semaphores: Mutex<HashMap<String, Arc<Semaphore>>>,
     released: Arc<Notify>,
+    /// Where the next placement-free task starts looking: tasks go round the executors,
+    /// so one that joined gets work at once.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 /// A held slot; freeing it wakes tasks waiting for one.
@@ -50,14 +53,14 @@ impl SlotPool {
     }
 
     /// Take a slot on one of the executors `eligible` accepts, preferring `preferred`,
-    /// else the one with the most free slots (ties broken by `spread`).
+    /// else the one with the most free slots (ties go round the executors).
     pub async fn acquire(
         &self,
         cluster: &Cluster,
         eligible: &(dyn Fn(&ExecutorInfo) -> bool + Send + Sync),
         preferred: Option<&str>,
-        spread: usize,
     ) -> Result<(ExecutorInfo, Lease), QuarryError> {
+        let spread = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut no_executor_since: Option<Instant> = None;
         loop {
             let notified = self.released.notified();

@@ -1,18 +1,69 @@
-//! Executors joining and leaving, and queries spread over them.
+//! Executors joining and leaving, data locality, and work bigger than executor memory.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Float64Array, Int64Array};
+use futures::TryStreamExt;
+use quarry_coordinator::engine::{Engine, Session};
+use quarry_coordinator::local_cluster::ExecutorSetup;
+use quarry_coordinator::scheduler::QueryProfile;
 
 use crate::harness::TestCluster;
+
+async fn run(
+    engine: &Arc<Engine>,
+    session: &Arc<Session>,
+    sql: &str,
+) -> (Vec<arrow::array::RecordBatch>, QueryProfile) {
+    let job = engine
+        .submit(session, sql, None)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = job
+        .spool
+        .read(0, None)
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let record = job.wait().await;
+    assert!(record.error.is_none(), "{sql}: {:?}", record.error);
+    // Statements that ran no stages have no profile.
+    (
+        batches,
+        serde_json::from_value(record.profile).unwrap_or_default(),
+    )
+}
+
+fn i64s(batches: &[arrow::array::RecordBatch], column: usize) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column(column)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("Int64")
+                .clone();
+            (0..a.len()).map(move |i| a.value(i))
+        })
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executors_register_and_leave() {
     let mut cluster = TestCluster::start(2).await;
-    let membership = std::sync::Arc::clone(&cluster.cluster.coordinator.cluster);
+    let membership = Arc::clone(&cluster.cluster.coordinator.cluster);
     assert_eq!(membership.active().len(), 2);
     assert_eq!(membership.total_slots(), 2);
     cluster
         .cluster
-        .add_executor(3, None)
+        .add_executor(ExecutorSetup {
+            slots: 3,
+            ..ExecutorSetup::default()
+        })
         .await
         .expect("third executor");
     assert!(
@@ -20,14 +71,11 @@ async fn executors_register_and_leave() {
             .wait_for_executors(3, Duration::from_secs(10))
             .await
     );
-    assert_eq!(cluster.cluster.coordinator.cluster.total_slots(), 5);
+    assert_eq!(membership.total_slots(), 5);
     // A graceful stop deregisters at once.
     let leaving = cluster.cluster.executors.remove(0);
     leaving.shutdown().await.expect("shutdown");
-    let active: Vec<String> = cluster
-        .cluster
-        .coordinator
-        .cluster
+    let active: Vec<String> = membership
         .active()
         .into_iter()
         .map(|e| e.executor_id)
@@ -39,11 +87,314 @@ async fn executors_register_and_leave() {
     // A silent one is declared lost after missed heartbeats.
     let silent = cluster.cluster.executors.remove(0);
     silent.abort();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cluster.cluster.coordinator.cluster.active().len() > 1 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while membership.active().len() > 1 {
+        assert!(Instant::now() < deadline, "a silent executor stayed active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.cluster.shutdown().await;
+}
+
+/// A query that runs long enough to change the cluster under it.
+const SLOW_QUERY: &str = "SELECT a.city, count(*) AS n, sum(b.revenue) AS revenue \
+     FROM demo.orders a JOIN demo.orders b ON a.order_id = b.order_id \
+     GROUP BY a.city ORDER BY a.city";
+
+async fn wait_for_first_task(job: &quarry_coordinator::jobs::Job) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job.record().tasks_done < 1 {
+        assert!(Instant::now() < deadline, "the query did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_joining_mid_query_gets_tasks_and_one_leaving_drains() {
+    let mut cluster = TestCluster::start(2).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    quarry_coordinator::demo::install(&engine, &cluster.dir.path().join("demo"), 300_000)
+        .await
+        .expect("demo");
+    let session = engine.new_session("test");
+    let (expected, _) = run(&engine, &session, SLOW_QUERY).await;
+
+    // Join: a third executor arrives while the first stage runs.
+    let job = engine
+        .submit(&session, SLOW_QUERY, None)
+        .await
+        .expect("submit");
+    wait_for_first_task(&job).await;
+    cluster
+        .cluster
+        .add_executor(ExecutorSetup {
+            slots: 1,
+            ..ExecutorSetup::default()
+        })
+        .await
+        .expect("executor-3");
+    let record = job.wait().await;
+    assert!(record.error.is_none(), "{:?}", record.error);
+    let got: Vec<arrow::array::RecordBatch> =
+        job.spool.read(0, None).try_collect().await.expect("rows");
+    assert_eq!(i64s(&got, 1), i64s(&expected, 1));
+    let profile: QueryProfile = serde_json::from_value(record.profile).expect("profile");
+    let newcomer_tasks: Vec<u32> = profile
+        .stages
+        .iter()
+        .flat_map(|s| {
+            s.tasks
+                .iter()
+                .filter(|t| t.executor_id == "executor-3")
+                .map(move |_| s.stage_id)
+        })
+        .collect();
+    assert!(
+        !newcomer_tasks.is_empty(),
+        "executor-3 got no task: {profile:?}"
+    );
+
+    // Leave: executor-1 stops gracefully while the query runs; its running task finishes.
+    let job = engine
+        .submit(&session, SLOW_QUERY, None)
+        .await
+        .expect("submit");
+    wait_for_first_task(&job).await;
+    let leaving = cluster.cluster.executors.remove(0);
+    assert_eq!(leaving.executor_id, "executor-1");
+    leaving.shutdown().await.expect("a graceful stop");
+    let record = job.wait().await;
+    assert!(record.error.is_none(), "{:?}", record.error);
+    let got: Vec<arrow::array::RecordBatch> =
+        job.spool.read(0, None).try_collect().await.expect("rows");
+    assert_eq!(i64s(&got, 1), i64s(&expected, 1));
+    let profile: QueryProfile = serde_json::from_value(record.profile).expect("profile");
+    for stage in &profile.stages {
+        for task in &stage.tasks {
+            assert!(
+                task.failed_attempts
+                    .iter()
+                    .all(|f| !f.contains("on executor-1")),
+                "a task of the leaving executor failed instead of finishing: {:?}",
+                task.failed_attempts
+            );
+        }
+    }
+    cluster.cluster.shutdown().await;
+}
+
+fn write_events(path: &Path, ids: std::ops::Range<i64>) {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("value", arrow::datatypes::DataType::Float64, false),
+    ]));
+    let values: Vec<f64> = ids.clone().map(|i| (i % 10) as f64).collect();
+    let batch = arrow::array::RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids)),
+            Arc::new(Float64Array::from(values)),
+        ],
+    )
+    .expect("batch");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    let file = std::fs::File::create(path).expect("file");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_scanned_by_the_executor_holding_them() {
+    let mut cluster = TestCluster::start(0).await;
+    // Six files over three executors' data directories, two each, interleaved so that
+    // neighbouring files (which a plain scan would group together) live apart.
+    let mut holder: BTreeMap<String, String> = BTreeMap::new();
+    for e in 1..=3 {
+        let dir = cluster.dir.path().join(format!("data-{e}"));
+        for f in 0..2 {
+            let n = f * 3 + (e - 1);
+            write_events(
+                &dir.join(format!("events/part-{n}.parquet")),
+                n * 1000..(n + 1) * 1000,
+            );
+            holder.insert(format!("events/part-{n}.parquet"), format!("executor-{e}"));
+        }
+        cluster
+            .cluster
+            .add_executor(ExecutorSetup {
+                slots: 1,
+                data_dir: Some(dir),
+                ..ExecutorSetup::default()
+            })
+            .await
+            .expect("executor");
+    }
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    assert!(
+        cluster
+            .cluster
+            .coordinator
+            .cluster
+            .wait_for_executors(3, Duration::from_secs(10))
+            .await
+    );
+    let session = engine.new_session("test");
+    run(&engine, &session, "CREATE SOURCE nodes TYPE cluster").await;
+    run(
+        &engine,
+        &session,
+        "CREATE TABLE events FROM nodes 'events' FORMAT parquet",
+    )
+    .await;
+    let (nodes, _) = run(
+        &engine,
+        &session,
+        "SELECT CAST(sum(local_files) AS BIGINT) FROM sys.nodes",
+    )
+    .await;
+    assert_eq!(i64s(&nodes, 0), vec![6]);
+
+    let (rows, profile) = run(
+        &engine,
+        &session,
+        "SELECT sum(id), count(*) FROM events WHERE value >= 0",
+    )
+    .await;
+    assert_eq!(i64s(&rows, 0), vec![(0..6000).sum::<i64>()]);
+    assert_eq!(i64s(&rows, 1), vec![6000]);
+
+    let scan = profile
+        .stages
+        .iter()
+        .find(|s| s.plan.contains("DataSourceExec"))
+        .expect("a scan stage");
+    let mut scanned = BTreeSet::new();
+    for task in &scan.tasks {
+        let source = task
+            .operators
+            .iter()
+            .find(|o| o.operator.starts_with("DataSourceExec"))
+            .expect("the task's scan");
+        // file_groups={3 groups: [[a, b], [c, d], [e, f]]}: task p reads group p.
+        let groups: Vec<&str> = source
+            .operator
+            .split("[[")
+            .nth(1)
+            .and_then(|rest| rest.split("]]").next())
+            .map(|groups| groups.split("], [").collect())
+            .unwrap_or_default();
+        let group = groups
+            .get(task.partition as usize)
+            .copied()
+            .unwrap_or_default();
+        for file in holder
+            .keys()
+            .filter(|f| group.split(", ").any(|g| g == f.as_str()))
+        {
+            assert_eq!(
+                holder[file], task.executor_id,
+                "{file} was scanned by {} but is held by {}",
+                task.executor_id, holder[file]
+            );
+            scanned.insert(file.clone());
+        }
+        assert_eq!(
+            source.output_rows, 2000,
+            "each executor scans its own two files"
+        );
+    }
+    assert_eq!(scanned.len(), 6, "every file was scanned once: {scanned:?}");
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorts_and_aggregations_bigger_than_executor_memory_spill_and_finish() {
+    let cluster = TestCluster::start_with(2, |c| {
+        c.executor_memory_limit = Some(24 * 1024 * 1024);
+    })
+    .await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    quarry_coordinator::demo::install(&engine, &cluster.dir.path().join("demo"), 400_000)
+        .await
+        .expect("demo");
+    let session = engine.new_session("test");
+
+    let (rows, profile) = run(
+        &engine,
+        &session,
+        "SELECT order_id, city, product_category, gender, date, customer_age, quantity, rating, revenue FROM demo.orders ORDER BY revenue DESC, order_id",
+    )
+    .await;
+    let ids = i64s(&rows, 0);
+    assert_eq!(ids.len(), 400_000);
+    let revenue: Vec<f64> = rows
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column(8)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("revenue")
+                .clone();
+            (0..a.len()).map(move |i| a.value(i))
+        })
+        .collect();
+    assert!(
+        revenue.windows(2).all(|w| w[0] >= w[1]),
+        "sorted descending"
+    );
+    let spilled: u64 = profile
+        .stages
+        .iter()
+        .flat_map(|s| {
+            s.tasks
+                .iter()
+                .flat_map(|t| t.operators.iter().map(|o| o.spill_count))
+        })
+        .sum();
+    assert!(
+        spilled > 0,
+        "the sort should have spilled under a 24 MB limit"
+    );
+
+    let (rows, profile) = run(
+        &engine,
+        &session,
+        "SELECT order_id, count(*) AS n, sum(revenue), min(city), max(product_category), avg(customer_age) FROM demo.orders GROUP BY order_id",
+    )
+    .await;
+    assert_eq!(i64s(&rows, 1).len(), 400_000);
+    assert_eq!(i64s(&rows, 1).iter().sum::<i64>(), 400_000);
+    let spilled: u64 = profile
+        .stages
+        .iter()
+        .flat_map(|s| {
+            s.tasks
+                .iter()
+                .flat_map(|t| t.operators.iter().map(|o| o.spill_count))
+        })
+        .sum();
+    assert!(
+        spilled > 0,
+        "the aggregation should have spilled under a 24 MB limit"
+    );
+
+    // Nothing is left behind: memory is given back, spill files are gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let busy: Vec<_> = cluster
+            .cluster
+            .executors
+            .iter()
+            .map(|e| e.status())
+            .filter(|s| s.memory_used_bytes > 0 || s.spill_files > 0 || s.exchange_entries > 0)
+            .collect();
+        if busy.is_empty() {
+            break;
+        }
         assert!(
-            std::time::Instant::now() < deadline,
-            "a silent executor stayed active"
+            Instant::now() < deadline,
+            "executors kept resources: {busy:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

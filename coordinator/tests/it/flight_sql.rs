@@ -271,12 +271,13 @@ async fn session_options_and_cancel() {
     assert!(error.contains("cancelled"), "{error}");
     // Its tasks stop and its outputs go, within a second or so.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while cluster
-        .cluster
-        .executors
-        .iter()
-        .any(|e| e.status().running_tasks > 0 || e.status().exchange_entries > 0)
-    {
+    while cluster.cluster.executors.iter().any(|e| {
+        let s = e.status();
+        s.running_tasks > 0
+            || s.exchange_entries > 0
+            || s.memory_used_bytes > 0
+            || s.spill_files > 0
+    }) {
         assert!(
             Instant::now() < deadline,
             "the cancelled query kept running"

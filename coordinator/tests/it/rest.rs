@@ -443,12 +443,13 @@ async fn cancel_a_running_job() {
     assert_eq!(again["cancelled"], false);
     // executors let go of the query's outputs
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cluster
-        .cluster
-        .executors
-        .iter()
-        .any(|e| e.status().exchange_entries > 0 || e.status().running_tasks > 0)
-    {
+    while cluster.cluster.executors.iter().any(|e| {
+        let s = e.status();
+        s.exchange_entries > 0
+            || s.running_tasks > 0
+            || s.memory_used_bytes > 0
+            || s.spill_files > 0
+    }) {
         assert!(
             Instant::now() < deadline,
             "executors kept the cancelled query's work"
