@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use quarry_catalog::Catalog;
+use axum::serve::ListenerExt;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
-use quarry_common::flight_channels::FlightChannels;
+use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
@@ -163,10 +163,9 @@ pub async fn start(
     let flight_stop = stop.clone();
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(flight)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.flight),
+                grpc_incoming(listeners.flight),
                 flight_stop.cancelled_owned(),
             )
             .await;
@@ -179,10 +178,9 @@ pub async fn start(
     let internal_stop = stop.clone();
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(internal)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.internal),
+                grpc_incoming(listeners.internal),
                 internal_stop.cancelled_owned(),
             )
             .await;
@@ -197,7 +195,14 @@ pub async fn start(
     });
     let http_stop = stop.clone();
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(listeners.http, app)
+        let served = axum::serve(
+            listeners.http.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY: {e}");
+                }
+            }),
+            app,
+        )
             .with_graceful_shutdown(http_stop.cancelled_owned())
             .await;
         if let Err(e) = served {

@@ -27,12 +27,11 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use object_store::local::LocalFileSystem;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
-use quarry_common::flight_channels::FlightChannels;
+use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
 use quarry_common::protocol::CLUSTER_FILES_URL;
 use quarry_common::protocol::{ExecutorRegistration, ExecutorStatus, Heartbeat};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use data_dir::DataDir;
@@ -225,10 +224,9 @@ pub async fn start(
     let membership = tokio::spawn(membership.run(drain.clone()));
     let server = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(grpc)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                grpc_incoming(listener),
                 server_stop.cancelled_owned(),
             )
             .await;
