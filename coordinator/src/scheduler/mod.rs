@@ -1,7 +1,8 @@
 //! The scheduler: runs a query's stages as tasks on executors, and keeps the query going
 //! when executors die.
 //!
-//! Stages run in dependency order; the tasks of a stage run in parallel, each in a slot
+//! A stage runs once the stages it reads have finished (independent stages at the same
+//! time); the tasks of a stage run in parallel, each in a slot
 //! of an executor chosen by [`placement`]. Every task output is kept on the executor
 //! that produced it, under an attempt number, until the query ends.
 //!
@@ -265,10 +266,37 @@ impl QueryRun {
             let mut state = self.lock();
             state.total = self.plan.task_count();
         }
-        for stage in &self.plan.stages {
-            self.run_stage(stage.id, None)
-                .await
-                .map_err(|e| e.context(format!("stage {}", stage.id)))?;
+        // A stage starts as soon as every stage it reads has finished, so independent
+        // branches (the two sides of a join) run at the same time.
+        let mut finished: BTreeSet<u32> = BTreeSet::new();
+        let mut started: BTreeSet<u32> = BTreeSet::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            for stage in &self.plan.stages {
+                if !started.contains(&stage.id)
+                    && stage.inputs().iter().all(|i| finished.contains(i))
+                {
+                    started.insert(stage.id);
+                    let id = stage.id;
+                    running.push(async move {
+                        self.run_stage(id, None)
+                            .await
+                            .map_err(|e| e.context(format!("stage {id}")))
+                            .map(|()| id)
+                    });
+                }
+            }
+            match running.next().await {
+                Some(done) => {
+                    finished.insert(done?);
+                }
+                None => break,
+            }
+        }
+        if finished.len() < self.plan.stages.len() {
+            return Err(QuarryError::internal(
+                "the stage plan has stages whose inputs never run",
+            ));
         }
         self.ensure_available(reader_stages(&self.plan.root))
             .await?;
