@@ -231,6 +231,7 @@ pub struct OutputWriter {
 
 impl OutputWriter {
     pub fn push(&mut self, piece: usize, batch: RecordBatch) -> Result<()> {
+        let batch = crate::compact::compact_views(batch)?;
         let bytes = batch.get_array_memory_size() as u64;
         let store = Arc::clone(&self.store);
         let schema = Arc::clone(&self.schema);

@@ -11,6 +11,7 @@
 //! An executor registers with the coordinator's internal service and heartbeats to it;
 //! it holds task outputs until the coordinator releases the query.
 
+mod compact;
 mod data_dir;
 mod exchange;
 mod membership;
@@ -225,10 +226,7 @@ pub async fn start(
     let server = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(grpc)
-            .serve_with_incoming_shutdown(
-                grpc_incoming(listener),
-                server_stop.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(grpc_incoming(listener), server_stop.cancelled_owned())
             .await;
         served.map_err(|e| QuarryError::internal(format!("executor server: {e}")))
     });
