@@ -10,7 +10,7 @@
 //!             DataSourceExec
 //! ```
 //!
-//! Cuts happen at hash/round-robin `RepartitionExec` (the producer hashes its output;
+//! Cuts happen at hash `RepartitionExec` (the producer hashes its output;
 //! consumer partition p reads piece p of every producer task), and under
 //! `CoalescePartitionsExec` and `SortPreservingMergeExec` (consumer partition t reads the
 //! whole output of producer task t; the merge itself stays in the consumer). The build
@@ -26,7 +26,9 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{
+    HashJoinExec, HashJoinExecBuilder, NestedLoopJoinExec, PartitionMode,
+};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{
@@ -119,10 +121,13 @@ impl StagePlanner {
 
         if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
             let partitioning = repartition.partitioning().clone();
-            if matches!(
-                partitioning,
-                Partitioning::Hash(_, _) | Partitioning::RoundRobinBatch(_)
-            ) {
+            // DataFusion spreads a scan of fewer partitions than the target round-robin,
+            // so its parent runs on all cores. Across executors that spread is a stage of
+            // its own for a few small batches; the parent reads its input directly.
+            if matches!(partitioning, Partitioning::RoundRobinBatch(_)) {
+                return Ok(Arc::clone(repartition.input()));
+            }
+            if matches!(partitioning, Partitioning::Hash(_, _)) {
                 let input = Arc::clone(repartition.input());
                 let count = partitioning.partition_count();
                 let stage = self.add_stage(input, Some(partitioning));
@@ -166,10 +171,26 @@ fn emits_build_rows_at_end(join_type: &JoinType) -> bool {
     )
 }
 
-/// Broadcast joins whose build side is emitted at the end read their whole probe side in
-/// one task: the probe side is merged first (a cut), so the join has one partition.
+/// Broadcast joins whose build side is emitted at the end (outer, semi and anti joins)
+/// cannot split their probe side over tasks: each task would emit the build rows it alone
+/// did not match. Such hash joins become partitioned joins instead (both sides hashed on
+/// the join keys, so each task owns its keys); a null-aware anti join (`NOT IN`), which
+/// must see every probe row, and a nested-loop join read their whole probe side in one
+/// task (the probe side is merged first, a cut).
 fn keep_build_side_whole(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let merged = plan.transform_up(|node| {
+        if let Some(join) = node.downcast_ref::<HashJoinExec>()
+            && *join.partition_mode() == PartitionMode::CollectLeft
+            && emits_build_rows_at_end(join.join_type())
+        {
+            let partitions = join.right().output_partitioning().partition_count();
+            if partitions <= 1 {
+                return Ok(Transformed::no(node));
+            }
+            if !join.null_aware {
+                return Ok(Transformed::yes(partitioned(join, partitions)?));
+            }
+        }
         let probe = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
             (*join.partition_mode() == PartitionMode::CollectLeft
                 && emits_build_rows_at_end(join.join_type()))
@@ -192,6 +213,33 @@ fn keep_build_side_whole(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
         }
     })?;
     Ok(merged.data)
+}
+
+/// `join` (a broadcast join) as a partitioned join over `partitions` hash partitions.
+fn partitioned(join: &HashJoinExec, partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    // The build side was merged for the broadcast; hash its partitions instead.
+    let build = match join.left().downcast_ref::<CoalescePartitionsExec>() {
+        Some(merge) => Arc::clone(merge.input()),
+        None => Arc::clone(join.left()),
+    };
+    let (build_keys, probe_keys): (Vec<_>, Vec<_>) = join
+        .on()
+        .iter()
+        .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
+        .unzip();
+    let build: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
+        build,
+        Partitioning::Hash(build_keys, partitions),
+    )?);
+    let probe: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
+        Arc::clone(join.right()),
+        Partitioning::Hash(probe_keys, partitions),
+    )?);
+    HashJoinExecBuilder::from(join)
+        .with_partition_mode(PartitionMode::Partitioned)
+        .with_new_children(vec![build, probe])?
+        .reset_state()
+        .build_exec()
 }
 
 /// Cut `plan` into stages. The root keeps no file scans, and yields one partition.
