@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use quarry_catalog::Catalog;
-use axum::serve::ListenerExt;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
 use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
@@ -203,8 +203,8 @@ pub async fn start(
             }),
             app,
         )
-            .with_graceful_shutdown(http_stop.cancelled_owned())
-            .await;
+        .with_graceful_shutdown(http_stop.cancelled_owned())
+        .await;
         if let Err(e) = served {
             tracing::error!("HTTP server stopped: {e}");
         }
