@@ -1,6 +1,8 @@
 //! TPC-H at scale factor 0.1 on a cluster of three executors: every query's answer must
 //! equal in-process DataFusion's over the same files; the stage DAGs of a few queries
-//! are kept as golden files (`QUARRY_GOLDEN_UPDATE=1` rewrites them).
+//! are kept as golden files (`QUARRY_GOLDEN_UPDATE=1` rewrites them). Both run twice:
+//! with the default broadcast threshold (at this scale every inner join broadcasts its
+//! build side) and with it at zero (every join hashes both sides through the exchange).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +44,25 @@ async fn datafusion_answers(dir: &Path) -> Vec<Vec<String>> {
     answers
 }
 
-async fn cluster(dir: &Path) -> (SqlTestCluster, Arc<quarry_coordinator::engine::Session>) {
+/// Settings that make every hash join partitioned (both sides shuffled).
+const PARTITIONED_JOINS: [&str; 2] = [
+    "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+    "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+];
+
+type SessionRef = Arc<quarry_coordinator::engine::Session>;
+
+/// A second session of `cluster` whose joins are all partitioned.
+async fn partitioned_session(cluster: &SqlTestCluster) -> SessionRef {
+    let engine = cluster.engine();
+    let session = engine.new_session("tpch-partitioned");
+    for sql in PARTITIONED_JOINS {
+        query(&engine, &session, sql).await.expect("setting");
+    }
+    session
+}
+
+async fn cluster(dir: &Path) -> (SqlTestCluster, SessionRef) {
     let cluster = SqlTestCluster::start(EXECUTORS).await.expect("cluster");
     let engine = cluster.engine();
     let session = engine.new_session("tpch");
@@ -58,12 +78,16 @@ async fn tpch_answers_match_datafusion() {
     let expected = datafusion_answers(&dir).await;
     let (cluster, session) = cluster(&dir).await;
     let engine = cluster.engine();
+    let partitioned = partitioned_session(&cluster).await;
     let mut mismatches = Vec::new();
-    for n in 1..=22 {
+    for (n, session, joins) in (1..=22)
+        .map(|n| (n, &session, "broadcast"))
+        .chain((1..=22).map(|n| (n, &partitioned, "partitioned")))
+    {
         let sql = tpch::query(n);
-        let batches = query(&engine, &session, &sql)
+        let batches = query(&engine, session, &sql)
             .await
-            .unwrap_or_else(|e| panic!("Q{n} failed: {e}"));
+            .unwrap_or_else(|e| panic!("Q{n} ({joins} joins) failed: {e}"));
         let got = tpch::answer(&sql, &batches).expect("format");
         assert!(
             !got.is_empty() || expected[n - 1].is_empty(),
@@ -71,7 +95,7 @@ async fn tpch_answers_match_datafusion() {
         );
         if got != expected[n - 1] {
             mismatches.push(format!(
-                "Q{n}: {} rows vs DataFusion's {}\n  quarry:     {:?}\n  datafusion: {:?}",
+                "Q{n} ({joins} joins): {} rows vs DataFusion's {}\n  quarry:     {:?}\n  datafusion: {:?}",
                 got.len(),
                 expected[n - 1].len(),
                 got.iter().take(3).collect::<Vec<_>>(),
@@ -90,9 +114,18 @@ async fn tpch_stage_plans_match_golden_files() {
     let engine = cluster.engine();
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
     let update = std::env::var_os("QUARRY_GOLDEN_UPDATE").is_some();
+    let partitioned = partitioned_session(&cluster).await;
     let mut differences = Vec::new();
-    for n in [1, 3, 5, 9, 13, 18] {
-        let batches = query(&engine, &session, &format!("EXPLAIN {}", tpch::query(n)))
+    let cases = [1, 3, 5, 9, 13, 18]
+        .into_iter()
+        .map(|n| (n, &session, ""))
+        .chain(
+            [5, 9]
+                .into_iter()
+                .map(|n| (n, &partitioned, "-partitioned")),
+        );
+    for (n, session, suffix) in cases {
+        let batches = query(&engine, session, &format!("EXPLAIN {}", tpch::query(n)))
             .await
             .expect("explain");
         let rows = tpch::rows(&batches).expect("rows");
@@ -107,7 +140,7 @@ async fn tpch_stage_plans_match_golden_files() {
                     .to_string(),
                 "$DATA",
             );
-        let file = golden.join(format!("tpch-q{n}.txt"));
+        let file = golden.join(format!("tpch-q{n}{suffix}.txt"));
         if update {
             std::fs::write(&file, &plan).expect("write golden file");
         } else {
