@@ -1,0 +1,477 @@
+//! TPC-H on (a) a Quarry cluster of separate processes — a coordinator and executors —
+//! queried over Flight SQL, (b) in-process DataFusion over the same files with as many
+//! partitions as the cluster has task slots (what distribution costs is the difference),
+//! and (c) DuckDB (the best single-node peer), all in one run. Answers are checked
+//! against each other; per-query medians and ratios are printed and saved.
+//!
+//! ```text
+//! cargo build --release --bins
+//! target/release/quarry-bench --sf 1 --sf 10
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use clap::Parser;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use quarry_sql_tests::tpch;
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser)]
+#[command(about = "TPC-H: a Quarry cluster vs in-process DataFusion vs DuckDB")]
+struct Args {
+    /// Scale factors to run, in order.
+    #[arg(long = "sf", default_values_t = [1.0])]
+    scale_factors: Vec<f64>,
+    /// Runs of each query; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// Where generated data is kept between runs.
+    #[arg(long, default_value = "bench/data")]
+    data: PathBuf,
+    /// Files per table.
+    #[arg(long, default_value_t = 4)]
+    parts: usize,
+    /// Executors of the Quarry cluster (each its own process).
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
+    /// Task slots per executor.
+    #[arg(long, default_value_t = 1)]
+    slots: usize,
+    /// Only these queries (1-22), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    queries: Vec<usize>,
+    /// Leave DuckDB out.
+    #[arg(long)]
+    no_duckdb: bool,
+    /// Where results are written.
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+}
+
+type Error = Box<dyn std::error::Error>;
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A coordinator and executors, each a `quarry` process from this build.
+struct Cluster {
+    _processes: Vec<Process>,
+    flight: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn quarry_bin() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("quarry");
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo build --release --bins` first",
+            bin.display()
+        )
+        .into());
+    }
+    Ok(bin)
+}
+
+impl Cluster {
+    fn start(executors: usize, slots: usize) -> Result<Cluster, Error> {
+        let bin = quarry_bin()?;
+        let dir = tempfile::tempdir()?;
+        let (flight, http, internal) = (free_port()?, free_port()?, free_port()?);
+        let mut processes = vec![Process(
+            Command::new(&bin)
+                .args(["coordinator", "--log", "warn", "--flight"])
+                .arg(format!("127.0.0.1:{flight}"))
+                .arg("--http")
+                .arg(format!("127.0.0.1:{http}"))
+                .arg("--internal")
+                .arg(format!("127.0.0.1:{internal}"))
+                .arg("--dir")
+                .arg(dir.path().join("coordinator"))
+                .stdout(Stdio::null())
+                .spawn()?,
+        )];
+        for i in 1..=executors {
+            processes.push(Process(
+                Command::new(&bin)
+                    .args([
+                        "executor",
+                        "--log",
+                        "warn",
+                        "--slots",
+                        &slots.to_string(),
+                        "--id",
+                    ])
+                    .arg(format!("executor-{i}"))
+                    .arg("--coordinator")
+                    .arg(format!("http://127.0.0.1:{internal}"))
+                    .arg("--dir")
+                    .arg(dir.path().join(format!("executor-{i}")))
+                    .stdout(Stdio::null())
+                    .spawn()?,
+            ));
+        }
+        // Wait until every executor has joined.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let health = std::process::Command::new("curl")
+                .args(["-s", "--max-time", "1"])
+                .arg(format!("http://127.0.0.1:{http}/healthz"))
+                .output();
+            if let Ok(out) = health
+                && String::from_utf8_lossy(&out.stdout)
+                    .contains(&format!("\"executors\":{executors}"))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the Quarry cluster did not come up".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Cluster {
+            _processes: processes,
+            flight,
+            _dir: dir,
+        })
+    }
+}
+
+struct FlightSql(FlightSqlServiceClient<Channel>);
+
+impl FlightSql {
+    async fn connect(port: u16) -> Result<Self, Error> {
+        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect()
+            .await?;
+        let mut client = FlightSqlServiceClient::new(channel);
+        client.handshake("", "").await?;
+        Ok(FlightSql(client))
+    }
+
+    async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, Error> {
+        let info = self.0.execute(sql.to_string(), None).await?;
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let Some(ticket) = endpoint.ticket else {
+                continue;
+            };
+            let mut part: Vec<RecordBatch> = self.0.do_get(ticket).await?.try_collect().await?;
+            batches.append(&mut part);
+        }
+        Ok(batches)
+    }
+}
+
+fn median(times: &[f64]) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One engine's medians and answers.
+#[derive(Default)]
+struct Results {
+    ms: BTreeMap<usize, f64>,
+    answers: BTreeMap<usize, Vec<String>>,
+}
+
+/// The engines compared in the same run: each query's iterations alternate between them,
+/// so drift in the machine's load hits all of them alike.
+struct Engines {
+    quarry: FlightSql,
+    /// A second session limited to one executor.
+    quarry_one: FlightSql,
+    datafusion: SessionContext,
+}
+
+impl Engines {
+    async fn new(
+        port: u16,
+        setup: &[String],
+        dir: &Path,
+        partitions: usize,
+    ) -> Result<Self, Error> {
+        let mut quarry = FlightSql::connect(port).await?;
+        let mut quarry_one = FlightSql::connect(port).await?;
+        for sql in setup {
+            quarry.query(sql).await?;
+            quarry_one.query(sql).await?;
+        }
+        quarry_one.query("SET quarry.max_executors = 1").await?;
+        let datafusion = SessionContext::new_with_config(
+            SessionConfig::new().with_target_partitions(partitions),
+        );
+        for table in tpch::TABLES {
+            datafusion
+                .register_parquet(
+                    table,
+                    dir.join(table).to_string_lossy().as_ref(),
+                    ParquetReadOptions::default(),
+                )
+                .await?;
+        }
+        Ok(Engines {
+            quarry,
+            quarry_one,
+            datafusion,
+        })
+    }
+
+    /// Run every query on Quarry (all executors, then one) and DataFusion.
+    async fn run(&mut self, queries: &[usize], iterations: usize) -> Result<[Results; 3], Error> {
+        let mut results: [Results; 3] = Default::default();
+        for &n in queries {
+            let sql = tpch::query(n);
+            let mut times: [Vec<f64>; 3] = Default::default();
+            let mut last: [Vec<RecordBatch>; 3] = Default::default();
+            for _ in 0..iterations {
+                for (engine, (times, last)) in times.iter_mut().zip(last.iter_mut()).enumerate() {
+                    let started = Instant::now();
+                    *last = match engine {
+                        0 => self
+                            .quarry
+                            .query(&sql)
+                            .await
+                            .map_err(|e| format!("Quarry Q{n}: {e}"))?,
+                        1 => self
+                            .quarry_one
+                            .query(&sql)
+                            .await
+                            .map_err(|e| format!("Quarry (1 executor) Q{n}: {e}"))?,
+                        _ => self.datafusion.sql(&sql).await?.collect().await?,
+                    };
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            for (engine, result) in results.iter_mut().enumerate() {
+                result.ms.insert(n, median(&times[engine]));
+                result.answers.insert(n, tpch::answer(&sql, &last[engine])?);
+            }
+            eprintln!(
+                "  Q{n:<2} quarry {:>8.1} ms   quarry 1 executor {:>8.1} ms   datafusion {:>8.1} ms",
+                results[0].ms[&n], results[1].ms[&n], results[2].ms[&n]
+            );
+        }
+        Ok(results)
+    }
+}
+
+fn run_duckdb(
+    dir: &Path,
+    threads: usize,
+    queries: &[usize],
+    iterations: usize,
+) -> Result<Results, Error> {
+    let venv = PathBuf::from(".venv-bench");
+    if !venv.join("bin/python").exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv", ".venv-bench"])
+            .status()?
+            .success()
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "duckdb"])
+                .status()?
+                .success();
+        if !ok {
+            return Err("cannot install DuckDB into .venv-bench".into());
+        }
+    }
+    let output = Command::new(venv.join("bin/python"))
+        .arg("bench/duckdb_tpch.py")
+        .arg(dir)
+        .arg("bench/tpch/queries")
+        .arg(iterations.to_string())
+        .arg(threads.to_string())
+        .arg(
+            queries
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .output()?;
+    if !output.status.success() {
+        return Err(format!("DuckDB failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut results = Results::default();
+    for &n in queries {
+        let q = &parsed[format!("q{n}")];
+        let times: Vec<f64> = q["ms"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default();
+        let sql = tpch::query(n);
+        let mut rows: Vec<String> = q["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        r.as_array()
+                            .map(|cells| {
+                                cells
+                                    .iter()
+                                    .map(|c| c.as_str().unwrap_or("NULL").to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" | ")
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !tpch::is_ordered(&sql) {
+            rows.sort();
+        }
+        results.ms.insert(n, median(&times));
+        results.answers.insert(n, rows);
+        eprintln!("  Q{n:<2} duckdb {:>8.1} ms", median(&times));
+    }
+    Ok(results)
+}
+
+/// A table cell: "-" where an engine did not run.
+fn cell(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "-".to_string()
+    }
+}
+
+/// Same answers, with numbers equal to a relative 1e-6 (engines print them differently).
+fn same_answers(a: &[String], b: &[String]) -> bool {
+    fn cell_eq(x: &str, y: &str) -> bool {
+        if x == y {
+            return true;
+        }
+        match (x.trim().parse::<f64>(), y.trim().parse::<f64>()) {
+            (Ok(p), Ok(q)) => (p - q).abs() <= 1e-6 * p.abs().max(q.abs()).max(1.0),
+            _ => x.trim() == y.trim(),
+        }
+    }
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let (xs, ys): (Vec<&str>, Vec<&str>) =
+                (x.split(" | ").collect(), y.split(" | ").collect());
+            xs.len() == ys.len() && xs.iter().zip(&ys).all(|(p, q)| cell_eq(p, q))
+        })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let queries: Vec<usize> = if args.queries.is_empty() {
+        (1..=22).collect()
+    } else {
+        args.queries.clone()
+    };
+    std::fs::create_dir_all(&args.results)?;
+    let slots = args.executors * args.slots;
+    for &sf in &args.scale_factors {
+        eprintln!(
+            "TPC-H SF{sf}: generating data (once) into {}",
+            args.data.display()
+        );
+        let started = Instant::now();
+        let dir = tpch::cached(&args.data, sf, args.parts)?;
+        eprintln!("  data ready in {:.1}s", started.elapsed().as_secs_f64());
+        let setup = tpch::create_tables_sql(&dir.canonicalize()?);
+
+        eprintln!(
+            "Quarry (coordinator + {} executors x {} slot(s), separate processes) and DataFusion in-process ({slots} partitions)",
+            args.executors, args.slots
+        );
+        let cluster = Cluster::start(args.executors, args.slots)?;
+        let mut engines = Engines::new(cluster.flight, &setup, &dir, slots).await?;
+        let [quarry, quarry_one, datafusion] = engines.run(&queries, args.iterations).await?;
+        drop(engines);
+        drop(cluster);
+        let duckdb = if args.no_duckdb {
+            None
+        } else {
+            eprintln!("DuckDB, {slots} threads");
+            Some(run_duckdb(&dir, slots, &queries, args.iterations)?)
+        };
+
+        println!(
+            "\nTPC-H SF{sf}, median of {} runs (ms); Quarry: {} executors x {} slot(s)",
+            args.iterations, args.executors, args.slots
+        );
+        println!(
+            "| query | Quarry | DataFusion | DuckDB | Quarry/DataFusion | Quarry/DuckDB | Quarry 1 executor | 1→{} speedup | answers |",
+            args.executors
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        let mut rows = Vec::new();
+        let (mut tq, mut td, mut tk, mut t1) = (0.0, 0.0, 0.0, 0.0);
+        for &n in &queries {
+            let q = quarry.ms[&n];
+            let d = datafusion.ms[&n];
+            let k = duckdb.as_ref().map(|r| r.ms[&n]).unwrap_or(f64::NAN);
+            let one = quarry_one.ms[&n];
+            tq += q;
+            td += d;
+            tk += k;
+            t1 += one;
+            let df_ok = quarry.answers[&n] == datafusion.answers[&n];
+            let one_ok = quarry_one.answers[&n] == quarry.answers[&n];
+            let duck_ok = duckdb
+                .as_ref()
+                .map(|r| same_answers(&quarry.answers[&n], &r.answers[&n]))
+                .unwrap_or(true);
+            let check = match (df_ok && one_ok, duck_ok) {
+                (true, true) => "agree".to_string(),
+                (true, false) => "differ from DuckDB".to_string(),
+                _ => "DIFFER from DataFusion".to_string(),
+            };
+            println!(
+                "| Q{n} | {q:.1} | {d:.1} | {} | {:.2} | {} | {one:.1} | {:.2} | {check} |",
+                cell(k, 1),
+                q / d,
+                cell(q / k, 2),
+                one / q
+            );
+            rows.push(json!({"query": n, "quarry_ms": q, "datafusion_ms": d, "duckdb_ms": k, "quarry_one_executor_ms": one, "answers": check}));
+        }
+        println!(
+            "| total | {tq:.1} | {td:.1} | {} | {:.2} | {} | {t1:.1} | {:.2} | |",
+            cell(tk, 1),
+            tq / td,
+            cell(tq / tk, 2),
+            t1 / tq
+        );
+        let report = json!({
+            "scale_factor": sf,
+            "iterations": args.iterations,
+            "executors": args.executors,
+            "slots_per_executor": args.slots,
+            "queries": rows,
+            "totals": {"quarry_ms": tq, "datafusion_ms": td, "duckdb_ms": tk, "quarry_one_executor_ms": t1},
+        });
+        let path = args.results.join(format!("tpch-sf{sf}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(())
+}
