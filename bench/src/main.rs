@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use clap::Parser;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use quarry_sql_tests::tpch;
 use serde_json::json;
@@ -218,18 +218,7 @@ impl Engines {
             quarry_one.query(sql).await?;
         }
         quarry_one.query("SET quarry.max_executors = 1").await?;
-        let datafusion = SessionContext::new_with_config(
-            SessionConfig::new().with_target_partitions(partitions),
-        );
-        for table in tpch::TABLES {
-            datafusion
-                .register_parquet(
-                    table,
-                    dir.join(table).to_string_lossy().as_ref(),
-                    ParquetReadOptions::default(),
-                )
-                .await?;
-        }
+        let datafusion = tpch::datafusion_context(dir, partitions).await?;
         Ok(Engines {
             quarry,
             quarry_one,

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::TryStreamExt;
 use quarry_common::QuarryError;
 use quarry_coordinator::engine::{Engine, Session};
@@ -136,40 +135,25 @@ fn column_type(data_type: &DataType) -> DefaultColumnType {
     }
 }
 
-/// Rows as text: NULL for nulls, (empty) for empty strings.
+/// Rows as text: NULL for nulls, (empty) for empty strings, multi-line values (plans)
+/// on one line.
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, QuarryError> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| QuarryError::internal(e.to_string()))?;
-        for row in 0..batch.num_rows() {
-            out.push(
-                formatters
-                    .iter()
-                    .map(|f| {
-                        // Multi-line values (plans) print on one line.
-                        let text = f
-                            .value(row)
-                            .to_string()
-                            .split_whitespace()
-                            .collect::<Vec<_>>()
-                            .join(" ");
-                        if text.is_empty() {
-                            "(empty)".to_string()
-                        } else {
-                            text
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
-    Ok(out)
+    let cells = tpch::cells(batches).map_err(|e| QuarryError::internal(e.to_string()))?;
+    Ok(cells
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|cell| {
+                    let text = cell.split_whitespace().collect::<Vec<_>>().join(" ");
+                    if text.is_empty() {
+                        "(empty)".to_string()
+                    } else {
+                        text
+                    }
+                })
+                .collect()
+        })
+        .collect())
 }
 
 #[async_trait::async_trait]

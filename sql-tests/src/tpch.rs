@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -164,8 +165,8 @@ pub fn create_tables_sql(dir: &Path) -> Vec<String> {
     sql
 }
 
-/// Rows as text, one string per row, for comparing answers.
-pub fn rows(batches: &[RecordBatch]) -> Result<Vec<String>, ArrowError> {
+/// Each row's cells as text, NULL for nulls.
+pub fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, ArrowError> {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for batch in batches {
@@ -175,14 +176,56 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<String>, ArrowError> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
         for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
-            out.push(cells.join(" | "));
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
         }
     }
     Ok(out)
+}
+
+/// Rows as text, one string per row, for comparing answers.
+pub fn rows(batches: &[RecordBatch]) -> Result<Vec<String>, ArrowError> {
+    Ok(cells(batches)?
+        .into_iter()
+        .map(|row| row.join(" | "))
+        .collect())
+}
+
+/// In-process DataFusion over the TPC-H files in `dir`, with `partitions` partitions.
+pub async fn datafusion_context(
+    dir: &Path,
+    partitions: usize,
+) -> datafusion::error::Result<SessionContext> {
+    let ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    for table in TABLES {
+        ctx.register_parquet(
+            table,
+            dir.join(table).to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    }
+    Ok(ctx)
+}
+
+/// In-process DataFusion's answers to the 22 queries, the reference for Quarry's.
+pub async fn datafusion_answers(
+    dir: &Path,
+    partitions: usize,
+) -> Result<Vec<Vec<String>>, Box<dyn std::error::Error>> {
+    let ctx = datafusion_context(dir, partitions).await?;
+    let mut answers = Vec::new();
+    for n in 1..=22 {
+        let sql = query(n);
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        answers.push(answer(&sql, &batches)?);
+    }
+    Ok(answers)
 }
 
 /// The answer as compared: in order when the query orders it, sorted otherwise.

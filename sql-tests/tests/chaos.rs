@@ -14,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use quarry_sql_tests::tpch;
 use serde_json::{Value, json};
 
@@ -179,34 +178,6 @@ impl Rest {
     }
 }
 
-fn expected_answers(runtime: &tokio::runtime::Runtime, dir: &Path) -> Vec<Vec<String>> {
-    runtime.block_on(async {
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
-        for table in tpch::TABLES {
-            ctx.register_parquet(
-                table,
-                dir.join(table).to_string_lossy().as_ref(),
-                ParquetReadOptions::default(),
-            )
-            .await
-            .expect("register");
-        }
-        let mut answers = Vec::new();
-        for n in 1..=22 {
-            let sql = tpch::query(n);
-            let batches = ctx
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            answers.push(tpch::answer(&sql, &batches).expect("rows"));
-        }
-        answers
-    })
-}
-
 #[test]
 fn killing_executors_mid_query_keeps_answers_right() {
     assert!(
@@ -228,7 +199,10 @@ fn killing_executors_mid_query_keeps_answers_right() {
         let id = format!("executor-{i}");
         executors.insert(id.clone(), executor(dir.path(), internal, &id));
     }
-    let expected = expected_answers(&rest.runtime, &data);
+    let expected = rest
+        .runtime
+        .block_on(tpch::datafusion_answers(&data, 3))
+        .expect("DataFusion's answers");
     rest.wait_for_executors(3);
     for sql in tpch::create_tables_sql(&data) {
         let reply = rest.sql(&sql, false);

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use quarry_sql_tests::{SqlTestCluster, query, tpch};
 
 const SF: f64 = 0.1;
@@ -15,33 +14,6 @@ const EXECUTORS: usize = 3;
 
 fn data() -> PathBuf {
     tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, EXECUTORS).expect("TPC-H data")
-}
-
-async fn datafusion_answers(dir: &Path) -> Vec<Vec<String>> {
-    let ctx =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(EXECUTORS));
-    for table in tpch::TABLES {
-        ctx.register_parquet(
-            table,
-            dir.join(table).to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .expect("register");
-    }
-    let mut answers = Vec::new();
-    for n in 1..=22 {
-        let sql = tpch::query(n);
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        answers.push(tpch::answer(&sql, &batches).expect("format"));
-    }
-    answers
 }
 
 /// Settings that make every hash join partitioned (both sides shuffled).
@@ -75,7 +47,9 @@ async fn cluster(dir: &Path) -> (SqlTestCluster, SessionRef) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_answers_match_datafusion() {
     let dir = data();
-    let expected = datafusion_answers(&dir).await;
+    let expected = tpch::datafusion_answers(&dir, EXECUTORS)
+        .await
+        .expect("DataFusion's answers");
     let (cluster, session) = cluster(&dir).await;
     let engine = cluster.engine();
     let partitioned = partitioned_session(&cluster).await;
