@@ -15,23 +15,28 @@ use datafusion::error::Result;
 
 /// `batch` with its sparse view columns compacted (unchanged when none is sparse).
 pub fn compact_views(batch: RecordBatch) -> Result<RecordBatch> {
-    if !batch.columns().iter().any(is_sparse_view) {
+    let compacted: Vec<Option<ArrayRef>> = batch.columns().iter().map(compacted).collect();
+    if compacted.iter().all(Option::is_none) {
         return Ok(batch);
     }
-    let columns: Vec<ArrayRef> = batch
-        .columns()
-        .iter()
-        .map(|column| match column.data_type() {
-            DataType::Utf8View if is_sparse_view(column) => {
-                Arc::new(column.as_string_view().gc()) as ArrayRef
-            }
-            DataType::BinaryView if is_sparse_view(column) => {
-                Arc::new(column.as_binary_view().gc()) as ArrayRef
-            }
-            _ => Arc::clone(column),
-        })
+    let columns = compacted
+        .into_iter()
+        .zip(batch.columns())
+        .map(|(new, old)| new.unwrap_or_else(|| Arc::clone(old)))
         .collect();
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// The column compacted, or None when it is not a sparse view column.
+fn compacted(column: &ArrayRef) -> Option<ArrayRef> {
+    if !is_sparse_view(column) {
+        return None;
+    }
+    match column.data_type() {
+        DataType::Utf8View => Some(Arc::new(column.as_string_view().gc())),
+        DataType::BinaryView => Some(Arc::new(column.as_binary_view().gc())),
+        _ => None,
+    }
 }
 
 /// A view column whose data buffers hold more bytes than its values use.

@@ -179,38 +179,34 @@ fn emits_build_rows_at_end(join_type: &JoinType) -> bool {
 /// task (the probe side is merged first, a cut).
 fn keep_build_side_whole(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let merged = plan.transform_up(|node| {
-        if let Some(join) = node.downcast_ref::<HashJoinExec>()
-            && *join.partition_mode() == PartitionMode::CollectLeft
-            && emits_build_rows_at_end(join.join_type())
-        {
-            let partitions = join.right().output_partitioning().partition_count();
-            if partitions <= 1 {
+        let (probe, hash_join) = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            if *join.partition_mode() != PartitionMode::CollectLeft
+                || !emits_build_rows_at_end(join.join_type())
+            {
                 return Ok(Transformed::no(node));
             }
-            if !join.null_aware {
-                return Ok(Transformed::yes(partitioned(join, partitions)?));
-            }
-        }
-        let probe = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-            (*join.partition_mode() == PartitionMode::CollectLeft
-                && emits_build_rows_at_end(join.join_type()))
-            .then(|| Arc::clone(join.right()))
+            (Arc::clone(join.right()), Some(join))
         } else if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
-            emits_build_rows_at_end(join.join_type()).then(|| Arc::clone(join.right()))
-        } else {
-            None
-        };
-        match probe {
-            Some(probe) if probe.output_partitioning().partition_count() > 1 => {
-                let left = Arc::clone(node.children()[0]);
-                let merged: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(probe));
-                Ok(Transformed::yes(replace_children_if_necessary(
-                    node,
-                    vec![left, merged],
-                )?))
+            if !emits_build_rows_at_end(join.join_type()) {
+                return Ok(Transformed::no(node));
             }
-            _ => Ok(Transformed::no(node)),
+            (Arc::clone(join.right()), None)
+        } else {
+            return Ok(Transformed::no(node));
+        };
+        let partitions = probe.output_partitioning().partition_count();
+        if partitions <= 1 {
+            return Ok(Transformed::no(node));
         }
+        if let Some(join) = hash_join.filter(|j| !j.null_aware) {
+            return Ok(Transformed::yes(partitioned(join, partitions)?));
+        }
+        let left = Arc::clone(node.children()[0]);
+        let merged: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(probe));
+        Ok(Transformed::yes(replace_children_if_necessary(
+            node,
+            vec![left, merged],
+        )?))
     })?;
     Ok(merged.data)
 }

@@ -268,23 +268,26 @@ impl QueryRun {
         }
         // A stage starts as soon as every stage it reads has finished, so independent
         // branches (the two sides of a join) run at the same time.
+        let mut waiting: Vec<(u32, Vec<u32>)> = self
+            .plan
+            .stages
+            .iter()
+            .map(|s| (s.id, s.inputs()))
+            .collect();
         let mut finished: BTreeSet<u32> = BTreeSet::new();
-        let mut started: BTreeSet<u32> = BTreeSet::new();
         let mut running = futures::stream::FuturesUnordered::new();
         loop {
-            for stage in &self.plan.stages {
-                if !started.contains(&stage.id)
-                    && stage.inputs().iter().all(|i| finished.contains(i))
-                {
-                    started.insert(stage.id);
-                    let id = stage.id;
-                    running.push(async move {
-                        self.run_stage(id, None)
-                            .await
-                            .map_err(|e| e.context(format!("stage {id}")))
-                            .map(|()| id)
-                    });
-                }
+            let (ready, still): (Vec<_>, Vec<_>) = waiting
+                .into_iter()
+                .partition(|(_, inputs)| inputs.iter().all(|i| finished.contains(i)));
+            waiting = still;
+            for (id, _) in ready {
+                running.push(async move {
+                    self.run_stage(id, None)
+                        .await
+                        .map_err(|e| e.context(format!("stage {id}")))
+                        .map(|()| id)
+                });
             }
             match running.next().await {
                 Some(done) => {
@@ -293,7 +296,7 @@ impl QueryRun {
                 None => break,
             }
         }
-        if finished.len() < self.plan.stages.len() {
+        if !waiting.is_empty() {
             return Err(QuarryError::internal(
                 "the stage plan has stages whose inputs never run",
             ));
