@@ -109,18 +109,7 @@ print("AUTH OK")
 #[test]
 fn adbc_driver_against_quarry_up() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dir_arg = dir.path().display().to_string();
-    let quarry = QuarryProcess::spawn(&[
-        "up",
-        "--dir",
-        &dir_arg,
-        "--flight",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--demo-rows",
-        "10000",
-    ]);
+    let quarry = QuarryProcess::up(dir.path(), &["--demo-rows", "10000"]);
     let out = run_python(CLIENT, &[&quarry.flight]);
     assert!(out.contains("ADBC OK"), "{out}");
     assert!(out.contains("vendor Quarry"), "{out}");
@@ -129,21 +118,10 @@ fn adbc_driver_against_quarry_up() {
 #[test]
 fn adbc_basic_to_bearer_login() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dir_arg = dir.path().display().to_string();
-    let quarry = QuarryProcess::spawn(&[
-        "up",
-        "--dir",
-        &dir_arg,
-        "--flight",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--demo-rows",
-        "1000",
-        "--auth",
-        "--admin-password",
-        "pw",
-    ]);
+    let quarry = QuarryProcess::up(
+        dir.path(),
+        &["--demo-rows", "1000", "--auth", "--admin-password", "pw"],
+    );
     let out = run_python(AUTH_CLIENT, &[&quarry.flight]);
     assert!(out.contains("AUTH OK"), "{out}");
 }

@@ -18,18 +18,7 @@ async fn run(
     session: &Arc<Session>,
     sql: &str,
 ) -> (Vec<arrow::array::RecordBatch>, QueryProfile) {
-    let job = engine
-        .submit(session, sql, None)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let batches = job
-        .spool
-        .read(0, None)
-        .try_collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let record = job.wait().await;
-    assert!(record.error.is_none(), "{sql}: {:?}", record.error);
+    let (batches, record) = crate::harness::run_sql(engine, session, sql).await;
     // Statements that ran no stages have no profile.
     (
         batches,

@@ -4,10 +4,35 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
+use futures::TryStreamExt;
+use quarry_catalog::JobRecord;
+use quarry_coordinator::engine::{Engine, Session};
 use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
+
+/// Run `sql` in `session` and wait for its job; panics when it fails.
+pub async fn run_sql(
+    engine: &Arc<Engine>,
+    session: &Arc<Session>,
+    sql: &str,
+) -> (Vec<RecordBatch>, JobRecord) {
+    let job = engine
+        .submit(session, sql, None)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = job
+        .spool
+        .read(0, None)
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let record = job.wait().await;
+    assert!(record.error.is_none(), "{sql}: {:?}", record.error);
+    (batches, record)
+}
 
 /// An in-process cluster with its own directory.
 pub struct TestCluster {
@@ -49,6 +74,22 @@ pub struct QuarryProcess {
 }
 
 impl QuarryProcess {
+    /// Start `quarry up` over `dir` on free ports, with `extra` flags.
+    pub fn up(dir: &Path, extra: &[&str]) -> QuarryProcess {
+        let dir = dir.display().to_string();
+        let mut args = vec![
+            "up",
+            "--dir",
+            &dir,
+            "--flight",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        QuarryProcess::spawn(&args)
+    }
+
     /// Start `quarry <args>` and wait for it to print its addresses.
     pub fn spawn(args: &[&str]) -> QuarryProcess {
         let mut child = Command::new(quarry_bin())

@@ -14,20 +14,7 @@ async fn sql(
     session: &Arc<quarry_coordinator::engine::Session>,
     sql: &str,
 ) -> Vec<arrow::array::RecordBatch> {
-    use futures::TryStreamExt;
-    let job = engine
-        .submit(session, sql, None)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let batches = job
-        .spool
-        .read(0, None)
-        .try_collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let record = job.wait().await;
-    assert!(record.error.is_none(), "{sql}: {:?}", record.error);
-    batches
+    crate::harness::run_sql(engine, session, sql).await.0
 }
 
 fn count(batches: &[arrow::array::RecordBatch]) -> i64 {
