@@ -26,6 +26,16 @@ async fn run(
     )
 }
 
+/// Spills by every operator of every task of the query.
+fn spill_count(profile: &QueryProfile) -> u64 {
+    profile
+        .stages
+        .iter()
+        .flat_map(|s| s.tasks.iter().flat_map(|t| t.operators.iter()))
+        .map(|o| o.spill_count)
+        .sum()
+}
+
 fn i64s(batches: &[arrow::array::RecordBatch], column: usize) -> Vec<i64> {
     batches
         .iter()
@@ -332,15 +342,7 @@ async fn sorts_and_aggregations_bigger_than_executor_memory_spill_and_finish() {
         revenue.windows(2).all(|w| w[0] >= w[1]),
         "sorted descending"
     );
-    let spilled: u64 = profile
-        .stages
-        .iter()
-        .flat_map(|s| {
-            s.tasks
-                .iter()
-                .flat_map(|t| t.operators.iter().map(|o| o.spill_count))
-        })
-        .sum();
+    let spilled = spill_count(&profile);
     assert!(
         spilled > 0,
         "the sort should have spilled under a 24 MB limit"
@@ -354,15 +356,7 @@ async fn sorts_and_aggregations_bigger_than_executor_memory_spill_and_finish() {
     .await;
     assert_eq!(i64s(&rows, 1).len(), 400_000);
     assert_eq!(i64s(&rows, 1).iter().sum::<i64>(), 400_000);
-    let spilled: u64 = profile
-        .stages
-        .iter()
-        .flat_map(|s| {
-            s.tasks
-                .iter()
-                .flat_map(|t| t.operators.iter().map(|o| o.spill_count))
-        })
-        .sum();
+    let spilled = spill_count(&profile);
     assert!(
         spilled > 0,
         "the aggregation should have spilled under a 24 MB limit"
