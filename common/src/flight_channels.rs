@@ -1,8 +1,28 @@
 //! Pooled gRPC channels to Flight endpoints (executors, the coordinator's internal service).
+//!
+//! Two kinds of connection, because HTTP/2 shares one flow-control window among all the
+//! streams of a connection:
+//! - **control** ([`FlightChannels::client`]): one shared connection per endpoint for calls
+//!   whose answers are read as soon as they arrive (run a task, heartbeat, release, status);
+//! - **data** ([`FlightChannels::data_client`]): exchange reads. Each stream gets a
+//!   connection of its own for as long as it is open ([`DataLease`]), taken from a pool of
+//!   idle ones. A consumer may stop reading a stream for a long time (a join reads its
+//!   probe side only after its build side; DataFusion starts the inputs of a coalesce
+//!   eagerly and they stop at a bounded channel). On a shared connection the data such a
+//!   stream has buffered counts against the connection's window, and once a few of them
+//!   fill it, every other stream on it stalls — including the one the consumer waits for.
+//!   That deadlocked multi-slot clusters (two tasks of one executor reading from the same
+//!   peer). With a connection per open stream a stream's buffer can only hold itself up,
+//!   exactly as DataFusion's bounded channels do in one process.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use arrow_flight::error::FlightError;
+use futures::Stream;
+use futures::stream::BoxStream;
 
 use arrow_flight::FlightClient;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -22,10 +42,78 @@ pub fn grpc_incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// One lazily-connected channel per endpoint, shared by every caller.
+/// Idle data connections kept per endpoint; more may be open while streams need them.
+const IDLE_DATA_CONNECTIONS: usize = 32;
+
+type IdlePool = Arc<Mutex<HashMap<String, Vec<Channel>>>>;
+
+/// One lazily-connected control channel per endpoint, shared by every caller, and a pool
+/// of data connections each used by one stream at a time.
 #[derive(Debug, Default)]
 pub struct FlightChannels {
     channels: Mutex<HashMap<String, Channel>>,
+    idle: IdlePool,
+}
+
+/// A data connection used by one stream; it goes back to the pool only when that stream
+/// ended cleanly ([`DataLease::release`]); one dropped mid-way is closed.
+#[derive(Debug)]
+pub struct DataLease {
+    endpoint: String,
+    channel: Option<Channel>,
+    idle: IdlePool,
+}
+
+impl DataLease {
+    /// The stream on this connection ended: the connection can carry another.
+    pub fn release(mut self) {
+        let Some(channel) = self.channel.take() else {
+            return;
+        };
+        if let Ok(mut idle) = self.idle.lock() {
+            let pool = idle.entry(std::mem::take(&mut self.endpoint)).or_default();
+            if pool.len() < IDLE_DATA_CONNECTIONS {
+                pool.push(channel);
+            }
+        }
+    }
+}
+
+/// A stream that holds its connection's lease, and returns it when it ends.
+pub struct LeasedStream<T> {
+    inner: BoxStream<'static, Result<T, FlightError>>,
+    lease: Option<DataLease>,
+}
+
+impl<T> LeasedStream<T> {
+    pub fn new(inner: BoxStream<'static, Result<T, FlightError>>, lease: DataLease) -> Self {
+        LeasedStream {
+            inner,
+            lease: Some(lease),
+        }
+    }
+}
+
+impl<T> Stream for LeasedStream<T> {
+    type Item = Result<T, FlightError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(lease) = self.lease.take() {
+                    lease.release();
+                }
+            }
+            // A stream that failed leaves its connection in an unknown state.
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
+        }
+        polled
+    }
 }
 
 impl FlightChannels {
@@ -42,16 +130,29 @@ impl FlightChannels {
         if let Some(channel) = channels.get(endpoint) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| QuarryError::invalid(format!("bad Flight endpoint {endpoint}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = connect(endpoint)?;
         channels.insert(endpoint.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// A Flight client on a data connection of its own, for one exchange stream; keep the
+    /// lease with the stream (see [`LeasedStream`]).
+    pub fn data_client(&self, endpoint: &str) -> Result<(FlightClient, DataLease), QuarryError> {
+        let reused = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.get_mut(endpoint).and_then(Vec::pop));
+        let channel = match reused {
+            Some(channel) => channel,
+            None => connect(endpoint)?,
+        };
+        let lease = DataLease {
+            endpoint: endpoint.to_string(),
+            channel: Some(channel.clone()),
+            idle: Arc::clone(&self.idle),
+        };
+        Ok((FlightClient::new_from_inner(raw_client(channel)), lease))
     }
 
     /// A Flight client to `endpoint` without a message size cap.
@@ -66,7 +167,30 @@ impl FlightChannels {
         if let Ok(mut channels) = self.channels.lock() {
             channels.remove(endpoint);
         }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.remove(endpoint);
+        }
     }
+
+    /// Idle data connections to `endpoint` (for tests and status).
+    pub fn idle_data_connections(&self, endpoint: &str) -> usize {
+        self.idle
+            .lock()
+            .map(|idle| idle.get(endpoint).map_or(0, Vec::len))
+            .unwrap_or(0)
+    }
+}
+
+/// A lazily-connected channel to `endpoint`.
+fn connect(endpoint: &str) -> Result<Channel, QuarryError> {
+    Ok(Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| QuarryError::invalid(format!("bad Flight endpoint {endpoint}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
 }
 
 /// The generated client on a channel, with Quarry's message limits.

@@ -28,7 +28,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use prost::Message;
 
-use crate::flight_channels::FlightChannels;
+use crate::activity::TaskActivity;
+use crate::flight_channels::{FlightChannels, LeasedStream};
 use crate::protocol::ExchangeTicket;
 
 /// Where one piece of a shuffled partition lives.
@@ -67,6 +68,8 @@ pub struct ExchangeAccess {
     /// that fails half-way can be read again elsewhere without duplicating rows. The
     /// coordinator reads the last stage this way; executors instead retry whole tasks.
     pub recovery: Option<Arc<dyn PieceRecovery>>,
+    /// Where a task notes the pieces it has open (executors only).
+    pub activity: Option<Arc<TaskActivity>>,
 }
 
 /// How many times one piece is looked for again before the read fails.
@@ -203,7 +206,21 @@ impl ExecutionPlan for ShuffleReaderExec {
                 if !local {
                     remote_pieces.add(1);
                 }
-                Box::pin(open_piece(access, stage_id, location)).try_flatten_stream()
+                // Open until the piece's stream ends or is dropped.
+                let open = access.activity.as_ref().map(|activity| {
+                    activity.open(match &location.ticket {
+                        Some(t) => format!(
+                            "stage {stage_id} task {} attempt {} piece {} on {}",
+                            t.partition, t.attempt, t.output_partition, location.executor_id
+                        ),
+                        None => format!("stage {stage_id} on {}", location.executor_id),
+                    })
+                });
+                Box::pin(open_piece(access, stage_id, location))
+                    .try_flatten_stream()
+                    .inspect(move |_| {
+                        let _open = &open;
+                    })
             })
             .flatten_unordered(Some(4))
             .inspect_ok(move |batch| {
@@ -292,16 +309,140 @@ async fn stream_piece(
             )),
         };
     }
-    let mut client = access
+    // Each piece on a connection of its own: see `flight_channels` for the deadlock a
+    // shared one caused.
+    let (mut client, lease) = access
         .channels
-        .client(&location.endpoint)
+        .data_client(&location.endpoint)
         .map_err(|e| failed(e.message))?;
     let stream = client
         .do_get(Ticket::new(ticket.encode_to_vec()))
         .await
         .map_err(|e| failed(e.to_string()))?;
     let failed_mid_stream = failed.clone();
-    Ok(stream
+    Ok(LeasedStream::new(stream.boxed(), lease)
         .map_err(move |e| failed_mid_stream(e.to_string()))
         .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use arrow_flight::{FlightData, error::FlightError};
+    use bytes::Bytes;
+    use datafusion::execution::TaskContext;
+    use datafusion::prelude::SessionConfig;
+    use futures::StreamExt;
+    use tonic::Status;
+
+    use super::*;
+    use crate::action_service::{ActionHandler, ResultStream, action_service};
+    use crate::flight_channels::grpc_incoming;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]))
+    }
+
+    /// Serves 16 MB for every ticket, in 256 KB batches.
+    struct Producer;
+
+    #[tonic::async_trait]
+    impl ActionHandler for Producer {
+        async fn action(&self, _: &str, _: Bytes) -> Result<ResultStream<Bytes>, Status> {
+            Err(Status::unimplemented("no actions"))
+        }
+
+        async fn get(&self, _ticket: Bytes) -> Result<ResultStream<FlightData>, Status> {
+            let batch = RecordBatch::try_new(
+                schema(),
+                vec![Arc::new(Int64Array::from_iter_values(0..32 * 1024))],
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+            let batches = futures::stream::iter((0..64).map(move |_| Ok(batch.clone())));
+            Ok(FlightDataEncoderBuilder::new()
+                .build(batches)
+                .map(|r: Result<FlightData, FlightError>| {
+                    r.map_err(|e| Status::internal(e.to_string()))
+                })
+                .boxed())
+        }
+    }
+
+    fn location(endpoint: &str, task: u32) -> ShuffleLocation {
+        ShuffleLocation {
+            executor_id: "producer".to_string(),
+            endpoint: endpoint.to_string(),
+            ticket: Some(ExchangeTicket {
+                query_id: "q".to_string(),
+                stage_id: 1,
+                partition: task,
+                attempt: 0,
+                output_partition: 0,
+            }),
+        }
+    }
+
+    /// Streams a consumer opened but does not read (DataFusion opens a broadcast join's
+    /// inputs, and starts a coalesce's, long before it reads them) must not hold up the
+    /// stream it does read, even when all come from the same executor. On one shared
+    /// HTTP/2 connection their buffered data filled the connection's window and the read
+    /// stalled forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unread_pieces_do_not_stall_the_piece_being_read() -> Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        let endpoint = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?
+        );
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(action_service(Arc::new(Producer)))
+                .serve_with_incoming(grpc_incoming(listener)),
+        );
+        // Four reader partitions, one piece each, all on the same producer.
+        let reader = ShuffleReaderExec::new(
+            1,
+            schema(),
+            (0..4).map(|t| vec![location(&endpoint, t)]).collect(),
+        );
+        let config = SessionConfig::new().with_extension(Arc::new(ExchangeAccess::default()));
+        let context = Arc::new(TaskContext::default().with_session_config(config));
+        // Three are opened and read a little, then left alone.
+        let mut unread = Vec::new();
+        for partition in 0..3 {
+            let mut stream = reader.execute(partition, Arc::clone(&context))?;
+            stream.next().await.transpose()?;
+            unread.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The fourth is read to its end.
+        let read = async {
+            let mut rows = 0;
+            let mut stream = reader.execute(3, Arc::clone(&context))?;
+            while let Some(batch) = stream.next().await {
+                rows += batch?.num_rows();
+            }
+            Ok::<usize, DataFusionError>(rows)
+        };
+        let rows = tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .map_err(|_| DataFusionError::Execution("the read stalled".to_string()))??;
+        assert_eq!(rows, 64 * 32 * 1024);
+        // The open streams still read to their ends afterwards.
+        for mut stream in unread {
+            while let Some(batch) = stream.next().await {
+                batch?;
+            }
+        }
+        server.abort();
+        Ok(())
+    }
 }
