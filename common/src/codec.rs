@@ -21,10 +21,11 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::shuffle_reader::{ShuffleLocation, ShuffleReaderExec};
+use crate::stall::StallExec;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct ExtensionNode {
-    #[prost(oneof = "extension_node::Kind", tags = "1")]
+    #[prost(oneof = "extension_node::Kind", tags = "1, 2")]
     pub kind: Option<extension_node::Kind>,
 }
 
@@ -33,6 +34,8 @@ pub mod extension_node {
     pub enum Kind {
         #[prost(message, tag = "1")]
         ShuffleReader(super::ShuffleReaderNode),
+        #[prost(message, tag = "2")]
+        Stall(super::StallNode),
     }
 }
 
@@ -44,6 +47,14 @@ pub struct ShuffleReaderNode {
     pub schema: Option<protobuf::Schema>,
     #[prost(message, repeated, tag = "3")]
     pub partitions: Vec<PartitionPieces>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct StallNode {
+    #[prost(uint32, tag = "1")]
+    pub partitions: u32,
+    #[prost(bool, tag = "2")]
+    pub with_column: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -80,6 +91,10 @@ impl PhysicalExtensionCodec for QuarryCodec {
                     partitions,
                 )))
             }
+            Some(extension_node::Kind::Stall(stall)) => Ok(Arc::new(StallExec::new(
+                stall.partitions as usize,
+                stall.with_column,
+            ))),
             None => Err(internal_datafusion_err!("empty Quarry plan node")),
         }
     }
@@ -102,6 +117,18 @@ impl PhysicalExtensionCodec for QuarryCodec {
                             pieces: pieces.clone(),
                         })
                         .collect(),
+                })),
+            };
+            message
+                .encode(buf)
+                .map_err(|e| internal_datafusion_err!("encoding Quarry plan node: {e}"))?;
+            return Ok(());
+        }
+        if let Some(stall) = node.downcast_ref::<StallExec>() {
+            let message = ExtensionNode {
+                kind: Some(extension_node::Kind::Stall(StallNode {
+                    partitions: stall.partitions() as u32,
+                    with_column: stall.with_column(),
                 })),
             };
             message

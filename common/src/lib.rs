@@ -3,6 +3,7 @@
 //! ([`shuffle_reader`]) and the codec that ships it inside DataFusion plans ([`codec`]).
 
 pub mod action_service;
+pub mod activity;
 pub mod codec;
 pub mod error;
 pub mod flight_channels;
@@ -11,5 +12,6 @@ pub mod object_stores;
 pub mod panics;
 pub mod protocol;
 pub mod shuffle_reader;
+pub mod stall;
 
 pub use error::{ErrorCode, QuarryError, QuarryResult};

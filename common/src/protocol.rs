@@ -74,6 +74,34 @@ pub struct Heartbeat {
     /// Spill files (operators and exchange) on disk now.
     #[prost(uint32, tag = "5")]
     pub spill_files: u32,
+    /// What each running task is doing, for the coordinator's watchdog.
+    #[prost(message, repeated, tag = "6")]
+    pub tasks: Vec<TaskActivityReport>,
+    /// Task outputs held in the exchange store.
+    #[prost(uint32, tag = "7")]
+    pub exchange_outputs: u32,
+}
+
+/// One running task as its executor sees it.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct TaskActivityReport {
+    #[prost(string, tag = "1")]
+    pub query_id: String,
+    #[prost(uint32, tag = "2")]
+    pub stage_id: u32,
+    #[prost(uint32, tag = "3")]
+    pub partition: u32,
+    #[prost(uint32, tag = "4")]
+    pub attempt: u32,
+    /// Rows that have left any operator of the task so far.
+    #[prost(uint64, tag = "5")]
+    pub rows: u64,
+    /// Time since `rows` last grew (or since the task started), in milliseconds.
+    #[prost(uint64, tag = "6")]
+    pub idle_ms: u64,
+    /// Inputs the task has open and not finished: exchange pieces and scans.
+    #[prost(string, repeated, tag = "7")]
+    pub waiting_on: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -1,6 +1,6 @@
 //! System tables: `sys.nodes` (executors), `sys.jobs` (query history) and `sys.tasks`
 //! (every task of recent jobs), built from the coordinator's state when a query reads
-//! them.
+//! them; with test sources on, `sys.test_stall` (a scan that never yields).
 
 use std::sync::Arc;
 
@@ -9,9 +9,12 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use quarry_common::stall::{StallExec, stall_schema};
 
 use crate::cluster::Cluster;
 use crate::jobs::Jobs;
@@ -24,11 +27,43 @@ const TASK_HISTORY_JOBS: usize = 200;
 pub struct SystemTables {
     cluster: Arc<Cluster>,
     jobs: Arc<Jobs>,
+    /// Also offer `sys.test_stall`, a source that never yields (for tests).
+    test_sources: bool,
 }
 
 impl SystemTables {
-    pub fn new(cluster: Arc<Cluster>, jobs: Arc<Jobs>) -> Self {
-        SystemTables { cluster, jobs }
+    pub fn new(cluster: Arc<Cluster>, jobs: Arc<Jobs>, test_sources: bool) -> Self {
+        SystemTables {
+            cluster,
+            jobs,
+            test_sources,
+        }
+    }
+}
+
+/// `sys.test_stall`: two partitions that never produce a row, scanned on executors.
+#[derive(Debug)]
+struct StallTable;
+
+#[async_trait]
+impl TableProvider for StallTable {
+    fn schema(&self) -> SchemaRef {
+        stall_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let with_column = projection.is_none_or(|p| !p.is_empty());
+        Ok(Arc::new(StallExec::new(2, with_column)))
     }
 }
 
@@ -62,6 +97,7 @@ impl SystemTables {
             Field::new("state", DataType::Utf8, false),
             Field::new("slots", DataType::UInt32, false),
             Field::new("running_tasks", DataType::UInt32, false),
+            Field::new("exchange_outputs", DataType::UInt32, false),
             Field::new("exchange_bytes", DataType::UInt64, false),
             Field::new("memory_used_bytes", DataType::UInt64, false),
             Field::new("spill_files", DataType::UInt32, false),
@@ -84,6 +120,9 @@ impl SystemTables {
                 Arc::new(UInt32Array::from_iter_values(nodes.iter().map(|n| n.slots))),
                 Arc::new(UInt32Array::from_iter_values(
                     nodes.iter().map(|n| n.running_tasks),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    nodes.iter().map(|n| n.exchange_outputs),
                 )),
                 Arc::new(UInt64Array::from_iter_values(
                     nodes.iter().map(|n| n.exchange_bytes),
@@ -226,7 +265,11 @@ impl SystemTables {
 #[async_trait]
 impl SchemaProvider for SystemTables {
     fn table_names(&self) -> Vec<String> {
-        vec!["jobs".to_string(), "nodes".to_string(), "tasks".to_string()]
+        let mut names = vec!["jobs".to_string(), "nodes".to_string(), "tasks".to_string()];
+        if self.test_sources {
+            names.push("test_stall".to_string());
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -234,11 +277,12 @@ impl SchemaProvider for SystemTables {
             "nodes" => self.nodes().map(Some),
             "jobs" => self.jobs().map(Some),
             "tasks" => self.tasks().map(Some),
+            "test_stall" if self.test_sources => Ok(Some(Arc::new(StallTable))),
             _ => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "nodes" | "jobs" | "tasks")
+        matches!(name, "nodes" | "jobs" | "tasks") || (self.test_sources && name == "test_stall")
     }
 }

@@ -15,6 +15,7 @@ mod compact;
 mod data_dir;
 mod exchange;
 mod membership;
+mod running;
 mod service;
 mod task;
 
@@ -214,7 +215,9 @@ pub async fn start(
                 running_tasks: status.running_tasks,
                 memory_used_bytes: status.memory_used_bytes,
                 exchange_bytes: status.exchange_bytes,
+                exchange_outputs: status.exchange_entries,
                 spill_files: status.spill_files,
+                tasks: heartbeat_service.task_reports(),
             }
         }),
     };

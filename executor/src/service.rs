@@ -1,7 +1,6 @@
 //! The executor's Flight service: run tasks, serve their output, release queries.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow_flight::FlightData;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
@@ -14,18 +13,20 @@ use quarry_common::action_service::{ActionHandler, ResultStream};
 use quarry_common::error::{classify, describe};
 use quarry_common::protocol::{
     self, ACTION_READ_FILE, ACTION_RELEASE_QUERY, ACTION_RUN_TASK, ACTION_STATUS, ExchangeTicket,
-    ExecutorStatus, FetchFailure, ReadFile, ReleaseQuery, TaskDefinition, TaskFailure,
+    ExecutorStatus, FetchFailure, ReadFile, ReleaseQuery, TaskActivityReport, TaskDefinition,
+    TaskFailure,
 };
 use quarry_common::shuffle_reader::FetchFailed;
 use tonic::Status;
 use tracing::Instrument;
 
 use crate::data_dir::DataDir;
+use crate::running::RunningTasks;
 use crate::task::{TaskEnvironment, run_task};
 
 pub struct ExecutorService {
     env: Arc<TaskEnvironment>,
-    running: Arc<AtomicU32>,
+    running: Arc<RunningTasks>,
     data_dir: Option<DataDir>,
 }
 
@@ -33,40 +34,25 @@ impl ExecutorService {
     pub fn new(env: Arc<TaskEnvironment>, data_dir: Option<DataDir>) -> Self {
         ExecutorService {
             env,
-            running: Arc::new(AtomicU32::new(0)),
+            running: Arc::default(),
             data_dir,
         }
     }
 
-    pub fn running_tasks(&self) -> Arc<AtomicU32> {
-        Arc::clone(&self.running)
+    /// What each running task is doing.
+    pub fn task_reports(&self) -> Vec<TaskActivityReport> {
+        self.running.reports()
     }
 
     pub fn status(&self) -> ExecutorStatus {
         ExecutorStatus {
             executor_id: self.env.executor_id.clone(),
-            running_tasks: self.running.load(Ordering::Relaxed),
+            running_tasks: self.running.count(),
             exchange_bytes: self.env.exchange.memory_bytes(),
             exchange_entries: self.env.exchange.entries() as u32,
             memory_used_bytes: self.env.runtime.memory_pool.reserved() as u64,
             spill_files: self.env.spill_files(),
         }
-    }
-}
-
-/// Counts a task as running for as long as it is alive (also when it is dropped).
-struct Running(Arc<AtomicU32>);
-
-impl Running {
-    fn start(counter: &Arc<AtomicU32>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Running(Arc::clone(counter))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -124,10 +110,11 @@ impl ActionHandler for ExecutorService {
                     attempt = task.attempt
                 );
                 let task_future = async move {
-                    let _running = Running::start(&running);
+                    let registered = running.start(&task);
                     let work = {
                         let env = Arc::clone(&env);
-                        async move { run_task(&env, task).await }
+                        let running = Arc::clone(&registered.task);
+                        async move { run_task(&env, task, &running).await }
                     };
                     match env.cpu.run(work).await {
                         Ok(result) => result

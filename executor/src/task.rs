@@ -24,6 +24,7 @@ use quarry_common::protocol::{TaskDefinition, TaskResult};
 use quarry_common::shuffle_reader::ExchangeAccess;
 
 use crate::exchange::{ExchangeStore, OutputWriter};
+use crate::running::RunningTask;
 
 /// A tokio runtime for query work, apart from the one answering RPCs: DataFusion
 /// operators can compute for a long time without yielding, and must not starve the
@@ -108,7 +109,11 @@ impl TaskEnvironment {
     }
 }
 
-pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<TaskResult> {
+pub async fn run_task(
+    env: &TaskEnvironment,
+    task: TaskDefinition,
+    running: &RunningTask,
+) -> Result<TaskResult> {
     let started = Instant::now();
     let mut config = SessionConfig::new();
     for setting in &task.settings {
@@ -119,6 +124,7 @@ pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<Tas
         channels: Arc::clone(&env.channels),
         local: Some(Arc::clone(&env.exchange) as _),
         recovery: None,
+        activity: Some(Arc::clone(&running.activity)),
     }));
     for spec in &task.object_stores {
         env.object_stores
@@ -132,6 +138,7 @@ pub async fn run_task(env: &TaskEnvironment, task: TaskDefinition) -> Result<Tas
         .build();
     let task_ctx = state.task_ctx();
     let plan = cooperative(plan_from_bytes(&task.plan, &task_ctx)?)?;
+    let _ = running.plan.set(Arc::clone(&plan));
     let partitioning =
         partitioning_from_bytes(&task.output_partitioning, &plan.schema(), &task_ctx)?;
     let output_count = partitioning

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quarry_common::protocol::{ExecutorRegistration, Heartbeat, LocalFile};
+use quarry_common::protocol::{ExecutorRegistration, Heartbeat, LocalFile, TaskActivityReport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -28,8 +28,12 @@ pub struct ExecutorInfo {
     pub last_heartbeat_ms: u64,
     pub running_tasks: u32,
     pub exchange_bytes: u64,
+    /// Task outputs held in its exchange store.
+    pub exchange_outputs: u32,
     pub memory_used_bytes: u64,
     pub spill_files: u32,
+    /// What its running tasks were doing at the last heartbeat.
+    pub tasks: Arc<Vec<TaskActivityReport>>,
     pub state: ExecutorState,
 }
 
@@ -107,8 +111,10 @@ impl Cluster {
             last_heartbeat_ms: now,
             running_tasks: 0,
             exchange_bytes: 0,
+            exchange_outputs: 0,
             memory_used_bytes: 0,
             spill_files: 0,
+            tasks: Arc::default(),
             state: ExecutorState::Active,
         };
         tracing::info!(executor = %info.executor_id, endpoint = %info.endpoint, slots = info.slots, "executor registered");
@@ -135,8 +141,10 @@ impl Cluster {
                 member.info.last_heartbeat_ms = now_ms();
                 member.info.running_tasks = beat.running_tasks;
                 member.info.exchange_bytes = beat.exchange_bytes;
+                member.info.exchange_outputs = beat.exchange_outputs;
                 member.info.memory_used_bytes = beat.memory_used_bytes;
                 member.info.spill_files = beat.spill_files;
+                member.info.tasks = Arc::new(beat.tasks.clone());
                 true
             }
             _ => false,

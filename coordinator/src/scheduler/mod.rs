@@ -16,11 +16,42 @@
 //!
 //! Before a stage runs, and before the coordinator reads the last stage, every input
 //! piece is checked to live on an active executor; lost ones are recomputed first.
+//!
+//! # Why tasks holding slots cannot wait on each other
+//!
+//! A cluster of multi-slot executors once hung for good (TPC-H SF1 Q7/Q9 on two
+//! executors with two slots): every slot was held by a task waiting, without using any
+//! CPU, for exchange data that never arrived, and every later query waited for a slot.
+//! The cause was HTTP/2 flow control. All `do_get` streams from one executor to a peer
+//! shared one connection, and so one connection window. DataFusion opens some inputs
+//! long before it reads them: a broadcast join executes its build and probe inputs when
+//! it starts, and a coalesce runs each of its inputs in a task that stops at a small
+//! bounded channel. Those streams kept receiving data until their windows were full,
+//! which filled the connection's window, and the one stream the task was actually
+//! reading — on the same connection — stalled. With two tasks of one executor reading
+//! from the same peer the connection filled twice as fast; with one slot it did not.
+//!
+//! The guarantee, by construction:
+//! 1. A task waits only on finished data. A stage starts only after every stage it reads
+//!    has finished, and its outputs are complete in the producers' exchange stores, so
+//!    no task ever waits for another task to produce something (lost outputs are
+//!    recomputed before the reading stage runs, without holding a slot).
+//! 2. A task's reads cannot be held up by any other read. Every exchange stream has a
+//!    connection of its own while it is open (`FlightChannels::data_client`), so a
+//!    stream's unread data blocks only that stream, exactly like DataFusion's own bounded
+//!    channels in one process, where the same plans never deadlock.
+//! 3. Slots are handed out by [`slots`] from free slots only; a task never asks for a
+//!    slot while holding one.
+//!
+//! Should a future change break this, the [`watchdog`] fails a query whose tasks all
+//! stop making progress for `quarry.stall_timeout`, naming the stage and what each task
+//! waits on, instead of letting it hold the cluster.
 
 mod analyze;
 mod placement;
 mod profile;
 mod slots;
+mod watchdog;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -52,7 +83,8 @@ pub use analyze::report as analyze_report;
 pub use placement::CLUSTER_FILES_URL;
 use placement::{Placement, StageLayout};
 pub use profile::{QueryProfile, StageProfile, TaskProfile};
-use slots::SlotPool;
+use slots::{Eligible, SlotPool};
+use watchdog::InFlight;
 
 /// What a query's tasks share.
 #[derive(Clone)]
@@ -65,6 +97,8 @@ pub struct QueryTasks {
     pub max_executors: usize,
     /// Called after every finished task with (done, total).
     pub progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
+    /// Fail the query when its running tasks all make no progress this long (0 = never).
+    pub stall_timeout: Duration,
 }
 
 /// A finished task: where its output is.
@@ -102,9 +136,9 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(cluster: Arc<Cluster>, channels: Arc<FlightChannels>) -> Self {
         Scheduler {
+            slots: SlotPool::new(Arc::clone(&cluster)),
             cluster,
             channels,
-            slots: SlotPool::default(),
         }
     }
 
@@ -208,7 +242,6 @@ impl Scheduler {
     }
 }
 
-#[derive(Default)]
 struct RunState {
     /// Per stage, per task: where the output of its last successful attempt is.
     outputs: BTreeMap<u32, Vec<Option<TaskOutput>>>,
@@ -219,6 +252,39 @@ struct RunState {
     profiles: BTreeMap<u32, StageProfile>,
     done: usize,
     total: usize,
+    /// Tasks holding a slot now, by (stage, task).
+    in_flight: BTreeMap<(u32, u32), InFlight>,
+    /// When a task last started or finished.
+    last_progress: std::time::Instant,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState {
+            outputs: BTreeMap::new(),
+            layouts: BTreeMap::new(),
+            attempts: HashMap::new(),
+            profiles: BTreeMap::new(),
+            done: 0,
+            total: 0,
+            in_flight: BTreeMap::new(),
+            last_progress: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Lists a task as holding a slot for as long as it is alive.
+struct InFlightGuard<'a> {
+    run: &'a QueryRun,
+    key: (u32, u32),
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.run.lock();
+        state.in_flight.remove(&self.key);
+        state.last_progress = std::time::Instant::now();
+    }
 }
 
 /// One query's stages running on the cluster.
@@ -268,12 +334,26 @@ impl QueryRun {
         }
         // A stage starts as soon as every stage it reads has finished, so independent
         // branches (the two sides of a join) run at the same time.
-        let mut waiting: Vec<(u32, Vec<u32>)> = self
+        let waiting: Vec<(u32, Vec<u32>)> = self
             .plan
             .stages
             .iter()
             .map(|s| (s.id, s.inputs()))
             .collect();
+        let stages = self.run_dag(waiting);
+        // The watchdog fails the query if its tasks stop making progress; dropping the
+        // stages drops every task call, which stops the tasks and frees their slots.
+        tokio::select! {
+            result = stages => result?,
+            stalled = self.watch() => return Err(stalled),
+        }
+        self.ensure_available(reader_stages(&self.plan.root))
+            .await?;
+        self.resolve(&self.plan.root)
+    }
+
+    /// Run stages as soon as the stages they read have finished.
+    async fn run_dag(&self, mut waiting: Vec<(u32, Vec<u32>)>) -> Result<(), QuarryError> {
         let mut finished: BTreeSet<u32> = BTreeSet::new();
         let mut running = futures::stream::FuturesUnordered::new();
         loop {
@@ -301,9 +381,7 @@ impl QueryRun {
                 "the stage plan has stages whose inputs never run",
             ));
         }
-        self.ensure_available(reader_stages(&self.plan.root))
-            .await?;
-        self.resolve(&self.plan.root)
+        Ok(())
     }
 
     /// The stage's plan with its scans laid out over the executors (fixed at first run).
@@ -498,11 +576,18 @@ impl QueryRun {
         let mut failures: Vec<String> = Vec::new();
         loop {
             let attempt = self.next_attempt(stage.id, partition);
-            let eligible = |e: &ExecutorInfo| self.eligible(e) && placement.allows(&e.executor_id);
+            let eligible: Eligible = {
+                let allowed = self.allowed.clone();
+                let placement = placement.clone();
+                Arc::new(move |e: &ExecutorInfo| {
+                    allowed.as_ref().is_none_or(|a| a.contains(&e.executor_id))
+                        && placement.allows(&e.executor_id)
+                })
+            };
             let (executor, lease) = self
                 .scheduler
                 .slots
-                .acquire(&self.scheduler.cluster, &eligible, placement.preferred())
+                .acquire(&self.tasks.query_id, eligible, placement.preferred())
                 .await
                 .map_err(|e| match &placement {
                     Placement::Only(holders) => QuarryError::unavailable(format!(
@@ -522,7 +607,24 @@ impl QueryRun {
                 settings: self.tasks.settings.clone(),
                 object_stores: self.tasks.object_stores.clone(),
             };
+            let in_flight = {
+                let mut state = self.lock();
+                state.in_flight.insert(
+                    (stage.id, partition),
+                    InFlight {
+                        executor_id: executor.executor_id.clone(),
+                        attempt,
+                        started: std::time::Instant::now(),
+                    },
+                );
+                state.last_progress = std::time::Instant::now();
+                InFlightGuard {
+                    run: self,
+                    key: (stage.id, partition),
+                }
+            };
             let outcome = self.scheduler.call_task(&executor, task).await;
+            drop(in_flight);
             drop(lease);
             let reason = match outcome {
                 Ok(result) => {

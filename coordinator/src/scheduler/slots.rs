@@ -1,75 +1,236 @@
-//! Task slots: each executor runs at most `slots` tasks at once, across all queries.
+//! Task slots: each executor runs at most `slots` tasks at once, across all queries, and
+//! free slots are shared fairly between the queries that wait for them.
+//!
+//! Every task that wants a slot waits in one list. Whenever a slot frees, a task starts
+//! waiting or membership changes, the free slots are handed out: each to a waiting task
+//! of the query that holds the fewest slots right now (ties: the query served longest
+//! ago, then the task that waited longest) among those that can run on an executor with
+//! a free slot. So a short query
+//! that arrives while a long one holds the whole cluster gets the next slot that frees,
+//! instead of queueing behind the long query's remaining tasks.
+//!
+//! A grant depends on nothing but free slots: no task ever waits for a slot while
+//! holding one (a task takes its slot only once its inputs are finished, see the module
+//! doc of the scheduler), so slot hand-out cannot deadlock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quarry_common::QuarryError;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::cluster::{Cluster, ExecutorInfo};
 
 /// How long a task waits for any executor to exist before the query fails.
 const NO_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Default)]
+pub type Eligible = Arc<dyn Fn(&ExecutorInfo) -> bool + Send + Sync>;
+
+struct Waiter {
+    query: String,
+    eligible: Eligible,
+    preferred: Option<String>,
+    /// Where ties between equally free executors start, so tasks go round them.
+    spread: usize,
+    grant: oneshot::Sender<(ExecutorInfo, Lease)>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Slots taken per executor id.
+    in_use: HashMap<String, u32>,
+    /// Slots held per query id.
+    held: HashMap<String, usize>,
+    /// Waiting tasks, by arrival.
+    waiters: BTreeMap<u64, Waiter>,
+    next_waiter: u64,
+    /// When each query was last handed a slot (a grant counter), for ties.
+    last_grant: HashMap<String, u64>,
+    grants: u64,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    state: Mutex<PoolState>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
 pub struct SlotPool {
-    semaphores: Mutex<HashMap<String, Arc<Semaphore>>>,
-    released: Arc<Notify>,
-    /// Where the next placement-free task starts looking: tasks go round the executors,
-    /// so one that joined gets work at once.
+    shared: Arc<Shared>,
     next: std::sync::atomic::AtomicUsize,
 }
 
-/// A held slot; freeing it wakes tasks waiting for one.
-#[derive(Debug)]
+impl std::fmt::Debug for SlotPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotPool").finish_non_exhaustive()
+    }
+}
+
+/// A held slot; dropping it frees the slot and hands it on.
 pub struct Lease {
-    _permit: OwnedSemaphorePermit,
-    released: Arc<Notify>,
+    shared: Arc<Shared>,
+    executor_id: String,
+    query: String,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("executor", &self.executor_id)
+            .field("query", &self.query)
+            .finish()
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.released.notify_waiters();
+        {
+            let mut state = self.shared.lock();
+            if let Some(n) = state.in_use.get_mut(&self.executor_id) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(n) = state.held.get_mut(&self.query) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.held.remove(&self.query);
+                }
+            }
+        }
+        dispatch(&self.shared);
+    }
+}
+
+/// Removes a waiter that stopped waiting (its query was cancelled).
+struct WaitGuard<'a> {
+    shared: &'a Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().waiters.remove(&self.id);
+    }
+}
+
+/// Hand free slots to waiting tasks, fairest first.
+fn dispatch(shared: &Arc<Shared>) {
+    let executors = shared.cluster.active();
+    let mut granted = Vec::new();
+    {
+        let mut state = shared.lock();
+        loop {
+            let free: Vec<&ExecutorInfo> = executors
+                .iter()
+                .filter(|e| state.in_use.get(&e.executor_id).copied().unwrap_or(0) < e.slots)
+                .collect();
+            if free.is_empty() {
+                break;
+            }
+            // The waiting task of the query holding the fewest slots that can run on a
+            // free executor; the longest waiting among equals.
+            let choice = state
+                .waiters
+                .iter()
+                .filter(|(_, w)| !w.grant.is_closed())
+                .filter_map(|(id, w)| {
+                    let mut usable: Vec<&ExecutorInfo> =
+                        free.iter().copied().filter(|e| (w.eligible)(e)).collect();
+                    if usable.is_empty() {
+                        return None;
+                    }
+                    let n = usable.len();
+                    usable.rotate_left(w.spread % n);
+                    let executor = usable
+                        .iter()
+                        .copied()
+                        .find(|e| w.preferred.as_deref() == Some(e.executor_id.as_str()))
+                        .or_else(|| {
+                            // Most free slots; the first in rotated order among equals.
+                            usable.iter().copied().min_by_key(|e| {
+                                let used = state.in_use.get(&e.executor_id).copied().unwrap_or(0);
+                                std::cmp::Reverse(e.slots.saturating_sub(used))
+                            })
+                        })?;
+                    let held = state.held.get(&w.query).copied().unwrap_or(0);
+                    let served = state.last_grant.get(&w.query).copied().unwrap_or(0);
+                    Some(((held, served, *id), executor.clone()))
+                })
+                .min_by_key(|(key, _)| *key);
+            // Waiters whose task went away are dropped here.
+            state.waiters.retain(|_, w| !w.grant.is_closed());
+            let Some(((_, _, id), executor)) = choice else {
+                break;
+            };
+            let Some(waiter) = state.waiters.remove(&id) else {
+                break;
+            };
+            state.grants += 1;
+            let grants = state.grants;
+            state.last_grant.insert(waiter.query.clone(), grants);
+            *state
+                .in_use
+                .entry(executor.executor_id.clone())
+                .or_default() += 1;
+            *state.held.entry(waiter.query.clone()).or_default() += 1;
+            granted.push((waiter, executor));
+        }
+        // Forget queries that neither hold nor wait for a slot.
+        if state.last_grant.len() > 64 {
+            let PoolState {
+                last_grant,
+                held,
+                waiters,
+                ..
+            } = &mut *state;
+            last_grant
+                .retain(|q, _| held.contains_key(q) || waiters.values().any(|w| &w.query == q));
+        }
+    }
+    // Send outside the lock: a grant that finds its waiter gone drops its lease, which
+    // frees the slot and dispatches again.
+    for (waiter, executor) in granted {
+        let lease = Lease {
+            shared: Arc::clone(shared),
+            executor_id: executor.executor_id.clone(),
+            query: waiter.query.clone(),
+        };
+        let _ = waiter.grant.send((executor, lease));
     }
 }
 
 impl SlotPool {
-    fn semaphore(&self, executor: &ExecutorInfo) -> Arc<Semaphore> {
-        let mut semaphores = match self.semaphores.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        Arc::clone(
-            semaphores
-                .entry(executor.executor_id.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(executor.slots as usize))),
-        )
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        SlotPool {
+            shared: Arc::new(Shared {
+                cluster,
+                state: Mutex::new(PoolState::default()),
+            }),
+            next: Default::default(),
+        }
     }
 
-    /// Free slots of an executor right now.
-    pub fn free(&self, executor: &ExecutorInfo) -> usize {
-        self.semaphore(executor).available_permits()
-    }
-
-    /// Take a slot on one of the executors `eligible` accepts, preferring `preferred`,
-    /// else the one with the most free slots (ties go round the executors).
+    /// Take a slot for a task of `query` on one of the executors `eligible` accepts,
+    /// preferring `preferred`, else the one with the most free slots.
     pub async fn acquire(
         &self,
-        cluster: &Cluster,
-        eligible: &(dyn Fn(&ExecutorInfo) -> bool + Send + Sync),
+        query: &str,
+        eligible: Eligible,
         preferred: Option<&str>,
     ) -> Result<(ExecutorInfo, Lease), QuarryError> {
         let spread = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cluster = Arc::clone(&self.shared.cluster);
         let mut no_executor_since: Option<Instant> = None;
         loop {
-            let notified = self.released.notified();
-            let mut candidates: Vec<ExecutorInfo> = cluster
-                .active()
-                .into_iter()
-                .filter(|e| eligible(e))
-                .collect();
-            if candidates.is_empty() {
+            if !cluster.active().iter().any(|e| eligible(e)) {
                 let since = *no_executor_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > NO_EXECUTOR_TIMEOUT {
                     return Err(QuarryError::unavailable(
@@ -80,27 +241,126 @@ impl SlotPool {
                 continue;
             }
             no_executor_since = None;
-            let n = candidates.len();
-            candidates.rotate_left(spread % n);
-            candidates.sort_by_key(|e| {
-                let is_preferred = preferred == Some(e.executor_id.as_str());
-                (!is_preferred, std::cmp::Reverse(self.free(e)))
-            });
-            for executor in candidates {
-                if let Ok(permit) = self.semaphore(&executor).try_acquire_owned() {
-                    return Ok((
-                        executor,
-                        Lease {
-                            _permit: permit,
-                            released: Arc::clone(&self.released),
-                        },
-                    ));
+            let (grant, mut granted) = oneshot::channel();
+            let id = {
+                let mut state = self.shared.lock();
+                let id = state.next_waiter;
+                state.next_waiter += 1;
+                state.waiters.insert(
+                    id,
+                    Waiter {
+                        query: query.to_string(),
+                        eligible: Arc::clone(&eligible),
+                        preferred: preferred.map(str::to_string),
+                        spread,
+                        grant,
+                    },
+                );
+                id
+            };
+            let guard = WaitGuard {
+                shared: &self.shared,
+                id,
+            };
+            dispatch(&self.shared);
+            // Membership changes (an executor joins, or the eligible ones go) are seen
+            // on the next round.
+            loop {
+                tokio::select! {
+                    result = &mut granted => {
+                        drop(guard);
+                        match result {
+                            Ok(grant) => return Ok(grant),
+                            // The pool dropped the waiter; try again.
+                            Err(_) => break,
+                        }
+                    }
+                    _ = cluster.changed(Duration::from_millis(250)) => {
+                        if !cluster.active().iter().any(|e| eligible(e)) {
+                            break;
+                        }
+                        dispatch(&self.shared);
+                    }
                 }
             }
-            tokio::select! {
-                _ = notified => {}
-                _ = cluster.changed(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_common::protocol::ExecutorRegistration;
+
+    fn cluster(slots: u32) -> Arc<Cluster> {
+        let cluster = Cluster::new(Duration::from_secs(1), Duration::from_secs(60));
+        cluster.register(ExecutorRegistration {
+            executor_id: "e1".to_string(),
+            flight_endpoint: "http://127.0.0.1:1".to_string(),
+            slots,
+            data_dir: String::new(),
+            local_files: Vec::new(),
+        });
+        cluster
+    }
+
+    fn anywhere() -> Eligible {
+        Arc::new(|_: &ExecutorInfo| true)
+    }
+
+    /// A query that arrives while another holds every slot and has more tasks waiting
+    /// gets the next slot that frees, and then they take turns.
+    #[tokio::test]
+    async fn a_late_query_gets_the_next_free_slot() -> Result<(), QuarryError> {
+        let pool = Arc::new(SlotPool::new(cluster(1)));
+        let (_, first) = pool.acquire("long", anywhere(), None).await?;
+        let (order_tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiting = Vec::new();
+        for (query, n) in [("long", 3), ("short", 2)] {
+            for _ in 0..n {
+                let pool = Arc::clone(&pool);
+                let tx = order_tx.clone();
+                waiting.push(tokio::spawn(async move {
+                    let (_, lease) = pool.acquire(query, anywhere(), None).await?;
+                    let _ = tx.send(query);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    drop(lease);
+                    Ok::<_, QuarryError>(())
+                }));
+                // Every long task waits before the short query arrives.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        drop(first);
+        let mut served = Vec::new();
+        for _ in 0..5 {
+            served.push(order.recv().await.unwrap_or("none"));
+        }
+        assert_eq!(served, ["short", "long", "short", "long", "long"]);
+        for task in waiting {
+            task.await
+                .map_err(|e| QuarryError::internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// A task that stops waiting (its query was cancelled) leaves no slot taken.
+    #[tokio::test]
+    async fn a_cancelled_wait_takes_nothing() -> Result<(), QuarryError> {
+        let pool = Arc::new(SlotPool::new(cluster(1)));
+        let (_, held) = pool.acquire("a", anywhere(), None).await?;
+        let waiting = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.acquire("b", anywhere(), None).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiting.abort();
+        drop(held);
+        let next =
+            tokio::time::timeout(Duration::from_secs(2), pool.acquire("c", anywhere(), None))
+                .await
+                .map_err(|_| QuarryError::internal("the slot was never freed"))?;
+        assert!(next.is_ok());
+        Ok(())
     }
 }
