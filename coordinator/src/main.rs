@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use quarry_common::QuarryError;
 use quarry_coordinator::demo;
+use quarry_coordinator::engine::parse_duration;
+use quarry_coordinator::jobs::admission::{self, AdmissionConfig};
 use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
 use quarry_coordinator::server::{self, CoordinatorConfig, Listeners};
 use quarry_executor::ExecutorConfig;
@@ -54,6 +56,25 @@ struct ServeArgs {
     /// Create or reset the `admin` user with this password.
     #[arg(long, env = "QUARRY_ADMIN_PASSWORD")]
     admin_password: Option<String>,
+    /// Queries that may run on the executors at once; more wait in the queue.
+    #[arg(long, env = "QUARRY_MAX_RUNNING_QUERIES", default_value_t = admission::DEFAULT_MAX_RUNNING)]
+    max_running_queries: usize,
+    /// Queries that may wait to run; one more is refused (RESOURCE_EXHAUSTED, HTTP 429).
+    #[arg(long, env = "QUARRY_MAX_QUEUED_QUERIES", default_value_t = admission::DEFAULT_MAX_QUEUED)]
+    max_queued_queries: usize,
+    /// Longest a query waits in the queue ('5 min', '30s').
+    #[arg(long, env = "QUARRY_QUEUE_TIMEOUT", default_value = "5 min", value_parser = duration)]
+    queue_timeout: Duration,
+    /// A Flight SQL query whose results no client starts reading this soon is cancelled.
+    #[arg(long, env = "QUARRY_FETCH_TIMEOUT", default_value = "60s", value_parser = duration)]
+    fetch_timeout: Duration,
+    /// Offer `sys.test_stall`, a source that never yields (for tests of the watchdog).
+    #[arg(long, env = "QUARRY_TEST_SOURCES", hide = true)]
+    test_sources: bool,
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    parse_duration("the value", value).map_err(|e| e.message)
 }
 
 #[derive(Args)]
@@ -183,6 +204,13 @@ fn coordinator_config(serve: &ServeArgs) -> CoordinatorConfig {
     let mut config = CoordinatorConfig::new(&serve.dir);
     config.auth = serve.auth;
     config.admin_password = serve.admin_password.clone();
+    config.admission = AdmissionConfig {
+        max_running: serve.max_running_queries,
+        max_queued: serve.max_queued_queries,
+        queue_timeout: serve.queue_timeout,
+    };
+    config.fetch_timeout = serve.fetch_timeout;
+    config.test_sources = serve.test_sources;
     config
 }
 

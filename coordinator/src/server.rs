@@ -21,13 +21,17 @@ use crate::cluster::Cluster;
 use crate::cluster::files::ClusterFileStore;
 use crate::cluster::internal::MembershipService;
 use crate::datasets::Datasets;
-use crate::engine::{Engine, base_config};
+use crate::engine::{Engine, EngineLimits, base_config};
 use crate::frontend::flight_sql::FlightSqlFrontend;
 use crate::frontend::rest::{AppState, router};
 use crate::jobs::Jobs;
+use crate::jobs::admission::{Admission, AdmissionConfig};
 use crate::scheduler::CLUSTER_FILES_URL;
 use crate::scheduler::Scheduler;
 use crate::system::SystemTables;
+
+/// How long a Flight SQL client has to start reading results it asked for.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -40,6 +44,12 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which an executor is declared lost.
     pub lost_after: Duration,
+    /// Limits on queries running on the executors and waiting to.
+    pub admission: AdmissionConfig,
+    /// A Flight SQL query whose results no client starts reading this soon is cancelled.
+    pub fetch_timeout: Duration,
+    /// Offer `sys.test_stall` (a source that never yields), for tests of the watchdog.
+    pub test_sources: bool,
 }
 
 impl CoordinatorConfig {
@@ -50,6 +60,9 @@ impl CoordinatorConfig {
             admin_password: None,
             heartbeat_interval: Duration::from_secs(1),
             lost_after: Duration::from_millis(3500),
+            admission: AdmissionConfig::default(),
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            test_sources: false,
         }
     }
 }
@@ -134,6 +147,7 @@ pub async fn start(
     datasets.set_system_schema(Arc::new(SystemTables::new(
         Arc::clone(&cluster),
         Arc::clone(&jobs),
+        config.test_sources,
     )));
     let channels = Arc::new(FlightChannels::new());
     // Files in executors' data directories, for planning scans of them.
@@ -147,7 +161,15 @@ pub async fn start(
         .runtime()
         .register_object_store(&url, cluster_files);
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&cluster), channels));
-    let engine = Engine::new(datasets, jobs, scheduler);
+    let engine = Engine::new(
+        datasets,
+        Arc::clone(&jobs),
+        scheduler,
+        EngineLimits {
+            admission: Admission::new(config.admission),
+            fetch_timeout: config.fetch_timeout,
+        },
+    );
     let auth = Arc::new(Auth::new(config.auth, catalog));
     if let Some(password) = &config.admin_password {
         auth.set_password("admin", password)?;
@@ -157,7 +179,10 @@ pub async fn start(
     let http_addr = local_addr(&listeners.http)?;
     let internal_addr = local_addr(&listeners.internal)?;
     let stop = CancellationToken::new();
-    let mut tasks = vec![cluster.spawn_expiry(stop.clone())];
+    let mut tasks = vec![
+        cluster.spawn_expiry(stop.clone()),
+        jobs.spawn_reaper(Duration::from_millis(500), stop.clone()),
+    ];
 
     let flight = FlightSqlFrontend::new(Arc::clone(&engine), Arc::clone(&auth)).into_service();
     let flight_stop = stop.clone();

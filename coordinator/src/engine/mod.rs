@@ -16,6 +16,7 @@ pub mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -35,11 +36,14 @@ use quarry_common::protocol::{ObjectStoreSpec, Setting};
 use quarry_common::shuffle_reader::ExchangeAccess;
 
 use crate::datasets::Datasets;
+use crate::jobs::admission::{Admission, Ticket};
 use crate::jobs::{Job, Jobs};
 use crate::planner::stages::{StagePlan, display_stages, plan_stages, scans_files};
 use crate::scheduler::{QueryProfile, QueryTasks, Scheduler};
 use crate::sql::parser::{self, Statement};
-pub use session::{PreparedStatement, QuarryOptions, Session, Sessions, quarry_options};
+pub use session::{
+    PreparedStatement, QuarryOptions, Session, Sessions, parse_duration, quarry_options,
+};
 
 /// How a planned statement produces its rows.
 enum Outcome {
@@ -54,6 +58,15 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// The part that runs on executors, if any.
+    fn distributed_mut(&mut self) -> Option<&mut DistributedQuery> {
+        match self {
+            Outcome::Distributed(query) => Some(query),
+            Outcome::Analyze(inner) => inner.distributed_mut(),
+            _ => None,
+        }
+    }
+
     fn schema(&self) -> SchemaRef {
         match self {
             Outcome::Rows(schema, _) => Arc::clone(schema),
@@ -71,6 +84,15 @@ struct DistributedQuery {
     options: QuarryOptions,
     /// The query's session, for running the root stage on the coordinator.
     state: SessionState,
+    /// Its place in the admission queue, taken when it was submitted.
+    ticket: Option<Ticket>,
+}
+
+/// Limits a coordinator puts on the queries it runs.
+pub struct EngineLimits {
+    pub admission: Admission,
+    /// Flight SQL results nobody starts reading this soon are abandoned.
+    pub fetch_timeout: Duration,
 }
 
 pub struct Engine {
@@ -79,6 +101,7 @@ pub struct Engine {
     pub(crate) scheduler: Arc<Scheduler>,
     pub sessions: Sessions,
     base_config: SessionConfig,
+    limits: EngineLimits,
 }
 
 /// The settings every Quarry query starts from.
@@ -143,7 +166,12 @@ pub fn message_batch(column: &str, messages: &[String]) -> Result<RecordBatch, Q
 }
 
 impl Engine {
-    pub fn new(datasets: Arc<Datasets>, jobs: Arc<Jobs>, scheduler: Arc<Scheduler>) -> Arc<Self> {
+    pub fn new(
+        datasets: Arc<Datasets>,
+        jobs: Arc<Jobs>,
+        scheduler: Arc<Scheduler>,
+        limits: EngineLimits,
+    ) -> Arc<Self> {
         let base_config = datasets.base_config().clone();
         Arc::new(Engine {
             datasets,
@@ -151,7 +179,16 @@ impl Engine {
             scheduler,
             sessions: Sessions::default(),
             base_config,
+            limits,
         })
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.limits.admission
+    }
+
+    pub fn fetch_timeout(&self) -> Duration {
+        self.limits.fetch_timeout
     }
 
     pub fn jobs(&self) -> &Arc<Jobs> {
@@ -200,6 +237,7 @@ impl Engine {
             channels: Arc::clone(self.scheduler.channels()),
             local: None,
             recovery: None,
+            activity: None,
         })))
     }
 
@@ -223,6 +261,14 @@ impl Engine {
                     "planning failed unexpectedly: {panic}"
                 )))
             });
+        // A query for the executors takes its place in line now, so a full queue is
+        // refused before the client waits for anything.
+        let planned = planned.and_then(|mut outcome| {
+            if let Some(query) = outcome.distributed_mut() {
+                query.ticket = Some(self.limits.admission.enqueue()?);
+            }
+            Ok(outcome)
+        });
         match planned {
             Ok(outcome) => {
                 // Clients ask for the schema as soon as submit returns.
@@ -321,14 +367,19 @@ impl Engine {
         if !scans_files(&physical) {
             return Ok(Outcome::Local(physical, state.task_ctx()));
         }
+        let options = quarry_options(state.config());
+        // Refuse bad durations before the query takes any resources.
+        options.query_timeout()?;
+        options.stall_timeout()?;
         let object_stores = object_stores_of(&physical, &self.datasets);
         let stages = plan_stages(physical)?;
         Ok(Outcome::Distributed(Box::new(DistributedQuery {
             stages,
             settings: settings_to_ship(state.config_options()),
             object_stores,
-            options: quarry_options(state.config()),
+            options,
             state: state.clone(),
+            ticket: None,
         })))
     }
 
@@ -451,6 +502,36 @@ impl Engine {
     async fn run_distributed(
         &self,
         job: &Job,
+        mut query: DistributedQuery,
+        sink: &mut (dyn FnMut(&RecordBatch) -> Result<(), QuarryError> + Send),
+    ) -> Result<QueryProfile, QuarryError> {
+        let ticket = match query.ticket.take() {
+            Some(ticket) => ticket,
+            None => self.limits.admission.enqueue()?,
+        };
+        if ticket.is_queued() {
+            job.set_queued();
+        }
+        let _permit = ticket.admitted().await?;
+        let timeout = query.options.query_timeout()?;
+        if timeout.is_zero() {
+            return self.run_admitted(job, query, sink).await;
+        }
+        match tokio::time::timeout(timeout, self.run_admitted(job, query, sink)).await {
+            Ok(result) => result,
+            Err(_) => Err(QuarryError::new(
+                quarry_common::ErrorCode::DeadlineExceeded,
+                format!(
+                    "the query ran longer than quarry.query_timeout ({}) and was stopped",
+                    humantime::format_duration(timeout)
+                ),
+            )),
+        }
+    }
+
+    async fn run_admitted(
+        &self,
+        job: &Job,
         query: DistributedQuery,
         sink: &mut (dyn FnMut(&RecordBatch) -> Result<(), QuarryError> + Send),
     ) -> Result<QueryProfile, QuarryError> {
@@ -467,6 +548,7 @@ impl Engine {
             object_stores: query.object_stores,
             max_attempts: query.options.task_max_attempts as u32,
             max_executors: query.options.max_executors,
+            stall_timeout: query.options.stall_timeout()?,
             progress: Arc::new(move |done, total| {
                 if let Some(job) = &progress_job {
                     job.set_progress(done, total);
@@ -484,6 +566,7 @@ impl Engine {
             channels: Arc::clone(self.scheduler.channels()),
             local: None,
             recovery: Some(Arc::clone(&run) as _),
+            activity: None,
         }));
         let mut stream = execute_stream(Arc::clone(&root), state.task_ctx())?;
         while let Some(batch) = stream.next().await {

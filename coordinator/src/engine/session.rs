@@ -19,7 +19,37 @@ extensions_options! {
         pub max_executors: usize, default = 0
         /// How many times a task is tried before its query fails.
         pub task_max_attempts: usize, default = 3
+        /// Longest a query may run once admitted ('10 min', '30s'; '0' = no limit).
+        pub query_timeout: String, default = "0".to_string()
+        /// Fail a query whose running tasks all make no progress this long ('0' = never).
+        pub stall_timeout: String, default = "5 min".to_string()
     }
+}
+
+impl QuarryOptions {
+    pub fn query_timeout(&self) -> Result<Duration, QuarryError> {
+        parse_duration("quarry.query_timeout", &self.query_timeout)
+    }
+
+    pub fn stall_timeout(&self) -> Result<Duration, QuarryError> {
+        parse_duration("quarry.stall_timeout", &self.stall_timeout)
+    }
+}
+
+/// A duration setting: `10 min`, `1h 30m`, `500ms`, or a number of seconds.
+pub fn parse_duration(name: &str, value: &str) -> Result<Duration, QuarryError> {
+    let value = value.trim().trim_matches('\'');
+    if let Ok(seconds) = value.parse::<f64>()
+        && seconds.is_finite()
+        && seconds >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(seconds));
+    }
+    humantime::parse_duration(value).map_err(|e| {
+        QuarryError::invalid(format!(
+            "{name} = '{value}' is not a duration ({e}); write it like '10 min', '30s' or '1h 30m'"
+        ))
+    })
 }
 
 impl ConfigExtension for QuarryOptions {
@@ -102,6 +132,10 @@ impl Session {
         let key = key.to_ascii_lowercase();
         let mut probe = base.clone();
         probe.options_mut().set(&key, value)?;
+        // Durations are checked now rather than when a query first reads them.
+        let options = quarry_options(&probe);
+        options.query_timeout()?;
+        options.stall_timeout()?;
         self.lock().settings.insert(key, value.to_string());
         Ok(())
     }

@@ -2,11 +2,18 @@
 //! and its results in a spool. Frontends start jobs, follow their state and page through
 //! their results; the job history is kept in the catalog.
 
+pub mod admission;
 pub mod spool;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
 
 use quarry_catalog::{Catalog, JobError, JobRecord};
 use quarry_common::QuarryError;
@@ -17,13 +24,15 @@ use crate::cluster::now_ms;
 pub use spool::ResultSpool;
 
 pub const PLANNING: &str = "PLANNING";
+/// Waiting for admission (see [`admission`]).
+pub const QUEUED: &str = "QUEUED";
 pub const RUNNING: &str = "RUNNING";
 pub const COMPLETED: &str = "COMPLETED";
 pub const FAILED: &str = "FAILED";
 pub const CANCELED: &str = "CANCELED";
 
 /// States a job can be in, for filters and validation.
-pub const STATES: [&str; 5] = [PLANNING, RUNNING, COMPLETED, FAILED, CANCELED];
+pub const STATES: [&str; 6] = [PLANNING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELED];
 
 /// Jobs whose results stay available (older spools are deleted).
 const LIVE_JOBS: usize = 200;
@@ -41,6 +50,10 @@ pub struct Job {
     pub spool: Arc<ResultSpool>,
     cancel: CancellationToken,
     catalog: Catalog,
+    /// When a client that reads results later (Flight SQL) must have started reading;
+    /// past it with no reader the job is abandoned.
+    fetch_deadline: Mutex<Option<Instant>>,
+    readers: AtomicUsize,
 }
 
 impl Job {
@@ -72,6 +85,51 @@ impl Job {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Waiting for its turn to run.
+    pub fn set_queued(&self) {
+        {
+            let mut record = self.lock();
+            if is_final(&record.state) {
+                return;
+            }
+            record.state = QUEUED.to_string();
+        }
+        self.persist();
+    }
+
+    /// Cancel the job unless a reader comes within `timeout`.
+    pub fn expect_reader(&self, timeout: Duration) {
+        if let Ok(mut deadline) = self.fetch_deadline.lock() {
+            *deadline = Some(Instant::now() + timeout);
+        }
+    }
+
+    /// Still running, and nobody came for its results in time.
+    fn abandoned(&self) -> bool {
+        let overdue = self
+            .fetch_deadline
+            .lock()
+            .map(|d| d.is_some_and(|d| Instant::now() >= d))
+            .unwrap_or(false);
+        overdue && self.readers.load(Ordering::Relaxed) == 0 && !is_final(&self.state())
+    }
+
+    /// `results` read by a client: if the client drops them before their end while the
+    /// job runs, the job is cancelled (nobody will read what it computes).
+    pub fn watched<S>(self: &Arc<Self>, results: S) -> WatchedResults<S> {
+        self.readers.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut deadline) = self.fetch_deadline.lock() {
+            *deadline = None;
+        }
+        WatchedResults {
+            inner: results,
+            reader: Some(Reader {
+                job: Arc::clone(self),
+                finished: false,
+            }),
+        }
     }
 
     pub fn set_running(&self, tasks_total: usize) {
@@ -229,6 +287,8 @@ impl Jobs {
             record: Mutex::new(record),
             cancel: CancellationToken::new(),
             catalog: self.catalog.clone(),
+            fetch_deadline: Mutex::new(None),
+            readers: AtomicUsize::new(0),
         });
         job.persist();
         let evicted: Vec<Arc<Job>> = {
@@ -293,5 +353,76 @@ impl Jobs {
             .filter(|j| !is_final(&j.state()))
             .cloned()
             .collect()
+    }
+
+    /// Cancel jobs whose client never came for the results; returns how many.
+    pub fn cancel_abandoned(&self) -> usize {
+        let abandoned: Vec<Arc<Job>> = self
+            .running()
+            .into_iter()
+            .filter(|j| j.abandoned())
+            .collect();
+        for job in &abandoned {
+            tracing::info!(job = %job.id, "cancelling a job whose client never fetched its results");
+            job.cancel("no client fetched the results in time (the client went away)");
+        }
+        abandoned.len()
+    }
+
+    /// Check for abandoned jobs every `every` until `stop`.
+    pub fn spawn_reaper(
+        self: &Arc<Self>,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let jobs = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                jobs.cancel_abandoned();
+            }
+        })
+    }
+}
+
+/// One client reading a job's results.
+struct Reader {
+    job: Arc<Job>,
+    finished: bool,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.job.readers.fetch_sub(1, Ordering::Relaxed);
+        if !self.finished && self.job.cancel("the client stopped reading the results") {
+            tracing::info!(job = %self.job.id, "cancelled: its client stopped reading");
+        }
+    }
+}
+
+/// Results on their way to a client; see [`Job::watched`].
+pub struct WatchedResults<S> {
+    inner: S,
+    reader: Option<Reader>,
+}
+
+impl<S, T, E> Stream for WatchedResults<S>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+{
+    type Item = Result<T, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &polled
+            && let Some(reader) = self.reader.as_mut()
+        {
+            // The end, or an error that ends the job anyway.
+            reader.finished = true;
+        }
+        polled
     }
 }

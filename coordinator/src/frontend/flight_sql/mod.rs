@@ -208,6 +208,8 @@ impl FlightSqlFrontend {
             .submit(&caller.session, sql, parameters)
             .await
             .map_err(status)?;
+        // The client reads the results with DoGet; a client that never does is gone.
+        job.expect_reader(self.engine.fetch_timeout());
         let schema = job
             .spool
             .schema()
@@ -408,9 +410,9 @@ impl FlightSqlService for FlightSqlFrontend {
             .spool
             .schema()
             .unwrap_or_else(|| Arc::new(Schema::empty()));
+        // A client that drops the stream before its end cancels a job still running.
         let batches = job
-            .spool
-            .read(0, None)
+            .watched(job.spool.read(0, None).boxed())
             .map_err(|e| FlightError::from(e.to_status()));
         // Keep dictionaries, so the data matches the schema GetFlightInfo announced.
         let stream = FlightDataEncoderBuilder::new()
