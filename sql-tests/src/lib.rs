@@ -9,6 +9,7 @@
 //! Regenerate expected results with `QUARRY_SLT_COMPLETE=1` (then read the diff).
 
 pub mod fixtures;
+pub mod processes;
 pub mod tpch;
 
 use std::path::{Path, PathBuf};

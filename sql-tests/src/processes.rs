@@ -1,0 +1,319 @@
+//! Clusters of real processes for tests: a `quarry coordinator` and `quarry executor`s
+//! of this build, each its own process, talked to over REST (and Flight SQL by tests).
+//! Dropping a process kills it (SIGKILL), so nothing outlives a test.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use serde_json::{Value, json};
+
+/// The `quarry` binary of this build (built with the workspace), next to the test binary.
+pub fn quarry_bin() -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_default();
+    dir.join("quarry")
+}
+
+pub struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A coordinator and executors, each a `quarry` process.
+pub struct ProcessCluster {
+    pub dir: tempfile::TempDir,
+    pub internal: u16,
+    pub flight: String,
+    pub rest: Rest,
+    /// Slots of each executor started by [`ProcessCluster::add_executor`].
+    pub slots: usize,
+    /// Extra flags every executor gets.
+    pub executor_args: Vec<String>,
+    pub executors: BTreeMap<String, Process>,
+    _coordinator: Process,
+}
+
+impl ProcessCluster {
+    /// Start a coordinator (with `coordinator_args`) and `executors` executors of
+    /// `slots` slots each, and wait until they have joined.
+    pub fn start(executors: usize, slots: usize, coordinator_args: &[&str]) -> Self {
+        Self::start_with(executors, slots, coordinator_args, &[])
+    }
+
+    pub fn start_with(
+        executors: usize,
+        slots: usize,
+        coordinator_args: &[&str],
+        executor_args: &[&str],
+    ) -> Self {
+        assert!(
+            quarry_bin().exists(),
+            "build the workspace first: {} is missing",
+            quarry_bin().display()
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let internal = free_port();
+        let mut child = Command::new(quarry_bin())
+            .args([
+                "coordinator",
+                "--flight",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .arg("--internal")
+            .arg(format!("127.0.0.1:{internal}"))
+            .arg("--dir")
+            .arg(dir.path().join("coordinator"))
+            .args(coordinator_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coordinator starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let coordinator = Process(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut flight, mut http) = (None, None);
+        while flight.is_none() || http.is_none() {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the coordinator prints its addresses");
+            if let Some(addr) = line.trim().strip_prefix("HTTP:") {
+                http = Some(addr.trim().to_string());
+            }
+            if let Some(addr) = line.trim().strip_prefix("Flight SQL:") {
+                flight = Some(addr.trim().to_string());
+            }
+        }
+        let mut cluster = ProcessCluster {
+            dir,
+            internal,
+            flight: flight.unwrap_or_default(),
+            rest: Rest::new(http.unwrap_or_default()),
+            slots,
+            executor_args: executor_args.iter().map(|s| s.to_string()).collect(),
+            executors: BTreeMap::new(),
+            _coordinator: coordinator,
+        };
+        for i in 1..=executors {
+            cluster.add_executor(&format!("executor-{i}"));
+        }
+        cluster.rest.wait_for_executors(executors);
+        cluster
+    }
+
+    /// Start (or restart) executor `id`.
+    pub fn add_executor(&mut self, id: &str) {
+        let child = Command::new(quarry_bin())
+            .args(["executor", "--slots", &self.slots.to_string(), "--id", id])
+            .arg("--coordinator")
+            .arg(format!("http://127.0.0.1:{}", self.internal))
+            .arg("--dir")
+            .arg(self.dir.path().join(id))
+            .args(&self.executor_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("executor starts");
+        self.executors.insert(id.to_string(), Process(child));
+    }
+
+    /// SIGKILL executor `id`.
+    pub fn kill_executor(&mut self, id: &str) {
+        drop(self.executors.remove(id));
+    }
+
+    /// Register the TPC-H tables in `data`.
+    pub fn create_tpch_tables(&self, data: &Path) {
+        for sql in crate::tpch::create_tables_sql(data) {
+            let reply = self.rest.sql(&sql, false);
+            assert_eq!(reply["state"], "COMPLETED", "{sql}: {reply}");
+        }
+    }
+}
+
+/// The coordinator's REST API, from synchronous test code.
+pub struct Rest {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Rest {
+    pub fn new(base: String) -> Self {
+        Rest {
+            base,
+            client: reqwest::Client::new(),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        self.runtime.block_on(async {
+            let response = self.client.get(format!("{}{path}", self.base)).send().await;
+            match response {
+                Ok(r) => r.json().await.unwrap_or_else(|e| panic!("GET {path}: {e}")),
+                Err(e) => panic!("GET {path}: {e}"),
+            }
+        })
+    }
+
+    /// POST /api/v1/sql; the reply body (rows, a job id, or an error).
+    pub fn sql(&self, sql: &str, asynchronous: bool) -> Value {
+        self.runtime.block_on(async {
+            let response = self
+                .client
+                .post(format!("{}/api/v1/sql", self.base))
+                .json(&json!({"sql": sql, "async": asynchronous}))
+                .send()
+                .await;
+            match response {
+                Ok(r) => r.json().await.unwrap_or_else(|e| panic!("POST {sql}: {e}")),
+                Err(e) => panic!("POST {sql}: {e}"),
+            }
+        })
+    }
+
+    /// Start `sql` as an async job; its id.
+    pub fn start(&self, sql: &str) -> String {
+        let started = self.sql(sql, true);
+        started["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{sql} did not start: {started}"))
+            .to_string()
+    }
+
+    /// The active executors' state from `sys.nodes`.
+    pub fn active_executors(&self) -> Vec<Value> {
+        let nodes = self.sql(
+            "SELECT executor_id, running_tasks, exchange_outputs, exchange_bytes, memory_used_bytes, spill_files FROM sys.nodes WHERE state = 'ACTIVE'",
+            false,
+        );
+        nodes["rows"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Wait until no active executor holds tasks, outputs, memory or spill files.
+    pub fn wait_until_idle(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let busy: Vec<Value> = self
+                .active_executors()
+                .into_iter()
+                .filter(|e| {
+                    e["running_tasks"] != 0
+                        || e["exchange_outputs"] != 0
+                        || e["exchange_bytes"] != 0
+                        || e["spill_files"] != 0
+                        || e["memory_used_bytes"] != 0
+                })
+                .collect();
+            if busy.is_empty() {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "executors still hold work after {limit:?}: {busy:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_for_executors(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get("/healthz")["executors"].as_u64() != Some(n as u64) {
+            assert!(Instant::now() < deadline, "{n} executors did not join");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn job(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/jobs/{id}"))
+    }
+
+    /// Wait until job `id` ends (panics past `limit`); the job and how long it took.
+    pub fn wait_job(&self, id: &str, limit: Duration) -> (Value, Duration) {
+        let started = Instant::now();
+        loop {
+            let job = self.job(id);
+            if ["COMPLETED", "FAILED", "CANCELED"].contains(&job["state"].as_str().unwrap_or("")) {
+                return (job, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "job {id} did not end within {limit:?}: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until job `id` is in `state` (panics past `limit`).
+    pub fn wait_state(&self, id: &str, state: &str, limit: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.job(id);
+            if job["state"] == state {
+                return job;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "job {id} was not {state} within {limit:?}: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A finished job's results, as Arrow batches.
+    pub fn batches(&self, id: &str) -> Vec<RecordBatch> {
+        let bytes = self.runtime.block_on(async {
+            self.client
+                .get(format!("{}/api/v1/jobs/{id}/results", self.base))
+                .header("accept", "application/vnd.apache.arrow.stream")
+                .send()
+                .await
+                .expect("results")
+                .bytes()
+                .await
+                .expect("body")
+        });
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .expect("an Arrow stream");
+        reader.collect::<Result<_, _>>().expect("batches")
+    }
+
+    /// A finished job's answer, as TPC-H answers are compared.
+    pub fn answer(&self, id: &str, sql: &str) -> Vec<String> {
+        crate::tpch::answer(sql, &self.batches(id)).expect("rows")
+    }
+}
