@@ -1,12 +1,15 @@
-//! TPC-H on (a) a Quarry cluster of separate processes — a coordinator and executors —
-//! queried over Flight SQL, (b) in-process DataFusion over the same files with as many
-//! partitions as the cluster has task slots (what distribution costs is the difference),
-//! and (c) DuckDB (the best single-node peer), all in one run. Answers are checked
-//! against each other; per-query medians and ratios are printed and saved.
+//! TPC-H on (a) a Quarry cluster of separate processes — a coordinator and executors at
+//! their default slots (one per core) — queried over Flight SQL, (b) the same cluster
+//! with one slot per executor, (c) in-process DataFusion over the same files with as many
+//! partitions as cluster (a) has task slots (what distribution costs is the difference),
+//! and (d) DuckDB (the best single-node peer), all in one run. Answers are checked
+//! against each other; per-query medians and ratios are printed and saved. With `--load`,
+//! sixteen concurrent clients then each run all 22 queries with `SELECT 1` between them
+//! on cluster (a): throughput and latency percentiles are reported.
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/quarry-bench --sf 1 --sf 10
+//! target/release/quarry-bench --sf 1 --sf 10 --load
 //! ```
 
 use std::collections::BTreeMap;
@@ -22,6 +25,8 @@ use futures::TryStreamExt;
 use quarry_sql_tests::tpch;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
+
+mod load;
 
 #[derive(Parser)]
 #[command(about = "TPC-H: a Quarry cluster vs in-process DataFusion vs DuckDB")]
@@ -41,9 +46,15 @@ struct Args {
     /// Executors of the Quarry cluster (each its own process).
     #[arg(long, default_value_t = 2)]
     executors: usize,
-    /// Task slots per executor.
-    #[arg(long, default_value_t = 1)]
-    slots: usize,
+    /// Task slots per executor (default: the executors' own default, one per core).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Also run the concurrent-clients load test on the cluster.
+    #[arg(long)]
+    load: bool,
+    /// Clients of the load test.
+    #[arg(long, default_value_t = 16)]
+    load_clients: usize,
     /// Only these queries (1-22), comma-separated.
     #[arg(long, value_delimiter = ',')]
     queries: Vec<usize>,
@@ -93,7 +104,7 @@ fn quarry_bin() -> Result<PathBuf, Error> {
 }
 
 impl Cluster {
-    fn start(executors: usize, slots: usize) -> Result<Cluster, Error> {
+    fn start(executors: usize, slots: Option<usize>) -> Result<Cluster, Error> {
         let bin = quarry_bin()?;
         let dir = tempfile::tempdir()?;
         let (flight, http, internal) = (free_port()?, free_port()?, free_port()?);
@@ -113,14 +124,9 @@ impl Cluster {
         for i in 1..=executors {
             processes.push(Process(
                 Command::new(&bin)
-                    .args([
-                        "executor",
-                        "--log",
-                        "warn",
-                        "--slots",
-                        &slots.to_string(),
-                        "--id",
-                    ])
+                    .args(["executor", "--log", "warn"])
+                    .args(slots.map(|s| format!("--slots={s}")))
+                    .arg("--id")
                     .arg(format!("executor-{i}"))
                     .arg("--coordinator")
                     .arg(format!("http://127.0.0.1:{internal}"))
@@ -199,7 +205,7 @@ struct Results {
 /// so drift in the machine's load hits all of them alike.
 struct Engines {
     quarry: FlightSql,
-    /// A second session limited to one executor.
+    /// The same executors with one slot each (a cluster of its own).
     quarry_one: FlightSql,
     datafusion: SessionContext,
 }
@@ -207,17 +213,17 @@ struct Engines {
 impl Engines {
     async fn new(
         port: u16,
+        one_slot_port: u16,
         setup: &[String],
         dir: &Path,
         partitions: usize,
     ) -> Result<Self, Error> {
         let mut quarry = FlightSql::connect(port).await?;
-        let mut quarry_one = FlightSql::connect(port).await?;
+        let mut quarry_one = FlightSql::connect(one_slot_port).await?;
         for sql in setup {
             quarry.query(sql).await?;
             quarry_one.query(sql).await?;
         }
-        quarry_one.query("SET quarry.max_executors = 1").await?;
         let datafusion = tpch::datafusion_context(dir, partitions).await?;
         Ok(Engines {
             quarry,
@@ -226,7 +232,7 @@ impl Engines {
         })
     }
 
-    /// Run every query on Quarry (all executors, then one) and DataFusion.
+    /// Run every query on Quarry (default slots, then one slot) and DataFusion.
     async fn run(&mut self, queries: &[usize], iterations: usize) -> Result<[Results; 3], Error> {
         let mut results: [Results; 3] = Default::default();
         for &n in queries {
@@ -246,7 +252,7 @@ impl Engines {
                             .quarry_one
                             .query(&sql)
                             .await
-                            .map_err(|e| format!("Quarry (1 executor) Q{n}: {e}"))?,
+                            .map_err(|e| format!("Quarry (1 slot) Q{n}: {e}"))?,
                         _ => self.datafusion.sql(&sql).await?.collect().await?,
                     };
                     times.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -257,7 +263,7 @@ impl Engines {
                 result.answers.insert(n, tpch::answer(&sql, &last[engine])?);
             }
             eprintln!(
-                "  Q{n:<2} quarry {:>8.1} ms   quarry 1 executor {:>8.1} ms   datafusion {:>8.1} ms",
+                "  Q{n:<2} quarry {:>8.1} ms   quarry 1 slot {:>8.1} ms   datafusion {:>8.1} ms",
                 results[0].ms[&n], results[1].ms[&n], results[2].ms[&n]
             );
         }
@@ -376,7 +382,9 @@ async fn main() -> Result<(), Error> {
         args.queries.clone()
     };
     std::fs::create_dir_all(&args.results)?;
-    let slots = args.executors * args.slots;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_executor = args.slots.unwrap_or(cores);
+    let slots = args.executors * per_executor;
     for &sf in &args.scale_factors {
         eprintln!(
             "TPC-H SF{sf}: generating data (once) into {}",
@@ -388,13 +396,34 @@ async fn main() -> Result<(), Error> {
         let setup = tpch::create_tables_sql(&dir.canonicalize()?);
 
         eprintln!(
-            "Quarry (coordinator + {} executors x {} slot(s), separate processes) and DataFusion in-process ({slots} partitions)",
-            args.executors, args.slots
+            "Quarry (coordinator + {} executors x {per_executor} slot(s), and the same with 1 slot each; separate processes) and DataFusion in-process ({slots} partitions)",
+            args.executors
         );
+        // Both clusters stay up; queries alternate between them, so only one works at a time.
         let cluster = Cluster::start(args.executors, args.slots)?;
-        let mut engines = Engines::new(cluster.flight, &setup, &dir, slots).await?;
+        let one_slot = Cluster::start(args.executors, Some(1))?;
+        let mut engines =
+            Engines::new(cluster.flight, one_slot.flight, &setup, &dir, slots).await?;
         let [quarry, quarry_one, datafusion] = engines.run(&queries, args.iterations).await?;
         drop(engines);
+        drop(one_slot);
+        let load = if args.load {
+            eprintln!(
+                "Load: {} concurrent clients, each all 22 queries with SELECT 1 between",
+                args.load_clients
+            );
+            Some(
+                load::run(
+                    cluster.flight,
+                    args.load_clients,
+                    &setup,
+                    &datafusion.answers,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         drop(cluster);
         let duckdb = if args.no_duckdb {
             None
@@ -404,12 +433,11 @@ async fn main() -> Result<(), Error> {
         };
 
         println!(
-            "\nTPC-H SF{sf}, median of {} runs (ms); Quarry: {} executors x {} slot(s)",
-            args.iterations, args.executors, args.slots
+            "\nTPC-H SF{sf}, median of {} runs (ms); Quarry: {} executors x {per_executor} slot(s) vs x 1 slot",
+            args.iterations, args.executors
         );
         println!(
-            "| query | Quarry | DataFusion | DuckDB | Quarry/DataFusion | Quarry/DuckDB | Quarry 1 executor | 1→{} speedup | answers |",
-            args.executors
+            "| query | Quarry | DataFusion | DuckDB | Quarry/DataFusion | Quarry/DuckDB | Quarry 1 slot | 1→{per_executor} slots speedup | answers |"
         );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
         let mut rows = Vec::new();
@@ -441,7 +469,7 @@ async fn main() -> Result<(), Error> {
                 cell(q / k, 2),
                 one / q
             );
-            rows.push(json!({"query": n, "quarry_ms": q, "datafusion_ms": d, "duckdb_ms": k, "quarry_one_executor_ms": one, "answers": check}));
+            rows.push(json!({"query": n, "quarry_ms": q, "datafusion_ms": d, "duckdb_ms": k, "quarry_one_slot_ms": one, "answers": check}));
         }
         println!(
             "| total | {tq:.1} | {td:.1} | {} | {:.2} | {} | {t1:.1} | {:.2} | |",
@@ -454,10 +482,14 @@ async fn main() -> Result<(), Error> {
             "scale_factor": sf,
             "iterations": args.iterations,
             "executors": args.executors,
-            "slots_per_executor": args.slots,
+            "slots_per_executor": per_executor,
             "queries": rows,
-            "totals": {"quarry_ms": tq, "datafusion_ms": td, "duckdb_ms": tk, "quarry_one_executor_ms": t1},
+            "totals": {"quarry_ms": tq, "datafusion_ms": td, "duckdb_ms": tk, "quarry_one_slot_ms": t1},
+            "load": load,
         });
+        if let Some(load) = &load {
+            println!("\nLoad, SF{sf}: {load}");
+        }
         let path = args.results.join(format!("tpch-sf{sf}.json"));
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("results written to {}", path.display());
