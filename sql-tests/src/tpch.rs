@@ -49,6 +49,19 @@ pub fn query(n: usize) -> String {
         .to_string()
 }
 
+/// How an answer differs from the expected one, for a test's report (None when equal).
+pub fn mismatch(what: &str, got: &[String], expected: &[String]) -> Option<String> {
+    (got != expected).then(|| {
+        format!(
+            "{what}: {} rows vs DataFusion's {}\n  quarry:     {:?}\n  datafusion: {:?}",
+            got.len(),
+            expected.len(),
+            got.iter().take(3).collect::<Vec<_>>(),
+            expected.iter().take(3).collect::<Vec<_>>()
+        )
+    })
+}
+
 /// Whether a query's result order is part of its answer.
 pub fn is_ordered(sql: &str) -> bool {
     sql.to_ascii_lowercase().contains("order by")

@@ -67,15 +67,11 @@ async fn tpch_answers_match_datafusion() {
             !got.is_empty() || expected[n - 1].is_empty(),
             "Q{n} returned nothing"
         );
-        if got != expected[n - 1] {
-            mismatches.push(format!(
-                "Q{n} ({joins} joins): {} rows vs DataFusion's {}\n  quarry:     {:?}\n  datafusion: {:?}",
-                got.len(),
-                expected[n - 1].len(),
-                got.iter().take(3).collect::<Vec<_>>(),
-                expected[n - 1].iter().take(3).collect::<Vec<_>>()
-            ));
-        }
+        mismatches.extend(tpch::mismatch(
+            &format!("Q{n} ({joins} joins)"),
+            &got,
+            &expected[n - 1],
+        ));
     }
     cluster.cluster.shutdown().await;
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));

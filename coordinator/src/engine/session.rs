@@ -227,3 +227,25 @@ impl Sessions {
         self.lock().remove(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() -> Result<(), QuarryError> {
+        assert_eq!(parse_duration("t", "10 min")?, Duration::from_secs(600));
+        assert_eq!(parse_duration("t", "'1h 30m'")?, Duration::from_secs(5400));
+        assert_eq!(parse_duration("t", "1500ms")?, Duration::from_millis(1500));
+        assert_eq!(parse_duration("t", "90")?, Duration::from_secs(90));
+        assert_eq!(parse_duration("t", "0")?, Duration::ZERO);
+        let error = parse_duration("quarry.query_timeout", "soon").expect_err("not a duration");
+        assert!(
+            error.message.contains("quarry.query_timeout"),
+            "{}",
+            error.message
+        );
+        assert!(parse_duration("t", "-5").is_err());
+        Ok(())
+    }
+}

@@ -102,18 +102,22 @@ fn run_clients(
     (runs, started.elapsed())
 }
 
+/// Two executors with two slots each and the TPC-H tables; DataFusion's answers.
+fn tpch_cluster(coordinator_args: &[&str]) -> (ProcessCluster, Arc<Vec<Vec<String>>>) {
+    let data = data();
+    let cluster = ProcessCluster::start(2, 2, coordinator_args);
+    let expected = cluster
+        .rest
+        .runtime
+        .block_on(tpch::datafusion_answers(&data, 4))
+        .expect("DataFusion's answers");
+    cluster.create_tpch_tables(&data);
+    (cluster, Arc::new(expected))
+}
+
 #[test]
 fn sixteen_clients_mixing_tpch_and_short_statements() {
-    let data = data();
-    let cluster = ProcessCluster::start(2, 2, &[]);
-    let expected = Arc::new(
-        cluster
-            .rest
-            .runtime
-            .block_on(tpch::datafusion_answers(&data, 4))
-            .expect("DataFusion's answers"),
-    );
-    cluster.create_tpch_tables(&data);
+    let (cluster, expected) = tpch_cluster(&[]);
     let (runs, took) = run_clients(&cluster, &expected);
     let errors: Vec<String> = runs
         .iter()
@@ -152,20 +156,8 @@ fn sixteen_clients_mixing_tpch_and_short_statements() {
 
 #[test]
 fn a_small_queue_refuses_clearly_and_answers_the_rest_right() {
-    let data = data();
-    let cluster = ProcessCluster::start(
-        2,
-        2,
-        &["--max-running-queries", "2", "--max-queued-queries", "2"],
-    );
-    let expected = Arc::new(
-        cluster
-            .rest
-            .runtime
-            .block_on(tpch::datafusion_answers(&data, 4))
-            .expect("DataFusion's answers"),
-    );
-    cluster.create_tpch_tables(&data);
+    let (cluster, expected) =
+        tpch_cluster(&["--max-running-queries", "2", "--max-queued-queries", "2"]);
     let (runs, _) = run_clients(&cluster, &expected);
     let wrong: Vec<&String> = runs.iter().flat_map(|r| r.wrong.iter()).collect();
     assert!(wrong.is_empty(), "wrong answers: {wrong:?}");

@@ -44,15 +44,7 @@ fn run_shape(executors: usize, slots: usize, settings: &[&str]) {
         );
         took.push(format!("Q{n} {:.2}s", elapsed.as_secs_f64()));
         let got = cluster.rest.answer(&id, &sql);
-        if got != expected[n - 1] {
-            mismatches.push(format!(
-                "Q{n}: {} rows vs DataFusion's {}\n  quarry:     {:?}\n  datafusion: {:?}",
-                got.len(),
-                expected[n - 1].len(),
-                got.iter().take(3).collect::<Vec<_>>(),
-                expected[n - 1].iter().take(3).collect::<Vec<_>>()
-            ));
-        }
+        mismatches.extend(tpch::mismatch(&format!("Q{n}"), &got, &expected[n - 1]));
     }
     eprintln!("{executors} executors x {slots} slots: {}", took.join(", "));
     cluster.rest.wait_until_idle(Duration::from_secs(10));
