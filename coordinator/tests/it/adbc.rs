@@ -106,6 +106,68 @@ assert cur.fetch_arrow_table().column("n")[0].as_py() == 1000
 print("AUTH OK")
 "#;
 
+/// A client whose deadline passes while its query runs: the driver gives up on the DoGet
+/// stream, and the query is cancelled and freed on the executors within seconds.
+const DEADLINE_CLIENT: &str = r#"
+import json
+import sys
+import time
+import urllib.request
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+
+flight, http = sys.argv[1], sys.argv[2]
+
+def sql(q):
+    request = urllib.request.Request(
+        http + "/api/v1/sql",
+        data=json.dumps({"sql": q}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+conn = flightsql.connect(
+    "grpc://" + flight,
+    db_kwargs={"adbc.flight.sql.rpc.timeout_seconds.fetch": "2"},
+    autocommit=True,
+)
+cur = conn.cursor()
+started = time.time()
+try:
+    # A billion pairs: still running when the deadline passes.
+    cur.execute("SELECT count(*) AS pairs, 'adbc-deadline' AS marker FROM demo.orders a JOIN demo.orders b ON a.city = b.city")
+    cur.fetch_arrow_table()
+    raise SystemExit("the query finished before the client's deadline")
+except adbc_driver_manager.Error as e:
+    print("client gave up after %.1f s: %s" % (time.time() - started, str(e)[:100]))
+
+deadline = time.time() + 20
+while True:
+    rows = sql("SELECT state FROM sys.jobs WHERE sql LIKE '%''adbc-deadline''%' AND sql NOT LIKE '%sys.jobs%'")["rows"]
+    if rows and rows[0]["state"] == "CANCELED":
+        break
+    assert time.time() < deadline, rows
+    time.sleep(0.2)
+while True:
+    nodes = sql("SELECT running_tasks, exchange_outputs, spill_files FROM sys.nodes")["rows"]
+    if all(n["running_tasks"] == 0 and n["exchange_outputs"] == 0 and n["spill_files"] == 0 for n in nodes):
+        break
+    assert time.time() < deadline, nodes
+    time.sleep(0.2)
+print("everything freed %.1f s after the query started" % (time.time() - started))
+print("DEADLINE OK")
+"#;
+
+#[test]
+fn a_client_whose_deadline_passes_leaves_nothing_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quarry = QuarryProcess::up(dir.path(), &["--demo-rows", "100000"]);
+    let out = run_python(DEADLINE_CLIENT, &[&quarry.flight, &quarry.http]);
+    assert!(out.contains("DEADLINE OK"), "{out}");
+    eprintln!("{out}");
+}
+
 #[test]
 fn adbc_driver_against_quarry_up() {
     let dir = tempfile::tempdir().expect("tempdir");
