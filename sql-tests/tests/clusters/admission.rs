@@ -37,6 +37,9 @@ fn queries_queue_are_refused_past_a_full_queue_and_time_out() {
         false,
     );
     assert_eq!(listed["rows"][0]["state"], "QUEUED", "{listed}");
+    let health = rest.get("/healthz");
+    assert_eq!(health["queries"]["running"], 1, "{health}");
+    assert_eq!(health["queries"]["queued"], 1, "{health}");
 
     // The queue is full: refused at once, over REST and over Flight SQL.
     let (status, body) = rest.runtime.block_on(async {

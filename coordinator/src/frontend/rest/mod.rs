@@ -138,7 +138,13 @@ async fn login(State(state): State<AppState>, body: Bytes) -> ApiResult<Response
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let executors = state.engine.scheduler().cluster().active().len();
-    axum::Json(json!({"status": "ok", "executors": executors})).into_response()
+    let (running, queued) = state.engine.admission().load();
+    axum::Json(json!({
+        "status": "ok",
+        "executors": executors,
+        "queries": {"running": running, "queued": queued},
+    }))
+    .into_response()
 }
 
 async fn openapi() -> Response {
