@@ -207,6 +207,15 @@ fn dispatch(shared: &Arc<Shared>) {
     }
 }
 
+/// Which executors are active, with how many slots: changes when one joins or goes.
+fn capacity(cluster: &Cluster) -> Vec<(String, u64, u32)> {
+    cluster
+        .active()
+        .into_iter()
+        .map(|e| (e.executor_id, e.incarnation, e.slots))
+        .collect()
+}
+
 impl SlotPool {
     pub fn new(cluster: Arc<Cluster>) -> Self {
         SlotPool {
@@ -263,8 +272,9 @@ impl SlotPool {
                 id,
             };
             dispatch(&self.shared);
-            // Membership changes (an executor joins, or the eligible ones go) are seen
-            // on the next round.
+            // Freed slots and new waiters dispatch by themselves; membership changes (an
+            // executor joins, or the eligible ones go) are looked for here.
+            let mut members = capacity(&cluster);
             loop {
                 tokio::select! {
                     result = &mut granted => {
@@ -279,7 +289,11 @@ impl SlotPool {
                         if !cluster.active().iter().any(|e| eligible(e)) {
                             break;
                         }
-                        dispatch(&self.shared);
+                        let now = capacity(&cluster);
+                        if now != members {
+                            members = now;
+                            dispatch(&self.shared);
+                        }
                     }
                 }
             }
