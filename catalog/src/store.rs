@@ -98,11 +98,34 @@ impl SledStore {
             path: dir.display().to_string(),
             source: e,
         })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        Ok(SledStore { db })
+        // sled releases its lock file only when the last of its threads lets go of a
+        // closed database, a moment after the drop: a reopen in the same process (a
+        // restart, a test) waits for that, briefly. Another live process keeps it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => return Ok(SledStore { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    return Err(CatalogError::Io {
+                        path: dir.display().to_string(),
+                        source: std::io::Error::other(
+                            "the catalog is in use by another Quarry process",
+                        ),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn tree(&self, space: Keyspace) -> Result<sled::Tree, CatalogError> {
