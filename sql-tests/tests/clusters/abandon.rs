@@ -23,29 +23,8 @@ fn cluster(coordinator_args: &[&str]) -> ProcessCluster {
     cluster
 }
 
-/// The id of the job whose SQL carries `marker`, in whatever state.
-fn job_with(rest: &Rest, marker: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = rest.sql(
-            &format!(
-                "SELECT job_id FROM sys.jobs WHERE sql LIKE '%''{marker}''%' AND sql NOT LIKE '%sys.jobs%'"
-            ),
-            false,
-        );
-        if let Some(id) = reply["rows"][0]["job_id"].as_str() {
-            return id.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no job carries {marker}: {reply}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The job whose SQL carries `marker`, once it is running with some tasks done.
-fn running_job(rest: &Rest, marker: &str) -> String {
+/// The first job whose SQL carries `marker` that `ready` accepts (its `sys.jobs` row).
+fn job_where(rest: &Rest, marker: &str, ready: impl Fn(&Value) -> bool) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let reply = rest.sql(
@@ -55,9 +34,8 @@ fn running_job(rest: &Rest, marker: &str) -> String {
             false,
         );
         if let Some(row) = reply["rows"].as_array().and_then(|r| r.first()) {
-            let id = row["job_id"].as_str().unwrap_or_default().to_string();
-            if row["state"] == "RUNNING" && row["tasks_done"].as_u64().unwrap_or(0) > 0 {
-                return id;
+            if ready(row) {
+                return row["job_id"].as_str().unwrap_or_default().to_string();
             }
             assert_ne!(
                 row["state"], "COMPLETED",
@@ -66,10 +44,22 @@ fn running_job(rest: &Rest, marker: &str) -> String {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the long query never ran: {reply}"
+            "no job carrying {marker} got ready: {reply}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The id of the job whose SQL carries `marker`, in whatever state.
+fn job_with(rest: &Rest, marker: &str) -> String {
+    job_where(rest, marker, |_| true)
+}
+
+/// The job whose SQL carries `marker`, once it is running with some tasks done.
+fn running_job(rest: &Rest, marker: &str) -> String {
+    job_where(rest, marker, |row| {
+        row["state"] == "RUNNING" && row["tasks_done"].as_u64().unwrap_or(0) > 0
+    })
 }
 
 /// Whether the executors report work of the query within a few heartbeats.
