@@ -53,6 +53,23 @@ type IdlePool = Arc<Mutex<HashMap<String, Vec<Channel>>>>;
 pub struct FlightChannels {
     channels: Mutex<HashMap<String, Channel>>,
     idle: IdlePool,
+    /// Where connections do their I/O: the runtime these channels were made on (the one
+    /// serving RPCs), not whichever asks first — on an executor that is the task
+    /// runtime, whose threads compute.
+    io: Option<tokio::runtime::Handle>,
+}
+
+/// Spawns connection tasks on one runtime.
+#[derive(Clone)]
+struct OnRuntime(tokio::runtime::Handle);
+
+impl<F> hyper::rt::Executor<F> for OnRuntime
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
 }
 
 /// A data connection used by one stream; it goes back to the pool only when that stream
@@ -117,8 +134,12 @@ impl<T> Stream for LeasedStream<T> {
 }
 
 impl FlightChannels {
+    /// Channels whose connections run on the current runtime (when there is one).
     pub fn new() -> Self {
-        Self::default()
+        FlightChannels {
+            io: tokio::runtime::Handle::try_current().ok(),
+            ..Self::default()
+        }
     }
 
     /// A channel to `endpoint` (`http://host:port`), created on first use.
@@ -130,7 +151,7 @@ impl FlightChannels {
         if let Some(channel) = channels.get(endpoint) {
             return Ok(channel.clone());
         }
-        let channel = connect(endpoint)?;
+        let channel = connect(endpoint, self.io.as_ref())?;
         channels.insert(endpoint.to_string(), channel.clone());
         Ok(channel)
     }
@@ -145,7 +166,7 @@ impl FlightChannels {
             .and_then(|mut idle| idle.get_mut(endpoint).and_then(Vec::pop));
         let channel = match reused {
             Some(channel) => channel,
-            None => connect(endpoint)?,
+            None => connect(endpoint, self.io.as_ref())?,
         };
         let lease = DataLease {
             endpoint: endpoint.to_string(),
@@ -181,16 +202,19 @@ impl FlightChannels {
     }
 }
 
-/// A lazily-connected channel to `endpoint`.
-fn connect(endpoint: &str) -> Result<Channel, QuarryError> {
-    Ok(Endpoint::from_shared(endpoint.to_string())
+/// A lazily-connected channel to `endpoint`, its I/O on `io` when given.
+fn connect(endpoint: &str, io: Option<&tokio::runtime::Handle>) -> Result<Channel, QuarryError> {
+    let mut endpoint = Endpoint::from_shared(endpoint.to_string())
         .map_err(|e| QuarryError::invalid(format!("bad Flight endpoint {endpoint}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    if let Some(io) = io {
+        endpoint = endpoint.executor(OnRuntime(io.clone()));
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 /// The generated client on a channel, with Quarry's message limits.
