@@ -67,7 +67,13 @@ pub struct ExchangeStore {
     memory: AtomicU64,
     files: AtomicU32,
     next_file: AtomicU64,
+    /// Queries released lately: an output of theirs that finishes after the release (its
+    /// task was cancelled while writing it) is dropped instead of kept forever.
+    released: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a released query's late outputs are still recognised.
+const RELEASED_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!("exchange file {}: {e}", path.display()))
@@ -85,6 +91,7 @@ impl ExchangeStore {
             memory: AtomicU64::new(0),
             files: AtomicU32::new(0),
             next_file: AtomicU64::new(0),
+            released: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,7 +104,18 @@ impl ExchangeStore {
         }
     }
 
+    fn is_released(&self, query_id: &str) -> bool {
+        self.released
+            .lock()
+            .map(|r| r.contains_key(query_id))
+            .unwrap_or(false)
+    }
+
     fn insert(&self, key: TaskKey, output: TaskOutput) {
+        if self.is_released(&key.query_id) {
+            self.forget(&output);
+            return;
+        }
         if let Ok(mut outputs) = self.outputs.write()
             && let Some(old) = outputs.insert(key, Arc::new(output))
         {
@@ -119,6 +137,10 @@ impl ExchangeStore {
 
     /// Drop everything a query left here; returns how many task outputs went.
     pub fn release(&self, query_id: &str) -> usize {
+        if let Ok(mut released) = self.released.lock() {
+            released.retain(|_, at| at.elapsed() < RELEASED_MEMORY);
+            released.insert(query_id.to_string(), std::time::Instant::now());
+        }
         let removed: Vec<Arc<TaskOutput>> = match self.outputs.write() {
             Ok(mut outputs) => {
                 let keys: Vec<TaskKey> = outputs
@@ -406,6 +428,30 @@ mod tests {
                 .unwrap_or(0),
             0
         );
+        Ok(())
+    }
+
+    /// A task cancelled while it wrote its output may finish it after its query was
+    /// released: the late output is dropped, not kept forever.
+    #[test]
+    fn an_output_finished_after_its_query_was_released_is_dropped() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        let store = Arc::new(ExchangeStore::new(
+            "e".into(),
+            dir.path().join("x"),
+            1 << 30,
+        ));
+        let mut writer = store.writer(batch(1).schema(), 1);
+        writer.push(0, batch(100))?;
+        assert_eq!(store.release("q"), 0);
+        writer.finish("q", 1, 0, 0)?;
+        assert_eq!(store.entries(), 0);
+        assert_eq!(store.memory_bytes(), 0);
+        // Other queries keep theirs.
+        let mut writer = store.writer(batch(1).schema(), 1);
+        writer.push(0, batch(100))?;
+        writer.finish("other", 1, 0, 0)?;
+        assert_eq!(store.entries(), 1);
         Ok(())
     }
 

@@ -280,7 +280,13 @@ async fn session_options_and_cancel() {
     }) {
         assert!(
             Instant::now() < deadline,
-            "the cancelled query kept running"
+            "the cancelled query kept running: {:?}",
+            cluster
+                .cluster
+                .executors
+                .iter()
+                .map(|e| e.status())
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
