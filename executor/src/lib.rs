@@ -81,6 +81,8 @@ pub struct RunningExecutor {
 
 /// How long a graceful stop waits for running tasks.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a stop then waits for open streams to end.
+const SERVER_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl RunningExecutor {
     /// What the executor holds right now.
@@ -90,19 +92,26 @@ impl RunningExecutor {
 
     /// Stop gracefully: deregister (no new tasks come), let the running tasks finish
     /// (for up to `DRAIN_TIMEOUT`), then stop serving.
-    pub async fn shutdown(self) -> Result<(), QuarryError> {
+    pub async fn shutdown(mut self) -> Result<(), QuarryError> {
         self.drain.cancel();
-        let _ = self.membership.await;
+        let _ = (&mut self.membership).await;
         let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
         while self.service.status().running_tasks > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         self.stop.cancel();
-        match self.server.await {
-            Ok(result) => result,
-            Err(e) => Err(QuarryError::internal(format!(
+        // A graceful stop waits for open streams; one a vanished reader left open must not
+        // keep the executor from stopping.
+        match tokio::time::timeout(SERVER_STOP_TIMEOUT, &mut self.server).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(QuarryError::internal(format!(
                 "executor server task failed: {e}"
             ))),
+            Err(_) => {
+                tracing::warn!(executor = %self.executor_id, "streams still open at stop; closing them");
+                self.server.abort();
+                Ok(())
+            }
         }
     }
 
