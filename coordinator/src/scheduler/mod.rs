@@ -48,6 +48,7 @@
 //! waits on, instead of letting it hold the cluster.
 
 mod analyze;
+mod pieces;
 mod placement;
 mod profile;
 mod slots;
@@ -58,10 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_flight::Action;
-use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::error::DataFusionError;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -71,15 +69,15 @@ use quarry_common::codec::{partitioning_to_bytes, plan_to_bytes};
 use quarry_common::flight_channels::FlightChannels;
 use quarry_common::metrics::OperatorMetrics;
 use quarry_common::protocol::{
-    ACTION_RELEASE_QUERY, ACTION_RUN_TASK, ExchangeTicket, ObjectStoreSpec, ReleaseQuery, Setting,
-    TaskDefinition, TaskFailure, TaskResult,
+    ACTION_RELEASE_QUERY, ACTION_RUN_TASK, ObjectStoreSpec, ReleaseQuery, Setting, TaskDefinition,
+    TaskFailure, TaskResult,
 };
-use quarry_common::shuffle_reader::{PieceRecovery, ShuffleLocation, ShuffleReaderExec};
 use quarry_common::{ErrorCode, QuarryError};
 
 use crate::cluster::{Cluster, ExecutorInfo};
 use crate::planner::stages::{Stage, StagePlan};
 pub use analyze::report as analyze_report;
+use pieces::reader_stages;
 pub use placement::CLUSTER_FILES_URL;
 use placement::{Placement, StageLayout};
 pub use profile::{QueryProfile, StageProfile, TaskProfile};
@@ -270,20 +268,6 @@ impl Default for RunState {
             in_flight: BTreeMap::new(),
             last_progress: std::time::Instant::now(),
         }
-    }
-}
-
-/// Lists a task as holding a slot for as long as it is alive.
-struct InFlightGuard<'a> {
-    run: &'a QueryRun,
-    key: (u32, u32),
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut state = self.run.lock();
-        state.in_flight.remove(&self.key);
-        state.last_progress = std::time::Instant::now();
     }
 }
 
@@ -607,22 +591,7 @@ impl QueryRun {
                 settings: self.tasks.settings.clone(),
                 object_stores: self.tasks.object_stores.clone(),
             };
-            let in_flight = {
-                let mut state = self.lock();
-                state.in_flight.insert(
-                    (stage.id, partition),
-                    InFlight {
-                        executor_id: executor.executor_id.clone(),
-                        attempt,
-                        started: std::time::Instant::now(),
-                    },
-                );
-                state.last_progress = std::time::Instant::now();
-                InFlightGuard {
-                    run: self,
-                    key: (stage.id, partition),
-                }
-            };
+            let in_flight = self.in_flight(stage.id, partition, &executor.executor_id, attempt);
             let outcome = self.scheduler.call_task(&executor, task).await;
             drop(in_flight);
             drop(lease);
@@ -688,127 +657,6 @@ impl QueryRun {
                 )));
             }
         }
-    }
-
-    /// Point every reader in `plan` at the current outputs of the stage it reads.
-    fn resolve(
-        &self,
-        plan: &Arc<dyn ExecutionPlan>,
-    ) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
-        let state = self.lock();
-        let resolved = Arc::clone(plan).transform_up(|node| {
-            let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let stage_id = reader.stage_id();
-            let (Some(stage), Some(outputs)) =
-                (self.plan.stage(stage_id), state.outputs.get(&stage_id))
-            else {
-                return Err(DataFusionError::Internal(format!(
-                    "stage {stage_id} is read before it ran"
-                )));
-            };
-            let tasks: Vec<&TaskOutput> = outputs
-                .iter()
-                .map(|o| {
-                    o.as_ref().ok_or_else(|| {
-                        DataFusionError::Internal(format!(
-                            "stage {stage_id} is read before it finished"
-                        ))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let location = |task: u32, output: &TaskOutput, piece: u32| {
-                location(&self.tasks.query_id, stage_id, task, output, piece)
-            };
-            let partitions: Vec<Vec<ShuffleLocation>> = match &stage.output {
-                Some(_) => (0..stage.output_pieces() as u32)
-                    .map(|piece| {
-                        tasks
-                            .iter()
-                            .enumerate()
-                            .map(|(t, output)| location(t as u32, output, piece))
-                            .collect()
-                    })
-                    .collect(),
-                None => tasks
-                    .iter()
-                    .enumerate()
-                    .map(|(t, output)| vec![location(t as u32, output, 0)])
-                    .collect(),
-            };
-            Ok(Transformed::yes(
-                Arc::new(reader.with_locations(partitions)) as _,
-            ))
-        })?;
-        Ok(resolved.data)
-    }
-}
-
-fn location(
-    query_id: &str,
-    stage_id: u32,
-    task: u32,
-    output: &TaskOutput,
-    piece: u32,
-) -> ShuffleLocation {
-    ShuffleLocation {
-        executor_id: output.executor_id.clone(),
-        endpoint: output.endpoint.clone(),
-        ticket: Some(ExchangeTicket {
-            query_id: query_id.to_string(),
-            stage_id,
-            partition: task,
-            attempt: output.attempt,
-            output_partition: piece,
-        }),
-    }
-}
-
-/// The stages a plan's readers read.
-fn reader_stages(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
-    let mut ids = Vec::new();
-    let _ = plan.apply(|node| {
-        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>()
-            && !ids.contains(&reader.stage_id())
-        {
-            ids.push(reader.stage_id());
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    });
-    ids
-}
-
-/// The coordinator reads the last stage's pieces; when one is gone with its executor,
-/// it asks for it again here: the producer is recomputed and the new piece returned.
-#[async_trait]
-impl PieceRecovery for QueryRun {
-    async fn relocate(
-        &self,
-        failed: &ShuffleLocation,
-    ) -> datafusion::error::Result<ShuffleLocation> {
-        let ticket = failed
-            .ticket
-            .clone()
-            .ok_or_else(|| DataFusionError::Internal("a piece without a ticket".into()))?;
-        self.forget_outputs_on(&failed.executor_id);
-        self.ensure_available(vec![ticket.stage_id])
-            .await
-            .map_err(DataFusionError::from)?;
-        let state = self.lock();
-        let output = state
-            .outputs
-            .get(&ticket.stage_id)
-            .and_then(|o| o.get(ticket.partition as usize))
-            .and_then(|o| o.clone())
-            .ok_or_else(|| DataFusionError::Internal("the recomputed piece is missing".into()))?;
-        Ok(location(
-            &self.tasks.query_id,
-            ticket.stage_id,
-            ticket.partition,
-            &output,
-            ticket.output_partition,
-        ))
     }
 }
 

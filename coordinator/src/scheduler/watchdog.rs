@@ -20,7 +20,45 @@ pub(super) struct InFlight {
     pub started: Instant,
 }
 
+/// Lists a task as holding a slot for as long as it is alive.
+pub(super) struct InFlightGuard<'a> {
+    run: &'a QueryRun,
+    key: (u32, u32),
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.run.lock();
+        state.in_flight.remove(&self.key);
+        state.last_progress = Instant::now();
+    }
+}
+
 impl QueryRun {
+    /// Note that a task took a slot on `executor_id`, until the guard is dropped.
+    pub(super) fn in_flight(
+        &self,
+        stage: u32,
+        partition: u32,
+        executor_id: &str,
+        attempt: u32,
+    ) -> InFlightGuard<'_> {
+        let mut state = self.lock();
+        state.in_flight.insert(
+            (stage, partition),
+            InFlight {
+                executor_id: executor_id.to_string(),
+                attempt,
+                started: Instant::now(),
+            },
+        );
+        state.last_progress = Instant::now();
+        InFlightGuard {
+            run: self,
+            key: (stage, partition),
+        }
+    }
+
     /// Resolves only when the query has stalled (never when the timeout is zero).
     pub(super) async fn watch(&self) -> QuarryError {
         let timeout = self.tasks.stall_timeout;
