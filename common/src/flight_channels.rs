@@ -192,14 +192,6 @@ impl FlightChannels {
             idle.remove(endpoint);
         }
     }
-
-    /// Idle data connections to `endpoint` (for tests and status).
-    pub fn idle_data_connections(&self, endpoint: &str) -> usize {
-        self.idle
-            .lock()
-            .map(|idle| idle.get(endpoint).map_or(0, Vec::len))
-            .unwrap_or(0)
-    }
 }
 
 /// A lazily-connected channel to `endpoint`, its I/O on `io` when given.

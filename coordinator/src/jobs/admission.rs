@@ -147,10 +147,6 @@ impl Admission {
         }
     }
 
-    pub fn config(&self) -> AdmissionConfig {
-        self.shared.config
-    }
-
     /// Take a turn, or a place in the queue, or be refused when the queue is full.
     pub fn enqueue(&self) -> Result<Ticket, QuarryError> {
         let mut state = self.shared.lock();
