@@ -18,6 +18,8 @@ if [ ! -x "$bin" ]; then
   exit 1
 fi
 mkdir -p "$dir"
+# Every process of the cluster shows this secret; one without it cannot join.
+export QUARRY_CLUSTER_SECRET="${QUARRY_CLUSTER_SECRET:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 pids=()
 stop() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -9,8 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{CatalogError, ObjectKind};
 use crate::records::{
-    DatasetDefinition, DatasetRecord, FORMAT_VERSION, JobRecord, SchemaRecord, SourceRecord,
-    Stored, TokenRecord, UserRecord,
+    DatasetDefinition, DatasetRecord, FORMAT_VERSION, JobRecord, SchemaRecord, SourceRecord, Stored,
 };
 use crate::store::{Keyspace, KvStore, SledStore};
 
@@ -30,7 +29,7 @@ pub(crate) fn now_ms() -> u64 {
 /// Quarry's metadata: sources, schemas, datasets, users, tokens and jobs.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    store: Arc<dyn KvStore>,
+    pub(crate) store: Arc<dyn KvStore>,
 }
 
 impl Catalog {
@@ -242,65 +241,6 @@ impl Catalog {
         )
     }
 
-    // ---- users and tokens ----
-
-    pub fn get_user(&self, name: &str) -> Result<Option<Stored<UserRecord>>, CatalogError> {
-        self.get(Keyspace::Users, name.as_bytes())
-    }
-
-    pub fn list_users(&self) -> Result<Vec<Stored<UserRecord>>, CatalogError> {
-        self.list(Keyspace::Users, b"")
-    }
-
-    /// Create the user, or set the password of an existing one.
-    pub fn put_user(&self, record: UserRecord) -> Result<Stored<UserRecord>, CatalogError> {
-        validate_name(ObjectKind::User, &record.name)?;
-        let key = record.name.clone();
-        loop {
-            match self.get_user(&key)? {
-                None => {
-                    match self.create(Keyspace::Users, ObjectKind::User, &key, record.clone()) {
-                        Err(CatalogError::AlreadyExists { .. }) => continue,
-                        other => return other,
-                    }
-                }
-                Some(cur) => {
-                    match self.update(
-                        Keyspace::Users,
-                        ObjectKind::User,
-                        &key,
-                        record.clone(),
-                        cur.version,
-                    ) {
-                        Err(CatalogError::Conflict { .. }) => continue,
-                        other => return other,
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn get_token(&self, token_hash: &str) -> Result<Option<TokenRecord>, CatalogError> {
-        Ok(self
-            .get::<TokenRecord>(Keyspace::Tokens, token_hash.as_bytes())?
-            .map(|s| s.record))
-    }
-
-    pub fn put_token(&self, token_hash: &str, record: TokenRecord) -> Result<(), CatalogError> {
-        let stored = envelope(record, 1, now_ms());
-        self.store.put(
-            Keyspace::Tokens,
-            token_hash.as_bytes(),
-            encode(token_hash, &stored)?,
-            true,
-        )
-    }
-
-    pub fn delete_token(&self, token_hash: &str) -> Result<(), CatalogError> {
-        self.store
-            .remove(Keyspace::Tokens, token_hash.as_bytes(), true)
-    }
-
     // ---- jobs (history, not acknowledged writes: flushed in the background) ----
 
     pub fn put_job(&self, job: &JobRecord) -> Result<(), CatalogError> {
@@ -359,7 +299,7 @@ impl Catalog {
         }
     }
 
-    fn get<T: DeserializeOwned>(
+    pub(crate) fn get<T: DeserializeOwned>(
         &self,
         space: Keyspace,
         key: &[u8],
@@ -370,7 +310,7 @@ impl Catalog {
             .transpose()
     }
 
-    fn list<T: DeserializeOwned>(
+    pub(crate) fn list<T: DeserializeOwned>(
         &self,
         space: Keyspace,
         prefix: &[u8],
@@ -382,7 +322,7 @@ impl Catalog {
             .collect()
     }
 
-    fn create<T: Serialize>(
+    pub(crate) fn create<T: Serialize>(
         &self,
         space: Keyspace,
         kind: ObjectKind,
@@ -403,7 +343,7 @@ impl Catalog {
         }
     }
 
-    fn update<T: Serialize + DeserializeOwned>(
+    pub(crate) fn update<T: Serialize + DeserializeOwned>(
         &self,
         space: Keyspace,
         kind: ObjectKind,
@@ -453,7 +393,7 @@ impl Catalog {
         }
     }
 
-    fn delete<T: DeserializeOwned>(
+    pub(crate) fn delete<T: DeserializeOwned>(
         &self,
         space: Keyspace,
         kind: ObjectKind,
@@ -496,7 +436,7 @@ impl Catalog {
     }
 }
 
-fn envelope<T>(record: T, version: u64, created_ms: u64) -> Stored<T> {
+pub(crate) fn envelope<T>(record: T, version: u64, created_ms: u64) -> Stored<T> {
     Stored {
         format: FORMAT_VERSION,
         version,
@@ -506,14 +446,17 @@ fn envelope<T>(record: T, version: u64, created_ms: u64) -> Stored<T> {
     }
 }
 
-fn encode<T: Serialize>(key: &str, stored: &Stored<T>) -> Result<Vec<u8>, CatalogError> {
+pub(crate) fn encode<T: Serialize>(key: &str, stored: &Stored<T>) -> Result<Vec<u8>, CatalogError> {
     serde_json::to_vec(stored).map_err(|e| CatalogError::Corrupt {
         key: display_key(key),
         reason: e.to_string(),
     })
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<Stored<T>, CatalogError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<Stored<T>, CatalogError> {
     // Read the format first so a newer record is reported as such, not as garbage.
     #[derive(serde::Deserialize)]
     struct FormatOnly {
@@ -546,11 +489,11 @@ fn dataset_prefix(schema: &str) -> String {
     format!("{schema}{KEY_SEPARATOR}")
 }
 
-fn display_key(key: &str) -> String {
+pub(crate) fn display_key(key: &str) -> String {
     key.replace(KEY_SEPARATOR, ".")
 }
 
-fn validate_name(kind: ObjectKind, name: &str) -> Result<(), CatalogError> {
+pub(crate) fn validate_name(kind: ObjectKind, name: &str) -> Result<(), CatalogError> {
     let reason = if name.is_empty() {
         Some("it is empty")
     } else if name.len() > 256 {

@@ -9,6 +9,8 @@ pub enum ObjectKind {
     Job,
     User,
     Token,
+    Role,
+    Grant,
 }
 
 impl std::fmt::Display for ObjectKind {
@@ -20,6 +22,8 @@ impl std::fmt::Display for ObjectKind {
             ObjectKind::Job => "job",
             ObjectKind::User => "user",
             ObjectKind::Token => "token",
+            ObjectKind::Role => "role",
+            ObjectKind::Grant => "grant",
         })
     }
 }

@@ -9,15 +9,18 @@
 //! acknowledged write survives a crash, and an update naming a version that is no longer
 //! current is refused instead of silently overwriting a concurrent change.
 
+mod access;
 mod catalog;
 mod error;
 mod records;
 mod store;
 
+pub use access::describe_securable;
 pub use catalog::{Catalog, DEFAULT_SCHEMA};
 pub use error::{CatalogError, ObjectKind};
 pub use records::{
-    DatasetDefinition, DatasetRecord, FORMAT_VERSION, JobError, JobRecord, S3Config, SchemaRecord,
-    SourceConfig, SourceRecord, Stored, TableDefinition, TokenRecord, UserRecord, ViewDefinition,
+    DatasetDefinition, DatasetRecord, FORMAT_VERSION, GrantRecord, GranteeKind, JobError,
+    JobRecord, Privilege, RoleRecord, S3Config, SchemaRecord, SecurableKind, SourceConfig,
+    SourceRecord, Stored, TableDefinition, TokenRecord, UserRecord, ViewDefinition,
 };
 pub use store::{CasMismatch, Keyspace, KvStore, SledStore};

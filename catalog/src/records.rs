@@ -125,13 +125,110 @@ pub struct UserRecord {
     /// Hex of the salted password hash.
     pub password_hash: String,
     pub salt: String,
+    /// Roles granted to the user.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
-/// A bearer token issued at login; the key is a hash of the token, never the token.
+/// A named set of privileges that users are granted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    pub name: String,
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GranteeKind {
+    User,
+    Role,
+}
+
+impl GranteeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GranteeKind::User => "user",
+            GranteeKind::Role => "role",
+        }
+    }
+}
+
+/// What a grant is on. Datasets are named `schema.name`; the system has no name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurableKind {
+    System,
+    Source,
+    Schema,
+    Dataset,
+}
+
+impl SecurableKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurableKind::System => "system",
+            SecurableKind::Source => "source",
+            SecurableKind::Schema => "schema",
+            SecurableKind::Dataset => "dataset",
+        }
+    }
+}
+
+/// What a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Privilege {
+    Select,
+    Insert,
+    Alter,
+    CreateTable,
+    ManageGrants,
+}
+
+impl Privilege {
+    pub const ALL: [Privilege; 5] = [
+        Privilege::Select,
+        Privilege::Insert,
+        Privilege::Alter,
+        Privilege::CreateTable,
+        Privilege::ManageGrants,
+    ];
+
+    /// The name as SQL spells it.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            Privilege::Select => "SELECT",
+            Privilege::Insert => "INSERT",
+            Privilege::Alter => "ALTER",
+            Privilege::CreateTable => "CREATE TABLE",
+            Privilege::ManageGrants => "MANAGE GRANTS",
+        }
+    }
+}
+
+/// The privileges one grantee holds on one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub grantee_kind: GranteeKind,
+    pub grantee: String,
+    pub object_kind: SecurableKind,
+    /// Empty for the system.
+    pub object: String,
+    pub privileges: Vec<Privilege>,
+}
+
+/// A bearer token; the key is a hash of the token, never the token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub user: String,
     pub expires_ms: u64,
+    /// Personal access tokens have an id (to list and revoke them by) and a name.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// One query's history: what ran, how it went, and its profile.

@@ -17,10 +17,12 @@ pub enum Keyspace {
     Users,
     Tokens,
     Meta,
+    Roles,
+    Grants,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 7] = [
+    pub const ALL: [Keyspace; 9] = [
         Keyspace::Sources,
         Keyspace::Schemas,
         Keyspace::Datasets,
@@ -28,6 +30,8 @@ impl Keyspace {
         Keyspace::Users,
         Keyspace::Tokens,
         Keyspace::Meta,
+        Keyspace::Roles,
+        Keyspace::Grants,
     ];
 
     pub fn tree_name(self) -> &'static str {
@@ -39,6 +43,8 @@ impl Keyspace {
             Keyspace::Users => "users",
             Keyspace::Tokens => "tokens",
             Keyspace::Meta => "meta",
+            Keyspace::Roles => "roles",
+            Keyspace::Grants => "grants",
         }
     }
 }

@@ -261,3 +261,80 @@ fn jobs_list_newest_first_and_prune() -> Result<(), CatalogError> {
     assert!(catalog.get_job("job-4")?.is_some());
     Ok(())
 }
+
+#[test]
+fn grants_roles_and_users_survive_reopen_and_go_with_their_owner() -> Result<(), CatalogError> {
+    use quarry_catalog::{GranteeKind, Privilege, RoleRecord, SecurableKind, UserRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let catalog = Catalog::open(dir.path())?;
+        catalog.create_user(UserRecord {
+            name: "ada".to_string(),
+            password_hash: "00".to_string(),
+            salt: "s".to_string(),
+            roles: vec![],
+        })?;
+        catalog.create_role(RoleRecord {
+            name: "analyst".to_string(),
+        })?;
+        assert!(matches!(
+            catalog.create_role(RoleRecord {
+                name: "analyst".to_string()
+            }),
+            Err(CatalogError::AlreadyExists { .. })
+        ));
+        catalog.modify_user("ada", |u| u.roles.push("analyst".to_string()))?;
+        let on = |c: &Catalog, p: &[Privilege]| {
+            c.grant(
+                GranteeKind::Role,
+                "analyst",
+                SecurableKind::Dataset,
+                "demo\u{1f}orders",
+                p,
+            )
+        };
+        on(&catalog, &[Privilege::Select])?;
+        on(&catalog, &[Privilege::Select, Privilege::Alter])?;
+        catalog.grant(
+            GranteeKind::User,
+            "ada",
+            SecurableKind::Schema,
+            "demo",
+            &[Privilege::CreateTable],
+        )?;
+    }
+    let catalog = Catalog::open(dir.path())?;
+    let grants = catalog.list_grants()?;
+    assert_eq!(grants.len(), 2);
+    let role_grant = grants
+        .iter()
+        .find(|g| g.grantee_kind == GranteeKind::Role)
+        .expect("role grant");
+    assert_eq!(
+        role_grant.privileges,
+        vec![Privilege::Select, Privilege::Alter]
+    );
+    catalog.revoke(
+        GranteeKind::Role,
+        "analyst",
+        SecurableKind::Dataset,
+        "demo\u{1f}orders",
+        &[Privilege::Alter],
+    )?;
+    // Revoking everything removes the record.
+    catalog.revoke(
+        GranteeKind::User,
+        "ada",
+        SecurableKind::Schema,
+        "demo",
+        &Privilege::ALL,
+    )?;
+    assert_eq!(catalog.list_grants()?.len(), 1);
+    catalog.delete_role("analyst")?;
+    assert!(catalog.list_grants()?.is_empty());
+    let ada = catalog.get_user("ada")?.expect("ada");
+    assert!(ada.record.roles.is_empty());
+    catalog.delete_user("ada")?;
+    assert!(catalog.get_user("ada")?.is_none());
+    Ok(())
+}

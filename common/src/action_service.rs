@@ -15,6 +15,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cluster_secret::{self, ClusterSecret};
 use crate::flight_channels::MAX_MESSAGE_BYTES;
 
 pub type ResultStream<T> = BoxStream<'static, Result<T, Status>>;
@@ -30,15 +31,37 @@ pub trait ActionHandler: Send + Sync + 'static {
     }
 }
 
-/// Wraps an [`ActionHandler`] as a tonic Flight service without message size caps.
-pub fn action_service<H: ActionHandler>(handler: Arc<H>) -> FlightServiceServer<ActionService<H>> {
-    FlightServiceServer::new(ActionService { handler })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+/// Wraps an [`ActionHandler`] as a tonic Flight service without message size caps; with
+/// a secret, calls without it are refused.
+pub fn action_service<H: ActionHandler>(
+    name: &'static str,
+    handler: Arc<H>,
+    secret: Option<ClusterSecret>,
+) -> FlightServiceServer<ActionService<H>> {
+    FlightServiceServer::new(ActionService {
+        name,
+        handler,
+        secret,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 pub struct ActionService<H> {
+    name: &'static str,
     handler: Arc<H>,
+    secret: Option<ClusterSecret>,
+}
+
+impl<H> ActionService<H> {
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        cluster_secret::check(
+            self.secret.as_ref(),
+            request.metadata(),
+            self.name,
+            request.remote_addr(),
+        )
+    }
 }
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -98,6 +121,7 @@ impl<H: ActionHandler> FlightService for ActionService<H> {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.admit(&request)?;
         let stream = self.handler.get(request.into_inner().ticket).await?;
         Ok(Response::new(stream))
     }
@@ -113,6 +137,7 @@ impl<H: ActionHandler> FlightService for ActionService<H> {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.admit(&request)?;
         let action = request.into_inner();
         let results = self.handler.action(&action.r#type, action.body).await?;
         Ok(Response::new(

@@ -29,6 +29,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::cluster_secret::{ClusterSecret, SECRET_HEADER};
 use crate::error::QuarryError;
 
 /// Large enough for any batch or plan we send; the tonic default (4 MiB) is not.
@@ -57,6 +58,8 @@ pub struct FlightChannels {
     /// serving RPCs), not whichever asks first — on an executor that is the task
     /// runtime, whose threads compute.
     io: Option<tokio::runtime::Handle>,
+    /// Sent on every call, when the cluster has one.
+    secret: Option<ClusterSecret>,
 }
 
 /// Spawns connection tasks on one runtime.
@@ -142,8 +145,25 @@ impl FlightChannels {
         }
     }
 
+    /// Every client made from here carries the cluster secret.
+    pub fn with_secret(mut self, secret: Option<ClusterSecret>) -> Self {
+        self.secret = secret;
+        self
+    }
+
+    /// A Flight client on `channel` that shows the cluster secret.
+    fn flight_client(&self, channel: Channel) -> Result<FlightClient, QuarryError> {
+        let mut client = FlightClient::new_from_inner(raw_client(channel));
+        if let Some(secret) = &self.secret {
+            client
+                .add_header(SECRET_HEADER, secret.as_str())
+                .map_err(|e| QuarryError::invalid(format!("unusable cluster secret: {e}")))?;
+        }
+        Ok(client)
+    }
+
     /// A channel to `endpoint` (`http://host:port`), created on first use.
-    pub fn channel(&self, endpoint: &str) -> Result<Channel, QuarryError> {
+    fn channel(&self, endpoint: &str) -> Result<Channel, QuarryError> {
         let mut channels = self
             .channels
             .lock()
@@ -173,14 +193,12 @@ impl FlightChannels {
             channel: Some(channel.clone()),
             idle: Arc::clone(&self.idle),
         };
-        Ok((FlightClient::new_from_inner(raw_client(channel)), lease))
+        Ok((self.flight_client(channel)?, lease))
     }
 
     /// A Flight client to `endpoint` without a message size cap.
     pub fn client(&self, endpoint: &str) -> Result<FlightClient, QuarryError> {
-        Ok(FlightClient::new_from_inner(raw_client(
-            self.channel(endpoint)?,
-        )))
+        self.flight_client(self.channel(endpoint)?)
     }
 
     /// Forget the channel to an endpoint (after its process went away).

@@ -4,6 +4,7 @@
 
 pub mod action_service;
 pub mod activity;
+pub mod cluster_secret;
 pub mod codec;
 pub mod error;
 pub mod flight_channels;

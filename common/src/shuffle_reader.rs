@@ -404,7 +404,7 @@ mod tests {
         );
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(action_service(Arc::new(Producer)))
+                .add_service(action_service("test", Arc::new(Producer), None))
                 .serve_with_incoming(grpc_incoming(listener)),
         );
         // Four reader partitions, one piece each, all on the same producer.

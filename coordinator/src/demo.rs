@@ -228,14 +228,17 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
         .map_err(|e| io(&dir, e))?
         .display()
         .to_string();
+    // The coordinator sets up its own demo data.
+    let system = crate::access::UserAccess::unrestricted("system");
     engine
         .create_source(
+            &system,
             DEMO_SOURCE,
             SourceConfig::Local { root },
             CreateMode::OrReplace,
         )
         .await?;
-    engine.create_schema(DEMO_SCHEMA, true)?;
+    engine.create_schema(&system, DEMO_SCHEMA, true)?;
     for (name, path, format) in [
         ("orders", "orders", "parquet"),
         ("orders_csv", "orders_csv", "csv"),
@@ -247,7 +250,7 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
             ..TableRequest::default()
         };
         engine
-            .create_table(DEMO_SCHEMA, name, request, CreateMode::OrReplace)
+            .create_table(&system, DEMO_SCHEMA, name, request, CreateMode::OrReplace)
             .await?;
     }
     tracing::info!(

@@ -14,7 +14,7 @@
 //! [`server::start`] runs all of it on three listeners; `quarry up` adds in-process
 //! executors and demo data.
 
-pub mod auth;
+pub mod access;
 pub mod cluster;
 pub mod datasets;
 pub mod demo;

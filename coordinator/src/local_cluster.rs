@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use quarry_common::QuarryError;
+use quarry_common::cluster_secret::ClusterSecret;
 use quarry_executor::{ExecutorConfig, RunningExecutor};
 use tokio::net::TcpListener;
 
@@ -49,12 +50,20 @@ pub struct LocalCluster {
     pub executors: Vec<RunningExecutor>,
     dir: PathBuf,
     exchange_memory: usize,
+    cluster_secret: Option<ClusterSecret>,
 }
 
 impl LocalCluster {
     /// Start the coordinator and the executors, and wait until every executor joined.
     pub async fn start(config: LocalClusterConfig) -> Result<Self, QuarryError> {
         let dir = config.coordinator.dir.clone();
+        // Processes of one `quarry up` share a secret nobody else knows.
+        let mut config = config;
+        let secret = config
+            .coordinator
+            .cluster_secret
+            .get_or_insert_with(ClusterSecret::generate)
+            .clone();
         let listeners = Listeners::bind(&config.flight, &config.http, "127.0.0.1:0").await?;
         let coordinator = server::start(config.coordinator, listeners).await?;
         let mut cluster = LocalCluster {
@@ -62,6 +71,7 @@ impl LocalCluster {
             executors: Vec::new(),
             dir,
             exchange_memory: config.exchange_memory,
+            cluster_secret: Some(secret),
         };
         for _ in 0..config.executors {
             cluster
@@ -103,12 +113,28 @@ impl LocalCluster {
             data_dir: setup.data_dir,
             memory_limit: setup.memory_limit,
             exchange_memory: self.exchange_memory,
+            cluster_secret: self.cluster_secret.clone(),
         };
         self.executors
             .push(quarry_executor::start(listener, config).await?);
         self.executors
             .last()
             .ok_or_else(|| QuarryError::internal("no executor was started"))
+    }
+
+    /// Every listener of this cluster by what it is: tests check each one refuses
+    /// callers without credentials, so a new listener must be added here.
+    pub fn listeners(&self) -> Vec<(&'static str, String)> {
+        let c = &self.coordinator;
+        let mut listeners = vec![
+            ("flight_sql", c.flight_addr.to_string()),
+            ("http", c.http_addr.to_string()),
+            ("internal", c.internal_addr.to_string()),
+        ];
+        for executor in &self.executors {
+            listeners.push(("executor", executor.address.to_string()));
+        }
+        listeners
     }
 
     pub async fn shutdown(self) {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use quarry_common::QuarryError;
+use quarry_common::cluster_secret::ClusterSecret;
 use quarry_coordinator::demo;
 use quarry_coordinator::engine::parse_duration;
 use quarry_coordinator::jobs::admission::{self, AdmissionConfig};
@@ -53,9 +54,18 @@ struct ServeArgs {
     /// Require logins (Flight SQL Basic→Bearer handshake, REST /api/v1/login).
     #[arg(long, env = "QUARRY_AUTH")]
     auth: bool,
-    /// Create or reset the `admin` user with this password.
+    /// Create or reset the `admin` user with this password (with --auth; without it a
+    /// password is generated and printed once, on first start).
     #[arg(long, env = "QUARRY_ADMIN_PASSWORD")]
     admin_password: Option<String>,
+    /// Listen beyond loopback without --auth (everyone who connects is an admin) or
+    /// without a cluster secret.
+    #[arg(long, env = "QUARRY_INSECURE")]
+    insecure: bool,
+    /// The secret executors must show to join (and every cluster call carries); `quarry
+    /// up` generates one.
+    #[arg(long, env = "QUARRY_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
     /// Queries that may run on the executors at once; more wait in the queue.
     #[arg(long, env = "QUARRY_MAX_RUNNING_QUERIES", default_value_t = admission::DEFAULT_MAX_RUNNING)]
     max_running_queries: usize,
@@ -103,6 +113,9 @@ struct CoordinatorArgs {
 
 #[derive(Args)]
 struct ExecutorArgs {
+    /// The cluster's secret, as the coordinator was given it.
+    #[arg(long, env = "QUARRY_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
     /// The coordinator's internal endpoint.
     #[arg(
         long,
@@ -200,10 +213,16 @@ async fn stopped() {
     }
 }
 
-fn coordinator_config(serve: &ServeArgs) -> CoordinatorConfig {
+fn coordinator_config(serve: &ServeArgs) -> Result<CoordinatorConfig, QuarryError> {
     let mut config = CoordinatorConfig::new(&serve.dir);
     config.auth = serve.auth;
     config.admin_password = serve.admin_password.clone();
+    config.insecure = serve.insecure;
+    config.cluster_secret = serve
+        .cluster_secret
+        .as_deref()
+        .map(ClusterSecret::new)
+        .transpose()?;
     config.admission = AdmissionConfig {
         max_running: serve.max_running_queries,
         max_queued: serve.max_queued_queries,
@@ -211,7 +230,7 @@ fn coordinator_config(serve: &ServeArgs) -> CoordinatorConfig {
     };
     config.fetch_timeout = serve.fetch_timeout;
     config.test_sources = serve.test_sources;
-    config
+    Ok(config)
 }
 
 async fn up(args: UpArgs) -> Result<(), QuarryError> {
@@ -219,7 +238,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
     let executors = args.executors.max(1);
     let slots = args.slots.unwrap_or_else(|| (cores() / executors).max(1));
     let mut config = LocalClusterConfig::new(&args.serve.dir, executors);
-    config.coordinator = coordinator_config(&args.serve);
+    config.coordinator = coordinator_config(&args.serve)?;
     config.flight = args.serve.flight.clone();
     config.http = args.serve.http.clone();
     config.slots_per_executor = slots;
@@ -261,7 +280,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
 
 async fn coordinator(args: CoordinatorArgs) -> Result<(), QuarryError> {
     let listeners = Listeners::bind(&args.serve.flight, &args.serve.http, &args.internal).await?;
-    let coordinator = server::start(coordinator_config(&args.serve), listeners).await?;
+    let coordinator = server::start(coordinator_config(&args.serve)?, listeners).await?;
     println!("Quarry coordinator is up");
     println!("  Flight SQL:  grpc://{}", coordinator.flight_addr);
     println!("  HTTP:        http://{}", coordinator.http_addr);
@@ -284,6 +303,11 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
         data_dir: args.data_dir,
         memory_limit: args.memory_limit.as_deref().map(parse_bytes).transpose()?,
         exchange_memory: parse_bytes(&args.exchange_memory)?,
+        cluster_secret: args
+            .cluster_secret
+            .as_deref()
+            .map(ClusterSecret::new)
+            .transpose()?,
     };
     let executor = quarry_executor::start(listener, config).await?;
     println!("Quarry executor {} is up", executor.executor_id);

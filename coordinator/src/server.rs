@@ -11,12 +11,14 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use quarry_catalog::Catalog;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
+use quarry_common::cluster_secret::ClusterSecret;
 use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
+use crate::access::AccessControl;
+use crate::access::auth::Auth;
 use crate::cluster::Cluster;
 use crate::cluster::files::ClusterFileStore;
 use crate::cluster::internal::MembershipService;
@@ -41,6 +43,10 @@ pub struct CoordinatorConfig {
     pub auth: bool,
     /// Create (or reset) the `admin` user with this password at start.
     pub admin_password: Option<String>,
+    /// Allow listening beyond loopback without authentication.
+    pub insecure: bool,
+    /// Executors must show this to join; the internal service refuses callers without it.
+    pub cluster_secret: Option<ClusterSecret>,
     pub heartbeat_interval: Duration,
     /// Silence after which an executor is declared lost.
     pub lost_after: Duration,
@@ -58,6 +64,8 @@ impl CoordinatorConfig {
             dir: dir.into(),
             auth: false,
             admin_password: None,
+            insecure: false,
+            cluster_secret: None,
             heartbeat_interval: Duration::from_secs(1),
             lost_after: Duration::from_millis(3500),
             admission: AdmissionConfig::default(),
@@ -124,6 +132,61 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, QuarryError> {
         .map_err(|e| QuarryError::internal(format!("listener address: {e}")))
 }
 
+/// The first admin: `admin` with the given password (reset at every start when given),
+/// or, when there is none yet and no password was given, a generated one printed once.
+fn bootstrap_admin(
+    auth: &Auth,
+    access: &AccessControl,
+    password: Option<&str>,
+) -> Result<(), QuarryError> {
+    if let Some(password) = password {
+        return auth.bootstrap_admin(password);
+    }
+    if access.user_exists("admin") {
+        return Ok(());
+    }
+    let password = auth.generate_password()?;
+    auth.bootstrap_admin(&password)?;
+    // Printed, not logged: it is shown once, to whoever started the coordinator.
+    println!(
+        "Created user admin with password {password} (shown only now; change it with ALTER USER admin SET PASSWORD '...')"
+    );
+    Ok(())
+}
+
+/// Secure by default: without `--auth` everyone is an admin, so only this machine may
+/// connect unless `--insecure` says otherwise.
+fn refuse_exposure_without_auth(
+    config: &CoordinatorConfig,
+    addresses: &[SocketAddr],
+) -> Result<(), QuarryError> {
+    if config.insecure {
+        return Ok(());
+    }
+    // The internal port hands out tasks and data: beyond loopback it needs the secret.
+    if let Some(internal) = addresses.last()
+        && !internal.ip().is_loopback()
+        && config.cluster_secret.is_none()
+    {
+        return Err(QuarryError::invalid(format!(
+            "refusing to listen on {internal} for executors without a cluster secret: give \
+             every process the same --cluster-secret (QUARRY_CLUSTER_SECRET), or pass \
+             --insecure if this network is trusted"
+        )));
+    }
+    if config.auth {
+        return Ok(());
+    }
+    match addresses.iter().find(|a| !a.ip().is_loopback()) {
+        Some(exposed) => Err(QuarryError::invalid(format!(
+            "refusing to listen on {exposed} without authentication: anyone who can reach it \
+             would be an admin. Start with --auth (users and passwords), or bind to \
+             127.0.0.1, or pass --insecure if this network is trusted"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub async fn start(
     config: CoordinatorConfig,
     listeners: Listeners,
@@ -144,12 +207,18 @@ pub async fn start(
     let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
     let jobs = Jobs::new(catalog.clone(), config.dir.join("results"))?;
     let cluster = Cluster::new(config.heartbeat_interval, config.lost_after);
+    let access = AccessControl::new(config.auth, catalog.clone())?;
+    let auth = Auth::new(Arc::clone(&access));
+    if config.auth {
+        bootstrap_admin(&auth, &access, config.admin_password.as_deref())?;
+    }
     datasets.set_system_schema(Arc::new(SystemTables::new(
         Arc::clone(&cluster),
         Arc::clone(&jobs),
+        Arc::clone(&access),
         config.test_sources,
     )));
-    let channels = Arc::new(FlightChannels::new());
+    let channels = Arc::new(FlightChannels::new().with_secret(config.cluster_secret.clone()));
     // Files in executors' data directories, for planning scans of them.
     let cluster_files = Arc::new(ClusterFileStore::new(
         Arc::clone(&cluster),
@@ -163,6 +232,7 @@ pub async fn start(
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&cluster), channels));
     let engine = Engine::new(
         datasets,
+        Arc::clone(&auth),
         Arc::clone(&jobs),
         scheduler,
         EngineLimits {
@@ -170,14 +240,11 @@ pub async fn start(
             fetch_timeout: config.fetch_timeout,
         },
     );
-    let auth = Arc::new(Auth::new(config.auth, catalog));
-    if let Some(password) = &config.admin_password {
-        auth.set_password("admin", password)?;
-    }
 
     let flight_addr = local_addr(&listeners.flight)?;
     let http_addr = local_addr(&listeners.http)?;
     let internal_addr = local_addr(&listeners.internal)?;
+    refuse_exposure_without_auth(&config, &[flight_addr, http_addr, internal_addr])?;
     let stop = CancellationToken::new();
     let mut tasks = vec![
         cluster.spawn_expiry(stop.clone()),
@@ -199,7 +266,11 @@ pub async fn start(
         }
     }));
 
-    let internal = action_service(Arc::new(MembershipService::new(Arc::clone(&cluster))));
+    let internal = action_service(
+        "internal",
+        Arc::new(MembershipService::new(Arc::clone(&cluster))),
+        config.cluster_secret.clone(),
+    );
     let internal_stop = stop.clone();
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()

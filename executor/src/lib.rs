@@ -29,6 +29,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use object_store::local::LocalFileSystem;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
+use quarry_common::cluster_secret::ClusterSecret;
 use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
 use quarry_common::protocol::CLUSTER_FILES_URL;
 use quarry_common::protocol::{ExecutorRegistration, ExecutorStatus, Heartbeat};
@@ -60,6 +61,8 @@ pub struct ExecutorConfig {
     pub memory_limit: Option<usize>,
     /// Memory for task outputs waiting to be read; past it they go to disk.
     pub exchange_memory: usize,
+    /// Shown to the coordinator and peers, and required of every caller.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 /// Task outputs kept in memory by default before spilling to disk.
@@ -167,7 +170,7 @@ pub async fn start(
         .build_arc()
         .map_err(|e| QuarryError::internal(format!("executor runtime: {e}")))?;
 
-    let channels = Arc::new(FlightChannels::new());
+    let channels = Arc::new(FlightChannels::new().with_secret(config.cluster_secret.clone()));
     let exchange = Arc::new(ExchangeStore::new(
         executor_id.clone(),
         config.work_dir.join("exchange"),
@@ -232,7 +235,11 @@ pub async fn start(
     };
 
     let server_stop = stop.clone();
-    let grpc = action_service(Arc::clone(&service));
+    let grpc = action_service(
+        "executor",
+        Arc::clone(&service),
+        config.cluster_secret.clone(),
+    );
     let drain = CancellationToken::new();
     let membership = tokio::spawn(membership.run(drain.clone()));
     let server = tokio::spawn(async move {

@@ -41,6 +41,9 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The secret the processes of a test cluster share.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret";
+
 /// A coordinator and executors, each a `quarry` process.
 pub struct ProcessCluster {
     pub dir: tempfile::TempDir,
@@ -87,6 +90,7 @@ impl ProcessCluster {
             .arg(format!("127.0.0.1:{internal}"))
             .arg("--dir")
             .arg(dir.path().join("coordinator"))
+            .env("QUARRY_CLUSTER_SECRET", CLUSTER_SECRET)
             .args(coordinator_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -138,6 +142,7 @@ impl ProcessCluster {
             .arg(format!("http://127.0.0.1:{}", self.internal))
             .arg("--dir")
             .arg(self.dir.path().join(id))
+            .env("QUARRY_CLUSTER_SECRET", CLUSTER_SECRET)
             .args(&self.executor_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -18,9 +18,10 @@ use quarry_common::QuarryError;
 use quarry_common::object_stores::ObjectStoreRegistrar;
 use quarry_common::protocol::ObjectStoreSpec;
 
-pub use provider::{QuarryCatalog, QuarryCatalogList};
+pub use provider::{QuarryCatalog, QuarryCatalogList, Viewer, can_read, source_of};
 
 use crate::engine::catalog_ops::catalog_error;
+use crate::system::SystemTables;
 
 /// The one catalog name clients see (Flight SQL GetCatalogs, `quarry.demo.orders`).
 pub const CATALOG_NAME: &str = "quarry";
@@ -41,7 +42,7 @@ pub struct Datasets {
     runtime: Arc<RuntimeEnv>,
     base_config: SessionConfig,
     object_stores: ObjectStoreRegistrar,
-    system: OnceLock<Arc<dyn SchemaProvider>>,
+    system: OnceLock<Arc<SystemTables>>,
 }
 
 impl Datasets {
@@ -83,22 +84,50 @@ impl Datasets {
     }
 
     /// Install the provider of the `sys` schema.
-    pub fn set_system_schema(&self, schema: Arc<dyn SchemaProvider>) {
+    pub fn set_system_schema(&self, schema: Arc<SystemTables>) {
         let _ = self.system.set(schema);
     }
 
-    pub(crate) fn system_schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+    pub(crate) fn system_schema(
+        &self,
+        name: &str,
+        viewer: &Viewer,
+    ) -> Option<Arc<dyn SchemaProvider>> {
         (name == SYSTEM_SCHEMA)
-            .then(|| self.system.get().cloned())
+            .then(|| self.system.get().map(|s| s.for_viewer(viewer.clone())))
             .flatten()
     }
 
-    pub(crate) fn schema_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = match self.catalog.list_schemas() {
-            Ok(schemas) => schemas.into_iter().map(|s| s.record.name).collect(),
+    /// Schemas `viewer` may see: those it may read something in (all without a viewer).
+    pub fn visible_schema_names(&self, viewer: &Viewer) -> Vec<String> {
+        let schemas = match self.catalog.list_schemas() {
+            Ok(schemas) => schemas,
             Err(e) => {
                 tracing::error!("listing schemas: {e}");
                 Vec::new()
+            }
+        };
+        let mut names: Vec<String> = match viewer.as_ref().filter(|v| !v.admin) {
+            None => schemas.into_iter().map(|s| s.record.name).collect(),
+            Some(viewer) => {
+                let datasets = self.catalog.list_datasets(None).unwrap_or_default();
+                schemas
+                    .into_iter()
+                    .map(|s| s.record.name)
+                    .filter(|schema| {
+                        let inside: Vec<(String, Option<String>)> = datasets
+                            .iter()
+                            .filter(|d| &d.record.schema == schema)
+                            .map(|d| {
+                                (
+                                    d.record.name.clone(),
+                                    source_of(&d.record).map(str::to_string),
+                                )
+                            })
+                            .collect();
+                        viewer.can_see_schema(schema, &inside)
+                    })
+                    .collect()
             }
         };
         if self.system.get().is_some() {
@@ -107,17 +136,21 @@ impl Datasets {
         names
     }
 
-    pub fn catalog_list(self: &Arc<Self>) -> Arc<dyn CatalogProviderList> {
-        Arc::new(QuarryCatalogList(Arc::clone(self)))
+    pub fn catalog_list(self: &Arc<Self>, viewer: Viewer) -> Arc<dyn CatalogProviderList> {
+        Arc::new(QuarryCatalogList {
+            datasets: Arc::clone(self),
+            viewer,
+        })
     }
 
-    /// A DataFusion session over Quarry's catalog with the given settings.
-    pub fn session_state(self: &Arc<Self>, config: SessionConfig) -> SessionState {
+    /// A DataFusion session over Quarry's catalog with the given settings, seeing what
+    /// `viewer` may read.
+    pub fn session_state(self: &Arc<Self>, config: SessionConfig, viewer: Viewer) -> SessionState {
         SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
-            .with_catalog_list(self.catalog_list())
+            .with_catalog_list(self.catalog_list(viewer))
             .build()
     }
 
@@ -127,7 +160,7 @@ impl Datasets {
         if let Some(schema) = default_schema {
             config.options_mut().catalog.default_schema = schema.to_string();
         }
-        self.session_state(config)
+        self.session_state(config, None)
     }
 
     /// Make an object store reachable from this coordinator, and remember its spec for

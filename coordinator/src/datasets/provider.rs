@@ -1,17 +1,50 @@
 //! Quarry's catalog as DataFusion sees it: one catalog (`quarry`), its schemas, and the
 //! tables and views in them, read from the sled catalog on every lookup so that a change
 //! made through any frontend is visible to the next query.
+//!
+//! A catalog built for a user (`viewer`) lists only what that user may read, and refuses
+//! a lookup of a dataset they may not read with PERMISSION_DENIED: this is where every
+//! table a statement names is checked, at planning time. Views' own queries are planned
+//! through a catalog without a viewer (a view is a security boundary).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
+use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege, Stored};
 
 use super::{CATALOG_NAME, Datasets};
+use crate::access::UserAccess;
+
+/// The reader a catalog is for; None reads everything (the coordinator's own planning).
+pub type Viewer = Option<Arc<UserAccess>>;
+
+/// The source a dataset's files are in, for grants on sources.
+pub fn source_of(record: &DatasetRecord) -> Option<&str> {
+    match &record.definition {
+        DatasetDefinition::Table(t) => t.source.as_deref(),
+        DatasetDefinition::View(_) => None,
+    }
+}
+
+/// May `viewer` read the dataset?
+pub fn can_read(viewer: &Viewer, record: &DatasetRecord) -> bool {
+    viewer.as_ref().is_none_or(|v| {
+        v.on_dataset(
+            Privilege::Select,
+            &record.schema,
+            &record.name,
+            source_of(record),
+        )
+    })
+}
 
 #[derive(Debug)]
-pub struct QuarryCatalogList(pub Arc<Datasets>);
+pub struct QuarryCatalogList {
+    pub datasets: Arc<Datasets>,
+    pub viewer: Viewer,
+}
 
 impl CatalogProviderList for QuarryCatalogList {
     fn register_catalog(
@@ -27,26 +60,35 @@ impl CatalogProviderList for QuarryCatalogList {
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
-        (name == CATALOG_NAME).then(|| Arc::new(QuarryCatalog(Arc::clone(&self.0))) as _)
+        (name == CATALOG_NAME).then(|| {
+            Arc::new(QuarryCatalog {
+                datasets: Arc::clone(&self.datasets),
+                viewer: self.viewer.clone(),
+            }) as _
+        })
     }
 }
 
 #[derive(Debug)]
-pub struct QuarryCatalog(pub Arc<Datasets>);
+pub struct QuarryCatalog {
+    pub datasets: Arc<Datasets>,
+    pub viewer: Viewer,
+}
 
 impl CatalogProvider for QuarryCatalog {
     fn schema_names(&self) -> Vec<String> {
-        self.0.schema_names()
+        self.datasets.visible_schema_names(&self.viewer)
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        if let Some(system) = self.0.system_schema(name) {
+        if let Some(system) = self.datasets.system_schema(name, &self.viewer) {
             return Some(system);
         }
-        match self.0.catalog().get_schema(name) {
+        match self.datasets.catalog().get_schema(name) {
             Ok(Some(_)) => Some(Arc::new(QuarrySchema {
-                datasets: Arc::clone(&self.0),
+                datasets: Arc::clone(&self.datasets),
                 name: name.to_string(),
+                viewer: self.viewer.clone(),
             })),
             Ok(None) => None,
             Err(e) => {
@@ -61,13 +103,30 @@ impl CatalogProvider for QuarryCatalog {
 pub struct QuarrySchema {
     datasets: Arc<Datasets>,
     name: String,
+    viewer: Viewer,
+}
+
+impl QuarrySchema {
+    fn stored(&self, name: &str) -> Option<Stored<DatasetRecord>> {
+        match self.datasets.catalog().get_dataset(&self.name, name) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!("reading dataset {}.{name}: {e}", self.name);
+                None
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl SchemaProvider for QuarrySchema {
     fn table_names(&self) -> Vec<String> {
         match self.datasets.catalog().list_datasets(Some(&self.name)) {
-            Ok(datasets) => datasets.into_iter().map(|d| d.record.name).collect(),
+            Ok(datasets) => datasets
+                .into_iter()
+                .filter(|d| can_read(&self.viewer, &d.record))
+                .map(|d| d.record.name)
+                .collect(),
             Err(e) => {
                 tracing::error!("listing datasets of {}: {e}", self.name);
                 Vec::new()
@@ -76,6 +135,19 @@ impl SchemaProvider for QuarrySchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if let Some(viewer) = &self.viewer
+            && let Some(stored) = self.stored(name)
+        {
+            let record = &stored.record;
+            viewer
+                .require_dataset(
+                    Privilege::Select,
+                    &record.schema,
+                    &record.name,
+                    source_of(record),
+                )
+                .map_err(DataFusionError::from)?;
+        }
         self.datasets
             .provider(&self.name, name)
             .await
@@ -83,9 +155,6 @@ impl SchemaProvider for QuarrySchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(
-            self.datasets.catalog().get_dataset(&self.name, name),
-            Ok(Some(_))
-        )
+        self.stored(name).is_some()
     }
 }

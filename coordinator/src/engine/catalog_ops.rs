@@ -1,13 +1,15 @@
 //! Changes to the catalog, shared by SQL DDL and the REST catalog API. Every change is
 //! checked (paths exist and stay inside their source, files parse, view SQL plans) before
-//! it is written, so a failed statement leaves no half-made entry behind.
+//! it is written, so a failed statement leaves no half-made entry behind. Each change
+//! names who asks, and is refused without the privilege it needs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use quarry_catalog::{
-    CatalogError, DatasetDefinition, DatasetRecord, S3Config, SchemaRecord, SourceConfig,
-    SourceRecord, Stored, ViewDefinition,
+    CatalogError, DatasetDefinition, DatasetRecord, GranteeKind, Privilege, S3Config, SchemaRecord,
+    SecurableKind, SourceConfig, SourceRecord, Stored, ViewDefinition,
 };
 use quarry_common::object_stores::{
     S3_ACCESS_KEY_ID, S3_ALLOW_HTTP, S3_ENDPOINT, S3_REGION, S3_SECRET_ACCESS_KEY, s3_spec,
@@ -16,6 +18,8 @@ use quarry_common::{ErrorCode, QuarryError};
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
+use crate::access::{UserAccess, dataset_object};
+use crate::datasets::source_of;
 use crate::datasets::sources::{self, Location};
 use crate::datasets::tables::{self, NewTable};
 
@@ -178,10 +182,12 @@ impl Engine {
 
     pub async fn create_source(
         &self,
+        actor: &UserAccess,
         name: &str,
         config: SourceConfig,
         mode: CreateMode,
     ) -> Result<Stored<SourceRecord>, QuarryError> {
+        actor.require_admin("create or replace sources")?;
         let catalog = self.datasets.catalog();
         let existing = catalog.get_source(name).map_err(catalog_error)?;
         if let (Some(existing), CreateMode::IfNotExists) = (&existing, mode) {
@@ -210,10 +216,12 @@ impl Engine {
 
     pub async fn update_source(
         &self,
+        actor: &UserAccess,
         name: &str,
         config: SourceConfig,
         expected_version: u64,
     ) -> Result<Stored<SourceRecord>, QuarryError> {
+        actor.require_admin("change sources")?;
         let config = sources::validate_source(name, &config).await?;
         if let SourceConfig::S3(s3) = &config {
             self.datasets.register_store(&sources::s3_store_spec(s3))?;
@@ -232,16 +240,21 @@ impl Engine {
 
     pub fn drop_source(
         &self,
+        actor: &UserAccess,
         name: &str,
         if_exists: bool,
         expected_version: Option<u64>,
     ) -> Result<bool, QuarryError> {
+        actor.require_admin("drop sources")?;
         match self
             .datasets
             .catalog()
             .delete_source(name, expected_version)
         {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.forget_grants_on(SecurableKind::Source, name)?;
+                Ok(true)
+            }
             Err(CatalogError::NotFound { .. }) if if_exists => Ok(false),
             Err(e) => Err(catalog_error(e)),
         }
@@ -249,7 +262,13 @@ impl Engine {
 
     // ---- schemas ----
 
-    pub fn create_schema(&self, name: &str, if_not_exists: bool) -> Result<bool, QuarryError> {
+    pub fn create_schema(
+        &self,
+        actor: &UserAccess,
+        name: &str,
+        if_not_exists: bool,
+    ) -> Result<bool, QuarryError> {
+        actor.require_system(Privilege::CreateTable, "create schemas")?;
         match self.datasets.catalog().create_schema(SchemaRecord {
             name: name.to_string(),
         }) {
@@ -261,10 +280,12 @@ impl Engine {
 
     pub fn drop_schema(
         &self,
+        actor: &UserAccess,
         name: &str,
         if_exists: bool,
         cascade: bool,
     ) -> Result<bool, QuarryError> {
+        actor.require_schema(Privilege::Alter, name)?;
         let catalog = self.datasets.catalog();
         if catalog.get_schema(name).map_err(catalog_error)?.is_none() {
             return if if_exists {
@@ -280,9 +301,14 @@ impl Engine {
                 catalog
                     .delete_dataset(name, &dataset.record.name, None)
                     .map_err(catalog_error)?;
+                self.forget_grants_on(
+                    SecurableKind::Dataset,
+                    &dataset_object(name, &dataset.record.name),
+                )?;
             }
         }
         catalog.delete_schema(name).map_err(catalog_error)?;
+        self.forget_grants_on(SecurableKind::Schema, name)?;
         Ok(true)
     }
 
@@ -302,9 +328,43 @@ impl Engine {
         }
     }
 
+    /// Grants on a dropped object go with it, so a new object of that name starts bare.
+    fn forget_grants_on(&self, kind: SecurableKind, object: &str) -> Result<(), QuarryError> {
+        self.datasets
+            .catalog()
+            .remove_grants_on(kind, object)
+            .map_err(catalog_error)?;
+        self.access.reload()
+    }
+
+    /// The creator of a dataset may read, change and share it.
+    fn grant_to_creator(
+        &self,
+        actor: &UserAccess,
+        schema: &str,
+        name: &str,
+    ) -> Result<(), QuarryError> {
+        if actor.admin {
+            return Ok(());
+        }
+        self.datasets
+            .catalog()
+            .grant(
+                GranteeKind::User,
+                &actor.user,
+                SecurableKind::Dataset,
+                &dataset_object(schema, name),
+                &Privilege::ALL,
+            )
+            .map_err(catalog_error)?;
+        self.access.reload()
+    }
+
     /// The existing dataset, after applying `mode`: Ok(Some) means "keep it, done".
+    /// Replacing one needs ALTER on it.
     fn check_existing(
         &self,
+        actor: &UserAccess,
         schema: &str,
         name: &str,
         mode: CreateMode,
@@ -318,6 +378,10 @@ impl Engine {
         let Some(existing) = existing else {
             return Ok(None);
         };
+        if mode == CreateMode::OrReplace {
+            let record = &existing.record;
+            actor.require_dataset(Privilege::Alter, schema, name, source_of(record))?;
+        }
         match mode {
             CreateMode::IfNotExists => Ok(Some(existing)),
             CreateMode::Create => Err(QuarryError::new(
@@ -401,17 +465,37 @@ impl Engine {
 
     pub async fn create_table(
         &self,
+        actor: &UserAccess,
         schema: &str,
         name: &str,
         request: TableRequest,
         mode: CreateMode,
     ) -> Result<Stored<DatasetRecord>, QuarryError> {
         self.require_schema(schema)?;
-        if let Some(existing) = self.check_existing(schema, name, mode, false)? {
+        actor.require_schema(Privilege::CreateTable, schema)?;
+        self.require_readable_files(actor, &request)?;
+        if let Some(existing) = self.check_existing(actor, schema, name, mode, false)? {
             return Ok(existing);
         }
         let definition = self.table_definition(&request).await?;
-        self.store_dataset(schema, name, definition, mode)
+        let stored = self.store_dataset(schema, name, definition, mode)?;
+        self.grant_to_creator(actor, schema, name)?;
+        Ok(stored)
+    }
+
+    /// A table's files must be in a source the user may read; raw locations (paths and
+    /// URLs outside every source) are for admins only.
+    fn require_readable_files(
+        &self,
+        actor: &UserAccess,
+        request: &TableRequest,
+    ) -> Result<(), QuarryError> {
+        match &request.source {
+            Some(source) => actor.require_source(Privilege::Select, source),
+            None => {
+                actor.require_admin("read a raw LOCATION; create the table FROM a source instead")
+            }
+        }
     }
 
     /// Write a checked definition: created, or replacing the old one for OR REPLACE.
@@ -475,6 +559,7 @@ impl Engine {
 
     pub async fn create_view(
         &self,
+        actor: &Arc<UserAccess>,
         schema: &str,
         name: &str,
         sql: &str,
@@ -482,19 +567,27 @@ impl Engine {
         mode: CreateMode,
     ) -> Result<Stored<DatasetRecord>, QuarryError> {
         self.require_schema(schema)?;
-        if let Some(existing) = self.check_existing(schema, name, mode, true)? {
+        actor.require_schema(Privilege::CreateTable, schema)?;
+        if let Some(existing) = self.check_existing(actor, schema, name, mode, true)? {
             return Ok(existing);
         }
-        let definition = self.view_definition(sql, default_schema).await?;
-        self.store_dataset(schema, name, definition, mode)
+        let definition = self.view_definition(actor, sql, default_schema).await?;
+        let stored = self.store_dataset(schema, name, definition, mode)?;
+        self.grant_to_creator(actor, schema, name)?;
+        Ok(stored)
     }
 
+    /// Check a view's query, planned as its creator: a view can only expose what its
+    /// creator may read.
     async fn view_definition(
         &self,
+        actor: &Arc<UserAccess>,
         sql: &str,
         default_schema: &str,
     ) -> Result<DatasetDefinition, QuarryError> {
-        let state = self.datasets.planning_state(Some(default_schema));
+        let mut config = self.datasets.base_config().clone();
+        config.options_mut().catalog.default_schema = default_schema.to_string();
+        let state = self.datasets.session_state(config, Some(Arc::clone(actor)));
         let plan = state.create_logical_plan(sql).await?;
         if matches!(
             plan,
@@ -514,13 +607,24 @@ impl Engine {
     /// `expected_version`.
     pub async fn update_dataset(
         &self,
+        actor: &Arc<UserAccess>,
         schema: &str,
         name: &str,
         definition: DatasetUpdate,
         expected_version: u64,
     ) -> Result<Stored<DatasetRecord>, QuarryError> {
+        let current = self
+            .datasets
+            .catalog()
+            .get_dataset(schema, name)
+            .map_err(catalog_error)?
+            .ok_or_else(|| QuarryError::not_found(format!("{schema}.{name} does not exist")))?;
+        actor.require_dataset(Privilege::Alter, schema, name, source_of(&current.record))?;
         let definition = match definition {
-            DatasetUpdate::Table(request) => self.table_definition(&request).await?,
+            DatasetUpdate::Table(request) => {
+                self.require_readable_files(actor, &request)?;
+                self.table_definition(&request).await?
+            }
             DatasetUpdate::View { sql } => {
                 let default_schema = match self
                     .datasets
@@ -534,7 +638,7 @@ impl Engine {
                     }
                     _ => schema.to_string(),
                 };
-                self.view_definition(&sql, &default_schema).await?
+                self.view_definition(actor, &sql, &default_schema).await?
             }
         };
         self.datasets
@@ -553,6 +657,7 @@ impl Engine {
     /// Drop a dataset; `kind` ("table" or "view") must match when given.
     pub fn drop_dataset(
         &self,
+        actor: &UserAccess,
         schema: &str,
         name: &str,
         kind: Option<&str>,
@@ -573,6 +678,7 @@ impl Engine {
             DatasetDefinition::Table(_) => "table",
             DatasetDefinition::View(_) => "view",
         };
+        actor.require_dataset(Privilege::Alter, schema, name, source_of(&existing.record))?;
         if let Some(kind) = kind
             && kind != actual
         {
@@ -584,6 +690,7 @@ impl Engine {
         catalog
             .delete_dataset(schema, name, expected_version)
             .map_err(catalog_error)?;
+        self.forget_grants_on(SecurableKind::Dataset, &dataset_object(schema, name))?;
         Ok(true)
     }
 }

@@ -9,11 +9,12 @@ use datafusion::common::{SchemaReference, TableReference};
 use datafusion::logical_expr::DdlStatement;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use quarry_catalog::SourceConfig;
+use quarry_catalog::{Privilege, SourceConfig};
 use quarry_common::{ErrorCode, QuarryError};
 
 use super::catalog_ops::{CreateMode, TableRequest, source_config};
 use super::{Engine, Session, message_batch};
+use crate::access::UserAccess;
 use crate::datasets::CATALOG_NAME;
 use crate::sql::parser::Statement;
 
@@ -23,7 +24,7 @@ fn done(message: String) -> Result<RecordBatch, QuarryError> {
 
 impl Engine {
     /// `[schema, ]name` in `session`, checking the catalog part.
-    fn dataset_name(
+    pub(super) fn dataset_name(
         &self,
         session: &Session,
         reference: &TableReference,
@@ -53,24 +54,28 @@ impl Engine {
         session: &Arc<Session>,
         statement: Statement,
     ) -> Result<RecordBatch, QuarryError> {
+        let actor = self.access_for(session);
         match statement {
+            Statement::Security(security) => self.run_security(session, &actor, security).await,
             Statement::CreateSource(create) => {
                 let config = source_config(&create.kind, &create.options)?;
                 let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
-                let stored = self.create_source(&create.name, config, mode).await?;
+                let stored = self
+                    .create_source(&actor, &create.name, config, mode)
+                    .await?;
                 done(format!(
                     "Source {} ready (version {})",
                     create.name, stored.version
                 ))
             }
             Statement::DropSource { name, if_exists } => {
-                if self.drop_source(&name, if_exists, None)? {
+                if self.drop_source(&actor, &name, if_exists, None)? {
                     done(format!("Source {name} dropped"))
                 } else {
                     done(format!("Source {name} does not exist"))
                 }
             }
-            Statement::ShowSources => self.show_sources(),
+            Statement::ShowSources => self.show_sources(&actor),
             Statement::CreateTable(create) => {
                 let reference = match create.name.as_slice() {
                     [table] => TableReference::bare(table.as_str()),
@@ -89,7 +94,8 @@ impl Engine {
                     ..TableRequest::default()
                 };
                 let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
-                self.create_table(&schema, &name, request, mode).await?;
+                self.create_table(&actor, &schema, &name, request, mode)
+                    .await?;
                 done(format!("Table {schema}.{name} created"))
             }
             Statement::Use { schema } => {
@@ -112,12 +118,14 @@ impl Engine {
         }
     }
 
-    fn show_sources(&self) -> Result<RecordBatch, QuarryError> {
-        let sources = self
+    /// Sources the user may read from (all of them for admins).
+    fn show_sources(&self, actor: &UserAccess) -> Result<RecordBatch, QuarryError> {
+        let mut sources = self
             .datasets
             .catalog()
             .list_sources()
             .map_err(super::catalog_ops::catalog_error)?;
+        sources.retain(|s| actor.on_source(Privilege::Select, &s.record.name));
         let mut names = Vec::new();
         let mut kinds = Vec::new();
         let mut locations = Vec::new();
@@ -164,6 +172,7 @@ impl Engine {
         session: &Arc<Session>,
         ddl: DdlStatement,
     ) -> Result<RecordBatch, QuarryError> {
+        let actor = self.access_for(session);
         match ddl {
             DdlStatement::CreateExternalTable(cmd) => {
                 if cmd.temporary {
@@ -206,7 +215,8 @@ impl Engine {
                     ..TableRequest::default()
                 };
                 let mode = CreateMode::from_flags(cmd.if_not_exists, cmd.or_replace);
-                self.create_table(&schema, &name, request, mode).await?;
+                self.create_table(&actor, &schema, &name, request, mode)
+                    .await?;
                 done(format!("Table {schema}.{name} created"))
             }
             DdlStatement::CreateView(view) => {
@@ -216,8 +226,15 @@ impl Engine {
                 let (schema, name) = self.dataset_name(session, &view.name)?;
                 let sql = view_query(view.definition.as_deref())?;
                 let mode = CreateMode::from_flags(false, view.or_replace);
-                self.create_view(&schema, &name, &sql, &session.default_schema(), mode)
-                    .await?;
+                self.create_view(
+                    &actor,
+                    &schema,
+                    &name,
+                    &sql,
+                    &session.default_schema(),
+                    mode,
+                )
+                .await?;
                 done(format!("View {schema}.{name} created"))
             }
             DdlStatement::CreateCatalogSchema(create) => {
@@ -230,7 +247,7 @@ impl Engine {
                     }
                     None => create.schema_name.clone(),
                 };
-                if self.create_schema(&name, create.if_not_exists)? {
+                if self.create_schema(&actor, &name, create.if_not_exists)? {
                     done(format!("Schema {name} created"))
                 } else {
                     done(format!("Schema {name} already exists"))
@@ -239,7 +256,7 @@ impl Engine {
             DdlStatement::DropTable(drop) => {
                 let (schema, name) = self.dataset_name(session, &drop.name)?;
                 let dropped =
-                    self.drop_dataset(&schema, &name, Some("table"), drop.if_exists, None)?;
+                    self.drop_dataset(&actor, &schema, &name, Some("table"), drop.if_exists, None)?;
                 done(if dropped {
                     format!("Table {schema}.{name} dropped")
                 } else {
@@ -249,7 +266,7 @@ impl Engine {
             DdlStatement::DropView(drop) => {
                 let (schema, name) = self.dataset_name(session, &drop.name)?;
                 let dropped =
-                    self.drop_dataset(&schema, &name, Some("view"), drop.if_exists, None)?;
+                    self.drop_dataset(&actor, &schema, &name, Some("view"), drop.if_exists, None)?;
                 done(if dropped {
                     format!("View {schema}.{name} dropped")
                 } else {
@@ -261,7 +278,7 @@ impl Engine {
                     SchemaReference::Bare { schema } => schema.to_string(),
                     SchemaReference::Full { schema, .. } => schema.to_string(),
                 };
-                if self.drop_schema(&name, drop.if_exists, drop.cascade)? {
+                if self.drop_schema(&actor, &name, drop.if_exists, drop.cascade)? {
                     done(format!("Schema {name} dropped"))
                 } else {
                     done(format!("Schema {name} does not exist"))

@@ -12,6 +12,7 @@
 
 pub mod catalog_ops;
 mod ddl;
+mod security;
 pub mod session;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ use quarry_common::panics::catch_panic;
 use quarry_common::protocol::{ObjectStoreSpec, Setting};
 use quarry_common::shuffle_reader::ExchangeAccess;
 
+use crate::access::auth::Auth;
+use crate::access::{AccessControl, UserAccess};
 use crate::datasets::Datasets;
 use crate::jobs::admission::{Admission, Ticket};
 use crate::jobs::{Job, Jobs};
@@ -97,6 +100,8 @@ pub struct EngineLimits {
 
 pub struct Engine {
     pub(crate) datasets: Arc<Datasets>,
+    pub(crate) access: Arc<AccessControl>,
+    pub(crate) auth: Arc<Auth>,
     pub(crate) jobs: Arc<Jobs>,
     pub(crate) scheduler: Arc<Scheduler>,
     pub sessions: Sessions,
@@ -168,6 +173,7 @@ pub fn message_batch(column: &str, messages: &[String]) -> Result<RecordBatch, Q
 impl Engine {
     pub fn new(
         datasets: Arc<Datasets>,
+        auth: Arc<Auth>,
         jobs: Arc<Jobs>,
         scheduler: Arc<Scheduler>,
         limits: EngineLimits,
@@ -175,6 +181,8 @@ impl Engine {
         let base_config = datasets.base_config().clone();
         Arc::new(Engine {
             datasets,
+            access: Arc::clone(auth.control()),
+            auth,
             jobs,
             scheduler,
             sessions: Sessions::default(),
@@ -189,6 +197,31 @@ impl Engine {
 
     pub fn fetch_timeout(&self) -> Duration {
         self.limits.fetch_timeout
+    }
+
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
+
+    /// What the user of `session` may do now.
+    pub fn access_for(&self, session: &Session) -> Arc<UserAccess> {
+        self.access.for_user(&session.user)
+    }
+
+    /// A job's SQL, results and cancellation belong to its user (and admins).
+    pub fn require_job_owner(
+        &self,
+        session: &Session,
+        owner: &str,
+        id: &str,
+    ) -> Result<(), QuarryError> {
+        if self.access_for(session).owns_job(owner) {
+            return Ok(());
+        }
+        Err(QuarryError::new(
+            quarry_common::ErrorCode::PermissionDenied,
+            format!("job {id} belongs to another user"),
+        ))
     }
 
     pub fn jobs(&self) -> &Arc<Jobs> {
@@ -241,8 +274,11 @@ impl Engine {
         })))
     }
 
+    /// A planning session that sees and reads only what the session's user may.
     fn query_state(&self, session: &Session) -> Result<SessionState, QuarryError> {
-        Ok(self.datasets.session_state(self.query_config(session)?))
+        Ok(self
+            .datasets
+            .session_state(self.query_config(session)?, Some(self.access_for(session))))
     }
 
     /// Start `sql` as a job. Planning errors are returned (and recorded on the job);
@@ -253,7 +289,9 @@ impl Engine {
         sql: &str,
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<Arc<Job>, QuarryError> {
-        let job = self.jobs.create(sql, &session.user);
+        let job = self
+            .jobs
+            .create(&crate::sql::security::redact_secrets(sql), &session.user);
         let planned = catch_panic(self.plan_script(session, sql, parameters))
             .await
             .unwrap_or_else(|panic| {

@@ -68,6 +68,11 @@ impl Job {
         self.lock().clone()
     }
 
+    /// Who ran it.
+    pub fn user(&self) -> String {
+        self.lock().user.clone()
+    }
+
     pub fn state(&self) -> String {
         self.lock().state.clone()
     }

@@ -1,3 +1,4 @@
 //! Quarry's SQL dialect.
 
 pub mod parser;
+pub mod security;

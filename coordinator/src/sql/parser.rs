@@ -21,14 +21,23 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use quarry_common::QuarryError;
 
+use super::security::{SecurityStatement, parse_security};
+
 #[derive(Debug, Clone)]
 pub enum Statement {
     DataFusion(Box<DFStatement>),
     CreateSource(CreateSource),
-    DropSource { name: String, if_exists: bool },
+    DropSource {
+        name: String,
+        if_exists: bool,
+    },
     ShowSources,
     CreateTable(CreateTableFrom),
-    Use { schema: String },
+    Use {
+        schema: String,
+    },
+    /// Users, roles, grants and tokens.
+    Security(SecurityStatement),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +133,7 @@ fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusio
     Ok(statements)
 }
 
-fn word_at(parser: &Parser, n: usize) -> Option<String> {
+pub(super) fn word_at(parser: &Parser, n: usize) -> Option<String> {
     match parser.peek_nth_token(n).token {
         Token::Word(w) => Some(w.value.to_ascii_uppercase()),
         _ => None,
@@ -132,7 +141,7 @@ fn word_at(parser: &Parser, n: usize) -> Option<String> {
 }
 
 /// Consume `word` (case-insensitive) if it is next.
-fn eat_word(parser: &mut Parser, word: &str) -> bool {
+pub(super) fn eat_word(parser: &mut Parser, word: &str) -> bool {
     if word_at(parser, 0).as_deref() == Some(word) {
         parser.next_token();
         true
@@ -141,7 +150,7 @@ fn eat_word(parser: &mut Parser, word: &str) -> bool {
     }
 }
 
-fn expect_word(parser: &mut Parser, word: &str) -> Result<(), ParserError> {
+pub(super) fn expect_word(parser: &mut Parser, word: &str) -> Result<(), ParserError> {
     if eat_word(parser, word) {
         Ok(())
     } else {
@@ -152,6 +161,9 @@ fn expect_word(parser: &mut Parser, word: &str) -> Result<(), ParserError> {
 
 /// Our statements, recognised by their first words; None leaves the tokens untouched.
 fn parse_extension(parser: &mut Parser) -> Result<Option<Statement>, ParserError> {
+    if let Some(security) = parse_security(parser)? {
+        return Ok(Some(Statement::Security(security)));
+    }
     let w0 = word_at(parser, 0);
     let w1 = word_at(parser, 1);
     let w2 = word_at(parser, 2);
@@ -288,7 +300,7 @@ fn parse_with_options(parser: &mut Parser) -> Result<Vec<(String, String)>, Pars
     }
 }
 
-fn ident_name(ident: &Ident) -> String {
+pub(super) fn ident_name(ident: &Ident) -> String {
     // Unquoted identifiers fold to lower case, as DataFusion folds them.
     if ident.quote_style.is_some() {
         ident.value.clone()
@@ -297,7 +309,7 @@ fn ident_name(ident: &Ident) -> String {
     }
 }
 
-fn object_name_parts(name: &ObjectName) -> Vec<String> {
+pub(super) fn object_name_parts(name: &ObjectName) -> Vec<String> {
     name.0
         .iter()
         .map(|part| match part.as_ident() {

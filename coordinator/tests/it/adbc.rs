@@ -103,6 +103,42 @@ conn = flightsql.connect(uri, db_kwargs={"username": "admin", "password": "pw"},
 cur = conn.cursor()
 cur.execute("SELECT count(*) AS n FROM demo.orders")
 assert cur.fetch_arrow_table().column("n")[0].as_py() == 1000
+
+# A user without SELECT neither reads nor sees demo.orders; a grant opens both, a revoke
+# closes them again.
+cur.execute("CREATE USER ada PASSWORD 'ada-pw'")
+cur.fetchall()
+ada = flightsql.connect(uri, db_kwargs={"username": "ada", "password": "ada-pw"}, autocommit=True)
+ada_cur = ada.cursor()
+
+def listed():
+    names = []
+    for catalog in ada.adbc_get_objects(depth="tables").read_all().to_pylist():
+        for schema in catalog["catalog_db_schemas"] or []:
+            for table in schema["db_schema_tables"] or []:
+                names.append(schema["db_schema_name"] + "." + table["table_name"])
+    return names
+
+def denied():
+    try:
+        ada_cur.execute("SELECT count(*) FROM demo.orders")
+        ada_cur.fetchall()
+    except adbc_driver_manager.Error as e:
+        assert "no SELECT privilege on demo.orders" in str(e), str(e)
+        return "%s %s" % (type(e).__name__, getattr(e, "status_code", ""))
+    raise SystemExit("ada read demo.orders without a grant")
+
+print("denied as", denied())
+assert "demo.orders" not in listed(), listed()
+cur.execute("GRANT SELECT ON TABLE demo.orders TO USER ada")
+cur.fetchall()
+ada_cur.execute("SELECT count(*) AS n FROM demo.orders")
+assert ada_cur.fetch_arrow_table().column("n")[0].as_py() == 1000
+assert "demo.orders" in listed(), listed()
+cur.execute("REVOKE SELECT ON TABLE demo.orders FROM USER ada")
+cur.fetchall()
+denied()
+assert "demo.orders" not in listed(), listed()
 print("AUTH OK")
 "#;
 

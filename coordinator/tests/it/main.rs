@@ -9,3 +9,4 @@ mod flight_sql;
 mod rest;
 mod restart;
 mod s3;
+mod security;

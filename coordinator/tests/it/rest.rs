@@ -8,14 +8,14 @@ use serde_json::{Value, json};
 
 use crate::harness::TestCluster;
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     client: reqwest::Client,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Api {
-    fn new(base: String) -> Api {
+    pub(crate) fn new(base: String) -> Api {
         Api {
             base,
             client: reqwest::Client::new(),
@@ -23,7 +23,7 @@ impl Api {
         }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.client.request(method, format!("{}{path}", self.base));
         match &self.token {
             Some(t) => builder.bearer_auth(t),
@@ -31,7 +31,7 @@ impl Api {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -52,29 +52,29 @@ impl Api {
         (status, value)
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
-    async fn sql(&self, sql: &str) -> Value {
+    pub(crate) async fn sql(&self, sql: &str) -> Value {
         let (status, body) = self.post("/api/v1/sql", json!({"sql": sql})).await;
         assert_eq!(status, StatusCode::OK, "{sql}: {body}");
         body
     }
 
-    async fn wait_job(&self, id: &str) -> Value {
+    pub(crate) async fn wait_job(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (status, job) = self.get(&format!("/api/v1/jobs/{id}")).await;
@@ -98,7 +98,13 @@ async fn demo_cluster(rows: usize) -> (TestCluster, Api) {
     (cluster, api)
 }
 
-fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str, needle: &str) {
+pub(crate) fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    expected: StatusCode,
+    code: &str,
+    needle: &str,
+) {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["code"], code, "{body}");
     let message = body["message"].as_str().unwrap_or_default();

@@ -14,7 +14,7 @@ use quarry_catalog::DatasetDefinition;
 use quarry_common::QuarryError;
 
 use crate::datasets::schema_codec::decode_schema;
-use crate::datasets::{CATALOG_NAME, Datasets, SYSTEM_SCHEMA};
+use crate::datasets::{CATALOG_NAME, Datasets, SYSTEM_SCHEMA, Viewer, can_read};
 
 pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
 
@@ -24,18 +24,22 @@ pub fn catalogs() -> Result<RecordBatch, QuarryError> {
     builder.build().map_err(internal)
 }
 
+/// Schemas the viewer may see.
 pub fn schemas(
     datasets: &Datasets,
+    viewer: &Viewer,
     mut builder: GetDbSchemasBuilder,
 ) -> Result<RecordBatch, QuarryError> {
-    for schema in datasets.schema_names() {
+    for schema in datasets.visible_schema_names(viewer) {
         builder.append(CATALOG_NAME, schema);
     }
     builder.build().map_err(internal)
 }
 
+/// Tables and views the viewer may read.
 pub async fn tables(
     datasets: &Arc<Datasets>,
+    viewer: &Viewer,
     mut builder: GetTablesBuilder,
 ) -> Result<RecordBatch, QuarryError> {
     let include_schema = builder.include_schema();
@@ -45,6 +49,9 @@ pub async fn tables(
         .map_err(|e| QuarryError::internal(e.to_string()))?;
     for dataset in records {
         let record = dataset.record;
+        if !can_read(viewer, &record) {
+            continue;
+        }
         let (kind, schema) = match &record.definition {
             DatasetDefinition::Table(table) => ("TABLE", decode_schema(&table.arrow_schema)?),
             DatasetDefinition::View(_) => {
@@ -64,7 +71,7 @@ pub async fn tables(
             .append(CATALOG_NAME, &record.schema, &record.name, kind, &schema)
             .map_err(internal)?;
     }
-    if let Some(system) = datasets.system_schema(SYSTEM_SCHEMA) {
+    if let Some(system) = datasets.system_schema(SYSTEM_SCHEMA, viewer) {
         for name in system.table_names() {
             if let Ok(Some(table)) = system.table(&name).await {
                 builder

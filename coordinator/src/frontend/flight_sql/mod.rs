@@ -34,28 +34,19 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
     SchemaAsIpc, Ticket, decode::FlightRecordBatchStream,
 };
-use base64::Engine as _;
-use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use datafusion::common::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_common::QuarryError;
 use quarry_common::flight_channels::MAX_MESSAGE_BYTES;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{ANONYMOUS, Auth};
+use crate::access::auth::{Auth, Credentials};
 use crate::engine::{Engine, PreparedStatement, Session};
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// ADBC sends unpadded base64 in Basic auth; accept both forms.
-const BASIC_AUTH: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 pub struct FlightSqlFrontend {
     engine: Arc<Engine>,
@@ -69,6 +60,11 @@ struct Caller {
 }
 
 impl Caller {
+    /// What the caller may see, for catalog listings.
+    fn viewer(&self, engine: &Engine) -> crate::datasets::Viewer {
+        Some(engine.access_for(&self.session))
+    }
+
     fn respond<T>(&self, value: T) -> Response<T> {
         let mut response = Response::new(value);
         if let Some(token) = &self.new_token
@@ -82,18 +78,6 @@ impl Caller {
 
 fn status(e: QuarryError) -> Status {
     e.to_status()
-}
-
-fn decode_basic(value: &str) -> Result<(String, String), Status> {
-    let bytes = BASIC_AUTH
-        .decode(value.trim())
-        .map_err(|_| Status::unauthenticated("malformed Basic authorization header"))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Status::unauthenticated("malformed Basic authorization header"))?;
-    let (user, password) = text
-        .split_once(':')
-        .ok_or_else(|| Status::unauthenticated("malformed Basic authorization header"))?;
-    Ok((user.to_string(), password.to_string()))
 }
 
 /// The schema as the IPC bytes Flight SQL messages carry.
@@ -137,62 +121,19 @@ impl FlightSqlFrontend {
     }
 
     /// Authenticate a call and find its session.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let default_schema = quarry_catalog::DEFAULT_SCHEMA;
-        match header {
-            Some(h) if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") => {
-                let token = h[7..].trim().to_string();
-                let user = if self.auth.enabled() {
-                    self.auth.verify(&token).map_err(status)?
-                } else {
-                    ANONYMOUS.to_string()
-                };
-                let session = self
-                    .engine
-                    .sessions
-                    .get_or_create(&token, &user, default_schema);
-                Ok(Caller {
-                    session,
-                    new_token: None,
-                })
-            }
-            Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
-                let (user, password) = decode_basic(&h[6..])?;
-                let token = self.auth.login(&user, &password).map_err(status)?;
-                let user = if self.auth.enabled() {
-                    user
-                } else {
-                    ANONYMOUS.to_string()
-                };
-                let session = self
-                    .engine
-                    .sessions
-                    .get_or_create(&token, &user, default_schema);
-                Ok(Caller {
-                    session,
-                    new_token: Some(token),
-                })
-            }
-            _ if self.auth.enabled() => Err(Status::unauthenticated(
-                "authentication required: log in with Basic credentials",
-            )),
-            _ => {
-                let token = self.auth.issue_token(ANONYMOUS).map_err(status)?;
-                let session = self
-                    .engine
-                    .sessions
-                    .get_or_create(&token, ANONYMOUS, default_schema);
-                Ok(Caller {
-                    session,
-                    new_token: Some(token),
-                })
-            }
-        }
+    async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        let credentials = Credentials::parse(header).map_err(status)?;
+        let principal = self.auth.authenticate(credentials).await.map_err(status)?;
+        let session = self.engine.sessions.get_or_create(
+            &principal.token,
+            &principal.user,
+            quarry_catalog::DEFAULT_SCHEMA,
+        );
+        Ok(Caller {
+            session,
+            new_token: principal.issued.then_some(principal.token),
+        })
     }
 
     /// Run SQL as a job and describe where its results are.
@@ -248,13 +189,13 @@ impl FlightSqlFrontend {
 
     /// The FlightInfo of a metadata command: its result schema, and the command itself
     /// as the ticket.
-    fn metadata_info(
+    async fn metadata_info(
         &self,
         request: Request<FlightDescriptor>,
         schema: &Schema,
         command: impl ProstMessageExt,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         Ok(caller.respond(flight_info(
             schema,
             command.as_any().encode_to_vec(),
@@ -262,7 +203,8 @@ impl FlightSqlFrontend {
         )?))
     }
 
-    fn cancel_job(&self, info: &FlightInfo) -> bool {
+    /// Cancel the jobs a FlightInfo describes; only their owner (or an admin) may.
+    fn cancel_job(&self, caller: &Caller, info: &FlightInfo) -> Result<bool, Status> {
         let mut cancelled = false;
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else {
@@ -275,10 +217,13 @@ impl FlightSqlFrontend {
                 && let Ok(id) = std::str::from_utf8(&query.statement_handle)
                 && let Some(job) = self.engine.jobs().live(id)
             {
+                self.engine
+                    .require_job_owner(&caller.session, &job.user(), id)
+                    .map_err(status)?;
                 cancelled |= job.cancel("cancelled by the client");
             }
         }
-        cancelled
+        Ok(cancelled)
     }
 }
 
@@ -332,31 +277,26 @@ impl FlightSqlService for FlightSqlFrontend {
         let header = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let (user, password) = match header.get(..6) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("basic ") => decode_basic(&header[6..])?,
-            _ if self.auth.enabled() => {
+            .and_then(|v| v.to_str().ok());
+        let credentials = match Credentials::parse(header).map_err(status)? {
+            Credentials::Bearer(_) if self.auth.enabled() => {
                 return Err(Status::unauthenticated("send Basic credentials to log in"));
             }
-            _ => (ANONYMOUS.to_string(), String::new()),
+            other => other,
         };
-        let token = self.auth.login(&user, &password).map_err(status)?;
-        let session_user = if self.auth.enabled() {
-            user
-        } else {
-            ANONYMOUS.to_string()
-        };
-        self.engine
-            .sessions
-            .get_or_create(&token, &session_user, quarry_catalog::DEFAULT_SCHEMA);
+        let principal = self.auth.authenticate(credentials).await.map_err(status)?;
+        let token = principal.token;
+        let session = self.engine.sessions.get_or_create(
+            &token,
+            &principal.user,
+            quarry_catalog::DEFAULT_SCHEMA,
+        );
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
         };
         let caller_token = Caller {
-            session: self.engine.new_session(&session_user),
+            session,
             new_token: Some(token),
         };
         let stream: FlightStream<HandshakeResponse> =
@@ -369,7 +309,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         self.start_query(&caller, &query.query, None, request.into_inner())
             .await
     }
@@ -379,7 +319,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let handle = handle_of(&query.prepared_statement_handle)?;
         let prepared = caller.session.prepared(&handle).ok_or_else(|| {
             Status::not_found(format!(
@@ -400,12 +340,15 @@ impl FlightSqlService for FlightSqlFrontend {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let id = handle_of(&ticket.statement_handle)?;
         let job =
             self.engine.jobs().live(&id).ok_or_else(|| {
                 Status::not_found(format!("results of job {id} are not available"))
             })?;
+        self.engine
+            .require_job_owner(&caller.session, &job.user(), &id)
+            .map_err(status)?;
         let schema = job
             .spool
             .schema()
@@ -432,7 +375,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let (dataset_schema, parameter_schema) = self
             .engine
             .describe(&caller.session, &query.query)
@@ -460,7 +403,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         caller
             .session
             .close_prepared(&handle_of(&query.prepared_statement_handle)?);
@@ -472,7 +415,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let handle = handle_of(&query.prepared_statement_handle)?;
         let prepared = caller.session.prepared(&handle).ok_or_else(|| {
             Status::not_found(format!(
@@ -491,7 +434,7 @@ impl FlightSqlService for FlightSqlFrontend {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         self.run_update(&caller.session, &command.query, None).await
     }
 
@@ -500,7 +443,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let handle = handle_of(&query.prepared_statement_handle)?;
         let prepared = caller.session.prepared(&handle).ok_or_else(|| {
             Status::not_found(format!(
@@ -521,7 +464,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        self.metadata_info(request, &schema, query)
+        self.metadata_info(request, &schema, query).await
     }
 
     async fn do_get_catalogs(
@@ -529,7 +472,7 @@ impl FlightSqlService for FlightSqlFrontend {
         _query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let batch = metadata::catalogs().map_err(status)?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
@@ -540,7 +483,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        self.metadata_info(request, &schema, query)
+        self.metadata_info(request, &schema, query).await
     }
 
     async fn do_get_schemas(
@@ -548,9 +491,13 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
-        let batch =
-            metadata::schemas(self.engine.datasets(), query.into_builder()).map_err(status)?;
+        let caller = self.caller(request.metadata()).await?;
+        let batch = metadata::schemas(
+            self.engine.datasets(),
+            &caller.viewer(&self.engine),
+            query.into_builder(),
+        )
+        .map_err(status)?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
 
@@ -560,7 +507,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        self.metadata_info(request, &schema, query)
+        self.metadata_info(request, &schema, query).await
     }
 
     async fn do_get_tables(
@@ -568,10 +515,14 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
-        let batch = metadata::tables(self.engine.datasets(), query.into_builder())
-            .await
-            .map_err(status)?;
+        let caller = self.caller(request.metadata()).await?;
+        let batch = metadata::tables(
+            self.engine.datasets(),
+            &caller.viewer(&self.engine),
+            query.into_builder(),
+        )
+        .await
+        .map_err(status)?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
 
@@ -581,7 +532,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        self.metadata_info(request, &schema, query)
+        self.metadata_info(request, &schema, query).await
     }
 
     async fn do_get_table_types(
@@ -589,7 +540,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let mut builder = query.into_builder();
         for table_type in metadata::TABLE_TYPES {
             builder.append(table_type);
@@ -607,7 +558,7 @@ impl FlightSqlService for FlightSqlFrontend {
     ) -> Result<Response<FlightInfo>, Status> {
         let info = metadata::sql_info().map_err(status)?;
         let schema = query.clone().into_builder(info).schema();
-        self.metadata_info(request, &schema, query)
+        self.metadata_info(request, &schema, query).await
     }
 
     async fn do_get_sql_info(
@@ -615,7 +566,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let info = metadata::sql_info().map_err(status)?;
         let batch = query
             .into_builder(info)
@@ -631,7 +582,7 @@ impl FlightSqlService for FlightSqlFrontend {
     ) -> Result<Response<FlightInfo>, Status> {
         let types = metadata::xdbc_types().map_err(status)?;
         let schema = query.into_builder(types).schema();
-        self.metadata_info(request, &schema, query)
+        self.metadata_info(request, &schema, query).await
     }
 
     async fn do_get_xdbc_type_info(
@@ -639,7 +590,7 @@ impl FlightSqlService for FlightSqlFrontend {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let types = metadata::xdbc_types().map_err(status)?;
         let batch = query
             .into_builder(types)
@@ -654,6 +605,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.metadata_info(request, &metadata::primary_keys_schema(), query)
+            .await
     }
 
     async fn do_get_primary_keys(
@@ -661,7 +613,7 @@ impl FlightSqlService for FlightSqlFrontend {
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         Ok(caller.respond(batch_stream(metadata::primary_keys_schema(), vec![])))
     }
 
@@ -671,6 +623,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.metadata_info(request, &metadata::foreign_keys_schema(), query)
+            .await
     }
 
     async fn do_get_exported_keys(
@@ -678,7 +631,7 @@ impl FlightSqlService for FlightSqlFrontend {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         Ok(caller.respond(batch_stream(metadata::foreign_keys_schema(), vec![])))
     }
 
@@ -688,6 +641,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.metadata_info(request, &metadata::foreign_keys_schema(), query)
+            .await
     }
 
     async fn do_get_imported_keys(
@@ -695,7 +649,7 @@ impl FlightSqlService for FlightSqlFrontend {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         Ok(caller.respond(batch_stream(metadata::foreign_keys_schema(), vec![])))
     }
 
@@ -705,6 +659,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.metadata_info(request, &metadata::foreign_keys_schema(), query)
+            .await
     }
 
     async fn do_get_cross_reference(
@@ -712,7 +667,7 @@ impl FlightSqlService for FlightSqlFrontend {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         Ok(caller.respond(batch_stream(metadata::foreign_keys_schema(), vec![])))
     }
 
@@ -721,11 +676,15 @@ impl FlightSqlService for FlightSqlFrontend {
         query: ActionCancelQueryRequest,
         request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let info = FlightInfo::decode(query.info.as_ref())
             .map_err(|e| Status::invalid_argument(format!("malformed FlightInfo: {e}")))?;
         // 1 = cancelled, 3 = not cancellable (already finished).
-        let result = if self.cancel_job(&info) { 1 } else { 3 };
+        let result = if self.cancel_job(&caller, &info)? {
+            1
+        } else {
+            3
+        };
         Ok(ActionCancelQueryResult { result })
     }
 
@@ -733,14 +692,14 @@ impl FlightSqlService for FlightSqlFrontend {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(request.metadata()).await?;
         let action = request.into_inner();
         let body: Vec<u8> = match action.r#type.as_str() {
             "CancelFlightInfo" => {
                 let cancel = CancelFlightInfoRequest::decode(action.body.as_ref())
                     .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
                 let info = cancel.info.unwrap_or_default();
-                let status = if self.cancel_job(&info) {
+                let status = if self.cancel_job(&caller, &info)? {
                     CancelStatus::Cancelled
                 } else {
                     CancelStatus::NotCancellable

@@ -5,12 +5,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use quarry_catalog::{DatasetDefinition, DatasetRecord, SourceConfig, SourceRecord, Stored};
+use std::sync::Arc;
+
+use quarry_catalog::{
+    DatasetDefinition, DatasetRecord, Privilege, SourceConfig, SourceRecord, Stored,
+};
 use quarry_common::QuarryError;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiResult, AppState, parse_body};
+use crate::access::UserAccess;
+use crate::datasets::{can_read, source_of};
 use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest, catalog_error};
 
 /// A source as the API shows it: secrets are never sent back.
@@ -63,21 +69,35 @@ fn dataset_json(stored: &Stored<DatasetRecord>) -> serde_json::Value {
     out
 }
 
-pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    state.session(&headers)?;
-    let catalog = state.engine.datasets().catalog();
-    let sources: Vec<_> = catalog
+/// Sources the user may read from.
+fn visible_sources(state: &AppState, actor: &UserAccess) -> ApiResult<Vec<serde_json::Value>> {
+    Ok(state
+        .engine
+        .datasets()
+        .catalog()
         .list_sources()
         .map_err(catalog_error)?
         .iter()
+        .filter(|s| actor.on_source(Privilege::Select, &s.record.name))
         .map(source_json)
-        .collect();
-    let schemas: Vec<_> = catalog
-        .list_schemas()
-        .map_err(catalog_error)?
+        .collect())
+}
+
+/// Catalog schemas the user may see (not `sys`).
+fn visible_schemas(state: &AppState, actor: &Arc<UserAccess>) -> Vec<String> {
+    state
+        .engine
+        .datasets()
+        .visible_schema_names(&Some(Arc::clone(actor)))
         .into_iter()
-        .map(|s| s.record.name)
-        .collect();
+        .filter(|s| s != crate::datasets::SYSTEM_SCHEMA)
+        .collect()
+}
+
+pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let (_, actor) = state.actor(&headers).await?;
+    let sources = visible_sources(&state, &actor)?;
+    let schemas = visible_schemas(&state, &actor);
     Ok(axum::Json(
         json!({"catalog": crate::datasets::CATALOG_NAME, "sources": sources, "schemas": schemas}),
     )
@@ -113,14 +133,8 @@ pub async fn list_sources(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
-    let sources = state
-        .engine
-        .datasets()
-        .catalog()
-        .list_sources()
-        .map_err(catalog_error)?;
-    let sources: Vec<_> = sources.iter().map(source_json).collect();
+    let (_, actor) = state.actor(&headers).await?;
+    let sources = visible_sources(&state, &actor)?;
     Ok(axum::Json(json!({"sources": sources})).into_response())
 }
 
@@ -129,7 +143,7 @@ pub async fn create_source(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     let new: NewSource = parse_body(&body)?;
     let mode = if new.if_not_exists {
         CreateMode::IfNotExists
@@ -138,7 +152,7 @@ pub async fn create_source(
     };
     let stored = state
         .engine
-        .create_source(&new.name, new.config, mode)
+        .create_source(&actor, &new.name, new.config, mode)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(source_json(&stored))).into_response())
 }
@@ -148,7 +162,7 @@ pub async fn get_source(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     let stored = state
         .engine
         .datasets()
@@ -156,6 +170,7 @@ pub async fn get_source(
         .get_source(&name)
         .map_err(catalog_error)?
         .ok_or_else(|| QuarryError::not_found(format!("source '{name}' does not exist")))?;
+    actor.require_source(Privilege::Select, &name)?;
     Ok(axum::Json(source_json(&stored)).into_response())
 }
 
@@ -165,11 +180,11 @@ pub async fn update_source(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     let update: SourceUpdate = parse_body(&body)?;
     let stored = state
         .engine
-        .update_source(&name, update.config, update.version)
+        .update_source(&actor, &name, update.config, update.version)
         .await?;
     Ok(axum::Json(source_json(&stored)).into_response())
 }
@@ -180,8 +195,10 @@ pub async fn delete_source(
     Path(name): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
-    state.engine.drop_source(&name, false, query.version)?;
+    let (_, actor) = state.actor(&headers).await?;
+    state
+        .engine
+        .drop_source(&actor, &name, false, query.version)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -199,7 +216,8 @@ pub async fn list_schemas(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
+    let visible = visible_schemas(&state, &actor);
     let schemas: Vec<_> = state
         .engine
         .datasets()
@@ -207,6 +225,7 @@ pub async fn list_schemas(
         .list_schemas()
         .map_err(catalog_error)?
         .into_iter()
+        .filter(|s| visible.contains(&s.record.name))
         .map(|s| json!({"name": s.record.name, "version": s.version, "createdMs": s.created_ms}))
         .collect();
     Ok(axum::Json(json!({"schemas": schemas})).into_response())
@@ -217,9 +236,11 @@ pub async fn create_schema(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     let new: NewSchema = parse_body(&body)?;
-    let created = state.engine.create_schema(&new.name, new.if_not_exists)?;
+    let created = state
+        .engine
+        .create_schema(&actor, &new.name, new.if_not_exists)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -233,16 +254,21 @@ pub async fn get_schema(
     headers: HeaderMap,
     Path(schema): Path<String>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     let catalog = state.engine.datasets().catalog();
     let stored = catalog
         .get_schema(&schema)
         .map_err(catalog_error)?
         .ok_or_else(|| QuarryError::not_found(format!("schema '{schema}' does not exist")))?;
+    if !visible_schemas(&state, &actor).contains(&schema) {
+        actor.require_schema(Privilege::Select, &schema)?;
+    }
+    let viewer = Some(Arc::clone(&actor));
     let datasets: Vec<_> = catalog
         .list_datasets(Some(&schema))
         .map_err(catalog_error)?
         .iter()
+        .filter(|d| can_read(&viewer, &d.record))
         .map(dataset_json)
         .collect();
     Ok(axum::Json(
@@ -257,8 +283,10 @@ pub async fn delete_schema(
     Path(schema): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
-    state.engine.drop_schema(&schema, false, query.cascade)?;
+    let (_, actor) = state.actor(&headers).await?;
+    state
+        .engine
+        .drop_schema(&actor, &schema, false, query.cascade)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -293,7 +321,8 @@ pub async fn list_datasets(
     headers: HeaderMap,
     Path(schema): Path<String>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
+    let viewer = Some(actor);
     let datasets: Vec<_> = state
         .engine
         .datasets()
@@ -301,6 +330,7 @@ pub async fn list_datasets(
         .list_datasets(Some(&schema))
         .map_err(catalog_error)?
         .iter()
+        .filter(|d| can_read(&viewer, &d.record))
         .map(dataset_json)
         .collect();
     Ok(axum::Json(json!({"datasets": datasets})).into_response())
@@ -312,7 +342,7 @@ pub async fn create_dataset(
     Path(schema): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers)?;
+    let (session, actor) = state.actor(&headers).await?;
     let stored = match parse_body::<DatasetBody>(&body)? {
         DatasetBody::Table {
             name,
@@ -325,7 +355,7 @@ pub async fn create_dataset(
             let mode = CreateMode::from_flags(if_not_exists, or_replace);
             state
                 .engine
-                .create_table(&schema, &name, table, mode)
+                .create_table(&actor, &schema, &name, table, mode)
                 .await?
         }
         DatasetBody::View {
@@ -344,7 +374,7 @@ pub async fn create_dataset(
             };
             state
                 .engine
-                .create_view(&schema, &name, &sql, &context, mode)
+                .create_view(&actor, &schema, &name, &sql, &context, mode)
                 .await?
         }
     };
@@ -356,7 +386,7 @@ pub async fn get_dataset(
     headers: HeaderMap,
     Path((schema, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     let stored = state
         .engine
         .datasets()
@@ -364,6 +394,7 @@ pub async fn get_dataset(
         .get_dataset(&schema, &name)
         .map_err(catalog_error)?
         .ok_or_else(|| QuarryError::not_found(format!("{schema}.{name} does not exist")))?;
+    actor.require_dataset(Privilege::Select, &schema, &name, source_of(&stored.record))?;
     Ok(axum::Json(dataset_json(&stored)).into_response())
 }
 
@@ -373,7 +404,7 @@ pub async fn update_dataset(
     Path((schema, name)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     let (update, version) = match parse_body::<DatasetBody>(&body)? {
         DatasetBody::Table { table, version, .. } => (DatasetUpdate::Table(table), version),
         DatasetBody::View { sql, version, .. } => (DatasetUpdate::View { sql }, version),
@@ -383,7 +414,7 @@ pub async fn update_dataset(
     })?;
     let stored = state
         .engine
-        .update_dataset(&schema, &name, update, version)
+        .update_dataset(&actor, &schema, &name, update, version)
         .await?;
     Ok(axum::Json(dataset_json(&stored)).into_response())
 }
@@ -394,9 +425,9 @@ pub async fn delete_dataset(
     Path((schema, name)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     state
         .engine
-        .drop_dataset(&schema, &name, None, false, query.version)?;
+        .drop_dataset(&actor, &schema, &name, None, false, query.version)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

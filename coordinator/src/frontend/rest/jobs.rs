@@ -47,7 +47,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
+    let (_, actor) = state.actor(&headers).await?;
     if let Some(s) = &query.state
         && !STATES.iter().any(|known| known.eq_ignore_ascii_case(s))
     {
@@ -58,7 +58,17 @@ pub async fn list(
         .into());
     }
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let jobs = state.engine.jobs().list(query.state.as_deref(), limit)?;
+    let jobs = if actor.admin {
+        state.engine.jobs().list(query.state.as_deref(), limit)?
+    } else {
+        let mut mine = state
+            .engine
+            .jobs()
+            .list(query.state.as_deref(), usize::MAX)?;
+        mine.retain(|j| actor.owns_job(&j.user));
+        mine.truncate(limit);
+        mine
+    };
     let jobs: Vec<serde_json::Value> = jobs
         .iter()
         .map(|r| {
@@ -73,12 +83,16 @@ pub async fn list(
     Ok(axum::Json(json!({"jobs": jobs})).into_response())
 }
 
-fn find(state: &AppState, id: &str) -> ApiResult<JobRecord> {
-    state
+/// A job the requester may see: their own, or any for admins.
+async fn find(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<JobRecord> {
+    let session = state.session(headers).await?;
+    let record = state
         .engine
         .jobs()
         .record(id)?
-        .ok_or_else(|| QuarryError::not_found(format!("job {id} does not exist")).into())
+        .ok_or_else(|| QuarryError::not_found(format!("job {id} does not exist")))?;
+    state.engine.require_job_owner(&session, &record.user, id)?;
+    Ok(record)
 }
 
 pub async fn get(
@@ -86,8 +100,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
-    Ok(axum::Json(job_json(&find(&state, &id)?)).into_response())
+    Ok(axum::Json(job_json(&find(&state, &headers, &id).await?)).into_response())
 }
 
 pub async fn cancel(
@@ -95,8 +108,7 @@ pub async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
-    let record = find(&state, &id)?;
+    let record = find(&state, &headers, &id).await?;
     let cancelled = match state.engine.jobs().live(&id) {
         Some(job) => job.cancel("cancelled through the REST API"),
         None => false,
@@ -120,8 +132,7 @@ pub async fn results(
     Path(id): Path<String>,
     Query(query): Query<ResultsQuery>,
 ) -> ApiResult<Response> {
-    state.session(&headers)?;
-    let record = find(&state, &id)?;
+    let record = find(&state, &headers, &id).await?;
     if record.state == FAILED || record.state == CANCELED {
         let (code, message) = record
             .error

@@ -17,13 +17,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use quarry_common::{ErrorCode, QuarryError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::auth::{ANONYMOUS, Auth};
+use crate::access::UserAccess;
+use crate::access::auth::{Auth, Credentials};
 use crate::engine::{Engine, Session};
 
 /// The OpenAPI description of this API.
@@ -76,51 +76,31 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
 }
 
 impl AppState {
-    /// The session of a request: keyed by its bearer token, or fresh.
-    pub fn session(&self, headers: &HeaderMap) -> ApiResult<Arc<Session>> {
-        let auth = headers
+    /// The session of a request, keyed by its token; without credentials (and with
+    /// authentication off) a fresh one that is never stored.
+    pub async fn session(&self, headers: &HeaderMap) -> ApiResult<Arc<Session>> {
+        let header = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim);
-        let default_schema = quarry_catalog::DEFAULT_SCHEMA;
-        match auth {
-            Some(h) if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") => {
-                let token = h[7..].trim();
-                let user = if self.auth.enabled() {
-                    self.auth.verify(token)?
-                } else {
-                    ANONYMOUS.to_string()
-                };
-                Ok(self
-                    .engine
-                    .sessions
-                    .get_or_create(token, &user, default_schema))
-            }
-            Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(h[6..].trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| unauthenticated("malformed Basic authorization header"))?;
-                let (user, password) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| unauthenticated("malformed Basic authorization header"))?;
-                let token = self.auth.login(user, password)?;
-                Ok(self
-                    .engine
-                    .sessions
-                    .get_or_create(&token, user, default_schema))
-            }
-            _ if self.auth.enabled() => Err(unauthenticated(
-                "authentication required: POST /api/v1/login, then send Authorization: Bearer <token>",
-            )),
-            _ => Ok(self.engine.new_session(ANONYMOUS)),
+            .and_then(|v| v.to_str().ok());
+        let credentials = Credentials::parse(header)?;
+        let fresh = credentials == Credentials::None;
+        let principal = self.auth.authenticate(credentials).await?;
+        if fresh {
+            return Ok(self.engine.new_session(&principal.user));
         }
+        Ok(self.engine.sessions.get_or_create(
+            &principal.token,
+            &principal.user,
+            quarry_catalog::DEFAULT_SCHEMA,
+        ))
     }
-}
 
-fn unauthenticated(message: &str) -> ApiError {
-    ApiError(QuarryError::new(ErrorCode::Unauthenticated, message))
+    /// The session and what its user may do.
+    pub async fn actor(&self, headers: &HeaderMap) -> ApiResult<(Arc<Session>, Arc<UserAccess>)> {
+        let session = self.session(headers).await?;
+        let access = self.engine.access_for(&session);
+        Ok((session, access))
+    }
 }
 
 #[derive(Deserialize)]
@@ -132,7 +112,7 @@ struct Login {
 
 async fn login(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
     let login: Login = parse_body(&body)?;
-    let token = state.auth.login(&login.user, &login.password)?;
+    let token = state.auth.login(&login.user, &login.password).await?;
     Ok(axum::Json(json!({"token": token, "user": login.user})).into_response())
 }
 

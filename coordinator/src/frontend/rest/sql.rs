@@ -43,7 +43,7 @@ pub async fn submit(
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: SqlRequest = parse_body(&body)?;
-    let session = state.session(&headers)?;
+    let session = state.session(&headers).await?;
     if let Some(context) = &request.context {
         match context.as_slice() {
             [] => {}

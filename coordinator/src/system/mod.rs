@@ -1,6 +1,10 @@
-//! System tables: `sys.nodes` (executors), `sys.jobs` (query history) and `sys.tasks`
-//! (every task of recent jobs), built from the coordinator's state when a query reads
-//! them; with test sources on, `sys.test_stall` (a scan that never yields).
+//! System tables: `sys.nodes` (executors), `sys.jobs` (query history), `sys.tasks`
+//! (every task of recent jobs) and `sys.users`, `sys.roles`, `sys.privileges`
+//! ([`access`]), built from the coordinator's state when a query reads them; with test
+//! sources on, `sys.test_stall` (a scan that never yields). Users who are not admins see
+//! only their own jobs, tasks, user and privileges.
+
+pub(crate) mod access;
 
 use std::sync::Arc;
 
@@ -16,7 +20,9 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use quarry_common::stall::{StallExec, stall_schema};
 
+use crate::access::{AccessControl, UserAccess};
 use crate::cluster::Cluster;
+use crate::datasets::Viewer;
 use crate::jobs::Jobs;
 use crate::scheduler::QueryProfile;
 
@@ -27,19 +33,49 @@ const TASK_HISTORY_JOBS: usize = 200;
 pub struct SystemTables {
     cluster: Arc<Cluster>,
     jobs: Arc<Jobs>,
+    access: Arc<AccessControl>,
     /// Also offer `sys.test_stall`, a source that never yields (for tests).
     test_sources: bool,
 }
 
 impl SystemTables {
-    pub fn new(cluster: Arc<Cluster>, jobs: Arc<Jobs>, test_sources: bool) -> Self {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        jobs: Arc<Jobs>,
+        access: Arc<AccessControl>,
+        test_sources: bool,
+    ) -> Self {
         SystemTables {
             cluster,
             jobs,
+            access,
             test_sources,
         }
     }
+
+    /// The `sys` schema as `viewer` sees it.
+    pub fn for_viewer(self: &Arc<Self>, viewer: Viewer) -> Arc<dyn SchemaProvider> {
+        Arc::new(SystemSchema {
+            tables: Arc::clone(self),
+            viewer: viewer.filter(|v| !v.admin),
+        })
+    }
 }
+
+/// `sys` for one reader; `viewer` is None for admins and the coordinator itself.
+#[derive(Debug)]
+struct SystemSchema {
+    tables: Arc<SystemTables>,
+    viewer: Option<Arc<UserAccess>>,
+}
+
+impl SystemSchema {
+    fn sees_job(&self, user: &str) -> bool {
+        self.viewer.as_ref().is_none_or(|v| v.owns_job(user))
+    }
+}
+
+const SYSTEM_TABLES: [&str; 6] = ["jobs", "nodes", "privileges", "roles", "tasks", "users"];
 
 /// `sys.test_stall`: two partitions that never produce a row, scanned on executors.
 #[derive(Debug)]
@@ -83,7 +119,7 @@ fn ms(values: Vec<Option<u64>>) -> ArrayRef {
     )
 }
 
-fn table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
+pub(super) fn table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
@@ -142,11 +178,12 @@ impl SystemTables {
         )
     }
 
-    fn jobs(&self) -> Result<Arc<dyn TableProvider>> {
-        let jobs = self
+    fn jobs(&self, sees: impl Fn(&str) -> bool) -> Result<Arc<dyn TableProvider>> {
+        let mut jobs = self
             .jobs
             .list(None, usize::MAX)
             .map_err(DataFusionError::from)?;
+        jobs.retain(|j| sees(&j.user));
         let schema = Arc::new(Schema::new(vec![
             Field::new("job_id", DataType::Utf8, false),
             Field::new("state", DataType::Utf8, false),
@@ -202,11 +239,12 @@ impl SystemTables {
         )
     }
 
-    fn tasks(&self) -> Result<Arc<dyn TableProvider>> {
-        let jobs = self
+    fn tasks(&self, sees: impl Fn(&str) -> bool) -> Result<Arc<dyn TableProvider>> {
+        let mut jobs = self
             .jobs
             .list(None, TASK_HISTORY_JOBS)
             .map_err(DataFusionError::from)?;
+        jobs.retain(|j| sees(&j.user));
         let mut job_ids = Vec::new();
         let mut stage_ids = Vec::new();
         let mut partitions = Vec::new();
@@ -263,26 +301,31 @@ impl SystemTables {
 }
 
 #[async_trait]
-impl SchemaProvider for SystemTables {
+impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = vec!["jobs".to_string(), "nodes".to_string(), "tasks".to_string()];
-        if self.test_sources {
+        let mut names: Vec<String> = SYSTEM_TABLES.iter().map(|n| n.to_string()).collect();
+        if self.tables.test_sources {
             names.push("test_stall".to_string());
         }
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let tables = &self.tables;
+        let viewer = self.viewer.as_deref();
         match name {
-            "nodes" => self.nodes().map(Some),
-            "jobs" => self.jobs().map(Some),
-            "tasks" => self.tasks().map(Some),
-            "test_stall" if self.test_sources => Ok(Some(Arc::new(StallTable))),
+            "nodes" => tables.nodes().map(Some),
+            "jobs" => tables.jobs(|user| self.sees_job(user)).map(Some),
+            "tasks" => tables.tasks(|user| self.sees_job(user)).map(Some),
+            "users" => access::users(&tables.access, viewer).map(Some),
+            "roles" => access::roles(&tables.access, viewer).map(Some),
+            "privileges" => access::privileges(&tables.access, viewer).map(Some),
+            "test_stall" if tables.test_sources => Ok(Some(Arc::new(StallTable))),
             _ => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "nodes" | "jobs" | "tasks") || (self.test_sources && name == "test_stall")
+        SYSTEM_TABLES.contains(&name) || (self.tables.test_sources && name == "test_stall")
     }
 }

@@ -1,0 +1,448 @@
+//! Users, roles, grants and tokens with authentication on, over the REST API of a real
+//! in-process cluster: what a user may read they see, what they may not they neither read
+//! nor see, and jobs belong to whoever ran them.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::TestCluster;
+use crate::rest::{Api, assert_error};
+
+async fn secured_cluster() -> (TestCluster, Api) {
+    let cluster = TestCluster::start_with(1, |c| {
+        c.coordinator.auth = true;
+        c.coordinator.admin_password = Some("adm1n".to_string());
+    })
+    .await;
+    let data = cluster.dir.path().join("demo");
+    quarry_coordinator::demo::install(&cluster.cluster.coordinator.engine, &data, 1000)
+        .await
+        .expect("demo data");
+    let admin = login(&cluster, "admin", "adm1n").await;
+    (cluster, admin)
+}
+
+async fn login(cluster: &TestCluster, user: &str, password: &str) -> Api {
+    let mut api = Api::new(cluster.http());
+    let (status, body) = api
+        .post("/api/v1/login", json!({"user": user, "password": password}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{user}: {body}");
+    api.token = Some(body["token"].as_str().expect("token").to_string());
+    api
+}
+
+async fn try_sql(api: &Api, sql: &str) -> (StatusCode, Value) {
+    api.post("/api/v1/sql", json!({"sql": sql})).await
+}
+
+fn names(body: &Value, column: &str) -> Vec<String> {
+    body["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r[column].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What ada sees of demo.orders everywhere a user can look.
+async fn sees_orders(ada: &Api) -> [bool; 4] {
+    let shown = names(&ada.sql("SHOW TABLES").await, "table_name");
+    let info = names(
+        &ada.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'demo'")
+            .await,
+        "table_name",
+    );
+    let (_, datasets) = ada.get("/api/v1/catalog/schemas/demo/datasets").await;
+    let rest = datasets["datasets"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|d| d["name"] == "orders"));
+    let (status, _) = try_sql(ada, "SELECT count(*) AS n FROM demo.orders").await;
+    [
+        shown.contains(&"orders".to_string()),
+        info.contains(&"orders".to_string()),
+        rest,
+        status == StatusCode::OK,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_decide_what_users_read_and_see() {
+    let (cluster, admin) = secured_cluster().await;
+    admin.sql("CREATE USER ada PASSWORD 'ada-pw'").await;
+    admin
+        .sql(
+            "CREATE VIEW demo.by_city AS SELECT city, count(*) AS n FROM demo.orders GROUP BY city",
+        )
+        .await;
+    let ada = login(&cluster, "ada", "ada-pw").await;
+
+    // Nothing granted: not readable, not listed anywhere.
+    assert_eq!(sees_orders(&ada).await, [false; 4]);
+    let (status, body) = try_sql(&ada, "SELECT * FROM demo.orders").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "demo.orders",
+    );
+    let (status, body) = ada
+        .get("/api/v1/catalog/schemas/demo/datasets/orders")
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "demo.orders",
+    );
+    let (_, schemas) = ada.get("/api/v1/catalog/schemas").await;
+    assert!(
+        !schemas.to_string().contains("\"demo\""),
+        "schema demo listed to a user who can read nothing in it: {schemas}"
+    );
+
+    // A view is a boundary: SELECT on it suffices, the base table stays closed.
+    admin
+        .sql("GRANT SELECT ON VIEW demo.by_city TO USER ada")
+        .await;
+    let cities = ada.sql("SELECT sum(n) AS n FROM demo.by_city").await;
+    assert_eq!(cities["rows"], json!([{"n": 1000}]));
+    assert_eq!(sees_orders(&ada).await, [false; 4]);
+
+    // Through a role, everywhere at once; and gone again within one statement.
+    admin.sql("CREATE ROLE analyst").await;
+    admin
+        .sql("GRANT SELECT ON TABLE demo.orders TO ROLE analyst")
+        .await;
+    admin.sql("GRANT ROLE analyst TO USER ada").await;
+    assert_eq!(sees_orders(&ada).await, [true; 4]);
+    let grants = ada.sql("SHOW GRANTS").await;
+    assert!(grants.to_string().contains("analyst"), "{grants}");
+    admin
+        .sql("REVOKE SELECT ON TABLE demo.orders FROM ROLE analyst")
+        .await;
+    assert_eq!(sees_orders(&ada).await, [false; 4]);
+
+    // A schema-wide grant covers its tables.
+    admin.sql("GRANT SELECT ON SCHEMA demo TO USER ada").await;
+    assert_eq!(sees_orders(&ada).await, [true; 4]);
+    admin
+        .sql("REVOKE SELECT ON SCHEMA demo FROM USER ada")
+        .await;
+
+    // Only admins manage users, sources and raw locations; grants need MANAGE GRANTS.
+    for sql in [
+        "CREATE USER eve PASSWORD 'x'",
+        "CREATE SOURCE s TYPE local WITH (root = '/')",
+        "CREATE EXTERNAL TABLE etc STORED AS CSV LOCATION '/etc/passwd'",
+        "GRANT SELECT ON TABLE demo.orders TO USER ada",
+        "CREATE SCHEMA mine",
+    ] {
+        let (status, body) = try_sql(&ada, sql).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "ada",
+        );
+    }
+    // A view can only expose what its creator may read.
+    admin
+        .sql("GRANT CREATE TABLE ON SCHEMA demo TO USER ada")
+        .await;
+    let (status, body) = try_sql(&ada, "CREATE VIEW demo.leak AS SELECT * FROM demo.orders").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "demo.orders",
+    );
+    ada.sql("CREATE VIEW demo.mine AS SELECT * FROM demo.by_city")
+        .await;
+    ada.sql("SELECT * FROM demo.mine").await;
+
+    // Grants on objects that do not exist, or to nobody, are clear errors.
+    let (status, body) = try_sql(&admin, "GRANT SELECT ON TABLE demo.nope TO USER ada").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "demo.nope",
+    );
+    let (status, body) = try_sql(&admin, "GRANT SELECT ON SCHEMA demo TO USER nobody").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND", "nobody");
+
+    // Users see themselves only; passwords never reach the job history.
+    assert_eq!(
+        names(&ada.sql("SELECT name FROM sys.users").await, "name"),
+        ["ada"]
+    );
+    let history = admin.sql("SELECT sql FROM sys.jobs").await.to_string();
+    assert!(
+        history.contains("CREATE USER ada PASSWORD '****'"),
+        "{history}"
+    );
+    assert!(!history.contains("ada-pw"), "{history}");
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_belong_to_their_user() {
+    let (cluster, admin) = secured_cluster().await;
+    admin.sql("CREATE USER ada PASSWORD 'a'").await;
+    admin.sql("CREATE USER bob PASSWORD 'b'").await;
+    let ada = login(&cluster, "ada", "a").await;
+    let bob = login(&cluster, "bob", "b").await;
+    let (status, job) = ada
+        .post(
+            "/api/v1/sql",
+            json!({"sql": "SELECT 'ada-secret' AS marker", "async": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().expect("job id").to_string();
+    ada.wait_job(&id).await;
+
+    for path in [
+        format!("/api/v1/jobs/{id}"),
+        format!("/api/v1/jobs/{id}/results"),
+    ] {
+        let (status, body) = bob.get(&path).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "another user",
+        );
+    }
+    let (status, body) = bob
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "another user",
+    );
+    let (_, list) = bob.get("/api/v1/jobs?limit=1000").await;
+    assert!(!list.to_string().contains("ada-secret"), "{list}");
+    let bobs_view = bob.sql("SELECT sql FROM sys.jobs").await.to_string();
+    assert!(!bobs_view.contains("ada-secret"), "{bobs_view}");
+
+    // The owner and admins can.
+    let (status, _) = ada.get(&format!("/api/v1/jobs/{id}/results")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = admin.get(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let all = admin.sql("SELECT sql FROM sys.jobs").await.to_string();
+    assert!(all.contains("ada-secret"), "{all}");
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_tokens_and_their_failures() {
+    let (cluster, admin) = secured_cluster().await;
+    admin.sql("CREATE USER ada PASSWORD 'right'").await;
+    // Wrong password and unknown user read exactly alike.
+    let mut anonymous = Api::new(cluster.http());
+    let mut messages = Vec::new();
+    for (user, password) in [("ada", "wrong"), ("nobody", "right")] {
+        let (status, body) = anonymous
+            .post("/api/v1/login", json!({"user": user, "password": password}))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        messages.push(body["message"].clone());
+    }
+    assert_eq!(messages[0], messages[1]);
+    // Basic credentials work on any call, verified once.
+    let basic = reqwest::Client::new()
+        .post(format!("{}/api/v1/sql", cluster.http()))
+        .basic_auth("ada", Some("right"))
+        .json(&json!({"sql": "SELECT current_user_is_not_needed FROM (SELECT 1 AS current_user_is_not_needed)"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(basic.status(), StatusCode::OK);
+
+    // A personal access token: created, listed, used, revoked.
+    let ada = login(&cluster, "ada", "right").await;
+    let created = ada.sql("CREATE TOKEN ci EXPIRES IN '1 hour'").await;
+    let token = created["rows"][0]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let id = created["rows"][0]["id"].as_str().expect("id").to_string();
+    let listed = ada.sql("SHOW TOKENS").await.to_string();
+    assert!(listed.contains(&id) && !listed.contains(&token), "{listed}");
+    anonymous.token = Some(token.clone());
+    assert_eq!(
+        anonymous.sql("SELECT 1 AS one").await["rows"],
+        json!([{"one": 1}])
+    );
+    ada.sql(&format!("DROP TOKEN '{id}'")).await;
+    let (status, body) = try_sql(&anonymous, "SELECT 1").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "token",
+    );
+
+    // A dropped user's tokens stop working at once.
+    admin.sql("DROP USER ada").await;
+    let (status, _) = try_sql(&ada, "SELECT 1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    cluster.cluster.shutdown().await;
+}
+
+/// A Flight client to `addr`, optionally sending one header.
+async fn flight_client(addr: &str, header: Option<(&str, &str)>) -> arrow_flight::FlightClient {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    let mut client = arrow_flight::FlightClient::new(channel);
+    if let Some((key, value)) = header {
+        client.add_header(key, value).expect("header");
+    }
+    client
+}
+
+/// The gRPC code of a refused call.
+fn refused_code(result: Result<impl Sized, arrow_flight::error::FlightError>) -> tonic::Code {
+    match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(arrow_flight::error::FlightError::Tonic(status)) => status.code(),
+        Err(other) => panic!("not a gRPC refusal: {other}"),
+    }
+}
+
+async fn flight_call(addr: &str, header: Option<(&str, &str)>) -> tonic::Code {
+    let mut client = flight_client(addr, header).await;
+    let action = arrow_flight::Action::new("anything", Vec::<u8>::new());
+    let actions = client.do_action(action).await;
+    let code = match actions {
+        Ok(mut results) => {
+            use futures::StreamExt;
+            match results.next().await {
+                Some(Err(e)) => refused_code(Err::<(), _>(e)),
+                _ => tonic::Code::Ok,
+            }
+        }
+        Err(e) => refused_code(Err::<(), _>(e)),
+    };
+    if code != tonic::Code::Unauthenticated {
+        return code;
+    }
+    // Data reads are refused the same way.
+    let mut client = flight_client(addr, header).await;
+    let ticket = arrow_flight::Ticket::new("anything");
+    let read = client.do_get(ticket).await;
+    match read {
+        Ok(mut stream) => {
+            use futures::TryStreamExt;
+            refused_code(stream.try_next().await)
+        }
+        Err(e) => refused_code(Err::<(), _>(e)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_refuses_callers_without_credentials() {
+    let (cluster, admin) = secured_cluster().await;
+    let basic_wrong = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "admin:wrong")
+    );
+    let listeners = cluster.cluster.listeners();
+    assert!(listeners.len() >= 4, "{listeners:?}");
+    for (kind, addr) in listeners {
+        match kind {
+            "flight_sql" => {
+                for header in [
+                    None,
+                    Some(("authorization", basic_wrong.as_str())),
+                    Some(("authorization", "Bearer forged")),
+                ] {
+                    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                        .expect("endpoint")
+                        .connect()
+                        .await
+                        .expect("connects");
+                    let mut client =
+                        arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+                    if let Some((key, value)) = header {
+                        client.set_header(key, value);
+                    }
+                    let outcome = client.execute("SELECT 1".to_string(), None).await;
+                    assert_eq!(
+                        refused_code(outcome),
+                        tonic::Code::Unauthenticated,
+                        "Flight SQL with {header:?}"
+                    );
+                }
+            }
+            "http" => {
+                let http = reqwest::Client::new();
+                for path in [
+                    "/api/v1/sql",
+                    "/api/v1/jobs",
+                    "/api/v1/catalog",
+                    "/api/v1/catalog/schemas",
+                ] {
+                    for header in [None, Some(basic_wrong.as_str()), Some("Bearer forged")] {
+                        let mut request = if path == "/api/v1/sql" {
+                            http.post(format!("http://{addr}{path}"))
+                                .json(&json!({"sql": "SELECT 1"}))
+                        } else {
+                            http.get(format!("http://{addr}{path}"))
+                        };
+                        if let Some(value) = header {
+                            request = request.header("authorization", value);
+                        }
+                        let status = request.send().await.expect("request").status();
+                        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with {header:?}");
+                    }
+                }
+            }
+            "internal" | "executor" => {
+                for header in [None, Some(("x-quarry-cluster-secret", "wrong"))] {
+                    assert_eq!(
+                        flight_call(&addr, header).await,
+                        tonic::Code::Unauthenticated,
+                        "{kind} {addr} with {header:?}"
+                    );
+                }
+            }
+            other => panic!("no check for listener {other}: add one"),
+        }
+    }
+    // A process that registers without the secret is not a member.
+    let mut rogue =
+        flight_client(&cluster.cluster.coordinator.internal_addr.to_string(), None).await;
+    let registration = serde_json::to_vec(&json!({
+        "executor_id": "rogue", "endpoint": "http://127.0.0.1:1", "slots": 64
+    }))
+    .expect("json");
+    let registered = rogue
+        .do_action(arrow_flight::Action::new("register", registration))
+        .await;
+    assert_eq!(refused_code(registered), tonic::Code::Unauthenticated);
+    let nodes = admin.sql("SELECT executor_id FROM sys.nodes").await;
+    assert_eq!(names(&nodes, "executor_id"), ["executor-1"]);
+    // The cluster itself still works: its own calls carry the secret.
+    let n = admin.sql("SELECT count(*) AS n FROM demo.orders").await;
+    assert_eq!(n["rows"], json!([{"n": 1000}]));
+    cluster.cluster.shutdown().await;
+}
