@@ -7,7 +7,14 @@ use arrow::error::ArrowError;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// How to reach a server over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// A CA certificate (PEM) to trust; the system's roots when absent.
+    pub ca_cert: Option<std::path::PathBuf>,
+}
 
 pub struct Connection {
     client: FlightSqlServiceClient<Channel>,
@@ -41,13 +48,34 @@ impl Connection {
         port: u16,
         user: Option<&str>,
         password: Option<&str>,
+        tls: Option<Tls>,
     ) -> Result<Self, String> {
-        let address = format!("http://{host}:{port}");
-        let channel = Endpoint::from_shared(address.clone())
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let address = format!("{scheme}://{host}:{port}");
+        let mut endpoint = Endpoint::from_shared(address.clone())
             .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
+            .connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(tls) = tls {
+            let mut config = ClientTlsConfig::new().domain_name(host.to_string());
+            config = match &tls.ca_cert {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    config.ca_certificate(Certificate::from_pem(pem))
+                }
+                None => config.with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(config).map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                text = format!("{text}: {inner}");
+                source = inner.source();
+            }
+            format!("cannot connect to {address}: {text}")
+        })?;
         let mut client = FlightSqlServiceClient::new(channel);
         client
             .handshake(user.unwrap_or_default(), password.unwrap_or_default())

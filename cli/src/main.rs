@@ -18,7 +18,7 @@ use std::time::Instant;
 use clap::Parser;
 use rustyline::error::ReadlineError;
 
-use client::Connection;
+use client::{Connection, Tls};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,12 @@ struct Args {
     /// Password; also read from QSQL_PASSWORD.
     #[arg(long, env = "QSQL_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Connect over TLS (the server was started with --tls-cert).
+    #[arg(long, env = "QSQL_TLS")]
+    tls: bool,
+    /// Trust this CA certificate (PEM) instead of the system's; implies --tls.
+    #[arg(long, env = "QSQL_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Run this SQL and exit.
     #[arg(short = 'c', long)]
     command: Option<String>,
@@ -155,11 +161,15 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let tls = (args.tls || args.ca_cert.is_some()).then(|| Tls {
+            ca_cert: args.ca_cert.clone(),
+        });
         let mut connection = match Connection::open(
             &args.host,
             args.port,
             args.user.as_deref(),
             args.password.as_deref(),
+            tls,
         )
         .await
         {

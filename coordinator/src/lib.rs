@@ -27,3 +27,4 @@ pub mod scheduler;
 pub mod server;
 pub mod sql;
 pub mod system;
+pub mod tls;

@@ -62,6 +62,12 @@ struct ServeArgs {
     /// without a cluster secret.
     #[arg(long, env = "QUARRY_INSECURE")]
     insecure: bool,
+    /// Serve Flight SQL and HTTP over TLS with this certificate chain (PEM).
+    #[arg(long, env = "QUARRY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "QUARRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The secret executors must show to join (and every cluster call carries); `quarry
     /// up` generates one.
     #[arg(long, env = "QUARRY_CLUSTER_SECRET", hide_env_values = true)]
@@ -218,6 +224,12 @@ fn coordinator_config(serve: &ServeArgs) -> Result<CoordinatorConfig, QuarryErro
     config.auth = serve.auth;
     config.admin_password = serve.admin_password.clone();
     config.insecure = serve.insecure;
+    if let (Some(cert), Some(key)) = (&serve.tls_cert, &serve.tls_key) {
+        config.tls = Some(quarry_coordinator::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     config.cluster_secret = serve
         .cluster_secret
         .as_deref()
@@ -242,6 +254,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
     config.flight = args.serve.flight.clone();
     config.http = args.serve.http.clone();
     config.slots_per_executor = slots;
+    let tls = config.coordinator.tls.is_some();
     let cluster = LocalCluster::start(config).await?;
     let coordinator = &cluster.coordinator;
     if args.demo_rows > 0 {
@@ -263,8 +276,16 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
         "Quarry is up ({executors} executors, {slots} slot(s) each), ready in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    println!("  Flight SQL:  grpc://{}", coordinator.flight_addr);
-    println!("  HTTP:        http://{}", coordinator.http_addr);
+    println!(
+        "  Flight SQL:  {}://{}",
+        if tls { "grpc+tls" } else { "grpc" },
+        coordinator.flight_addr
+    );
+    println!(
+        "  HTTP:        {}://{}",
+        if tls { "https" } else { "http" },
+        coordinator.http_addr
+    );
     println!("Try:");
     println!(
         "  qsql -h {} -p {} -c \"SELECT city, sum(revenue) AS revenue FROM demo.orders GROUP BY city ORDER BY revenue DESC\"",
@@ -280,10 +301,20 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
 
 async fn coordinator(args: CoordinatorArgs) -> Result<(), QuarryError> {
     let listeners = Listeners::bind(&args.serve.flight, &args.serve.http, &args.internal).await?;
-    let coordinator = server::start(coordinator_config(&args.serve)?, listeners).await?;
+    let config = coordinator_config(&args.serve)?;
+    let tls = config.tls.is_some();
+    let coordinator = server::start(config, listeners).await?;
     println!("Quarry coordinator is up");
-    println!("  Flight SQL:  grpc://{}", coordinator.flight_addr);
-    println!("  HTTP:        http://{}", coordinator.http_addr);
+    println!(
+        "  Flight SQL:  {}://{}",
+        if tls { "grpc+tls" } else { "grpc" },
+        coordinator.flight_addr
+    );
+    println!(
+        "  HTTP:        {}://{}",
+        if tls { "https" } else { "http" },
+        coordinator.http_addr
+    );
     println!("  Internal:    {}", coordinator.internal_endpoint());
     stopped().await;
     coordinator.shutdown().await;

@@ -31,6 +31,12 @@ use crate::jobs::admission::{Admission, AdmissionConfig};
 use crate::scheduler::CLUSTER_FILES_URL;
 use crate::scheduler::Scheduler;
 use crate::system::SystemTables;
+use crate::tls::{TlsFiles, TlsListener};
+
+enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
 
 /// How long a Flight SQL client has to start reading results it asked for.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,6 +53,8 @@ pub struct CoordinatorConfig {
     pub insecure: bool,
     /// Executors must show this to join; the internal service refuses callers without it.
     pub cluster_secret: Option<ClusterSecret>,
+    /// Serve Flight SQL and HTTP over TLS with this certificate and key.
+    pub tls: Option<TlsFiles>,
     pub heartbeat_interval: Duration,
     /// Silence after which an executor is declared lost.
     pub lost_after: Duration,
@@ -66,6 +74,7 @@ impl CoordinatorConfig {
             admin_password: None,
             insecure: false,
             cluster_secret: None,
+            tls: None,
             heartbeat_interval: Duration::from_secs(1),
             lost_after: Duration::from_millis(3500),
             admission: AdmissionConfig::default(),
@@ -253,8 +262,16 @@ pub async fn start(
 
     let flight = FlightSqlFrontend::new(Arc::clone(&engine), Arc::clone(&auth)).into_service();
     let flight_stop = stop.clone();
+    let mut flight_server = tonic::transport::Server::builder();
+    let mut https = None;
+    if let Some(tls) = &config.tls {
+        flight_server = flight_server
+            .tls_config(tls.tonic_config()?)
+            .map_err(|e| QuarryError::invalid(format!("TLS for Flight SQL: {e}")))?;
+        https = Some(tls.rustls_config(vec![b"h2".to_vec(), b"http/1.1".to_vec()])?);
+    }
     tasks.push(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let served = flight_server
             .add_service(flight)
             .serve_with_incoming_shutdown(
                 grpc_incoming(listeners.flight),
@@ -290,17 +307,30 @@ pub async fn start(
         auth,
     });
     let http_stop = stop.clone();
+    let http_listener = match https {
+        Some(config) => Either::Left(TlsListener::new(listeners.http, config)?),
+        None => Either::Right(listeners.http),
+    };
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(
-            listeners.http.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("TCP_NODELAY: {e}");
-                }
-            }),
-            app,
-        )
-        .with_graceful_shutdown(http_stop.cancelled_owned())
-        .await;
+        let served = match http_listener {
+            Either::Left(tls) => {
+                axum::serve(tls, app)
+                    .with_graceful_shutdown(http_stop.cancelled_owned())
+                    .await
+            }
+            Either::Right(tcp) => {
+                axum::serve(
+                    tcp.tap_io(|tcp| {
+                        if let Err(e) = tcp.set_nodelay(true) {
+                            tracing::debug!("TCP_NODELAY: {e}");
+                        }
+                    }),
+                    app,
+                )
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+            }
+        };
         if let Err(e) = served {
             tracing::error!("HTTP server stopped: {e}");
         }

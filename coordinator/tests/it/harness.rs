@@ -116,7 +116,9 @@ impl QuarryProcess {
                 panic!("quarry did not report its addresses; it printed {lines:?}")
             });
             if let Some(addr) = line.trim().strip_prefix("Flight SQL:") {
-                flight = Some(addr.trim().trim_start_matches("grpc://").to_string());
+                let addr = addr.trim();
+                let addr = addr.strip_prefix("grpc+tls://").unwrap_or(addr);
+                flight = Some(addr.trim_start_matches("grpc://").to_string());
             }
             if let Some(addr) = line.trim().strip_prefix("HTTP:") {
                 http = Some(addr.trim().to_string());

@@ -10,3 +10,4 @@ mod rest;
 mod restart;
 mod s3;
 mod security;
+mod tls;

@@ -39,7 +39,6 @@ use datafusion::common::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_common::QuarryError;
-use quarry_common::flight_channels::MAX_MESSAGE_BYTES;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -47,6 +46,9 @@ use crate::access::auth::{Auth, Credentials};
 use crate::engine::{Engine, PreparedStatement, Session};
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The largest message a client may send or be sent (results are split far below it).
+pub const CLIENT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct FlightSqlFrontend {
     engine: Arc<Engine>,
@@ -116,8 +118,8 @@ impl FlightSqlFrontend {
 
     pub fn into_service(self) -> FlightServiceServer<Self> {
         FlightServiceServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(CLIENT_MESSAGE_BYTES)
+            .max_encoding_message_size(CLIENT_MESSAGE_BYTES)
     }
 
     /// Authenticate a call and find its session.
