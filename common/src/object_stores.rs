@@ -20,8 +20,17 @@ pub const S3_SECRET_ACCESS_KEY: &str = "secret_access_key";
 pub const S3_PATH_STYLE: &str = "path_style";
 pub const S3_ALLOW_HTTP: &str = "allow_http";
 
-/// A spec for an S3 bucket.
-pub fn s3_spec(bucket: &str, options: &[(&str, Option<&str>)]) -> ObjectStoreSpec {
+/// The bucket, when the store URL's host is a per-source key rather than the bucket.
+pub const S3_BUCKET: &str = "bucket";
+
+/// A spec for an S3 bucket. With a `store_key` (a source's name) the store's URL is
+/// `s3://<bucket>_<hash of the key>`, so two sources on buckets of the same name (other
+/// endpoints or credentials) never share a client; `_` cannot occur in bucket names.
+pub fn s3_spec(
+    bucket: &str,
+    store_key: Option<&str>,
+    options: &[(&str, Option<&str>)],
+) -> ObjectStoreSpec {
     let mut settings: Vec<Setting> = options
         .iter()
         .filter_map(|(k, v)| {
@@ -31,11 +40,38 @@ pub fn s3_spec(bucket: &str, options: &[(&str, Option<&str>)]) -> ObjectStoreSpe
             })
         })
         .collect();
+    settings.push(Setting {
+        key: S3_BUCKET.to_string(),
+        value: bucket.to_string(),
+    });
     settings.sort();
+    let url = match store_key {
+        Some(key) => format!("s3://{bucket}_{:016x}", stable_hash(key)),
+        None => format!("s3://{bucket}"),
+    };
     ObjectStoreSpec {
-        url: format!("s3://{bucket}"),
+        url,
         options: settings,
     }
+}
+
+/// FNV-1a: table locations keep the key, so it must not change between builds (std's
+/// hasher may); a dozen lines do not warrant a crate.
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// DataFusion's file caches, as Quarry needs them. Its listing and statistics caches key
+/// entries by the path inside a store, not by the store: two sources with the same paths
+/// (one bucket name on two S3 servers) would answer each other's listings and row counts,
+/// and a cached listing never expires, so a folder that gained files would not show them.
+/// Both are off; the footer cache, checked against each file's size and time, stays.
+pub fn cache_config() -> datafusion::execution::cache::cache_manager::CacheManagerConfig {
+    datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+        .with_list_files_cache_limit(0)
+        .with_file_statistics_cache_limit(0)
 }
 
 /// Build the client a spec describes.
@@ -49,8 +85,10 @@ pub fn build_object_store(spec: &ObjectStoreSpec) -> Result<Arc<dyn ObjectStore>
         .collect();
     match url.scheme() {
         "s3" => {
-            let bucket = url
-                .host_str()
+            let bucket = options
+                .get(S3_BUCKET)
+                .copied()
+                .or(url.host_str())
                 .ok_or_else(|| QuarryError::invalid(format!("no bucket in {}", spec.url)))?;
             // Fail fast on a wrong endpoint or credentials instead of retrying for minutes.
             let retry = RetryConfig {

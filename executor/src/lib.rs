@@ -157,7 +157,9 @@ pub async fn start(
     std::fs::create_dir_all(&spill_dir).map_err(|e| {
         QuarryError::internal(format!("cannot create {}: {e}", spill_dir.display()))
     })?;
-    let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(&spill_dir);
+    let mut runtime = RuntimeEnvBuilder::new()
+        .with_temp_file_path(&spill_dir)
+        .with_cache_manager(quarry_common::object_stores::cache_config());
     if let Some(limit) = config.memory_limit {
         // Fair shares between the tasks running at once, so each can spill its part.
         let pool = TrackConsumersPool::new(

@@ -62,10 +62,18 @@ impl Datasets {
         });
         // Object stores of existing S3 sources, so their tables can be scanned.
         for source in datasets.catalog.list_sources().map_err(catalog_error)? {
-            if let SourceConfig::S3(s3) = &source.record.config
-                && let Err(e) = datasets.register_store(&sources::s3_store_spec(s3))
-            {
-                tracing::warn!(source = %source.record.name, "cannot set up object store: {e}");
+            if let SourceConfig::S3(s3) = &source.record.config {
+                let spec = sources::s3_store_spec(&source.record.name, s3);
+                // Tables made before stores were keyed per source name the bare bucket.
+                let legacy = ObjectStoreSpec {
+                    url: format!("s3://{}", s3.bucket),
+                    options: spec.options.clone(),
+                };
+                for spec in [spec, legacy] {
+                    if let Err(e) = datasets.register_store(&spec) {
+                        tracing::warn!(source = %source.record.name, "cannot set up object store: {e}");
+                    }
+                }
             }
         }
         Ok(datasets)

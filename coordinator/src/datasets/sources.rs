@@ -33,11 +33,12 @@ pub struct Location {
 }
 
 /// The object store spec of an S3 source.
-pub fn s3_store_spec(config: &S3Config) -> ObjectStoreSpec {
+pub fn s3_store_spec(source: &str, config: &S3Config) -> ObjectStoreSpec {
     let path_style = config.path_style.to_string();
     let allow_http = config.allow_http.to_string();
     s3_spec(
         &config.bucket,
+        Some(source),
         &[
             (S3_REGION, Some(config.region.as_str())),
             (S3_ENDPOINT, config.endpoint.as_deref()),
@@ -47,6 +48,38 @@ pub fn s3_store_spec(config: &S3Config) -> ObjectStoreSpec {
             (S3_ALLOW_HTTP, Some(allow_http.as_str())),
         ],
     )
+}
+
+/// Cloud metadata services hand out the machine's own credentials: no source may point
+/// at one (link-local addresses, and the names clouds give them), whoever asks.
+pub fn refuse_metadata_endpoint(name: &str, endpoint: &str) -> Result<(), QuarryError> {
+    let refused = || {
+        QuarryError::new(
+            quarry_common::ErrorCode::PermissionDenied,
+            format!(
+                "source '{name}': endpoint {endpoint} is a link-local or cloud metadata address, which sources may not use"
+            ),
+        )
+    };
+    let url = url::Url::parse(endpoint).map_err(|e| {
+        QuarryError::invalid(format!("source '{name}': bad endpoint {endpoint}: {e}"))
+    })?;
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) if ip.is_link_local() => Err(refused()),
+        Some(url::Host::Ipv6(ip))
+            if (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local()) =>
+        {
+            Err(refused())
+        }
+        Some(url::Host::Domain(host))
+            if ["metadata.google.internal", "metadata", "instance-data"]
+                .contains(&host.trim_end_matches('.').to_ascii_lowercase().as_str()) =>
+        {
+            Err(refused())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Check a new source's configuration before it is stored.
@@ -78,6 +111,9 @@ pub async fn validate_source(
         }
         SourceConfig::Cluster {} => Ok(SourceConfig::Cluster {}),
         SourceConfig::S3(s3) => {
+            if let Some(endpoint) = &s3.endpoint {
+                refuse_metadata_endpoint(name, endpoint)?;
+            }
             if s3.bucket.is_empty() {
                 return Err(QuarryError::invalid(format!(
                     "S3 source '{name}' needs a bucket"
@@ -90,7 +126,7 @@ pub async fn validate_source(
             }
             // Reach the bucket now, so a wrong endpoint or credential is reported at
             // CREATE SOURCE rather than at the first query.
-            let store = build_object_store(&s3_store_spec(s3))?;
+            let store = build_object_store(&s3_store_spec(name, s3))?;
             let prefix = ObjectPath::from(s3.prefix.trim_matches('/'));
             store
                 .list_with_delimiter(Some(&prefix))
@@ -113,7 +149,7 @@ pub async fn resolve_in_source(
         SourceConfig::Local { root } => resolve_local(source_name, Path::new(root), path),
         SourceConfig::S3(s3) => {
             let key = join_key(&s3.prefix, path);
-            resolve_s3(&s3.bucket, &key, s3_store_spec(s3)).await
+            resolve_s3(&s3.bucket, &key, s3_store_spec(source_name, s3)).await
         }
         SourceConfig::Cluster {} => resolve_cluster(source_name, path, cluster_files).await,
     }
@@ -270,7 +306,7 @@ pub async fn resolve_s3(
         match store.head(&ObjectPath::from(key)).await {
             Ok(_) => {
                 return Ok(Location {
-                    url: format!("s3://{bucket}/{key}"),
+                    url: format!("{}/{key}", spec.url),
                     is_folder: false,
                     store: Some(spec),
                     sample_file: Some(key.to_string()),
@@ -303,9 +339,9 @@ pub async fn resolve_s3(
     let folder = key.trim_end_matches('/');
     Ok(Location {
         url: if folder.is_empty() {
-            format!("s3://{bucket}/")
+            format!("{}/", spec.url)
         } else {
-            format!("s3://{bucket}/{folder}/")
+            format!("{}/{folder}/", spec.url)
         },
         is_folder: true,
         store: Some(spec),
@@ -328,6 +364,32 @@ pub fn store_error(what: &str, e: object_store::Error) -> QuarryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_endpoints_are_refused() {
+        for endpoint in [
+            "http://169.254.169.254",
+            "http://[fe80::1]:80",
+            "http://metadata.google.internal/",
+            "http://[::ffff:169.254.169.254]",
+        ] {
+            let e = refuse_metadata_endpoint("s", endpoint).expect_err(endpoint);
+            assert_eq!(
+                e.code,
+                quarry_common::ErrorCode::PermissionDenied,
+                "{endpoint}"
+            );
+        }
+        for endpoint in [
+            "http://127.0.0.1:9000",
+            "https://s3.eu-west-1.amazonaws.com",
+        ] {
+            assert!(
+                refuse_metadata_endpoint("s", endpoint).is_ok(),
+                "{endpoint}"
+            );
+        }
+    }
 
     #[test]
     fn local_paths_stay_inside_the_root() -> Result<(), Box<dyn std::error::Error>> {

@@ -201,7 +201,8 @@ impl Engine {
         }
         let config = sources::validate_source(name, &config).await?;
         if let SourceConfig::S3(s3) = &config {
-            self.datasets.register_store(&sources::s3_store_spec(s3))?;
+            self.datasets
+                .register_store(&sources::s3_store_spec(name, s3))?;
         }
         let record = SourceRecord {
             name: name.to_string(),
@@ -224,7 +225,8 @@ impl Engine {
         actor.require_admin("change sources")?;
         let config = sources::validate_source(name, &config).await?;
         if let SourceConfig::S3(s3) = &config {
-            self.datasets.register_store(&sources::s3_store_spec(s3))?;
+            self.datasets
+                .register_store(&sources::s3_store_spec(name, s3))?;
         }
         self.datasets
             .catalog()
@@ -446,7 +448,7 @@ impl Engine {
                 .into_iter()
                 .find_map(|s| match s.record.config {
                     SourceConfig::S3(s3) if s3.bucket == bucket => {
-                        Some(sources::s3_store_spec(&s3))
+                        Some(sources::s3_store_spec(&s.record.name, &s3))
                     }
                     _ => None,
                 })
@@ -719,6 +721,7 @@ fn s3_spec_from_env(bucket: &str) -> quarry_common::protocol::ObjectStoreSpec {
     let path_style = endpoint.as_ref().map(|_| "true".to_string());
     s3_spec(
         bucket,
+        None,
         &[
             (S3_REGION, region.as_deref()),
             (S3_ENDPOINT, endpoint.as_deref()),

@@ -51,7 +51,8 @@ iam.put_user_policy(UserName="quarry", PolicyName="all-s3", PolicyDocument=json.
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                   aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
 s3.create_bucket(Bucket="lake")
-for part in range(3):
+parts = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+for part in range(parts):
     table = pa.table({"id": list(range(part * 100, part * 100 + 100)), "kind": ["a", "b"] * 50})
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -208,5 +209,41 @@ async fn s3_source_tables_and_bad_credentials() {
         "the executors scanned partition 2 only: {}",
         scan_job.profile
     );
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sources_on_one_bucket_name_never_mix() {
+    // Two S3 servers, each with a bucket called `lake` holding different data and its own keys.
+    let (port_a, port_b) = (free_port(), free_port());
+    let (_moto_a, _moto_b) = (start_moto(port_a), start_moto(port_b));
+    let mut sources = Vec::new();
+    for (name, port, parts) in [("a", port_a, "3"), ("b", port_b, "1")] {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let keys = run_python(SETUP, &[&endpoint, parts]);
+        let mut k = keys.split_whitespace();
+        let (key, secret) = (k.next().expect("key"), k.next().expect("secret"));
+        sources.push(format!(
+            "CREATE SOURCE {name} TYPE s3 WITH (bucket = 'lake', prefix = 'data', endpoint = '{endpoint}', access_key_id = '{key}', secret_access_key = '{secret}', path_style = true)"
+        ));
+    }
+    let cluster = TestCluster::start(2).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    for sql in sources.iter().map(String::as_str).chain([
+        "CREATE TABLE events_a FROM a 'events'",
+        "CREATE TABLE events_b FROM b 'events'",
+    ]) {
+        run(&engine, &session, sql).await.expect(sql);
+    }
+    // One statement reads both, on the executors, each through its own source's client.
+    let batches = run(
+        &engine,
+        &session,
+        "SELECT (SELECT count(*) FROM events_a) * 1000 + (SELECT count(*) FROM events_b)",
+    )
+    .await
+    .expect("both sources");
+    assert_eq!(first_i64(&batches), 300_100);
     cluster.cluster.shutdown().await;
 }
