@@ -25,6 +25,7 @@ pub mod local_cluster;
 pub mod planner;
 pub mod scheduler;
 pub mod server;
+pub mod service;
 pub mod sql;
 pub mod system;
 pub mod tls;

@@ -30,6 +30,7 @@ use crate::jobs::Jobs;
 use crate::jobs::admission::{Admission, AdmissionConfig};
 use crate::scheduler::CLUSTER_FILES_URL;
 use crate::scheduler::Scheduler;
+use crate::service::QueryService;
 use crate::system::SystemTables;
 use crate::tls::{TlsFiles, TlsListener};
 
@@ -211,6 +212,7 @@ pub async fn start(
     })?;
     let runtime = RuntimeEnvBuilder::new()
         .with_temp_file_path(config.dir.join("spill"))
+        .with_cache_manager(quarry_common::object_stores::cache_config())
         .build_arc()
         .map_err(|e| QuarryError::internal(format!("coordinator runtime: {e}")))?;
     let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
@@ -260,7 +262,9 @@ pub async fn start(
         jobs.spawn_reaper(Duration::from_millis(500), stop.clone()),
     ];
 
-    let flight = FlightSqlFrontend::new(Arc::clone(&engine), Arc::clone(&auth)).into_service();
+    // Every frontend gets the engine as a QueryService, and nothing else.
+    let service: Arc<dyn QueryService> = Arc::new(Arc::clone(&engine));
+    let flight = FlightSqlFrontend::new(Arc::clone(&service)).into_service();
     let flight_stop = stop.clone();
     let mut flight_server = tonic::transport::Server::builder();
     let mut https = None;
@@ -302,10 +306,7 @@ pub async fn start(
         }
     }));
 
-    let app = router(AppState {
-        engine: Arc::clone(&engine),
-        auth,
-    });
+    let app = router(AppState { service });
     let http_stop = stop.clone();
     let http_listener = match https {
         Some(config) => Either::Left(TlsListener::new(listeners.http, config)?),

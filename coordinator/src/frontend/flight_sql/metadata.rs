@@ -10,11 +10,11 @@ use arrow_flight::sql::metadata::{
     XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::{Nullable, Searchable, SqlInfo, XdbcDataType};
-use quarry_catalog::DatasetDefinition;
 use quarry_common::QuarryError;
 
-use crate::datasets::schema_codec::decode_schema;
-use crate::datasets::{CATALOG_NAME, Datasets, SYSTEM_SCHEMA, Viewer, can_read};
+use crate::datasets::CATALOG_NAME;
+use crate::engine::Session;
+use crate::service::QueryService;
 
 pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
 
@@ -24,67 +24,35 @@ pub fn catalogs() -> Result<RecordBatch, QuarryError> {
     builder.build().map_err(internal)
 }
 
-/// Schemas the viewer may see.
+/// Schemas the caller may see.
 pub fn schemas(
-    datasets: &Datasets,
-    viewer: &Viewer,
+    service: &dyn QueryService,
+    session: &Session,
     mut builder: GetDbSchemasBuilder,
 ) -> Result<RecordBatch, QuarryError> {
-    for schema in datasets.visible_schema_names(viewer) {
+    for schema in service.schema_names(session) {
         builder.append(CATALOG_NAME, schema);
     }
     builder.build().map_err(internal)
 }
 
-/// Tables and views the viewer may read.
+/// Tables and views the caller may read.
 pub async fn tables(
-    datasets: &Arc<Datasets>,
-    viewer: &Viewer,
+    service: &dyn QueryService,
+    session: &Session,
     mut builder: GetTablesBuilder,
 ) -> Result<RecordBatch, QuarryError> {
     let include_schema = builder.include_schema();
-    let records = datasets
-        .catalog()
-        .list_datasets(None)
-        .map_err(|e| QuarryError::internal(e.to_string()))?;
-    for dataset in records {
-        let record = dataset.record;
-        if !can_read(viewer, &record) {
-            continue;
-        }
-        let (kind, schema) = match &record.definition {
-            DatasetDefinition::Table(table) => ("TABLE", decode_schema(&table.arrow_schema)?),
-            DatasetDefinition::View(_) => {
-                let schema = if include_schema {
-                    match datasets.provider(&record.schema, &record.name).await {
-                        Ok(Some(provider)) => provider.schema(),
-                        // A view that no longer plans is still listed.
-                        _ => Arc::new(Schema::empty()),
-                    }
-                } else {
-                    Arc::new(Schema::empty())
-                };
-                ("VIEW", schema)
-            }
-        };
+    for table in service.tables(session, include_schema).await? {
         builder
-            .append(CATALOG_NAME, &record.schema, &record.name, kind, &schema)
+            .append(
+                CATALOG_NAME,
+                &table.schema,
+                &table.name,
+                table.kind,
+                &table.arrow_schema,
+            )
             .map_err(internal)?;
-    }
-    if let Some(system) = datasets.system_schema(SYSTEM_SCHEMA, viewer) {
-        for name in system.table_names() {
-            if let Ok(Some(table)) = system.table(&name).await {
-                builder
-                    .append(
-                        CATALOG_NAME,
-                        SYSTEM_SCHEMA,
-                        &name,
-                        "SYSTEM TABLE",
-                        &table.schema(),
-                    )
-                    .map_err(internal)?;
-            }
-        }
     }
     builder.build().map_err(internal)
 }

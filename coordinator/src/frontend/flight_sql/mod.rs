@@ -1,6 +1,6 @@
 //! The user-facing Flight SQL service (port 32010), for ADBC/JDBC drivers, BI tools and
 //! qsql. It is a separate type from the internal executor Flight service and reaches the
-//! engine only through [`Engine`]'s job interface.
+//! engine only through the [`QueryService`].
 //!
 //! Sessions are keyed by bearer token, never by cookie. With authentication on, tokens
 //! come from the Basic→Bearer handshake. With it off, a caller without a token is given
@@ -42,8 +42,9 @@ use quarry_common::QuarryError;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::access::auth::{Auth, Credentials};
-use crate::engine::{Engine, PreparedStatement, Session};
+use crate::access::auth::Credentials;
+use crate::engine::{PreparedStatement, Session};
+use crate::service::QueryService;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -51,8 +52,7 @@ type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'st
 pub const CLIENT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct FlightSqlFrontend {
-    engine: Arc<Engine>,
-    auth: Arc<Auth>,
+    service: Arc<dyn QueryService>,
 }
 
 /// Who is calling, and the token to hand back when one was issued for this call.
@@ -63,10 +63,6 @@ struct Caller {
 
 impl Caller {
     /// What the caller may see, for catalog listings.
-    fn viewer(&self, engine: &Engine) -> crate::datasets::Viewer {
-        Some(engine.access_for(&self.session))
-    }
-
     fn respond<T>(&self, value: T) -> Response<T> {
         let mut response = Response::new(value);
         if let Some(token) = &self.new_token
@@ -112,8 +108,8 @@ fn flight_info(
 }
 
 impl FlightSqlFrontend {
-    pub fn new(engine: Arc<Engine>, auth: Arc<Auth>) -> Self {
-        FlightSqlFrontend { engine, auth }
+    pub fn new(service: Arc<dyn QueryService>) -> Self {
+        FlightSqlFrontend { service }
     }
 
     pub fn into_service(self) -> FlightServiceServer<Self> {
@@ -126,12 +122,12 @@ impl FlightSqlFrontend {
     async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
         let credentials = Credentials::parse(header).map_err(status)?;
-        let principal = self.auth.authenticate(credentials).await.map_err(status)?;
-        let session = self.engine.sessions.get_or_create(
-            &principal.token,
-            &principal.user,
-            quarry_catalog::DEFAULT_SCHEMA,
-        );
+        let principal = self
+            .service
+            .authenticate(credentials)
+            .await
+            .map_err(status)?;
+        let session = self.service.session(&principal, true);
         Ok(Caller {
             session,
             new_token: principal.issued.then_some(principal.token),
@@ -147,12 +143,12 @@ impl FlightSqlFrontend {
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let job = self
-            .engine
+            .service
             .submit(&caller.session, sql, parameters)
             .await
             .map_err(status)?;
         // The client reads the results with DoGet; a client that never does is gone.
-        job.expect_reader(self.engine.fetch_timeout());
+        job.expect_reader(self.service.fetch_timeout());
         let schema = job
             .spool
             .schema()
@@ -174,7 +170,7 @@ impl FlightSqlFrontend {
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<i64, Status> {
         let job = self
-            .engine
+            .service
             .submit(session, sql, parameters)
             .await
             .map_err(status)?;
@@ -217,12 +213,11 @@ impl FlightSqlFrontend {
             };
             if let Ok(Some(query)) = any.unpack::<TicketStatementQuery>()
                 && let Ok(id) = std::str::from_utf8(&query.statement_handle)
-                && let Some(job) = self.engine.jobs().live(id)
             {
-                self.engine
-                    .require_job_owner(&caller.session, &job.user(), id)
+                cancelled |= self
+                    .service
+                    .cancel(&caller.session, id, "cancelled by the client")
                     .map_err(status)?;
-                cancelled |= job.cancel("cancelled by the client");
             }
         }
         Ok(cancelled)
@@ -281,18 +276,18 @@ impl FlightSqlService for FlightSqlFrontend {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         let credentials = match Credentials::parse(header).map_err(status)? {
-            Credentials::Bearer(_) if self.auth.enabled() => {
+            Credentials::Bearer(_) if self.service.auth_enabled() => {
                 return Err(Status::unauthenticated("send Basic credentials to log in"));
             }
             other => other,
         };
-        let principal = self.auth.authenticate(credentials).await.map_err(status)?;
+        let principal = self
+            .service
+            .authenticate(credentials)
+            .await
+            .map_err(status)?;
+        let session = self.service.session(&principal, true);
         let token = principal.token;
-        let session = self.engine.sessions.get_or_create(
-            &token,
-            &principal.user,
-            quarry_catalog::DEFAULT_SCHEMA,
-        );
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
@@ -344,13 +339,11 @@ impl FlightSqlService for FlightSqlFrontend {
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
         let id = handle_of(&ticket.statement_handle)?;
-        let job =
-            self.engine.jobs().live(&id).ok_or_else(|| {
-                Status::not_found(format!("results of job {id} are not available"))
-            })?;
-        self.engine
-            .require_job_owner(&caller.session, &job.user(), &id)
-            .map_err(status)?;
+        let job = self
+            .service
+            .live_job(&caller.session, &id)
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("results of job {id} are not available")))?;
         let schema = job
             .spool
             .schema()
@@ -379,7 +372,7 @@ impl FlightSqlService for FlightSqlFrontend {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = self.caller(request.metadata()).await?;
         let (dataset_schema, parameter_schema) = self
-            .engine
+            .service
             .describe(&caller.session, &query.query)
             .await
             .map_err(status)?;
@@ -494,12 +487,8 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let batch = metadata::schemas(
-            self.engine.datasets(),
-            &caller.viewer(&self.engine),
-            query.into_builder(),
-        )
-        .map_err(status)?;
+        let batch = metadata::schemas(self.service.as_ref(), &caller.session, query.into_builder())
+            .map_err(status)?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
 
@@ -518,13 +507,9 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let batch = metadata::tables(
-            self.engine.datasets(),
-            &caller.viewer(&self.engine),
-            query.into_builder(),
-        )
-        .await
-        .map_err(status)?;
+        let batch = metadata::tables(self.service.as_ref(), &caller.session, query.into_builder())
+            .await
+            .map_err(status)?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
 
@@ -709,12 +694,12 @@ impl FlightSqlService for FlightSqlFrontend {
                 CancelFlightInfoResult::new(status).encode_to_vec()
             }
             session_options::SET_SESSION_OPTIONS => {
-                session_options::set_options(&self.engine, &caller.session, &action.body)
+                session_options::set_options(self.service.as_ref(), &caller.session, &action.body)
                     .map_err(status)?
             }
             session_options::GET_SESSION_OPTIONS => session_options::get_options(&caller.session),
             session_options::CLOSE_SESSION => {
-                self.engine.sessions.remove(&caller.session.id);
+                self.service.close_session(&caller.session);
                 session_options::closed()
             }
             other => {

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use prost::Message;
 use quarry_common::QuarryError;
 
-use crate::engine::{Engine, Session};
+use crate::engine::Session;
+use crate::service::QueryService;
 
 pub const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
 pub const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
@@ -98,7 +99,7 @@ fn string_value(s: String) -> SessionOptionValue {
 }
 
 pub fn set_options(
-    engine: &Engine,
+    service: &dyn QueryService,
     session: &Session,
     body: &[u8],
 ) -> Result<Vec<u8>, QuarryError> {
@@ -112,23 +113,17 @@ pub fn set_options(
             continue;
         };
         let outcome = if name.eq_ignore_ascii_case("schema") {
-            match engine.datasets().catalog().get_schema(&text) {
-                Ok(Some(_)) => {
-                    session.set_default_schema(&text);
-                    Ok(())
-                }
-                _ => Err(INVALID_VALUE),
-            }
+            service
+                .use_schema(session, &text)
+                .map_err(|_| INVALID_VALUE)
         } else {
-            session
-                .set(engine.datasets().base_config(), &name, &text)
-                .map_err(|e| {
-                    if e.message.contains("not") && e.message.contains("key") {
-                        INVALID_NAME
-                    } else {
-                        INVALID_VALUE
-                    }
-                })
+            service.set_option(session, &name, &text).map_err(|e| {
+                if e.message.contains("not") && e.message.contains("key") {
+                    INVALID_NAME
+                } else {
+                    INVALID_VALUE
+                }
+            })
         };
         if let Err(value) = outcome {
             errors.insert(name, SetSessionOptionsError { value });

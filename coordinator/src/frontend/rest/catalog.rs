@@ -5,19 +5,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
-
-use quarry_catalog::{
-    DatasetDefinition, DatasetRecord, Privilege, SourceConfig, SourceRecord, Stored,
-};
+use quarry_catalog::{DatasetDefinition, DatasetRecord, SourceConfig, SourceRecord, Stored};
 use quarry_common::QuarryError;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiResult, AppState, parse_body};
-use crate::access::UserAccess;
-use crate::datasets::{can_read, source_of};
-use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest, catalog_error};
+use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest};
 
 /// A source as the API shows it: secrets are never sent back.
 fn source_json(stored: &Stored<SourceRecord>) -> serde_json::Value {
@@ -69,35 +63,20 @@ fn dataset_json(stored: &Stored<DatasetRecord>) -> serde_json::Value {
     out
 }
 
-/// Sources the user may read from.
-fn visible_sources(state: &AppState, actor: &UserAccess) -> ApiResult<Vec<serde_json::Value>> {
-    Ok(state
-        .engine
-        .datasets()
-        .catalog()
-        .list_sources()
-        .map_err(catalog_error)?
-        .iter()
-        .filter(|s| actor.on_source(Privilege::Select, &s.record.name))
-        .map(source_json)
-        .collect())
-}
-
-/// Catalog schemas the user may see (not `sys`).
-fn visible_schemas(state: &AppState, actor: &Arc<UserAccess>) -> Vec<String> {
-    state
-        .engine
-        .datasets()
-        .visible_schema_names(&Some(Arc::clone(actor)))
-        .into_iter()
-        .filter(|s| s != crate::datasets::SYSTEM_SCHEMA)
-        .collect()
-}
-
 pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    let sources = visible_sources(&state, &actor)?;
-    let schemas = visible_schemas(&state, &actor);
+    let session = state.session(&headers).await?;
+    let sources: Vec<_> = state
+        .service
+        .list_sources(&session)?
+        .iter()
+        .map(source_json)
+        .collect();
+    let schemas: Vec<_> = state
+        .service
+        .list_schemas(&session)?
+        .into_iter()
+        .map(|s| s.record.name)
+        .collect();
     Ok(axum::Json(
         json!({"catalog": crate::datasets::CATALOG_NAME, "sources": sources, "schemas": schemas}),
     )
@@ -133,8 +112,13 @@ pub async fn list_sources(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    let sources = visible_sources(&state, &actor)?;
+    let session = state.session(&headers).await?;
+    let sources: Vec<_> = state
+        .service
+        .list_sources(&session)?
+        .iter()
+        .map(source_json)
+        .collect();
     Ok(axum::Json(json!({"sources": sources})).into_response())
 }
 
@@ -143,7 +127,7 @@ pub async fn create_source(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     let new: NewSource = parse_body(&body)?;
     let mode = if new.if_not_exists {
         CreateMode::IfNotExists
@@ -151,8 +135,8 @@ pub async fn create_source(
         CreateMode::Create
     };
     let stored = state
-        .engine
-        .create_source(&actor, &new.name, new.config, mode)
+        .service
+        .create_source(&session, &new.name, new.config, mode)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(source_json(&stored))).into_response())
 }
@@ -162,15 +146,8 @@ pub async fn get_source(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    let stored = state
-        .engine
-        .datasets()
-        .catalog()
-        .get_source(&name)
-        .map_err(catalog_error)?
-        .ok_or_else(|| QuarryError::not_found(format!("source '{name}' does not exist")))?;
-    actor.require_source(Privilege::Select, &name)?;
+    let session = state.session(&headers).await?;
+    let stored = state.service.get_source(&session, &name)?;
     Ok(axum::Json(source_json(&stored)).into_response())
 }
 
@@ -180,11 +157,11 @@ pub async fn update_source(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     let update: SourceUpdate = parse_body(&body)?;
     let stored = state
-        .engine
-        .update_source(&actor, &name, update.config, update.version)
+        .service
+        .update_source(&session, &name, update.config, update.version)
         .await?;
     Ok(axum::Json(source_json(&stored)).into_response())
 }
@@ -195,10 +172,8 @@ pub async fn delete_source(
     Path(name): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    state
-        .engine
-        .drop_source(&actor, &name, false, query.version)?;
+    let session = state.session(&headers).await?;
+    state.service.drop_source(&session, &name, query.version)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -216,16 +191,11 @@ pub async fn list_schemas(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    let visible = visible_schemas(&state, &actor);
+    let session = state.session(&headers).await?;
     let schemas: Vec<_> = state
-        .engine
-        .datasets()
-        .catalog()
-        .list_schemas()
-        .map_err(catalog_error)?
+        .service
+        .list_schemas(&session)?
         .into_iter()
-        .filter(|s| visible.contains(&s.record.name))
         .map(|s| json!({"name": s.record.name, "version": s.version, "createdMs": s.created_ms}))
         .collect();
     Ok(axum::Json(json!({"schemas": schemas})).into_response())
@@ -236,11 +206,11 @@ pub async fn create_schema(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     let new: NewSchema = parse_body(&body)?;
     let created = state
-        .engine
-        .create_schema(&actor, &new.name, new.if_not_exists)?;
+        .service
+        .create_schema(&session, &new.name, new.if_not_exists)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -254,21 +224,12 @@ pub async fn get_schema(
     headers: HeaderMap,
     Path(schema): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    let catalog = state.engine.datasets().catalog();
-    let stored = catalog
-        .get_schema(&schema)
-        .map_err(catalog_error)?
-        .ok_or_else(|| QuarryError::not_found(format!("schema '{schema}' does not exist")))?;
-    if !visible_schemas(&state, &actor).contains(&schema) {
-        actor.require_schema(Privilege::Select, &schema)?;
-    }
-    let viewer = Some(Arc::clone(&actor));
-    let datasets: Vec<_> = catalog
-        .list_datasets(Some(&schema))
-        .map_err(catalog_error)?
+    let session = state.session(&headers).await?;
+    let stored = state.service.get_schema(&session, &schema)?;
+    let datasets: Vec<_> = state
+        .service
+        .list_datasets(&session, Some(&schema))?
         .iter()
-        .filter(|d| can_read(&viewer, &d.record))
         .map(dataset_json)
         .collect();
     Ok(axum::Json(
@@ -283,10 +244,10 @@ pub async fn delete_schema(
     Path(schema): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     state
-        .engine
-        .drop_schema(&actor, &schema, false, query.cascade)?;
+        .service
+        .drop_schema(&session, &schema, query.cascade)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -321,16 +282,11 @@ pub async fn list_datasets(
     headers: HeaderMap,
     Path(schema): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    let viewer = Some(actor);
+    let session = state.session(&headers).await?;
     let datasets: Vec<_> = state
-        .engine
-        .datasets()
-        .catalog()
-        .list_datasets(Some(&schema))
-        .map_err(catalog_error)?
+        .service
+        .list_datasets(&session, Some(&schema))?
         .iter()
-        .filter(|d| can_read(&viewer, &d.record))
         .map(dataset_json)
         .collect();
     Ok(axum::Json(json!({"datasets": datasets})).into_response())
@@ -342,7 +298,7 @@ pub async fn create_dataset(
     Path(schema): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (session, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     let stored = match parse_body::<DatasetBody>(&body)? {
         DatasetBody::Table {
             name,
@@ -354,8 +310,8 @@ pub async fn create_dataset(
             let name = name.ok_or_else(|| QuarryError::invalid("a dataset needs a name"))?;
             let mode = CreateMode::from_flags(if_not_exists, or_replace);
             state
-                .engine
-                .create_table(&actor, &schema, &name, table, mode)
+                .service
+                .create_table(&session, &schema, &name, table, mode)
                 .await?
         }
         DatasetBody::View {
@@ -367,14 +323,9 @@ pub async fn create_dataset(
         } => {
             let name = name.ok_or_else(|| QuarryError::invalid("a dataset needs a name"))?;
             let mode = CreateMode::from_flags(if_not_exists, or_replace);
-            let context = if session.default_schema() == quarry_catalog::DEFAULT_SCHEMA {
-                schema.clone()
-            } else {
-                session.default_schema()
-            };
             state
-                .engine
-                .create_view(&actor, &schema, &name, &sql, &context, mode)
+                .service
+                .create_view(&session, &schema, &name, &sql, mode)
                 .await?
         }
     };
@@ -386,15 +337,8 @@ pub async fn get_dataset(
     headers: HeaderMap,
     Path((schema, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
-    let stored = state
-        .engine
-        .datasets()
-        .catalog()
-        .get_dataset(&schema, &name)
-        .map_err(catalog_error)?
-        .ok_or_else(|| QuarryError::not_found(format!("{schema}.{name} does not exist")))?;
-    actor.require_dataset(Privilege::Select, &schema, &name, source_of(&stored.record))?;
+    let session = state.session(&headers).await?;
+    let stored = state.service.get_dataset(&session, &schema, &name)?;
     Ok(axum::Json(dataset_json(&stored)).into_response())
 }
 
@@ -404,7 +348,7 @@ pub async fn update_dataset(
     Path((schema, name)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     let (update, version) = match parse_body::<DatasetBody>(&body)? {
         DatasetBody::Table { table, version, .. } => (DatasetUpdate::Table(table), version),
         DatasetBody::View { sql, version, .. } => (DatasetUpdate::View { sql }, version),
@@ -413,8 +357,8 @@ pub async fn update_dataset(
         QuarryError::invalid("an update must name the version it replaces (\"version\": N)")
     })?;
     let stored = state
-        .engine
-        .update_dataset(&actor, &schema, &name, update, version)
+        .service
+        .update_dataset(&session, &schema, &name, update, version)
         .await?;
     Ok(axum::Json(dataset_json(&stored)).into_response())
 }
@@ -425,9 +369,9 @@ pub async fn delete_dataset(
     Path((schema, name)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     state
-        .engine
-        .drop_dataset(&actor, &schema, &name, None, false, query.version)?;
+        .service
+        .drop_dataset(&session, &schema, &name, query.version)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::encode::{IpcEncoder, columns, json_rows, ndjson};
 use super::{ApiResult, AppState};
+use crate::engine::Session;
 use crate::jobs::{CANCELED, FAILED, STATES};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -47,7 +48,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let (_, actor) = state.actor(&headers).await?;
+    let session = state.session(&headers).await?;
     if let Some(s) = &query.state
         && !STATES.iter().any(|known| known.eq_ignore_ascii_case(s))
     {
@@ -58,17 +59,9 @@ pub async fn list(
         .into());
     }
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let jobs = if actor.admin {
-        state.engine.jobs().list(query.state.as_deref(), limit)?
-    } else {
-        let mut mine = state
-            .engine
-            .jobs()
-            .list(query.state.as_deref(), usize::MAX)?;
-        mine.retain(|j| actor.owns_job(&j.user));
-        mine.truncate(limit);
-        mine
-    };
+    let jobs = state
+        .service
+        .list_jobs(&session, query.state.as_deref(), limit)?;
     let jobs: Vec<serde_json::Value> = jobs
         .iter()
         .map(|r| {
@@ -83,16 +76,15 @@ pub async fn list(
     Ok(axum::Json(json!({"jobs": jobs})).into_response())
 }
 
-/// A job the requester may see: their own, or any for admins.
-async fn find(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<JobRecord> {
+/// A job the requester may see (their own, or any for admins), and their session.
+async fn find(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> ApiResult<(Arc<Session>, JobRecord)> {
     let session = state.session(headers).await?;
-    let record = state
-        .engine
-        .jobs()
-        .record(id)?
-        .ok_or_else(|| QuarryError::not_found(format!("job {id} does not exist")))?;
-    state.engine.require_job_owner(&session, &record.user, id)?;
-    Ok(record)
+    let record = state.service.get_job(&session, id)?;
+    Ok((session, record))
 }
 
 pub async fn get(
@@ -100,7 +92,8 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(axum::Json(job_json(&find(&state, &headers, &id).await?)).into_response())
+    let (_, record) = find(&state, &headers, &id).await?;
+    Ok(axum::Json(job_json(&record)).into_response())
 }
 
 pub async fn cancel(
@@ -108,12 +101,11 @@ pub async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let record = find(&state, &headers, &id).await?;
-    let cancelled = match state.engine.jobs().live(&id) {
-        Some(job) => job.cancel("cancelled through the REST API"),
-        None => false,
-    };
-    let record = state.engine.jobs().record(&id)?.unwrap_or(record);
+    let (session, _) = find(&state, &headers, &id).await?;
+    let cancelled = state
+        .service
+        .cancel(&session, &id, "cancelled through the REST API")?;
+    let record = state.service.get_job(&session, &id)?;
     Ok(
         axum::Json(json!({"id": id, "cancelled": cancelled, "state": record.state}))
             .into_response(),
@@ -132,7 +124,7 @@ pub async fn results(
     Path(id): Path<String>,
     Query(query): Query<ResultsQuery>,
 ) -> ApiResult<Response> {
-    let record = find(&state, &headers, &id).await?;
+    let (session, record) = find(&state, &headers, &id).await?;
     if record.state == FAILED || record.state == CANCELED {
         let (code, message) = record
             .error
@@ -140,10 +132,10 @@ pub async fn results(
             .unwrap_or((ErrorCode::Internal, "the job failed".to_string()));
         return Err(QuarryError::new(code, format!("job {id} has no results: {message}")).into());
     }
-    let job =
-        state.engine.jobs().live(&id).ok_or_else(|| {
-            QuarryError::not_found(format!("results of job {id} are no longer kept"))
-        })?;
+    let job = state
+        .service
+        .live_job(&session, &id)?
+        .ok_or_else(|| QuarryError::not_found(format!("results of job {id} are no longer kept")))?;
     let offset = query.offset.unwrap_or(0);
     let schema = job
         .spool

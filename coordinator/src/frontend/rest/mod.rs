@@ -22,9 +22,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::access::UserAccess;
-use crate::access::auth::{Auth, Credentials};
-use crate::engine::{Engine, Session};
+use crate::access::auth::Credentials;
+use crate::engine::Session;
+use crate::service::QueryService;
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -32,8 +32,7 @@ const CONSOLE: &str = include_str!("../../../../web/index.html");
 
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
-    pub auth: Arc<Auth>,
+    pub service: Arc<dyn QueryService>,
 }
 
 /// An error as the API reports it.
@@ -84,22 +83,8 @@ impl AppState {
             .and_then(|v| v.to_str().ok());
         let credentials = Credentials::parse(header)?;
         let fresh = credentials == Credentials::None;
-        let principal = self.auth.authenticate(credentials).await?;
-        if fresh {
-            return Ok(self.engine.new_session(&principal.user));
-        }
-        Ok(self.engine.sessions.get_or_create(
-            &principal.token,
-            &principal.user,
-            quarry_catalog::DEFAULT_SCHEMA,
-        ))
-    }
-
-    /// The session and what its user may do.
-    pub async fn actor(&self, headers: &HeaderMap) -> ApiResult<(Arc<Session>, Arc<UserAccess>)> {
-        let session = self.session(headers).await?;
-        let access = self.engine.access_for(&session);
-        Ok((session, access))
+        let principal = self.service.authenticate(credentials).await?;
+        Ok(self.service.session(&principal, !fresh))
     }
 }
 
@@ -112,17 +97,16 @@ struct Login {
 
 async fn login(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
     let login: Login = parse_body(&body)?;
-    let token = state.auth.login(&login.user, &login.password).await?;
+    let token = state.service.login(&login.user, &login.password).await?;
     Ok(axum::Json(json!({"token": token, "user": login.user})).into_response())
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let executors = state.engine.scheduler().cluster().active().len();
-    let (running, queued) = state.engine.admission().load();
+    let health = state.service.health();
     axum::Json(json!({
         "status": "ok",
-        "executors": executors,
-        "queries": {"running": running, "queued": queued},
+        "executors": health.executors,
+        "queries": {"running": health.running, "queued": health.queued},
     }))
     .into_response()
 }

@@ -47,22 +47,7 @@ pub async fn submit(
     if let Some(context) = &request.context {
         match context.as_slice() {
             [] => {}
-            [schema] => {
-                if state
-                    .engine
-                    .datasets()
-                    .catalog()
-                    .get_schema(schema)
-                    .map_err(crate::engine::catalog_ops::catalog_error)?
-                    .is_none()
-                {
-                    return Err(QuarryError::not_found(format!(
-                        "schema '{schema}' does not exist"
-                    ))
-                    .into());
-                }
-                session.set_default_schema(schema);
-            }
+            [schema] => state.service.use_schema(&session, schema)?,
             _ => {
                 return Err(QuarryError::invalid(
                     "context is a schema: a list of one name, like [\"demo\"]",
@@ -71,7 +56,7 @@ pub async fn submit(
             }
         }
     }
-    let job = state.engine.submit(&session, &request.sql, None).await?;
+    let job = state.service.submit(&session, &request.sql, None).await?;
     if request.asynchronous {
         return Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": job.id}))).into_response());
     }
