@@ -250,7 +250,47 @@ impl Catalog {
             job.id.as_bytes(),
             encode(&job.id, &stored)?,
             false,
+        )?;
+        self.store.put(
+            Keyspace::JobsByTime,
+            &job_time_key(job.submitted_ms, &job.id),
+            job.id.as_bytes().to_vec(),
+            false,
         )
+    }
+
+    /// The newest jobs (in `state` when given), newest first, reading only those.
+    pub fn recent_jobs(
+        &self,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, CatalogError> {
+        let mut jobs = Vec::new();
+        let mut scanned = 0;
+        // Read the index in growing windows until enough matching jobs were found.
+        let mut window = limit.clamp(16, 1024);
+        loop {
+            let ids = self
+                .store
+                .scan_ordered(Keyspace::JobsByTime, true, window)?;
+            let exhausted = ids.len() < window;
+            for (_, id) in ids.iter().skip(scanned) {
+                let id = String::from_utf8_lossy(id);
+                if let Some(job) = self.get_job(&id)?
+                    && state.is_none_or(|s| job.state.eq_ignore_ascii_case(s))
+                {
+                    jobs.push(job);
+                    if jobs.len() >= limit {
+                        return Ok(jobs);
+                    }
+                }
+            }
+            scanned = ids.len();
+            if exhausted {
+                return Ok(jobs);
+            }
+            window = window.saturating_mul(4);
+        }
     }
 
     /// Jobs, newest first.
@@ -270,17 +310,51 @@ impl Catalog {
             .map(|s| s.record))
     }
 
-    /// Keep only the newest `keep` jobs; returns how many were removed.
+    /// Keep only the newest `keep` jobs; returns how many were removed. Reads the time
+    /// index's keys, never the records.
     pub fn prune_jobs(&self, keep: usize) -> Result<usize, CatalogError> {
-        let jobs = self.list_jobs()?;
-        let old = jobs.iter().skip(keep);
-        let mut removed = 0;
-        for job in old {
-            self.store
-                .remove(Keyspace::Jobs, job.id.as_bytes(), false)?;
-            removed += 1;
+        self.index_unindexed_jobs()?;
+        let newest = self
+            .store
+            .scan_ordered(Keyspace::JobsByTime, true, keep.saturating_add(1))?;
+        let Some((boundary, _)) = newest.get(keep) else {
+            return Ok(0);
+        };
+        let old: Vec<(Vec<u8>, Vec<u8>)> = self
+            .store
+            .scan_ordered(Keyspace::JobsByTime, false, usize::MAX)?
+            .into_iter()
+            .take_while(|(key, _)| key <= boundary)
+            .collect();
+        for (key, id) in &old {
+            self.store.remove(Keyspace::Jobs, id, false)?;
+            self.store.remove(Keyspace::JobsByTime, key, false)?;
         }
-        Ok(removed)
+        Ok(old.len())
+    }
+
+    /// Job records written before the time index existed get their index entries.
+    fn index_unindexed_jobs(&self) -> Result<(), CatalogError> {
+        let indexed = !self
+            .store
+            .scan_ordered(Keyspace::JobsByTime, false, 1)?
+            .is_empty();
+        let any_jobs = !self
+            .store
+            .scan_ordered(Keyspace::Jobs, false, 1)?
+            .is_empty();
+        if indexed || !any_jobs {
+            return Ok(());
+        }
+        for job in self.list_jobs()? {
+            self.store.put(
+                Keyspace::JobsByTime,
+                &job_time_key(job.submitted_ms, &job.id),
+                job.id.as_bytes().to_vec(),
+                false,
+            )?;
+        }
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<(), CatalogError> {
@@ -479,6 +553,11 @@ pub(crate) fn decode<T: DeserializeOwned>(
         key: display_key(key),
         reason: e.to_string(),
     })
+}
+
+/// Sorts by submission time, then id.
+fn job_time_key(submitted_ms: u64, id: &str) -> Vec<u8> {
+    format!("{submitted_ms:020}{KEY_SEPARATOR}{id}").into_bytes()
 }
 
 fn dataset_key(schema: &str, name: &str) -> String {

@@ -19,10 +19,12 @@ pub enum Keyspace {
     Meta,
     Roles,
     Grants,
+    /// Job ids by submission time, so the newest jobs are read without the rest.
+    JobsByTime,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 9] = [
+    pub const ALL: [Keyspace; 10] = [
         Keyspace::Sources,
         Keyspace::Schemas,
         Keyspace::Datasets,
@@ -32,6 +34,7 @@ impl Keyspace {
         Keyspace::Meta,
         Keyspace::Roles,
         Keyspace::Grants,
+        Keyspace::JobsByTime,
     ];
 
     pub fn tree_name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Keyspace {
             Keyspace::Meta => "meta",
             Keyspace::Roles => "roles",
             Keyspace::Grants => "grants",
+            Keyspace::JobsByTime => "jobs_by_time",
         }
     }
 }
@@ -87,6 +91,14 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), CatalogError>;
 
     fn remove(&self, space: Keyspace, key: &[u8], durable: bool) -> Result<(), CatalogError>;
+
+    /// Up to `limit` entries in key order, or in reverse key order.
+    fn scan_ordered(
+        &self,
+        space: Keyspace,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Entries, CatalogError>;
 
     /// Make every write so far durable.
     fn flush(&self) -> Result<(), CatalogError>;
@@ -195,6 +207,24 @@ impl KvStore for SledStore {
     fn remove(&self, space: Keyspace, key: &[u8], durable: bool) -> Result<(), CatalogError> {
         self.tree(space)?.remove(key)?;
         self.sync(durable)
+    }
+
+    fn scan_ordered(
+        &self,
+        space: Keyspace,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Entries, CatalogError> {
+        let tree = self.tree(space)?;
+        let pair = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<_, CatalogError> {
+            let (k, v) = item?;
+            Ok((k.to_vec(), v.to_vec()))
+        };
+        if reverse {
+            tree.iter().rev().take(limit).map(pair).collect()
+        } else {
+            tree.iter().take(limit).map(pair).collect()
+        }
     }
 
     fn flush(&self) -> Result<(), CatalogError> {

@@ -259,6 +259,14 @@ fn jobs_list_newest_first_and_prune() -> Result<(), CatalogError> {
     let ids: Vec<String> = catalog.list_jobs()?.into_iter().map(|j| j.id).collect();
     assert_eq!(ids, vec!["job-4".to_string(), "job-3".to_string()]);
     assert!(catalog.get_job("job-4")?.is_some());
+    let recent: Vec<String> = catalog
+        .recent_jobs(None, 1)?
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(recent, vec!["job-4".to_string()]);
+    assert!(catalog.recent_jobs(Some("FAILED"), 10)?.is_empty());
+    assert_eq!(catalog.recent_jobs(Some("completed"), 10)?.len(), 2);
     Ok(())
 }
 

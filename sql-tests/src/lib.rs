@@ -6,9 +6,14 @@
 //! files, `$ROOT` is the fixture directory a local source can point at, and `$OUTSIDE`
 //! a directory next to it that sources must not reach.
 //!
+//! Each file runs twice: straight into the engine, and through the Flight SQL port with
+//! a real Flight SQL client ([`flight_db`]); results, column types and errors must be the
+//! same both ways.
+//!
 //! Regenerate expected results with `QUARRY_SLT_COMPLETE=1` (then read the diff).
 
 pub mod fixtures;
+pub mod flight_db;
 pub mod processes;
 pub mod tpch;
 
@@ -50,20 +55,48 @@ impl SqlTestCluster {
     }
 
     /// Run one `.slt` file, or rewrite its expected results when asked to.
-    pub async fn run_file(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-        let engine = self.engine();
-        let session = engine.new_session("slt");
-        let make = move || {
-            let db = QuarryDb {
-                engine: Arc::clone(&engine),
-                session: Arc::clone(&session),
-            };
-            async move { Ok::<_, DbError>(db) }
-        };
-        let mut runner = sqllogictest::Runner::new(make);
+    pub async fn run_file(
+        &self,
+        path: &Path,
+        mode: Mode,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        match mode {
+            Mode::InProcess => {
+                let engine = self.engine();
+                let session = engine.new_session("slt");
+                let make = move || {
+                    let db = QuarryDb {
+                        engine: Arc::clone(&engine),
+                        session: Arc::clone(&session),
+                    };
+                    async move { Ok::<_, DbError>(db) }
+                };
+                self.run_with(sqllogictest::Runner::new(make), path).await
+            }
+            Mode::FlightSql => {
+                let address = self.cluster.coordinator.flight_addr.to_string();
+                let make = move || {
+                    let address = address.clone();
+                    async move { flight_db::FlightDb::connect(&address).await }
+                };
+                self.run_with(sqllogictest::Runner::new(make), path).await
+            }
+        }
+    }
+
+    async fn run_with<D, M>(
+        &self,
+        mut runner: sqllogictest::Runner<D, M>,
+        path: &Path,
+    ) -> Result<(), Box<dyn std::error::Error>>
+    where
+        D: AsyncDB<ColumnType = DefaultColumnType, Error = DbError>,
+        M: sqllogictest::MakeConnection<Conn = D>,
+    {
         runner.set_var("ROOT".to_string(), self.root.display().to_string());
         runner.set_var("OUTSIDE".to_string(), self.outside.display().to_string());
-        runner.with_column_validator(|_, _| true);
+        // Column types are part of the expected result (`query IT`), checked too.
+        runner.with_column_validator(sqllogictest::strict_column_validator);
         if std::env::var_os("QUARRY_SLT_COMPLETE").is_some() {
             runner
                 .update_test_file(
@@ -71,7 +104,7 @@ impl SqlTestCluster {
                     " ",
                     sqllogictest::default_validator,
                     sqllogictest::default_normalizer,
-                    sqllogictest::default_column_validator,
+                    sqllogictest::strict_column_validator,
                 )
                 .await?;
         } else {
@@ -79,6 +112,33 @@ impl SqlTestCluster {
         }
         Ok(())
     }
+}
+
+/// How a `.slt` file reaches the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Straight into the engine, in this process.
+    InProcess,
+    /// Through the coordinator's Flight SQL port, with a Flight SQL client.
+    FlightSql,
+}
+
+/// Every `.slt` file under `dir`, at any depth, sorted.
+pub fn slt_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "slt") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Run `sql` in `session` and collect its result.
@@ -116,7 +176,7 @@ pub struct QuarryDb {
     session: Arc<Session>,
 }
 
-fn column_type(data_type: &DataType) -> DefaultColumnType {
+pub(crate) fn column_type(data_type: &DataType) -> DefaultColumnType {
     if data_type.is_integer() {
         DefaultColumnType::Integer
     } else if data_type.is_floating()
@@ -138,7 +198,7 @@ fn column_type(data_type: &DataType) -> DefaultColumnType {
 
 /// Rows as text: NULL for nulls, (empty) for empty strings, multi-line values (plans)
 /// on one line.
-fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, QuarryError> {
+pub(crate) fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, QuarryError> {
     let cells = tpch::cells(batches).map_err(|e| QuarryError::internal(e.to_string()))?;
     Ok(cells
         .into_iter()

@@ -234,7 +234,12 @@ pub struct Jobs {
     catalog: Catalog,
     results_dir: PathBuf,
     live: Mutex<VecDeque<Arc<Job>>>,
+    /// Jobs created since the history was last pruned.
+    since_prune: AtomicUsize,
 }
+
+/// The history is pruned every this many new jobs (pruning reads the time index only).
+const PRUNE_EVERY: usize = 64;
 
 impl Jobs {
     /// Start the job table; results of a previous run are gone, and jobs it left
@@ -260,6 +265,7 @@ impl Jobs {
             catalog,
             results_dir,
             live: Mutex::new(VecDeque::new()),
+            since_prune: AtomicUsize::new(PRUNE_EVERY),
         }))
     }
 
@@ -310,10 +316,13 @@ impl Jobs {
                 old.spool.discard();
             }
         }
-        if let Ok(removed) = self.catalog.prune_jobs(KEPT_JOB_RECORDS)
-            && removed > 0
-        {
-            tracing::debug!(removed, "pruned old job records");
+        if self.since_prune.fetch_add(1, Ordering::Relaxed) + 1 >= PRUNE_EVERY {
+            self.since_prune.store(0, Ordering::Relaxed);
+            if let Ok(removed) = self.catalog.prune_jobs(KEPT_JOB_RECORDS)
+                && removed > 0
+            {
+                tracing::debug!(removed, "pruned old job records");
+            }
         }
         job
     }
@@ -333,11 +342,11 @@ impl Jobs {
             .map_err(|e| QuarryError::internal(e.to_string()))
     }
 
-    /// Jobs newest first, optionally in one state.
+    /// Jobs newest first, optionally in one state; reads only the records it returns.
     pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<JobRecord>, QuarryError> {
         let mut records = self
             .catalog
-            .list_jobs()
+            .recent_jobs(state, limit)
             .map_err(|e| QuarryError::internal(e.to_string()))?;
         // Live jobs have fresher state than their persisted records.
         for record in records.iter_mut() {
