@@ -1,6 +1,7 @@
 """Flight SQL `SELECT 1` latency and throughput from 16 concurrent ADBC clients, with
-authentication off and on (Bearer tokens after one Basic login per client), measured in
-one run: two `quarry up` processes, phases alternating between them.
+authentication off and on (Bearer tokens after one Basic login per client), and with
+authentication on while another client sends failed logins as fast as it can, measured
+in one run: two `quarry up` processes, phases alternating between them.
 
     .venv-test/bin/python bench/flight_latency.py [--quarry target/release/quarry]
         [--clients 16] [--seconds 5] [--rounds 3]
@@ -23,10 +24,13 @@ def start(quarry, directory, extra):
             "--demo-rows", "0", "--executors", "1"] + extra
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 60
+    flight = None
     for line in process.stdout:
         line = line.strip()
         if line.startswith("Flight SQL:"):
-            return process, line.split("://", 1)[1]
+            flight = line.split("://", 1)[1]
+        if line.startswith("HTTP:") and flight:
+            return process, flight, line.split(":", 1)[1].strip()
         if time.time() > deadline:
             break
     process.kill()
@@ -57,19 +61,41 @@ def client(address, credentials, seconds, start_at, results):
     results.put(latencies)
 
 
-def phase(address, credentials, clients, seconds):
+def failed_logins(http, start_at, seconds, counter):
+    import urllib.error
+    import urllib.request
+
+    while time.time() < start_at:
+        time.sleep(0.001)
+    attempts = 0
+    while time.time() < start_at + seconds:
+        request = urllib.request.Request(http + "/api/v1/login", data=b'{"user": "admin", "password": "wrong"}',
+                                         headers={"content-type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as e:
+            assert e.code == 401, e.code
+        attempts += 1
+    counter.put(attempts)
+
+
+def phase(address, credentials, clients, seconds, attacker=None):
     results = multiprocessing.Queue()
     start_at = time.time() + 3
     workers = [multiprocessing.Process(target=client, args=(address, credentials, seconds, start_at, results))
                for _ in range(clients)]
+    attempts = multiprocessing.Queue()
+    if attacker:
+        workers.append(multiprocessing.Process(target=failed_logins, args=(attacker, start_at, seconds, attempts)))
     for w in workers:
         w.start()
     latencies = []
-    for _ in workers:
+    for _ in range(clients):
         latencies.extend(results.get(timeout=seconds + 120))
+    logins = attempts.get(timeout=seconds + 120) if attacker else 0
     for w in workers:
         w.join()
-    return latencies
+    return latencies, logins
 
 
 def summary(latencies, seconds):
@@ -89,22 +115,29 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as off_dir, tempfile.TemporaryDirectory() as on_dir:
-        off, off_address = start(args.quarry, off_dir, [])
-        on, on_address = start(args.quarry, on_dir, ["--auth", "--admin-password", "bench-pw"])
+        off, off_address, _ = start(args.quarry, off_dir, [])
+        on, on_address, on_http = start(args.quarry, on_dir, ["--auth", "--admin-password", "bench-pw"])
         try:
-            measured = {"auth off": [], "auth on": []}
+            measured = {"auth off": [], "auth on": [], "auth on, failed logins": []}
+            failed = 0
             for round_ in range(args.rounds):
-                for mode, address, credentials in [("auth off", off_address, None),
-                                                   ("auth on", on_address, ("admin", "bench-pw"))]:
-                    latencies = phase(address, credentials, args.clients, args.seconds)
+                for mode, address, credentials, attacker in [
+                        ("auth off", off_address, None, None),
+                        ("auth on", on_address, ("admin", "bench-pw"), None),
+                        ("auth on, failed logins", on_address, ("admin", "bench-pw"), on_http)]:
+                    latencies, logins = phase(address, credentials, args.clients, args.seconds, attacker)
+                    failed += logins
                     measured[mode].extend(latencies)
                     s = summary(latencies, args.seconds)
-                    print("round %d %-8s %7.0f QPS  p50 %.2f ms  p99 %.2f ms" % (round_ + 1, mode, s["qps"], s["p50_ms"], s["p99_ms"]))
+                    extra = "  (%d failed logins)" % logins if attacker else ""
+                    print("round %d %-22s %7.0f QPS  p50 %.2f ms  p99 %.2f ms%s" % (round_ + 1, mode, s["qps"], s["p50_ms"], s["p99_ms"], extra))
         finally:
             off.kill()
             on.kill()
     total = args.seconds * args.rounds
     report = {mode: summary(latencies, total) for mode, latencies in measured.items()}
+    report["failed_logins"] = failed
+    report["failed_login_cost_qps"] = 1 - report["auth on, failed logins"]["qps"] / report["auth on"]["qps"]
     report["auth_cost_qps"] = 1 - report["auth on"]["qps"] / report["auth off"]["qps"]
     report["auth_cost_p50"] = report["auth on"]["p50_ms"] / report["auth off"]["p50_ms"] - 1
     report["clients"] = args.clients

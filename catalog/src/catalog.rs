@@ -138,8 +138,13 @@ impl Catalog {
         self.create(Keyspace::Schemas, ObjectKind::Schema, &key, record)
     }
 
-    /// Drop a schema; refused while it holds datasets.
-    pub fn delete_schema(&self, name: &str) -> Result<(), CatalogError> {
+    /// Drop a schema; refused while it holds datasets, or when it is no longer at
+    /// `expected_version`.
+    pub fn delete_schema(
+        &self,
+        name: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), CatalogError> {
         if name == DEFAULT_SCHEMA {
             return Err(CatalogError::InUse {
                 kind: ObjectKind::Schema,
@@ -156,7 +161,12 @@ impl Catalog {
                 users: names.join(", "),
             });
         }
-        self.delete::<SchemaRecord>(Keyspace::Schemas, ObjectKind::Schema, name, None)
+        self.delete::<SchemaRecord>(
+            Keyspace::Schemas,
+            ObjectKind::Schema,
+            name,
+            expected_version,
+        )
     }
 
     // ---- datasets ----

@@ -206,7 +206,7 @@ fn datasets_need_their_schema_and_pin_their_source() -> Result<(), CatalogError>
     catalog.delete_dataset("public", "t", None)?;
     catalog.delete_source("files", None)?;
 
-    let err = catalog.delete_schema("public").unwrap_err();
+    let err = catalog.delete_schema("public", None).unwrap_err();
     assert!(matches!(err, CatalogError::InUse { .. }));
     Ok(())
 }

@@ -163,6 +163,21 @@ impl QuarryError {
         Self::new(ErrorCode::Cancelled, message)
     }
 
+    /// The error as a client may see it: a bug's text stays in this process's log, under
+    /// an incident id the client is given instead.
+    pub fn for_client(&self) -> QuarryError {
+        if self.code != ErrorCode::Internal || self.message.starts_with(INCIDENT_PREFIX) {
+            return self.clone();
+        }
+        let incident = uuid::Uuid::new_v4().simple().to_string();
+        let incident = &incident[..12];
+        tracing::error!(incident, "internal error: {}", self.message);
+        QuarryError::new(
+            ErrorCode::Internal,
+            format!("{INCIDENT_PREFIX}{incident}); the server log has the details"),
+        )
+    }
+
     pub fn to_status(&self) -> tonic::Status {
         tonic::Status::new(self.code.grpc_code(), self.message.clone())
     }
@@ -186,6 +201,8 @@ impl From<QuarryError> for tonic::Status {
         e.to_status()
     }
 }
+
+const INCIDENT_PREFIX: &str = "an internal error occurred (incident ";
 
 impl From<DataFusionError> for QuarryError {
     fn from(e: DataFusionError) -> Self {
@@ -305,6 +322,19 @@ mod tests {
         let e = plan_datafusion_err!("Invalid function 'nope'");
         assert_eq!(classify(&e), ErrorCode::InvalidArgument);
         assert_eq!(ErrorCode::InvalidArgument.http_status(), 400);
+    }
+
+    #[test]
+    fn internal_errors_reach_clients_as_an_incident() {
+        let bug = QuarryError::internal("index out of bounds at shuffle.rs:12");
+        let shown = bug.for_client();
+        assert_eq!(shown.code, ErrorCode::Internal);
+        assert!(!shown.message.contains("shuffle.rs"), "{}", shown.message);
+        assert!(shown.message.contains("incident"), "{}", shown.message);
+        // Mapped once: passing it on again keeps the same incident.
+        assert_eq!(shown.for_client().message, shown.message);
+        let user = QuarryError::invalid("no such column");
+        assert_eq!(user.for_client().message, "no such column");
     }
 
     #[test]

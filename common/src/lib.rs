@@ -6,6 +6,7 @@ pub mod action_service;
 pub mod activity;
 pub mod cluster_secret;
 pub mod codec;
+pub mod cpu_runtime;
 pub mod error;
 pub mod flight_channels;
 pub mod metrics;

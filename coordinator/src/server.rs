@@ -250,7 +250,7 @@ pub async fn start(
             admission: Admission::new(config.admission),
             fetch_timeout: config.fetch_timeout,
         },
-    );
+    )?;
 
     let flight_addr = local_addr(&listeners.flight)?;
     let http_addr = local_addr(&listeners.http)?;

@@ -142,7 +142,13 @@ pub trait QueryService: Send + Sync + 'static {
         name: &str,
         if_not_exists: bool,
     ) -> Result<bool, QuarryError>;
-    fn drop_schema(&self, session: &Session, name: &str, cascade: bool) -> Result<(), QuarryError>;
+    fn drop_schema(
+        &self,
+        session: &Session,
+        name: &str,
+        cascade: bool,
+        version: Option<u64>,
+    ) -> Result<(), QuarryError>;
     /// Datasets of a schema (all schemas when None) the user may read.
     fn list_datasets(
         &self,
@@ -425,9 +431,15 @@ impl QueryService for Arc<Engine> {
         Engine::create_schema(self.as_ref(), &actor, name, if_not_exists)
     }
 
-    fn drop_schema(&self, session: &Session, name: &str, cascade: bool) -> Result<(), QuarryError> {
+    fn drop_schema(
+        &self,
+        session: &Session,
+        name: &str,
+        cascade: bool,
+        version: Option<u64>,
+    ) -> Result<(), QuarryError> {
         let actor = self.access_for(session);
-        Engine::drop_schema(self.as_ref(), &actor, name, false, cascade).map(|_| ())
+        Engine::drop_schema(self.as_ref(), &actor, name, false, cascade, version).map(|_| ())
     }
 
     fn list_datasets(

@@ -178,8 +178,9 @@ pub async fn start(
         config.work_dir.join("exchange"),
         config.exchange_memory as u64,
     ));
-    let cpu = task::CpuRuntime::new(config.slots, &format!("{executor_id}-tasks"))
-        .map_err(|e| QuarryError::internal(format!("cannot start the task runtime: {e}")))?;
+    let cpu =
+        quarry_common::cpu_runtime::CpuRuntime::new(config.slots, &format!("{executor_id}-tasks"))
+            .map_err(|e| QuarryError::internal(format!("cannot start the task runtime: {e}")))?;
     let env = Arc::new(task::TaskEnvironment {
         executor_id: executor_id.clone(),
         cpu,

@@ -26,61 +26,11 @@ use quarry_common::shuffle_reader::ExchangeAccess;
 use crate::exchange::{ExchangeStore, OutputWriter};
 use crate::running::RunningTask;
 
-/// A tokio runtime for query work, apart from the one answering RPCs: DataFusion
-/// operators can compute for a long time without yielding, and must not starve the
-/// heartbeats and exchange reads of this process.
-#[derive(Debug)]
-pub struct CpuRuntime(Option<tokio::runtime::Runtime>);
-
-impl CpuRuntime {
-    pub fn new(threads: usize, name: &str) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name(name)
-            .enable_all()
-            .build()?;
-        Ok(CpuRuntime(Some(runtime)))
-    }
-
-    /// Run `future` there; dropping the returned future aborts it.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        future: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> Result<T, String> {
-        let Some(runtime) = &self.0 else {
-            return Err("the executor is shutting down".to_string());
-        };
-        struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-        impl<T> Drop for AbortOnDrop<T> {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let mut handle = AbortOnDrop(runtime.spawn(future));
-        (&mut handle.0).await.map_err(|e| {
-            if e.is_panic() {
-                quarry_common::panics::panic_message(e.into_panic().as_ref())
-            } else {
-                "the task was cancelled".to_string()
-            }
-        })
-    }
-}
-
-impl Drop for CpuRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another runtime's thread would panic.
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// What every task on this executor shares.
 #[derive(Debug)]
 pub struct TaskEnvironment {
     pub executor_id: String,
-    pub cpu: CpuRuntime,
+    pub cpu: quarry_common::cpu_runtime::CpuRuntime,
     pub runtime: Arc<RuntimeEnv>,
     pub exchange: Arc<ExchangeStore>,
     pub channels: Arc<FlightChannels>,

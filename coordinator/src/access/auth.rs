@@ -36,6 +36,11 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 const CREDENTIAL_CACHE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// Password checks running at once; more wait their turn.
 pub const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
+/// After this many failed logins for one user name within [`FAILURE_WINDOW`], further
+/// attempts are refused without checking the password (no CPU spent, nothing written),
+/// except with a credential verified before; the window restarts with each failure.
+pub const MAX_FAILED_LOGINS: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The one message for every failed login: it never says which part was wrong.
 const LOGIN_FAILED: &str = "wrong user name or password";
@@ -116,6 +121,8 @@ pub struct Auth {
     tokens: Cache<String, CachedToken>,
     /// Hash of a verified `user:password` → the token it logged in with.
     credentials: Cache<String, String>,
+    /// Recent failed logins by user name (memory only).
+    failures: Cache<String, u32>,
     verifications: Arc<Semaphore>,
 }
 
@@ -204,6 +211,10 @@ impl Auth {
             credentials: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(CREDENTIAL_CACHE_LIFETIME)
+                .build(),
+            failures: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(FAILURE_WINDOW)
                 .build(),
             verifications: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
         })
@@ -308,6 +319,9 @@ impl Auth {
         {
             return Ok(token);
         }
+        if self.failures.get(user).unwrap_or(0) >= MAX_FAILED_LOGINS {
+            return Err(unauthenticated(LOGIN_FAILED));
+        }
         let _turn = self
             .verifications
             .acquire()
@@ -338,7 +352,18 @@ impl Auth {
             auth.store_token(&user_name, None, TOKEN_LIFETIME)
                 .map(|(token, _)| token)
         })
-        .await?;
+        .await;
+        let token = match token {
+            Ok(token) => token,
+            Err(e) => {
+                if e.code == ErrorCode::Unauthenticated {
+                    let failed = self.failures.get(user).unwrap_or(0).saturating_add(1);
+                    self.failures.insert(user.to_string(), failed);
+                }
+                return Err(e);
+            }
+        };
+        self.failures.invalidate(user);
         self.credentials.insert(credential, token.clone());
         Ok(token)
     }
@@ -525,6 +550,9 @@ mod tests {
             assert_eq!(error.code, ErrorCode::Unauthenticated);
             assert_eq!(error.message, LOGIN_FAILED);
         }
+        // Failed logins write nothing.
+        let tokens = auth.catalog().list_tokens().map_err(catalog_error)?;
+        assert!(tokens.is_empty(), "{tokens:?}");
         let token = auth.login("admin", "s3cret").await?;
         // The same credential again is answered from the cache, with the same token.
         assert_eq!(auth.login("admin", "s3cret").await?, token);
@@ -551,6 +579,24 @@ mod tests {
             .await?;
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(auth.verify(&short).await.is_err(), "expired token accepted");
+
+        // A verified credential is remembered; then a flood of wrong passwords stops being
+        // checked at all, while the remembered credential still works.
+        let remembered = auth.login("admin", "s3cret").await?;
+        for _ in 0..MAX_FAILED_LOGINS {
+            assert!(auth.login("admin", "guess").await.is_err());
+        }
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            let error = auth.login("admin", "guess").await.expect_err("refused");
+            assert_eq!(error.message, LOGIN_FAILED);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "1000 refused logins took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(auth.login("admin", "s3cret").await?, remembered);
         Ok(())
     }
 

@@ -70,10 +70,12 @@ pub(crate) fn catalog_error(e: CatalogError) -> QuarryError {
         CatalogError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
         CatalogError::Conflict { .. } => ErrorCode::Conflict,
         CatalogError::InUse { .. } | CatalogError::InvalidName { .. } => ErrorCode::InvalidArgument,
-        CatalogError::Corrupt { .. }
-        | CatalogError::NewerFormat { .. }
+        // The machine's fault (a full or failing disk, a newer Quarry's catalog), not a bug:
+        // the operator must see what it is.
+        CatalogError::NewerFormat { .. }
         | CatalogError::Storage { .. }
-        | CatalogError::Io { .. } => ErrorCode::Internal,
+        | CatalogError::Io { .. } => ErrorCode::Unavailable,
+        CatalogError::Corrupt { .. } => ErrorCode::Internal,
     };
     QuarryError::new(code, e.to_string())
 }
@@ -286,10 +288,11 @@ impl Engine {
         name: &str,
         if_exists: bool,
         cascade: bool,
+        expected_version: Option<u64>,
     ) -> Result<bool, QuarryError> {
         actor.require_schema(Privilege::Alter, name)?;
         let catalog = self.datasets.catalog();
-        if catalog.get_schema(name).map_err(catalog_error)?.is_none() {
+        let Some(current) = catalog.get_schema(name).map_err(catalog_error)? else {
             return if if_exists {
                 Ok(false)
             } else {
@@ -297,6 +300,17 @@ impl Engine {
                     "schema '{name}' does not exist"
                 )))
             };
+        };
+        // A stale version deletes nothing, not even the datasets CASCADE would.
+        if let Some(expected) = expected_version
+            && expected != current.version
+        {
+            return Err(catalog_error(CatalogError::Conflict {
+                kind: quarry_catalog::ObjectKind::Schema,
+                name: name.to_string(),
+                expected,
+                found: current.version,
+            }));
         }
         if cascade {
             for dataset in catalog.list_datasets(Some(name)).map_err(catalog_error)? {
@@ -309,7 +323,9 @@ impl Engine {
                 )?;
             }
         }
-        catalog.delete_schema(name).map_err(catalog_error)?;
+        catalog
+            .delete_schema(name, expected_version)
+            .map_err(catalog_error)?;
         self.forget_grants_on(SecurableKind::Schema, name)?;
         Ok(true)
     }

@@ -278,7 +278,7 @@ impl Engine {
                     SchemaReference::Bare { schema } => schema.to_string(),
                     SchemaReference::Full { schema, .. } => schema.to_string(),
                 };
-                if self.drop_schema(&actor, &name, drop.if_exists, drop.cascade)? {
+                if self.drop_schema(&actor, &name, drop.if_exists, drop.cascade, None)? {
                     done(format!("Schema {name} dropped"))
                 } else {
                     done(format!("Schema {name} does not exist"))

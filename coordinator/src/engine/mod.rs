@@ -31,6 +31,7 @@ use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use quarry_common::QuarryError;
+use quarry_common::cpu_runtime::CpuRuntime;
 use quarry_common::metrics::collect_operator_metrics;
 use quarry_common::panics::catch_panic;
 use quarry_common::protocol::{ObjectStoreSpec, Setting};
@@ -107,6 +108,9 @@ pub struct Engine {
     pub sessions: Sessions,
     base_config: SessionConfig,
     limits: EngineLimits,
+    /// Where root stages and local statements compute, apart from the runtime that
+    /// serves clients, executors and heartbeats.
+    cpu: CpuRuntime,
 }
 
 /// The settings every Quarry query starts from.
@@ -177,9 +181,12 @@ impl Engine {
         jobs: Arc<Jobs>,
         scheduler: Arc<Scheduler>,
         limits: EngineLimits,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, QuarryError> {
         let base_config = datasets.base_config().clone();
-        Arc::new(Engine {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cpu = CpuRuntime::new(threads, "coordinator-query")
+            .map_err(|e| QuarryError::internal(format!("cannot start the query runtime: {e}")))?;
+        Ok(Arc::new(Engine {
             datasets,
             access: Arc::clone(auth.control()),
             auth,
@@ -188,6 +195,43 @@ impl Engine {
             sessions: Sessions::default(),
             base_config,
             limits,
+            cpu,
+        }))
+    }
+
+    /// Run `plan` on the query runtime, handing its batches to `sink` here.
+    async fn drain(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        context: Arc<TaskContext>,
+        sink: &mut (dyn FnMut(&RecordBatch) -> Result<(), QuarryError> + Send),
+    ) -> Result<(), QuarryError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, QuarryError>>(2);
+        let producer = self.cpu.run(async move {
+            let mut stream = match execute_stream(plan, context) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            while let Some(batch) = stream.next().await {
+                if tx.send(batch.map_err(QuarryError::from)).await.is_err() {
+                    // The consumer stopped (its sink failed): stop computing.
+                    return;
+                }
+            }
+        });
+        let consumer = async move {
+            while let Some(batch) = rx.recv().await {
+                sink(&batch?)?;
+            }
+            Ok::<(), QuarryError>(())
+        };
+        let (produced, consumed) = tokio::join!(producer, consumer);
+        consumed?;
+        produced.map_err(|panic| {
+            QuarryError::internal(format!("the query failed unexpectedly: {panic}"))
         })
     }
 
@@ -523,10 +567,7 @@ impl Engine {
             }
             Outcome::Local(plan, context) => {
                 job.set_running(0);
-                let mut stream = execute_stream(Arc::clone(&plan), context)?;
-                while let Some(batch) = stream.next().await {
-                    sink(&batch?)?;
-                }
+                self.drain(Arc::clone(&plan), context, sink).await?;
                 Ok(QueryProfile {
                     stages: Vec::new(),
                     root: collect_operator_metrics(&plan),
@@ -606,10 +647,8 @@ impl Engine {
             recovery: Some(Arc::clone(&run) as _),
             activity: None,
         }));
-        let mut stream = execute_stream(Arc::clone(&root), state.task_ctx())?;
-        while let Some(batch) = stream.next().await {
-            sink(&batch?)?;
-        }
+        self.drain(Arc::clone(&root), state.task_ctx(), sink)
+            .await?;
         let mut profile = run.profile();
         profile.root = collect_operator_metrics(&root);
         job.set_profile(&profile);

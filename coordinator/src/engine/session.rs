@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
@@ -80,7 +80,6 @@ struct SessionState {
     default_schema: String,
     settings: BTreeMap<String, String>,
     prepared: HashMap<String, PreparedStatement>,
-    last_used: Instant,
 }
 
 #[derive(Debug)]
@@ -99,7 +98,6 @@ impl Session {
                 default_schema: default_schema.to_string(),
                 settings: BTreeMap::new(),
                 prepared: HashMap::new(),
-                last_used: Instant::now(),
             }),
         })
     }
@@ -109,10 +107,6 @@ impl Session {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         }
-    }
-
-    pub fn touch(&self) {
-        self.lock().last_used = Instant::now();
     }
 
     pub fn default_schema(&self) -> String {
@@ -179,52 +173,44 @@ impl Session {
     pub fn close_prepared(&self, handle: &str) {
         self.lock().prepared.remove(handle);
     }
-
-    fn idle_for(&self) -> Duration {
-        self.lock().last_used.elapsed()
-    }
 }
 
-/// Live sessions by key (a bearer token or a session id).
-#[derive(Debug, Default)]
+/// Live sessions by key (a bearer token or a session id). A session unused for
+/// [`SESSION_IDLE_LIMIT`] is forgotten (moka's time-to-idle), and at most
+/// [`MAX_SESSIONS`] are kept (the least recently used go first).
+#[derive(Debug)]
 pub struct Sessions {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: moka::sync::Cache<String, Arc<Session>>,
 }
 
 /// Sessions unused this long are forgotten.
-const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(12 * 60 * 60);
+pub const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(12 * 60 * 60);
+const MAX_SESSIONS: u64 = 100_000;
 
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        match self.sessions.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(MAX_SESSIONS)
+                .time_to_idle(SESSION_IDLE_LIMIT)
+                .build(),
         }
     }
+}
 
+impl Sessions {
     pub fn get(&self, key: &str) -> Option<Arc<Session>> {
-        let session = self.lock().get(key).cloned();
-        if let Some(s) = &session {
-            s.touch();
-        }
-        session
+        self.sessions.get(key)
     }
 
     /// The session under `key`, created for `user` when absent.
     pub fn get_or_create(&self, key: &str, user: &str, default_schema: &str) -> Arc<Session> {
-        let mut sessions = self.lock();
-        if sessions.len() > 1000 {
-            sessions.retain(|_, s| s.idle_for() < SESSION_IDLE_LIMIT);
-        }
-        let session = sessions
-            .entry(key.to_string())
-            .or_insert_with(|| Session::new(key, user, default_schema));
-        session.touch();
-        Arc::clone(session)
+        self.sessions
+            .get_with(key.to_string(), || Session::new(key, user, default_schema))
     }
 
     pub fn remove(&self, key: &str) -> Option<Arc<Session>> {
-        self.lock().remove(key)
+        self.sessions.remove(key)
     }
 }
 

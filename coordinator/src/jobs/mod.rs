@@ -178,6 +178,8 @@ impl Job {
     }
 
     pub fn fail(&self, error: &QuarryError) {
+        // What the job record (and so every client) keeps of a bug is an incident id.
+        let error = &error.for_client();
         {
             let mut record = self.lock();
             if is_final(&record.state) {
@@ -251,7 +253,7 @@ impl Jobs {
         })?;
         let jobs = catalog
             .list_jobs()
-            .map_err(|e| QuarryError::internal(e.to_string()))?;
+            .map_err(crate::engine::catalog_ops::catalog_error)?;
         for mut job in jobs.into_iter().filter(|j| !is_final(&j.state)) {
             job.state = FAILED.to_string();
             job.finished_ms = Some(now_ms());
@@ -339,7 +341,7 @@ impl Jobs {
         }
         self.catalog
             .get_job(id)
-            .map_err(|e| QuarryError::internal(e.to_string()))
+            .map_err(crate::engine::catalog_ops::catalog_error)
     }
 
     /// Jobs newest first, optionally in one state; reads only the records it returns.
@@ -347,7 +349,7 @@ impl Jobs {
         let mut records = self
             .catalog
             .recent_jobs(state, limit)
-            .map_err(|e| QuarryError::internal(e.to_string()))?;
+            .map_err(crate::engine::catalog_ops::catalog_error)?;
         // Live jobs have fresher state than their persisted records.
         for record in records.iter_mut() {
             if let Some(job) = self.live(&record.id) {

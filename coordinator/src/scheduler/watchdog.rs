@@ -125,11 +125,15 @@ impl QueryRun {
             tasks.push(line);
         }
         let stages: Vec<String> = stages.iter().map(u32::to_string).collect();
-        Some(QuarryError::internal(format!(
-            "stage {} made no progress for {:.1} s (quarry.stall_timeout), so the query was stopped: {}",
-            stages.join(", stage "),
-            timeout.as_secs_f64(),
-            tasks.join("; ")
-        )))
+        // The stall timeout ran out: a deadline, not a bug of ours to hide.
+        Some(QuarryError::new(
+            quarry_common::ErrorCode::DeadlineExceeded,
+            format!(
+                "stage {} made no progress for {:.1} s (quarry.stall_timeout), so the query was stopped: {}",
+                stages.join(", stage "),
+                timeout.as_secs_f64(),
+                tasks.join("; ")
+            ),
+        ))
     }
 }

@@ -647,8 +647,21 @@ async fn catalog_crud_with_versions() {
         .delete("/api/v1/catalog/schemas/sales/datasets/v?version=2")
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    // A schema's delete honours the version it names, and a stale one deletes nothing.
+    let (status, body) = api
+        .delete("/api/v1/catalog/schemas/sales?cascade=true&version=7")
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+        "changed concurrently",
+    );
+    let (status, _) = api.get("/api/v1/catalog/schemas/sales").await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _) = api
-        .delete("/api/v1/catalog/schemas/sales?cascade=true")
+        .delete("/api/v1/catalog/schemas/sales?cascade=true&version=1")
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = api.delete("/api/v1/catalog/sources/files").await;

@@ -75,7 +75,7 @@ impl Caller {
 }
 
 fn status(e: QuarryError) -> Status {
-    e.to_status()
+    e.for_client().to_status()
 }
 
 /// The schema as the IPC bytes Flight SQL messages carry.

@@ -247,7 +247,7 @@ pub async fn delete_schema(
     let session = state.session(&headers).await?;
     state
         .service
-        .drop_schema(&session, &schema, query.cascade)?;
+        .drop_schema(&session, &schema, query.cascade, query.version)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

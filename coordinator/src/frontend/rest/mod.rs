@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use quarry_common::{ErrorCode, QuarryError};
+use quarry_common::QuarryError;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -49,15 +49,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if self.0.code == ErrorCode::Internal {
-            tracing::error!(
-                "internal error answered to a REST client: {}",
-                self.0.message
-            );
-        }
+        let error = self.0.for_client();
         (
             status,
-            axum::Json(json!({"code": self.0.code.as_str(), "message": self.0.message})),
+            axum::Json(json!({"code": error.code.as_str(), "message": error.message})),
         )
             .into_response()
     }
