@@ -182,7 +182,7 @@ fn format_options(format: &str, options: &BTreeMap<String, String>) -> BTreeMap<
 impl Engine {
     // ---- sources ----
 
-    pub async fn create_source(
+    pub(crate) async fn create_source(
         &self,
         actor: &UserAccess,
         name: &str,
@@ -217,7 +217,7 @@ impl Engine {
         .map_err(catalog_error)
     }
 
-    pub async fn update_source(
+    pub(crate) async fn update_source(
         &self,
         actor: &UserAccess,
         name: &str,
@@ -242,7 +242,7 @@ impl Engine {
             .map_err(catalog_error)
     }
 
-    pub fn drop_source(
+    pub(crate) fn drop_source(
         &self,
         actor: &UserAccess,
         name: &str,
@@ -266,7 +266,7 @@ impl Engine {
 
     // ---- schemas ----
 
-    pub fn create_schema(
+    pub(crate) fn create_schema(
         &self,
         actor: &UserAccess,
         name: &str,
@@ -282,7 +282,7 @@ impl Engine {
         }
     }
 
-    pub fn drop_schema(
+    pub(crate) fn drop_schema(
         &self,
         actor: &UserAccess,
         name: &str,
@@ -481,7 +481,7 @@ impl Engine {
         sources::resolve_local("(location)", std::path::Path::new("/"), path)
     }
 
-    pub async fn create_table(
+    pub(crate) async fn create_table(
         &self,
         actor: &UserAccess,
         schema: &str,
@@ -575,7 +575,7 @@ impl Engine {
         Ok(DatasetDefinition::Table(definition))
     }
 
-    pub async fn create_view(
+    pub(crate) async fn create_view(
         &self,
         actor: &Arc<UserAccess>,
         schema: &str,
@@ -623,7 +623,7 @@ impl Engine {
 
     /// Replace a dataset's definition, refusing if someone else changed it since
     /// `expected_version`.
-    pub async fn update_dataset(
+    pub(crate) async fn update_dataset(
         &self,
         actor: &Arc<UserAccess>,
         schema: &str,
@@ -673,7 +673,7 @@ impl Engine {
     }
 
     /// Drop a dataset; `kind` ("table" or "view") must match when given.
-    pub fn drop_dataset(
+    pub(crate) fn drop_dataset(
         &self,
         actor: &UserAccess,
         schema: &str,

@@ -105,7 +105,7 @@ pub struct Engine {
     pub(crate) auth: Arc<Auth>,
     pub(crate) jobs: Arc<Jobs>,
     pub(crate) scheduler: Arc<Scheduler>,
-    pub sessions: Sessions,
+    pub(crate) sessions: Sessions,
     base_config: SessionConfig,
     limits: EngineLimits,
     /// Where root stages and local statements compute, apart from the runtime that
@@ -235,25 +235,21 @@ impl Engine {
         })
     }
 
-    pub fn admission(&self) -> &Admission {
+    pub(crate) fn admission(&self) -> &Admission {
         &self.limits.admission
     }
 
-    pub fn fetch_timeout(&self) -> Duration {
+    pub(crate) fn fetch_timeout(&self) -> Duration {
         self.limits.fetch_timeout
     }
 
-    pub fn auth(&self) -> &Arc<Auth> {
-        &self.auth
-    }
-
     /// What the user of `session` may do now.
-    pub fn access_for(&self, session: &Session) -> Arc<UserAccess> {
+    pub(crate) fn access_for(&self, session: &Session) -> Arc<UserAccess> {
         self.access.for_user(&session.user)
     }
 
     /// A job's SQL, results and cancellation belong to its user (and admins).
-    pub fn require_job_owner(
+    pub(crate) fn require_job_owner(
         &self,
         session: &Session,
         owner: &str,
@@ -272,12 +268,8 @@ impl Engine {
         &self.jobs
     }
 
-    pub fn datasets(&self) -> &Arc<Datasets> {
+    pub(crate) fn datasets(&self) -> &Arc<Datasets> {
         &self.datasets
-    }
-
-    pub fn scheduler(&self) -> &Arc<Scheduler> {
-        &self.scheduler
     }
 
     /// A session with the default schema, for callers without one.
@@ -656,7 +648,7 @@ impl Engine {
     }
 
     /// The result and parameter schemas of a statement, without running it.
-    pub async fn describe(
+    pub(crate) async fn describe(
         &self,
         session: &Arc<Session>,
         sql: &str,

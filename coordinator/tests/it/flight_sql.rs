@@ -168,7 +168,7 @@ struct SetResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_options_and_cancel() {
-    let cluster = TestCluster::start(2).await;
+    let cluster = TestCluster::start_with(2, |c| c.coordinator.test_sources = true).await;
     quarry_coordinator::demo::install(
         &cluster.cluster.coordinator.engine,
         &cluster.dir.path().join("demo"),
@@ -236,14 +236,22 @@ async fn session_options_and_cancel() {
         vec!["777"]
     );
 
-    // CancelFlightInfo stops a running query.
+    // CancelFlightInfo stops a running query (one whose scan never yields, so it is
+    // certainly still running).
     let info = client
-        .execute(
-            "SELECT count(*) FROM orders a JOIN orders b ON a.city = b.city".to_string(),
-            None,
-        )
+        .execute("SELECT count(*) FROM sys.test_stall".to_string(), None)
         .await
         .expect("the query starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster
+        .cluster
+        .executors
+        .iter()
+        .all(|e| e.status().running_tasks == 0)
+    {
+        assert!(Instant::now() < deadline, "the query's tasks never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let cancel = CancelFlightInfoRequest::new(info.clone());
     let mut results = client
         .do_action(Action::new("CancelFlightInfo", cancel.encode_to_vec()))

@@ -415,16 +415,27 @@ async fn results_as_json_pages_arrow_and_ndjson_over_a_million_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_a_running_job() {
-    let (cluster, api) = demo_cluster(200_000).await;
-    // A deliberately slow query: a large self-join.
+    let cluster = TestCluster::start_with(2, |c| c.coordinator.test_sources = true).await;
+    let api = Api::new(cluster.http());
+    // A query that never finishes by itself (its scan never yields), running on the
+    // executors before it is cancelled.
     let (_, started) = api
         .post(
             "/api/v1/sql",
-            json!({"sql": "SELECT count(*) FROM demo.orders a JOIN demo.orders b ON a.city = b.city", "async": true}),
+            json!({"sql": "SELECT count(*) FROM sys.test_stall", "async": true}),
         )
         .await;
     let id = started["id"].as_str().expect("id").to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster
+        .cluster
+        .executors
+        .iter()
+        .all(|e| e.status().running_tasks == 0)
+    {
+        assert!(Instant::now() < deadline, "the query's tasks never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, cancelled) = api
         .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
         .await;
