@@ -84,6 +84,10 @@ struct ServeArgs {
     /// A Flight SQL query whose results no client starts reading this soon is cancelled.
     #[arg(long, env = "QUARRY_FETCH_TIMEOUT", default_value = "60s", value_parser = duration)]
     fetch_timeout: Duration,
+    /// When ready, write the listeners' addresses here as JSON (`{"flight", "http",
+    /// "internal"}`), for scripts and tests that bind port 0.
+    #[arg(long, env = "QUARRY_READY_FILE")]
+    ready_file: Option<PathBuf>,
     /// Offer `sys.test_stall`, a source that never yields (for tests of the watchdog).
     #[arg(long, env = "QUARRY_TEST_SOURCES", hide = true)]
     test_sources: bool,
@@ -272,6 +276,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
             );
         }
     }
+    write_ready_file(args.serve.ready_file.as_deref(), coordinator, tls)?;
     println!(
         "Quarry is up ({executors} executors, {slots} slot(s) each), ready in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -299,11 +304,39 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
     Ok(())
 }
 
+/// The listeners' addresses as JSON, written whole (to a temporary name, then renamed) so
+/// a reader never sees half of it.
+fn write_ready_file(
+    path: Option<&std::path::Path>,
+    coordinator: &server::RunningCoordinator,
+    tls: bool,
+) -> Result<(), QuarryError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let (grpc, http) = if tls {
+        ("grpc+tls", "https")
+    } else {
+        ("grpc", "http")
+    };
+    let ready = format!(
+        "{{\"flight\": \"{grpc}://{}\", \"http\": \"{http}://{}\", \"internal\": \"{}\"}}\n",
+        coordinator.flight_addr,
+        coordinator.http_addr,
+        coordinator.internal_endpoint()
+    );
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, ready)
+        .and_then(|_| std::fs::rename(&partial, path))
+        .map_err(|e| QuarryError::invalid(format!("cannot write {}: {e}", path.display())))
+}
+
 async fn coordinator(args: CoordinatorArgs) -> Result<(), QuarryError> {
     let listeners = Listeners::bind(&args.serve.flight, &args.serve.http, &args.internal).await?;
     let config = coordinator_config(&args.serve)?;
     let tls = config.tls.is_some();
     let coordinator = server::start(config, listeners).await?;
+    write_ready_file(args.serve.ready_file.as_deref(), &coordinator, tls)?;
     println!("Quarry coordinator is up");
     println!(
         "  Flight SQL:  {}://{}",

@@ -3,10 +3,8 @@
 //! Dropping a process kills it (SIGKILL), so nothing outlives a test.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -78,7 +76,8 @@ impl ProcessCluster {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let internal = free_port();
-        let mut child = Command::new(quarry_bin())
+        let ready_path = dir.path().join("coordinator.ready");
+        let child = Command::new(quarry_bin())
             .args([
                 "coordinator",
                 "--flight",
@@ -90,38 +89,34 @@ impl ProcessCluster {
             .arg(format!("127.0.0.1:{internal}"))
             .arg("--dir")
             .arg(dir.path().join("coordinator"))
+            .arg("--ready-file")
+            .arg(&ready_path)
             .env("QUARRY_CLUSTER_SECRET", CLUSTER_SECRET)
             .args(coordinator_args)
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("coordinator starts");
-        let stdout = child.stdout.take().expect("stdout");
         let coordinator = Process(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        // The coordinator writes its addresses to the ready file once it listens.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut flight, mut http) = (None, None);
-        while flight.is_none() || http.is_none() {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the coordinator prints its addresses");
-            if let Some(addr) = line.trim().strip_prefix("HTTP:") {
-                http = Some(addr.trim().to_string());
+        let ready: serde_json::Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_path) {
+                break serde_json::from_str(&text).expect("ready file is JSON");
             }
-            if let Some(addr) = line.trim().strip_prefix("Flight SQL:") {
-                flight = Some(addr.trim().to_string());
-            }
-        }
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let field = |name: &str| ready[name].as_str().unwrap_or_default().to_string();
+        let (flight, http) = (field("flight"), field("http"));
         let mut cluster = ProcessCluster {
             dir,
             internal,
-            flight: flight.unwrap_or_default(),
-            rest: Rest::new(http.unwrap_or_default()),
+            flight,
+            rest: Rest::new(http),
             slots,
             executor_args: executor_args.iter().map(|s| s.to_string()).collect(),
             executors: BTreeMap::new(),

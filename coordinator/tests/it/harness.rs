@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -90,47 +90,44 @@ impl QuarryProcess {
         QuarryProcess::spawn(&args)
     }
 
-    /// Start `quarry <args>` and wait for it to print its addresses.
+    /// Start `quarry <args>` and wait for the addresses it writes to its ready file.
     pub fn spawn(args: &[&str]) -> QuarryProcess {
+        let ready = tempfile::NamedTempFile::new().expect("ready file");
+        let ready_path = ready.path().with_extension("ready");
+        drop(ready);
         let mut child = Command::new(quarry_bin())
             .args(args)
+            .arg("--ready-file")
+            .arg(&ready_path)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("quarry starts");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
+        // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                drop(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut lines = Vec::new();
-        let (mut flight, mut http) = (None, None);
-        while flight.is_none() || http.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("quarry did not report its addresses; it printed {lines:?}")
-            });
-            if let Some(addr) = line.trim().strip_prefix("Flight SQL:") {
-                let addr = addr.trim();
-                let addr = addr.strip_prefix("grpc+tls://").unwrap_or(addr);
-                flight = Some(addr.trim_start_matches("grpc://").to_string());
+        let ready: serde_json::Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_path) {
+                let _ = std::fs::remove_file(&ready_path);
+                break serde_json::from_str(&text).expect("ready file is JSON");
             }
-            if let Some(addr) = line.trim().strip_prefix("HTTP:") {
-                http = Some(addr.trim().to_string());
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("quarry exited before it was ready: {status}");
             }
-            lines.push(line);
-        }
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+            assert!(Instant::now() < deadline, "quarry did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let flight = ready["flight"].as_str().unwrap_or_default();
+        let flight = flight.split_once("://").map_or(flight, |(_, a)| a);
         QuarryProcess {
             child,
-            flight: flight.unwrap_or_default(),
-            http: http.unwrap_or_default(),
+            flight: flight.to_string(),
+            http: ready["http"].as_str().unwrap_or_default().to_string(),
         }
     }
 

@@ -171,6 +171,29 @@ async fn sql_sync_async_and_errors() {
     assert_eq!(body["rows"][0]["city"], "Mumbai");
     assert!(body["rows"][0]["n"].as_i64().unwrap_or(0) > 0);
 
+    // Columns that share a name (a join's two `x`) all survive as arrays, in results pages
+    // too; objects keep one of them.
+    let join = "SELECT * FROM (VALUES (1, 'a')) l(x, y) JOIN (VALUES (2)) r(x) ON true";
+    let (status, body) = api
+        .post("/api/v1/sql", json!({"sql": join, "rowFormat": "arrays"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([[1, "a", 2]]));
+    let names: Vec<&str> = body["columns"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["x", "y", "x"]);
+    let (_, started) = api
+        .post("/api/v1/sql", json!({"sql": join, "async": true}))
+        .await;
+    let id = started["id"].as_str().expect("id").to_string();
+    api.wait_job(&id).await;
+    let (_, page) = api
+        .get(&format!("/api/v1/jobs/{id}/results?rowFormat=arrays"))
+        .await;
+    assert_eq!(page["rows"], json!([[1, "a", 2]]), "{page}");
+
     // context sets the schema unqualified names resolve in
     let (status, body) = api
         .post(

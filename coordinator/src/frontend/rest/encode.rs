@@ -32,9 +32,27 @@ pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, QuarryError> {
     Ok(writer.into_inner())
 }
 
-/// Rows as comma-separated JSON objects (the inside of a JSON array). `first` says
-/// whether no row came before this batch.
-pub fn json_rows(batch: &RecordBatch, first: bool) -> Result<Vec<u8>, QuarryError> {
+/// How JSON results spell a row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowFormat {
+    /// `{"name": value, ...}`: handy, but of columns sharing a name only one survives.
+    #[default]
+    Objects,
+    /// `[value, ...]` in the order of `columns`: every column, whatever its name.
+    Arrays,
+}
+
+/// Rows as comma-separated JSON objects or arrays (the inside of a JSON array). `first`
+/// says whether no row came before this batch.
+pub fn json_rows(
+    batch: &RecordBatch,
+    first: bool,
+    format: RowFormat,
+) -> Result<Vec<u8>, QuarryError> {
+    if format == RowFormat::Arrays {
+        return json_arrays(batch, first);
+    }
     let lines = ndjson(batch)?;
     let mut out = Vec::with_capacity(lines.len() + 1);
     let mut need_comma = !first;
@@ -44,6 +62,46 @@ pub fn json_rows(batch: &RecordBatch, first: bool) -> Result<Vec<u8>, QuarryErro
             out.push(b',');
         }
         out.extend_from_slice(line);
+        need_comma = true;
+    }
+    Ok(out)
+}
+
+/// Rows as arrays of values. arrow-json writes objects only, so the batch is written
+/// with its columns named by position and each object read back in that order.
+fn json_arrays(batch: &RecordBatch, first: bool) -> Result<Vec<u8>, QuarryError> {
+    let fields: Vec<arrow::datatypes::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.as_ref().clone().with_name(i.to_string()))
+        .collect();
+    let positional = RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields)),
+        batch.columns().to_vec(),
+    )
+    .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
+    let lines = ndjson(&positional)?;
+    let width = batch.num_columns();
+    let mut out = Vec::with_capacity(lines.len() + 1);
+    let mut need_comma = !first;
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let mut object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(line)
+                .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
+        let row: Vec<serde_json::Value> = (0..width)
+            .map(|i| {
+                object
+                    .remove(&i.to_string())
+                    .unwrap_or(serde_json::Value::Null)
+            })
+            .collect();
+        if need_comma {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &row)
+            .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
         need_comma = true;
     }
     Ok(out)

@@ -13,7 +13,7 @@ use quarry_common::{ErrorCode, QuarryError};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::encode::{IpcEncoder, columns, json_rows, ndjson};
+use super::encode::{IpcEncoder, RowFormat, columns, json_rows, ndjson};
 use super::{ApiResult, AppState};
 use crate::engine::Session;
 use crate::jobs::{CANCELED, FAILED, STATES};
@@ -116,6 +116,9 @@ pub async fn cancel(
 pub struct ResultsQuery {
     offset: Option<u64>,
     limit: Option<u64>,
+    /// `objects` (the default) or `arrays`.
+    #[serde(default, rename = "rowFormat")]
+    row_format: RowFormat,
 }
 
 pub async fn results(
@@ -183,6 +186,7 @@ pub async fn results(
         job.spool.rows(),
         columns(&schema)
     );
+    let row_format = query.row_format;
     let mut first = true;
     let mut returned = 0u64;
     let rows = batches
@@ -191,7 +195,7 @@ pub async fn results(
         .map(move |item| match item {
             Some(batch) => {
                 let batch = batch.map_err(std::io::Error::other)?;
-                let bytes = json_rows(&batch, first).map_err(std::io::Error::other)?;
+                let bytes = json_rows(&batch, first, row_format).map_err(std::io::Error::other)?;
                 if batch.num_rows() > 0 {
                     first = false;
                 }

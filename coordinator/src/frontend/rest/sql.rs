@@ -11,7 +11,7 @@ use quarry_common::QuarryError;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::encode::{columns, json_rows};
+use super::encode::{RowFormat, columns, json_rows};
 use super::{ApiResult, AppState, parse_body};
 use crate::jobs::{COMPLETED, Job};
 
@@ -24,6 +24,9 @@ struct SqlRequest {
     context: Option<Vec<String>>,
     #[serde(default, rename = "async")]
     asynchronous: bool,
+    /// `objects` (the default) or `arrays`.
+    #[serde(default, rename = "rowFormat")]
+    row_format: RowFormat,
 }
 
 /// Cancels a job if the client stops waiting for it.
@@ -72,11 +75,11 @@ pub async fn submit(
             QuarryError::new(quarry_common::ErrorCode::parse(&error.code), error.message).into(),
         );
     }
-    Ok(rows_response(&job, record.row_count))
+    Ok(rows_response(&job, record.row_count, request.row_format))
 }
 
 /// `{"id", "state", "columns", "rows", "rowCount"}`, streamed.
-fn rows_response(job: &Arc<Job>, row_count: u64) -> Response {
+fn rows_response(job: &Arc<Job>, row_count: u64, format: RowFormat) -> Response {
     let schema = job
         .spool
         .schema()
@@ -89,7 +92,7 @@ fn rows_response(job: &Arc<Job>, row_count: u64) -> Response {
     let mut first = true;
     let rows = job.spool.read(0, None).map(move |batch| {
         let batch = batch.map_err(std::io::Error::other)?;
-        let bytes = json_rows(&batch, first).map_err(std::io::Error::other)?;
+        let bytes = json_rows(&batch, first, format).map_err(std::io::Error::other)?;
         if batch.num_rows() > 0 {
             first = false;
         }
