@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::common::ScalarValue;
@@ -25,6 +26,7 @@ use crate::datasets::{SYSTEM_SCHEMA, can_read, source_of};
 use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest, catalog_error};
 use crate::engine::{Engine, Session};
 use crate::jobs::Job;
+use crate::sql::security::SecurityStatement;
 
 /// What `/healthz` reports.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +78,13 @@ pub trait QueryService: Send + Sync + 'static {
         session: &Arc<Session>,
         sql: &str,
     ) -> Result<(SchemaRef, SchemaRef), QuarryError>;
+    /// Run a statement about users, roles, grants or tokens (for REST, which does not
+    /// spell them in SQL); its result rows.
+    async fn security(
+        &self,
+        session: &Arc<Session>,
+        statement: SecurityStatement,
+    ) -> Result<RecordBatch, QuarryError>;
     /// How long a client that reads results later has to start reading.
     fn fetch_timeout(&self) -> Duration;
     /// A job's record, if the session's user may see it.
@@ -259,6 +268,15 @@ impl QueryService for Arc<Engine> {
         sql: &str,
     ) -> Result<(SchemaRef, SchemaRef), QuarryError> {
         Engine::describe(self, session, sql).await
+    }
+
+    async fn security(
+        &self,
+        session: &Arc<Session>,
+        statement: SecurityStatement,
+    ) -> Result<RecordBatch, QuarryError> {
+        let actor = self.access_for(session);
+        Engine::run_security(self, session, &actor, statement).await
     }
 
     fn fetch_timeout(&self) -> Duration {

@@ -39,7 +39,7 @@ fn timestamp() -> DataType {
 }
 
 impl Engine {
-    pub(super) async fn run_security(
+    pub(crate) async fn run_security(
         &self,
         session: &Arc<Session>,
         actor: &Arc<UserAccess>,

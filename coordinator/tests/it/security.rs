@@ -446,3 +446,102 @@ async fn every_listener_refuses_callers_without_credentials() {
     assert_eq!(n["rows"], json!([{"n": 1000}]));
     cluster.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_roles_grants_and_tokens_over_rest() {
+    let (cluster, admin) = secured_cluster().await;
+    let (status, body) = admin
+        .post("/api/v1/users", json!({"name": "ada", "password": "pw"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = admin
+        .post("/api/v1/roles", json!({"name": "analyst"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = admin
+        .post("/api/v1/roles/analyst/members", json!({"user": "ada"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let ada = login(&cluster, "ada", "pw").await;
+    let (status, body) = try_sql(&ada, "SELECT count(*) AS n FROM demo.orders").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "demo.orders",
+    );
+    let grant = json!({
+        "privileges": ["select"],
+        "on": {"type": "table", "name": "demo.orders"},
+        "to": {"type": "role", "name": "analyst"},
+    });
+    let (status, body) = admin.post("/api/v1/grants", grant.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        ada.sql("SELECT count(*) AS n FROM demo.orders").await["rows"],
+        json!([{"n": 1000}])
+    );
+    let (_, grants) = ada.get("/api/v1/grants").await;
+    assert!(grants.to_string().contains("demo.orders"), "{grants}");
+    // ada may not manage grants, users or roles.
+    let (status, _) = ada.post("/api/v1/grants", grant.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = ada
+        .post("/api/v1/users", json!({"name": "eve", "password": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = admin
+        .post(
+            "/api/v1/grants",
+            json!({"privileges": ["fly"], "on": {"type": "system"}, "to": {"type": "user", "name": "ada"}}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "fly",
+    );
+    let (status, _) = admin.post("/api/v1/grants/revoke", grant).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = try_sql(&ada, "SELECT count(*) FROM demo.orders").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Tokens: created (shown once), listed without the token, used, revoked.
+    let (status, created) = ada
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "ci", "expiresIn": "1 hour"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().expect("token").to_string();
+    let id = created["id"].as_str().expect("id").to_string();
+    let (_, listed) = ada.get("/api/v1/tokens").await;
+    assert!(listed.to_string().contains(&id) && !listed.to_string().contains(&token));
+    let mut by_token = Api::new(cluster.http());
+    by_token.token = Some(token);
+    assert_eq!(
+        by_token.sql("SELECT 2 AS two").await["rows"],
+        json!([{"two": 2}])
+    );
+    let (status, _) = ada.delete(&format!("/api/v1/tokens/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = try_sql(&by_token, "SELECT 1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Users see themselves; admins everyone; dropping works through REST too.
+    let (_, users) = ada.get("/api/v1/users").await;
+    assert_eq!(users["users"].as_array().map(Vec::len), Some(1), "{users}");
+    let (_, users) = admin.get("/api/v1/users").await;
+    assert_eq!(users["users"].as_array().map(Vec::len), Some(2), "{users}");
+    let (status, _) = admin.delete("/api/v1/roles/analyst/members/ada").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = admin.delete("/api/v1/roles/analyst").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = admin.delete("/api/v1/users/ada").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    cluster.cluster.shutdown().await;
+}

@@ -7,6 +7,7 @@
 mod catalog;
 mod encode;
 mod jobs;
+mod security;
 mod sql;
 
 use std::sync::Arc;
@@ -133,6 +134,40 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}", get(jobs::get))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/results", get(jobs::results))
+        .route(
+            "/api/v1/users",
+            get(security::list_users).post(security::create_user),
+        )
+        .route(
+            "/api/v1/users/{name}",
+            axum::routing::put(security::update_user).delete(security::delete_user),
+        )
+        .route(
+            "/api/v1/roles",
+            get(security::list_roles).post(security::create_role),
+        )
+        .route(
+            "/api/v1/roles/{name}",
+            axum::routing::delete(security::delete_role),
+        )
+        .route("/api/v1/roles/{name}/members", post(security::add_member))
+        .route(
+            "/api/v1/roles/{name}/members/{user}",
+            axum::routing::delete(security::remove_member),
+        )
+        .route(
+            "/api/v1/grants",
+            get(security::list_grants).post(security::grant),
+        )
+        .route("/api/v1/grants/revoke", post(security::revoke))
+        .route(
+            "/api/v1/tokens",
+            get(security::list_tokens).post(security::create_token),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(security::delete_token),
+        )
         .route("/api/v1/catalog", get(catalog::overview))
         .route(
             "/api/v1/catalog/sources",
@@ -168,7 +203,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The paths the router serves, for checking the OpenAPI document.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 24] = [
     "/healthz",
     "/api/v1/openapi.json",
     "/api/v1/login",
@@ -183,6 +218,16 @@ pub const ROUTES: [&str; 14] = [
     "/api/v1/catalog/schemas",
     "/api/v1/catalog/schemas/{schema}",
     "/api/v1/catalog/schemas/{schema}/datasets",
+    "/api/v1/users",
+    "/api/v1/users/{name}",
+    "/api/v1/roles",
+    "/api/v1/roles/{name}",
+    "/api/v1/roles/{name}/members",
+    "/api/v1/roles/{name}/members/{user}",
+    "/api/v1/grants",
+    "/api/v1/grants/revoke",
+    "/api/v1/tokens",
+    "/api/v1/tokens/{id}",
 ];
 
 #[cfg(test)]

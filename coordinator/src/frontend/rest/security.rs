@@ -1,0 +1,388 @@
+//! Users, roles, grants and personal access tokens over REST: the same operations (and
+//! the same privilege checks) as their SQL statements, which they are turned into.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use quarry_catalog::{GranteeKind, Privilege};
+use quarry_common::QuarryError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::encode::ndjson;
+use super::{ApiResult, AppState, parse_body};
+use crate::sql::security::{Grantee, Securable, SecurityStatement};
+
+/// Run a statement and answer its rows as JSON objects.
+async fn run(
+    state: &AppState,
+    headers: &HeaderMap,
+    statement: SecurityStatement,
+) -> ApiResult<Vec<Value>> {
+    let session = state.session(headers).await?;
+    let batch = state.service.security(&session, statement).await?;
+    let lines = ndjson(&batch)?;
+    lines
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            serde_json::from_slice(line)
+                .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")).into())
+        })
+        .collect()
+}
+
+/// Rows of a system table the caller may see (`sys.users`, `sys.roles`).
+async fn system_rows(state: &AppState, headers: &HeaderMap, table: &str) -> ApiResult<Value> {
+    let session = state.session(headers).await?;
+    let job = state
+        .service
+        .submit(&session, &format!("SELECT * FROM sys.{table}"), None)
+        .await?;
+    let record = job.wait().await;
+    if let Some(error) = record.error {
+        return Err(
+            QuarryError::new(quarry_common::ErrorCode::parse(&error.code), error.message).into(),
+        );
+    }
+    let mut rows = Vec::new();
+    let batches: Vec<arrow::array::RecordBatch> =
+        futures::TryStreamExt::try_collect(job.spool.read(0, None)).await?;
+    for batch in &batches {
+        for line in ndjson(batch)?
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            rows.push(
+                serde_json::from_slice::<Value>(line)
+                    .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?,
+            );
+        }
+    }
+    Ok(Value::Array(rows))
+}
+
+fn created(body: Value) -> Response {
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+// ---- users ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    password: String,
+}
+
+pub async fn list_users(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let users = system_rows(&state, &headers, "users").await?;
+    Ok(axum::Json(json!({ "users": users })).into_response())
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let new: NewUser = parse_body(&body)?;
+    let statement = SecurityStatement::CreateUser {
+        name: new.name.clone(),
+        password: new.password,
+        if_not_exists: false,
+    };
+    run(&state, &headers, statement).await?;
+    Ok(created(json!({ "name": new.name })))
+}
+
+pub async fn update_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let change: PasswordChange = parse_body(&body)?;
+    let statement = SecurityStatement::AlterUser {
+        name: name.clone(),
+        password: change.password,
+    };
+    run(&state, &headers, statement).await?;
+    Ok(axum::Json(json!({ "name": name })).into_response())
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let statement = SecurityStatement::DropUser {
+        name,
+        if_exists: false,
+    };
+    run(&state, &headers, statement).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- roles ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRole {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Member {
+    user: String,
+}
+
+pub async fn list_roles(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let roles = system_rows(&state, &headers, "roles").await?;
+    Ok(axum::Json(json!({ "roles": roles })).into_response())
+}
+
+pub async fn create_role(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let new: NewRole = parse_body(&body)?;
+    let statement = SecurityStatement::CreateRole {
+        name: new.name.clone(),
+        if_not_exists: false,
+    };
+    run(&state, &headers, statement).await?;
+    Ok(created(json!({ "name": new.name })))
+}
+
+pub async fn delete_role(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let statement = SecurityStatement::DropRole {
+        name,
+        if_exists: false,
+    };
+    run(&state, &headers, statement).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn add_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(role): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let member: Member = parse_body(&body)?;
+    let statement = SecurityStatement::GrantRole {
+        role: role.clone(),
+        user: member.user.clone(),
+        revoke: false,
+    };
+    run(&state, &headers, statement).await?;
+    Ok(created(json!({ "role": role, "user": member.user })))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((role, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let statement = SecurityStatement::GrantRole {
+        role,
+        user,
+        revoke: true,
+    };
+    run(&state, &headers, statement).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- grants ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    /// `SELECT`, `INSERT`, `ALTER`, `CREATE TABLE`, `MANAGE GRANTS` or `ALL`.
+    privileges: Vec<String>,
+    on: ObjectRef,
+    to: GranteeRef,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObjectRef {
+    /// `system`, `source`, `schema`, `table` or `view`.
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GranteeRef {
+    /// `user` or `role`.
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+}
+
+fn privileges(names: &[String]) -> Result<Vec<Privilege>, QuarryError> {
+    let mut out = Vec::new();
+    for name in names {
+        let normal = name.trim().to_ascii_uppercase().replace('_', " ");
+        match normal.as_str() {
+            "ALL" | "ALL PRIVILEGES" => out.extend(Privilege::ALL),
+            other => match Privilege::ALL.iter().find(|p| p.as_sql() == other) {
+                Some(p) => out.push(*p),
+                None => {
+                    return Err(QuarryError::invalid(format!(
+                        "unknown privilege '{name}': use SELECT, INSERT, ALTER, CREATE TABLE, MANAGE GRANTS or ALL"
+                    )));
+                }
+            },
+        }
+    }
+    if out.is_empty() {
+        return Err(QuarryError::invalid("name at least one privilege"));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn securable(object: &ObjectRef) -> Result<Securable, QuarryError> {
+    let name = || {
+        object.name.clone().ok_or_else(|| {
+            QuarryError::invalid(format!("a grant on a {} needs its name", object.kind))
+        })
+    };
+    match object.kind.to_ascii_lowercase().as_str() {
+        "system" => Ok(Securable::System),
+        "source" => Ok(Securable::Source(name()?)),
+        "schema" => Ok(Securable::Schema(name()?)),
+        kind @ ("table" | "view") => Ok(Securable::Dataset {
+            name: name()?.split('.').map(str::to_string).collect(),
+            view: kind == "view",
+        }),
+        other => Err(QuarryError::invalid(format!(
+            "unknown object type '{other}': use system, source, schema, table or view"
+        ))),
+    }
+}
+
+fn grantee(to: &GranteeRef) -> Result<Grantee, QuarryError> {
+    let kind = match to.kind.to_ascii_lowercase().as_str() {
+        "user" => GranteeKind::User,
+        "role" => GranteeKind::Role,
+        other => {
+            return Err(QuarryError::invalid(format!(
+                "unknown grantee type '{other}': use user or role"
+            )));
+        }
+    };
+    Ok(Grantee {
+        kind,
+        name: to.name.clone(),
+    })
+}
+
+async fn change_grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    revoke: bool,
+) -> ApiResult<Value> {
+    let grant: GrantBody = parse_body(body)?;
+    let statement = SecurityStatement::Grant {
+        privileges: privileges(&grant.privileges)?,
+        object: securable(&grant.on)?,
+        grantee: grantee(&grant.to)?,
+        revoke,
+    };
+    let rows = run(state, headers, statement).await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get("result").cloned())
+        .unwrap_or(Value::Null))
+}
+
+pub async fn list_grants(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let statement = SecurityStatement::ShowGrants { on: None, to: None };
+    let grants = run(&state, &headers, statement).await?;
+    Ok(axum::Json(json!({ "grants": grants })).into_response())
+}
+
+pub async fn grant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let result = change_grant(&state, &headers, &body, false).await?;
+    Ok(created(json!({ "result": result })))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let result = change_grant(&state, &headers, &body, true).await?;
+    Ok(axum::Json(json!({ "result": result })).into_response())
+}
+
+// ---- personal access tokens ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    #[serde(default)]
+    name: Option<String>,
+    /// `30 days`, `12h`; 30 days when absent.
+    #[serde(default, rename = "expiresIn")]
+    expires_in: Option<String>,
+}
+
+pub async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let tokens = run(&state, &headers, SecurityStatement::ShowTokens).await?;
+    Ok(axum::Json(json!({ "tokens": tokens })).into_response())
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let new: NewToken = if body.is_empty() {
+        NewToken {
+            name: None,
+            expires_in: None,
+        }
+    } else {
+        parse_body(&body)?
+    };
+    let statement = SecurityStatement::CreateToken {
+        name: new.name,
+        expires_in: new.expires_in,
+    };
+    let rows = run(&state, &headers, statement).await?;
+    Ok(created(rows.into_iter().next().unwrap_or(Value::Null)))
+}
+
+pub async fn delete_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    run(&state, &headers, SecurityStatement::DropToken { id }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
