@@ -55,6 +55,40 @@ pub fn s3_spec(
     }
 }
 
+/// The option a store reference carries instead of the store's options.
+pub const FINGERPRINT: &str = "fingerprint";
+
+/// A fingerprint of a spec's options (secrets included), to tell whether a store an
+/// executor holds is the one a task means, without sending the options.
+pub fn fingerprint(spec: &ObjectStoreSpec) -> String {
+    let text: String = spec
+        .options
+        .iter()
+        .map(|s| format!("{}={}\u{1f}", s.key, s.value))
+        .collect();
+    format!("{:016x}", stable_hash(&text))
+}
+
+/// What a task carries of a store: its URL and fingerprint, no credentials.
+pub fn reference(spec: &ObjectStoreSpec) -> ObjectStoreSpec {
+    ObjectStoreSpec {
+        url: spec.url.clone(),
+        options: vec![Setting {
+            key: FINGERPRINT.to_string(),
+            value: fingerprint(spec),
+        }],
+    }
+}
+
+/// The fingerprint a reference names.
+pub fn referenced_fingerprint(reference: &ObjectStoreSpec) -> Option<&str> {
+    reference
+        .options
+        .iter()
+        .find(|s| s.key == FINGERPRINT)
+        .map(|s| s.value.as_str())
+}
+
 /// FNV-1a: table locations keep the key, so it must not change between builds (std's
 /// hasher may); a dozen lines do not warrant a crate.
 fn stable_hash(text: &str) -> u64 {
@@ -168,9 +202,54 @@ impl ObjectStoreRegistrar {
         Ok(())
     }
 
+    /// Is the store a reference names registered, with the same options?
+    pub fn holds(&self, reference: &ObjectStoreSpec) -> bool {
+        let Some(wanted) = referenced_fingerprint(reference) else {
+            return false;
+        };
+        self.spec(&reference.url)
+            .is_some_and(|spec| fingerprint(&spec) == wanted)
+    }
+
     /// The spec registered for a store URL (`s3://bucket`), if any.
     pub fn spec(&self, url: &str) -> Option<ObjectStoreSpec> {
         let url = url.trim_end_matches('/');
         self.registered.lock().ok()?.get(url).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_name_a_store_without_its_secrets() {
+        let spec = s3_spec(
+            "lake",
+            Some("source-a"),
+            &[
+                (S3_ACCESS_KEY_ID, Some("AKIA1")),
+                (S3_SECRET_ACCESS_KEY, Some("s3cr3t")),
+            ],
+        );
+        let reference = reference(&spec);
+        assert_eq!(reference.url, spec.url);
+        let text = format!("{reference:?}");
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("AKIA1"),
+            "{text}"
+        );
+        // Other credentials, another fingerprint: an executor holding the old ones refetches.
+        let rotated = s3_spec(
+            "lake",
+            Some("source-a"),
+            &[
+                (S3_ACCESS_KEY_ID, Some("AKIA1")),
+                (S3_SECRET_ACCESS_KEY, Some("new")),
+            ],
+        );
+        assert_ne!(fingerprint(&spec), fingerprint(&rotated));
+        let registrar = ObjectStoreRegistrar::default();
+        assert!(!registrar.holds(&reference));
     }
 }

@@ -27,6 +27,9 @@ pub const ACTION_RELEASE_QUERY: &str = "quarry.release_query";
 pub const ACTION_STATUS: &str = "quarry.status";
 /// Read bytes of a file in the executor's data directory; results are the bytes, in chunks.
 pub const ACTION_READ_FILE: &str = "quarry.read_file";
+/// Executor → coordinator: the full spec (credentials included) of an object store a
+/// task names by URL and fingerprint only.
+pub const ACTION_OBJECT_STORE: &str = "quarry.object_store";
 
 #[derive(Clone, PartialEq, Message)]
 pub struct ExecutorRegistration {
@@ -152,7 +155,17 @@ pub struct Setting {
     pub value: String,
 }
 
-/// How to reach an object store: its URL (`s3://bucket`) and client options.
+/// Which object store an executor asks for.
+#[derive(Clone, PartialEq, Message)]
+pub struct ObjectStoreRequest {
+    #[prost(string, tag = "1")]
+    pub url: String,
+}
+
+/// How to reach an object store: its URL (`s3://bucket`) and client options. Tasks carry
+/// only a reference (the URL and a fingerprint of the options, see
+/// [`crate::object_stores::reference`]); executors fetch the rest over the authenticated
+/// internal channel and keep it in memory.
 #[derive(Clone, PartialEq, Eq, Hash, Message)]
 pub struct ObjectStoreSpec {
     #[prost(string, tag = "1")]

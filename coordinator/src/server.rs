@@ -289,7 +289,10 @@ pub async fn start(
 
     let internal = action_service(
         "internal",
-        Arc::new(MembershipService::new(Arc::clone(&cluster))),
+        Arc::new(MembershipService::new(Arc::clone(&cluster), {
+            let datasets = Arc::clone(engine.datasets());
+            Arc::new(move |url: &str| datasets.store_spec(url))
+        })),
         config.cluster_secret.clone(),
     );
     let internal_stop = stop.clone();

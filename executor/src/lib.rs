@@ -188,6 +188,7 @@ pub async fn start(
         exchange: Arc::clone(&exchange),
         channels: Arc::clone(&channels),
         object_stores: Default::default(),
+        coordinator: config.coordinator.clone(),
         spill_dir: spill_dir.clone(),
     });
     let data_dir = match &config.data_dir {

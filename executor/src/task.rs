@@ -16,11 +16,15 @@ use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
+use prost::Message;
+use quarry_common::action_service::call_action;
 use quarry_common::codec::{partitioning_from_bytes, plan_from_bytes};
 use quarry_common::flight_channels::FlightChannels;
 use quarry_common::metrics::collect_operator_metrics;
 use quarry_common::object_stores::ObjectStoreRegistrar;
-use quarry_common::protocol::{TaskDefinition, TaskResult};
+use quarry_common::protocol::{
+    ACTION_OBJECT_STORE, ObjectStoreRequest, ObjectStoreSpec, TaskDefinition, TaskResult,
+};
 use quarry_common::shuffle_reader::ExchangeAccess;
 
 use crate::exchange::{ExchangeStore, OutputWriter};
@@ -35,6 +39,8 @@ pub struct TaskEnvironment {
     pub exchange: Arc<ExchangeStore>,
     pub channels: Arc<FlightChannels>,
     pub object_stores: ObjectStoreRegistrar,
+    /// The coordinator's internal endpoint, where object store specs come from.
+    pub coordinator: String,
     /// Where operators spill.
     pub spill_dir: std::path::PathBuf,
 }
@@ -59,6 +65,31 @@ impl TaskEnvironment {
     }
 }
 
+/// The full spec of a store a task names, from the coordinator (credentials travel only
+/// over the authenticated internal channel and stay in this process's memory).
+async fn fetch_store(
+    env: &TaskEnvironment,
+    reference: &ObjectStoreSpec,
+) -> Result<ObjectStoreSpec> {
+    let mut client = env.channels.client(&env.coordinator)?;
+    let request = ObjectStoreRequest {
+        url: reference.url.clone(),
+    };
+    let bytes = call_action(&mut client, ACTION_OBJECT_STORE, request.encode_to_vec()).await?;
+    let spec: ObjectStoreSpec = quarry_common::protocol::decode(&bytes, "object store spec")?;
+    if quarry_common::object_stores::referenced_fingerprint(reference)
+        != Some(quarry_common::object_stores::fingerprint(&spec).as_str())
+    {
+        return Err(DataFusionError::from(
+            quarry_common::QuarryError::unavailable(format!(
+                "the object store {} changed while the query ran; run it again",
+                reference.url
+            )),
+        ));
+    }
+    Ok(spec)
+}
+
 pub async fn run_task(
     env: &TaskEnvironment,
     task: TaskDefinition,
@@ -76,10 +107,13 @@ pub async fn run_task(
         recovery: None,
         activity: Some(Arc::clone(&running.activity)),
     }));
-    for spec in &task.object_stores {
-        env.object_stores
-            .register(&env.runtime, spec)
-            .map_err(DataFusionError::from)?;
+    for reference in &task.object_stores {
+        if !env.object_stores.holds(reference) {
+            let spec = fetch_store(env, reference).await?;
+            env.object_stores
+                .register(&env.runtime, &spec)
+                .map_err(DataFusionError::from)?;
+        }
     }
     let state = SessionStateBuilder::new()
         .with_default_features()

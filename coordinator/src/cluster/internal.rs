@@ -7,20 +7,25 @@ use futures::StreamExt;
 use prost::Message;
 use quarry_common::action_service::{ActionHandler, ResultStream};
 use quarry_common::protocol::{
-    self, ACTION_DEREGISTER, ACTION_HEARTBEAT, ACTION_REGISTER, Deregistration,
-    ExecutorRegistration, Heartbeat, HeartbeatResponse, RegistrationResponse,
+    self, ACTION_DEREGISTER, ACTION_HEARTBEAT, ACTION_OBJECT_STORE, ACTION_REGISTER,
+    Deregistration, ExecutorRegistration, Heartbeat, HeartbeatResponse, ObjectStoreRequest,
+    ObjectStoreSpec, RegistrationResponse,
 };
 use tonic::Status;
 
 use super::Cluster;
 
+/// The full spec of a registered object store, by URL.
+pub type StoreLookup = Arc<dyn Fn(&str) -> Option<ObjectStoreSpec> + Send + Sync>;
+
 pub struct MembershipService {
     cluster: Arc<Cluster>,
+    stores: StoreLookup,
 }
 
 impl MembershipService {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
-        MembershipService { cluster }
+    pub fn new(cluster: Arc<Cluster>, stores: StoreLookup) -> Self {
+        MembershipService { cluster, stores }
     }
 }
 
@@ -55,6 +60,17 @@ impl ActionHandler for MembershipService {
                 let goodbye: Deregistration = protocol::decode(&body, "deregistration")?;
                 self.cluster.deregister(&goodbye.executor_id);
                 Ok(futures::stream::empty().boxed())
+            }
+            // Only callers with the cluster secret get here (the service checks it).
+            ACTION_OBJECT_STORE => {
+                let request: ObjectStoreRequest = protocol::decode(&body, "object store request")?;
+                match (self.stores)(&request.url) {
+                    Some(spec) => Ok(reply(spec)),
+                    None => Err(Status::not_found(format!(
+                        "no object store {} is registered",
+                        request.url
+                    ))),
+                }
             }
             other => Err(Status::invalid_argument(format!(
                 "unknown coordinator action '{other}'"

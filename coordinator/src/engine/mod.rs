@@ -742,9 +742,12 @@ fn object_stores_of(plan: &Arc<dyn ExecutionPlan>, datasets: &Datasets) -> Vec<O
         if let Some(source) = node.downcast_ref::<DataSourceExec>()
             && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
             && let Some(spec) = datasets.store_spec(scan.object_store_url.as_str())
-            && !specs.contains(&spec)
         {
-            specs.push(spec);
+            // Credentials stay here: executors fetch them by reference.
+            let reference = quarry_common::object_stores::reference(&spec);
+            if !specs.contains(&reference) {
+                specs.push(reference);
+            }
         }
         stack.extend(node.children().into_iter().cloned());
     }
