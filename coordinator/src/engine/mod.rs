@@ -328,7 +328,18 @@ impl Engine {
         let job = self
             .jobs
             .create(&crate::sql::security::redact_secrets(sql), &session.user);
-        let planned = catch_panic(self.plan_script(session, sql, parameters))
+        // Planning runs on the query runtime too: it reads and writes the catalog (sled,
+        // fsync), lists files and infers schemas, none of which belongs on the runtime
+        // that serves clients and executors.
+        let (engine, planning_session, script) =
+            (Arc::clone(self), Arc::clone(session), sql.to_string());
+        let planned = self
+            .cpu
+            .run(async move {
+                engine
+                    .plan_script(&planning_session, &script, parameters)
+                    .await
+            })
             .await
             .unwrap_or_else(|panic| {
                 Err(QuarryError::internal(format!(
