@@ -1,9 +1,8 @@
 //! qsql against a real `quarry up`: batch mode, scripts, errors and the prompt.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn qsql() -> PathBuf {
@@ -29,12 +28,18 @@ impl Drop for Quarry {
 }
 
 fn start_quarry() -> Quarry {
+    start_quarry_with(&[])
+}
+
+/// `quarry up` with `extra` flags; its Flight SQL port comes from its ready file.
+fn start_quarry_with(extra: &[&str]) -> Quarry {
     assert!(
         quarry().exists(),
         "{} is missing: build the workspace (cargo build) before running qsql's tests",
         quarry().display()
     );
     let dir = tempfile::tempdir().expect("tempdir");
+    let ready = dir.path().join("ready.json");
     let child = Command::new(quarry())
         .args([
             "up",
@@ -46,8 +51,11 @@ fn start_quarry() -> Quarry {
             "5000",
             "--dir",
         ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
+        .arg(dir.path().join("quarry"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(extra)
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("quarry starts");
@@ -57,21 +65,18 @@ fn start_quarry() -> Quarry {
         port: String::new(),
         _dir: dir,
     };
-    let stdout = quarry.child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(60);
     while quarry.port.is_empty() {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("quarry prints its Flight SQL address");
-        if let Some(addr) = line.trim().strip_prefix("Flight SQL:") {
-            quarry.port = addr.trim().rsplit(':').next().expect("port").to_string();
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let flight = text
+                .split("\"flight\": \"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .expect("the ready file names the Flight SQL address");
+            quarry.port = flight.rsplit(':').next().expect("port").to_string();
         }
+        assert!(Instant::now() < deadline, "quarry did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
     }
     quarry
 }
@@ -173,4 +178,49 @@ fn qsql_batch_script_errors_and_prompt() {
     let (code, _, err) = run_on("1", &["-h", "127.0.0.1", "-c", "SELECT 1"], None);
     assert_eq!(code, 1);
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn qsql_over_tls_with_a_login() {
+    let certs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../coordinator/tests/tls");
+    let cert = |name: &str| certs.join(name).display().to_string();
+    let (server, key, ca) = (cert("server.pem"), cert("server-key.pem"), cert("ca.pem"));
+    let quarry = start_quarry_with(&[
+        "--auth",
+        "--admin-password",
+        "pw",
+        "--tls-cert",
+        &server,
+        "--tls-key",
+        &key,
+    ]);
+    let login = ["-U", "admin", "--password", "pw"];
+    let mut args = vec!["--ca-cert", ca.as_str()];
+    args.extend(login);
+    args.extend(["-c", "SELECT 40 + 2 AS x"]);
+    let (code, out, err) = run(&quarry, &args, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("42"), "{out}");
+    // Plaintext against the TLS port fails with an error, and so does a wrong password.
+    let mut plain: Vec<&str> = login.to_vec();
+    plain.extend(["-c", "SELECT 1"]);
+    let (code, _, err) = run(&quarry, &plain, None);
+    assert_ne!(code, 0);
+    assert!(!err.is_empty());
+    let (code, _, err) = run(
+        &quarry,
+        &[
+            "--ca-cert",
+            &ca,
+            "-U",
+            "admin",
+            "--password",
+            "nope",
+            "-c",
+            "SELECT 1",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("wrong user name or password"), "{err}");
 }

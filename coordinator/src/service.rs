@@ -105,6 +105,8 @@ pub trait QueryService: Send + Sync + 'static {
 
     /// Make `schema` the session's default schema.
     fn use_schema(&self, session: &Session, schema: &str) -> Result<(), QuarryError>;
+    /// Is `key` a setting (`datafusion.*`, `quarry.*`) a session may change?
+    fn knows_option(&self, key: &str) -> bool;
     /// `SET key = value` in the session.
     fn set_option(&self, session: &Session, key: &str, value: &str) -> Result<(), QuarryError>;
 
@@ -341,6 +343,16 @@ impl QueryService for Arc<Engine> {
         }
         session.set_default_schema(schema);
         Ok(())
+    }
+
+    fn knows_option(&self, key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        self.datasets
+            .base_config()
+            .options()
+            .entries()
+            .iter()
+            .any(|e| e.key == key)
     }
 
     fn set_option(&self, session: &Session, key: &str, value: &str) -> Result<(), QuarryError> {

@@ -117,13 +117,13 @@ pub fn set_options(
                 .use_schema(session, &text)
                 .map_err(|_| INVALID_VALUE)
         } else {
-            service.set_option(session, &name, &text).map_err(|e| {
-                if e.message.contains("not") && e.message.contains("key") {
-                    INVALID_NAME
-                } else {
-                    INVALID_VALUE
-                }
-            })
+            if service.knows_option(&name) {
+                service
+                    .set_option(session, &name, &text)
+                    .map_err(|_| INVALID_VALUE)
+            } else {
+                Err(INVALID_NAME)
+            }
         };
         if let Err(value) = outcome {
             errors.insert(name, SetSessionOptionsError { value });
