@@ -178,6 +178,20 @@ impl QuarryError {
         )
     }
 
+    /// A file system failure, classified by its kind: a full disk is RESOURCE_EXHAUSTED
+    /// and other failures of the machine UNAVAILABLE, not bugs of Quarry's.
+    pub fn io(what: impl fmt::Display, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let code = match e.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::OutOfMemory => {
+                ErrorCode::ResourceExhausted
+            }
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            _ => ErrorCode::Unavailable,
+        };
+        QuarryError::new(code, format!("{what}: {e}"))
+    }
+
     pub fn to_status(&self) -> tonic::Status {
         tonic::Status::new(self.code.grpc_code(), self.message.clone())
     }
@@ -322,6 +336,20 @@ mod tests {
         let e = plan_datafusion_err!("Invalid function 'nope'");
         assert_eq!(classify(&e), ErrorCode::InvalidArgument);
         assert_eq!(ErrorCode::InvalidArgument.http_status(), 400);
+    }
+
+    #[test]
+    fn a_full_disk_is_not_a_bug() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = QuarryError::io("cannot write results to /x", &full);
+        assert_eq!(e.code, ErrorCode::ResourceExhausted);
+        assert!(
+            e.message.starts_with("cannot write results to /x"),
+            "{}",
+            e.message
+        );
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(QuarryError::io("x", &denied).code, ErrorCode::Unavailable);
     }
 
     #[test]

@@ -154,9 +154,8 @@ pub async fn start(
     });
 
     let spill_dir = config.work_dir.join("spill");
-    std::fs::create_dir_all(&spill_dir).map_err(|e| {
-        QuarryError::internal(format!("cannot create {}: {e}", spill_dir.display()))
-    })?;
+    std::fs::create_dir_all(&spill_dir)
+        .map_err(|e| QuarryError::io(format_args!("cannot create {}", spill_dir.display()), &e))?;
     let mut runtime = RuntimeEnvBuilder::new()
         .with_temp_file_path(&spill_dir)
         .with_cache_manager(quarry_common::object_stores::cache_config());

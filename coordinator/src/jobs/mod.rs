@@ -249,7 +249,7 @@ impl Jobs {
     pub fn new(catalog: Catalog, results_dir: PathBuf) -> Result<Arc<Self>, QuarryError> {
         let _ = std::fs::remove_dir_all(&results_dir);
         std::fs::create_dir_all(&results_dir).map_err(|e| {
-            QuarryError::internal(format!("cannot create {}: {e}", results_dir.display()))
+            QuarryError::io(format_args!("cannot create {}", results_dir.display()), &e)
         })?;
         let jobs = catalog
             .list_jobs()

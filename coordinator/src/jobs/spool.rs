@@ -118,20 +118,20 @@ impl ResultSpool {
         }
         if state.file.is_none() {
             let file = File::create(&self.path).map_err(|e| {
-                QuarryError::internal(format!(
-                    "cannot write results to {}: {e}",
-                    self.path.display()
-                ))
+                QuarryError::io(
+                    format_args!("cannot write results to {}", self.path.display()),
+                    &e,
+                )
             })?;
             state.file = Some(file);
         }
         let offset = state.written;
         if let Some(file) = state.file.as_mut() {
             file.write_all(&bytes).map_err(|e| {
-                QuarryError::internal(format!(
-                    "cannot write results to {}: {e}",
-                    self.path.display()
-                ))
+                QuarryError::io(
+                    format_args!("cannot write results to {}", self.path.display()),
+                    &e,
+                )
             })?;
         }
         state.written += bytes.len() as u64;
@@ -175,7 +175,7 @@ impl ResultSpool {
             .map_err(|e| QuarryError::not_found(format!("results are no longer available: {e}")))?;
         let mut bytes = vec![0u8; entry.len as usize];
         file.read_exact_at(&mut bytes, entry.offset)
-            .map_err(|e| QuarryError::internal(format!("reading results: {e}")))?;
+            .map_err(|e| QuarryError::io("reading results", &e))?;
         let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
             .map_err(|e| QuarryError::internal(format!("decoding results: {e}")))?;
         match reader.next() {
