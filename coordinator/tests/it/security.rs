@@ -545,3 +545,69 @@ async fn users_roles_grants_and_tokens_over_rest() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     cluster.cluster.shutdown().await;
 }
+
+/// A Flight SQL client logged in as `user`.
+async fn flight_sql_as(
+    cluster: &TestCluster,
+    user: &str,
+    password: &str,
+) -> arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!(
+        "http://{}",
+        cluster.cluster.coordinator.flight_addr
+    ))
+    .expect("endpoint")
+    .connect()
+    .await
+    .expect("connects");
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    client.handshake(user, password).await.expect("login");
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_results_and_cancels_belong_to_their_user() {
+    use prost::Message;
+    let (cluster, admin) = secured_cluster().await;
+    admin.sql("CREATE USER ada PASSWORD 'a'").await;
+    admin.sql("CREATE USER bob PASSWORD 'b'").await;
+    let mut ada = flight_sql_as(&cluster, "ada", "a").await;
+    let mut bob = flight_sql_as(&cluster, "bob", "b").await;
+    let info = ada
+        .execute("SELECT 'ada-only' AS marker".to_string(), None)
+        .await
+        .expect("ada's query");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    // bob holds ada's ticket (say it leaked): he can neither read nor cancel it.
+    assert_eq!(
+        refused_code(bob.do_get(ticket.clone()).await),
+        tonic::Code::PermissionDenied
+    );
+    let cancel = arrow_flight::CancelFlightInfoRequest::new(info.clone());
+    let cancelled = bob
+        .do_action(arrow_flight::Action::new(
+            "CancelFlightInfo",
+            cancel.encode_to_vec(),
+        ))
+        .await;
+    let code = match cancelled {
+        Ok(mut results) => match results.message().await {
+            Err(status) => status.code(),
+            Ok(_) => tonic::Code::Ok,
+        },
+        Err(e) => refused_code(Err::<(), _>(e)),
+    };
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    // ada reads her results.
+    let batches: Vec<arrow::array::RecordBatch> = {
+        use futures::TryStreamExt;
+        ada.do_get(ticket)
+            .await
+            .expect("ada's results")
+            .try_collect()
+            .await
+            .expect("batches")
+    };
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    cluster.cluster.shutdown().await;
+}
