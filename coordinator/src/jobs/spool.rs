@@ -223,7 +223,14 @@ impl ResultSpool {
                     if c.row_at <= c.offset {
                         continue;
                     }
-                    return match c.spool.read_entry(entry) {
+                    // File reads go to a blocking thread, not the worker polling this.
+                    let spool = Arc::clone(&c.spool);
+                    let read = tokio::task::spawn_blocking(move || spool.read_entry(entry))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(QuarryError::internal(format!("reading results: {e}")))
+                        });
+                    return match read {
                         Ok(batch) => {
                             let skip = c.offset.saturating_sub(start) as usize;
                             let take = (batch.num_rows() - skip).min(c.remaining as usize);
