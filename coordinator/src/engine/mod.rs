@@ -514,18 +514,29 @@ impl Engine {
         let engine = Arc::clone(self);
         let cancel = job.cancellation();
         // The job owns this task: cancelling the job drops the run, and with it every
-        // task call to the executors.
+        // task call to the executors. The run itself (and the writes of its results to
+        // the spool) happens on the query runtime; the task here only waits for it.
+        let watched = Arc::clone(&job);
         tokio::spawn(async move {
-            let run = catch_panic(engine.run(&job, outcome));
-            let result = tokio::select! {
-                result = run => result.unwrap_or_else(|panic| {
-                    Err(QuarryError::internal(format!("the query failed unexpectedly: {panic}")))
-                }),
-                _ = cancel.cancelled() => return,
-            };
-            match result {
-                Ok(()) => job.complete(),
-                Err(e) => job.fail(&e),
+            let runner = Arc::clone(&engine);
+            let run = runner.cpu.run(async move {
+                let run = catch_panic(engine.run(&job, outcome));
+                let result = tokio::select! {
+                    result = run => result.unwrap_or_else(|panic| {
+                        Err(QuarryError::internal(format!("the query failed unexpectedly: {panic}")))
+                    }),
+                    _ = cancel.cancelled() => return,
+                };
+                match result {
+                    Ok(()) => job.complete(),
+                    Err(e) => job.fail(&e),
+                }
+            });
+            if let Err(e) = run.await {
+                // A panic is caught inside; this is the runtime going away (shutdown).
+                watched.fail(&QuarryError::unavailable(format!(
+                    "the query stopped with the coordinator: {e}"
+                )));
             }
         });
     }
