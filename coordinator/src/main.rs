@@ -377,7 +377,7 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
     println!("Quarry executor {} is up", executor.executor_id);
     println!("  Flight:      {}", executor.endpoint);
     stopped().await;
-    executor.shutdown().await
+    executor.shutdown().await.map_err(QuarryError::from)
 }
 
 fn main() -> ExitCode {

@@ -13,6 +13,7 @@
 
 mod compact;
 mod data_dir;
+pub mod error;
 mod exchange;
 mod membership;
 mod running;
@@ -27,7 +28,6 @@ use std::sync::Arc;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use object_store::local::LocalFileSystem;
-use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
 use quarry_common::cluster_secret::ClusterSecret;
 use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use data_dir::DataDir;
+pub use error::ExecutorError;
 pub use exchange::ExchangeStore;
 pub use service::ExecutorService;
 
@@ -78,7 +79,7 @@ pub struct RunningExecutor {
     drain: CancellationToken,
     /// Stops the server.
     stop: CancellationToken,
-    server: JoinHandle<Result<(), QuarryError>>,
+    server: JoinHandle<Result<(), ExecutorError>>,
     membership: JoinHandle<()>,
 }
 
@@ -95,7 +96,7 @@ impl RunningExecutor {
 
     /// Stop gracefully: deregister (no new tasks come), let the running tasks finish
     /// (for up to `DRAIN_TIMEOUT`), then stop serving.
-    pub async fn shutdown(mut self) -> Result<(), QuarryError> {
+    pub async fn shutdown(mut self) -> Result<(), ExecutorError> {
         self.drain.cancel();
         let _ = (&mut self.membership).await;
         let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
@@ -107,9 +108,7 @@ impl RunningExecutor {
         // keep the executor from stopping.
         match tokio::time::timeout(SERVER_STOP_TIMEOUT, &mut self.server).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(QuarryError::internal(format!(
-                "executor server task failed: {e}"
-            ))),
+            Ok(Err(e)) => Err(ExecutorError::ServerTask(e)),
             Err(_) => {
                 tracing::warn!(executor = %self.executor_id, "streams still open at stop; closing them");
                 self.server.abort();
@@ -134,10 +133,8 @@ impl RunningExecutor {
 pub async fn start(
     listener: TcpListener,
     config: ExecutorConfig,
-) -> Result<RunningExecutor, QuarryError> {
-    let address = listener
-        .local_addr()
-        .map_err(|e| QuarryError::internal(format!("executor listener: {e}")))?;
+) -> Result<RunningExecutor, ExecutorError> {
+    let address = listener.local_addr().map_err(ExecutorError::Listener)?;
     let host = config
         .advertise_host
         .clone()
@@ -154,8 +151,10 @@ pub async fn start(
     });
 
     let spill_dir = config.work_dir.join("spill");
-    std::fs::create_dir_all(&spill_dir)
-        .map_err(|e| QuarryError::io(format_args!("cannot create {}", spill_dir.display()), &e))?;
+    std::fs::create_dir_all(&spill_dir).map_err(|source| ExecutorError::Directory {
+        path: spill_dir.clone(),
+        source,
+    })?;
     let mut runtime = RuntimeEnvBuilder::new()
         .with_temp_file_path(&spill_dir)
         .with_cache_manager(quarry_common::object_stores::cache_config());
@@ -167,9 +166,7 @@ pub async fn start(
         );
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
-    let runtime = runtime
-        .build_arc()
-        .map_err(|e| QuarryError::internal(format!("executor runtime: {e}")))?;
+    let runtime = runtime.build_arc()?;
 
     let channels = Arc::new(FlightChannels::new().with_secret(config.cluster_secret.clone()));
     let exchange = Arc::new(ExchangeStore::new(
@@ -179,7 +176,7 @@ pub async fn start(
     ));
     let cpu =
         quarry_common::cpu_runtime::CpuRuntime::new(config.slots, &format!("{executor_id}-tasks"))
-            .map_err(|e| QuarryError::internal(format!("cannot start the task runtime: {e}")))?;
+            .map_err(ExecutorError::TaskRuntime)?;
     let env = Arc::new(task::TaskEnvironment {
         executor_id: executor_id.clone(),
         cpu,
@@ -192,14 +189,15 @@ pub async fn start(
     });
     let data_dir = match &config.data_dir {
         Some(dir) => {
-            let data = DataDir::open(dir).map_err(|e| {
-                QuarryError::invalid(format!("cannot read data directory {}: {e}", dir.display()))
+            let data = DataDir::open(dir).map_err(|source| ExecutorError::DataDir {
+                path: dir.clone(),
+                source,
             })?;
             // Scans of `cluster://` files placed here read this directory.
             let store = LocalFileSystem::new_with_prefix(data.root())
-                .map_err(|e| QuarryError::internal(format!("data directory store: {e}")))?;
+                .map_err(|e| datafusion::error::DataFusionError::ObjectStore(Box::new(e)))?;
             let url = url::Url::parse(CLUSTER_FILES_URL)
-                .map_err(|e| QuarryError::internal(e.to_string()))?;
+                .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
             env.runtime.register_object_store(&url, Arc::new(store));
             Some(data)
         }
@@ -250,7 +248,7 @@ pub async fn start(
             .add_service(grpc)
             .serve_with_incoming_shutdown(grpc_incoming(listener), server_stop.cancelled_owned())
             .await;
-        served.map_err(|e| QuarryError::internal(format!("executor server: {e}")))
+        served.map_err(ExecutorError::from)
     });
     tracing::info!(executor = %executor_id, %endpoint, "executor listening");
     Ok(RunningExecutor {
