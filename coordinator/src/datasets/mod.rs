@@ -13,7 +13,7 @@ use datafusion::datasource::ViewTable;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
-use quarry_catalog::{Catalog, DatasetDefinition, SourceConfig};
+use quarry_catalog::{Catalog, DatasetDefinition, DatasetRecord, SourceConfig};
 use quarry_common::QuarryError;
 use quarry_common::object_stores::ObjectStoreRegistrar;
 use quarry_common::protocol::ObjectStoreSpec;
@@ -118,22 +118,22 @@ impl Datasets {
         let mut names: Vec<String> = match viewer.as_ref().filter(|v| !v.admin) {
             None => schemas.into_iter().map(|s| s.record.name).collect(),
             Some(viewer) => {
-                let datasets = self.catalog.list_datasets(None).unwrap_or_default();
+                // Datasets grouped by schema once, not scanned again for every schema.
+                let mut inside: std::collections::HashMap<String, Vec<(String, Option<String>)>> =
+                    std::collections::HashMap::new();
+                for d in self.catalog.list_datasets(None).unwrap_or_default() {
+                    let source = source_of(&d.record).map(str::to_string);
+                    inside
+                        .entry(d.record.schema)
+                        .or_default()
+                        .push((d.record.name, source));
+                }
                 schemas
                     .into_iter()
                     .map(|s| s.record.name)
                     .filter(|schema| {
-                        let inside: Vec<(String, Option<String>)> = datasets
-                            .iter()
-                            .filter(|d| &d.record.schema == schema)
-                            .map(|d| {
-                                (
-                                    d.record.name.clone(),
-                                    source_of(&d.record).map(str::to_string),
-                                )
-                            })
-                            .collect();
-                        viewer.can_see_schema(schema, &inside)
+                        let datasets = inside.get(schema).map(Vec::as_slice).unwrap_or_default();
+                        viewer.can_see_schema(schema, datasets)
                     })
                     .collect()
             }
@@ -203,10 +203,19 @@ impl Datasets {
         else {
             return Ok(None);
         };
-        match stored.record.definition {
+        self.provider_of(stored.record).await.map(Some)
+    }
+
+    /// The table provider of a dataset record already read from the catalog.
+    pub async fn provider_of(
+        self: &Arc<Self>,
+        record: DatasetRecord,
+    ) -> Result<Arc<dyn TableProvider>, QuarryError> {
+        let (schema, name) = (record.schema.as_str(), record.name.as_str());
+        match record.definition {
             DatasetDefinition::Table(table) => {
                 let state = self.planning_state(None);
-                Ok(Some(tables::open_table(&state, &table)?))
+                tables::open_table(&state, &table)
             }
             DatasetDefinition::View(view) => {
                 let depth = VIEW_DEPTH.try_with(|d| *d).unwrap_or(0);
@@ -226,7 +235,7 @@ impl Datasets {
                     .map_err(|e| {
                         QuarryError::from(e).context(format!("in view {schema}.{name}"))
                     })?;
-                Ok(Some(Arc::new(ViewTable::new(plan, Some(view.sql)))))
+                Ok(Arc::new(ViewTable::new(plan, Some(view.sql))))
             }
         }
     }

@@ -16,6 +16,7 @@ use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege, Stored};
 
 use super::{CATALOG_NAME, Datasets};
 use crate::access::UserAccess;
+use crate::engine::catalog_ops::catalog_error;
 
 /// The reader a catalog is for; None reads everything (the coordinator's own planning).
 pub type Viewer = Option<Arc<UserAccess>>;
@@ -135,22 +136,30 @@ impl SchemaProvider for QuarrySchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        if let Some(viewer) = &self.viewer
-            && let Some(stored) = self.stored(name)
-        {
-            let record = &stored.record;
+        // One catalog read serves both the privilege check and the provider.
+        let Some(stored) = self
+            .datasets
+            .catalog()
+            .get_dataset(&self.name, name)
+            .map_err(|e| DataFusionError::from(catalog_error(e)))?
+        else {
+            return Ok(None);
+        };
+        let record = stored.record;
+        if let Some(viewer) = &self.viewer {
             viewer
                 .require_dataset(
                     Privilege::Select,
                     &record.schema,
                     &record.name,
-                    source_of(record),
+                    source_of(&record),
                 )
                 .map_err(DataFusionError::from)?;
         }
         self.datasets
-            .provider(&self.name, name)
+            .provider_of(record)
             .await
+            .map(Some)
             .map_err(DataFusionError::from)
     }
 
