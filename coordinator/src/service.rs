@@ -330,19 +330,7 @@ impl QueryService for Arc<Engine> {
     }
 
     fn use_schema(&self, session: &Session, schema: &str) -> Result<(), QuarryError> {
-        let exists = self
-            .datasets
-            .catalog()
-            .get_schema(schema)
-            .map_err(catalog_error)?
-            .is_some();
-        if !exists && schema != SYSTEM_SCHEMA {
-            return Err(QuarryError::not_found(format!(
-                "schema '{schema}' does not exist"
-            )));
-        }
-        session.set_default_schema(schema);
-        Ok(())
+        Engine::use_schema(self, session, schema)
     }
 
     fn knows_option(&self, key: &str) -> bool {
@@ -360,14 +348,7 @@ impl QueryService for Arc<Engine> {
     }
 
     fn list_sources(&self, session: &Session) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
-        let access = self.access_for(session);
-        let mut sources = self
-            .datasets
-            .catalog()
-            .list_sources()
-            .map_err(catalog_error)?;
-        sources.retain(|s| access.on_source(Privilege::Select, &s.record.name));
-        Ok(sources)
+        Engine::readable_sources(self, &self.access_for(session))
     }
 
     fn get_source(

@@ -182,6 +182,20 @@ fn format_options(format: &str, options: &BTreeMap<String, String>) -> BTreeMap<
 impl Engine {
     // ---- sources ----
 
+    /// The sources `actor` may read from (all of them for admins).
+    pub(crate) fn readable_sources(
+        &self,
+        actor: &UserAccess,
+    ) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
+        let mut sources = self
+            .datasets
+            .catalog()
+            .list_sources()
+            .map_err(catalog_error)?;
+        sources.retain(|s| actor.on_source(Privilege::Select, &s.record.name));
+        Ok(sources)
+    }
+
     pub(crate) async fn create_source(
         &self,
         actor: &UserAccess,

@@ -9,7 +9,7 @@ use datafusion::common::{SchemaReference, TableReference};
 use datafusion::logical_expr::DdlStatement;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use quarry_catalog::{Privilege, SourceConfig};
+use quarry_catalog::SourceConfig;
 use quarry_common::{ErrorCode, QuarryError};
 
 use super::catalog_ops::{CreateMode, TableRequest, source_config};
@@ -99,33 +99,33 @@ impl Engine {
                 done(format!("Table {schema}.{name} created"))
             }
             Statement::Use { schema } => {
-                if self
-                    .datasets
-                    .catalog()
-                    .get_schema(&schema)
-                    .map_err(super::catalog_ops::catalog_error)?
-                    .is_none()
-                    && schema != crate::datasets::SYSTEM_SCHEMA
-                {
-                    return Err(QuarryError::not_found(format!(
-                        "schema '{schema}' does not exist"
-                    )));
-                }
-                session.set_default_schema(&schema);
+                self.use_schema(session, &schema)?;
                 done(format!("Using schema {schema}"))
             }
             Statement::DataFusion(_) => Err(QuarryError::internal("not a Quarry statement")),
         }
     }
 
-    /// Sources the user may read from (all of them for admins).
-    fn show_sources(&self, actor: &UserAccess) -> Result<RecordBatch, QuarryError> {
-        let mut sources = self
+    /// `USE schema`: the session's default schema, which must exist (or be `sys`).
+    pub(crate) fn use_schema(&self, session: &Session, schema: &str) -> Result<(), QuarryError> {
+        let exists = self
             .datasets
             .catalog()
-            .list_sources()
-            .map_err(super::catalog_ops::catalog_error)?;
-        sources.retain(|s| actor.on_source(Privilege::Select, &s.record.name));
+            .get_schema(schema)
+            .map_err(super::catalog_ops::catalog_error)?
+            .is_some();
+        if !exists && schema != crate::datasets::SYSTEM_SCHEMA {
+            return Err(QuarryError::not_found(format!(
+                "schema '{schema}' does not exist"
+            )));
+        }
+        session.set_default_schema(schema);
+        Ok(())
+    }
+
+    /// Sources the user may read from (all of them for admins).
+    fn show_sources(&self, actor: &UserAccess) -> Result<RecordBatch, QuarryError> {
+        let sources = self.readable_sources(actor)?;
         let mut names = Vec::new();
         let mut kinds = Vec::new();
         let mut locations = Vec::new();
