@@ -53,33 +53,9 @@ impl Engine {
             } => {
                 actor.require_system(Privilege::ManageGrants, "create users")?;
                 if self.access.user_exists(&name) {
-                    if if_not_exists {
-                        return done(format!("User {name} already exists"));
-                    }
-                    return Err(QuarryError::new(
-                        ErrorCode::AlreadyExists,
-                        format!("user {name} already exists"),
-                    ));
+                    return self.existing("user", &name, if_not_exists);
                 }
-                let (auth, access, user) = (
-                    Arc::clone(&self.auth),
-                    Arc::clone(&self.access),
-                    name.clone(),
-                );
-                blocking(move || {
-                    let (password_hash, salt) = auth.hash(&password)?;
-                    access
-                        .catalog()
-                        .create_user(UserRecord {
-                            name: user,
-                            password_hash,
-                            salt,
-                            roles: Vec::new(),
-                        })
-                        .map_err(catalog_error)?;
-                    access.reload()
-                })
-                .await?;
+                self.set_password(&name, password, true).await?;
                 done(format!("User {name} created"))
             }
             SecurityStatement::AlterUser { name, password } => {
@@ -87,23 +63,7 @@ impl Engine {
                     actor.require_system(Privilege::ManageGrants, "change other users")?;
                 }
                 self.require_user(&name)?;
-                let (auth, access, user) = (
-                    Arc::clone(&self.auth),
-                    Arc::clone(&self.access),
-                    name.clone(),
-                );
-                blocking(move || {
-                    let (password_hash, salt) = auth.hash(&password)?;
-                    access
-                        .catalog()
-                        .modify_user(&user, |u| {
-                            u.password_hash = password_hash.clone();
-                            u.salt = salt.clone();
-                        })
-                        .map_err(catalog_error)?;
-                    access.reload()
-                })
-                .await?;
+                self.set_password(&name, password, false).await?;
                 done(format!("User {name} changed"))
             }
             SecurityStatement::DropUser { name, if_exists } => {
@@ -125,13 +85,7 @@ impl Engine {
             } => {
                 actor.require_system(Privilege::ManageGrants, "create roles")?;
                 if self.access.role_exists(&name) {
-                    if if_not_exists {
-                        return done(format!("Role {name} already exists"));
-                    }
-                    return Err(QuarryError::new(
-                        ErrorCode::AlreadyExists,
-                        format!("role {name} already exists"),
-                    ));
+                    return self.existing("role", &name, if_not_exists);
                 }
                 self.change_access(move |c| {
                     c.create_role(RoleRecord { name: name.clone() })
@@ -328,6 +282,58 @@ impl Engine {
         })
         .await?;
         done(message)
+    }
+
+    /// Create a user with `password`, or set an existing user's: hashed (PBKDF2) and
+    /// written on a blocking thread, then the snapshot reloaded.
+    async fn set_password(
+        &self,
+        name: &str,
+        password: String,
+        create: bool,
+    ) -> Result<(), QuarryError> {
+        let (auth, access, user) = (
+            Arc::clone(&self.auth),
+            Arc::clone(&self.access),
+            name.to_string(),
+        );
+        blocking(move || {
+            let (password_hash, salt) = auth.hash(&password)?;
+            let catalog = access.catalog();
+            if create {
+                catalog.create_user(UserRecord {
+                    name: user,
+                    password_hash,
+                    salt,
+                    roles: Vec::new(),
+                })
+            } else {
+                catalog.modify_user(&user, |u| {
+                    u.password_hash = password_hash.clone();
+                    u.salt = salt.clone();
+                })
+            }
+            .map_err(catalog_error)?;
+            access.reload()
+        })
+        .await
+    }
+
+    /// CREATE of something that exists: done with IF NOT EXISTS, an error without.
+    fn existing(
+        &self,
+        kind: &str,
+        name: &str,
+        if_not_exists: bool,
+    ) -> Result<RecordBatch, QuarryError> {
+        if if_not_exists {
+            done(format!("{} {name} already exists", capitalized(kind)))
+        } else {
+            Err(QuarryError::new(
+                ErrorCode::AlreadyExists,
+                format!("{kind} {name} already exists"),
+            ))
+        }
     }
 
     fn missing(&self, kind: &str, name: &str, if_exists: bool) -> Result<RecordBatch, QuarryError> {

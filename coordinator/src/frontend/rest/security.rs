@@ -14,16 +14,9 @@ use super::encode::ndjson;
 use super::{ApiResult, AppState, parse_body};
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 
-/// Run a statement and answer its rows as JSON objects.
-async fn run(
-    state: &AppState,
-    headers: &HeaderMap,
-    statement: SecurityStatement,
-) -> ApiResult<Vec<Value>> {
-    let session = state.session(headers).await?;
-    let batch = state.service.security(&session, statement).await?;
-    let lines = ndjson(&batch)?;
-    lines
+/// A batch's rows as JSON objects.
+fn batch_values(batch: &arrow::array::RecordBatch) -> ApiResult<Vec<Value>> {
+    ndjson(batch)?
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|line| {
@@ -33,6 +26,17 @@ async fn run(
         .collect()
 }
 
+/// Run a statement and answer its rows as JSON objects.
+async fn run(
+    state: &AppState,
+    headers: &HeaderMap,
+    statement: SecurityStatement,
+) -> ApiResult<Vec<Value>> {
+    let session = state.session(headers).await?;
+    let batch = state.service.security(&session, statement).await?;
+    batch_values(&batch)
+}
+
 /// Rows of a system table the caller may see (`sys.users`, `sys.roles`).
 async fn system_rows(state: &AppState, headers: &HeaderMap, table: &str) -> ApiResult<Value> {
     let session = state.session(headers).await?;
@@ -40,25 +44,11 @@ async fn system_rows(state: &AppState, headers: &HeaderMap, table: &str) -> ApiR
         .service
         .submit(&session, &format!("SELECT * FROM sys.{table}"), None)
         .await?;
-    let record = job.wait().await;
-    if let Some(error) = record.error {
-        return Err(
-            QuarryError::new(quarry_common::ErrorCode::parse(&error.code), error.message).into(),
-        );
-    }
-    let mut rows = Vec::new();
     let batches: Vec<arrow::array::RecordBatch> =
         futures::TryStreamExt::try_collect(job.spool.read(0, None)).await?;
+    let mut rows = Vec::new();
     for batch in &batches {
-        for line in ndjson(batch)?
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-        {
-            rows.push(
-                serde_json::from_slice::<Value>(line)
-                    .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?,
-            );
-        }
+        rows.extend(batch_values(batch)?);
     }
     Ok(Value::Array(rows))
 }
