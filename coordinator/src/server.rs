@@ -168,16 +168,14 @@ fn bootstrap_admin(
 /// connect unless `--insecure` says otherwise.
 fn refuse_exposure_without_auth(
     config: &CoordinatorConfig,
-    addresses: &[SocketAddr],
+    user_facing: &[SocketAddr],
+    internal: SocketAddr,
 ) -> Result<(), QuarryError> {
     if config.insecure {
         return Ok(());
     }
     // The internal port hands out tasks and data: beyond loopback it needs the secret.
-    if let Some(internal) = addresses.last()
-        && !internal.ip().is_loopback()
-        && config.cluster_secret.is_none()
-    {
+    if !internal.ip().is_loopback() && config.cluster_secret.is_none() {
         return Err(QuarryError::invalid(format!(
             "refusing to listen on {internal} for executors without a cluster secret: give \
              every process the same --cluster-secret (QUARRY_CLUSTER_SECRET), or pass \
@@ -187,7 +185,11 @@ fn refuse_exposure_without_auth(
     if config.auth {
         return Ok(());
     }
-    match addresses.iter().find(|a| !a.ip().is_loopback()) {
+    match user_facing
+        .iter()
+        .chain([&internal])
+        .find(|a| !a.ip().is_loopback())
+    {
         Some(exposed) => Err(QuarryError::invalid(format!(
             "refusing to listen on {exposed} without authentication: anyone who can reach it \
              would be an admin. Start with --auth (users and passwords), or bind to \
@@ -201,6 +203,11 @@ pub async fn start(
     config: CoordinatorConfig,
     listeners: Listeners,
 ) -> Result<RunningCoordinator, QuarryError> {
+    // Refused before anything is opened or created.
+    let flight_addr = local_addr(&listeners.flight)?;
+    let http_addr = local_addr(&listeners.http)?;
+    let internal_addr = local_addr(&listeners.internal)?;
+    refuse_exposure_without_auth(&config, &[flight_addr, http_addr], internal_addr)?;
     std::fs::create_dir_all(&config.dir).map_err(|e| {
         QuarryError::invalid(format!("cannot create {}: {e}", config.dir.display()))
     })?;
@@ -252,10 +259,6 @@ pub async fn start(
         },
     )?;
 
-    let flight_addr = local_addr(&listeners.flight)?;
-    let http_addr = local_addr(&listeners.http)?;
-    let internal_addr = local_addr(&listeners.internal)?;
-    refuse_exposure_without_auth(&config, &[flight_addr, http_addr, internal_addr])?;
     let stop = CancellationToken::new();
     let mut tasks = vec![
         cluster.spawn_expiry(stop.clone()),
