@@ -127,6 +127,7 @@ impl SledStore {
                 .open()
             {
                 Ok(db) => return Ok(SledStore { db }),
+                // sled reports a held lock only as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>

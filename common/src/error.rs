@@ -50,6 +50,19 @@ impl ErrorCode {
         }
     }
 
+    /// The code of a file system failure: a full disk is RESOURCE_EXHAUSTED and other
+    /// failures of the machine UNAVAILABLE, not bugs of Quarry's.
+    pub fn of_io(e: &std::io::Error) -> ErrorCode {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::OutOfMemory => {
+                ErrorCode::ResourceExhausted
+            }
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            _ => ErrorCode::Unavailable,
+        }
+    }
+
     pub fn parse(s: &str) -> ErrorCode {
         match s {
             "INVALID_ARGUMENT" => ErrorCode::InvalidArgument,
@@ -181,15 +194,7 @@ impl QuarryError {
     /// A file system failure, classified by its kind: a full disk is RESOURCE_EXHAUSTED
     /// and other failures of the machine UNAVAILABLE, not bugs of Quarry's.
     pub fn io(what: impl fmt::Display, e: &std::io::Error) -> Self {
-        use std::io::ErrorKind;
-        let code = match e.kind() {
-            ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::OutOfMemory => {
-                ErrorCode::ResourceExhausted
-            }
-            ErrorKind::NotFound => ErrorCode::NotFound,
-            _ => ErrorCode::Unavailable,
-        };
-        QuarryError::new(code, format!("{what}: {e}"))
+        QuarryError::new(ErrorCode::of_io(e), format!("{what}: {e}"))
     }
 
     pub fn to_status(&self) -> tonic::Status {
@@ -270,9 +275,7 @@ pub fn classify(e: &DataFusionError) -> ErrorCode {
         }
         DataFusionError::NotImplemented(_) => ErrorCode::Unimplemented,
         DataFusionError::Execution(msg) => {
-            if msg.contains("was cancelled") || msg.contains("is cancelled") {
-                ErrorCode::Cancelled
-            } else if is_missing_object(msg) {
+            if is_missing_object(msg) {
                 ErrorCode::NotFound
             } else {
                 ErrorCode::InvalidArgument

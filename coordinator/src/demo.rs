@@ -24,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::engine::Engine;
 use crate::engine::catalog_ops::{CreateMode, TableRequest};
+use crate::error::{CoordinatorError, catalog_error};
 
 pub const DEMO_SCHEMA: &str = "demo";
 pub const DEMO_SOURCE: &str = "demo";
@@ -125,11 +126,18 @@ fn month_batch(month: usize, first_id: i64, rows: usize) -> Result<RecordBatch, 
         Arc::new(rating.finish()),
         Arc::new(returned.finish()),
     ];
-    RecordBatch::try_new(schema(), columns).map_err(|e| QuarryError::internal(e.to_string()))
+    RecordBatch::try_new(schema(), columns)
+        .map_err(CoordinatorError::batch("demo data"))
+        .map_err(QuarryError::from)
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> QuarryError {
-    QuarryError::internal(format!("writing demo data {}: {e}", path.display()))
+fn io(path: &Path, e: std::io::Error) -> QuarryError {
+    CoordinatorError::io(format_args!("writing demo data {}", path.display()), e).into()
+}
+
+/// A Parquet or CSV writer's failure, which is a failure to write the file.
+fn written(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> QuarryError {
+    io(path, std::io::Error::other(e))
 }
 
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), QuarryError> {
@@ -139,9 +147,9 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), QuarryError> {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| io(path, e))?;
-    writer.write(batch).map_err(|e| io(path, e))?;
-    writer.close().map_err(|e| io(path, e))?;
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| written(path, e))?;
+    writer.write(batch).map_err(|e| written(path, e))?;
+    writer.close().map_err(|e| written(path, e))?;
     Ok(())
 }
 
@@ -194,13 +202,14 @@ pub fn generate(dir: &Path, rows: usize) -> Result<PathBuf, QuarryError> {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(QuarryError::internal("demo data thread panicked")))
+                    h.join().unwrap_or_else(|_| {
+                        Err(CoordinatorError::crashed("demo data", "a thread panicked").into())
+                    })
                 })
                 .collect()
         });
         for batch in batches {
-            csv.write(&batch?).map_err(|e| io(&csv_path, e))?;
+            csv.write(&batch?).map_err(|e| written(&csv_path, e))?;
         }
     }
     drop(csv);
@@ -213,7 +222,7 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
         .datasets()
         .catalog()
         .get_dataset(DEMO_SCHEMA, "orders")
-        .map_err(|e| QuarryError::internal(e.to_string()))?
+        .map_err(catalog_error)?
         .is_some()
     {
         return Ok(false);
@@ -222,7 +231,7 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
     let dir = data_dir.to_path_buf();
     let dir = tokio::task::spawn_blocking(move || generate(&dir, rows))
         .await
-        .map_err(|e| QuarryError::internal(format!("demo data generation failed: {e}")))??;
+        .map_err(|e| QuarryError::from(CoordinatorError::crashed("demo data generation", e)))??;
     let root = dir
         .canonicalize()
         .map_err(|e| io(&dir, e))?

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod datasets;
 pub mod demo;
 pub mod engine;
+pub mod error;
 pub mod frontend;
 pub mod jobs;
 pub mod local_cluster;

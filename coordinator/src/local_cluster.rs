@@ -9,6 +9,7 @@ use quarry_common::cluster_secret::ClusterSecret;
 use quarry_executor::{ExecutorConfig, RunningExecutor};
 use tokio::net::TcpListener;
 
+use crate::error::CoordinatorError;
 use crate::server::{self, CoordinatorConfig, Listeners, RunningCoordinator};
 
 /// How one in-process executor is set up.
@@ -101,9 +102,12 @@ impl LocalCluster {
         setup: ExecutorSetup,
     ) -> Result<&RunningExecutor, QuarryError> {
         let n = self.executors.len() + 1;
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| QuarryError::internal(format!("executor listener: {e}")))?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|source| {
+            QuarryError::from(CoordinatorError::Listener {
+                what: "executor",
+                source,
+            })
+        })?;
         let config = ExecutorConfig {
             executor_id: Some(format!("executor-{n}")),
             coordinator: self.coordinator.internal_endpoint(),
@@ -119,7 +123,7 @@ impl LocalCluster {
             .push(quarry_executor::start(listener, config).await?);
         self.executors
             .last()
-            .ok_or_else(|| QuarryError::internal("no executor was started"))
+            .ok_or_else(|| CoordinatorError::invariant("no executor was started").into())
     }
 
     /// Every listener of this cluster by what it is: tests check each one refuses

@@ -24,6 +24,7 @@ use crate::cluster::files::ClusterFileStore;
 use crate::cluster::internal::MembershipService;
 use crate::datasets::Datasets;
 use crate::engine::{Engine, EngineLimits, base_config};
+use crate::error::CoordinatorError;
 use crate::frontend::flight_sql::FlightSqlFrontend;
 use crate::frontend::rest::{AppState, router};
 use crate::jobs::Jobs;
@@ -137,9 +138,13 @@ impl RunningCoordinator {
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, QuarryError> {
-    listener
-        .local_addr()
-        .map_err(|e| QuarryError::internal(format!("listener address: {e}")))
+    listener.local_addr().map_err(|source| {
+        CoordinatorError::Listener {
+            what: "coordinator",
+            source,
+        }
+        .into()
+    })
 }
 
 /// The first admin: `admin` with the given password (reset at every start when given),
@@ -212,8 +217,8 @@ pub async fn start(
         QuarryError::invalid(format!("cannot create {}: {e}", config.dir.display()))
     })?;
     let catalog = Catalog::open(&config.dir.join("catalog")).map_err(|e| {
-        QuarryError::internal(format!(
-            "cannot open the catalog in {}: {e}",
+        QuarryError::from(CoordinatorError::from(e)).context(format_args!(
+            "cannot open the catalog in {}",
             config.dir.display()
         ))
     })?;
@@ -221,7 +226,11 @@ pub async fn start(
         .with_temp_file_path(config.dir.join("spill"))
         .with_cache_manager(quarry_common::object_stores::cache_config())
         .build_arc()
-        .map_err(|e| QuarryError::internal(format!("coordinator runtime: {e}")))?;
+        .map_err(|e| CoordinatorError::Runtime {
+            what: "coordinator runtime",
+            detail: e.to_string(),
+        })
+        .map_err(QuarryError::from)?;
     let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
     let jobs = Jobs::new(catalog.clone(), config.dir.join("results"))?;
     let cluster = Cluster::new(config.heartbeat_interval, config.lost_after);
@@ -242,8 +251,11 @@ pub async fn start(
         Arc::clone(&cluster),
         Arc::clone(&channels),
     ));
-    let url = url::Url::parse(CLUSTER_FILES_URL)
-        .map_err(|e| QuarryError::internal(format!("cluster files URL: {e}")))?;
+    let url = url::Url::parse(CLUSTER_FILES_URL).map_err(|e| {
+        QuarryError::from(CoordinatorError::invariant(format!(
+            "cluster files URL: {e}"
+        )))
+    })?;
     datasets
         .runtime()
         .register_object_store(&url, cluster_files);

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::error::CoordinatorError;
+
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,7 +82,9 @@ impl TlsFiles {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| QuarryError::internal(format!("TLS versions: {e}")))?
+            .map_err(|e| {
+                QuarryError::from(CoordinatorError::Tls(format!("protocol versions: {e}")))
+            })?
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| {
@@ -110,9 +114,12 @@ impl TlsListener {
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
     ) -> Result<Self, QuarryError> {
-        let local = listener
-            .local_addr()
-            .map_err(|e| QuarryError::internal(format!("listener address: {e}")))?;
+        let local = listener.local_addr().map_err(|source| {
+            QuarryError::from(CoordinatorError::Listener {
+                what: "TLS",
+                source,
+            })
+        })?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
         let accepting = tokio::spawn(async move {

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use super::{ADMIN_ROLE, AccessControl};
 use crate::cluster::now_ms;
 use crate::engine::catalog_ops::catalog_error;
+use crate::error::CoordinatorError;
 
 /// The user of requests when authentication is off.
 pub const ANONYMOUS: &str = "anonymous";
@@ -158,7 +159,7 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, QuarryError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| QuarryError::internal(format!("a background task failed: {e}")))?
+        .map_err(|e| QuarryError::from(CoordinatorError::crashed("a background task", e)))?
 }
 
 /// The salted hash of a password, as a user record stores it.
@@ -172,7 +173,7 @@ pub fn hash_password(
     let mut salt = [0u8; 16];
     random
         .fill(&mut salt)
-        .map_err(|_| QuarryError::internal("no randomness available"))?;
+        .map_err(|_| QuarryError::from(CoordinatorError::NoRandomness))?;
     let salt = hex(&salt);
     let mut hash = [0u8; 32];
     pbkdf2::derive(
@@ -236,7 +237,7 @@ impl Auth {
         let mut bytes = vec![0u8; len];
         self.random
             .fill(&mut bytes)
-            .map_err(|_| QuarryError::internal("no randomness available"))?;
+            .map_err(|_| QuarryError::from(CoordinatorError::NoRandomness))?;
         Ok(hex(&bytes))
     }
 
@@ -540,7 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_and_tokens() -> Result<(), QuarryError> {
-        let dir = tempfile::tempdir().map_err(|e| QuarryError::internal(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| QuarryError::io("temp dir", &e))?;
         let catalog = Catalog::open(dir.path()).map_err(catalog_error)?;
         let control = AccessControl::new(true, catalog)?;
         let auth = Auth::new(Arc::clone(&control));

@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn privileges_come_from_user_and_role_grants_at_every_level() -> Result<(), QuarryError> {
-        let dir = tempfile::tempdir().map_err(|e| QuarryError::internal(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| QuarryError::io("temp dir", &e))?;
         let catalog = Catalog::open(dir.path()).map_err(catalog_error)?;
         let user = |name: &str, roles: &[&str]| UserRecord {
             name: name.to_string(),

@@ -9,22 +9,27 @@ use datafusion_proto::protobuf;
 use prost::Message;
 use quarry_common::QuarryError;
 
+use crate::error::CoordinatorError;
+
 pub fn encode_schema(schema: &Schema) -> Result<String, QuarryError> {
     let proto: protobuf::Schema = schema
         .try_into()
-        .map_err(|e| QuarryError::internal(format!("cannot encode schema: {e}")))?;
+        .map_err(|e| QuarryError::from(CoordinatorError::encode("a table schema", e)))?;
     Ok(STANDARD.encode(proto.encode_to_vec()))
 }
 
 pub fn decode_schema(text: &str) -> Result<SchemaRef, QuarryError> {
-    let bytes = STANDARD
-        .decode(text)
-        .map_err(|e| QuarryError::internal(format!("stored schema is not base64: {e}")))?;
+    let bytes = STANDARD.decode(text).map_err(|e| {
+        QuarryError::from(CoordinatorError::StoredSchema(format!("not base64: {e}")))
+    })?;
     let proto = protobuf::Schema::decode(bytes.as_slice())
-        .map_err(|e| QuarryError::internal(format!("stored schema is unreadable: {e}")))?;
-    let schema: Schema = (&proto)
-        .try_into()
-        .map_err(|e| QuarryError::internal(format!("stored schema is unreadable: {e}")))?;
+        .map_err(|e| QuarryError::from(CoordinatorError::StoredSchema(e.to_string())))?;
+    let schema: Schema =
+        (&proto)
+            .try_into()
+            .map_err(|e: datafusion_proto::protobuf::FromProtoError| {
+                QuarryError::from(CoordinatorError::StoredSchema(e.to_string()))
+            })?;
     Ok(Arc::new(schema))
 }
 

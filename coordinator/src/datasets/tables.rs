@@ -16,6 +16,8 @@ use quarry_common::panics::catch_panic;
 
 use super::schema_codec::{decode_schema, encode_schema};
 
+use crate::error::CoordinatorError;
+
 /// The file formats a table can have.
 pub const FORMATS: [&str; 3] = ["parquet", "csv", "json"];
 
@@ -86,7 +88,11 @@ fn listing_options(
     let state = state
         .as_any()
         .downcast_ref::<SessionState>()
-        .ok_or_else(|| QuarryError::internal("table building needs a SessionState"))?;
+        .ok_or_else(|| {
+            QuarryError::from(CoordinatorError::invariant(
+                "table building needs a SessionState",
+            ))
+        })?;
     let factory = state
         .get_file_format_factory(format)
         .ok_or_else(|| QuarryError::invalid(format!("unsupported file format '{format}'")))?;

@@ -64,21 +64,7 @@ pub struct TableRequest {
     pub partition_columns: Option<Vec<(String, DataType)>>,
 }
 
-pub(crate) fn catalog_error(e: CatalogError) -> QuarryError {
-    let code = match &e {
-        CatalogError::NotFound { .. } => ErrorCode::NotFound,
-        CatalogError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-        CatalogError::Conflict { .. } => ErrorCode::Conflict,
-        CatalogError::InUse { .. } | CatalogError::InvalidName { .. } => ErrorCode::InvalidArgument,
-        // The machine's fault (a full or failing disk, a newer Quarry's catalog), not a bug:
-        // the operator must see what it is.
-        CatalogError::NewerFormat { .. }
-        | CatalogError::Storage { .. }
-        | CatalogError::Io { .. } => ErrorCode::Unavailable,
-        CatalogError::Corrupt { .. } => ErrorCode::Internal,
-    };
-    QuarryError::new(code, e.to_string())
-}
+pub(crate) use crate::error::catalog_error;
 
 /// Source settings from `WITH (...)` options.
 pub fn source_config(

@@ -16,6 +16,7 @@ use super::catalog_ops::{CreateMode, TableRequest, source_config};
 use super::{Engine, Session, message_batch};
 use crate::access::UserAccess;
 use crate::datasets::CATALOG_NAME;
+use crate::error::CoordinatorError;
 use crate::sql::parser::Statement;
 
 fn done(message: String) -> Result<RecordBatch, QuarryError> {
@@ -102,7 +103,9 @@ impl Engine {
                 self.use_schema(session, &schema)?;
                 done(format!("Using schema {schema}"))
             }
-            Statement::DataFusion(_) => Err(QuarryError::internal("not a Quarry statement")),
+            Statement::DataFusion(_) => {
+                Err(CoordinatorError::invariant("not a Quarry statement").into())
+            }
         }
     }
 
@@ -164,7 +167,8 @@ impl Engine {
                 Arc::new(UInt64Array::from(versions)),
             ],
         )
-        .map_err(|e| QuarryError::internal(e.to_string()))
+        .map_err(CoordinatorError::batch("a result"))
+        .map_err(QuarryError::from)
     }
 
     pub(super) async fn run_ddl(
@@ -305,6 +309,11 @@ fn unsupported(what: &str) -> QuarryError {
     )
 }
 
+/// A view definition in the catalog is the CREATE VIEW statement that made it.
+fn not_a_view() -> QuarryError {
+    CoordinatorError::invariant("a view definition that is not CREATE VIEW").into()
+}
+
 /// The query of a `CREATE VIEW` statement's text.
 fn view_query(definition: Option<&str>) -> Result<String, QuarryError> {
     let definition =
@@ -313,12 +322,8 @@ fn view_query(definition: Option<&str>) -> Result<String, QuarryError> {
     match parser.parse_statement()? {
         DFStatement::Statement(statement) => match *statement {
             SqlStatement::CreateView(view) => Ok(view.query.to_string()),
-            _ => Err(QuarryError::internal(
-                "a view definition that is not CREATE VIEW",
-            )),
+            _ => Err(not_a_view()),
         },
-        _ => Err(QuarryError::internal(
-            "a view definition that is not CREATE VIEW",
-        )),
+        _ => Err(not_a_view()),
     }
 }

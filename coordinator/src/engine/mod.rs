@@ -40,6 +40,7 @@ use quarry_common::shuffle_reader::ExchangeAccess;
 use crate::access::auth::Auth;
 use crate::access::{AccessControl, UserAccess};
 use crate::datasets::Datasets;
+use crate::error::CoordinatorError;
 use crate::jobs::admission::{Admission, Ticket};
 use crate::jobs::{Job, Jobs};
 use crate::planner::stages::{StagePlan, display_stages, plan_stages, scans_files};
@@ -164,14 +165,17 @@ fn plan_text_batch(rows: Vec<(String, String)>) -> Result<RecordBatch, QuarryErr
             Arc::new(StringArray::from(plans)),
         ],
     )
-    .map_err(|e| QuarryError::internal(e.to_string()))
+    .map_err(CoordinatorError::batch("a plan"))
+    .map_err(QuarryError::from)
 }
 
 /// One text column, one row per message: the result of catalog statements.
 pub fn message_batch(column: &str, messages: &[String]) -> Result<RecordBatch, QuarryError> {
     let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
     let array: ArrayRef = Arc::new(StringArray::from(messages.to_vec()));
-    RecordBatch::try_new(schema, vec![array]).map_err(|e| QuarryError::internal(e.to_string()))
+    RecordBatch::try_new(schema, vec![array])
+        .map_err(CoordinatorError::batch("a result"))
+        .map_err(QuarryError::from)
 }
 
 impl Engine {
@@ -185,7 +189,11 @@ impl Engine {
         let base_config = datasets.base_config().clone();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let cpu = CpuRuntime::new(threads, "coordinator-query")
-            .map_err(|e| QuarryError::internal(format!("cannot start the query runtime: {e}")))?;
+            .map_err(|e| CoordinatorError::Runtime {
+                what: "query runtime",
+                detail: e.to_string(),
+            })
+            .map_err(QuarryError::from)?;
         Ok(Arc::new(Engine {
             datasets,
             access: Arc::clone(auth.control()),
@@ -230,9 +238,7 @@ impl Engine {
         };
         let (produced, consumed) = tokio::join!(producer, consumer);
         consumed?;
-        produced.map_err(|panic| {
-            QuarryError::internal(format!("the query failed unexpectedly: {panic}"))
-        })
+        produced.map_err(|panic| CoordinatorError::crashed("the query", panic).into())
     }
 
     pub(crate) fn admission(&self) -> &Admission {
@@ -341,11 +347,7 @@ impl Engine {
                     .await
             })
             .await
-            .unwrap_or_else(|panic| {
-                Err(QuarryError::internal(format!(
-                    "planning failed unexpectedly: {panic}"
-                )))
-            });
+            .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
         // A query for the executors takes its place in line now, so a full queue is
         // refused before the client waits for anything.
         let planned = planned.and_then(|mut outcome| {
@@ -507,7 +509,8 @@ impl Engine {
                 Arc::new(StringArray::from(plans)),
             ],
         )
-        .map_err(|e| QuarryError::internal(e.to_string()))
+        .map_err(CoordinatorError::batch("a plan"))
+        .map_err(QuarryError::from)
     }
 
     fn start(self: &Arc<Self>, job: Arc<Job>, outcome: Outcome) {
@@ -523,7 +526,7 @@ impl Engine {
                 let run = catch_panic(engine.run(&job, outcome));
                 let result = tokio::select! {
                     result = run => result.unwrap_or_else(|panic| {
-                        Err(QuarryError::internal(format!("the query failed unexpectedly: {panic}")))
+                        Err(CoordinatorError::crashed("the query", panic).into())
                     }),
                     _ = cancel.cancelled() => return,
                 };

@@ -20,6 +20,7 @@ use super::catalog_ops::catalog_error;
 use super::{Engine, Session, message_batch, parse_duration};
 use crate::access::auth::blocking;
 use crate::access::{ADMIN_ROLE, UserAccess, dataset_object};
+use crate::error::CoordinatorError;
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 use crate::system::access::{privilege_rows, privilege_schema};
 
@@ -31,7 +32,9 @@ fn done(message: String) -> Result<RecordBatch, QuarryError> {
 }
 
 fn batch(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<RecordBatch, QuarryError> {
-    RecordBatch::try_new(schema, columns).map_err(|e| QuarryError::internal(e.to_string()))
+    RecordBatch::try_new(schema, columns)
+        .map_err(CoordinatorError::batch("a result"))
+        .map_err(QuarryError::from)
 }
 
 fn timestamp() -> DataType {

@@ -19,6 +19,8 @@ use futures::Stream;
 use quarry_common::QuarryError;
 use tokio::sync::watch;
 
+use crate::error::CoordinatorError;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     offset: u64,
@@ -104,17 +106,17 @@ impl ResultSpool {
         let mut bytes = Vec::new();
         {
             let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())
-                .map_err(|e| QuarryError::internal(format!("encoding results: {e}")))?;
+                .map_err(|e| QuarryError::from(CoordinatorError::encode("results", e)))?;
             writer
                 .write(batch)
                 .and_then(|_| writer.finish())
-                .map_err(|e| QuarryError::internal(format!("encoding results: {e}")))?;
+                .map_err(|e| QuarryError::from(CoordinatorError::encode("results", e)))?;
         }
         let mut state = self.lock();
         if state.outcome.is_some() {
-            return Err(QuarryError::internal(
-                "results appended after the job finished",
-            ));
+            return Err(
+                CoordinatorError::invariant("results appended after the job finished").into(),
+            );
         }
         if state.file.is_none() {
             let file = File::create(&self.path).map_err(|e| {
@@ -177,12 +179,10 @@ impl ResultSpool {
         file.read_exact_at(&mut bytes, entry.offset)
             .map_err(|e| QuarryError::io("reading results", &e))?;
         let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
-            .map_err(|e| QuarryError::internal(format!("decoding results: {e}")))?;
+            .map_err(|e| QuarryError::from(CoordinatorError::decode("results", e)))?;
         match reader.next() {
-            Some(batch) => {
-                batch.map_err(|e| QuarryError::internal(format!("decoding results: {e}")))
-            }
-            None => Err(QuarryError::internal("empty result entry")),
+            Some(batch) => batch.map_err(|e| CoordinatorError::decode("results", e).into()),
+            None => Err(CoordinatorError::decode("results", "an empty entry").into()),
         }
     }
 
@@ -228,7 +228,7 @@ impl ResultSpool {
                     let read = tokio::task::spawn_blocking(move || spool.read_entry(entry))
                         .await
                         .unwrap_or_else(|e| {
-                            Err(QuarryError::internal(format!("reading results: {e}")))
+                            Err(CoordinatorError::crashed("reading results", e).into())
                         });
                     return match read {
                         Ok(batch) => {
@@ -303,7 +303,7 @@ mod tests {
 
     #[tokio::test]
     async fn pages_and_follows_the_writer() -> Result<(), QuarryError> {
-        let dir = tempfile::tempdir().map_err(|e| QuarryError::internal(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| QuarryError::io("temp dir", &e))?;
         let spool = ResultSpool::new(dir.path().join("job.arrows"));
         spool.append(&batch(0, 10))?;
         let reader = spool.read(5, Some(10));
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(values(&got), (5..15).collect::<Vec<i64>>());
         writer
             .await
-            .map_err(|e| QuarryError::internal(e.to_string()))??;
+            .map_err(|e| QuarryError::from(CoordinatorError::crashed("a test task", e)))??;
         let all: Vec<RecordBatch> = spool.read(0, None).try_collect().await?;
         assert_eq!(values(&all).len(), 20);
         let past_end: Vec<RecordBatch> = spool.read(100, Some(5)).try_collect().await?;
@@ -330,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_job_ends_its_readers_with_the_error() -> Result<(), QuarryError> {
-        let dir = tempfile::tempdir().map_err(|e| QuarryError::internal(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| QuarryError::io("temp dir", &e))?;
         let spool = ResultSpool::new(dir.path().join("job.arrows"));
         spool.append(&batch(0, 3))?;
         spool.finish(Err(QuarryError::invalid("boom")));

@@ -75,6 +75,7 @@ use quarry_common::protocol::{
 use quarry_common::{ErrorCode, QuarryError};
 
 use crate::cluster::{Cluster, ExecutorInfo};
+use crate::error::CoordinatorError;
 use crate::planner::stages::{Stage, StagePlan};
 pub use analyze::report as analyze_report;
 use pieces::reader_stages;
@@ -215,9 +216,8 @@ impl Scheduler {
                     ));
                 }
             };
-            TaskResult::decode(body).map_err(|e| {
-                CallError::Failed(QuarryError::internal(format!("malformed task result: {e}")))
-            })
+            TaskResult::decode(body)
+                .map_err(|e| CallError::Failed(CoordinatorError::TaskResult(e.to_string()).into()))
         };
         let lost = async {
             loop {
@@ -297,9 +297,9 @@ impl QueryRun {
     }
 
     fn stage(&self, id: u32) -> Result<&Stage, QuarryError> {
-        self.plan
-            .stage(id)
-            .ok_or_else(|| QuarryError::internal(format!("stage {id} is not in the plan")))
+        self.plan.stage(id).ok_or_else(|| {
+            CoordinatorError::invariant(format!("stage {id} is not in the plan")).into()
+        })
     }
 
     /// Where each stage ran, task by task, so far.
@@ -361,9 +361,10 @@ impl QueryRun {
             }
         }
         if !waiting.is_empty() {
-            return Err(QuarryError::internal(
+            return Err(CoordinatorError::invariant(
                 "the stage plan has stages whose inputs never run",
-            ));
+            )
+            .into());
         }
         Ok(())
     }

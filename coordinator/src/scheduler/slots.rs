@@ -304,6 +304,7 @@ impl SlotPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::CoordinatorError;
     use quarry_common::protocol::ExecutorRegistration;
 
     fn cluster(slots: u32) -> Arc<Cluster> {
@@ -353,7 +354,7 @@ mod tests {
         assert_eq!(served, ["short", "long", "short", "long", "long"]);
         for task in waiting {
             task.await
-                .map_err(|e| QuarryError::internal(e.to_string()))??;
+                .map_err(|e| QuarryError::from(CoordinatorError::crashed("a waiter", e)))??;
         }
         Ok(())
     }
@@ -373,7 +374,9 @@ mod tests {
         let next =
             tokio::time::timeout(Duration::from_secs(2), pool.acquire("c", anywhere(), None))
                 .await
-                .map_err(|_| QuarryError::internal("the slot was never freed"))?;
+                .map_err(|_| {
+                    QuarryError::from(CoordinatorError::invariant("the slot was never freed"))
+                })?;
         assert!(next.is_ok());
         Ok(())
     }

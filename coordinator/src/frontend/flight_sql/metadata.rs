@@ -14,6 +14,7 @@ use quarry_common::QuarryError;
 
 use crate::datasets::CATALOG_NAME;
 use crate::engine::Session;
+use crate::error::CoordinatorError;
 use crate::service::QueryService;
 
 pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
@@ -21,7 +22,7 @@ pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
 pub fn catalogs() -> Result<RecordBatch, QuarryError> {
     let mut builder = GetCatalogsBuilder::new();
     builder.append(CATALOG_NAME);
-    builder.build().map_err(internal)
+    builder.build().map_err(metadata_error)
 }
 
 /// Schemas the caller may see.
@@ -33,7 +34,7 @@ pub fn schemas(
     for schema in service.schema_names(session) {
         builder.append(CATALOG_NAME, schema);
     }
-    builder.build().map_err(internal)
+    builder.build().map_err(metadata_error)
 }
 
 /// Tables and views the caller may read.
@@ -52,9 +53,9 @@ pub async fn tables(
                 table.kind,
                 &table.arrow_schema,
             )
-            .map_err(internal)?;
+            .map_err(metadata_error)?;
     }
-    builder.build().map_err(internal)
+    builder.build().map_err(metadata_error)
 }
 
 pub static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
@@ -79,9 +80,7 @@ pub static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
 });
 
 pub fn sql_info() -> Result<&'static SqlInfoData, QuarryError> {
-    SQL_INFO
-        .as_ref()
-        .map_err(|e| QuarryError::internal(e.clone()))
+    SQL_INFO.as_ref().map_err(metadata_error)
 }
 
 fn xdbc(
@@ -136,9 +135,7 @@ pub static XDBC_TYPES: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::ne
 });
 
 pub fn xdbc_types() -> Result<&'static XdbcTypeInfoData, QuarryError> {
-    XDBC_TYPES
-        .as_ref()
-        .map_err(|e| QuarryError::internal(e.clone()))
+    XDBC_TYPES.as_ref().map_err(metadata_error)
 }
 
 /// GetPrimaryKeys' result schema.
@@ -172,6 +169,7 @@ pub fn foreign_keys_schema() -> SchemaRef {
     ]))
 }
 
-fn internal(e: impl std::fmt::Display) -> QuarryError {
-    QuarryError::internal(e.to_string())
+/// Building a metadata answer failed: the builders and their schemas are ours.
+fn metadata_error(e: impl std::fmt::Display) -> QuarryError {
+    CoordinatorError::encode("Flight SQL metadata", e).into()
 }

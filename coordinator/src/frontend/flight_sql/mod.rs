@@ -44,6 +44,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::auth::Credentials;
 use crate::engine::{PreparedStatement, Session};
+use crate::error::CoordinatorError;
 use crate::service::QueryService;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -82,8 +83,18 @@ fn status(e: QuarryError) -> Status {
 fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
     let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        .map_err(|e: arrow::error::ArrowError| {
+            Status::from(CoordinatorError::encode("a schema", e))
+        })?;
     Ok(message.0)
+}
+
+/// An encoder's error: the job's own error passes through, anything else is ours.
+fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(status) => *status,
+        other => CoordinatorError::encode("Flight data", other).into(),
+    }
 }
 
 fn batch_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> FlightStream<FlightData> {
@@ -91,7 +102,7 @@ fn batch_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> FlightStream<Fl
         .with_schema(schema)
         .with_dictionary_handling(DictionaryHandling::Resend)
         .build(futures::stream::iter(batches.into_iter().map(Ok)))
-        .map_err(|e| Status::internal(e.to_string()))
+        .map_err(flight_status)
         .boxed()
 }
 
@@ -102,7 +113,7 @@ fn flight_info(
 ) -> Result<FlightInfo, Status> {
     Ok(FlightInfo::new()
         .try_with_schema(schema)
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::from(CoordinatorError::encode("a schema", e)))?
         .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
         .with_descriptor(descriptor))
 }
@@ -357,10 +368,7 @@ impl FlightSqlService for FlightSqlFrontend {
             .with_schema(schema)
             .with_dictionary_handling(DictionaryHandling::Resend)
             .build(batches)
-            .map_err(|e| match e {
-                FlightError::Tonic(status) => *status,
-                other => Status::internal(other.to_string()),
-            })
+            .map_err(flight_status)
             .boxed();
         Ok(caller.respond(stream))
     }
@@ -534,7 +542,7 @@ impl FlightSqlService for FlightSqlFrontend {
         }
         let batch = builder
             .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::from(CoordinatorError::encode("Flight SQL metadata", e)))?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
 
@@ -558,7 +566,7 @@ impl FlightSqlService for FlightSqlFrontend {
         let batch = query
             .into_builder(info)
             .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::from(CoordinatorError::encode("Flight SQL metadata", e)))?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
 
@@ -582,7 +590,7 @@ impl FlightSqlService for FlightSqlFrontend {
         let batch = query
             .into_builder(types)
             .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::from(CoordinatorError::encode("Flight SQL metadata", e)))?;
         Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
     }
 

@@ -9,6 +9,16 @@ use bytes::Bytes;
 use quarry_common::QuarryError;
 use serde_json::json;
 
+use crate::error::CoordinatorError;
+
+pub(super) fn json_error(e: impl std::fmt::Display) -> QuarryError {
+    CoordinatorError::encode("JSON", e).into()
+}
+
+fn arrow_error(e: impl std::fmt::Display) -> QuarryError {
+    CoordinatorError::encode("Arrow IPC", e).into()
+}
+
 /// Column names and types, for JSON results.
 pub fn columns(schema: &Schema) -> serde_json::Value {
     serde_json::Value::Array(
@@ -28,7 +38,7 @@ pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, QuarryError> {
     writer
         .write(batch)
         .and_then(|_| writer.finish())
-        .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
+        .map_err(json_error)?;
     Ok(writer.into_inner())
 }
 
@@ -81,15 +91,14 @@ fn json_arrays(batch: &RecordBatch, first: bool) -> Result<Vec<u8>, QuarryError>
         std::sync::Arc::new(Schema::new(fields)),
         batch.columns().to_vec(),
     )
-    .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
+    .map_err(json_error)?;
     let lines = ndjson(&positional)?;
     let width = batch.num_columns();
     let mut out = Vec::with_capacity(lines.len() + 1);
     let mut need_comma = !first;
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let mut object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(line)
-                .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
+            serde_json::from_slice(line).map_err(json_error)?;
         let row: Vec<serde_json::Value> = (0..width)
             .map(|i| {
                 object
@@ -100,8 +109,7 @@ fn json_arrays(batch: &RecordBatch, first: bool) -> Result<Vec<u8>, QuarryError>
         if need_comma {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, &row)
-            .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")))?;
+        serde_json::to_writer(&mut out, &row).map_err(json_error)?;
         need_comma = true;
     }
     Ok(out)
@@ -114,8 +122,7 @@ pub struct IpcEncoder {
 
 impl IpcEncoder {
     pub fn new(schema: &Schema) -> Result<Self, QuarryError> {
-        let writer = StreamWriter::try_new(Vec::new(), schema)
-            .map_err(|e| QuarryError::internal(format!("encoding Arrow: {e}")))?;
+        let writer = StreamWriter::try_new(Vec::new(), schema).map_err(arrow_error)?;
         Ok(IpcEncoder { writer })
     }
 
@@ -125,9 +132,7 @@ impl IpcEncoder {
 
     /// The schema message, then whatever the batch adds.
     pub fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QuarryError> {
-        self.writer
-            .write(batch)
-            .map_err(|e| QuarryError::internal(format!("encoding Arrow: {e}")))?;
+        self.writer.write(batch).map_err(arrow_error)?;
         Ok(self.take())
     }
 
@@ -136,9 +141,7 @@ impl IpcEncoder {
     }
 
     pub fn finish(&mut self) -> Result<Bytes, QuarryError> {
-        self.writer
-            .finish()
-            .map_err(|e| QuarryError::internal(format!("encoding Arrow: {e}")))?;
+        self.writer.finish().map_err(arrow_error)?;
         Ok(self.take())
     }
 }

@@ -10,7 +10,7 @@ use quarry_common::QuarryError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::encode::ndjson;
+use super::encode::{json_error, ndjson};
 use super::{ApiResult, AppState, parse_body};
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 
@@ -19,10 +19,7 @@ fn batch_values(batch: &arrow::array::RecordBatch) -> ApiResult<Vec<Value>> {
     ndjson(batch)?
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|line| {
-            serde_json::from_slice(line)
-                .map_err(|e| QuarryError::internal(format!("encoding JSON: {e}")).into())
-        })
+        .map(|line| serde_json::from_slice(line).map_err(|e| json_error(e).into()))
         .collect()
 }
 
