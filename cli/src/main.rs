@@ -149,6 +149,9 @@ async fn interactive(connection: &mut Connection) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // rustls chooses a crypto provider itself only when one is compiled in; a workspace
+    // build may bring two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -22,10 +22,11 @@ use prost::Message;
 
 use crate::shuffle_reader::{ShuffleLocation, ShuffleReaderExec};
 use crate::stall::StallExec;
+use crate::table_write::{FileWriteExec, WriteTarget};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct ExtensionNode {
-    #[prost(oneof = "extension_node::Kind", tags = "1, 2")]
+    #[prost(oneof = "extension_node::Kind", tags = "1, 2, 3")]
     pub kind: Option<extension_node::Kind>,
 }
 
@@ -36,6 +37,8 @@ pub mod extension_node {
         ShuffleReader(super::ShuffleReaderNode),
         #[prost(message, tag = "2")]
         Stall(super::StallNode),
+        #[prost(message, tag = "3")]
+        FileWrite(super::FileWriteNode),
     }
 }
 
@@ -58,6 +61,16 @@ pub struct StallNode {
 }
 
 #[derive(Clone, PartialEq, Message)]
+pub struct FileWriteNode {
+    #[prost(string, tag = "1")]
+    pub base_url: String,
+    #[prost(string, repeated, tag = "2")]
+    pub partition_by: Vec<String>,
+    #[prost(message, optional, tag = "3")]
+    pub sink_schema: Option<protobuf::Schema>,
+}
+
+#[derive(Clone, PartialEq, Message)]
 pub struct PartitionPieces {
     #[prost(message, repeated, tag = "1")]
     pub pieces: Vec<ShuffleLocation>,
@@ -71,7 +84,7 @@ impl PhysicalExtensionCodec for QuarryCodec {
     fn try_decode(
         &self,
         buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
+        inputs: &[Arc<dyn ExecutionPlan>],
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -95,6 +108,25 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 stall.partitions as usize,
                 stall.with_column,
             ))),
+            Some(extension_node::Kind::FileWrite(write)) => {
+                let [input] = inputs else {
+                    return Err(internal_datafusion_err!("a file write has one input"));
+                };
+                let schema = write
+                    .sink_schema
+                    .as_ref()
+                    .ok_or_else(|| internal_datafusion_err!("file write without schema"))?;
+                let schema: Schema = schema.try_into()?;
+                let target = WriteTarget {
+                    base_url: write.base_url,
+                    partition_by: write.partition_by,
+                };
+                Ok(Arc::new(FileWriteExec::new(
+                    Arc::clone(input),
+                    target,
+                    Arc::new(schema),
+                )?))
+            }
             None => Err(internal_datafusion_err!("empty Quarry plan node")),
         }
     }
@@ -129,6 +161,19 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 kind: Some(extension_node::Kind::Stall(StallNode {
                     partitions: stall.partitions() as u32,
                     with_column: stall.with_column(),
+                })),
+            };
+            message
+                .encode(buf)
+                .map_err(|e| internal_datafusion_err!("encoding Quarry plan node: {e}"))?;
+            return Ok(());
+        }
+        if let Some(write) = node.downcast_ref::<FileWriteExec>() {
+            let message = ExtensionNode {
+                kind: Some(extension_node::Kind::FileWrite(FileWriteNode {
+                    base_url: write.target().base_url.clone(),
+                    partition_by: write.target().partition_by.clone(),
+                    sink_schema: Some(write.sink_schema().as_ref().try_into()?),
                 })),
             };
             message

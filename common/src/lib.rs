@@ -7,6 +7,7 @@ pub mod activity;
 pub mod cluster_secret;
 pub mod codec;
 pub mod cpu_runtime;
+pub mod crypto;
 pub mod error;
 pub mod flight_channels;
 pub mod metrics;
@@ -15,5 +16,6 @@ pub mod panics;
 pub mod protocol;
 pub mod shuffle_reader;
 pub mod stall;
+pub mod table_write;
 
 pub use error::{ErrorCode, QuarryError, QuarryResult};

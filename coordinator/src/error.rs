@@ -16,6 +16,10 @@ pub enum CoordinatorError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 
+    /// A managed table's log or files.
+    #[error("table log: {0}")]
+    Delta(#[from] deltalake_core::DeltaTableError),
+
     /// A file the coordinator writes or reads itself (demo data, results, its directory).
     #[error("{what}: {source}")]
     Io {
@@ -116,6 +120,7 @@ impl CoordinatorError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CoordinatorError::Catalog(e) => catalog_code(e),
+            CoordinatorError::Delta(e) => delta_code(e),
             CoordinatorError::Io { source, .. } => ErrorCode::of_io(source),
             // The machine refused (ports, threads, entropy): not a bug, not the caller's.
             CoordinatorError::Listener { .. }
@@ -129,6 +134,26 @@ impl CoordinatorError {
             | CoordinatorError::Crashed { .. }
             | CoordinatorError::Invariant(_) => ErrorCode::Internal,
         }
+    }
+}
+
+fn delta_code(e: &deltalake_core::DeltaTableError) -> ErrorCode {
+    use deltalake_core::DeltaTableError as E;
+    match e {
+        E::ObjectStore { source } => match source {
+            object_store::Error::NotFound { .. } => ErrorCode::NotFound,
+            object_store::Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            object_store::Error::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            _ => ErrorCode::Unavailable,
+        },
+        E::Io { source } => ErrorCode::of_io(source),
+        E::NotATable(_) | E::InvalidTableLocation(_) => ErrorCode::NotFound,
+        E::InvalidVersion(_) | E::InvalidDateTimeString { .. } | E::SchemaMismatch { .. } => {
+            ErrorCode::InvalidArgument
+        }
+        E::VersionAlreadyExists(_) | E::VersionMismatch(..) => ErrorCode::Conflict,
+        E::MissingFeature { .. } | E::UnsupportedColumnMapping { .. } => ErrorCode::Unimplemented,
+        _ => ErrorCode::Internal,
     }
 }
 

@@ -91,6 +91,10 @@ struct ServeArgs {
     /// Offer `sys.test_stall`, a source that never yields (for tests of the watchdog).
     #[arg(long, env = "QUARRY_TEST_SOURCES", hide = true)]
     test_sources: bool,
+    /// Where managed tables (CREATE TABLE ... AS SELECT) live; `<dir>/warehouse` by
+    /// default. On a cluster of several machines it must be a folder they all share.
+    #[arg(long, env = "QUARRY_WAREHOUSE")]
+    warehouse: Option<PathBuf>,
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -246,6 +250,7 @@ fn coordinator_config(serve: &ServeArgs) -> Result<CoordinatorConfig, QuarryErro
     };
     config.fetch_timeout = serve.fetch_timeout;
     config.test_sources = serve.test_sources;
+    config.warehouse = serve.warehouse.clone();
     Ok(config)
 }
 
@@ -381,6 +386,7 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
 }
 
 fn main() -> ExitCode {
+    quarry_common::crypto::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -66,6 +66,8 @@ pub struct CoordinatorConfig {
     pub fetch_timeout: Duration,
     /// Offer `sys.test_stall` (a source that never yields), for tests of the watchdog.
     pub test_sources: bool,
+    /// Where managed tables created without a source live; `<dir>/warehouse` when None.
+    pub warehouse: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -82,6 +84,7 @@ impl CoordinatorConfig {
             admission: AdmissionConfig::default(),
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             test_sources: false,
+            warehouse: None,
         }
     }
 }
@@ -208,6 +211,7 @@ pub async fn start(
     config: CoordinatorConfig,
     listeners: Listeners,
 ) -> Result<RunningCoordinator, QuarryError> {
+    quarry_common::crypto::install_crypto_provider();
     // Refused before anything is opened or created.
     let flight_addr = local_addr(&listeners.flight)?;
     let http_addr = local_addr(&listeners.http)?;
@@ -231,7 +235,17 @@ pub async fn start(
             detail: e.to_string(),
         })
         .map_err(QuarryError::from)?;
+    let warehouse = config
+        .warehouse
+        .clone()
+        .unwrap_or_else(|| config.dir.join("warehouse"));
+    std::fs::create_dir_all(&warehouse)
+        .map_err(|e| QuarryError::invalid(format!("cannot create {}: {e}", warehouse.display())))?;
+    let warehouse = warehouse
+        .canonicalize()
+        .map_err(|e| QuarryError::invalid(format!("cannot use {}: {e}", warehouse.display())))?;
     let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
+    datasets.set_warehouse(&warehouse)?;
     let jobs = Jobs::new(catalog.clone(), config.dir.join("results"))?;
     let cluster = Cluster::new(config.heartbeat_interval, config.lost_after);
     let access = AccessControl::new(config.auth, catalog.clone())?;

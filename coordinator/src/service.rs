@@ -586,7 +586,16 @@ impl QueryService for Arc<Engine> {
         version: Option<u64>,
     ) -> Result<(), QuarryError> {
         let actor = self.access_for(session);
-        Engine::drop_dataset(self.as_ref(), &actor, schema, name, None, false, version).map(|_| ())
+        let folder = self
+            .datasets
+            .catalog()
+            .get_dataset(schema, name)
+            .ok()
+            .flatten()
+            .and_then(|stored| crate::engine::managed_folder(&stored.record));
+        Engine::drop_dataset(self.as_ref(), &actor, schema, name, None, false, version)?;
+        self.purge_in_background(folder.into_iter().collect());
+        Ok(())
     }
 
     fn health(&self) -> Health {

@@ -134,6 +134,7 @@ pub async fn start(
     listener: TcpListener,
     config: ExecutorConfig,
 ) -> Result<RunningExecutor, ExecutorError> {
+    quarry_common::crypto::install_crypto_provider();
     let address = listener.local_addr().map_err(ExecutorError::Listener)?;
     let host = config
         .advertise_host

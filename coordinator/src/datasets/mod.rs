@@ -1,6 +1,7 @@
 //! Datasets: the catalog's tables and views turned into DataFusion table providers, and
 //! the checks a new table or view passes before it is stored.
 
+pub mod delta;
 mod provider;
 pub mod schema_codec;
 pub mod sources;
@@ -43,6 +44,10 @@ pub struct Datasets {
     base_config: SessionConfig,
     object_stores: ObjectStoreRegistrar,
     system: OnceLock<Arc<SystemTables>>,
+    /// Managed tables' commit locks.
+    commits: Arc<delta::Commits>,
+    /// The folder URL managed tables without a source go under.
+    warehouse: OnceLock<url::Url>,
 }
 
 impl Datasets {
@@ -59,6 +64,8 @@ impl Datasets {
             base_config,
             object_stores: ObjectStoreRegistrar::default(),
             system: OnceLock::new(),
+            commits: Arc::default(),
+            warehouse: OnceLock::new(),
         });
         // Object stores of existing S3 sources, so their tables can be scanned.
         for source in datasets.catalog.list_sources().map_err(catalog_error)? {
@@ -77,6 +84,34 @@ impl Datasets {
             }
         }
         Ok(datasets)
+    }
+
+    /// Set where managed tables go (once, at start).
+    pub fn set_warehouse(&self, dir: &std::path::Path) -> Result<(), QuarryError> {
+        let url = url::Url::from_directory_path(dir).map_err(|_| {
+            QuarryError::invalid(format!(
+                "the warehouse {} is not an absolute path",
+                dir.display()
+            ))
+        })?;
+        let _ = self.warehouse.set(url);
+        Ok(())
+    }
+
+    /// The folder a new managed table `schema.name` gets.
+    pub fn managed_location(&self, schema: &str, name: &str) -> Result<url::Url, QuarryError> {
+        let warehouse = self
+            .warehouse
+            .get()
+            .ok_or_else(|| QuarryError::unavailable("no warehouse is configured"))?;
+        let folder = format!("{schema}/{name}/");
+        warehouse
+            .join(&folder)
+            .map_err(|e| QuarryError::invalid(format!("table folder {folder}: {e}")))
+    }
+
+    pub fn commits(&self) -> &Arc<delta::Commits> {
+        &self.commits
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -213,6 +248,16 @@ impl Datasets {
     ) -> Result<Arc<dyn TableProvider>, QuarryError> {
         let (schema, name) = (record.schema.as_str(), record.name.as_str());
         match record.definition {
+            DatasetDefinition::Table(table) if table.format == delta::DELTA_FORMAT => {
+                let schema = schema_codec::decode_schema(&table.arrow_schema)?;
+                let url = delta::folder_url(&table.location)?;
+                Ok(Arc::new(delta::DeltaTable::new(
+                    url,
+                    schema,
+                    table.partition_columns.clone(),
+                    Arc::clone(&self.commits),
+                )))
+            }
             DatasetDefinition::Table(table) => {
                 let state = self.planning_state(None);
                 tables::open_table(&state, &table)

@@ -313,7 +313,9 @@ impl Engine {
             }));
         }
         if cascade {
+            let mut folders = Vec::new();
             for dataset in catalog.list_datasets(Some(name)).map_err(catalog_error)? {
+                folders.extend(super::writes::managed_folder(&dataset.record));
                 catalog
                     .delete_dataset(name, &dataset.record.name, None)
                     .map_err(catalog_error)?;
@@ -322,6 +324,7 @@ impl Engine {
                     &dataset_object(name, &dataset.record.name),
                 )?;
             }
+            self.purge_in_background(folders);
         }
         catalog
             .delete_schema(name, expected_version)
@@ -332,7 +335,7 @@ impl Engine {
 
     // ---- datasets ----
 
-    fn require_schema(&self, schema: &str) -> Result<(), QuarryError> {
+    pub(crate) fn require_schema(&self, schema: &str) -> Result<(), QuarryError> {
         match self
             .datasets
             .catalog()
@@ -356,7 +359,7 @@ impl Engine {
     }
 
     /// The creator of a dataset may read, change and share it.
-    fn grant_to_creator(
+    pub(crate) fn grant_to_creator(
         &self,
         actor: &UserAccess,
         schema: &str,
@@ -380,7 +383,7 @@ impl Engine {
 
     /// The existing dataset, after applying `mode`: Ok(Some) means "keep it, done".
     /// Replacing one needs ALTER on it.
-    fn check_existing(
+    pub(crate) fn check_existing(
         &self,
         actor: &UserAccess,
         schema: &str,
@@ -517,7 +520,7 @@ impl Engine {
     }
 
     /// Write a checked definition: created, or replacing the old one for OR REPLACE.
-    fn store_dataset(
+    pub(crate) fn store_dataset(
         &self,
         schema: &str,
         name: &str,

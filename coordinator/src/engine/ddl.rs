@@ -103,7 +103,7 @@ impl Engine {
                 self.use_schema(session, &schema)?;
                 done(format!("Using schema {schema}"))
             }
-            Statement::DataFusion(_) => {
+            Statement::DataFusion(_) | Statement::ManagedTable { .. } => {
                 Err(CoordinatorError::invariant("not a Quarry statement").into())
             }
         }
@@ -259,8 +259,9 @@ impl Engine {
             }
             DdlStatement::DropTable(drop) => {
                 let (schema, name) = self.dataset_name(session, &drop.name)?;
-                let dropped =
-                    self.drop_dataset(&actor, &schema, &name, Some("table"), drop.if_exists, None)?;
+                let dropped = self
+                    .drop_table_data(&actor, &schema, &name, drop.if_exists)
+                    .await?;
                 done(if dropped {
                     format!("Table {schema}.{name} dropped")
                 } else {

@@ -13,6 +13,9 @@
 pub mod catalog_ops;
 mod ddl;
 mod security;
+mod writes;
+
+pub(crate) use writes::managed_folder;
 pub mod session;
 
 use std::collections::BTreeMap;
@@ -396,8 +399,12 @@ impl Engine {
         statement: Statement,
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<Outcome, QuarryError> {
-        let statement = match statement {
-            Statement::DataFusion(statement) => *statement,
+        let (statement, partition_by) = match statement {
+            Statement::DataFusion(statement) => (*statement, Vec::new()),
+            Statement::ManagedTable {
+                statement,
+                partition_by,
+            } => (*statement, partition_by),
             ours => {
                 let batch = self.run_extension(session, ours).await?;
                 return Ok(Outcome::Rows(batch.schema(), vec![batch]));
@@ -409,6 +416,14 @@ impl Engine {
             plan = plan.with_param_values(values)?;
         }
         match plan {
+            LogicalPlan::Ddl(datafusion::logical_expr::DdlStatement::CreateMemoryTable(create)) => {
+                self.create_managed(session, &state, create, partition_by)
+                    .await
+            }
+            LogicalPlan::Dml(dml) if writes::is_insert(&dml) => {
+                self.require_insert(session, &dml)?;
+                self.plan_query(&state, &LogicalPlan::Dml(dml)).await
+            }
             LogicalPlan::Ddl(ddl) => {
                 let batch = self.run_ddl(session, ddl).await?;
                 Ok(Outcome::Rows(batch.schema(), vec![batch]))
@@ -430,7 +445,7 @@ impl Engine {
             )),
             LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(QuarryError::new(
                 quarry_common::ErrorCode::Unimplemented,
-                "Quarry reads data where it lives: INSERT, UPDATE, DELETE and COPY are not supported",
+                "UPDATE, DELETE and COPY are not supported yet; INSERT INTO a managed table is",
             )),
             LogicalPlan::Analyze(analyze) => {
                 let inner = self.plan_query(&state, analyze.input.as_ref()).await?;

@@ -38,6 +38,12 @@ pub enum Statement {
     },
     /// Users, roles, grants and tokens.
     Security(SecurityStatement),
+    /// `CREATE TABLE ... PARTITION BY (columns) [AS SELECT ...]`: DataFusion's statement
+    /// without the clause it does not plan, and the clause's columns.
+    ManagedTable {
+        statement: Box<DFStatement>,
+        partition_by: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +126,7 @@ fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusio
         }
         let statement = match parse_extension(&mut df.parser)? {
             Some(ours) => ours,
-            None => Statement::DataFusion(Box::new(df.parse_statement()?)),
+            None => with_partitioning(df.parse_statement()?)?,
         };
         statements.push(statement);
         expecting_delimiter = true;
@@ -131,6 +137,40 @@ fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusio
         ));
     }
     Ok(statements)
+}
+
+/// Lift `PARTITION BY (a, b)` off a `CREATE TABLE`.
+fn with_partitioning(
+    mut statement: DFStatement,
+) -> Result<Statement, datafusion::error::DataFusionError> {
+    use datafusion::sql::sqlparser::ast::{Expr, Statement as SqlStatement};
+    let DFStatement::Statement(inner) = &mut statement else {
+        return Ok(Statement::DataFusion(Box::new(statement)));
+    };
+    let SqlStatement::CreateTable(create) = inner.as_mut() else {
+        return Ok(Statement::DataFusion(Box::new(statement)));
+    };
+    let Some(clause) = create.partition_by.take() else {
+        return Ok(Statement::DataFusion(Box::new(statement)));
+    };
+    let items = match *clause {
+        Expr::Nested(inner) => vec![*inner],
+        Expr::Tuple(items) => items,
+        other => vec![other],
+    };
+    let partition_by = items
+        .into_iter()
+        .map(|item| match item {
+            Expr::Identifier(ident) => Ok(ident_name(&ident)),
+            other => Err(datafusion::error::DataFusionError::Plan(format!(
+                "PARTITION BY takes column names, not {other}"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Statement::ManagedTable {
+        statement: Box::new(statement),
+        partition_by,
+    })
 }
 
 pub(super) fn word_at(parser: &Parser, n: usize) -> Option<String> {

@@ -58,6 +58,18 @@ cur.execute("CREATE OR REPLACE VIEW adbc.big_orders AS SELECT * FROM demo.orders
 cur.execute("SELECT count(*) AS n FROM adbc.big_orders")
 assert cur.fetch_arrow_table().column("n")[0].as_py() > 0
 
+# writes: a managed table from a query, then an update whose count is the rows it added
+cur.execute("CREATE TABLE adbc.cities AS SELECT city, count(*) AS n FROM demo.orders GROUP BY city")
+assert cur.fetch_arrow_table().column("count")[0].as_py() == 10
+stmt = adbc_driver_manager.AdbcStatement(conn.adbc_connection)
+stmt.set_sql_query("INSERT INTO adbc.cities SELECT city, n FROM adbc.cities")
+assert stmt.execute_update() == 10, "update count"
+stmt.close()
+cur.execute("SELECT count(*) AS n, sum(n) AS orders FROM adbc.cities")
+written = cur.fetch_arrow_table().to_pylist()[0]
+assert written == {"n": 20, "orders": 20000}, written
+print("writes ok")
+
 # errors carry the server's message and a proper status
 try:
     cur.execute("SELEC 1")

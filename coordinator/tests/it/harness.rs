@@ -152,14 +152,15 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A Python with pyarrow, the ADBC Flight SQL driver, moto and boto3: `$QUARRY_TEST_VENV`
+/// A Python with pyarrow, the ADBC Flight SQL driver, moto, boto3 and deltalake: `$QUARRY_TEST_VENV`
 /// or `.venv-test` in the workspace, created on first use.
 pub fn python() -> PathBuf {
     let venv = std::env::var_os("QUARRY_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(".venv-test"));
     let python = venv.join("bin/python");
-    let ready = venv.join(".quarry-ready");
+    // The marker names the package set, so a venv made for an older set is completed.
+    let ready = venv.join(".quarry-ready-2");
     if ready.exists() {
         return python;
     }
@@ -181,6 +182,7 @@ pub fn python() -> PathBuf {
                 "pyarrow",
                 "moto[server]",
                 "boto3",
+                "deltalake",
             ])
             .status()
             .expect("pip runs");

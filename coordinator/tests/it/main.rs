@@ -10,4 +10,5 @@ mod rest;
 mod restart;
 mod s3;
 mod security;
+mod tables;
 mod tls;

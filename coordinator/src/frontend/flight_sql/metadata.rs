@@ -63,7 +63,7 @@ pub static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     builder.append(SqlInfo::FlightSqlServerName, "Quarry");
     builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
     builder.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
-    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerReadOnly, false);
     builder.append(SqlInfo::FlightSqlServerSql, true);
     builder.append(SqlInfo::FlightSqlServerSubstrait, false);
     // 0 = no transactions.

@@ -193,7 +193,25 @@ impl FlightSqlFrontend {
             )
             .to_status());
         }
-        Ok(0)
+        // INSERT answers one `count` row: that is the update count. Other statements
+        // change no rows.
+        let batches: Vec<RecordBatch> = job
+            .spool
+            .read(0, None)
+            .try_collect()
+            .await
+            .map_err(status)?;
+        let counted = batches
+            .iter()
+            .filter(|b| b.num_columns() == 1 && b.schema().field(0).name() == "count")
+            .filter_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt64Array>()
+            })
+            .map(|counts| counts.iter().flatten().sum::<u64>())
+            .sum::<u64>();
+        Ok(counted as i64)
     }
 
     /// The FlightInfo of a metadata command: its result schema, and the command itself

@@ -1,0 +1,773 @@
+//! Managed tables: Delta Lake tables Quarry writes, so Spark, DuckDB, Polars, Trino and the
+//! `deltalake` package read them too. deltalake-core keeps the log (create, commit, replay
+//! a version); it is given Quarry's own object stores, so a table in the warehouse or in a
+//! writable S3 source uses the same clients, credentials and cluster file access as every
+//! scan. The coordinator is the only committer of a table and serializes its commits
+//! itself (one lock per table), so two writers in one Quarry never race; a second engine
+//! committing to the same table is not supported.
+//!
+//! Reads build DataFusion's Parquet scan over the files of one snapshot (so they split
+//! across executors like any scan); filters on partition columns prune whole files first.
+//! Writes are `FileWriteExec` tasks on the executors (`quarry_common::table_write`); the
+//! `DeltaCommitExec` above them, on the coordinator, commits the files they report.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, ScalarValue, exec_datafusion_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::{Action, Add, Remove, StructType};
+use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::table::state::DeltaTableState;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
+use quarry_common::QuarryError;
+use quarry_common::table_write::{FileWriteExec, WriteTarget, written_files};
+use url::Url;
+
+use crate::error::CoordinatorError;
+
+/// The `format` of a managed table's catalog record.
+pub const DELTA_FORMAT: &str = "delta";
+
+fn delta_error(e: deltalake_core::DeltaTableError) -> QuarryError {
+    CoordinatorError::from(e).into()
+}
+
+/// The types a Delta table stores, for a query's result schema: views of strings and
+/// binaries become plain ones, timestamps microseconds, dictionaries their values.
+pub fn storable_schema(schema: &Schema) -> Result<SchemaRef, QuarryError> {
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let data_type = storable_type(f.data_type()).ok_or_else(|| {
+                QuarryError::invalid(format!(
+                    "column '{}' has type {}, which a table cannot store",
+                    f.name(),
+                    f.data_type()
+                ))
+            })?;
+            Ok(Field::new(f.name(), data_type, f.is_nullable()))
+        })
+        .collect::<Result<Vec<_>, QuarryError>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn storable_type(data_type: &DataType) -> Option<DataType> {
+    use arrow::datatypes::TimeUnit;
+    Some(match data_type {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Dictionary(_, value) => storable_type(value)?,
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 | DataType::UInt64 => DataType::Int64,
+        DataType::Null => DataType::Utf8,
+        DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Utf8
+        | DataType::Binary
+        | DataType::Date32
+        | DataType::Decimal128(_, _) => data_type.clone(),
+        _ => return None,
+    })
+}
+
+/// The log store of the table at `url` (a folder URL), over the store the runtime has
+/// registered for it.
+pub fn log_store(runtime: &RuntimeEnv, url: &Url) -> Result<LogStoreRef, QuarryError> {
+    let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+    let root = runtime.object_store(&store_url)?;
+    let prefix = Path::from_url_path(url.path()).map_err(|e| {
+        QuarryError::invalid(format!("table location {url} is not a valid path: {e}"))
+    })?;
+    let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(Arc::clone(&root), prefix));
+    Ok(default_logstore(
+        prefixed,
+        root,
+        url,
+        &StorageConfig::default(),
+    ))
+}
+
+/// A folder URL: with the trailing `/` DataFusion and the log store expect.
+pub fn folder_url(location: &str) -> Result<Url, QuarryError> {
+    let text = if location.ends_with('/') {
+        location.to_string()
+    } else {
+        format!("{location}/")
+    };
+    Url::parse(&text).map_err(|e| QuarryError::invalid(format!("bad table location {text}: {e}")))
+}
+
+/// Create an empty table (version 0) with this schema and partitioning.
+pub async fn create_table(
+    runtime: &RuntimeEnv,
+    url: &Url,
+    name: &str,
+    schema: &Schema,
+    partition_by: &[String],
+) -> Result<(), QuarryError> {
+    for column in partition_by {
+        if schema.field_with_name(column).is_err() {
+            return Err(QuarryError::invalid(format!(
+                "PARTITION BY names '{column}', which is not a column of the table"
+            )));
+        }
+    }
+    if !partition_by.is_empty() && partition_by.len() == schema.fields().len() {
+        return Err(QuarryError::invalid(
+            "a table needs at least one column that is not a partition column",
+        ));
+    }
+    let kernel: StructType = schema
+        .try_into_kernel()
+        .map_err(|e| QuarryError::invalid(format!("the table's columns: {e}")))?;
+    CreateBuilder::new()
+        .with_log_store(log_store(runtime, url)?)
+        .with_table_name(name)
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns(partition_by.iter().cloned())
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .await
+        .map_err(delta_error)?;
+    Ok(())
+}
+
+/// Delete everything under a managed table's folder (DROP TABLE).
+pub async fn purge(runtime: &RuntimeEnv, url: &Url) -> Result<usize, QuarryError> {
+    let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+    let store = runtime.object_store(&store_url)?;
+    let prefix = Path::from_url_path(url.path())
+        .map_err(|e| QuarryError::invalid(format!("bad table location {url}: {e}")))?;
+    let files: Vec<Path> = store
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .map_err(|e| QuarryError::from(DataFusionError::from(e)))?;
+    for file in &files {
+        store
+            .delete(file)
+            .await
+            .map_err(|e| QuarryError::from(DataFusionError::from(e)))?;
+    }
+    Ok(files.len())
+}
+
+/// One lock per table, so commits to it are serialized, and a count of the writes in
+/// flight, so files of failed attempts are swept only when no write still adds files.
+#[derive(Debug, Default)]
+pub struct Commits {
+    tables: Mutex<HashMap<String, Arc<TableWrites>>>,
+}
+
+#[derive(Debug, Default)]
+struct TableWrites {
+    commit: tokio::sync::Mutex<()>,
+    /// Writes planned and not finished. A sweep holds this lock while it runs, so no
+    /// write is planned (and writes files) during one.
+    in_flight: tokio::sync::Mutex<usize>,
+}
+
+impl Commits {
+    fn table(&self, url: &Url) -> Arc<TableWrites> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(tables.entry(url.to_string()).or_default())
+    }
+}
+
+/// A planned write: while it lives, the table's unreferenced files may be its own.
+struct WriteInFlight {
+    writes: Arc<TableWrites>,
+    log_store: LogStoreRef,
+}
+
+impl WriteInFlight {
+    async fn begin(commits: &Commits, url: &Url, log_store: LogStoreRef) -> Self {
+        let writes = commits.table(url);
+        *writes.in_flight.lock().await += 1;
+        WriteInFlight { writes, log_store }
+    }
+}
+
+impl fmt::Debug for WriteInFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WriteInFlight")
+    }
+}
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        let (writes, log_store) = (Arc::clone(&self.writes), Arc::clone(&self.log_store));
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            if let Ok(mut count) = writes.in_flight.try_lock() {
+                *count = count.saturating_sub(1);
+            }
+            return;
+        };
+        handle.spawn(async move {
+            let mut count = writes.in_flight.lock().await;
+            *count = count.saturating_sub(1);
+            if *count > 0 {
+                return;
+            }
+            // The last write of the table ended: what no version references now is left
+            // from failed attempts. New writes wait for the sweep (the lock is held).
+            match sweep_unreferenced(&log_store).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed files no version references"),
+                Err(e) => tracing::warn!("could not sweep a table's unreferenced files: {e}"),
+            }
+            drop(count);
+        });
+    }
+}
+
+/// Remove data files no version of the table references (left by failed, retried or
+/// cancelled write attempts). Removed-but-retained files (time travel) stay.
+async fn sweep_unreferenced(log_store: &LogStoreRef) -> Result<usize, QuarryError> {
+    let state = DeltaTableState::try_new(log_store.as_ref(), None)
+        .await
+        .map_err(delta_error)?;
+    let mut referenced: HashSet<String> = state
+        .log_data()
+        .iter()
+        .map(|f| f.path().into_owned())
+        .collect();
+    let tombstones: Vec<String> = state
+        .all_tombstones(log_store.as_ref())
+        .map_ok(|t| t.path().into_owned())
+        .try_collect()
+        .await
+        .map_err(delta_error)?;
+    referenced.extend(tombstones);
+    let store = log_store.object_store(None);
+    let files: Vec<Path> = store
+        .list(None)
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .map_err(|e| QuarryError::from(DataFusionError::from(e)))?;
+    let mut removed = 0;
+    for file in files {
+        let text = decode_path(&file);
+        if text.starts_with("_delta_log/") || referenced.contains(&text) {
+            continue;
+        }
+        if store.delete(&file).await.is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn decode_path(path: &Path) -> String {
+    path.parts()
+        .map(|p| {
+            percent_encoding::percent_decode_str(p.as_ref())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A managed table as DataFusion sees it.
+#[derive(Debug)]
+pub struct DeltaTable {
+    url: Url,
+    /// What DataFusion is told: every column nullable, so a NULL bound for a NOT NULL
+    /// column reaches the write's own check, which names the column and the row.
+    schema: SchemaRef,
+    /// The columns as declared, NOT NULL included: what a write checks.
+    declared: SchemaRef,
+    partition_by: Vec<String>,
+    commits: Arc<Commits>,
+}
+
+impl DeltaTable {
+    pub fn new(
+        url: Url,
+        schema: SchemaRef,
+        partition_by: Vec<String>,
+        commits: Arc<Commits>,
+    ) -> Self {
+        let relaxed = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        DeltaTable {
+            url,
+            schema: relaxed,
+            declared: schema,
+            partition_by,
+            commits,
+        }
+    }
+
+    fn partition_fields(&self) -> DfResult<Vec<Field>> {
+        self.partition_by
+            .iter()
+            .map(|name| Ok(self.schema.field_with_name(name)?.clone()))
+            .collect()
+    }
+
+    fn file_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .filter(|f| !self.partition_by.contains(f.name()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// Index of each table column in the scan's order: file columns, then partitions.
+    fn scan_index(&self, column: usize) -> usize {
+        let name = self.schema.field(column).name();
+        let files = self.file_schema();
+        match self.partition_by.iter().position(|p| p == name) {
+            Some(k) => files.fields().len() + k,
+            None => files.index_of(name).unwrap_or(0),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for DeltaTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        let names: Vec<&str> = self.partition_by.iter().map(String::as_str).collect();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if !names.is_empty() && expr_applicable_for_cols(&names, f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let log_store = log_store(state.runtime_env(), &self.url)?;
+        let snapshot = DeltaTableState::try_new(log_store.as_ref(), None)
+            .await
+            .map_err(|e| DataFusionError::from(delta_error(e)))?;
+        let partition_fields = self.partition_fields()?;
+        let names: Vec<&str> = self.partition_by.iter().map(String::as_str).collect();
+        let partition_filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !names.is_empty() && expr_applicable_for_cols(&names, f))
+            .cloned()
+            .collect();
+        let partition_schema = DFSchema::try_from(Schema::new(partition_fields.clone()))?;
+        let table_prefix = Path::from_url_path(self.url.path())?;
+        let mut files = Vec::new();
+        for file in snapshot.log_data().iter() {
+            let raw = file.path();
+            let location = Path::parse(format!("{table_prefix}/{raw}"))
+                .unwrap_or_else(|_| Path::from(format!("{table_prefix}/{raw}")));
+            let mut partitioned = PartitionedFile::new(location.to_string(), file.size() as u64);
+            partitioned.object_meta.location = location;
+            let values = file.partition_values_map();
+            partitioned.partition_values = partition_fields
+                .iter()
+                .map(|field| match values.get(field.name()).cloned().flatten() {
+                    Some(text) => ScalarValue::try_from_string(text, field.data_type()),
+                    None => ScalarValue::try_from(field.data_type()),
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            if let Some(kept) =
+                filter_partitioned_file(partitioned, &partition_filters, &partition_schema)?
+            {
+                files.push(kept);
+            }
+        }
+        let columns: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        if files.is_empty() {
+            let projected = Arc::new(self.schema.project(&columns)?);
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let groups = balanced_groups(files, state.config().target_partitions());
+        let table_schema = TableSchema::builder(self.file_schema())
+            .with_table_partition_cols(
+                partition_fields
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect::<Vec<_>>(),
+            )
+            .build();
+        let source = Arc::new(ParquetSource::new(table_schema));
+        let store_url = ObjectStoreUrl::parse(&self.url[..url::Position::BeforePath])?;
+        let config = FileScanConfigBuilder::new(store_url, source)
+            .with_file_groups(groups)
+            .with_projection_indices(Some(columns.iter().map(|c| self.scan_index(*c)).collect()))?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op == InsertOp::Replace {
+            return Err(DataFusionError::NotImplemented(
+                "INSERT OR REPLACE is not supported; use INSERT OVERWRITE".to_string(),
+            ));
+        }
+        let log_store = log_store(state.runtime_env(), &self.url)?;
+        let write = FileWriteExec::new(
+            input,
+            WriteTarget {
+                base_url: self.url.to_string(),
+                partition_by: self.partition_by.clone(),
+            },
+            Arc::clone(&self.declared),
+        )?;
+        let files = Arc::new(CoalescePartitionsExec::new(Arc::new(write)));
+        let in_flight =
+            Arc::new(WriteInFlight::begin(&self.commits, &self.url, Arc::clone(&log_store)).await);
+        Ok(Arc::new(DeltaCommitExec::new(
+            files,
+            log_store,
+            Arc::clone(&self.commits.table(&self.url)),
+            in_flight,
+            insert_op == InsertOp::Overwrite,
+            self.partition_by.clone(),
+        )))
+    }
+}
+
+/// Spread files over `n` groups, largest first onto the lightest group.
+fn balanced_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let n = n.max(1).min(files.len().max(1));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for file in files {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(size, _)| *size) {
+            lightest.0 += file.object_meta.size;
+            lightest.1.push(file);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
+}
+
+/// The DML result: one `count` row, as DataFusion's INSERT reports it.
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+/// On the coordinator, above the write tasks: commits the files they wrote as one Delta
+/// version once all have succeeded, and answers the number of rows written.
+pub struct DeltaCommitExec {
+    input: Arc<dyn ExecutionPlan>,
+    log_store: LogStoreRef,
+    writes: Arc<TableWrites>,
+    in_flight: Arc<WriteInFlight>,
+    overwrite: bool,
+    partition_by: Vec<String>,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for DeltaCommitExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeltaCommitExec")
+            .field("overwrite", &self.overwrite)
+            .finish()
+    }
+}
+
+impl DeltaCommitExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        log_store: LogStoreRef,
+        writes: Arc<TableWrites>,
+        in_flight: Arc<WriteInFlight>,
+        overwrite: bool,
+        partition_by: Vec<String>,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        DeltaCommitExec {
+            input,
+            log_store,
+            writes,
+            in_flight,
+            overwrite,
+            partition_by,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for DeltaCommitExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let mode = if self.overwrite {
+            "overwrite"
+        } else {
+            "append"
+        };
+        write!(
+            f,
+            "DeltaCommitExec: {mode}, table={}",
+            self.log_store.root_url()
+        )
+    }
+}
+
+impl ExecutionPlan for DeltaCommitExec {
+    fn name(&self) -> &str {
+        "DeltaCommitExec"
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let [input] = children.as_slice() else {
+            return Err(exec_datafusion_err!("DeltaCommitExec has one input"));
+        };
+        Ok(Arc::new(DeltaCommitExec::new(
+            Arc::clone(input),
+            Arc::clone(&self.log_store),
+            Arc::clone(&self.writes),
+            Arc::clone(&self.in_flight),
+            self.overwrite,
+            self.partition_by.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(exec_datafusion_err!("DeltaCommitExec has one partition"));
+        }
+        let input = self.input.execute(0, context)?;
+        let log_store = Arc::clone(&self.log_store);
+        let writes = Arc::clone(&self.writes);
+        // The write stays in flight (its files safe from the sweep) until it commits.
+        let in_flight = Arc::clone(&self.in_flight);
+        let overwrite = self.overwrite;
+        let partition_by = self.partition_by.clone();
+        let commit = async move {
+            let batches: Vec<RecordBatch> = input.try_collect().await?;
+            let mut adds = Vec::new();
+            let mut rows = 0u64;
+            let now = chrono_millis();
+            for batch in &batches {
+                for file in written_files(batch)? {
+                    rows += file.rows.max(0) as u64;
+                    adds.push(add_action(file, now));
+                }
+            }
+            let _commit = writes.commit.lock().await;
+            commit_files(&log_store, adds, overwrite, partition_by)
+                .await
+                .map_err(DataFusionError::from)?;
+            drop(in_flight);
+            let batch = RecordBatch::try_new(
+                count_schema(),
+                vec![Arc::new(UInt64Array::from(vec![rows]))],
+            )?;
+            Ok(batch)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            count_schema(),
+            futures::stream::once(commit),
+        )))
+    }
+}
+
+fn chrono_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn add_action(file: quarry_common::table_write::WrittenFile, now: i64) -> Action {
+    let partition_values: HashMap<String, Option<String>> = file
+        .partition_values
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    Action::Add(Add {
+        path: file.path,
+        partition_values,
+        size: file.size,
+        modification_time: now,
+        data_change: true,
+        stats: Some(file.stats),
+        ..Add::default()
+    })
+}
+
+/// Commit one version: the new files, and for an overwrite the removal of every file
+/// the latest version has. Callers hold the table's commit lock.
+async fn commit_files(
+    log_store: &LogStoreRef,
+    adds: Vec<Action>,
+    overwrite: bool,
+    partition_by: Vec<String>,
+) -> Result<u64, QuarryError> {
+    let state = DeltaTableState::try_new(log_store.as_ref(), None)
+        .await
+        .map_err(delta_error)?;
+    let mut actions = adds;
+    if overwrite {
+        let now = chrono_millis();
+        for file in state.log_data().iter() {
+            actions.push(Action::Remove(Remove {
+                path: file.path().into_owned(),
+                data_change: true,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(true),
+                partition_values: Some(file.partition_values_map()),
+                size: Some(file.size()),
+                ..Remove::default()
+            }));
+        }
+    }
+    if actions.is_empty() {
+        return Ok(state.version());
+    }
+    let mode = if overwrite {
+        SaveMode::Overwrite
+    } else {
+        SaveMode::Append
+    };
+    let operation = DeltaOperation::Write {
+        mode,
+        partition_by: (!partition_by.is_empty()).then_some(partition_by),
+        predicate: None,
+    };
+    let finalized = CommitBuilder::default()
+        .with_actions(actions)
+        .build(Some(&state), Arc::clone(log_store), operation)
+        .await
+        .map_err(delta_error)?;
+    Ok(finalized.version())
+}
+
+/// The files of the latest version and their partition values (for tests and tools).
+pub async fn active_files(
+    runtime: &RuntimeEnv,
+    url: &Url,
+) -> Result<Vec<(String, BTreeMap<String, Option<String>>)>, QuarryError> {
+    let log_store = log_store(runtime, url)?;
+    let state = DeltaTableState::try_new(log_store.as_ref(), None)
+        .await
+        .map_err(delta_error)?;
+    Ok(state
+        .log_data()
+        .iter()
+        .map(|f| {
+            (
+                f.path().into_owned(),
+                f.partition_values_map().into_iter().collect(),
+            )
+        })
+        .collect())
+}

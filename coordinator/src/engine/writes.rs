@@ -1,0 +1,212 @@
+//! Statements that write managed tables: `CREATE TABLE` (with columns, or `AS SELECT`),
+//! `INSERT INTO` / `INSERT OVERWRITE`, and dropping a managed table's data with it.
+//! Planning turns an insert into write tasks for the executors and a commit on the
+//! coordinator (`datasets::delta`); this module decides what may be written, and where.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{
+    CreateMemoryTable, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp, cast,
+};
+use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege, TableDefinition};
+use quarry_common::{ErrorCode, QuarryError};
+
+use super::catalog_ops::{CreateMode, catalog_error};
+use super::{Engine, Outcome, Session, message_batch};
+use crate::datasets::delta::{self, DELTA_FORMAT};
+use crate::datasets::schema_codec::encode_schema;
+use crate::datasets::source_of;
+
+pub(super) fn is_insert(dml: &DmlStatement) -> bool {
+    matches!(dml.op, WriteOp::Insert(_))
+}
+
+/// The folder of a managed table's record, or None for tables over files.
+pub(crate) fn managed_folder(record: &DatasetRecord) -> Option<url::Url> {
+    match &record.definition {
+        DatasetDefinition::Table(table) if table.format == DELTA_FORMAT => {
+            delta::folder_url(&table.location).ok()
+        }
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// INSERT needs the INSERT privilege on a managed table; tables over files in
+    /// sources are read-only whoever asks.
+    pub(super) fn require_insert(
+        &self,
+        session: &Session,
+        dml: &DmlStatement,
+    ) -> Result<(), QuarryError> {
+        let (schema, name) = self.dataset_name(session, &dml.table_name)?;
+        let actor = self.access_for(session);
+        let record = self
+            .datasets
+            .catalog()
+            .get_dataset(&schema, &name)
+            .map_err(catalog_error)?
+            .map(|stored| stored.record);
+        let Some(record) = record else {
+            return Err(QuarryError::not_found(format!(
+                "table {schema}.{name} does not exist"
+            )));
+        };
+        actor.require_dataset(Privilege::Insert, &schema, &name, source_of(&record))?;
+        if managed_folder(&record).is_none() {
+            return Err(QuarryError::invalid(format!(
+                "{schema}.{name} is not a managed table: tables over files in a source are \
+                 read-only; create a managed table with CREATE TABLE ... AS SELECT"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `CREATE TABLE s.t (columns) [PARTITION BY (...)]` or `... AS SELECT`: a new
+    /// managed table in the warehouse, then (for AS SELECT) an insert of the query's rows.
+    pub(super) async fn create_managed(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        state: &SessionState,
+        create: CreateMemoryTable,
+        partition_by: Vec<String>,
+    ) -> Result<Outcome, QuarryError> {
+        if create.temporary {
+            return Err(QuarryError::new(
+                ErrorCode::Unimplemented,
+                "Quarry does not support temporary tables",
+            ));
+        }
+        let (schema, name) = self.dataset_name(session, &create.name)?;
+        let actor = self.access_for(session);
+        self.require_schema(&schema)?;
+        actor.require_schema(Privilege::CreateTable, &schema)?;
+        let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
+        if self
+            .check_existing(&actor, &schema, &name, mode, false)?
+            .is_some()
+        {
+            let batch =
+                message_batch("result", &[format!("Table {schema}.{name} already exists")])?;
+            return Ok(Outcome::Rows(batch.schema(), vec![batch]));
+        }
+        if mode == CreateMode::OrReplace {
+            self.drop_table_data(&actor, &schema, &name, true).await?;
+        }
+        let table_schema = delta::storable_schema(create.input.schema().as_arrow())?;
+        let folder = self.datasets.managed_location(&schema, &name)?;
+        let runtime = Arc::clone(self.datasets.runtime());
+        // No catalog record names this folder: whatever is in it was left by a failed
+        // create or an interrupted drop.
+        delta::purge(&runtime, &folder).await?;
+        delta::create_table(&runtime, &folder, &name, &table_schema, &partition_by).await?;
+        let definition = TableDefinition {
+            source: None,
+            path: None,
+            location: folder.to_string(),
+            format: DELTA_FORMAT.to_string(),
+            options: Default::default(),
+            file_extension: ".parquet".to_string(),
+            partition_columns: partition_by,
+            arrow_schema: encode_schema(&table_schema)?,
+        };
+        if let Err(e) = self.store_dataset(
+            &schema,
+            &name,
+            DatasetDefinition::Table(definition),
+            CreateMode::Create,
+        ) {
+            let _ = delta::purge(&runtime, &folder).await;
+            return Err(e);
+        }
+        self.grant_to_creator(&actor, &schema, &name)?;
+        if matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row) {
+            let batch = message_batch("result", &[format!("Table {schema}.{name} created")])?;
+            return Ok(Outcome::Rows(batch.schema(), vec![batch]));
+        }
+        let planned = self
+            .plan_table_insert(state, &schema, &name, create.input.as_ref().clone())
+            .await;
+        if planned.is_err() {
+            self.drop_table_data(&actor, &schema, &name, true).await?;
+        }
+        planned
+    }
+
+    /// An insert of `input`'s rows (matched by position, cast to the table's types).
+    async fn plan_table_insert(
+        &self,
+        state: &SessionState,
+        schema: &str,
+        name: &str,
+        input: LogicalPlan,
+    ) -> Result<Outcome, QuarryError> {
+        let provider = self
+            .datasets
+            .provider(schema, name)
+            .await?
+            .ok_or_else(|| QuarryError::not_found(format!("table {schema}.{name} vanished")))?;
+        let table_schema = provider.schema();
+        let columns: Vec<Expr> = input
+            .schema()
+            .columns()
+            .into_iter()
+            .zip(table_schema.fields())
+            .map(|(column, field): (Column, _)| {
+                cast(Expr::Column(column), field.data_type().clone()).alias(field.name())
+            })
+            .collect();
+        let projected = LogicalPlanBuilder::from(input).project(columns)?.build()?;
+        let plan = LogicalPlanBuilder::insert_into(
+            projected,
+            TableReference::partial(schema, name),
+            provider_as_source(provider),
+            InsertOp::Append,
+        )?
+        .build()?;
+        self.plan_query(state, &plan).await
+    }
+
+    /// Drop a table's catalog record and, for a managed table, its files.
+    pub(super) async fn drop_table_data(
+        &self,
+        actor: &crate::access::UserAccess,
+        schema: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<bool, QuarryError> {
+        let folder = self
+            .datasets
+            .catalog()
+            .get_dataset(schema, name)
+            .map_err(catalog_error)?
+            .and_then(|stored| managed_folder(&stored.record));
+        let dropped = self.drop_dataset(actor, schema, name, Some("table"), if_exists, None)?;
+        if let Some(folder) = folder {
+            delta::purge(self.datasets.runtime(), &folder).await?;
+        }
+        Ok(dropped)
+    }
+
+    /// After a catalog drop elsewhere (REST, DROP SCHEMA CASCADE): remove the files in
+    /// the background, since the caller cannot wait.
+    pub(crate) fn purge_in_background(&self, folders: Vec<url::Url>) {
+        if folders.is_empty() {
+            return;
+        }
+        let runtime = Arc::clone(self.datasets.runtime());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                for folder in folders {
+                    if let Err(e) = delta::purge(&runtime, &folder).await {
+                        tracing::warn!(%folder, "cannot remove a dropped table's files: {e}");
+                    }
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Managed tables: CREATE TABLE AS SELECT into partitioned Delta tables written by the
+//! executors, INSERT, reads back through Quarry and through the `deltalake` package,
+//! and what a bad write leaves behind (nothing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use futures::TryStreamExt;
+use quarry_coordinator::engine::{Engine, Session};
+
+use crate::harness::{TestCluster, python, run_sql};
+
+/// The tutorial's raw orders: date, city, revenue, one CSV file per half of the month.
+fn write_orders(dir: &Path) -> (usize, f64) {
+    let cities = ["Lyon", "Paris", "New York", "Oslo"];
+    let mut total = 0.0;
+    let mut rows = 0;
+    for half in 0..2 {
+        let mut text = String::from("order_id,date,city,revenue\n");
+        for i in 0..300 {
+            let day = 1 + half * 5 + i % 5;
+            let revenue = (i * 7 % 101) as f64 + 0.5;
+            total += revenue;
+            rows += 1;
+            text.push_str(&format!(
+                "{},2024-03-{day:02},{},{revenue}\n",
+                half * 1000 + i,
+                cities[i % cities.len()]
+            ));
+        }
+        std::fs::write(dir.join(format!("orders-{half}.csv")), text).expect("csv");
+    }
+    (rows, total)
+}
+
+async fn sql(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> Vec<RecordBatch> {
+    run_sql(engine, session, text).await.0
+}
+
+/// The error a statement fails with, as its client sees it.
+async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> String {
+    let job = match engine.submit(session, text, None).await {
+        Ok(job) => job,
+        Err(e) => return e.message,
+    };
+    let read: Result<Vec<RecordBatch>, _> = job.spool.read(0, None).try_collect().await;
+    match read {
+        Ok(_) => panic!("{text} should fail"),
+        Err(e) => e.message,
+    }
+}
+
+fn int(batches: &[RecordBatch], column: usize) -> i64 {
+    batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            let col = b.column(column);
+            if let Some(a) = col.as_any().downcast_ref::<Int64Array>() {
+                a.value(0)
+            } else if let Some(a) = col.as_any().downcast_ref::<UInt64Array>() {
+                a.value(0) as i64
+            } else {
+                panic!("not an integer column: {:?}", col.data_type())
+            }
+        })
+        .sum()
+}
+
+fn float(batches: &[RecordBatch], column: usize) -> f64 {
+    batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            b.column(column)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("a float column")
+                .value(0)
+        })
+        .sum()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+async fn start_with_orders() -> (TestCluster, Arc<Engine>, Arc<Session>, usize, f64) {
+    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let data = cluster.dir.path().join("data");
+    std::fs::create_dir_all(data.join("orders")).expect("data dir");
+    let (rows, total) = write_orders(&data.join("orders"));
+    let root = data.canonicalize().expect("root").display().to_string();
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    sql(
+        &engine,
+        &session,
+        &format!("CREATE SOURCE files TYPE local WITH (root = '{root}')"),
+    )
+    .await;
+    sql(&engine, &session, "CREATE SCHEMA raw").await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE raw.orders FROM files 'orders/' FORMAT csv WITH (header = true)",
+    )
+    .await;
+    sql(&engine, &session, "CREATE SCHEMA mart").await;
+    (cluster, engine, session, rows, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctas_writes_a_partitioned_delta_table_that_other_engines_read() {
+    let (cluster, engine, session, rows, total) = start_with_orders().await;
+    let created = sql(
+        &engine,
+        &session,
+        "CREATE TABLE mart.daily PARTITION BY (date) AS \
+         SELECT date, city, sum(revenue) AS revenue, count(*) AS orders \
+         FROM raw.orders GROUP BY date, city",
+    )
+    .await;
+    // 10 days x 4 cities.
+    assert_eq!(int(&created, 0), 40, "rows written");
+
+    let back = sql(
+        &engine,
+        &session,
+        "SELECT sum(orders), sum(revenue), count(*) FROM mart.daily",
+    )
+    .await;
+    assert_eq!(int(&back, 0), rows as i64);
+    assert!((float(&back, 1) - total).abs() < 1e-6, "revenue read back");
+    assert_eq!(int(&back, 2), 40);
+
+    // Hive folders under the warehouse, one commit after the create.
+    let table_dir = cluster.dir.path().join("quarry/warehouse/mart/daily");
+    let files = files_under(&table_dir);
+    let data_files: Vec<_> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(!data_files.is_empty(), "{files:?}");
+    assert!(
+        data_files.iter().all(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|d| d.to_string_lossy().starts_with("date=2024-03-"))
+        }),
+        "{data_files:?}"
+    );
+    assert!(
+        table_dir
+            .join("_delta_log/00000000000000000001.json")
+            .exists()
+    );
+
+    // A filter on the partition column reads that day's files only.
+    let explained = sql(
+        &engine,
+        &session,
+        "EXPLAIN SELECT city, revenue FROM mart.daily WHERE date = DATE '2024-03-02'",
+    )
+    .await;
+    let text: String = explained
+        .iter()
+        .flat_map(|b| {
+            let plans = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("plan text");
+            (0..plans.len())
+                .map(|i| plans.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(text.contains("date=2024-03-02"), "{text}");
+    assert!(!text.contains("date=2024-03-03"), "{text}");
+    let day = sql(
+        &engine,
+        &session,
+        "SELECT count(*), sum(orders) FROM mart.daily WHERE date = DATE '2024-03-02'",
+    )
+    .await;
+    assert_eq!(int(&day, 0), 4);
+
+    // INSERT adds a version; the count is the real number of rows.
+    let inserted = sql(
+        &engine,
+        &session,
+        "INSERT INTO mart.daily VALUES (DATE '2024-04-01', 'Lyon', 10.0, 1), \
+         (DATE '2024-04-01', 'Oslo', 5.0, 2)",
+    )
+    .await;
+    assert_eq!(int(&inserted, 0), 2);
+    let after = sql(
+        &engine,
+        &session,
+        "SELECT count(*), sum(orders) FROM mart.daily",
+    )
+    .await;
+    assert_eq!(int(&after, 0), 42);
+    assert_eq!(int(&after, 1), rows as i64 + 3);
+
+    // The deltalake package reads the same rows.
+    let script = format!(
+        "import deltalake\n\
+         t = deltalake.DeltaTable({path:?})\n\
+         data = t.to_pyarrow_table()\n\
+         print(t.version(), data.num_rows, sum(data.column('orders').to_pylist()), \
+         sorted(t.metadata().partition_columns), flush=True)\n\
+         import os\n\
+         os._exit(0)  # the package's threads can abort a normal interpreter exit\n",
+        path = table_dir.display().to_string()
+    );
+    let output = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert_eq!(printed, format!("2 42 {} ['date']", rows + 3));
+
+    // SHOW TABLES and DESCRIBE know it like any table.
+    let described = sql(&engine, &session, "DESCRIBE mart.daily").await;
+    assert_eq!(described.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+
+    sql(&engine, &session, "DROP TABLE mart.daily").await;
+    assert!(
+        files_under(&table_dir).is_empty(),
+        "the data goes with the table"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_writes_are_refused_and_leave_nothing() {
+    let (cluster, engine, session, _, _) = start_with_orders().await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE mart.people (id INT NOT NULL, name VARCHAR)",
+    )
+    .await;
+    let error = sql_error(
+        &engine,
+        &session,
+        "INSERT INTO mart.people VALUES (1, 'a'), (NULL, 'b')",
+    )
+    .await;
+    assert!(error.contains("'id'") && error.contains("row 2"), "{error}");
+    let empty = sql(&engine, &session, "SELECT count(*) FROM mart.people").await;
+    assert_eq!(int(&empty, 0), 0, "nothing of the failed insert is visible");
+    let table_dir = cluster.dir.path().join("quarry/warehouse/mart/people");
+    let mut leftovers = Vec::new();
+    for _ in 0..50 {
+        leftovers = files_under(&table_dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        if leftovers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        leftovers.is_empty(),
+        "files of the failed write: {leftovers:?}"
+    );
+
+    let exists = sql_error(&engine, &session, "CREATE TABLE mart.people (x INT)").await;
+    assert!(exists.contains("already exists"), "{exists}");
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE IF NOT EXISTS mart.people (x INT)",
+    )
+    .await;
+
+    let read_only = sql_error(
+        &engine,
+        &session,
+        "INSERT INTO raw.orders SELECT * FROM raw.orders",
+    )
+    .await;
+    assert!(read_only.contains("read-only"), "{read_only}");
+
+    // OVERWRITE replaces the rows; an append after it adds to them.
+    sql(
+        &engine,
+        &session,
+        "INSERT INTO mart.people VALUES (1, 'a'), (2, 'b')",
+    )
+    .await;
+    sql(
+        &engine,
+        &session,
+        "INSERT OVERWRITE mart.people SELECT 3, 'c'",
+    )
+    .await;
+    let names = sql(
+        &engine,
+        &session,
+        "SELECT count(*), max(id) FROM mart.people",
+    )
+    .await;
+    assert_eq!(int(&names, 0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_each_land_once() {
+    let (_cluster, engine, session, _, _) = start_with_orders().await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE mart.events (client INT, n INT)",
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for client in 0..4 {
+        let engine = Arc::clone(&engine);
+        tasks.push(tokio::spawn(async move {
+            let session = engine.new_session("test");
+            for n in 0..10 {
+                run_sql(
+                    &engine,
+                    &session,
+                    &format!("INSERT INTO mart.events VALUES ({client}, {n})"),
+                )
+                .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    let counts = sql(
+        &engine,
+        &session,
+        "SELECT count(*), count(DISTINCT client * 100 + n) FROM mart.events",
+    )
+    .await;
+    assert_eq!(int(&counts, 0), 40);
+    assert_eq!(int(&counts, 1), 40);
+}
