@@ -31,7 +31,12 @@ pub struct SourceRecord {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// Files under a directory of the machines running Quarry.
-    Local { root: String },
+    Local {
+        root: String,
+        /// Managed tables may be created in it (`WITH (writable = true)`).
+        #[serde(default)]
+        writable: bool,
+    },
     /// Objects in an S3 (or S3-protocol) bucket.
     S3(S3Config),
     /// Files in the data directories of the executors (`quarry executor --data-dir`),
@@ -58,6 +63,20 @@ pub struct S3Config {
     /// Allow plain http endpoints.
     #[serde(default)]
     pub allow_http: bool,
+    /// Managed tables may be created in it (`WITH (writable = true)`).
+    #[serde(default)]
+    pub writable: bool,
+}
+
+impl SourceConfig {
+    /// May managed tables be written in this source?
+    pub fn writable(&self) -> bool {
+        match self {
+            SourceConfig::Local { writable, .. } => *writable,
+            SourceConfig::S3(s3) => s3.writable,
+            SourceConfig::Cluster {} => false,
+        }
+    }
 }
 
 fn default_region() -> String {

@@ -24,6 +24,7 @@ fn local_source(name: &str) -> SourceRecord {
         name: name.to_string(),
         config: SourceConfig::Local {
             root: "/data".to_string(),
+            writable: false,
         },
     }
 }

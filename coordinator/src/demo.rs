@@ -243,7 +243,10 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
         .create_source(
             &system,
             DEMO_SOURCE,
-            SourceConfig::Local { root },
+            SourceConfig::Local {
+                root,
+                writable: false,
+            },
             CreateMode::OrReplace,
         )
         .await?;

@@ -88,7 +88,7 @@ pub async fn validate_source(
     config: &SourceConfig,
 ) -> Result<SourceConfig, QuarryError> {
     match config {
-        SourceConfig::Local { root } => {
+        SourceConfig::Local { root, writable } => {
             let path = Path::new(root);
             if !path.is_absolute() {
                 return Err(QuarryError::invalid(format!(
@@ -107,6 +107,7 @@ pub async fn validate_source(
             }
             Ok(SourceConfig::Local {
                 root: canonical.display().to_string(),
+                writable: *writable,
             })
         }
         SourceConfig::Cluster {} => Ok(SourceConfig::Cluster {}),
@@ -146,7 +147,7 @@ pub async fn resolve_in_source(
     cluster_files: &dyn ObjectStore,
 ) -> Result<Location, QuarryError> {
     match config {
-        SourceConfig::Local { root } => resolve_local(source_name, Path::new(root), path),
+        SourceConfig::Local { root, .. } => resolve_local(source_name, Path::new(root), path),
         SourceConfig::S3(s3) => {
             let key = join_key(&s3.prefix, path);
             resolve_s3(&s3.bucket, &key, s3_store_spec(source_name, s3)).await
@@ -242,6 +243,59 @@ pub fn resolve_local(source_name: &str, root: &Path, path: &str) -> Result<Locat
         store: None,
         sample_file,
     })
+}
+
+/// The folder a managed table gets at `path` inside a writable source. The path is
+/// relative and may not climb (`..`): a table can be written only inside the source.
+pub fn writable_folder(
+    source_name: &str,
+    config: &SourceConfig,
+    path: &str,
+) -> Result<url::Url, QuarryError> {
+    if !config.writable() {
+        return Err(QuarryError::invalid(format!(
+            "source '{source_name}' is read-only: tables can be written only in sources \
+             created WITH (writable = true)"
+        )));
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() || parts.iter().any(|p| *p == ".." || p.contains('\\')) {
+        return Err(QuarryError::invalid(format!(
+            "path '{path}' leaves the root of source '{source_name}'"
+        )));
+    }
+    let relative = format!("{}/", parts.join("/"));
+    let base = match config {
+        SourceConfig::Local { root, .. } => {
+            let root = Path::new(root).canonicalize().map_err(|e| {
+                QuarryError::not_found(format!(
+                    "the root {root} of source '{source_name}' is not readable: {e}"
+                ))
+            })?;
+            local_url(&root, true)?
+        }
+        SourceConfig::S3(s3) => {
+            let store = s3_store_spec(source_name, s3).url;
+            let prefix = s3.prefix.trim_matches('/');
+            if prefix.is_empty() {
+                format!("{store}/")
+            } else {
+                format!("{store}/{prefix}/")
+            }
+        }
+        SourceConfig::Cluster {} => {
+            return Err(QuarryError::invalid(format!(
+                "source '{source_name}' is the executors' data directories; tables cannot be written there"
+            )));
+        }
+    };
+    let base = url::Url::parse(&base)
+        .map_err(|e| QuarryError::invalid(format!("source '{source_name}' location: {e}")))?;
+    base.join(&relative)
+        .map_err(|e| QuarryError::invalid(format!("path '{path}' in '{source_name}': {e}")))
 }
 
 /// The `file://` URL of a local path.

@@ -90,7 +90,7 @@ pub fn source_config(
             .transpose()
     };
     let allowed: &[&str] = match kind {
-        "local" => &["root", "path"],
+        "local" => &["root", "path", "writable"],
         "cluster" => &[],
         "s3" => &[
             "bucket",
@@ -103,6 +103,7 @@ pub fn source_config(
             "secret_key",
             "path_style",
             "allow_http",
+            "writable",
         ],
         other => {
             return Err(QuarryError::invalid(format!(
@@ -122,7 +123,10 @@ pub fn source_config(
             let root = get(&["root", "path"]).ok_or_else(|| {
                 QuarryError::invalid("a local source needs WITH (root = '/path')")
             })?;
-            Ok(SourceConfig::Local { root })
+            Ok(SourceConfig::Local {
+                root,
+                writable: flag(&["writable"])?.unwrap_or(false),
+            })
         }
         _ => {
             let bucket = get(&["bucket"])
@@ -142,6 +146,7 @@ pub fn source_config(
                 secret_access_key: get(&["secret_access_key", "secret_key"]),
                 path_style: flag(&["path_style"])?.unwrap_or(false),
                 allow_http,
+                writable: flag(&["writable"])?.unwrap_or(false),
             }))
         }
     }

@@ -137,7 +137,7 @@ impl Engine {
             names.push(source.record.name);
             versions.push(source.version);
             match source.record.config {
-                SourceConfig::Local { root } => {
+                SourceConfig::Local { root, .. } => {
                     kinds.push("local".to_string());
                     locations.push(root);
                 }

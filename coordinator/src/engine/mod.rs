@@ -399,12 +399,9 @@ impl Engine {
         statement: Statement,
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<Outcome, QuarryError> {
-        let (statement, partition_by) = match statement {
-            Statement::DataFusion(statement) => (*statement, Vec::new()),
-            Statement::ManagedTable {
-                statement,
-                partition_by,
-            } => (*statement, partition_by),
+        let (statement, spec) = match statement {
+            Statement::DataFusion(statement) => (*statement, Default::default()),
+            Statement::ManagedTable { statement, spec } => (*statement, spec),
             ours => {
                 let batch = self.run_extension(session, ours).await?;
                 return Ok(Outcome::Rows(batch.schema(), vec![batch]));
@@ -417,8 +414,7 @@ impl Engine {
         }
         match plan {
             LogicalPlan::Ddl(datafusion::logical_expr::DdlStatement::CreateMemoryTable(create)) => {
-                self.create_managed(session, &state, create, partition_by)
-                    .await
+                self.create_managed(session, &state, create, spec).await
             }
             LogicalPlan::Dml(dml) if writes::is_insert(&dml) => {
                 self.require_insert(session, &dml)?;
@@ -779,10 +775,16 @@ fn object_stores_of(plan: &Arc<dyn ExecutionPlan>, datasets: &Datasets) -> Vec<O
     let mut specs: Vec<ObjectStoreSpec> = Vec::new();
     let mut stack = vec![Arc::clone(plan)];
     while let Some(node) = stack.pop() {
-        if let Some(source) = node.downcast_ref::<DataSourceExec>()
+        let store_url = if let Some(source) = node.downcast_ref::<DataSourceExec>()
             && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
-            && let Some(spec) = datasets.store_spec(scan.object_store_url.as_str())
         {
+            Some(scan.object_store_url.as_str().to_string())
+        } else {
+            node.downcast_ref::<quarry_common::table_write::FileWriteExec>()
+                .and_then(|write| url::Url::parse(&write.target().base_url).ok())
+                .map(|url| url[..url::Position::BeforePath].to_string())
+        };
+        if let Some(spec) = store_url.and_then(|url| datasets.store_spec(&url)) {
             // Credentials stay here: executors fetch them by reference.
             let reference = quarry_common::object_stores::reference(&spec);
             if !specs.contains(&reference) {

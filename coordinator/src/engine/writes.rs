@@ -20,6 +20,8 @@ use super::{Engine, Outcome, Session, message_batch};
 use crate::datasets::delta::{self, DELTA_FORMAT};
 use crate::datasets::schema_codec::encode_schema;
 use crate::datasets::source_of;
+use crate::datasets::sources::writable_folder;
+use crate::sql::parser::ManagedSpec;
 
 pub(super) fn is_insert(dml: &DmlStatement) -> bool {
     matches!(dml.op, WriteOp::Insert(_))
@@ -73,7 +75,7 @@ impl Engine {
         session: &Arc<Session>,
         state: &SessionState,
         create: CreateMemoryTable,
-        partition_by: Vec<String>,
+        spec: ManagedSpec,
     ) -> Result<Outcome, QuarryError> {
         if create.temporary {
             return Err(QuarryError::new(
@@ -98,15 +100,34 @@ impl Engine {
             self.drop_table_data(&actor, &schema, &name, true).await?;
         }
         let table_schema = delta::storable_schema(create.input.schema().as_arrow())?;
-        let folder = self.datasets.managed_location(&schema, &name)?;
+        let folder = match &spec.source {
+            None => self.datasets.managed_location(&schema, &name)?,
+            Some(source) => {
+                actor.require_source(Privilege::CreateTable, source)?;
+                let record = self
+                    .datasets
+                    .catalog()
+                    .get_source(source)
+                    .map_err(catalog_error)?
+                    .ok_or_else(|| {
+                        QuarryError::not_found(format!("source '{source}' does not exist"))
+                    })?;
+                let path = spec
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("{schema}/{name}/"));
+                writable_folder(source, &record.record.config, &path)?
+            }
+        };
+        let partition_by = spec.partition_by;
         let runtime = Arc::clone(self.datasets.runtime());
         // No catalog record names this folder: whatever is in it was left by a failed
         // create or an interrupted drop.
         delta::purge(&runtime, &folder).await?;
         delta::create_table(&runtime, &folder, &name, &table_schema, &partition_by).await?;
         let definition = TableDefinition {
-            source: None,
-            path: None,
+            source: spec.source,
+            path: spec.path,
             location: folder.to_string(),
             format: DELTA_FORMAT.to_string(),
             options: Default::default(),

@@ -42,8 +42,19 @@ pub enum Statement {
     /// without the clause it does not plan, and the clause's columns.
     ManagedTable {
         statement: Box<DFStatement>,
-        partition_by: Vec<String>,
+        spec: ManagedSpec,
     },
+}
+
+/// Where and how a managed table is laid out: `PARTITION BY (...)` and
+/// `WITH (source = 'lake', path = 'daily/')` of its `CREATE TABLE`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagedSpec {
+    pub partition_by: Vec<String>,
+    /// A writable source to create the table in; the warehouse when None.
+    pub source: Option<String>,
+    /// The folder inside the source (`<schema>/<table>/` when None).
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,37 +150,75 @@ fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusio
     Ok(statements)
 }
 
-/// Lift `PARTITION BY (a, b)` off a `CREATE TABLE`.
+/// Lift `PARTITION BY (a, b)` and `WITH (source = ..., path = ...)` off a `CREATE TABLE`.
 fn with_partitioning(
     mut statement: DFStatement,
 ) -> Result<Statement, datafusion::error::DataFusionError> {
-    use datafusion::sql::sqlparser::ast::{Expr, Statement as SqlStatement};
+    use datafusion::error::DataFusionError;
+    use datafusion::sql::sqlparser::ast::{
+        CreateTableOptions, Expr, SqlOption, Statement as SqlStatement,
+    };
     let DFStatement::Statement(inner) = &mut statement else {
         return Ok(Statement::DataFusion(Box::new(statement)));
     };
     let SqlStatement::CreateTable(create) = inner.as_mut() else {
         return Ok(Statement::DataFusion(Box::new(statement)));
     };
-    let Some(clause) = create.partition_by.take() else {
+    let mut spec = ManagedSpec::default();
+    if let CreateTableOptions::With(options) = &create.table_options {
+        for option in options {
+            let SqlOption::KeyValue { key, value } = option else {
+                return Err(DataFusionError::Plan(format!(
+                    "CREATE TABLE takes WITH (source = '...', path = '...'), not {option}"
+                )));
+            };
+            let text = match value {
+                Expr::Value(v) => match &v.value {
+                    Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                Expr::Identifier(ident) => ident_name(ident),
+                other => other.to_string(),
+            };
+            match ident_name(key).as_str() {
+                "source" => spec.source = Some(text),
+                "path" => spec.path = Some(text),
+                other => {
+                    return Err(DataFusionError::Plan(format!(
+                        "unknown table option '{other}': use source and path"
+                    )));
+                }
+            }
+        }
+        create.table_options = CreateTableOptions::None;
+    }
+    if let Some(clause) = create.partition_by.take() {
+        let items = match *clause {
+            Expr::Nested(inner) => vec![*inner],
+            Expr::Tuple(items) => items,
+            other => vec![other],
+        };
+        spec.partition_by = items
+            .into_iter()
+            .map(|item| match item {
+                Expr::Identifier(ident) => Ok(ident_name(&ident)),
+                other => Err(DataFusionError::Plan(format!(
+                    "PARTITION BY takes column names, not {other}"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    if spec == ManagedSpec::default() {
         return Ok(Statement::DataFusion(Box::new(statement)));
-    };
-    let items = match *clause {
-        Expr::Nested(inner) => vec![*inner],
-        Expr::Tuple(items) => items,
-        other => vec![other],
-    };
-    let partition_by = items
-        .into_iter()
-        .map(|item| match item {
-            Expr::Identifier(ident) => Ok(ident_name(&ident)),
-            other => Err(datafusion::error::DataFusionError::Plan(format!(
-                "PARTITION BY takes column names, not {other}"
-            ))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    }
+    if spec.path.is_some() && spec.source.is_none() {
+        return Err(DataFusionError::Plan(
+            "a table path needs its source: WITH (source = '...', path = '...')".to_string(),
+        ));
+    }
     Ok(Statement::ManagedTable {
         statement: Box::new(statement),
-        partition_by,
+        spec,
     })
 }
 

@@ -247,3 +247,114 @@ async fn two_sources_on_one_bucket_name_never_mix() {
     assert_eq!(first_i64(&batches), 300_100);
     cluster.cluster.shutdown().await;
 }
+
+/// The tutorial's pipeline: raw CSV with inferred types, daily metrics by date and city
+/// written as a partitioned Delta table into S3 by the executors, read back by Quarry and
+/// by the `deltalake` package with the same rows; a read-only source is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctas_into_a_writable_s3_source_is_read_by_deltalake() {
+    let port = free_port();
+    let _moto = start_moto(port);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let keys = run_python(SETUP, &[&endpoint]);
+    let mut parts = keys.split_whitespace();
+    let (key, secret) = (parts.next().expect("key"), parts.next().expect("secret"));
+
+    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    let csv_dir = cluster.dir.path().join("raw");
+    std::fs::create_dir_all(&csv_dir).expect("raw dir");
+    let mut text = String::from("order_id,date,city,revenue\n");
+    for i in 0..400 {
+        let city = ["Lyon", "Paris", "New York", "Oslo"][i % 4];
+        text.push_str(&format!(
+            "{i},2024-05-{:02},{city},{}.25\n",
+            1 + (i / 4) % 8,
+            i % 50
+        ));
+    }
+    std::fs::write(csv_dir.join("orders.csv"), text).expect("csv");
+    let root = csv_dir.canonicalize().expect("root").display().to_string();
+    for statement in [
+        format!("CREATE SOURCE files TYPE local WITH (root = '{root}')"),
+        "CREATE TABLE orders FROM files 'orders.csv'".to_string(),
+        format!(
+            "CREATE SOURCE lake TYPE s3 WITH (bucket = 'lake', prefix = 'warehouse', endpoint = '{endpoint}', access_key_id = '{key}', secret_access_key = '{secret}', path_style = true, writable = true)"
+        ),
+        format!(
+            "CREATE SOURCE frozen TYPE s3 WITH (bucket = 'lake', endpoint = '{endpoint}', access_key_id = '{key}', secret_access_key = '{secret}', path_style = true)"
+        ),
+    ] {
+        run(&engine, &session, &statement).await.expect(&statement);
+    }
+    let written = run(
+        &engine,
+        &session,
+        "CREATE TABLE daily WITH (source = 'lake', path = 'daily') PARTITION BY (date) AS \
+         SELECT date, city, sum(revenue) AS revenue, count(*) AS orders FROM orders \
+         WHERE revenue > 0 GROUP BY date, city",
+    )
+    .await
+    .expect("CTAS into S3");
+    assert_eq!(first_u64(&written), 32, "8 days x 4 cities");
+    let expected = run(
+        &engine,
+        &session,
+        "SELECT count(*) FROM orders WHERE revenue > 0",
+    )
+    .await
+    .expect("source count");
+    let back = run(&engine, &session, "SELECT sum(orders) FROM daily")
+        .await
+        .expect("read back");
+    assert_eq!(first_i64(&back), first_i64(&expected));
+
+    let refused = run(
+        &engine,
+        &session,
+        "CREATE TABLE nope WITH (source = 'frozen') AS SELECT 1 AS a",
+    )
+    .await
+    .expect_err("read-only source");
+    assert!(refused.contains("read-only"), "{refused}");
+    let escape = run(
+        &engine,
+        &session,
+        "CREATE TABLE nope WITH (source = 'lake', path = '../x') AS SELECT 1 AS a",
+    )
+    .await
+    .expect_err("escaping path");
+    assert!(escape.contains("leaves the root"), "{escape}");
+
+    let script = format!(
+        "import deltalake, os\n\
+         opts = {{'AWS_ENDPOINT_URL': {endpoint:?}, 'AWS_ACCESS_KEY_ID': {key:?}, \
+         'AWS_SECRET_ACCESS_KEY': {secret:?}, 'AWS_REGION': 'us-east-1', \
+         'AWS_ALLOW_HTTP': 'true', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}\n\
+         t = deltalake.DeltaTable('s3://lake/warehouse/daily', storage_options=opts)\n\
+         data = t.to_pyarrow_table()\n\
+         print(data.num_rows, sum(data.column('orders').to_pylist()), t.metadata().partition_columns, flush=True)\n\
+         os._exit(0)\n"
+    );
+    let printed = run_python(&script, &[]);
+    assert_eq!(
+        printed.trim(),
+        format!("32 {} ['date']", first_i64(&expected)),
+        "deltalake reads what Quarry wrote"
+    );
+}
+
+fn first_u64(batches: &[arrow::array::RecordBatch]) -> u64 {
+    use arrow::array::{Array, UInt64Array};
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .map(|a| a.value(0))
+        })
+        .expect("a count")
+}
