@@ -68,6 +68,10 @@ pub struct FileWriteNode {
     pub partition_by: Vec<String>,
     #[prost(message, optional, tag = "3")]
     pub sink_schema: Option<protobuf::Schema>,
+    #[prost(string, tag = "4")]
+    pub format: String,
+    #[prost(string, tag = "5")]
+    pub compression: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -120,6 +124,8 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 let target = WriteTarget {
                     base_url: write.base_url,
                     partition_by: write.partition_by,
+                    format: write.format,
+                    compression: write.compression,
                 };
                 Ok(Arc::new(FileWriteExec::new(
                     Arc::clone(input),
@@ -174,6 +180,8 @@ impl PhysicalExtensionCodec for QuarryCodec {
                     base_url: write.target().base_url.clone(),
                     partition_by: write.target().partition_by.clone(),
                     sink_schema: Some(write.sink_schema().as_ref().try_into()?),
+                    format: write.target().format.clone(),
+                    compression: write.target().compression.clone(),
                 })),
             };
             message

@@ -41,6 +41,30 @@ pub struct WriteTarget {
     pub base_url: String,
     /// Hive-style folder columns, in folder order; they are not stored in the files.
     pub partition_by: Vec<String>,
+    /// `parquet`, `csv` or `json`.
+    pub format: String,
+    /// Parquet compression: `zstd`, `snappy` or `none`.
+    pub compression: String,
+}
+
+impl WriteTarget {
+    /// Parquet with zstd: what tables are written as.
+    pub fn parquet(base_url: String, partition_by: Vec<String>) -> Self {
+        WriteTarget {
+            base_url,
+            partition_by,
+            format: "parquet".to_string(),
+            compression: "zstd".to_string(),
+        }
+    }
+
+    fn extension(&self) -> String {
+        match (self.format.as_str(), self.compression.as_str()) {
+            ("parquet", "zstd") => "zstd.parquet".to_string(),
+            ("parquet", "snappy") => "snappy.parquet".to_string(),
+            (format, _) => format.to_string(),
+        }
+    }
 }
 
 /// The rows a write task answers with: one per file it wrote.
@@ -123,7 +147,7 @@ impl FileWriteExec {
             table_partition_cols: partition_cols,
             insert_op: InsertOp::Append,
             keep_partition_by_columns: false,
-            file_extension: "zstd.parquet".to_string(),
+            file_extension: self.target.extension(),
             file_output_mode: FileOutputMode::Directory,
         })
     }
@@ -190,8 +214,18 @@ impl ExecutionPlan for FileWriteExec {
         let config = self.sink_config(&base)?;
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let checked = check_rows(input, Arc::clone(&self.sink_schema), &self.target);
+        if self.target.format != "parquet" {
+            return plain_files(config, &self.target.format, checked, context);
+        }
         let mut options = TableParquetOptions::default();
-        options.global.compression = Some("zstd(3)".to_string());
+        options.global.compression = Some(
+            match self.target.compression.as_str() {
+                "snappy" => "snappy",
+                "none" | "uncompressed" => "uncompressed",
+                _ => "zstd(3)",
+            }
+            .to_string(),
+        );
         let sink = ParquetSink::new(config, options);
         let partition_by = self.target.partition_by.clone();
         let file_schema = file_schema(&self.sink_schema, &partition_by);
@@ -218,6 +252,50 @@ impl ExecutionPlan for FileWriteExec {
             futures::stream::once(write),
         )))
     }
+}
+
+/// CSV or JSON files (COPY): one answer row with the rows written; nobody commits them.
+fn plain_files(
+    config: FileSinkConfig,
+    format: &str,
+    input: SendableRecordBatchStream,
+    context: Arc<TaskContext>,
+) -> Result<SendableRecordBatchStream> {
+    use datafusion::common::config::{CsvOptions, JsonOptions};
+    use datafusion::common::file_options::csv_writer::CsvWriterOptions;
+    use datafusion::common::file_options::json_writer::JsonWriterOptions;
+    use datafusion::datasource::file_format::csv::CsvSink;
+    use datafusion::datasource::file_format::json::JsonSink;
+    let sink: Arc<dyn FileSink> = match format {
+        "csv" => {
+            let options = CsvOptions {
+                has_header: Some(true),
+                ..CsvOptions::default()
+            };
+            Arc::new(CsvSink::new(config, CsvWriterOptions::try_from(&options)?))
+        }
+        "json" => Arc::new(JsonSink::new(
+            config,
+            JsonWriterOptions::try_from(&JsonOptions::default())?,
+        )),
+        other => return Err(exec_datafusion_err!("cannot write {other} files")),
+    };
+    let write = async move {
+        let rows = FileSink::write_all(sink.as_ref(), input, &context).await?;
+        let mut files = WrittenFiles::default();
+        files.push(
+            String::new(),
+            0,
+            rows as i64,
+            BTreeMap::new(),
+            "{}".to_string(),
+        );
+        files.into_batch()
+    };
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        written_files_schema(),
+        futures::stream::once(write),
+    )))
 }
 
 /// The columns stored in the files: all but the folder columns.
@@ -344,6 +422,106 @@ impl WrittenFiles {
             Arc::new(StringArray::from(self.stats)),
         ];
         Ok(RecordBatch::try_new(written_files_schema(), columns)?)
+    }
+}
+
+/// The number of rows the write tasks below it wrote, as one `count` row (what COPY and
+/// INSERT answer). Runs where the tasks' answers are gathered.
+#[derive(Debug)]
+pub struct WrittenRowsExec {
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+/// The one-row answer of a write.
+pub fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+impl WrittenRowsExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        WrittenRowsExec {
+            input,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for WrittenRowsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "WrittenRowsExec")
+    }
+}
+
+impl ExecutionPlan for WrittenRowsExec {
+    fn name(&self) -> &str {
+        "WrittenRowsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn required_input_distribution(&self) -> Vec<datafusion::physical_expr::Distribution> {
+        vec![datafusion::physical_expr::Distribution::SinglePartition]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = children.as_slice() else {
+            return Err(exec_datafusion_err!("WrittenRowsExec has one input"));
+        };
+        Ok(Arc::new(WrittenRowsExec::new(Arc::clone(input))))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(exec_datafusion_err!("WrittenRowsExec has one partition"));
+        }
+        let mut input = self.input.execute(0, context)?;
+        let count = async move {
+            let mut rows = 0u64;
+            while let Some(batch) = input.next().await {
+                for file in written_files(&batch?)? {
+                    rows += file.rows.max(0) as u64;
+                }
+            }
+            Ok(RecordBatch::try_new(
+                count_schema(),
+                vec![Arc::new(arrow::array::UInt64Array::from(vec![rows]))],
+            )?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            count_schema(),
+            futures::stream::once(count),
+        )))
     }
 }
 

@@ -54,7 +54,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt};
 use quarry_common::QuarryError;
-use quarry_common::table_write::{FileWriteExec, WriteTarget, written_files};
+use quarry_common::table_write::{FileWriteExec, WriteTarget, count_schema, written_files};
 use url::Url;
 
 use crate::error::CoordinatorError;
@@ -486,10 +486,7 @@ impl TableProvider for DeltaTable {
         let log_store = log_store(state.runtime_env(), &self.url)?;
         let write = FileWriteExec::new(
             input,
-            WriteTarget {
-                base_url: self.url.to_string(),
-                partition_by: self.partition_by.clone(),
-            },
+            WriteTarget::parquet(self.url.to_string(), self.partition_by.clone()),
             Arc::clone(&self.declared),
         )?;
         let files = Arc::new(CoalescePartitionsExec::new(Arc::new(write)));
@@ -522,15 +519,6 @@ fn balanced_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> 
         .filter(|(_, files)| !files.is_empty())
         .map(|(_, files)| FileGroup::new(files))
         .collect()
-}
-
-/// The DML result: one `count` row, as DataFusion's INSERT reports it.
-fn count_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(
-        "count",
-        DataType::UInt64,
-        false,
-    )]))
 }
 
 /// On the coordinator, above the write tasks: commits the files they wrote as one Delta

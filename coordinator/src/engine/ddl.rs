@@ -103,7 +103,7 @@ impl Engine {
                 self.use_schema(session, &schema)?;
                 done(format!("Using schema {schema}"))
             }
-            Statement::DataFusion(_) | Statement::ManagedTable { .. } => {
+            Statement::DataFusion(_) | Statement::ManagedTable { .. } | Statement::Copy(_) => {
                 Err(CoordinatorError::invariant("not a Quarry statement").into())
             }
         }

@@ -402,6 +402,7 @@ impl Engine {
         let (statement, spec) = match statement {
             Statement::DataFusion(statement) => (*statement, Default::default()),
             Statement::ManagedTable { statement, spec } => (*statement, spec),
+            Statement::Copy(copy) => return self.plan_copy(session, copy).await,
             ours => {
                 let batch = self.run_extension(session, ours).await?;
                 return Ok(Outcome::Rows(batch.schema(), vec![batch]));
@@ -441,7 +442,7 @@ impl Engine {
             )),
             LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(QuarryError::new(
                 quarry_common::ErrorCode::Unimplemented,
-                "UPDATE, DELETE and COPY are not supported yet; INSERT INTO a managed table is",
+                "UPDATE and DELETE are not supported yet; INSERT INTO a managed table is",
             )),
             LogicalPlan::Analyze(analyze) => {
                 let inner = self.plan_query(&state, analyze.input.as_ref()).await?;
@@ -462,6 +463,15 @@ impl Engine {
         plan: &LogicalPlan,
     ) -> Result<Outcome, QuarryError> {
         let physical = state.create_physical_plan(plan).await?;
+        self.plan_physical(state, physical)
+    }
+
+    /// Run a physical plan on the coordinator, or on the executors when it scans files.
+    fn plan_physical(
+        &self,
+        state: &SessionState,
+        physical: Arc<dyn ExecutionPlan>,
+    ) -> Result<Outcome, QuarryError> {
         if !scans_files(&physical) {
             return Ok(Outcome::Local(physical, state.task_ctx()));
         }

@@ -12,7 +12,12 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
     CreateMemoryTable, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp, cast,
 };
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege, TableDefinition};
+use quarry_common::table_write::{FileWriteExec, WriteTarget, WrittenRowsExec};
 use quarry_common::{ErrorCode, QuarryError};
 
 use super::catalog_ops::{CreateMode, catalog_error};
@@ -21,7 +26,23 @@ use crate::datasets::delta::{self, DELTA_FORMAT};
 use crate::datasets::schema_codec::encode_schema;
 use crate::datasets::source_of;
 use crate::datasets::sources::writable_folder;
+use crate::sql::copy::{CopyFrom, CopyTo};
 use crate::sql::parser::ManagedSpec;
+
+/// A folder given as an absolute local path or a URL (COPY by an admin).
+fn raw_folder(path: &str) -> Result<url::Url, QuarryError> {
+    if path.contains("://") {
+        return delta::folder_url(path);
+    }
+    let local = std::path::Path::new(path);
+    if !local.is_absolute() {
+        return Err(QuarryError::invalid(format!(
+            "COPY TO '{path}': give an absolute path, a URL, or a source: COPY ... TO source 'path'"
+        )));
+    }
+    url::Url::from_directory_path(local)
+        .map_err(|_| QuarryError::invalid(format!("COPY TO '{path}' is not a usable path")))
+}
 
 pub(super) fn is_insert(dml: &DmlStatement) -> bool {
     matches!(dml.op, WriteOp::Insert(_))
@@ -190,6 +211,68 @@ impl Engine {
         )?
         .build()?;
         self.plan_query(state, &plan).await
+    }
+
+    /// `COPY (query) TO ...`: the query's rows as files, written by the tasks that
+    /// compute them; answers the number of rows.
+    pub(super) async fn plan_copy(
+        &self,
+        session: &Arc<Session>,
+        copy: CopyTo,
+    ) -> Result<Outcome, QuarryError> {
+        let actor = self.access_for(session);
+        let folder = match &copy.source {
+            Some(source) => {
+                actor.require_source(Privilege::CreateTable, source)?;
+                let record = self
+                    .datasets
+                    .catalog()
+                    .get_source(source)
+                    .map_err(catalog_error)?
+                    .ok_or_else(|| {
+                        QuarryError::not_found(format!("source '{source}' does not exist"))
+                    })?;
+                writable_folder(source, &record.record.config, &copy.path)?
+            }
+            None => {
+                actor.require_admin("COPY to a raw path or URL; COPY into a writable source")?;
+                raw_folder(&copy.path)?
+            }
+        };
+        let query = match copy.from {
+            CopyFrom::Query(query) => query,
+            CopyFrom::Table(name) => {
+                let text = format!("SELECT * FROM {name}");
+                datafusion::sql::sqlparser::parser::Parser::new(
+                    &datafusion::sql::sqlparser::dialect::GenericDialect {},
+                )
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_query())
+                .map_err(|e| QuarryError::invalid(e.to_string()))?
+            }
+        };
+        let state = self.query_state(session)?;
+        let statement = DFStatement::Statement(Box::new(SqlStatement::Query(query)));
+        let plan = state.statement_to_plan(statement).await?;
+        let input = state.create_physical_plan(&plan).await?;
+        let schema = input.schema();
+        for column in &copy.partition_by {
+            if schema.field_with_name(column).is_err() {
+                return Err(QuarryError::invalid(format!(
+                    "PARTITION BY names '{column}', which the query does not return"
+                )));
+            }
+        }
+        let target = WriteTarget {
+            base_url: folder.to_string(),
+            partition_by: copy.partition_by,
+            format: copy.format.as_str().to_string(),
+            compression: copy.compression,
+        };
+        let write = FileWriteExec::new(input, target, schema)?;
+        let gathered = Arc::new(CoalescePartitionsExec::new(Arc::new(write)));
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(WrittenRowsExec::new(gathered));
+        self.plan_physical(&state, plan)
     }
 
     /// Drop a table's catalog record and, for a managed table, its files.

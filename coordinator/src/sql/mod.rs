@@ -1,4 +1,5 @@
 //! Quarry's SQL dialect.
 
+pub mod copy;
 pub mod parser;
 pub mod security;

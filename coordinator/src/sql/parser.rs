@@ -44,6 +44,8 @@ pub enum Statement {
         statement: Box<DFStatement>,
         spec: ManagedSpec,
     },
+    /// `COPY (query) TO ...`: plain files.
+    Copy(super::copy::CopyTo),
 }
 
 /// Where and how a managed table is laid out: `PARTITION BY (...)` and
@@ -252,6 +254,9 @@ pub(super) fn expect_word(parser: &mut Parser, word: &str) -> Result<(), ParserE
 fn parse_extension(parser: &mut Parser) -> Result<Option<Statement>, ParserError> {
     if let Some(security) = parse_security(parser)? {
         return Ok(Some(Statement::Security(security)));
+    }
+    if let Some(copy) = super::copy::parse_copy(parser)? {
+        return Ok(Some(Statement::Copy(copy)));
     }
     let w0 = word_at(parser, 0);
     let w1 = word_at(parser, 1);

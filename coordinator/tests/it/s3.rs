@@ -327,6 +327,32 @@ async fn ctas_into_a_writable_s3_source_is_read_by_deltalake() {
     .expect_err("escaping path");
     assert!(escape.contains("leaves the root"), "{escape}");
 
+    // COPY: plain partitioned Parquet, for tools that read folders of files.
+    let copied = run(
+        &engine,
+        &session,
+        "COPY (SELECT date, city, revenue FROM orders WHERE revenue > 0) TO lake 'exports/orders' \
+         WITH (FORMAT parquet, PARTITION BY (date))",
+    )
+    .await
+    .expect("COPY into S3");
+    assert_eq!(first_u64(&copied) as i64, first_i64(&expected));
+    let read_copy = format!(
+        "import pyarrow.dataset as ds, pyarrow.fs as fs, os\n\
+         s3 = fs.S3FileSystem(endpoint_override={endpoint:?}, scheme='http', access_key={key:?}, \
+         secret_key={secret:?}, region='us-east-1')\n\
+         d = ds.dataset('lake/warehouse/exports/orders', filesystem=s3, format='parquet', partitioning='hive')\n\
+         t = d.to_table()\n\
+         print(t.num_rows, sorted(set(str(v) for v in t.column('date').to_pylist()))[0], flush=True)\n\
+         os._exit(0)\n"
+    );
+    let printed = run_python(&read_copy, &[]);
+    assert_eq!(
+        printed.trim(),
+        format!("{} 2024-05-01", first_i64(&expected)),
+        "pyarrow reads the copied files"
+    );
+
     let script = format!(
         "import deltalake, os\n\
          opts = {{'AWS_ENDPOINT_URL': {endpoint:?}, 'AWS_ACCESS_KEY_ID': {key:?}, \

@@ -361,3 +361,67 @@ async fn concurrent_inserts_each_land_once() {
     assert_eq!(int(&counts, 0), 40);
     assert_eq!(int(&counts, 1), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_writes_plain_files_into_a_writable_source_only() {
+    let (cluster, engine, session, rows, _) = start_with_orders().await;
+    let out = cluster.dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let root = out.canonicalize().expect("root").display().to_string();
+    sql(
+        &engine,
+        &session,
+        &format!("CREATE SOURCE exports TYPE local WITH (root = '{root}', writable = true)"),
+    )
+    .await;
+    let copied = sql(
+        &engine,
+        &session,
+        "COPY (SELECT order_id, city, date FROM raw.orders) TO exports 'by_city' \
+         WITH (FORMAT csv, PARTITION BY (city))",
+    )
+    .await;
+    assert_eq!(int(&copied, 0), rows as i64);
+    let folders: Vec<String> = std::fs::read_dir(out.join("by_city"))
+        .expect("copied folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders.len(), 4, "{folders:?}");
+    assert!(
+        folders.iter().all(|f| f.starts_with("city=")),
+        "{folders:?}"
+    );
+    let csv_rows: usize = files_under(&out.join("by_city"))
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .expect("csv file")
+                .lines()
+                .skip(1)
+                .count()
+        })
+        .sum();
+    assert_eq!(csv_rows, rows);
+
+    // A table copied as Parquet reads back as a table over the files.
+    sql(
+        &engine,
+        &session,
+        "COPY raw.orders TO exports 'orders_parquet' WITH (COMPRESSION snappy)",
+    )
+    .await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE raw.copied FROM exports 'orders_parquet/' FORMAT parquet",
+    )
+    .await;
+    let back = sql(&engine, &session, "SELECT count(*) FROM raw.copied").await;
+    assert_eq!(int(&back, 0), rows as i64);
+
+    let read_only = sql_error(&engine, &session, "COPY raw.orders TO files 'x'").await;
+    assert!(read_only.contains("read-only"), "{read_only}");
+    let escape = sql_error(&engine, &session, "COPY raw.orders TO exports '../x'").await;
+    assert!(escape.contains("leaves the root"), "{escape}");
+}
