@@ -37,6 +37,7 @@ use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExp
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -54,7 +55,9 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt};
 use quarry_common::QuarryError;
-use quarry_common::table_write::{FileWriteExec, WriteTarget, count_schema, written_files};
+use quarry_common::table_write::{
+    FileWriteExec, WriteTarget, count_schema, written_files, written_files_schema,
+};
 use url::Url;
 
 use crate::error::CoordinatorError;
@@ -323,9 +326,26 @@ pub struct DeltaTable {
     declared: SchemaRef,
     partition_by: Vec<String>,
     commits: Arc<Commits>,
+    /// Read this version instead of the latest (time travel); such a table is read-only.
+    version: Option<u64>,
 }
 
 impl DeltaTable {
+    /// The same table as of `version`.
+    pub fn at_version(mut self, version: u64) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    fn refuse_writes_to_old_versions(&self) -> DfResult<()> {
+        match self.version {
+            Some(v) => Err(DataFusionError::Plan(format!(
+                "version {v} of a table is read-only; write to the table itself"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub fn new(
         url: Url,
         schema: SchemaRef,
@@ -345,6 +365,7 @@ impl DeltaTable {
             declared: schema,
             partition_by,
             commits,
+            version: None,
         }
     }
 
@@ -364,6 +385,88 @@ impl DeltaTable {
                 .cloned()
                 .collect::<Vec<_>>(),
         ))
+    }
+
+    /// The latest version's files that pass the partition filters among `filters`.
+    async fn files(&self, state: &dyn Session, filters: &[Expr]) -> DfResult<Vec<SnapshotFile>> {
+        let log_store = log_store(state.runtime_env(), &self.url)?;
+        let snapshot = DeltaTableState::try_new(log_store.as_ref(), self.version)
+            .await
+            .map_err(|e| DataFusionError::from(delta_error(e)))?;
+        let partition_fields = self.partition_fields()?;
+        let names: Vec<&str> = self.partition_by.iter().map(String::as_str).collect();
+        let partition_filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !names.is_empty() && expr_applicable_for_cols(&names, f))
+            .cloned()
+            .collect();
+        let partition_schema = DFSchema::try_from(Schema::new(partition_fields.clone()))?;
+        let table_prefix = Path::from_url_path(self.url.path())?;
+        let mut files = Vec::new();
+        for file in snapshot.log_data().iter() {
+            let raw = file.path().into_owned();
+            let location = Path::parse(format!("{table_prefix}/{raw}"))
+                .unwrap_or_else(|_| Path::from(format!("{table_prefix}/{raw}")));
+            let mut partitioned = PartitionedFile::new(location.to_string(), file.size() as u64);
+            partitioned.object_meta.location = location;
+            let values = file.partition_values_map();
+            partitioned.partition_values = partition_fields
+                .iter()
+                .map(|field| match values.get(field.name()).cloned().flatten() {
+                    Some(text) => ScalarValue::try_from_string(text, field.data_type()),
+                    None => ScalarValue::try_from(field.data_type()),
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            let records = file
+                .stats()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|s| s.get("numRecords").and_then(|n| n.as_i64()));
+            if let Some(kept) =
+                filter_partitioned_file(partitioned, &partition_filters, &partition_schema)?
+            {
+                files.push(SnapshotFile {
+                    file: kept,
+                    replaced: ReplacedFile {
+                        path: raw,
+                        partition_values: values,
+                        size: file.size(),
+                        records,
+                    },
+                });
+            }
+        }
+        Ok(files)
+    }
+
+    /// A Parquet scan of `files`, split across `target_partitions` groups.
+    fn scan_plan(
+        &self,
+        state: &dyn Session,
+        files: Vec<PartitionedFile>,
+        columns: &[usize],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if files.is_empty() {
+            let projected = Arc::new(self.schema.project(columns)?);
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let groups = balanced_groups(files, state.config().target_partitions());
+        let table_schema = TableSchema::builder(self.file_schema())
+            .with_table_partition_cols(
+                self.partition_fields()?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect::<Vec<_>>(),
+            )
+            .build();
+        let source = Arc::new(ParquetSource::new(table_schema));
+        let store_url = ObjectStoreUrl::parse(&self.url[..url::Position::BeforePath])?;
+        let config = FileScanConfigBuilder::new(store_url, source)
+            .with_file_groups(groups)
+            .with_projection_indices(Some(columns.iter().map(|c| self.scan_index(*c)).collect()))?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
     }
 
     /// Index of each table column in the scan's order: file columns, then partitions.
@@ -411,65 +514,74 @@ impl TableProvider for DeltaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let log_store = log_store(state.runtime_env(), &self.url)?;
-        let snapshot = DeltaTableState::try_new(log_store.as_ref(), None)
-            .await
-            .map_err(|e| DataFusionError::from(delta_error(e)))?;
-        let partition_fields = self.partition_fields()?;
-        let names: Vec<&str> = self.partition_by.iter().map(String::as_str).collect();
-        let partition_filters: Vec<Expr> = filters
-            .iter()
-            .filter(|f| !names.is_empty() && expr_applicable_for_cols(&names, f))
-            .cloned()
-            .collect();
-        let partition_schema = DFSchema::try_from(Schema::new(partition_fields.clone()))?;
-        let table_prefix = Path::from_url_path(self.url.path())?;
-        let mut files = Vec::new();
-        for file in snapshot.log_data().iter() {
-            let raw = file.path();
-            let location = Path::parse(format!("{table_prefix}/{raw}"))
-                .unwrap_or_else(|_| Path::from(format!("{table_prefix}/{raw}")));
-            let mut partitioned = PartitionedFile::new(location.to_string(), file.size() as u64);
-            partitioned.object_meta.location = location;
-            let values = file.partition_values_map();
-            partitioned.partition_values = partition_fields
-                .iter()
-                .map(|field| match values.get(field.name()).cloned().flatten() {
-                    Some(text) => ScalarValue::try_from_string(text, field.data_type()),
-                    None => ScalarValue::try_from(field.data_type()),
-                })
-                .collect::<DfResult<Vec<_>>>()?;
-            if let Some(kept) =
-                filter_partitioned_file(partitioned, &partition_filters, &partition_schema)?
-            {
-                files.push(kept);
-            }
-        }
+        let files = self.files(state, filters).await?;
         let columns: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        if files.is_empty() {
-            let projected = Arc::new(self.schema.project(&columns)?);
-            return Ok(Arc::new(EmptyExec::new(projected)));
-        }
-        let groups = balanced_groups(files, state.config().target_partitions());
-        let table_schema = TableSchema::builder(self.file_schema())
-            .with_table_partition_cols(
-                partition_fields
-                    .into_iter()
-                    .map(Arc::new)
-                    .collect::<Vec<_>>(),
-            )
-            .build();
-        let source = Arc::new(ParquetSource::new(table_schema));
-        let store_url = ObjectStoreUrl::parse(&self.url[..url::Position::BeforePath])?;
-        let config = FileScanConfigBuilder::new(store_url, source)
-            .with_file_groups(groups)
-            .with_projection_indices(Some(columns.iter().map(|c| self.scan_index(*c)).collect()))?
-            .with_limit(limit)
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        self.scan_plan(
+            state,
+            files.into_iter().map(|f| f.file).collect(),
+            &columns,
+            limit,
+        )
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.refuse_writes_to_old_versions()?;
+        let log_store = log_store(state.runtime_env(), &self.url)?;
+        // Files that may hold matching rows: those the partition filters keep.
+        let candidates = self.files(state, &filters).await?;
+        let names: Vec<&str> = self.partition_by.iter().map(String::as_str).collect();
+        let whole_files = filters
+            .iter()
+            .all(|f| !names.is_empty() && expr_applicable_for_cols(&names, f));
+        let predicate = datafusion::logical_expr::utils::conjunction(filters.clone());
+        let replaced: Vec<ReplacedFile> = candidates.iter().map(|f| f.replaced.clone()).collect();
+        // Rows of candidate files that do not match are written again; when every filter
+        // is on partition columns, every row of a candidate matches and nothing is.
+        let kept: Arc<dyn ExecutionPlan> = match (&predicate, whole_files) {
+            (Some(predicate), false) if !candidates.is_empty() => {
+                let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+                let scan = self.scan_plan(
+                    state,
+                    candidates.into_iter().map(|f| f.file).collect(),
+                    &all,
+                    None,
+                )?;
+                let keep = Expr::IsNotTrue(Box::new(predicate.clone()));
+                let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+                let keep = state.create_physical_expr(keep, &df_schema)?;
+                let filtered = Arc::new(FilterExec::try_new(keep, scan)?);
+                let write = FileWriteExec::new(
+                    filtered,
+                    WriteTarget::parquet(self.url.to_string(), self.partition_by.clone()),
+                    Arc::clone(&self.declared),
+                )?;
+                Arc::new(CoalescePartitionsExec::new(Arc::new(write)))
+            }
+            _ => Arc::new(EmptyExec::new(written_files_schema())),
+        };
+        let in_flight =
+            Arc::new(WriteInFlight::begin(&self.commits, &self.url, Arc::clone(&log_store)).await);
+        let predicate = predicate
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "true".into());
+        Ok(Arc::new(DeltaCommitExec::new(
+            kept,
+            log_store,
+            self.commits.table(&self.url),
+            in_flight,
+            CommitMode::Replace {
+                files: replaced,
+                predicate,
+            },
+            self.partition_by.clone(),
+        )))
     }
 
     async fn insert_into(
@@ -478,6 +590,7 @@ impl TableProvider for DeltaTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.refuse_writes_to_old_versions()?;
         if insert_op == InsertOp::Replace {
             return Err(DataFusionError::NotImplemented(
                 "INSERT OR REPLACE is not supported; use INSERT OVERWRITE".to_string(),
@@ -497,10 +610,43 @@ impl TableProvider for DeltaTable {
             log_store,
             Arc::clone(&self.commits.table(&self.url)),
             in_flight,
-            insert_op == InsertOp::Overwrite,
+            if insert_op == InsertOp::Overwrite {
+                CommitMode::Overwrite
+            } else {
+                CommitMode::Append
+            },
             self.partition_by.clone(),
         )))
     }
+}
+
+/// A file of a snapshot, as a scan reads it and as a commit removes it.
+struct SnapshotFile {
+    file: PartitionedFile,
+    replaced: ReplacedFile,
+}
+
+#[derive(Debug, Clone)]
+struct ReplacedFile {
+    /// Relative to the table, not encoded.
+    path: String,
+    partition_values: HashMap<String, Option<String>>,
+    size: i64,
+    /// From the file's statistics, when it has them.
+    records: Option<i64>,
+}
+
+/// What a commit does besides adding the written files.
+#[derive(Debug, Clone)]
+enum CommitMode {
+    Append,
+    /// Remove every file of the latest version (INSERT OVERWRITE).
+    Overwrite,
+    /// Remove these files, which must still be in the latest version (DELETE).
+    Replace {
+        files: Vec<ReplacedFile>,
+        predicate: String,
+    },
 }
 
 /// Spread files over `n` groups, largest first onto the lightest group.
@@ -528,7 +674,7 @@ pub struct DeltaCommitExec {
     log_store: LogStoreRef,
     writes: Arc<TableWrites>,
     in_flight: Arc<WriteInFlight>,
-    overwrite: bool,
+    mode: CommitMode,
     partition_by: Vec<String>,
     properties: Arc<PlanProperties>,
 }
@@ -536,7 +682,7 @@ pub struct DeltaCommitExec {
 impl fmt::Debug for DeltaCommitExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeltaCommitExec")
-            .field("overwrite", &self.overwrite)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -547,7 +693,7 @@ impl DeltaCommitExec {
         log_store: LogStoreRef,
         writes: Arc<TableWrites>,
         in_flight: Arc<WriteInFlight>,
-        overwrite: bool,
+        mode: CommitMode,
         partition_by: Vec<String>,
     ) -> Self {
         let properties = PlanProperties::new(
@@ -561,7 +707,7 @@ impl DeltaCommitExec {
             log_store,
             writes,
             in_flight,
-            overwrite,
+            mode,
             partition_by,
             properties: Arc::new(properties),
         }
@@ -570,10 +716,10 @@ impl DeltaCommitExec {
 
 impl DisplayAs for DeltaCommitExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let mode = if self.overwrite {
-            "overwrite"
-        } else {
-            "append"
+        let mode = match &self.mode {
+            CommitMode::Append => "append",
+            CommitMode::Overwrite => "overwrite",
+            CommitMode::Replace { .. } => "delete",
         };
         write!(
             f,
@@ -619,7 +765,7 @@ impl ExecutionPlan for DeltaCommitExec {
             Arc::clone(&self.log_store),
             Arc::clone(&self.writes),
             Arc::clone(&self.in_flight),
-            self.overwrite,
+            self.mode.clone(),
             self.partition_by.clone(),
         )))
     }
@@ -637,7 +783,7 @@ impl ExecutionPlan for DeltaCommitExec {
         let writes = Arc::clone(&self.writes);
         // The write stays in flight (its files safe from the sweep) until it commits.
         let in_flight = Arc::clone(&self.in_flight);
-        let overwrite = self.overwrite;
+        let mode = self.mode.clone();
         let partition_by = self.partition_by.clone();
         let commit = async move {
             let batches: Vec<RecordBatch> = input.try_collect().await?;
@@ -650,8 +796,14 @@ impl ExecutionPlan for DeltaCommitExec {
                     adds.push(add_action(file, now));
                 }
             }
+            // A DELETE answers the rows it removed: those of the files it replaced, less
+            // the ones it wrote again.
+            if let CommitMode::Replace { files, .. } = &mode {
+                let removed: i64 = files.iter().map(|f| f.records.unwrap_or(0)).sum();
+                rows = (removed.max(0) as u64).saturating_sub(rows);
+            }
             let _commit = writes.commit.lock().await;
-            commit_files(&log_store, adds, overwrite, partition_by)
+            commit_files(&log_store, adds, &mode, partition_by)
                 .await
                 .map_err(DataFusionError::from)?;
             drop(in_flight);
@@ -692,51 +844,203 @@ fn add_action(file: quarry_common::table_write::WrittenFile, now: i64) -> Action
     })
 }
 
-/// Commit one version: the new files, and for an overwrite the removal of every file
-/// the latest version has. Callers hold the table's commit lock.
+fn remove_action(file: ReplacedFile, now: i64) -> Action {
+    Action::Remove(Remove {
+        path: file.path,
+        data_change: true,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        partition_values: Some(file.partition_values),
+        size: Some(file.size),
+        ..Remove::default()
+    })
+}
+
+/// Commit one version: the new files, and the removals `mode` asks for. Callers hold
+/// the table's commit lock.
 async fn commit_files(
     log_store: &LogStoreRef,
     adds: Vec<Action>,
-    overwrite: bool,
+    mode: &CommitMode,
     partition_by: Vec<String>,
 ) -> Result<u64, QuarryError> {
     let state = DeltaTableState::try_new(log_store.as_ref(), None)
         .await
         .map_err(delta_error)?;
     let mut actions = adds;
-    if overwrite {
-        let now = chrono_millis();
-        for file in state.log_data().iter() {
-            actions.push(Action::Remove(Remove {
-                path: file.path().into_owned(),
-                data_change: true,
-                deletion_timestamp: Some(now),
-                extended_file_metadata: Some(true),
-                partition_values: Some(file.partition_values_map()),
-                size: Some(file.size()),
-                ..Remove::default()
-            }));
+    let now = chrono_millis();
+    let partition_by = (!partition_by.is_empty()).then_some(partition_by);
+    let operation = match mode {
+        CommitMode::Append => DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by,
+            predicate: None,
+        },
+        CommitMode::Overwrite => {
+            for file in state.log_data().iter() {
+                let replaced = ReplacedFile {
+                    path: file.path().into_owned(),
+                    partition_values: file.partition_values_map(),
+                    size: file.size(),
+                    records: None,
+                };
+                actions.push(remove_action(replaced, now));
+            }
+            DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by,
+                predicate: None,
+            }
         }
-    }
+        CommitMode::Replace { files, predicate } => {
+            let active: HashSet<String> = state
+                .log_data()
+                .iter()
+                .map(|f| f.path().into_owned())
+                .collect();
+            if let Some(gone) = files.iter().find(|f| !active.contains(&f.path)) {
+                return Err(QuarryError::new(
+                    quarry_common::ErrorCode::Conflict,
+                    format!(
+                        "the table changed while the statement ran (file {} was removed); run it again",
+                        gone.path
+                    ),
+                ));
+            }
+            actions.extend(files.iter().cloned().map(|f| remove_action(f, now)));
+            DeltaOperation::Delete {
+                predicate: Some(predicate.clone()),
+            }
+        }
+    };
     if actions.is_empty() {
         return Ok(state.version());
     }
-    let mode = if overwrite {
-        SaveMode::Overwrite
-    } else {
-        SaveMode::Append
-    };
-    let operation = DeltaOperation::Write {
-        mode,
-        partition_by: (!partition_by.is_empty()).then_some(partition_by),
-        predicate: None,
-    };
     let finalized = CommitBuilder::default()
         .with_actions(actions)
         .build(Some(&state), Arc::clone(log_store), operation)
         .await
         .map_err(delta_error)?;
     Ok(finalized.version())
+}
+
+/// The version `as_of` names: checked to exist, or the latest committed at or before a
+/// timestamp.
+pub async fn resolve_version(
+    runtime: &RuntimeEnv,
+    url: &Url,
+    as_of: crate::sql::time_travel::AsOf,
+) -> Result<u64, QuarryError> {
+    use crate::sql::time_travel::AsOf;
+    let mut table = deltalake_core::DeltaTable::new(log_store(runtime, url)?);
+    match as_of {
+        AsOf::Version(version) => {
+            table.load_version(version).await.map_err(|e| {
+                QuarryError::not_found(format!("the table has no version {version}: {e}"))
+            })?;
+            Ok(version)
+        }
+        AsOf::Timestamp(text) => {
+            let at = parse_timestamp(&text)?;
+            table.load_with_datetime(at).await.map_err(|e| {
+                QuarryError::not_found(format!("the table has no version at {text}: {e}"))
+            })?;
+            table.version().ok_or_else(|| {
+                QuarryError::not_found(format!("the table has no version at {text}"))
+            })
+        }
+    }
+}
+
+/// `2026-12-01 10:00:00[.fff][+02:00|Z]` or a date; without a zone it is UTC.
+fn parse_timestamp(text: &str) -> Result<chrono::DateTime<chrono::Utc>, QuarryError> {
+    let value = ScalarValue::try_from_string(
+        text.to_string(),
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+    )
+    .map_err(|e| QuarryError::invalid(format!("'{text}' is not a timestamp: {e}")))?;
+    match value {
+        ScalarValue::TimestampMicrosecond(Some(micros), _) => {
+            chrono::DateTime::from_timestamp_micros(micros)
+                .ok_or_else(|| QuarryError::invalid(format!("'{text}' is out of range")))
+        }
+        _ => Err(QuarryError::invalid(format!("'{text}' is not a timestamp"))),
+    }
+}
+
+/// The table's versions, oldest first: when, what operation, files and rows added and
+/// files removed (`DESCRIBE HISTORY`).
+pub async fn history(runtime: &RuntimeEnv, url: &Url) -> Result<RecordBatch, QuarryError> {
+    use arrow::array::{StringArray, TimestampMillisecondArray};
+    let log_store = log_store(runtime, url)?;
+    let latest = log_store.get_latest_version(0).await.map_err(delta_error)?;
+    let (mut versions, mut times, mut operations) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut added, mut removed, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for version in 0..=latest {
+        // Versions before a checkpoint may have been cleaned up; they are not listed.
+        let Some(bytes) = log_store
+            .read_commit_entry(version)
+            .await
+            .map_err(delta_error)?
+        else {
+            continue;
+        };
+        let (mut time, mut operation) = (None, None);
+        let (mut files_added, mut files_removed, mut rows_added) = (0u64, 0u64, 0i64);
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(info) = action.get("commitInfo") {
+                time = info.get("timestamp").and_then(|t| t.as_i64());
+                operation = info
+                    .get("operation")
+                    .and_then(|o| o.as_str())
+                    .map(str::to_string);
+            } else if let Some(add) = action.get("add") {
+                files_added += 1;
+                rows_added += add
+                    .get("stats")
+                    .and_then(|s| s.as_str())
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                    .and_then(|s| s.get("numRecords").and_then(|n| n.as_i64()))
+                    .unwrap_or(0);
+            } else if action.get("remove").is_some() {
+                files_removed += 1;
+            }
+        }
+        versions.push(version);
+        times.push(time);
+        operations.push(operation);
+        added.push(files_added);
+        removed.push(files_removed);
+        rows.push(rows_added);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("version", DataType::UInt64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("operation", DataType::Utf8, true),
+        Field::new("files_added", DataType::UInt64, false),
+        Field::new("files_removed", DataType::UInt64, false),
+        Field::new("rows_added", DataType::Int64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(UInt64Array::from(versions)),
+            Arc::new(TimestampMillisecondArray::from(times).with_timezone("UTC")),
+            Arc::new(StringArray::from(operations)),
+            Arc::new(UInt64Array::from(added)),
+            Arc::new(UInt64Array::from(removed)),
+            Arc::new(arrow::array::Int64Array::from(rows)),
+        ],
+    )
+    .map_err(CoordinatorError::batch("a table history"))
+    .map_err(QuarryError::from)
 }
 
 /// The files of the latest version and their partition values (for tests and tools).

@@ -246,17 +246,43 @@ impl Datasets {
         self: &Arc<Self>,
         record: DatasetRecord,
     ) -> Result<Arc<dyn TableProvider>, QuarryError> {
+        self.provider_as_of(record, None).await
+    }
+
+    /// The provider of a dataset as of a version (time travel; managed tables only).
+    pub async fn provider_as_of(
+        self: &Arc<Self>,
+        record: DatasetRecord,
+        as_of: Option<crate::sql::time_travel::AsOf>,
+    ) -> Result<Arc<dyn TableProvider>, QuarryError> {
         let (schema, name) = (record.schema.as_str(), record.name.as_str());
+        let is_managed = matches!(
+            &record.definition,
+            DatasetDefinition::Table(t) if t.format == delta::DELTA_FORMAT
+        );
+        if as_of.is_some() && !is_managed {
+            return Err(QuarryError::invalid(format!(
+                "{schema}.{name} has no versions: VERSION AS OF and TIMESTAMP AS OF read managed tables"
+            )));
+        }
         match record.definition {
             DatasetDefinition::Table(table) if table.format == delta::DELTA_FORMAT => {
-                let schema = schema_codec::decode_schema(&table.arrow_schema)?;
+                let columns = schema_codec::decode_schema(&table.arrow_schema)?;
                 let url = delta::folder_url(&table.location)?;
-                Ok(Arc::new(delta::DeltaTable::new(
+                let version = match as_of {
+                    None => None,
+                    Some(as_of) => Some(delta::resolve_version(&self.runtime, &url, as_of).await?),
+                };
+                let table = delta::DeltaTable::new(
                     url,
-                    schema,
+                    columns,
                     table.partition_columns.clone(),
                     Arc::clone(&self.commits),
-                )))
+                );
+                Ok(Arc::new(match version {
+                    Some(v) => table.at_version(v),
+                    None => table,
+                }))
             }
             DatasetDefinition::Table(table) => {
                 let state = self.planning_state(None);

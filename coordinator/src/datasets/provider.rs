@@ -136,6 +136,8 @@ impl SchemaProvider for QuarrySchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        // `daily@v3`: the table as of a version (`VERSION AS OF 3`).
+        let (name, as_of) = crate::sql::time_travel::split(name);
         // One catalog read serves both the privilege check and the provider.
         let Some(stored) = self
             .datasets
@@ -157,7 +159,7 @@ impl SchemaProvider for QuarrySchema {
                 .map_err(DataFusionError::from)?;
         }
         self.datasets
-            .provider_of(record)
+            .provider_as_of(record, as_of)
             .await
             .map(Some)
             .map_err(DataFusionError::from)

@@ -19,6 +19,20 @@ use crate::datasets::CATALOG_NAME;
 use crate::error::CoordinatorError;
 use crate::sql::parser::Statement;
 
+/// `[catalog.][schema.]name` parts as a table reference.
+fn reference_of(parts: &[String]) -> Result<TableReference, QuarryError> {
+    match parts {
+        [table] => Ok(TableReference::bare(table.as_str())),
+        [schema, table] => Ok(TableReference::partial(schema.as_str(), table.as_str())),
+        [catalog, schema, table] => Ok(TableReference::full(
+            catalog.as_str(),
+            schema.as_str(),
+            table.as_str(),
+        )),
+        _ => Err(QuarryError::invalid("a table name has at most three parts")),
+    }
+}
+
 fn done(message: String) -> Result<RecordBatch, QuarryError> {
     message_batch("result", &[message])
 }
@@ -78,15 +92,7 @@ impl Engine {
             }
             Statement::ShowSources => self.show_sources(&actor),
             Statement::CreateTable(create) => {
-                let reference = match create.name.as_slice() {
-                    [table] => TableReference::bare(table.as_str()),
-                    [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
-                    [catalog, schema, table] => {
-                        TableReference::full(catalog.as_str(), schema.as_str(), table.as_str())
-                    }
-                    _ => return Err(QuarryError::invalid("a table name has at most three parts")),
-                };
-                let (schema, name) = self.dataset_name(session, &reference)?;
+                let (schema, name) = self.dataset_name(session, &reference_of(&create.name)?)?;
                 let request = TableRequest {
                     source: Some(create.source),
                     path: Some(create.path),
@@ -102,6 +108,30 @@ impl Engine {
             Statement::Use { schema } => {
                 self.use_schema(session, &schema)?;
                 done(format!("Using schema {schema}"))
+            }
+            Statement::DescribeHistory { name } => {
+                let (schema, name) = self.dataset_name(session, &reference_of(&name)?)?;
+                let record = self
+                    .datasets
+                    .catalog()
+                    .get_dataset(&schema, &name)
+                    .map_err(super::catalog_ops::catalog_error)?
+                    .map(|stored| stored.record)
+                    .ok_or_else(|| {
+                        QuarryError::not_found(format!("table {schema}.{name} does not exist"))
+                    })?;
+                actor.require_dataset(
+                    quarry_catalog::Privilege::Select,
+                    &schema,
+                    &name,
+                    crate::datasets::source_of(&record),
+                )?;
+                let folder = super::managed_folder(&record).ok_or_else(|| {
+                    QuarryError::invalid(format!(
+                        "{schema}.{name} is not a managed table and has no history"
+                    ))
+                })?;
+                crate::datasets::delta::history(self.datasets.runtime(), &folder).await
             }
             Statement::DataFusion(_) | Statement::ManagedTable { .. } | Statement::Copy(_) => {
                 Err(CoordinatorError::invariant("not a Quarry statement").into())

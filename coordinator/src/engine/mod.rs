@@ -417,8 +417,8 @@ impl Engine {
             LogicalPlan::Ddl(datafusion::logical_expr::DdlStatement::CreateMemoryTable(create)) => {
                 self.create_managed(session, &state, create, spec).await
             }
-            LogicalPlan::Dml(dml) if writes::is_insert(&dml) => {
-                self.require_insert(session, &dml)?;
+            LogicalPlan::Dml(dml) if writes::is_write(&dml) => {
+                self.require_write(session, &dml)?;
                 self.plan_query(&state, &LogicalPlan::Dml(dml)).await
             }
             LogicalPlan::Ddl(ddl) => {
@@ -442,7 +442,7 @@ impl Engine {
             )),
             LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(QuarryError::new(
                 quarry_common::ErrorCode::Unimplemented,
-                "UPDATE and DELETE are not supported yet; INSERT INTO a managed table is",
+                "UPDATE is not supported yet; INSERT and DELETE on managed tables are",
             )),
             LogicalPlan::Analyze(analyze) => {
                 let inner = self.plan_query(&state, analyze.input.as_ref()).await?;

@@ -44,8 +44,9 @@ fn raw_folder(path: &str) -> Result<url::Url, QuarryError> {
         .map_err(|_| QuarryError::invalid(format!("COPY TO '{path}' is not a usable path")))
 }
 
-pub(super) fn is_insert(dml: &DmlStatement) -> bool {
-    matches!(dml.op, WriteOp::Insert(_))
+/// INSERT and DELETE, which managed tables take.
+pub(super) fn is_write(dml: &DmlStatement) -> bool {
+    matches!(dml.op, WriteOp::Insert(_) | WriteOp::Delete)
 }
 
 /// The folder of a managed table's record, or None for tables over files.
@@ -59,9 +60,9 @@ pub(crate) fn managed_folder(record: &DatasetRecord) -> Option<url::Url> {
 }
 
 impl Engine {
-    /// INSERT needs the INSERT privilege on a managed table; tables over files in
-    /// sources are read-only whoever asks.
-    pub(super) fn require_insert(
+    /// INSERT needs the INSERT privilege on a managed table, DELETE and INSERT OVERWRITE
+    /// (which remove rows) ALTER; tables over files in sources are read-only whoever asks.
+    pub(super) fn require_write(
         &self,
         session: &Session,
         dml: &DmlStatement,
@@ -79,7 +80,11 @@ impl Engine {
                 "table {schema}.{name} does not exist"
             )));
         };
-        actor.require_dataset(Privilege::Insert, &schema, &name, source_of(&record))?;
+        let privilege = match dml.op {
+            WriteOp::Insert(InsertOp::Append) => Privilege::Insert,
+            _ => Privilege::Alter,
+        };
+        actor.require_dataset(privilege, &schema, &name, source_of(&record))?;
         if managed_folder(&record).is_none() {
             return Err(QuarryError::invalid(format!(
                 "{schema}.{name} is not a managed table: tables over files in a source are \

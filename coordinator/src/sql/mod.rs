@@ -3,3 +3,4 @@
 pub mod copy;
 pub mod parser;
 pub mod security;
+pub mod time_travel;

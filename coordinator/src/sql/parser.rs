@@ -46,6 +46,10 @@ pub enum Statement {
     },
     /// `COPY (query) TO ...`: plain files.
     Copy(super::copy::CopyTo),
+    /// `DESCRIBE HISTORY [schema.]table`: a managed table's versions.
+    DescribeHistory {
+        name: Vec<String>,
+    },
 }
 
 /// Where and how a managed table is laid out: `PARTITION BY (...)` and
@@ -83,6 +87,7 @@ pub struct CreateTableFrom {
 /// Parse one or more `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<Statement>, QuarryError> {
     let sql = number_placeholders(sql);
+    let sql = super::time_travel::rewrite(&sql);
     parse_inner(&sql).map_err(QuarryError::from)
 }
 
@@ -262,6 +267,17 @@ fn parse_extension(parser: &mut Parser) -> Result<Option<Statement>, ParserError
     let w1 = word_at(parser, 1);
     let w2 = word_at(parser, 2);
     match (w0.as_deref(), w1.as_deref(), w2.as_deref()) {
+        (Some("DESCRIBE"), Some("HISTORY"), _) => {
+            parser.next_token();
+            parser.next_token();
+            let name = parser
+                .parse_object_name(false)?
+                .0
+                .iter()
+                .filter_map(|part| part.as_ident().map(ident_name))
+                .collect();
+            Ok(Some(Statement::DescribeHistory { name }))
+        }
         (Some("SHOW"), Some("SOURCES"), _) => {
             parser.next_token();
             parser.next_token();

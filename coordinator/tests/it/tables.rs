@@ -425,3 +425,85 @@ async fn copy_writes_plain_files_into_a_writable_source_only() {
     let escape = sql_error(&engine, &session, "COPY raw.orders TO exports '../x'").await;
     assert!(escape.contains("leaves the root"), "{escape}");
 }
+
+fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = b
+                .column(column)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("a text column");
+            (0..col.len())
+                .map(|i| col.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_time_travel_read_older_versions() {
+    let (_cluster, engine, session, _, _) = start_with_orders().await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE mart.t (id INT, city VARCHAR) PARTITION BY (city)",
+    )
+    .await;
+    sql(
+        &engine,
+        &session,
+        "INSERT INTO mart.t VALUES (1, 'a'), (2, 'a'), (3, 'b')",
+    )
+    .await;
+    sql(&engine, &session, "INSERT INTO mart.t VALUES (4, 'b')").await;
+    // A row inside a file: the file is written again without it.
+    let one = sql(&engine, &session, "DELETE FROM mart.t WHERE id = 2").await;
+    assert_eq!(int(&one, 0), 1);
+    // A whole partition: its files are dropped, nothing is rewritten.
+    let two = sql(&engine, &session, "DELETE FROM mart.t WHERE city = 'b'").await;
+    assert_eq!(int(&two, 0), 2);
+    let now = sql(&engine, &session, "SELECT count(*), sum(id) FROM mart.t").await;
+    assert_eq!((int(&now, 0), int(&now, 1)), (1, 1));
+
+    for (version, count, sum) in [(1, 3, 6), (2, 4, 10), (3, 3, 8), (4, 1, 1)] {
+        let old = sql(
+            &engine,
+            &session,
+            &format!("SELECT count(*), sum(id) FROM mart.t VERSION AS OF {version}"),
+        )
+        .await;
+        assert_eq!(
+            (int(&old, 0), int(&old, 1)),
+            (count, sum),
+            "version {version}"
+        );
+    }
+    let latest = sql(
+        &engine,
+        &session,
+        "SELECT count(*) FROM mart.t TIMESTAMP AS OF '2999-01-01 00:00:00'",
+    )
+    .await;
+    assert_eq!(int(&latest, 0), 1);
+    let history = sql(&engine, &session, "DESCRIBE HISTORY mart.t").await;
+    assert_eq!(
+        strings(&history, 2),
+        ["CREATE TABLE", "WRITE", "WRITE", "DELETE", "DELETE"]
+    );
+
+    let missing = sql_error(&engine, &session, "SELECT * FROM mart.t VERSION AS OF 99").await;
+    assert!(missing.contains("no version 99"), "{missing}");
+    let unversioned = sql_error(
+        &engine,
+        &session,
+        "SELECT * FROM raw.orders VERSION AS OF 1",
+    )
+    .await;
+    assert!(unversioned.contains("has no versions"), "{unversioned}");
+    let everything = sql(&engine, &session, "DELETE FROM mart.t").await;
+    assert_eq!(int(&everything, 0), 1);
+    let empty = sql(&engine, &session, "SELECT count(*) FROM mart.t").await;
+    assert_eq!(int(&empty, 0), 0);
+}
