@@ -44,7 +44,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, Remove, StructType};
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::operations::create::CreateBuilder;
@@ -206,7 +206,9 @@ pub struct Commits {
 
 #[derive(Debug, Default)]
 struct TableWrites {
-    commit: tokio::sync::Mutex<()>,
+    /// Held while committing; keeps the latest snapshot, brought up to date from the
+    /// log before each commit (only this process commits, so that reads a few files).
+    commit: tokio::sync::Mutex<Option<DeltaTableState>>,
     /// Writes planned and not finished. A sweep holds this lock while it runs, so no
     /// write is planned (and writes files) during one.
     in_flight: tokio::sync::Mutex<usize>,
@@ -256,7 +258,7 @@ impl Drop for WriteInFlight {
             }
             // The last write of the table ended: what no version references now is left
             // from failed attempts. New writes wait for the sweep (the lock is held).
-            match sweep_unreferenced(&log_store).await {
+            match sweep_unreferenced(&log_store, &writes).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(files = n, "removed files no version references"),
                 Err(e) => tracing::warn!("could not sweep a table's unreferenced files: {e}"),
@@ -266,12 +268,34 @@ impl Drop for WriteInFlight {
     }
 }
 
+/// The cached latest snapshot brought up to date, or read afresh.
+async fn refreshed(
+    log_store: &LogStoreRef,
+    latest: &mut Option<DeltaTableState>,
+) -> Result<DeltaTableState, QuarryError> {
+    match latest.take() {
+        Some(mut state) => {
+            state
+                .update(log_store.as_ref(), None)
+                .await
+                .map_err(delta_error)?;
+            Ok(state)
+        }
+        None => DeltaTableState::try_new(log_store.as_ref(), None)
+            .await
+            .map_err(delta_error),
+    }
+}
+
 /// Remove data files no version of the table references (left by failed, retried or
 /// cancelled write attempts). Removed-but-retained files (time travel) stay.
-async fn sweep_unreferenced(log_store: &LogStoreRef) -> Result<usize, QuarryError> {
-    let state = DeltaTableState::try_new(log_store.as_ref(), None)
-        .await
-        .map_err(delta_error)?;
+async fn sweep_unreferenced(
+    log_store: &LogStoreRef,
+    writes: &TableWrites,
+) -> Result<usize, QuarryError> {
+    let mut latest = writes.commit.lock().await;
+    let state = refreshed(log_store, &mut latest).await?;
+    let state = &*latest.insert(state);
     let mut referenced: HashSet<String> = state
         .log_data()
         .iter()
@@ -438,6 +462,54 @@ impl DeltaTable {
         Ok(files)
     }
 
+    /// OPTIMIZE: the small files of each partition that has several, written again as
+    /// one file per partition (per task), committed as one version with no data change.
+    pub async fn optimize_plan(&self, state: &dyn Session) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.refuse_writes_to_old_versions()?;
+        let log_store = log_store(state.runtime_env(), &self.url)?;
+        let mut by_partition: BTreeMap<String, Vec<SnapshotFile>> = BTreeMap::new();
+        for file in self.files(state, &[]).await? {
+            if file.replaced.size >= OPTIMIZE_TARGET_BYTES {
+                continue;
+            }
+            let key = format!("{:?}", file.file.partition_values);
+            by_partition.entry(key).or_default().push(file);
+        }
+        let small: Vec<SnapshotFile> = by_partition
+            .into_values()
+            .filter(|files| files.len() > 1)
+            .flatten()
+            .collect();
+        let replaced: Vec<ReplacedFile> = small.iter().map(|f| f.replaced.clone()).collect();
+        let rewritten: Arc<dyn ExecutionPlan> = if small.is_empty() {
+            Arc::new(EmptyExec::new(written_files_schema()))
+        } else {
+            let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+            let files = small.into_iter().map(|f| f.file).collect();
+            let groups = partition_groups(files, state.config().target_partitions());
+            let scan = self.scan_groups(groups, &all, None)?;
+            let write = FileWriteExec::new(
+                scan,
+                WriteTarget::parquet(self.url.to_string(), self.partition_by.clone()),
+                Arc::clone(&self.declared),
+            )?;
+            Arc::new(CoalescePartitionsExec::new(Arc::new(write)))
+        };
+        let in_flight =
+            Arc::new(WriteInFlight::begin(&self.commits, &self.url, Arc::clone(&log_store)).await);
+        Ok(Arc::new(DeltaCommitExec::new(
+            rewritten,
+            log_store,
+            self.commits.table(&self.url),
+            in_flight,
+            CommitMode::Replace {
+                files: replaced,
+                predicate: None,
+            },
+            self.partition_by.clone(),
+        )))
+    }
+
     /// A Parquet scan of `files`, split across `target_partitions` groups.
     fn scan_plan(
         &self,
@@ -451,6 +523,15 @@ impl DeltaTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         let groups = balanced_groups(files, state.config().target_partitions());
+        self.scan_groups(groups, columns, limit)
+    }
+
+    fn scan_groups(
+        &self,
+        groups: Vec<FileGroup>,
+        columns: &[usize],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let table_schema = TableSchema::builder(self.file_schema())
             .with_table_partition_cols(
                 self.partition_fields()?
@@ -578,7 +659,7 @@ impl TableProvider for DeltaTable {
             in_flight,
             CommitMode::Replace {
                 files: replaced,
-                predicate,
+                predicate: Some(predicate),
             },
             self.partition_by.clone(),
         )))
@@ -642,11 +723,75 @@ enum CommitMode {
     Append,
     /// Remove every file of the latest version (INSERT OVERWRITE).
     Overwrite,
-    /// Remove these files, which must still be in the latest version (DELETE).
+    /// Remove these files, which must still be in the latest version: DELETE (with its
+    /// predicate), or OPTIMIZE (None: the same rows in fewer files, no data change).
     Replace {
         files: Vec<ReplacedFile>,
-        predicate: String,
+        predicate: Option<String>,
     },
+}
+
+/// Files below this are compacted by OPTIMIZE.
+const OPTIMIZE_TARGET_BYTES: i64 = 128 * 1024 * 1024;
+
+/// Whole partitions onto `n` groups, largest first onto the lightest, so each task
+/// writes each of its partitions as one file.
+fn partition_groups(files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+    let mut partitions: BTreeMap<String, (u64, Vec<PartitionedFile>)> = BTreeMap::new();
+    for file in files {
+        let entry = partitions
+            .entry(format!("{:?}", file.partition_values))
+            .or_default();
+        entry.0 += file.object_meta.size;
+        entry.1.push(file);
+    }
+    let mut partitions: Vec<(u64, Vec<PartitionedFile>)> = partitions.into_values().collect();
+    partitions.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+    let n = n.max(1).min(partitions.len().max(1));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for (size, files) in partitions {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(total, _)| *total) {
+            lightest.0 += size;
+            lightest.1.extend(files);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
+}
+
+/// VACUUM: delete files the latest version does not reference and that were removed (or
+/// written and never committed) longer than `retain` ago. Writes wait while it runs.
+pub async fn vacuum(
+    runtime: &RuntimeEnv,
+    commits: &Commits,
+    url: &Url,
+    retain: std::time::Duration,
+) -> Result<usize, QuarryError> {
+    use deltalake_core::operations::vacuum::VacuumMode;
+    let writes = commits.table(url);
+    let in_flight = writes.in_flight.lock().await;
+    let mut table = deltalake_core::DeltaTable::new(log_store(runtime, url)?);
+    table.load().await.map_err(delta_error)?;
+    let retain = chrono::Duration::from_std(retain)
+        .map_err(|e| QuarryError::invalid(format!("retention: {e}")))?;
+    // Files of a write under way are not yet in the log: only tombstones then.
+    let mode = if *in_flight == 0 {
+        VacuumMode::Full
+    } else {
+        VacuumMode::Lite
+    };
+    let (_, metrics) = table
+        .vacuum()
+        .with_retention_period(retain)
+        .with_enforce_retention_duration(false)
+        .with_mode(mode)
+        .await
+        .map_err(delta_error)?;
+    drop(in_flight);
+    Ok(metrics.files_deleted.len())
 }
 
 /// Spread files over `n` groups, largest first onto the lightest group.
@@ -719,7 +864,12 @@ impl DisplayAs for DeltaCommitExec {
         let mode = match &self.mode {
             CommitMode::Append => "append",
             CommitMode::Overwrite => "overwrite",
-            CommitMode::Replace { .. } => "delete",
+            CommitMode::Replace {
+                predicate: Some(_), ..
+            } => "delete",
+            CommitMode::Replace {
+                predicate: None, ..
+            } => "optimize",
         };
         write!(
             f,
@@ -784,6 +934,13 @@ impl ExecutionPlan for DeltaCommitExec {
         // The write stays in flight (its files safe from the sweep) until it commits.
         let in_flight = Arc::clone(&self.in_flight);
         let mode = self.mode.clone();
+        let data_change = !matches!(
+            mode,
+            CommitMode::Replace {
+                predicate: None,
+                ..
+            }
+        );
         let partition_by = self.partition_by.clone();
         let commit = async move {
             let batches: Vec<RecordBatch> = input.try_collect().await?;
@@ -793,19 +950,31 @@ impl ExecutionPlan for DeltaCommitExec {
             for batch in &batches {
                 for file in written_files(batch)? {
                     rows += file.rows.max(0) as u64;
-                    adds.push(add_action(file, now));
+                    adds.push(add_action(file, now, data_change));
                 }
             }
             // A DELETE answers the rows it removed: those of the files it replaced, less
             // the ones it wrote again.
-            if let CommitMode::Replace { files, .. } = &mode {
-                let removed: i64 = files.iter().map(|f| f.records.unwrap_or(0)).sum();
-                rows = (removed.max(0) as u64).saturating_sub(rows);
+            match &mode {
+                CommitMode::Replace {
+                    files,
+                    predicate: Some(_),
+                } => {
+                    let removed: i64 = files.iter().map(|f| f.records.unwrap_or(0)).sum();
+                    rows = (removed.max(0) as u64).saturating_sub(rows);
+                }
+                // OPTIMIZE answers the files it compacted.
+                CommitMode::Replace {
+                    files,
+                    predicate: None,
+                } => rows = files.len() as u64,
+                _ => {}
             }
-            let _commit = writes.commit.lock().await;
-            commit_files(&log_store, adds, &mode, partition_by)
+            let mut latest = writes.commit.lock().await;
+            commit_files(&log_store, adds, &mode, partition_by, &mut latest)
                 .await
                 .map_err(DataFusionError::from)?;
+            drop(latest);
             drop(in_flight);
             let batch = RecordBatch::try_new(
                 count_schema(),
@@ -827,7 +996,11 @@ fn chrono_millis() -> i64 {
         .unwrap_or(0)
 }
 
-fn add_action(file: quarry_common::table_write::WrittenFile, now: i64) -> Action {
+fn add_action(
+    file: quarry_common::table_write::WrittenFile,
+    now: i64,
+    data_change: bool,
+) -> Action {
     let partition_values: HashMap<String, Option<String>> = file
         .partition_values
         .into_iter()
@@ -838,16 +1011,16 @@ fn add_action(file: quarry_common::table_write::WrittenFile, now: i64) -> Action
         partition_values,
         size: file.size,
         modification_time: now,
-        data_change: true,
+        data_change,
         stats: Some(file.stats),
         ..Add::default()
     })
 }
 
-fn remove_action(file: ReplacedFile, now: i64) -> Action {
+fn remove_action(file: ReplacedFile, now: i64, data_change: bool) -> Action {
     Action::Remove(Remove {
         path: file.path,
-        data_change: true,
+        data_change,
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(true),
         partition_values: Some(file.partition_values),
@@ -863,10 +1036,9 @@ async fn commit_files(
     adds: Vec<Action>,
     mode: &CommitMode,
     partition_by: Vec<String>,
+    latest: &mut Option<DeltaTableState>,
 ) -> Result<u64, QuarryError> {
-    let state = DeltaTableState::try_new(log_store.as_ref(), None)
-        .await
-        .map_err(delta_error)?;
+    let state = refreshed(log_store, latest).await?;
     let mut actions = adds;
     let now = chrono_millis();
     let partition_by = (!partition_by.is_empty()).then_some(partition_by);
@@ -884,7 +1056,7 @@ async fn commit_files(
                     size: file.size(),
                     records: None,
                 };
-                actions.push(remove_action(replaced, now));
+                actions.push(remove_action(replaced, now, true));
             }
             DeltaOperation::Write {
                 mode: SaveMode::Overwrite,
@@ -907,20 +1079,40 @@ async fn commit_files(
                     ),
                 ));
             }
-            actions.extend(files.iter().cloned().map(|f| remove_action(f, now)));
-            DeltaOperation::Delete {
-                predicate: Some(predicate.clone()),
+            let data_change = predicate.is_some();
+            actions.extend(
+                files
+                    .iter()
+                    .cloned()
+                    .map(|f| remove_action(f, now, data_change)),
+            );
+            match predicate {
+                Some(predicate) => DeltaOperation::Delete {
+                    predicate: Some(predicate.clone()),
+                },
+                None => DeltaOperation::Optimize {
+                    predicate: None,
+                    target_size: OPTIMIZE_TARGET_BYTES,
+                },
             }
         }
     };
     if actions.is_empty() {
-        return Ok(state.version());
+        let version = state.version();
+        *latest = Some(state);
+        return Ok(version);
     }
-    let finalized = CommitBuilder::default()
+    // A checkpoint every 100 versions (Delta's default interval) keeps reading the latest
+    // version cheap after many small commits; the log itself is kept for time travel.
+    let properties = CommitProperties::default()
+        .with_create_checkpoint(true)
+        .with_cleanup_expired_logs(Some(false));
+    let finalized = CommitBuilder::from(properties)
         .with_actions(actions)
         .build(Some(&state), Arc::clone(log_store), operation)
         .await
         .map_err(delta_error)?;
+    *latest = Some(finalized.snapshot());
     Ok(finalized.version())
 }
 

@@ -111,29 +111,19 @@ impl Engine {
             }
             Statement::DescribeHistory { name } => {
                 let (schema, name) = self.dataset_name(session, &reference_of(&name)?)?;
-                let record = self
-                    .datasets
-                    .catalog()
-                    .get_dataset(&schema, &name)
-                    .map_err(super::catalog_ops::catalog_error)?
-                    .map(|stored| stored.record)
-                    .ok_or_else(|| {
-                        QuarryError::not_found(format!("table {schema}.{name} does not exist"))
-                    })?;
-                actor.require_dataset(
-                    quarry_catalog::Privilege::Select,
-                    &schema,
-                    &name,
-                    crate::datasets::source_of(&record),
-                )?;
-                let folder = super::managed_folder(&record).ok_or_else(|| {
-                    QuarryError::invalid(format!(
-                        "{schema}.{name} is not a managed table and has no history"
-                    ))
-                })?;
+                let (_, folder) =
+                    self.managed_table(&actor, &schema, &name, quarry_catalog::Privilege::Select)?;
                 crate::datasets::delta::history(self.datasets.runtime(), &folder).await
             }
-            Statement::DataFusion(_) | Statement::ManagedTable { .. } | Statement::Copy(_) => {
+            Statement::Vacuum { name, retain_hours } => {
+                let (schema, name) = self.dataset_name(session, &reference_of(&name)?)?;
+                let removed = self.vacuum(&actor, &schema, &name, retain_hours).await?;
+                done(format!("Removed {removed} files from {schema}.{name}"))
+            }
+            Statement::DataFusion(_)
+            | Statement::ManagedTable { .. }
+            | Statement::Copy(_)
+            | Statement::Optimize { .. } => {
                 Err(CoordinatorError::invariant("not a Quarry statement").into())
             }
         }

@@ -403,6 +403,7 @@ impl Engine {
             Statement::DataFusion(statement) => (*statement, Default::default()),
             Statement::ManagedTable { statement, spec } => (*statement, spec),
             Statement::Copy(copy) => return self.plan_copy(session, copy).await,
+            Statement::Optimize { name } => return self.plan_optimize(session, &name).await,
             ours => {
                 let batch = self.run_extension(session, ours).await?;
                 return Ok(Outcome::Rows(batch.schema(), vec![batch]));

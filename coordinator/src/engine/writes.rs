@@ -280,6 +280,75 @@ impl Engine {
         self.plan_physical(&state, plan)
     }
 
+    /// The managed table `schema.name`, for a statement that needs `privilege` on it.
+    pub(super) fn managed_table(
+        &self,
+        actor: &crate::access::UserAccess,
+        schema: &str,
+        name: &str,
+        privilege: Privilege,
+    ) -> Result<(DatasetRecord, url::Url), QuarryError> {
+        let record = self
+            .datasets
+            .catalog()
+            .get_dataset(schema, name)
+            .map_err(catalog_error)?
+            .map(|stored| stored.record)
+            .ok_or_else(|| {
+                QuarryError::not_found(format!("table {schema}.{name} does not exist"))
+            })?;
+        actor.require_dataset(privilege, schema, name, source_of(&record))?;
+        let folder = managed_folder(&record).ok_or_else(|| {
+            QuarryError::invalid(format!("{schema}.{name} is not a managed table"))
+        })?;
+        Ok((record, folder))
+    }
+
+    /// `OPTIMIZE TABLE`: small files compacted by the executors, one commit.
+    pub(super) async fn plan_optimize(
+        &self,
+        session: &Arc<Session>,
+        name: &[String],
+    ) -> Result<Outcome, QuarryError> {
+        let reference = match name {
+            [table] => TableReference::bare(table.as_str()),
+            [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+            _ => return Err(QuarryError::invalid("OPTIMIZE TABLE takes schema.table")),
+        };
+        let (schema, table) = self.dataset_name(session, &reference)?;
+        let actor = self.access_for(session);
+        let (record, _) = self.managed_table(&actor, &schema, &table, Privilege::Alter)?;
+        let provider = self.datasets.provider_of(record).await?;
+        let delta = provider
+            .downcast_ref::<delta::DeltaTable>()
+            .ok_or_else(|| {
+                QuarryError::invalid(format!("{schema}.{table} is not a managed table"))
+            })?;
+        let state = self.query_state(session)?;
+        let plan = delta.optimize_plan(&state).await?;
+        self.plan_physical(&state, plan)
+    }
+
+    /// `VACUUM`: files no version needs, removed longer ago than `retain_hours` (7 days by
+    /// default, as in Delta), are deleted.
+    pub(super) async fn vacuum(
+        &self,
+        actor: &crate::access::UserAccess,
+        schema: &str,
+        name: &str,
+        retain_hours: Option<f64>,
+    ) -> Result<usize, QuarryError> {
+        let (_, folder) = self.managed_table(actor, schema, name, Privilege::Alter)?;
+        let retain = std::time::Duration::from_secs_f64(retain_hours.unwrap_or(168.0) * 3600.0);
+        delta::vacuum(
+            self.datasets.runtime(),
+            self.datasets.commits(),
+            &folder,
+            retain,
+        )
+        .await
+    }
+
     /// Drop a table's catalog record and, for a managed table, its files.
     pub(super) async fn drop_table_data(
         &self,

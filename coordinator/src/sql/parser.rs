@@ -50,6 +50,15 @@ pub enum Statement {
     DescribeHistory {
         name: Vec<String>,
     },
+    /// `OPTIMIZE TABLE name`: compact a managed table's small files.
+    Optimize {
+        name: Vec<String>,
+    },
+    /// `VACUUM [TABLE] name [RETAIN n HOURS]`: delete files no version needs.
+    Vacuum {
+        name: Vec<String>,
+        retain_hours: Option<f64>,
+    },
 }
 
 /// Where and how a managed table is laid out: `PARTITION BY (...)` and
@@ -155,6 +164,16 @@ fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusio
         ));
     }
     Ok(statements)
+}
+
+/// A table name's parts, case-folded as DataFusion folds them.
+fn name_parts(parser: &mut Parser) -> Result<Vec<String>, ParserError> {
+    Ok(parser
+        .parse_object_name(false)?
+        .0
+        .iter()
+        .filter_map(|part| part.as_ident().map(ident_name))
+        .collect())
 }
 
 /// Lift `PARTITION BY (a, b)` and `WITH (source = ..., path = ...)` off a `CREATE TABLE`.
@@ -270,13 +289,36 @@ fn parse_extension(parser: &mut Parser) -> Result<Option<Statement>, ParserError
         (Some("DESCRIBE"), Some("HISTORY"), _) => {
             parser.next_token();
             parser.next_token();
-            let name = parser
-                .parse_object_name(false)?
-                .0
-                .iter()
-                .filter_map(|part| part.as_ident().map(ident_name))
-                .collect();
+            let name = name_parts(parser)?;
             Ok(Some(Statement::DescribeHistory { name }))
+        }
+        (Some("OPTIMIZE"), Some("TABLE"), _) => {
+            parser.next_token();
+            parser.next_token();
+            let name = name_parts(parser)?;
+            Ok(Some(Statement::Optimize { name }))
+        }
+        (Some("VACUUM"), _, _) => {
+            parser.next_token();
+            eat_word(parser, "TABLE");
+            let name = name_parts(parser)?;
+            let retain_hours = if eat_word(parser, "RETAIN") {
+                let hours = match parser.parse_number_value()?.value {
+                    Value::Number(n, _) => n.parse::<f64>().ok(),
+                    _ => None,
+                };
+                expect_word(parser, "HOURS")?;
+                match hours {
+                    Some(h) if h >= 0.0 => Some(h),
+                    _ => {
+                        let found = parser.peek_token();
+                        return parser.expected("a number of hours", found);
+                    }
+                }
+            } else {
+                None
+            };
+            Ok(Some(Statement::Vacuum { name, retain_hours }))
         }
         (Some("SHOW"), Some("SOURCES"), _) => {
             parser.next_token();

@@ -507,3 +507,64 @@ async fn delete_and_time_travel_read_older_versions() {
     let empty = sql(&engine, &session, "SELECT count(*) FROM mart.t").await;
     assert_eq!(int(&empty, 0), 0);
 }
+
+/// Many small INSERTs each land (one version each); OPTIMIZE then leaves a handful of
+/// files with the same rows, and VACUUM removes the files no version needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_inserts_then_optimize_and_vacuum() {
+    let (cluster, engine, session, _, _) = start_with_orders().await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE mart.ticks (n INT, kind VARCHAR) PARTITION BY (kind)",
+    )
+    .await;
+    let inserts = 1000;
+    for n in 0..inserts {
+        let kind = if n % 2 == 0 { "even" } else { "odd" };
+        sql(
+            &engine,
+            &session,
+            &format!("INSERT INTO mart.ticks VALUES ({n}, '{kind}')"),
+        )
+        .await;
+    }
+    let table_dir = cluster.dir.path().join("quarry/warehouse/mart/ticks");
+    // Data files: checkpoints in _delta_log are Parquet too.
+    let parquet = |dir: &Path| {
+        files_under(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .filter(|p| !p.to_string_lossy().contains("_delta_log"))
+            .count()
+    };
+    assert_eq!(parquet(&table_dir), inserts);
+    let before = sql(&engine, &session, "SELECT count(*), sum(n) FROM mart.ticks").await;
+    let compacted = sql(&engine, &session, "OPTIMIZE TABLE mart.ticks").await;
+    assert_eq!(int(&compacted, 0), inserts as i64, "files compacted");
+    let after = sql(&engine, &session, "SELECT count(*), sum(n) FROM mart.ticks").await;
+    assert_eq!(
+        (int(&after, 0), int(&after, 1)),
+        (int(&before, 0), int(&before, 1))
+    );
+    let explained = sql(&engine, &session, "EXPLAIN SELECT n FROM mart.ticks").await;
+    let plan = strings(&explained, 1).join("\n");
+    let listed = plan.matches(".zstd.parquet").count();
+    assert!(listed <= 4, "a handful of files after OPTIMIZE: {plan}");
+    // Old files stay for time travel until VACUUM removes them.
+    let old = sql(
+        &engine,
+        &session,
+        "SELECT count(*) FROM mart.ticks VERSION AS OF 5",
+    )
+    .await;
+    assert_eq!(int(&old, 0), 5);
+    let vacuumed = sql(&engine, &session, "VACUUM mart.ticks RETAIN 0 HOURS").await;
+    assert_eq!(
+        strings(&vacuumed, 0),
+        [format!("Removed {inserts} files from mart.ticks")]
+    );
+    assert!(parquet(&table_dir) <= 4, "{}", parquet(&table_dir));
+    let still = sql(&engine, &session, "SELECT count(*) FROM mart.ticks").await;
+    assert_eq!(int(&still, 0), inserts as i64);
+}
