@@ -176,6 +176,37 @@ pub async fn create_table(
     Ok(())
 }
 
+/// The columns and partition columns of an existing Delta table (one Quarry registers
+/// but does not manage).
+pub async fn existing_table(
+    runtime: &RuntimeEnv,
+    url: &Url,
+) -> Result<(SchemaRef, Vec<String>), QuarryError> {
+    let state = DeltaTableState::try_new(log_store(runtime, url)?.as_ref(), None)
+        .await
+        .map_err(|e| {
+            QuarryError::from(CoordinatorError::from(e))
+                .context(format!("{url} is not a readable Delta table"))
+        })?;
+    let protocol = state.protocol();
+    let readable = protocol
+        .reader_features()
+        .map(|features| features.is_empty())
+        .unwrap_or(true);
+    if !readable || protocol.min_reader_version() > 1 {
+        return Err(QuarryError::new(
+            quarry_common::ErrorCode::Unimplemented,
+            format!(
+                "{url} needs Delta reader features Quarry does not read yet (reader version {}, features {:?})",
+                protocol.min_reader_version(),
+                protocol.reader_features()
+            ),
+        ));
+    }
+    let schema = storable_schema(state.snapshot().arrow_schema().as_ref())?;
+    Ok((schema, state.metadata().partition_columns().to_vec()))
+}
+
 /// Delete everything under a managed table's folder (DROP TABLE).
 pub async fn purge(runtime: &RuntimeEnv, url: &Url) -> Result<usize, QuarryError> {
     let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use quarry_catalog::{
     CatalogError, DatasetDefinition, DatasetRecord, GranteeKind, Privilege, S3Config, SchemaRecord,
-    SecurableKind, SourceConfig, SourceRecord, Stored, ViewDefinition,
+    SecurableKind, SourceConfig, SourceRecord, Stored, TableDefinition, ViewDefinition,
 };
 use quarry_common::object_stores::{
     S3_ACCESS_KEY_ID, S3_ALLOW_HTTP, S3_ENDPOINT, S3_REGION, S3_SECRET_ACCESS_KEY, s3_spec,
@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Engine;
 use crate::access::{UserAccess, dataset_object};
-use crate::datasets::source_of;
+use crate::datasets::schema_codec::encode_schema;
 use crate::datasets::sources::{self, Location};
 use crate::datasets::tables::{self, NewTable};
+use crate::datasets::{delta, source_of};
 
 /// What to do when the object already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -551,6 +552,26 @@ impl Engine {
         request: &TableRequest,
     ) -> Result<DatasetDefinition, QuarryError> {
         let location = self.locate(request).await?;
+        if request
+            .format
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case(delta::DELTA_FORMAT))
+        {
+            // A Delta table someone else writes: read at its latest version each query.
+            let folder = delta::folder_url(&location.url)?;
+            let (schema, partition_columns) =
+                delta::existing_table(self.datasets.runtime(), &folder).await?;
+            return Ok(DatasetDefinition::Table(TableDefinition {
+                source: request.source.clone(),
+                path: request.path.clone(),
+                location: folder.to_string(),
+                format: delta::DELTA_FORMAT.to_string(),
+                options: BTreeMap::new(),
+                file_extension: ".parquet".to_string(),
+                partition_columns,
+                arrow_schema: encode_schema(&schema)?,
+            }));
+        }
         let format = match &request.format {
             Some(f) => tables::normalize_format(f)?,
             None => location

@@ -49,10 +49,17 @@ pub(super) fn is_write(dml: &DmlStatement) -> bool {
     matches!(dml.op, WriteOp::Insert(_) | WriteOp::Delete)
 }
 
-/// The folder of a managed table's record, or None for tables over files.
+/// The option that marks a Delta table as Quarry's own (written, and purged on DROP).
+const MANAGED: &str = "managed";
+
+/// The folder of a managed table's record, or None for tables over files (and Delta
+/// tables Quarry only reads).
 pub(crate) fn managed_folder(record: &DatasetRecord) -> Option<url::Url> {
     match &record.definition {
-        DatasetDefinition::Table(table) if table.format == DELTA_FORMAT => {
+        DatasetDefinition::Table(table)
+            if table.format == DELTA_FORMAT
+                && table.options.get(MANAGED).is_some_and(|v| v == "true") =>
+        {
             delta::folder_url(&table.location).ok()
         }
         _ => None,
@@ -156,7 +163,7 @@ impl Engine {
             path: spec.path,
             location: folder.to_string(),
             format: DELTA_FORMAT.to_string(),
-            options: Default::default(),
+            options: [(MANAGED.to_string(), "true".to_string())].into(),
             file_extension: ".parquet".to_string(),
             partition_columns: partition_by,
             arrow_schema: encode_schema(&table_schema)?,

@@ -568,3 +568,59 @@ async fn many_small_inserts_then_optimize_and_vacuum() {
     let still = sql(&engine, &session, "SELECT count(*) FROM mart.ticks").await;
     assert_eq!(int(&still, 0), inserts as i64);
 }
+
+/// A Delta table another engine writes: registered from a source, read at its latest
+/// version on each query, never written or deleted by Quarry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_delta_tables_are_read_at_their_latest_version() {
+    let (cluster, engine, session, _, _) = start_with_orders().await;
+    let folder = cluster.dir.path().join("data/ext");
+    let write = |rows: &str| {
+        let script = format!(
+            "import deltalake, pyarrow as pa, os\n\
+             t = pa.table({{'id': [{rows}], 'part': ['x'] * len([{rows}])}})\n\
+             deltalake.write_deltalake({path:?}, t, mode='append', partition_by=['part'])\n\
+             os._exit(0)\n",
+            path = folder.display().to_string()
+        );
+        let output = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .expect("python runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    write("1, 2, 3");
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE raw.ext FROM files 'ext' FORMAT delta",
+    )
+    .await;
+    let first = sql(&engine, &session, "SELECT count(*), sum(id) FROM raw.ext").await;
+    assert_eq!((int(&first, 0), int(&first, 1)), (3, 6));
+    write("10");
+    let second = sql(&engine, &session, "SELECT count(*), sum(id) FROM raw.ext").await;
+    assert_eq!(
+        (int(&second, 0), int(&second, 1)),
+        (4, 16),
+        "the latest version"
+    );
+    let old = sql(
+        &engine,
+        &session,
+        "SELECT count(*) FROM raw.ext VERSION AS OF 0",
+    )
+    .await;
+    assert_eq!(int(&old, 0), 3);
+    let refused = sql_error(&engine, &session, "INSERT INTO raw.ext VALUES (5, 'x')").await;
+    assert!(refused.contains("read-only"), "{refused}");
+    sql(&engine, &session, "DROP TABLE raw.ext").await;
+    assert!(
+        folder.join("_delta_log").exists(),
+        "dropping a registered table leaves its files"
+    );
+}
