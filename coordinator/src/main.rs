@@ -198,6 +198,9 @@ fn init_logging(filter: Option<&str>, default: &str) {
         .map(str::to_string)
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| default.to_string());
+    // The Delta log library reports every snapshot it builds at INFO: not news to an
+    // operator. An explicit directive in the filter still wins.
+    let filter = format!("buoyant_kernel=warn,deltalake_core=warn,{filter}");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -105,3 +105,108 @@ fn kill_executors_mid_query(slots: usize) {
         job["error"]["message"]
     );
 }
+
+/// SIGKILL of an executor in the middle of a CTAS: the write stage's lost tasks run
+/// again elsewhere, and the table ends up with exactly the query's rows (none twice,
+/// none missing); files of the killed attempts are never committed and are swept.
+/// The kill is tried until it lands while write tasks run (the CTAS takes well under a
+/// second), each try checked in full.
+#[test]
+fn killing_an_executor_mid_ctas_writes_each_row_once() {
+    let data = tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, 3).expect("TPC-H data");
+    let mut cluster = ProcessCluster::start(3, 2, &[]);
+    cluster.create_tpch_tables(&data);
+    let expected = cluster
+        .rest
+        .sql("SELECT count(*) AS n FROM lineitem", false);
+    let expected = expected["rows"][0]["n"].as_u64().expect("lineitem rows");
+    let created = cluster.rest.sql("CREATE SCHEMA w", false);
+    assert_eq!(created["state"], "COMPLETED", "{created}");
+    let mut retried = 0;
+    for attempt in 0..6 {
+        let table = format!("li{attempt}");
+        retried = ctas_with_a_kill(&mut cluster, &table, expected);
+        cluster.add_executor("executor-2");
+        cluster.rest.wait_for_executors(3);
+        if retried > 0 {
+            break;
+        }
+    }
+    assert!(retried > 0, "no kill landed while write tasks ran");
+}
+
+/// One CTAS with executor-2 killed as soon as it runs; the number of tasks run again.
+fn ctas_with_a_kill(cluster: &mut ProcessCluster, table: &str, expected: u64) -> u64 {
+    let id = cluster.rest.start(&format!(
+        "CREATE TABLE w.{table} PARTITION BY (l_returnflag) AS SELECT * FROM lineitem"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = cluster.rest.job(&id);
+        if job["state"] == "RUNNING" || job["state"] == "COMPLETED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the CTAS never ran: {job}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cluster.kill_executor("executor-2");
+    let (job, took) = cluster.rest.wait_job(&id, Duration::from_secs(180));
+    assert_eq!(job["state"], "COMPLETED", "the CTAS failed: {job}");
+    let counted = cluster.rest.sql(
+        &format!(
+            "SELECT count(*) AS n, count(DISTINCT l_orderkey * 10 + l_linenumber) AS d FROM w.{table}"
+        ),
+        false,
+    );
+    let (n, d) = (
+        counted["rows"][0]["n"].as_u64(),
+        counted["rows"][0]["d"].as_u64(),
+    );
+    assert_eq!(n, Some(expected), "rows written: {counted}");
+    assert_eq!(d, Some(expected), "distinct rows: {counted}");
+    // Only committed files remain once the sweep after the write has run.
+    let folder = cluster
+        .dir
+        .path()
+        .join(format!("coordinator/warehouse/w/{table}"));
+    let history = cluster
+        .rest
+        .sql(&format!("DESCRIBE HISTORY w.{table}"), false);
+    let committed = history["rows"][1]["files_added"]
+        .as_u64()
+        .expect("files added");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while data_files(&folder) as u64 != committed {
+        assert!(
+            Instant::now() < deadline,
+            "{} files on disk, {committed} committed",
+            data_files(&folder)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let retried = cluster.rest.sql(
+        &format!("SELECT count(*) AS n FROM sys.tasks WHERE job_id = '{id}' AND (attempt > 0 OR failed_attempts > 0)"),
+        false,
+    );
+    let retried = retried["rows"][0]["n"].as_u64().unwrap_or(0);
+    eprintln!(
+        "CTAS of {expected} rows with executor-2 killed: {took:?}, {committed} files, {retried} tasks retried"
+    );
+    retried
+}
+
+/// Parquet files of a table, its log left out.
+fn data_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if !path.ends_with("_delta_log") {
+                n += data_files(&path);
+            }
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}
