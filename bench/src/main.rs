@@ -27,6 +27,7 @@ use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
 mod load;
+mod write;
 
 #[derive(Parser)]
 #[command(about = "TPC-H: a Quarry cluster vs in-process DataFusion vs DuckDB")]
@@ -61,6 +62,9 @@ struct Args {
     /// Leave DuckDB out.
     #[arg(long)]
     no_duckdb: bool,
+    /// Run the write benchmark (CTAS of lineitem) instead of the queries.
+    #[arg(long)]
+    write: bool,
     /// Where results are written.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
@@ -271,12 +275,8 @@ impl Engines {
     }
 }
 
-fn run_duckdb(
-    dir: &Path,
-    threads: usize,
-    queries: &[usize],
-    iterations: usize,
-) -> Result<Results, Error> {
+/// A Python with DuckDB: `.venv-bench`, made on first use.
+fn duckdb_python() -> Result<PathBuf, Error> {
     let venv = PathBuf::from(".venv-bench");
     if !venv.join("bin/python").exists() {
         let ok = Command::new("python3")
@@ -291,7 +291,16 @@ fn run_duckdb(
             return Err("cannot install DuckDB into .venv-bench".into());
         }
     }
-    let output = Command::new(venv.join("bin/python"))
+    Ok(venv.join("bin/python"))
+}
+
+fn run_duckdb(
+    dir: &Path,
+    threads: usize,
+    queries: &[usize],
+    iterations: usize,
+) -> Result<Results, Error> {
+    let output = Command::new(duckdb_python()?)
         .arg("bench/duckdb_tpch.py")
         .arg(dir)
         .arg("bench/tpch/queries")
@@ -394,6 +403,10 @@ async fn main() -> Result<(), Error> {
         let dir = tpch::cached(&args.data, sf, args.parts)?;
         eprintln!("  data ready in {:.1}s", started.elapsed().as_secs_f64());
         let setup = tpch::create_tables_sql(&dir.canonicalize()?);
+        if args.write {
+            write::run(sf, &dir, &setup, slots, args.no_duckdb, &args.results).await?;
+            continue;
+        }
 
         eprintln!(
             "Quarry (coordinator + {} executors x {per_executor} slot(s), and the same with 1 slot each; separate processes) and DataFusion in-process ({slots} partitions)",
