@@ -105,7 +105,14 @@ fn duckdb_copy(dir: &Path, threads: usize, out: &Path) -> Result<Written, Error>
     if !output.status.success() {
         return Err(format!("DuckDB failed: {}", String::from_utf8_lossy(&output.stderr)).into());
     }
-    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    // The JSON is the last line; DuckDB may print progress before it.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("{}");
+    let reply: serde_json::Value = serde_json::from_str(last)?;
     Ok(Written {
         seconds: reply["seconds"].as_f64().unwrap_or(f64::NAN),
         rows: reply["rows"].as_u64().unwrap_or(0),

@@ -611,3 +611,70 @@ async fn flight_sql_results_and_cancels_belong_to_their_user() {
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     cluster.cluster.shutdown().await;
 }
+
+/// Writes need their privileges: CREATE TABLE on the schema to create, INSERT on the
+/// table to add rows, ALTER to delete or overwrite them, SELECT on what a CTAS reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_their_privileges() {
+    let (cluster, admin) = secured_cluster().await;
+    admin.sql("CREATE USER ada PASSWORD 'ada-pw'").await;
+    admin.sql("CREATE SCHEMA sandbox").await;
+    admin
+        .sql("CREATE TABLE sandbox.shared (id INT, note VARCHAR)")
+        .await;
+    admin
+        .sql("INSERT INTO sandbox.shared VALUES (1, 'admin')")
+        .await;
+    let ada = login(&cluster, "ada", "ada-pw").await;
+    let denied = |status: StatusCode, body: &Value, what: &str| {
+        assert_error(
+            status,
+            body,
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            what,
+        )
+    };
+
+    let (status, body) = try_sql(&ada, "CREATE TABLE sandbox.mine (id INT)").await;
+    denied(status, &body, "sandbox");
+    let (status, body) = try_sql(&ada, "INSERT INTO sandbox.shared VALUES (2, 'ada')").await;
+    denied(status, &body, "sandbox.shared");
+
+    admin
+        .sql("GRANT CREATE TABLE ON SCHEMA sandbox TO USER ada")
+        .await;
+    // Creating is allowed now, but a CTAS still needs SELECT on what it reads.
+    let (status, body) = try_sql(
+        &ada,
+        "CREATE TABLE sandbox.copy AS SELECT * FROM demo.orders",
+    )
+    .await;
+    denied(status, &body, "demo.orders");
+    let (status, body) = try_sql(&ada, "SELECT * FROM sandbox.copy").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused CTAS left a table: {body}"
+    );
+    let created = ada.sql("CREATE TABLE sandbox.mine AS SELECT 1 AS id").await;
+    assert_eq!(created["rows"][0]["count"], 1, "{created}");
+    // The creator holds ALL on it: insert and delete.
+    ada.sql("INSERT INTO sandbox.mine VALUES (2)").await;
+    let deleted = ada.sql("DELETE FROM sandbox.mine WHERE id = 1").await;
+    assert_eq!(deleted["rows"][0]["count"], 1, "{deleted}");
+
+    admin
+        .sql("GRANT INSERT ON TABLE sandbox.shared TO USER ada")
+        .await;
+    let inserted = ada
+        .sql("INSERT INTO sandbox.shared VALUES (2, 'ada')")
+        .await;
+    assert_eq!(inserted["rows"][0]["count"], 1, "{inserted}");
+    let (status, body) = try_sql(&ada, "DELETE FROM sandbox.shared WHERE id = 1").await;
+    denied(status, &body, "sandbox.shared");
+    let (status, body) = try_sql(&ada, "INSERT OVERWRITE sandbox.shared SELECT 3, 'x'").await;
+    denied(status, &body, "sandbox.shared");
+    let rows = admin.sql("SELECT count(*) AS n FROM sandbox.shared").await;
+    assert_eq!(rows["rows"][0]["n"], 2, "{rows}");
+}
