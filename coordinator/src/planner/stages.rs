@@ -258,8 +258,9 @@ pub fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
     };
     let mut root = planner.cut(plan)?;
     if scans_files(&root) {
-        // Scans below no exchange (e.g. a single file group): run that part as a stage.
-        root = planner.read_whole(root);
+        // Scans below no exchange (e.g. a single file group): run that part as a stage,
+        // below the nodes that only the coordinator runs.
+        root = read_below_coordinator_nodes(&mut planner, root)?;
     }
     if root.output_partitioning().partition_count() > 1 {
         root = Arc::new(CoalescePartitionsExec::new(root));
@@ -268,6 +269,38 @@ pub fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
         stages: planner.stages,
         root,
     })
+}
+
+/// Nodes that never go to executors: the commit of a write, and the count of rows a
+/// COPY wrote (they gather every task's answer; the commit holds the table's lock).
+fn runs_on_coordinator(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<crate::datasets::delta::DeltaCommitExec>()
+        .is_some()
+        || plan
+            .downcast_ref::<quarry_common::table_write::WrittenRowsExec>()
+            .is_some()
+}
+
+fn read_below_coordinator_nodes(
+    planner: &mut StagePlanner,
+    plan: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if !runs_on_coordinator(&plan) {
+        return Ok(planner.read_whole(plan));
+    }
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|child| {
+            let read = read_below_coordinator_nodes(planner, Arc::clone(child))?;
+            Ok(if read.output_partitioning().partition_count() > 1 {
+                Arc::new(CoalescePartitionsExec::new(read)) as Arc<dyn ExecutionPlan>
+            } else {
+                read
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    replace_children_if_necessary(plan, children)
 }
 
 fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, ids: &mut Vec<u32>) {

@@ -624,3 +624,34 @@ async fn existing_delta_tables_are_read_at_their_latest_version() {
         "dropping a registered table leaves its files"
     );
 }
+
+/// One executor with one slot: a scan of one file group has no exchange above it, and
+/// the commit above must still stay on the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_a_one_slot_executor() {
+    let cluster = TestCluster::start(1).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    sql(&engine, &session, "CREATE TABLE public.t AS SELECT 1 AS id").await;
+    sql(&engine, &session, "INSERT INTO public.t VALUES (2)").await;
+    let copied = sql(
+        &engine,
+        &session,
+        "INSERT INTO public.t SELECT id + 10 FROM public.t",
+    )
+    .await;
+    assert_eq!(int(&copied, 0), 2);
+    let deleted = sql(&engine, &session, "DELETE FROM public.t WHERE id = 1").await;
+    assert_eq!(int(&deleted, 0), 1);
+    sql(&engine, &session, "OPTIMIZE TABLE public.t").await;
+    let out = cluster.dir.path().join("out");
+    let copy = sql(
+        &engine,
+        &session,
+        &format!("COPY public.t TO '{}/' WITH (FORMAT json)", out.display()),
+    )
+    .await;
+    assert_eq!(int(&copy, 0), 3);
+    let left = sql(&engine, &session, "SELECT count(*), sum(id) FROM public.t").await;
+    assert_eq!((int(&left, 0), int(&left, 1)), (3, 25));
+}
