@@ -63,6 +63,15 @@ enum Outcome {
     Distributed(Box<DistributedQuery>),
     /// EXPLAIN ANALYZE: run the query, report what each stage did.
     Analyze(Box<Outcome>),
+    /// CREATE TABLE ... AS SELECT: the insert, and the new table, dropped again when the
+    /// insert fails, so a failed CTAS leaves no table.
+    Created(Box<Outcome>, CreatedTable),
+}
+
+struct CreatedTable {
+    actor: Arc<UserAccess>,
+    schema: String,
+    name: String,
 }
 
 impl Outcome {
@@ -70,7 +79,7 @@ impl Outcome {
     fn distributed_mut(&mut self) -> Option<&mut DistributedQuery> {
         match self {
             Outcome::Distributed(query) => Some(query),
-            Outcome::Analyze(inner) => inner.distributed_mut(),
+            Outcome::Analyze(inner) | Outcome::Created(inner, _) => inner.distributed_mut(),
             _ => None,
         }
     }
@@ -81,6 +90,7 @@ impl Outcome {
             Outcome::Local(plan, _) => plan.schema(),
             Outcome::Distributed(query) => query.stages.root.schema(),
             Outcome::Analyze(_) => plan_text_schema(),
+            Outcome::Created(inner, _) => inner.schema(),
         }
     }
 }
@@ -614,6 +624,21 @@ impl Engine {
             }
             Outcome::Distributed(query) => self.run_distributed(job, *query, sink).await,
             Outcome::Analyze(_) => Err(QuarryError::invalid("EXPLAIN ANALYZE cannot be nested")),
+            Outcome::Created(inner, table) => {
+                let result = Box::pin(self.execute(job, *inner, sink)).await;
+                if result.is_err()
+                    && let Err(e) = self
+                        .drop_table_data(&table.actor, &table.schema, &table.name, true)
+                        .await
+                {
+                    tracing::warn!(
+                        "cannot drop {}.{} after its CREATE TABLE AS failed: {e}",
+                        table.schema,
+                        table.name
+                    );
+                }
+                result
+            }
         }
     }
 

@@ -185,10 +185,20 @@ impl Engine {
         let planned = self
             .plan_table_insert(state, &schema, &name, create.input.as_ref().clone())
             .await;
-        if planned.is_err() {
-            self.drop_table_data(&actor, &schema, &name, true).await?;
+        match planned {
+            Ok(insert) => Ok(Outcome::Created(
+                Box::new(insert),
+                super::CreatedTable {
+                    actor,
+                    schema,
+                    name,
+                },
+            )),
+            Err(e) => {
+                self.drop_table_data(&actor, &schema, &name, true).await?;
+                Err(e)
+            }
         }
-        planned
     }
 
     /// An insert of `input`'s rows (matched by position, cast to the table's types).

@@ -286,6 +286,21 @@ async fn bad_writes_are_refused_and_leave_nothing() {
         "files of the failed write: {leftovers:?}"
     );
 
+    // A CTAS whose query fails while it runs leaves no table.
+    let failed = sql_error(
+        &engine,
+        &session,
+        "CREATE TABLE mart.broken AS SELECT CAST(city AS INT) AS x FROM raw.orders",
+    )
+    .await;
+    assert!(
+        failed.contains("Lyon") || failed.contains("cast"),
+        "{failed}"
+    );
+    let gone = sql_error(&engine, &session, "SELECT * FROM mart.broken").await;
+    assert!(gone.contains("not found"), "{gone}");
+    assert!(files_under(&cluster.dir.path().join("quarry/warehouse/mart/broken")).is_empty());
+
     let exists = sql_error(&engine, &session, "CREATE TABLE mart.people (x INT)").await;
     assert!(exists.contains("already exists"), "{exists}");
     sql(
