@@ -20,7 +20,7 @@ use crate::error::CoordinatorError;
 use crate::sql::parser::Statement;
 
 /// `[catalog.][schema.]name` parts as a table reference.
-fn reference_of(parts: &[String]) -> Result<TableReference, QuarryError> {
+pub(super) fn reference_of(parts: &[String]) -> Result<TableReference, QuarryError> {
     match parts {
         [table] => Ok(TableReference::bare(table.as_str())),
         [schema, table] => Ok(TableReference::partial(schema.as_str(), table.as_str())),

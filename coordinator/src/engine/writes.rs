@@ -136,20 +136,11 @@ impl Engine {
         let folder = match &spec.source {
             None => self.datasets.managed_location(&schema, &name)?,
             Some(source) => {
-                actor.require_source(Privilege::CreateTable, source)?;
-                let record = self
-                    .datasets
-                    .catalog()
-                    .get_source(source)
-                    .map_err(catalog_error)?
-                    .ok_or_else(|| {
-                        QuarryError::not_found(format!("source '{source}' does not exist"))
-                    })?;
                 let path = spec
                     .path
                     .clone()
                     .unwrap_or_else(|| format!("{schema}/{name}/"));
-                writable_folder(source, &record.record.config, &path)?
+                self.source_folder(&actor, source, &path)?
             }
         };
         let partition_by = spec.partition_by;
@@ -235,6 +226,24 @@ impl Engine {
         self.plan_query(state, &plan).await
     }
 
+    /// A folder to write at `path` in a writable source, for a user who may create
+    /// tables in it.
+    fn source_folder(
+        &self,
+        actor: &crate::access::UserAccess,
+        source: &str,
+        path: &str,
+    ) -> Result<url::Url, QuarryError> {
+        actor.require_source(Privilege::CreateTable, source)?;
+        let record = self
+            .datasets
+            .catalog()
+            .get_source(source)
+            .map_err(catalog_error)?
+            .ok_or_else(|| QuarryError::not_found(format!("source '{source}' does not exist")))?;
+        writable_folder(source, &record.record.config, path)
+    }
+
     /// `COPY (query) TO ...`: the query's rows as files, written by the tasks that
     /// compute them; answers the number of rows.
     pub(super) async fn plan_copy(
@@ -244,18 +253,7 @@ impl Engine {
     ) -> Result<Outcome, QuarryError> {
         let actor = self.access_for(session);
         let folder = match &copy.source {
-            Some(source) => {
-                actor.require_source(Privilege::CreateTable, source)?;
-                let record = self
-                    .datasets
-                    .catalog()
-                    .get_source(source)
-                    .map_err(catalog_error)?
-                    .ok_or_else(|| {
-                        QuarryError::not_found(format!("source '{source}' does not exist"))
-                    })?;
-                writable_folder(source, &record.record.config, &copy.path)?
-            }
+            Some(source) => self.source_folder(&actor, source, &copy.path)?,
             None => {
                 actor.require_admin("COPY to a raw path or URL; COPY into a writable source")?;
                 raw_folder(&copy.path)?
@@ -327,12 +325,7 @@ impl Engine {
         session: &Arc<Session>,
         name: &[String],
     ) -> Result<Outcome, QuarryError> {
-        let reference = match name {
-            [table] => TableReference::bare(table.as_str()),
-            [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
-            _ => return Err(QuarryError::invalid("OPTIMIZE TABLE takes schema.table")),
-        };
-        let (schema, table) = self.dataset_name(session, &reference)?;
+        let (schema, table) = self.dataset_name(session, &super::ddl::reference_of(name)?)?;
         let actor = self.access_for(session);
         let (record, _) = self.managed_table(&actor, &schema, &table, Privilege::Alter)?;
         let provider = self.datasets.provider_of(record).await?;
