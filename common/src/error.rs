@@ -282,27 +282,24 @@ pub fn classify(e: &DataFusionError) -> ErrorCode {
             }
         }
         DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
-        DataFusionError::ObjectStore(store_error) => match store_error.as_ref() {
-            object_store::Error::NotFound { .. } => ErrorCode::NotFound,
-            object_store::Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
-            object_store::Error::Unauthenticated { .. } => ErrorCode::Unauthenticated,
-            _ => ErrorCode::Unavailable,
-        },
+        DataFusionError::ObjectStore(store_error) => store_code(store_error),
         DataFusionError::ParquetError(_) | DataFusionError::ArrowError(..) => {
             ErrorCode::InvalidArgument
         }
-        DataFusionError::IoError(io) => match io.kind() {
-            std::io::ErrorKind::NotFound => ErrorCode::NotFound,
-            std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
-            _ => ErrorCode::Internal,
-        },
-        DataFusionError::External(inner) => match inner.downcast_ref::<QuarryError>() {
-            Some(q) => q.code,
-            None => match inner.downcast_ref::<DataFusionError>() {
-                Some(df) => classify(df),
-                None => ErrorCode::Internal,
-            },
-        },
+        DataFusionError::IoError(io) => io_code(io),
+        DataFusionError::External(inner) => {
+            if let Some(q) = inner.downcast_ref::<QuarryError>() {
+                q.code
+            } else if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+                classify(df)
+            } else if let Some(store) = inner.downcast_ref::<object_store::Error>() {
+                store_code(store)
+            } else if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                io_code(io)
+            } else {
+                ErrorCode::Internal
+            }
+        }
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             classify(inner)
         }
@@ -311,6 +308,34 @@ pub fn classify(e: &DataFusionError) -> ErrorCode {
             .first()
             .map(classify)
             .unwrap_or(ErrorCode::InvalidArgument),
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Storage refusing or failing is the storage's doing, never a bug of ours.
+fn store_code(e: &object_store::Error) -> ErrorCode {
+    match e {
+        object_store::Error::NotFound { .. } => ErrorCode::NotFound,
+        object_store::Error::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+        object_store::Error::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+        _ => ErrorCode::Unavailable,
+    }
+}
+
+/// File I/O errors by kind; writers wrap object store errors in I/O errors.
+fn io_code(io: &std::io::Error) -> ErrorCode {
+    if let Some(store) = io
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<object_store::Error>())
+    {
+        return store_code(store);
+    }
+    match io.kind() {
+        std::io::ErrorKind::NotFound => ErrorCode::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            ErrorCode::ResourceExhausted
+        }
         _ => ErrorCode::Internal,
     }
 }
@@ -325,6 +350,24 @@ fn is_missing_object(msg: &str) -> bool {
 mod tests {
     use super::*;
     use datafusion::common::plan_datafusion_err;
+
+    #[test]
+    fn storage_faults_are_not_bugs() {
+        let refused = object_store::Error::PermissionDenied {
+            path: "t/f.parquet".to_string(),
+            source: "Access Denied".into(),
+        };
+        let wrapped = DataFusionError::IoError(std::io::Error::other(refused));
+        assert_eq!(classify(&wrapped), ErrorCode::PermissionDenied);
+        let full = DataFusionError::IoError(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(classify(&full), ErrorCode::ResourceExhausted);
+        let failed = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        };
+        let external = DataFusionError::External(Box::new(failed));
+        assert_eq!(classify(&external), ErrorCode::Unavailable);
+    }
 
     #[test]
     fn missing_table_is_not_found() {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use quarry_common::QuarryError;
 use quarry_common::cluster_secret::ClusterSecret;
+use quarry_coordinator::datasets::location::Location;
 use quarry_coordinator::demo;
 use quarry_coordinator::engine::parse_duration;
 use quarry_coordinator::jobs::admission::{self, AdmissionConfig};
@@ -91,10 +92,12 @@ struct ServeArgs {
     /// Offer `sys.test_stall`, a source that never yields (for tests of the watchdog).
     #[arg(long, env = "QUARRY_TEST_SOURCES", hide = true)]
     test_sources: bool,
-    /// Where managed tables (CREATE TABLE ... AS SELECT) live; `<dir>/warehouse` by
-    /// default. On a cluster of several machines it must be a folder they all share.
+    /// Where managed tables (CREATE TABLE ... AS SELECT) live: a folder or
+    /// `s3://bucket/prefix` (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION); `<dir>/warehouse` by default. On a cluster of
+    /// several machines a folder must be one they all share.
     #[arg(long, env = "QUARRY_WAREHOUSE")]
-    warehouse: Option<PathBuf>,
+    warehouse: Option<String>,
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -253,7 +256,11 @@ fn coordinator_config(serve: &ServeArgs) -> Result<CoordinatorConfig, QuarryErro
     };
     config.fetch_timeout = serve.fetch_timeout;
     config.test_sources = serve.test_sources;
-    config.warehouse = serve.warehouse.clone();
+    config.warehouse = serve
+        .warehouse
+        .as_deref()
+        .map(|text| Location::parse(text, |key| std::env::var(key).ok()))
+        .transpose()?;
     Ok(config)
 }
 

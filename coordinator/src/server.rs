@@ -23,6 +23,7 @@ use crate::cluster::Cluster;
 use crate::cluster::files::ClusterFileStore;
 use crate::cluster::internal::MembershipService;
 use crate::datasets::Datasets;
+use crate::datasets::location::Location;
 use crate::engine::{Engine, EngineLimits, base_config};
 use crate::error::CoordinatorError;
 use crate::frontend::flight_sql::FlightSqlFrontend;
@@ -67,7 +68,7 @@ pub struct CoordinatorConfig {
     /// Offer `sys.test_stall` (a source that never yields), for tests of the watchdog.
     pub test_sources: bool,
     /// Where managed tables created without a source live; `<dir>/warehouse` when None.
-    pub warehouse: Option<PathBuf>,
+    pub warehouse: Option<Location>,
 }
 
 impl CoordinatorConfig {
@@ -238,12 +239,7 @@ pub async fn start(
     let warehouse = config
         .warehouse
         .clone()
-        .unwrap_or_else(|| config.dir.join("warehouse"));
-    std::fs::create_dir_all(&warehouse)
-        .map_err(|e| QuarryError::invalid(format!("cannot create {}: {e}", warehouse.display())))?;
-    let warehouse = warehouse
-        .canonicalize()
-        .map_err(|e| QuarryError::invalid(format!("cannot use {}: {e}", warehouse.display())))?;
+        .unwrap_or_else(|| Location::Local(config.dir.join("warehouse")));
     let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
     datasets.set_warehouse(&warehouse)?;
     let jobs = Jobs::new(catalog.clone(), config.dir.join("results"))?;

@@ -2,6 +2,7 @@
 //! the checks a new table or view passes before it is stored.
 
 pub mod delta;
+pub mod location;
 mod provider;
 pub mod schema_codec;
 pub mod sources;
@@ -87,13 +88,8 @@ impl Datasets {
     }
 
     /// Set where managed tables go (once, at start).
-    pub fn set_warehouse(&self, dir: &std::path::Path) -> Result<(), QuarryError> {
-        let url = url::Url::from_directory_path(dir).map_err(|_| {
-            QuarryError::invalid(format!(
-                "the warehouse {} is not an absolute path",
-                dir.display()
-            ))
-        })?;
+    pub fn set_warehouse(&self, location: &location::Location) -> Result<(), QuarryError> {
+        let url = location.folder(self)?;
         let _ = self.warehouse.set(url);
         Ok(())
     }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use quarry_coordinator::engine::{Engine, Session};
 
+use quarry_coordinator::datasets::location::Location;
+
 use crate::harness::{TestCluster, free_port, python, run_python};
 
 struct Moto(Child);
@@ -47,7 +49,9 @@ iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_ac
 iam.create_user(UserName="quarry")
 key = iam.create_access_key(UserName="quarry")["AccessKey"]
 iam.put_user_policy(UserName="quarry", PolicyName="all-s3", PolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+     # A storage fault for the test of a write that fails half-way.
+     {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::lake/wh/public/faulty/date=2024-05-03/*"}]}))
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                   aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
 s3.create_bucket(Bucket="lake")
@@ -248,11 +252,27 @@ async fn two_sources_on_one_bucket_name_never_mix() {
     cluster.cluster.shutdown().await;
 }
 
+/// A warehouse in moto's `lake` bucket under `wh/`, with the keys SETUP printed.
+fn s3_warehouse(endpoint: &str, key: &str, secret: &str) -> Location {
+    let env = |name: &str| match name {
+        "AWS_ENDPOINT_URL" => Some(endpoint.to_string()),
+        "AWS_ACCESS_KEY_ID" => Some(key.to_string()),
+        "AWS_SECRET_ACCESS_KEY" => Some(secret.to_string()),
+        _ => None,
+    };
+    Location::parse("s3://lake/wh", env).expect("S3 warehouse")
+}
+
+/// One line per row, sorted: what both readers must agree on.
+const DAILY_ROWS: &str = "SELECT concat(CAST(date AS VARCHAR), '|', city, '|', \
+     CAST(round(revenue * 100) AS BIGINT), '|', orders) AS line FROM daily ORDER BY line";
+
 /// The tutorial's pipeline: raw CSV with inferred types, daily metrics by date and city
-/// written as a partitioned Delta table into S3 by the executors, read back by Quarry and
-/// by the `deltalake` package with the same rows; a read-only source is refused.
+/// written as a partitioned Delta table into an S3 warehouse by the executors, read back
+/// by Quarry and by the `deltalake` package with identical rows; the same through a
+/// writable S3 source; COPY as plain Parquet read by pyarrow; a read-only source refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctas_into_a_writable_s3_source_is_read_by_deltalake() {
+async fn tutorial_etl_into_an_s3_warehouse_is_read_by_deltalake() {
     let port = free_port();
     let _moto = start_moto(port);
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -260,7 +280,12 @@ async fn ctas_into_a_writable_s3_source_is_read_by_deltalake() {
     let mut parts = keys.split_whitespace();
     let (key, secret) = (parts.next().expect("key"), parts.next().expect("secret"));
 
-    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let warehouse = s3_warehouse(&endpoint, key, secret);
+    let cluster = TestCluster::start_with(2, |c| {
+        c.slots_per_executor = 2;
+        c.coordinator.warehouse = Some(warehouse);
+    })
+    .await;
     let engine = Arc::clone(&cluster.cluster.coordinator.engine);
     let session = engine.new_session("test");
     let csv_dir = cluster.dir.path().join("raw");
@@ -291,12 +316,12 @@ async fn ctas_into_a_writable_s3_source_is_read_by_deltalake() {
     let written = run(
         &engine,
         &session,
-        "CREATE TABLE daily WITH (source = 'lake', path = 'daily') PARTITION BY (date) AS \
+        "CREATE TABLE daily PARTITION BY (date) AS \
          SELECT date, city, sum(revenue) AS revenue, count(*) AS orders FROM orders \
          WHERE revenue > 0 GROUP BY date, city",
     )
     .await
-    .expect("CTAS into S3");
+    .expect("CTAS into the S3 warehouse");
     assert_eq!(first_u64(&written), 32, "8 days x 4 cities");
     let expected = run(
         &engine,
@@ -309,6 +334,60 @@ async fn ctas_into_a_writable_s3_source_is_read_by_deltalake() {
         .await
         .expect("read back");
     assert_eq!(first_i64(&back), first_i64(&expected));
+    let lines = run(&engine, &session, DAILY_ROWS).await.expect("rows");
+    let quarry_rows: Vec<String> = lines
+        .iter()
+        .flat_map(|b| {
+            let text = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+                .expect("as text");
+            let column = arrow::array::cast::as_string_array(&text);
+            (0..b.num_rows())
+                .map(|i| column.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(quarry_rows.len(), 32);
+
+    let script = format!(
+        "import deltalake, os\n\
+         opts = {{'AWS_ENDPOINT_URL': {endpoint:?}, 'AWS_ACCESS_KEY_ID': {key:?}, \
+         'AWS_SECRET_ACCESS_KEY': {secret:?}, 'AWS_REGION': 'us-east-1', \
+         'AWS_ALLOW_HTTP': 'true', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}\n\
+         t = deltalake.DeltaTable('s3://lake/wh/public/daily', storage_options=opts)\n\
+         data = t.to_pyarrow_table().to_pylist()\n\
+         print(t.metadata().partition_columns, flush=True)\n\
+         for line in sorted(f\"{{r['date']}}|{{r['city']}}|{{round(r['revenue'] * 100)}}|{{r['orders']}}\" for r in data):\n\
+         \x20   print(line, flush=True)\n\
+         os._exit(0)\n"
+    );
+    let printed = run_python(&script, &[]);
+    let mut printed = printed.lines();
+    assert_eq!(printed.next(), Some("['date']"), "partitioned by date");
+    let delta_rows: Vec<String> = printed.map(str::to_string).collect();
+    assert_eq!(
+        delta_rows, quarry_rows,
+        "deltalake reads the rows Quarry wrote"
+    );
+
+    // The same table in a writable S3 source.
+    let copied = run(
+        &engine,
+        &session,
+        "CREATE TABLE daily_copy WITH (source = 'lake', path = 'daily') AS SELECT * FROM daily",
+    )
+    .await
+    .expect("CTAS into a writable source");
+    assert_eq!(first_u64(&copied), 32);
+    let script = format!(
+        "import deltalake, os\n\
+         opts = {{'AWS_ENDPOINT_URL': {endpoint:?}, 'AWS_ACCESS_KEY_ID': {key:?}, \
+         'AWS_SECRET_ACCESS_KEY': {secret:?}, 'AWS_REGION': 'us-east-1', \
+         'AWS_ALLOW_HTTP': 'true', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}\n\
+         t = deltalake.DeltaTable('s3://lake/warehouse/daily', storage_options=opts)\n\
+         print(t.to_pyarrow_table().num_rows, flush=True)\n\
+         os._exit(0)\n"
+    );
+    assert_eq!(run_python(&script, &[]).trim(), "32");
 
     let refused = run(
         &engine,
@@ -352,23 +431,6 @@ async fn ctas_into_a_writable_s3_source_is_read_by_deltalake() {
         format!("{} 2024-05-01", first_i64(&expected)),
         "pyarrow reads the copied files"
     );
-
-    let script = format!(
-        "import deltalake, os\n\
-         opts = {{'AWS_ENDPOINT_URL': {endpoint:?}, 'AWS_ACCESS_KEY_ID': {key:?}, \
-         'AWS_SECRET_ACCESS_KEY': {secret:?}, 'AWS_REGION': 'us-east-1', \
-         'AWS_ALLOW_HTTP': 'true', 'AWS_S3_ALLOW_UNSAFE_RENAME': 'true'}}\n\
-         t = deltalake.DeltaTable('s3://lake/warehouse/daily', storage_options=opts)\n\
-         data = t.to_pyarrow_table()\n\
-         print(data.num_rows, sum(data.column('orders').to_pylist()), t.metadata().partition_columns, flush=True)\n\
-         os._exit(0)\n"
-    );
-    let printed = run_python(&script, &[]);
-    assert_eq!(
-        printed.trim(),
-        format!("32 {} ['date']", first_i64(&expected)),
-        "deltalake reads what Quarry wrote"
-    );
 }
 
 fn first_u64(batches: &[arrow::array::RecordBatch]) -> u64 {
@@ -383,4 +445,75 @@ fn first_u64(batches: &[arrow::array::RecordBatch]) -> u64 {
                 .map(|a| a.value(0))
         })
         .expect("a count")
+}
+
+/// A storage fault half-way through a write (S3 refuses the files of one partition, as a
+/// full bucket or a revoked key would): the statement fails with S3's reason, the table
+/// stays readable at its previous version, and the files the write did put are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_half_way_leaves_the_previous_version_and_no_files() {
+    let port = free_port();
+    let _moto = start_moto(port);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let keys = run_python(SETUP, &[&endpoint]);
+    let mut parts = keys.split_whitespace();
+    let (key, secret) = (parts.next().expect("key"), parts.next().expect("secret"));
+    let warehouse = s3_warehouse(&endpoint, key, secret);
+    let cluster = TestCluster::start_with(2, |c| c.coordinator.warehouse = Some(warehouse)).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    for statement in [
+        "CREATE TABLE faulty (date DATE, city VARCHAR, n BIGINT) PARTITION BY (date)",
+        "INSERT INTO faulty VALUES (DATE '2024-05-01', 'Lyon', 1), (DATE '2024-05-02', 'Oslo', 2)",
+    ] {
+        run(&engine, &session, statement).await.expect(statement);
+    }
+    let failed = run(
+        &engine,
+        &session,
+        "INSERT INTO faulty VALUES (DATE '2024-05-01', 'Lyon', 10), (DATE '2024-05-02', 'Oslo', 20), \
+         (DATE '2024-05-03', 'Paris', 30), (DATE '2024-05-04', 'Rome', 40), (DATE '2024-05-05', 'Bern', 50)",
+    )
+    .await
+    .expect_err("S3 refuses one partition's file");
+    assert!(
+        failed.contains("Access Denied") || failed.contains("AccessDenied"),
+        "{failed}"
+    );
+    assert!(
+        !failed.contains("incident"),
+        "a storage fault is not a bug: {failed}"
+    );
+    let rows = run(&engine, &session, "SELECT sum(n) FROM faulty")
+        .await
+        .expect("still readable");
+    assert_eq!(first_i64(&rows), 3, "the table is at its previous version");
+
+    // Every object under the table is the log or a file of the committed version.
+    let script = format!(
+        "import boto3, deltalake, os\n\
+         s3 = boto3.client('s3', endpoint_url={endpoint:?}, region_name='us-east-1', \
+         aws_access_key_id={key:?}, aws_secret_access_key={secret:?})\n\
+         keys = [o['Key'] for o in s3.list_objects_v2(Bucket='lake', Prefix='wh/public/faulty/').get('Contents', [])]\n\
+         data = [k[len('wh/public/faulty/'):] for k in keys if '/_delta_log/' not in k]\n\
+         opts = {{'AWS_ENDPOINT_URL': {endpoint:?}, 'AWS_ACCESS_KEY_ID': {key:?}, \
+         'AWS_SECRET_ACCESS_KEY': {secret:?}, 'AWS_REGION': 'us-east-1', 'AWS_ALLOW_HTTP': 'true'}}\n\
+         t = deltalake.DeltaTable('s3://lake/wh/public/faulty', storage_options=opts)\n\
+         files = [u.split('/faulty/', 1)[1] for u in t.file_uris()]\n\
+         print(t.version(), len(files), sorted(set(data) - set(files)), flush=True)\n\
+         os._exit(0)\n"
+    );
+    let mut printed = String::new();
+    for _ in 0..50 {
+        printed = run_python(&script, &[]);
+        if printed.trim() == "1 2 []" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        printed.trim(),
+        "1 2 []",
+        "version 1, its 2 files, nothing else"
+    );
 }
