@@ -101,6 +101,24 @@ impl FileWriteExec {
         for column in &target.partition_by {
             sink_schema.field_with_name(column)?;
         }
+        let given = input.schema();
+        if given.fields().len() != sink_schema.fields().len() {
+            return Err(DataFusionError::Plan(format!(
+                "the query gives {} columns and the table has {}",
+                given.fields().len(),
+                sink_schema.fields().len()
+            )));
+        }
+        for (from, to) in given.fields().iter().zip(sink_schema.fields()) {
+            if !arrow::compute::can_cast_types(from.data_type(), to.data_type()) {
+                return Err(DataFusionError::Plan(format!(
+                    "column '{}' is of type {}, and the query gives {}",
+                    to.name(),
+                    to.data_type(),
+                    from.data_type()
+                )));
+            }
+        }
         let partitions = input.output_partitioning().partition_count();
         let properties = PlanProperties::new(
             EquivalenceProperties::new(written_files_schema()),
@@ -213,7 +231,9 @@ impl ExecutionPlan for FileWriteExec {
         let base = ListingTableUrl::parse(&self.target.base_url)?;
         let config = self.sink_config(&base)?;
         let input = self.input.execute(partition, Arc::clone(&context))?;
-        let checked = check_rows(input, Arc::clone(&self.sink_schema), &self.target);
+        // Rows are numbered per task: with one task, as the statement gave them.
+        let task = (self.input.output_partitioning().partition_count() > 1).then_some(partition);
+        let checked = check_rows(input, Arc::clone(&self.sink_schema), &self.target, task);
         if self.target.format != "parquet" {
             return plain_files(config, &self.target.format, checked, context);
         }
@@ -310,45 +330,92 @@ fn file_schema(sink_schema: &Schema, partition_by: &[String]) -> SchemaRef {
     ))
 }
 
-/// Refuse rows the table cannot hold before they reach a file: a NULL in a NOT NULL
-/// column, or in a partition column (a folder cannot name a NULL).
+/// Refuse rows the table cannot hold before they reach a file: a value that does not fit
+/// its column's type (a string that is no number, an overflow), a NULL in a NOT NULL
+/// column, or in a partition column (a folder cannot name a NULL). Values are cast here,
+/// not by the query, so that a refusal can name the column and the row.
 fn check_rows(
     input: SendableRecordBatchStream,
     sink_schema: SchemaRef,
     target: &WriteTarget,
+    task: Option<usize>,
 ) -> SendableRecordBatchStream {
-    let checked: Vec<(usize, String, bool)> = sink_schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !f.is_nullable() || target.partition_by.contains(f.name()))
-        .map(|(i, f)| (i, f.name().clone(), target.partition_by.contains(f.name())))
-        .collect();
+    let partition_by = target.partition_by.clone();
     let mut seen = 0usize;
+    let schema = Arc::clone(&sink_schema);
     let stream = input.map(move |batch| {
         let batch = batch?;
-        for (index, name, is_partition) in &checked {
-            let column = batch.column(*index);
-            if column.null_count() > 0 {
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (column, field) in batch.columns().iter().zip(schema.fields()) {
+            let column = conform(column, field, |row| row_name(seen + row, task))?;
+            let is_partition = partition_by.contains(field.name());
+            if (!field.is_nullable() || is_partition) && column.null_count() > 0 {
                 let row = (0..column.len()).find(|r| column.is_null(*r)).unwrap_or(0);
-                let what = if *is_partition {
+                let what = if is_partition {
                     "partition column"
                 } else {
                     "NOT NULL column"
                 };
                 return Err(DataFusionError::Execution(format!(
-                    "row {} has a NULL in {what} '{name}'; nothing was written",
-                    seen + row + 1
+                    "{} has a NULL in {what} '{}'; nothing was written",
+                    row_name(seen + row, task),
+                    field.name()
                 )));
             }
+            columns.push(column);
         }
         seen += batch.num_rows();
-        Ok(batch)
+        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)
     });
-    Box::pin(RecordBatchStreamAdapter::new(
-        Arc::clone(&sink_schema),
-        stream,
-    ))
+    Box::pin(RecordBatchStreamAdapter::new(sink_schema, stream))
+}
+
+/// "row 3", or "row 3 of write task 1" where several tasks write.
+fn row_name(index: usize, task: Option<usize>) -> String {
+    match task {
+        None => format!("row {}", index + 1),
+        Some(task) => format!("row {} of write task {task}", index + 1),
+    }
+}
+
+/// `column` as `field`'s type; a value that does not fit is refused with its row, as
+/// `row_name` names the batch's row.
+fn conform(
+    column: &ArrayRef,
+    field: &Field,
+    row_name: impl Fn(usize) -> String,
+) -> Result<ArrayRef> {
+    use arrow::compute::{CastOptions, cast_with_options};
+    if column.data_type() == field.data_type() {
+        return Ok(Arc::clone(column));
+    }
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    match cast_with_options(column, field.data_type(), &strict) {
+        Ok(cast) => Ok(cast),
+        Err(e) => {
+            // The lenient cast turns what does not fit into NULL: the first such row is
+            // the one to name.
+            let lenient = cast_with_options(column, field.data_type(), &CastOptions::default())?;
+            let row = (0..column.len()).find(|r| column.is_valid(*r) && lenient.is_null(*r));
+            let Some(row) = row else {
+                return Err(DataFusionError::Execution(format!(
+                    "column '{}': {e}; nothing was written",
+                    field.name()
+                )));
+            };
+            let value = arrow::util::display::array_value_to_string(column, row)
+                .unwrap_or_else(|_| "the value".to_string());
+            Err(DataFusionError::Execution(format!(
+                "{}: {value} does not fit column '{}' of type {}; nothing was written",
+                row_name(row),
+                field.name(),
+                field.data_type()
+            )))
+        }
+    }
 }
 
 fn relative_path(base: &ListingTableUrl, path: &object_store::path::Path) -> Result<String> {

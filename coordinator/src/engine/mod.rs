@@ -12,6 +12,7 @@
 
 pub mod catalog_ops;
 mod ddl;
+mod insert;
 mod security;
 mod writes;
 
@@ -32,6 +33,8 @@ use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::{LogicalPlan, Statement as LogicalStatement};
 use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
 use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::StreamExt;
 use quarry_common::QuarryError;
 use quarry_common::cpu_runtime::CpuRuntime;
@@ -410,7 +413,16 @@ impl Engine {
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<Outcome, QuarryError> {
         let (statement, spec) = match statement {
-            Statement::DataFusion(statement) => (*statement, Default::default()),
+            Statement::DataFusion(statement) => match *statement {
+                // Prepared inserts keep DataFusion's plan, which types their parameters.
+                DFStatement::Statement(sql) if parameters.is_none() => match *sql {
+                    SqlStatement::Insert(insert) => {
+                        return self.plan_insert(session, insert).await;
+                    }
+                    other => (DFStatement::Statement(Box::new(other)), Default::default()),
+                },
+                statement => (statement, Default::default()),
+            },
             Statement::ManagedTable { statement, spec } => (*statement, spec),
             Statement::Copy(copy) => return self.plan_copy(session, copy).await,
             Statement::Optimize { name } => return self.plan_optimize(session, &name).await,

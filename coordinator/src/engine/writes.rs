@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use datafusion::common::{Column, TableReference};
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
-    CreateMemoryTable, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp, cast,
+    CreateMemoryTable, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -75,11 +75,25 @@ impl Engine {
         dml: &DmlStatement,
     ) -> Result<(), QuarryError> {
         let (schema, name) = self.dataset_name(session, &dml.table_name)?;
+        let privilege = match dml.op {
+            WriteOp::Insert(InsertOp::Append) => Privilege::Insert,
+            _ => Privilege::Alter,
+        };
+        self.require_write_to(session, &schema, &name, privilege)
+    }
+
+    pub(super) fn require_write_to(
+        &self,
+        session: &Session,
+        schema: &str,
+        name: &str,
+        privilege: Privilege,
+    ) -> Result<(), QuarryError> {
         let actor = self.access_for(session);
         let record = self
             .datasets
             .catalog()
-            .get_dataset(&schema, &name)
+            .get_dataset(schema, name)
             .map_err(catalog_error)?
             .map(|stored| stored.record);
         let Some(record) = record else {
@@ -87,11 +101,7 @@ impl Engine {
                 "table {schema}.{name} does not exist"
             )));
         };
-        let privilege = match dml.op {
-            WriteOp::Insert(InsertOp::Append) => Privilege::Insert,
-            _ => Privilege::Alter,
-        };
-        actor.require_dataset(privilege, &schema, &name, source_of(&record))?;
+        actor.require_dataset(privilege, schema, name, source_of(&record))?;
         if managed_folder(&record).is_none() {
             return Err(QuarryError::invalid(format!(
                 "{schema}.{name} is not a managed table: tables over files in a source are \
@@ -174,7 +184,14 @@ impl Engine {
             return Ok(Outcome::Rows(batch.schema(), vec![batch]));
         }
         let planned = self
-            .plan_table_insert(state, &schema, &name, create.input.as_ref().clone())
+            .plan_table_insert(
+                state,
+                &schema,
+                &name,
+                create.input.as_ref().clone(),
+                &[],
+                InsertOp::Append,
+            )
             .await;
         match planned {
             Ok(insert) => Ok(Outcome::Created(
@@ -192,13 +209,17 @@ impl Engine {
         }
     }
 
-    /// An insert of `input`'s rows (matched by position, cast to the table's types).
-    async fn plan_table_insert(
+    /// An insert of `input`'s rows into the named `columns` (all, by position, when none
+    /// are named; the others get NULL). The types are left as the query gives them: the
+    /// write tasks cast each value and refuse one that does not fit by row and column.
+    pub(super) async fn plan_table_insert(
         &self,
         state: &SessionState,
         schema: &str,
         name: &str,
         input: LogicalPlan,
+        columns: &[String],
+        op: InsertOp,
     ) -> Result<Outcome, QuarryError> {
         let provider = self
             .datasets
@@ -206,21 +227,25 @@ impl Engine {
             .await?
             .ok_or_else(|| QuarryError::not_found(format!("table {schema}.{name} vanished")))?;
         let table_schema = provider.schema();
-        let columns: Vec<Expr> = input
-            .schema()
-            .columns()
-            .into_iter()
+        let given = input.schema().columns();
+        let positions = super::insert::insert_positions(&table_schema, columns, given.len())?;
+        let exprs = positions
+            .iter()
             .zip(table_schema.fields())
-            .map(|(column, field): (Column, _)| {
-                cast(Expr::Column(column), field.data_type().clone()).alias(field.name())
+            .map(|(position, field)| {
+                let value = match position {
+                    Some(i) => Expr::Column(given[*i].clone()),
+                    None => Expr::Literal(ScalarValue::try_from(field.data_type())?, None),
+                };
+                Ok(value.alias(field.name()))
             })
-            .collect();
-        let projected = LogicalPlanBuilder::from(input).project(columns)?.build()?;
+            .collect::<datafusion::error::Result<Vec<Expr>>>()?;
+        let projected = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
         let plan = LogicalPlanBuilder::insert_into(
             projected,
             TableReference::partial(schema, name),
             provider_as_source(provider),
-            InsertOp::Append,
+            op,
         )?
         .build()?;
         self.plan_query(state, &plan).await

@@ -452,7 +452,7 @@ fn parse_with_options(parser: &mut Parser) -> Result<Vec<(String, String)>, Pars
     }
 }
 
-pub(super) fn ident_name(ident: &Ident) -> String {
+pub(crate) fn ident_name(ident: &Ident) -> String {
     // Unquoted identifiers fold to lower case, as DataFusion folds them.
     if ident.quote_style.is_some() {
         ident.value.clone()
@@ -461,7 +461,7 @@ pub(super) fn ident_name(ident: &Ident) -> String {
     }
 }
 
-pub(super) fn object_name_parts(name: &ObjectName) -> Vec<String> {
+pub(crate) fn object_name_parts(name: &ObjectName) -> Vec<String> {
     name.0
         .iter()
         .map(|part| match part.as_ident() {

@@ -286,6 +286,78 @@ async fn bad_writes_are_refused_and_leave_nothing() {
         "files of the failed write: {leftovers:?}"
     );
 
+    // Values that do not fit their column are refused by row and column, nothing kept.
+    for (statement, row, column, value) in [
+        (
+            "INSERT INTO mart.people VALUES (1, 'a'), (2, 'b'), ('three', 'c')",
+            "row 3",
+            "'id'",
+            "three",
+        ),
+        (
+            "INSERT INTO mart.people VALUES (1, 'a'), (3000000000, 'b')",
+            "row 2",
+            "'id'",
+            "3000000000",
+        ),
+        (
+            "INSERT INTO mart.people (name, id) SELECT city, CAST(order_id AS BIGINT) * 10000000 \
+             FROM raw.orders ORDER BY order_id",
+            "row ",
+            "'id'",
+            "0000000",
+        ),
+    ] {
+        let error = sql_error(&engine, &session, statement).await;
+        assert!(
+            error.contains(row) && error.contains(column) && error.contains(value),
+            "{statement}: {error}"
+        );
+        assert!(error.contains("does not fit"), "{error}");
+    }
+    let empty = sql(&engine, &session, "SELECT count(*) FROM mart.people").await;
+    assert_eq!(
+        int(&empty, 0),
+        0,
+        "nothing of the refused inserts is visible"
+    );
+    for (statement, expected) in [
+        (
+            "INSERT INTO mart.people (nope) VALUES (1)",
+            "no column 'nope'",
+        ),
+        (
+            "INSERT INTO mart.people (id, id) VALUES (1, 2)",
+            "named twice",
+        ),
+        (
+            "INSERT INTO mart.people VALUES (1)",
+            "1 values for 2 columns",
+        ),
+        (
+            "INSERT INTO mart.people (name) VALUES ('x')",
+            "NULL in NOT NULL column 'id'",
+        ),
+    ] {
+        let error = sql_error(&engine, &session, statement).await;
+        assert!(error.contains(expected), "{statement}: {error}");
+    }
+    // Named columns in any order; the others get NULL.
+    sql(
+        &engine,
+        &session,
+        "INSERT INTO mart.people (name, id) VALUES ('z', 26)",
+    )
+    .await;
+    let named = sql(
+        &engine,
+        &session,
+        "SELECT count(*) FROM mart.people WHERE id = 26 AND name = 'z'",
+    )
+    .await;
+    assert_eq!(int(&named, 0), 1);
+    sql(&engine, &session, "DELETE FROM mart.people").await;
+
     // A CTAS whose query fails while it runs leaves no table.
     let failed = sql_error(
         &engine,
