@@ -63,6 +63,7 @@ use url::Url;
 use crate::error::CoordinatorError;
 
 mod commit;
+mod stats;
 mod table;
 
 pub use commit::{Commits, DeltaCommitExec};

@@ -2,6 +2,7 @@
 //! of INSERT, DELETE and OPTIMIZE (write tasks below a commit).
 
 use super::commit::{CommitMode, ReplacedFile, WriteInFlight};
+use super::stats::{FileStats, may_match};
 use super::*;
 
 /// A managed table as DataFusion sees it.
@@ -76,7 +77,8 @@ impl DeltaTable {
         ))
     }
 
-    /// The latest version's files that pass the partition filters among `filters`.
+    /// The files of the table's version that may hold rows passing `filters`: those in
+    /// partitions the partition filters keep, whose statistics do not rule them out.
     async fn files(&self, state: &dyn Session, filters: &[Expr]) -> DfResult<Vec<SnapshotFile>> {
         let log_store = log_store(state.runtime_env(), &self.url)?;
         let snapshot = DeltaTableState::try_new(log_store.as_ref(), self.version)
@@ -92,6 +94,7 @@ impl DeltaTable {
         let partition_schema = DFSchema::try_from(Schema::new(partition_fields.clone()))?;
         let table_prefix = Path::from_url_path(self.url.path())?;
         let mut files = Vec::new();
+        let mut stats_of = Vec::new();
         for file in snapshot.log_data().iter() {
             let raw = file.path().into_owned();
             let location = Path::parse(format!("{table_prefix}/{raw}"))
@@ -106,10 +109,7 @@ impl DeltaTable {
                     None => ScalarValue::try_from(field.data_type()),
                 })
                 .collect::<DfResult<Vec<_>>>()?;
-            let records = file
-                .stats()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|s| s.get("numRecords").and_then(|n| n.as_i64()));
+            let stats = FileStats::parse(file.stats().as_deref());
             if let Some(kept) =
                 filter_partitioned_file(partitioned, &partition_filters, &partition_schema)?
             {
@@ -119,12 +119,19 @@ impl DeltaTable {
                         path: raw,
                         partition_values: values,
                         size: file.size(),
-                        records,
+                        records: stats.rows().and_then(|n| i64::try_from(n).ok()),
                     },
                 });
+                stats_of.push(stats);
             }
         }
-        Ok(files)
+        // Then the files whose logged bounds rule out every filter match.
+        let keep = may_match(state, &self.schema, filters, &stats_of)?;
+        Ok(files
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(file, keep)| keep.then_some(file))
+            .collect())
     }
 
     /// OPTIMIZE: the small files of each partition that has several, written again as
