@@ -11,6 +11,7 @@ pub enum ObjectKind {
     Token,
     Role,
     Grant,
+    Reflection,
 }
 
 impl std::fmt::Display for ObjectKind {
@@ -24,6 +25,7 @@ impl std::fmt::Display for ObjectKind {
             ObjectKind::Token => "token",
             ObjectKind::Role => "role",
             ObjectKind::Grant => "grant",
+            ObjectKind::Reflection => "reflection",
         })
     }
 }

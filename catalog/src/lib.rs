@@ -13,6 +13,7 @@ mod access;
 mod catalog;
 mod error;
 mod records;
+mod reflections;
 mod store;
 
 pub use access::describe_securable;
@@ -22,5 +23,9 @@ pub use records::{
     DatasetDefinition, DatasetRecord, FORMAT_VERSION, GrantRecord, GranteeKind, JobError,
     JobRecord, Privilege, RoleRecord, S3Config, SchemaRecord, SecurableKind, SourceConfig,
     SourceRecord, Stored, TableDefinition, TokenRecord, UserRecord, ViewDefinition,
+};
+pub use reflections::{
+    Dimension, InputSnapshot, Materialization, Measure, MeasureFunction, ReflectionKind,
+    ReflectionRecord,
 };
 pub use store::{CasMismatch, Keyspace, KvStore, SledStore};

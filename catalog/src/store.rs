@@ -21,10 +21,12 @@ pub enum Keyspace {
     Grants,
     /// Job ids by submission time, so the newest jobs are read without the rest.
     JobsByTime,
+    /// Reflections (materializations of datasets), by name.
+    Reflections,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 10] = [
+    pub const ALL: [Keyspace; 11] = [
         Keyspace::Sources,
         Keyspace::Schemas,
         Keyspace::Datasets,
@@ -35,6 +37,7 @@ impl Keyspace {
         Keyspace::Roles,
         Keyspace::Grants,
         Keyspace::JobsByTime,
+        Keyspace::Reflections,
     ];
 
     pub fn tree_name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Keyspace {
             Keyspace::Roles => "roles",
             Keyspace::Grants => "grants",
             Keyspace::JobsByTime => "jobs_by_time",
+            Keyspace::Reflections => "reflections",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod frontend;
 pub mod jobs;
 pub mod local_cluster;
 pub mod planner;
+pub mod reflections;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -98,6 +98,10 @@ struct ServeArgs {
     /// several machines a folder must be one they all share.
     #[arg(long, env = "QUARRY_WAREHOUSE")]
     warehouse: Option<String>,
+    /// Where reflections' materializations live: a folder or `s3://bucket/prefix` (keys
+    /// as for --warehouse); `<dir>/reflections` by default.
+    #[arg(long, env = "QUARRY_REFLECTION_STORE")]
+    reflection_store: Option<String>,
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -258,6 +262,11 @@ fn coordinator_config(serve: &ServeArgs) -> Result<CoordinatorConfig, QuarryErro
     config.test_sources = serve.test_sources;
     config.warehouse = serve
         .warehouse
+        .as_deref()
+        .map(|text| Location::parse(text, |key| std::env::var(key).ok()))
+        .transpose()?;
+    config.reflection_store = serve
+        .reflection_store
         .as_deref()
         .map(|text| Location::parse(text, |key| std::env::var(key).ok()))
         .transpose()?;

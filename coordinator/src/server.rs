@@ -69,6 +69,8 @@ pub struct CoordinatorConfig {
     pub test_sources: bool,
     /// Where managed tables created without a source live; `<dir>/warehouse` when None.
     pub warehouse: Option<Location>,
+    /// Where reflections' materializations live; `<dir>/reflections` when None.
+    pub reflection_store: Option<Location>,
 }
 
 impl CoordinatorConfig {
@@ -86,6 +88,7 @@ impl CoordinatorConfig {
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             test_sources: false,
             warehouse: None,
+            reflection_store: None,
         }
     }
 }
@@ -242,6 +245,11 @@ pub async fn start(
         .unwrap_or_else(|| Location::Local(config.dir.join("warehouse")));
     let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
     datasets.set_warehouse(&warehouse)?;
+    let reflection_store = config
+        .reflection_store
+        .clone()
+        .unwrap_or_else(|| Location::Local(config.dir.join("reflections")));
+    datasets.set_reflection_store(&reflection_store)?;
     let jobs = Jobs::new(catalog.clone(), config.dir.join("results"))?;
     let cluster = Cluster::new(config.heartbeat_interval, config.lost_after);
     let access = AccessControl::new(config.auth, catalog.clone())?;

@@ -10,9 +10,10 @@ use quarry_common::QuarryError;
 use super::Datasets;
 use super::sources::s3_store_spec;
 
-/// The name an S3 location's object store is keyed by (never a source's name: those
+/// The names S3 locations' object stores are keyed by (never a source's name: those
 /// cannot contain a colon).
-const STORE_KEY: &str = "quarry:warehouse";
+pub const WAREHOUSE: &str = "quarry:warehouse";
+pub const REFLECTIONS: &str = "quarry:reflections";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Location {
@@ -59,9 +60,9 @@ impl Location {
         })
     }
 
-    /// The folder URL of this location, its store set up in `datasets` (and a local
-    /// folder created).
-    pub fn folder(&self, datasets: &Datasets) -> Result<url::Url, QuarryError> {
+    /// The folder URL of this location, its store (keyed by `key`) set up in `datasets`
+    /// (and a local folder created).
+    pub fn folder(&self, datasets: &Datasets, key: &str) -> Result<url::Url, QuarryError> {
         match self {
             Location::Local(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -76,9 +77,9 @@ impl Location {
             }
             Location::S3 { config } => {
                 if let Some(endpoint) = &config.endpoint {
-                    super::sources::refuse_metadata_endpoint("warehouse", endpoint)?;
+                    super::sources::refuse_metadata_endpoint(key, endpoint)?;
                 }
-                let spec = s3_store_spec(STORE_KEY, config);
+                let spec = s3_store_spec(key, config);
                 datasets.register_store(&spec)?;
                 let folder = if config.prefix.is_empty() {
                     format!("{}/", spec.url)

@@ -49,6 +49,8 @@ pub struct Datasets {
     commits: Arc<delta::Commits>,
     /// The folder URL managed tables without a source go under.
     warehouse: OnceLock<url::Url>,
+    /// The folder URL reflections' materializations go under.
+    reflection_store: OnceLock<url::Url>,
 }
 
 impl Datasets {
@@ -67,6 +69,7 @@ impl Datasets {
             system: OnceLock::new(),
             commits: Arc::default(),
             warehouse: OnceLock::new(),
+            reflection_store: OnceLock::new(),
         });
         // Object stores of existing S3 sources, so their tables can be scanned.
         for source in datasets.catalog.list_sources().map_err(catalog_error)? {
@@ -89,9 +92,28 @@ impl Datasets {
 
     /// Set where managed tables go (once, at start).
     pub fn set_warehouse(&self, location: &location::Location) -> Result<(), QuarryError> {
-        let url = location.folder(self)?;
+        let url = location.folder(self, location::WAREHOUSE)?;
         let _ = self.warehouse.set(url);
         Ok(())
+    }
+
+    /// Set where reflections' materializations go (once, at start).
+    pub fn set_reflection_store(&self, location: &location::Location) -> Result<(), QuarryError> {
+        let url = location.folder(self, location::REFLECTIONS)?;
+        let _ = self.reflection_store.set(url);
+        Ok(())
+    }
+
+    /// A new folder for a materialization of reflection `name`.
+    pub fn materialization_folder(&self, name: &str) -> Result<url::Url, QuarryError> {
+        let store = self
+            .reflection_store
+            .get()
+            .ok_or_else(|| QuarryError::unavailable("no reflection store is configured"))?;
+        let folder = format!("{name}/{}/", uuid::Uuid::new_v4().simple());
+        store
+            .join(&folder)
+            .map_err(|e| QuarryError::invalid(format!("materialization folder {folder}: {e}")))
     }
 
     /// The folder a new managed table `schema.name` gets.

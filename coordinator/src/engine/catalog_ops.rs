@@ -325,6 +325,7 @@ impl Engine {
                 catalog
                     .delete_dataset(name, &dataset.record.name, None)
                     .map_err(catalog_error)?;
+                self.drop_reflections_of(name, &dataset.record.name);
                 self.forget_grants_on(
                     SecurableKind::Dataset,
                     &dataset_object(name, &dataset.record.name),
@@ -737,6 +738,7 @@ impl Engine {
         catalog
             .delete_dataset(schema, name, expected_version)
             .map_err(catalog_error)?;
+        self.drop_reflections_of(schema, name);
         self.forget_grants_on(SecurableKind::Dataset, &dataset_object(schema, name))?;
         Ok(true)
     }

@@ -123,7 +123,9 @@ impl Engine {
             Statement::DataFusion(_)
             | Statement::ManagedTable { .. }
             | Statement::Copy(_)
-            | Statement::Optimize { .. } => {
+            | Statement::Optimize { .. }
+            | Statement::Reflection(_)
+            | Statement::ExplainReflections(_) => {
                 Err(CoordinatorError::invariant("not a Quarry statement").into())
             }
         }

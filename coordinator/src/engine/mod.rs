@@ -13,6 +13,7 @@
 pub mod catalog_ops;
 mod ddl;
 mod insert;
+mod reflections;
 mod security;
 mod writes;
 
@@ -71,6 +72,14 @@ enum Outcome {
     Created(Box<Outcome>, CreatedTable),
 }
 
+/// What a background job does after its run (see `Engine::start_then`).
+type Then = Box<
+    dyn FnOnce(
+            Result<(), QuarryError>,
+        ) -> futures::future::BoxFuture<'static, Result<(), QuarryError>>
+        + Send,
+>;
+
 struct CreatedTable {
     actor: Arc<UserAccess>,
     schema: String,
@@ -128,6 +137,8 @@ pub struct Engine {
     /// Where root stages and local statements compute, apart from the runtime that
     /// serves clients, executors and heartbeats.
     cpu: CpuRuntime,
+    /// Reflections being refreshed, and the job doing it.
+    refreshing: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// The settings every Quarry query starts from.
@@ -220,6 +231,7 @@ impl Engine {
             base_config,
             limits,
             cpu,
+            refreshing: Default::default(),
         }))
     }
 
@@ -426,6 +438,14 @@ impl Engine {
             Statement::ManagedTable { statement, spec } => (*statement, spec),
             Statement::Copy(copy) => return self.plan_copy(session, copy).await,
             Statement::Optimize { name } => return self.plan_optimize(session, &name).await,
+            Statement::Reflection(statement) => {
+                let batch = self.run_reflection(session, statement).await?;
+                return Ok(Outcome::Rows(batch.schema(), vec![batch]));
+            }
+            Statement::ExplainReflections(statement) => {
+                let batch = self.explain_reflections(session, *statement).await?;
+                return Ok(Outcome::Rows(batch.schema(), vec![batch]));
+            }
             ours => {
                 let batch = self.run_extension(session, ours).await?;
                 return Ok(Outcome::Rows(batch.schema(), vec![batch]));
@@ -468,14 +488,23 @@ impl Engine {
                 "UPDATE is not supported yet; INSERT and DELETE on managed tables are",
             )),
             LogicalPlan::Analyze(analyze) => {
+                let (state, _) = self
+                    .with_reflections(session, state, analyze.input.as_ref())
+                    .await?;
                 let inner = self.plan_query(&state, analyze.input.as_ref()).await?;
                 Ok(Outcome::Analyze(Box::new(inner)))
             }
             LogicalPlan::Explain(explain) => {
-                let batch = self.explain(&state, explain.plan.as_ref()).await?;
+                let (state, report) = self
+                    .with_reflections(session, state, explain.plan.as_ref())
+                    .await?;
+                let batch = self.explain(&state, explain.plan.as_ref(), report).await?;
                 Ok(Outcome::Rows(batch.schema(), vec![batch]))
             }
-            query => self.plan_query(&state, &query).await,
+            query => {
+                let (state, _) = self.with_reflections(session, state, &query).await?;
+                self.plan_query(&state, &query).await
+            }
         }
     }
 
@@ -519,10 +548,20 @@ impl Engine {
         &self,
         state: &SessionState,
         plan: &LogicalPlan,
+        reflections: Option<Arc<crate::reflections::matching::Report>>,
     ) -> Result<RecordBatch, QuarryError> {
         let optimized = state.optimize(plan)?;
         let physical = state.create_physical_plan(plan).await?;
-        let mut rows = vec![
+        let mut rows = Vec::new();
+        if let Some(report) = reflections {
+            let lines: Vec<String> = report
+                .entries()
+                .into_iter()
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            rows.push(("reflections".to_string(), lines.join("\n")));
+        }
+        rows.extend([
             (
                 "logical_plan".to_string(),
                 format!("{}", optimized.display_indent()),
@@ -531,7 +570,7 @@ impl Engine {
                 "physical_plan".to_string(),
                 displayable(physical.as_ref()).indent(false).to_string(),
             ),
-        ];
+        ]);
         if scans_files(&physical) {
             let stages = plan_stages(physical)?;
             rows.push(("distributed_plan".to_string(), display_stages(&stages)));
@@ -558,6 +597,12 @@ impl Engine {
     }
 
     fn start(self: &Arc<Self>, job: Arc<Job>, outcome: Outcome) {
+        self.start_then(job, outcome, None);
+    }
+
+    /// Run `outcome` as `job` in the background; `then` sees how it ended (a cancelled
+    /// job too) before the job does, and may turn success into failure.
+    fn start_then(self: &Arc<Self>, job: Arc<Job>, outcome: Outcome, then: Option<Then>) {
         let engine = Arc::clone(self);
         let cancel = job.cancellation();
         // The job owns this task: cancelling the job drops the run, and with it every
@@ -572,7 +617,20 @@ impl Engine {
                     result = run => result.unwrap_or_else(|panic| {
                         Err(CoordinatorError::crashed("the query", panic).into())
                     }),
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => {
+                        if let Some(then) = then {
+                            let cancelled = QuarryError::new(
+                                quarry_common::ErrorCode::Cancelled,
+                                "the job was cancelled",
+                            );
+                            let _ = then(Err(cancelled)).await;
+                        }
+                        return;
+                    }
+                };
+                let result = match then {
+                    Some(then) => then(result).await,
+                    None => result,
                 };
                 match result {
                     Ok(()) => job.complete(),

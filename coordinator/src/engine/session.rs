@@ -13,6 +13,38 @@ use datafusion::prelude::SessionConfig;
 use quarry_common::QuarryError;
 
 extensions_options! {
+    /// `quarry.reflections.*`: which reflections queries may use.
+    pub struct ReflectionOptions {
+        /// Use reflections at all.
+        pub enabled: bool, default = true
+        /// Use only materializations whose data is at most this old ('0s': only those
+        /// whose inputs are unchanged); '' = any within its grace period.
+        pub max_staleness: String, default = String::new()
+        /// Reflections never to use (names, comma-separated).
+        pub exclude: String, default = String::new()
+        /// Consider only these reflections (names, comma-separated); '' = all.
+        pub choose: String, default = String::new()
+    }
+}
+
+impl ReflectionOptions {
+    pub fn names(list: &str) -> Vec<String> {
+        list.split(',')
+            .map(|n| n.trim().trim_matches('\'').to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    pub fn max_staleness(&self) -> Result<Option<Duration>, QuarryError> {
+        let value = self.max_staleness.trim().trim_matches('\'');
+        if value.is_empty() {
+            return Ok(None);
+        }
+        parse_duration("quarry.reflections.max_staleness", value).map(Some)
+    }
+}
+
+extensions_options! {
     /// Quarry's own settings, changed with `SET quarry.<name> = <value>`.
     pub struct QuarryOptions {
         /// Run a query's tasks on at most this many executors; 0 uses all of them.
@@ -23,6 +55,8 @@ extensions_options! {
         pub query_timeout: String, default = "0".to_string()
         /// Fail a query whose running tasks all make no progress this long ('0' = never).
         pub stall_timeout: String, default = "5 min".to_string()
+        /// Reflections: `quarry.reflections.enabled`, `.max_staleness`, `.exclude`, `.choose`.
+        pub reflections: ReflectionOptions, default = ReflectionOptions::default()
     }
 }
 

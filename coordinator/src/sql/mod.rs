@@ -2,5 +2,6 @@
 
 pub mod copy;
 pub mod parser;
+pub mod reflections;
 pub mod security;
 pub mod time_travel;

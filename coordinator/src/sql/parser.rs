@@ -59,6 +59,10 @@ pub enum Statement {
         name: Vec<String>,
         retain_hours: Option<f64>,
     },
+    /// Reflections: `ALTER TABLE ... CREATE AGGREGATE REFLECTION ...` and friends.
+    Reflection(super::reflections::ReflectionStatement),
+    /// `EXPLAIN REFLECTIONS query`: only the Reflections section of EXPLAIN.
+    ExplainReflections(Box<DFStatement>),
 }
 
 /// Where and how a managed table is laid out: `PARTITION BY (...)` and
@@ -281,6 +285,20 @@ fn parse_extension(parser: &mut Parser) -> Result<Option<Statement>, ParserError
     }
     if let Some(copy) = super::copy::parse_copy(parser)? {
         return Ok(Some(Statement::Copy(copy)));
+    }
+    if let Some(reflection) = super::reflections::parse_reflection(parser)? {
+        return Ok(Some(Statement::Reflection(reflection)));
+    }
+    if word_at(parser, 0).as_deref() == Some("EXPLAIN")
+        && word_at(parser, 1).as_deref() == Some("REFLECTIONS")
+    {
+        parser.next_token();
+        parser.next_token();
+        let query = parser.parse_query()?;
+        let statement = DFStatement::Statement(Box::new(
+            datafusion::sql::sqlparser::ast::Statement::Query(query),
+        ));
+        return Ok(Some(Statement::ExplainReflections(Box::new(statement))));
     }
     let w0 = word_at(parser, 0);
     let w1 = word_at(parser, 1);

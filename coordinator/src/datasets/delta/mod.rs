@@ -214,6 +214,24 @@ pub async fn existing_table(
     Ok((schema, state.metadata().partition_columns().to_vec()))
 }
 
+/// What a table's latest version holds: (version, files, bytes, rows).
+pub async fn totals(runtime: &RuntimeEnv, url: &Url) -> Result<(u64, u64, u64, u64), QuarryError> {
+    let state = DeltaTableState::try_new(log_store(runtime, url)?.as_ref(), None)
+        .await
+        .map_err(delta_error)?;
+    let (mut files, mut bytes, mut rows) = (0u64, 0u64, 0u64);
+    for file in state.log_data().iter() {
+        files += 1;
+        bytes += u64::try_from(file.size()).unwrap_or(0);
+        rows += file
+            .stats()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()))
+            .unwrap_or(0);
+    }
+    Ok((state.version(), files, bytes, rows))
+}
+
 /// Delete everything under a managed table's folder (DROP TABLE).
 pub async fn purge(runtime: &RuntimeEnv, url: &Url) -> Result<usize, QuarryError> {
     let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;

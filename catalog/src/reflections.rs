@@ -1,0 +1,167 @@
+//! Reflections: definitions of materializations of a dataset (raw: some of its columns;
+//! aggregation: measures grouped by dimensions) and the materialization that currently
+//! serves each. Names are unique across the catalog, so `WAIT FOR REFLECTION name` needs
+//! no dataset.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, validate_name};
+use crate::error::{CatalogError, ObjectKind};
+use crate::records::Stored;
+use crate::store::Keyspace;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReflectionRecord {
+    pub name: String,
+    /// The dataset (table or view) it materializes.
+    pub schema: String,
+    pub dataset: String,
+    pub kind: ReflectionKind,
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    #[serde(default)]
+    pub localsort_by: Vec<String>,
+    pub enabled: bool,
+    /// The dataset's columns when the reflection was defined (encoded Arrow schema); a
+    /// dataset whose columns changed makes the reflection invalid.
+    pub dataset_columns: String,
+    /// How often it is refreshed (None: only when asked) and how long a materialization
+    /// serves after its data was read (milliseconds).
+    pub refresh_every_ms: Option<u64>,
+    pub grace_ms: u64,
+    /// What serves queries now, if anything.
+    pub materialization: Option<Materialization>,
+    /// The last refresh's failure, cleared by a refresh that succeeds.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ReflectionKind {
+    Raw {
+        display: Vec<String>,
+    },
+    Aggregate {
+        dimensions: Vec<Dimension>,
+        measures: Vec<Measure>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dimension {
+    pub column: String,
+    /// `BY DAY`: kept at day granularity, serving day, week, month, quarter and year.
+    #[serde(default)]
+    pub by_day: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measure {
+    pub column: String,
+    pub functions: Vec<MeasureFunction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeasureFunction {
+    Sum,
+    Count,
+    Min,
+    Max,
+    ApproxCountDistinct,
+}
+
+impl MeasureFunction {
+    pub fn name(self) -> &'static str {
+        match self {
+            MeasureFunction::Sum => "SUM",
+            MeasureFunction::Count => "COUNT",
+            MeasureFunction::Min => "MIN",
+            MeasureFunction::Max => "MAX",
+            MeasureFunction::ApproxCountDistinct => "APPROX_COUNT_DISTINCT",
+        }
+    }
+}
+
+/// One refresh's output: a Delta table in the reflection store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Materialization {
+    /// The folder URL of its table.
+    pub location: String,
+    /// The refresh job that wrote it.
+    pub job_id: String,
+    /// When its inputs were read (ms since the epoch): how old its data is.
+    pub data_as_of_ms: u64,
+    pub finished_ms: u64,
+    pub duration_ms: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub files: u64,
+    /// `FULL` or `INCREMENTAL`, and why.
+    pub method: String,
+    pub reason: String,
+    /// What it was computed from.
+    pub inputs: Vec<InputSnapshot>,
+    /// Its table's columns (encoded Arrow schema).
+    pub columns: String,
+}
+
+/// One input of a materialization: a file with its size and modification time, or a
+/// managed table at a version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InputSnapshot {
+    pub path: String,
+    pub size: u64,
+    /// Modification time (ms) of a file; the version of a managed table.
+    pub stamp: u64,
+}
+
+impl Catalog {
+    pub fn list_reflections(&self) -> Result<Vec<Stored<ReflectionRecord>>, CatalogError> {
+        self.list(Keyspace::Reflections, b"")
+    }
+
+    pub fn get_reflection(
+        &self,
+        name: &str,
+    ) -> Result<Option<Stored<ReflectionRecord>>, CatalogError> {
+        self.get(Keyspace::Reflections, name.as_bytes())
+    }
+
+    pub fn create_reflection(
+        &self,
+        record: ReflectionRecord,
+    ) -> Result<Stored<ReflectionRecord>, CatalogError> {
+        validate_name(ObjectKind::Reflection, &record.name)?;
+        let key = record.name.clone();
+        self.create(Keyspace::Reflections, ObjectKind::Reflection, &key, record)
+    }
+
+    pub fn update_reflection(
+        &self,
+        record: ReflectionRecord,
+        expected_version: u64,
+    ) -> Result<Stored<ReflectionRecord>, CatalogError> {
+        let key = record.name.clone();
+        self.update(
+            Keyspace::Reflections,
+            ObjectKind::Reflection,
+            &key,
+            record,
+            expected_version,
+        )
+    }
+
+    pub fn delete_reflection(
+        &self,
+        name: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), CatalogError> {
+        self.delete::<ReflectionRecord>(
+            Keyspace::Reflections,
+            ObjectKind::Reflection,
+            name,
+            expected_version,
+        )
+    }
+}

@@ -1,0 +1,787 @@
+//! Transparent substitution: optimizer rules of our own over DataFusion's logical plan
+//! that answer parts of a query from a reflection's materialization instead of its
+//! dataset. Users never name a reflection.
+//!
+//! `AggregateRule` runs before DataFusion's rules reshape aggregates. It takes an
+//! `Aggregate` (or a `DISTINCT`) over filters of one dataset. An aggregation reflection
+//! serves it when every grouping key and filter is an expression over the reflection's
+//! dimensions and every aggregate rolls up from its measures: SUM of sums, COUNT as a sum
+//! of counts (0 on empty input), MIN of mins, MAX of maxes, AVG as sum over count, and
+//! COUNT(DISTINCT d) / MIN / MAX of a dimension by grouping again. A raw reflection serves
+//! it when it holds every column the subtree reads. `RawRule` runs last, once projections
+//! are pushed into scans: a scan reading only a raw reflection's columns reads the
+//! reflection instead.
+//!
+//! The replacement keeps the replaced node's schema exactly (names, qualifiers and types),
+//! so nothing above it changes. Functions are recognised by name: Quarry's sessions
+//! register DataFusion's built-in aggregates only.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchemaRef, ScalarValue, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::Result as DfResult;
+use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{
+    Aggregate, Distinct, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
+    TableScan, cast, lit,
+};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use quarry_catalog::{MeasureFunction, ReflectionKind};
+
+use super::{COUNT_COLUMN, measure_column};
+
+/// A reflection a query may use, with its materialization's table.
+#[derive(Debug)]
+pub struct Candidate {
+    pub name: String,
+    pub schema: String,
+    pub dataset: String,
+    pub kind: ReflectionKind,
+    /// The materialization (None when there is none).
+    pub table: Option<Arc<dyn TableProvider>>,
+    pub rows: u64,
+    pub data_as_of_ms: u64,
+    /// Why it may not serve (stale, expired, disabled, ...); None when it may.
+    pub unusable: Option<String>,
+}
+
+/// What became of each considered reflection, for EXPLAIN and the job record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Considered {
+    pub name: String,
+    pub chosen: bool,
+    pub matched: bool,
+    pub detail: String,
+    pub data_as_of_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Report(Mutex<BTreeMap<String, Considered>>);
+
+impl Report {
+    fn note(&self, considered: Considered) {
+        let Ok(mut seen) = self.0.lock() else { return };
+        // The optimizer runs rules more than once: the first verdict stands, but a
+        // reflection chosen later (for another part of the query) is chosen.
+        match seen.get(&considered.name) {
+            Some(old) if old.chosen || !considered.chosen => {}
+            _ => {
+                seen.insert(considered.name.clone(), considered);
+            }
+        }
+    }
+
+    pub fn entries(&self) -> Vec<Considered> {
+        self.0
+            .lock()
+            .map(|seen| seen.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The dataset a scan reads, as (schema, name).
+fn scanned(scan: &TableScan, default_schema: &str) -> (String, String) {
+    match &scan.table_name {
+        TableReference::Bare { table } => (default_schema.to_string(), table.to_string()),
+        TableReference::Partial { schema, table } | TableReference::Full { schema, table, .. } => {
+            (schema.to_string(), table.to_string())
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AggregateRule {
+    pub candidates: Arc<Vec<Candidate>>,
+    pub default_schema: String,
+    pub report: Arc<Report>,
+}
+
+#[derive(Debug)]
+pub struct RawRule {
+    pub candidates: Arc<Vec<Candidate>>,
+    pub default_schema: String,
+    pub report: Arc<Report>,
+}
+
+/// The one scan under a chain of filters and aliases, with the filters' predicates.
+fn chain_scan(plan: &LogicalPlan) -> Option<(&TableScan, Vec<&Expr>)> {
+    let mut filters = Vec::new();
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::Filter(filter) => {
+                filters.push(&filter.predicate);
+                node = filter.input.as_ref();
+            }
+            LogicalPlan::SubqueryAlias(alias) => node = alias.input.as_ref(),
+            LogicalPlan::Projection(projection) => {
+                // Only the projections a query's own SELECT adds under a DISTINCT.
+                filters.extend(projection.expr.iter());
+                node = projection.input.as_ref();
+            }
+            LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
+                return Some((scan, filters));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The names of the columns `exprs` read.
+fn columns_of<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> HashSet<String> {
+    exprs
+        .into_iter()
+        .flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone()))
+        .collect()
+}
+
+impl OptimizerRule for AggregateRule {
+    fn name(&self) -> &str {
+        "quarry_reflections_aggregate"
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> DfResult<Transformed<LogicalPlan>> {
+        if self.candidates.is_empty() {
+            return Ok(Transformed::no(plan));
+        }
+        plan.transform_down(|node| {
+            let replaced = match &node {
+                LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate)?,
+                LogicalPlan::Distinct(Distinct::All(input)) => self
+                    .distinct(input)?
+                    .map(|input| LogicalPlan::Distinct(Distinct::All(Arc::new(input)))),
+                _ => None,
+            };
+            Ok(match replaced {
+                Some(plan) => Transformed::new(plan, true, TreeNodeRecursion::Jump),
+                None => Transformed::no(node),
+            })
+        })
+    }
+}
+
+impl AggregateRule {
+    /// The best candidate for a subtree over `scan`: Ok(candidate) or nothing matched.
+    fn choose<'c>(
+        &'c self,
+        scan: &TableScan,
+        verdict: impl Fn(&Candidate) -> Result<(), String>,
+    ) -> Option<&'c Candidate> {
+        let (schema, dataset) = scanned(scan, &self.default_schema);
+        let mut matched: Vec<&Candidate> = Vec::new();
+        for candidate in self
+            .candidates
+            .iter()
+            .filter(|c| c.schema == schema && c.dataset == dataset)
+        {
+            let outcome = match &candidate.unusable {
+                Some(reason) => Err(reason.clone()),
+                None => verdict(candidate),
+            };
+            match outcome {
+                Ok(()) => matched.push(candidate),
+                Err(reason) => self.report.note(Considered {
+                    name: candidate.name.clone(),
+                    chosen: false,
+                    matched: false,
+                    detail: format!("not matched: {reason}"),
+                    data_as_of_ms: candidate.data_as_of_ms,
+                }),
+            }
+        }
+        choose_cheapest(&self.report, matched)
+    }
+
+    fn aggregate(&self, aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
+        let Some((scan, filters)) = chain_scan(&aggregate.input) else {
+            return Ok(None);
+        };
+        let verdict = |candidate: &Candidate| match &candidate.kind {
+            ReflectionKind::Aggregate {
+                dimensions,
+                measures,
+            } => {
+                let dims = Dimensions::of(dimensions, scan);
+                dims.check_keys(&aggregate.group_expr, "GROUP BY key")?;
+                dims.check_keys(filters.iter().copied(), "filter")?;
+                for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+                    rollup(expr, output_type(aggregate, i), &dims, measures, scan)?;
+                }
+                Ok(())
+            }
+            ReflectionKind::Raw { display } => {
+                let read = columns_of(
+                    aggregate
+                        .group_expr
+                        .iter()
+                        .chain(&aggregate.aggr_expr)
+                        .chain(filters.iter().copied()),
+                );
+                holds(display, &read)
+            }
+        };
+        let Some(chosen) = self.choose(scan, verdict) else {
+            return Ok(None);
+        };
+        let input = replace_scan(&aggregate.input, scan, chosen)?;
+        match &chosen.kind {
+            ReflectionKind::Raw { .. } => Ok(Some(LogicalPlan::Aggregate(Aggregate::try_new(
+                Arc::new(input),
+                aggregate.group_expr.clone(),
+                aggregate.aggr_expr.clone(),
+            )?))),
+            ReflectionKind::Aggregate {
+                dimensions,
+                measures,
+            } => {
+                let dims = Dimensions::of(dimensions, scan);
+                let mut partials = Vec::new();
+                let mut finals = Vec::new();
+                for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+                    let (parts, finish) =
+                        rollup(expr, output_type(aggregate, i), &dims, measures, scan)
+                            .map_err(datafusion::error::DataFusionError::Plan)?;
+                    let first = partials.len();
+                    partials.extend(parts);
+                    finals.push((first, finish));
+                }
+                let named: Vec<Expr> = partials
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| e.alias(format!("__part{i}")))
+                    .collect();
+                let grouped = LogicalPlan::Aggregate(Aggregate::try_new(
+                    Arc::new(input),
+                    aggregate.group_expr.clone(),
+                    named,
+                )?);
+                Ok(Some(restore_schema(
+                    grouped,
+                    &aggregate.schema,
+                    |schema, i| {
+                        let keys = aggregate.group_expr.len();
+                        if i < keys {
+                            return Expr::Column(Column::from(schema.qualified_field(i)));
+                        }
+                        let (first, finish) = &finals[i - keys];
+                        let part = |k: usize| {
+                            Expr::Column(Column::from(schema.qualified_field(keys + first + k)))
+                        };
+                        finish.apply(part)
+                    },
+                )?))
+            }
+        }
+    }
+
+    /// `SELECT DISTINCT` of dimensions (or of a raw reflection's columns).
+    fn distinct(&self, input: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
+        let Some((scan, exprs)) = chain_scan(input) else {
+            return Ok(None);
+        };
+        let verdict = |candidate: &Candidate| match &candidate.kind {
+            ReflectionKind::Aggregate { dimensions, .. } => {
+                Dimensions::of(dimensions, scan).check_keys(exprs.iter().copied(), "column")
+            }
+            ReflectionKind::Raw { display } => holds(display, &columns_of(exprs.iter().copied())),
+        };
+        if exprs.is_empty() {
+            // A DISTINCT of every column of the dataset is not over dimensions.
+            return Ok(None);
+        }
+        let Some(chosen) = self.choose(scan, verdict) else {
+            return Ok(None);
+        };
+        Ok(Some(replace_scan(input, scan, chosen)?))
+    }
+}
+
+/// Of the reflections that matched, the one with the fewest rows; the others are told
+/// what beat them.
+fn choose_cheapest<'c>(report: &Report, mut matched: Vec<&'c Candidate>) -> Option<&'c Candidate> {
+    matched.sort_by_key(|c| (c.rows, c.name.clone()));
+    let chosen = *matched.first()?;
+    for other in &matched[1..] {
+        report.note(Considered {
+            name: other.name.clone(),
+            chosen: false,
+            matched: true,
+            detail: format!(
+                "matched, not chosen: {} has fewer rows ({} vs {})",
+                chosen.name, chosen.rows, other.rows
+            ),
+            data_as_of_ms: other.data_as_of_ms,
+        });
+    }
+    report.note(Considered {
+        name: chosen.name.clone(),
+        chosen: true,
+        matched: true,
+        detail: format!("chosen ({} rows)", chosen.rows),
+        data_as_of_ms: chosen.data_as_of_ms,
+    });
+    Some(chosen)
+}
+
+fn holds(display: &[String], read: &HashSet<String>) -> Result<(), String> {
+    let mut missing: Vec<&String> = read.iter().filter(|c| !display.contains(c)).collect();
+    missing.sort();
+    match missing.first() {
+        None => Ok(()),
+        Some(column) => Err(format!("column {column} is not in the reflection")),
+    }
+}
+
+/// An aggregation reflection's dimensions, against the types the dataset gives them.
+struct Dimensions {
+    names: HashSet<String>,
+    /// Timestamps kept BY DAY: usable only truncated to a day or coarser.
+    truncated: HashSet<String>,
+}
+
+impl Dimensions {
+    fn of(dimensions: &[quarry_catalog::Dimension], scan: &TableScan) -> Self {
+        let schema = scan.source.schema();
+        let truncated = dimensions
+            .iter()
+            .filter(|d| d.by_day)
+            .filter(|d| {
+                schema
+                    .field_with_name(&d.column)
+                    .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+            })
+            .map(|d| d.column.clone())
+            .collect();
+        Dimensions {
+            names: dimensions.iter().map(|d| d.column.clone()).collect(),
+            truncated,
+        }
+    }
+
+    /// Every expression reads dimensions only (a truncated one at day grain or coarser).
+    fn check_keys<'a>(
+        &self,
+        exprs: impl IntoIterator<Item = &'a Expr>,
+        what: &str,
+    ) -> Result<(), String> {
+        for expr in exprs {
+            let mut read = columns_of([expr]).into_iter().collect::<Vec<_>>();
+            read.sort();
+            if let Some(column) = read.iter().find(|c| !self.names.contains(*c)) {
+                return Err(format!(
+                    "{what} {expr} reads {column}, which is not a dimension"
+                ));
+            }
+            if let Some(column) = read.iter().find(|c| self.truncated.contains(*c))
+                && !coarse_only(expr, column)
+            {
+                return Err(format!(
+                    "{what} {expr} uses {column} finer than the day it is kept BY"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `column` appears in `expr` only as `date_trunc(day|week|month|quarter|year, column)`.
+fn coarse_only(expr: &Expr, column: &str) -> bool {
+    let mut ok = true;
+    let _ = expr.apply(|e| {
+        if let Expr::ScalarFunction(f) = e
+            && f.name() == "date_trunc"
+            && let [
+                Expr::Literal(ScalarValue::Utf8(Some(grain)), _),
+                Expr::Column(c),
+            ] = f.args.as_slice()
+            && c.name == column
+        {
+            if !["day", "week", "month", "quarter", "year"]
+                .contains(&grain.to_ascii_lowercase().as_str())
+            {
+                ok = false;
+            }
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        if let Expr::Column(c) = e
+            && c.name == column
+        {
+            ok = false;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ok
+}
+
+/// The type the query's i-th aggregate gives.
+fn output_type(aggregate: &Aggregate, i: usize) -> DataType {
+    aggregate
+        .schema
+        .field(aggregate.group_expr.len() + i)
+        .data_type()
+        .clone()
+}
+
+/// How an aggregate's result comes out of the partial aggregates over the reflection.
+enum Finish {
+    /// The one partial, cast to the original type.
+    Cast(DataType),
+    /// The one partial, 0 where empty, cast (COUNT).
+    ZeroIfEmpty(DataType),
+    /// Partial 0 over partial 1, NULL when the count is 0 (AVG).
+    Ratio(DataType),
+}
+
+impl Finish {
+    fn apply(&self, part: impl Fn(usize) -> Expr) -> Expr {
+        match self {
+            Finish::Cast(t) => cast(part(0), t.clone()),
+            Finish::ZeroIfEmpty(t) => cast(
+                datafusion::functions::expr_fn::coalesce(vec![part(0), lit(0i64)]),
+                t.clone(),
+            ),
+            Finish::Ratio(t) => cast(
+                cast(part(0), DataType::Float64)
+                    / datafusion::functions::expr_fn::nullif(
+                        cast(part(1), DataType::Float64),
+                        lit(0f64),
+                    ),
+                t.clone(),
+            ),
+        }
+    }
+}
+
+/// The partial aggregates over the reflection that compute `expr`, and how to finish
+/// them; Err says why it does not roll up.
+fn rollup(
+    expr: &Expr,
+    output: DataType,
+    dims: &Dimensions,
+    measures: &[quarry_catalog::Measure],
+    scan: &TableScan,
+) -> Result<(Vec<Expr>, Finish), String> {
+    let (inner, _) = match expr {
+        Expr::Alias(alias) => (alias.expr.as_ref(), Some(&alias.name)),
+        other => (other, None),
+    };
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+        return Err(format!("{expr} is not an aggregate"));
+    };
+    let name = func.name().to_ascii_lowercase();
+    if params.filter.is_some() {
+        return Err(format!("{expr} has a FILTER clause"));
+    }
+    if !params.order_by.is_empty() {
+        return Err(format!("{expr} is ordered"));
+    }
+    let has = |column: &str, f: MeasureFunction| {
+        measures
+            .iter()
+            .any(|m| m.column == column && m.functions.contains(&f))
+    };
+    let measure = |column: &str, f: MeasureFunction| {
+        Expr::Column(Column::new(
+            Some(scan.table_name.clone()),
+            measure_column(column, f),
+        ))
+    };
+    let column = match params.args.as_slice() {
+        [Expr::Column(c)] => Some(c),
+        _ => None,
+    };
+    // COUNT(*) (planned as COUNT(1)) and COUNT of a constant: a sum of the row counts.
+    if name == "count"
+        && !params.distinct
+        && match params.args.as_slice() {
+            [] => true,
+            [Expr::Literal(v, _)] => !v.is_null(),
+            _ => false,
+        }
+    {
+        let rows = Expr::Column(Column::new(Some(scan.table_name.clone()), COUNT_COLUMN));
+        return Ok((vec![sum(rows)], Finish::ZeroIfEmpty(output)));
+    }
+    let Some(column) = column else {
+        return Err(format!("{expr} aggregates an expression, not a column"));
+    };
+    let c = column.name.as_str();
+    let is_dim = dims.names.contains(c) && !dims.truncated.contains(c);
+    if params.distinct {
+        return match name.as_str() {
+            "count" | "min" | "max" if is_dim => Ok((vec![inner.clone()], Finish::Cast(output))),
+            _ => Err(format!("{expr}: DISTINCT of {c}, which is not a dimension")),
+        };
+    }
+    match name.as_str() {
+        "min" | "max" if is_dim => Ok((vec![inner.clone()], Finish::Cast(output))),
+        "sum" if has(c, MeasureFunction::Sum) => Ok((
+            vec![sum(measure(c, MeasureFunction::Sum))],
+            Finish::Cast(output),
+        )),
+        "count" if has(c, MeasureFunction::Count) => Ok((
+            vec![sum(measure(c, MeasureFunction::Count))],
+            Finish::ZeroIfEmpty(output),
+        )),
+        "min" if has(c, MeasureFunction::Min) => Ok((
+            vec![min(measure(c, MeasureFunction::Min))],
+            Finish::Cast(output),
+        )),
+        "max" if has(c, MeasureFunction::Max) => Ok((
+            vec![max(measure(c, MeasureFunction::Max))],
+            Finish::Cast(output),
+        )),
+        "avg"
+            if has(c, MeasureFunction::Sum)
+                && has(c, MeasureFunction::Count)
+                && output == DataType::Float64 =>
+        {
+            Ok((
+                vec![
+                    sum(measure(c, MeasureFunction::Sum)),
+                    sum(measure(c, MeasureFunction::Count)),
+                ],
+                Finish::Ratio(output),
+            ))
+        }
+        "sum" | "count" | "min" | "max" | "avg" => {
+            let needed = match name.as_str() {
+                "avg" => "SUM and COUNT",
+                "sum" => "SUM",
+                "count" => "COUNT",
+                "min" => "MIN",
+                _ => "MAX",
+            };
+            Err(format!("{expr} needs the measure {c} ({needed})"))
+        }
+        "approx_distinct" => Err(format!(
+            "{expr}: approximate distinct counts are not kept as mergeable sketches"
+        )),
+        other => Err(format!("{other} does not roll up")),
+    }
+}
+
+/// `plan` (a chain of filters and aliases over `scan`) with the scan replaced by the
+/// chosen reflection, under the scan's own name and with its columns' types.
+fn replace_scan(plan: &LogicalPlan, scan: &TableScan, chosen: &Candidate) -> DfResult<LogicalPlan> {
+    let Some(table) = &chosen.table else {
+        return datafusion::common::plan_err!("reflection {} has no materialization", chosen.name);
+    };
+    let dataset = scan.source.schema();
+    let reflection = LogicalPlanBuilder::scan(
+        TableReference::bare(format!("__reflection_{}", chosen.name)),
+        provider_as_source(Arc::clone(table)),
+        None,
+    )?
+    .build()?;
+    // The dataset's columns the reflection holds, as the dataset types them; measures as
+    // they are.
+    let exprs: Vec<Expr> = reflection
+        .schema()
+        .columns()
+        .into_iter()
+        .map(|column| {
+            let name = column.name.clone();
+            let expr = Expr::Column(column);
+            match dataset.field_with_name(&name) {
+                Ok(field) => cast(expr, field.data_type().clone()).alias(name),
+                Err(_) => expr.alias(name),
+            }
+        })
+        .collect();
+    let typed = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(reflection))?);
+    let replacement = LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+        Arc::new(typed),
+        scan.table_name.clone(),
+    )?);
+    let replaced = plan.clone().transform_up(|node| match node {
+        LogicalPlan::TableScan(s) if s.table_name == scan.table_name => {
+            Ok(Transformed::yes(replacement.clone()))
+        }
+        other => Ok(Transformed::yes(other.recompute_schema()?)),
+    })?;
+    Ok(replaced.data)
+}
+
+/// `plan` projected to exactly `schema` (names, qualifiers, types): `expr(schema, i)` is
+/// the value of its i-th field.
+fn restore_schema(
+    plan: LogicalPlan,
+    schema: &DFSchemaRef,
+    expr: impl Fn(&DFSchemaRef, usize) -> Expr,
+) -> DfResult<LogicalPlan> {
+    let input_schema = Arc::clone(plan.schema());
+    let exprs: Vec<Expr> = schema
+        .iter()
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
+            cast(expr(&input_schema, i), field.data_type().clone())
+                .alias_qualified(qualifier.cloned(), field.name())
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(plan),
+    )?))
+}
+
+impl OptimizerRule for RawRule {
+    fn name(&self) -> &str {
+        "quarry_reflections_raw"
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> DfResult<Transformed<LogicalPlan>> {
+        if !self
+            .candidates
+            .iter()
+            .any(|c| matches!(c.kind, ReflectionKind::Raw { .. }))
+        {
+            return Ok(Transformed::no(plan));
+        }
+        plan.transform_up(|node| {
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let (schema, dataset) = scanned(scan, &self.default_schema);
+            let read: HashSet<String> = scan
+                .projected_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .chain(columns_of(&scan.filters))
+                .collect();
+            let mut matched = Vec::new();
+            for candidate in self.candidates.iter().filter(|c| {
+                c.schema == schema
+                    && c.dataset == dataset
+                    && matches!(c.kind, ReflectionKind::Raw { .. })
+            }) {
+                let ReflectionKind::Raw { display } = &candidate.kind else {
+                    continue;
+                };
+                let verdict = match &candidate.unusable {
+                    Some(reason) => Err(reason.clone()),
+                    None => holds(display, &read),
+                };
+                match verdict {
+                    Ok(()) => matched.push(candidate),
+                    Err(reason) => self.report.note(Considered {
+                        name: candidate.name.clone(),
+                        chosen: false,
+                        matched: false,
+                        detail: format!("not matched: {reason}"),
+                        data_as_of_ms: candidate.data_as_of_ms,
+                    }),
+                }
+            }
+            let Some(chosen) = choose_cheapest(&self.report, matched) else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(table) = &chosen.table else {
+                return Ok(Transformed::no(node));
+            };
+            let reflection_schema = table.schema();
+            let dataset_schema = scan.source.schema();
+            // The columns the scan gives, then those only its filters read.
+            let mut needed: Vec<String> = scan
+                .projected_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let mut filtered: Vec<String> = columns_of(&scan.filters).into_iter().collect();
+            filtered.sort();
+            for column in filtered {
+                if !needed.contains(&column) {
+                    needed.push(column);
+                }
+            }
+            let projection = needed
+                .iter()
+                .map(|name| reflection_schema.index_of(name))
+                .collect::<Result<Vec<_>, _>>()?;
+            // The scan prunes with the filters over its own types; the filter above keeps
+            // the answer right whatever the reflection's provider does with them.
+            let scan_filters = scan
+                .filters
+                .iter()
+                .map(|f| {
+                    f.clone()
+                        .transform(|e| match e {
+                            Expr::Column(c) => {
+                                let stored = reflection_schema.field_with_name(&c.name);
+                                let original = dataset_schema.field_with_name(&c.name);
+                                match (stored, original) {
+                                    (Ok(s), Ok(o)) if s.data_type() != o.data_type() => {
+                                        Ok(Transformed::yes(cast(
+                                            Expr::Column(c),
+                                            o.data_type().clone(),
+                                        )))
+                                    }
+                                    _ => Ok(Transformed::no(Expr::Column(c))),
+                                }
+                            }
+                            other => Ok(Transformed::no(other)),
+                        })
+                        .map(|t| t.data)
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            let fetch = if scan.filters.is_empty() {
+                scan.fetch
+            } else {
+                None
+            };
+            let replacement = LogicalPlan::TableScan(
+                datafusion::logical_expr::TableScanBuilder::new(
+                    scan.table_name.clone(),
+                    provider_as_source(Arc::clone(table)),
+                )
+                .with_projection(Some(projection))
+                .with_filters(scan_filters)
+                .with_fetch(fetch)
+                .build()?,
+            );
+            // Every needed column as the dataset types it, under the scan's name.
+            let typed: Vec<Expr> = needed
+                .iter()
+                .map(|name| {
+                    let column = Expr::Column(Column::new(Some(scan.table_name.clone()), name));
+                    let expr = match dataset_schema.field_with_name(name) {
+                        Ok(field) => cast(column, field.data_type().clone()),
+                        Err(_) => column,
+                    };
+                    expr.alias_qualified(Some(scan.table_name.clone()), name)
+                })
+                .collect();
+            let mut restored =
+                LogicalPlan::Projection(Projection::try_new(typed, Arc::new(replacement))?);
+            if let Some(predicate) =
+                datafusion::logical_expr::utils::conjunction(scan.filters.iter().cloned())
+            {
+                restored = LogicalPlan::Filter(datafusion::logical_expr::Filter::try_new(
+                    predicate,
+                    Arc::new(restored),
+                )?);
+            }
+            let restored = restore_schema(restored, &scan.projected_schema, |_, i| {
+                let name = scan.projected_schema.field(i).name();
+                Expr::Column(Column::new(Some(scan.table_name.clone()), name))
+            })?;
+            Ok(Transformed::yes(restored))
+        })
+    }
+}

@@ -1,0 +1,300 @@
+//! Reflections on a real cluster: definitions, refresh jobs on the executors, queries
+//! answered from materializations (the same answers as without them), and the reasons
+//! EXPLAIN gives when a reflection does not serve.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use futures::TryStreamExt;
+use quarry_coordinator::engine::{Engine, Session};
+
+use crate::harness::{TestCluster, run_sql};
+
+async fn sql(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> Vec<RecordBatch> {
+    run_sql(engine, session, text).await.0
+}
+
+async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> String {
+    let job = match engine.submit(session, text, None).await {
+        Ok(job) => job,
+        Err(e) => return e.message,
+    };
+    let read: Result<Vec<RecordBatch>, _> = job.spool.read(0, None).try_collect().await;
+    match read {
+        Ok(_) => panic!("{text} should fail"),
+        Err(e) => e.message,
+    }
+}
+
+/// Rows as sorted text lines, floats rounded to 9 significant digits.
+fn lines(batches: &[RecordBatch]) -> Vec<String> {
+    let text = pretty_format_batches(batches).expect("format").to_string();
+    let mut rows: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(|l| {
+            l.split('|')
+                .map(|cell| {
+                    let cell = cell.trim();
+                    match cell.parse::<f64>() {
+                        Ok(v) if cell.contains('.') || cell.contains('e') => format!("{v:.9e}"),
+                        _ => cell.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// What EXPLAIN REFLECTIONS says of each reflection.
+async fn verdicts(engine: &Arc<Engine>, session: &Arc<Session>, query: &str) -> Vec<String> {
+    let batches = sql(engine, session, &format!("EXPLAIN REFLECTIONS {query}")).await;
+    lines(&batches)
+}
+
+/// demo.orders: 6,000 orders over 60 days, 4 cities, 3 categories.
+pub async fn start_with_orders() -> (TestCluster, Arc<Engine>, Arc<Session>) {
+    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    sql(&engine, &session, "CREATE SCHEMA demo").await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE demo.orders AS SELECT value AS order_id, \
+         arrow_cast(CAST(19723 + value % 60 AS INT), 'Date32') AS date, \
+         CASE (value / 7) % 4 WHEN 0 THEN 'Lyon' WHEN 1 THEN 'Paris' WHEN 2 THEN 'Oslo' ELSE 'Rome' END AS city, \
+         CASE (value / 11) % 3 WHEN 0 THEN 'books' WHEN 1 THEN 'games' ELSE 'tools' END AS category, \
+         CAST(value % 7 AS INT) + 1 AS quantity, \
+         CAST(value % 101 AS DOUBLE) + 0.25 AS revenue, \
+         CAST(value % 50 + 18 AS INT) AS age \
+         FROM range(6000)",
+    )
+    .await;
+    (cluster, engine, session)
+}
+
+/// The same rows with reflections on and off; and whether a reflection was chosen.
+async fn same_answer(engine: &Arc<Engine>, session: &Arc<Session>, query: &str) -> bool {
+    sql(engine, session, "SET quarry.reflections.enabled = true").await;
+    let accelerated = lines(&sql(engine, session, query).await);
+    let chosen = verdicts(engine, session, query)
+        .await
+        .iter()
+        .any(|v| v.contains("|chosen"));
+    sql(engine, session, "SET quarry.reflections.enabled = false").await;
+    let raw = lines(&sql(engine, session, query).await);
+    sql(engine, session, "SET quarry.reflections.enabled = true").await;
+    assert_eq!(accelerated, raw, "{query}");
+    chosen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_reflections_answer_rollups_with_the_same_rows() {
+    let (_cluster, engine, session) = start_with_orders().await;
+    let created = sql(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION daily_city \
+         USING DIMENSIONS (date BY DAY, city, category) \
+         MEASURES (revenue (SUM, COUNT, MIN, MAX), quantity (SUM, COUNT))",
+    )
+    .await;
+    assert!(lines(&created)[0].contains("refresh job"), "{created:?}");
+    let ready = sql(
+        &engine,
+        &session,
+        "WAIT FOR REFLECTION daily_city TIMEOUT 60",
+    )
+    .await;
+    assert!(
+        lines(&ready)[0].contains("can accelerate (720 rows)"),
+        "{ready:?}"
+    );
+
+    for query in [
+        "SELECT city, sum(revenue), count(*) FROM demo.orders GROUP BY city",
+        "SELECT category, avg(revenue), min(revenue), max(revenue) FROM demo.orders GROUP BY category",
+        "SELECT date_trunc('month', date) AS m, sum(quantity) FROM demo.orders GROUP BY 1",
+        "SELECT city, count(revenue) FROM demo.orders WHERE category = 'books' AND date >= DATE '2024-02-01' GROUP BY city HAVING count(revenue) > 10",
+        "SELECT count(DISTINCT city), count(*) FROM demo.orders",
+        "SELECT DISTINCT category FROM demo.orders",
+        "SELECT city, sum(revenue) AS r FROM demo.orders GROUP BY city ORDER BY r DESC LIMIT 2",
+        "SELECT sum(revenue) FROM demo.orders WHERE city = 'Atlantis'",
+    ] {
+        assert!(
+            same_answer(&engine, &session, query).await,
+            "not accelerated: {query}"
+        );
+    }
+    for (query, reason) in [
+        (
+            "SELECT order_id % 2, count(*) FROM demo.orders GROUP BY 1",
+            "reads order_id, which is not a dimension",
+        ),
+        (
+            "SELECT city, sum(revenue) FROM demo.orders WHERE age > 30 GROUP BY city",
+            "reads age, which is not a dimension",
+        ),
+        (
+            "SELECT city, stddev(revenue) FROM demo.orders GROUP BY city",
+            "does not roll up",
+        ),
+        (
+            "SELECT city, sum(revenue * 2) FROM demo.orders GROUP BY city",
+            "aggregates an expression",
+        ),
+        (
+            "SELECT city, max(quantity) FROM demo.orders GROUP BY city",
+            "needs the measure quantity (MAX)",
+        ),
+        (
+            "SELECT count(DISTINCT revenue) FROM demo.orders",
+            "not a dimension",
+        ),
+    ] {
+        let said = verdicts(&engine, &session, query).await;
+        assert!(
+            said.iter()
+                .any(|v| v.contains("not matched") && v.contains(reason)),
+            "{query}: {said:?}"
+        );
+        assert!(!same_answer(&engine, &session, query).await, "{query}");
+    }
+
+    // Turned off, excluded or not chosen: the base data answers.
+    sql(
+        &engine,
+        &session,
+        "SET quarry.reflections.exclude = 'daily_city'",
+    )
+    .await;
+    let said = verdicts(
+        &engine,
+        &session,
+        "SELECT city, count(*) FROM demo.orders GROUP BY city",
+    )
+    .await;
+    assert!(said.iter().any(|v| v.contains("excluded")), "{said:?}");
+    sql(&engine, &session, "SET quarry.reflections.exclude = ''").await;
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders DISABLE AGGREGATE ACCELERATION",
+    )
+    .await;
+    let said = verdicts(
+        &engine,
+        &session,
+        "SELECT city, count(*) FROM demo.orders GROUP BY city",
+    )
+    .await;
+    assert!(said.iter().any(|v| v.contains("disabled")), "{said:?}");
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders ENABLE AGGREGATE ACCELERATION",
+    )
+    .await;
+    assert!(
+        same_answer(
+            &engine,
+            &session,
+            "SELECT city, count(*) FROM demo.orders GROUP BY city"
+        )
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_reflections_serve_scans_of_their_columns() {
+    let (_cluster, engine, session) = start_with_orders().await;
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders CREATE RAW REFLECTION slim \
+         USING DISPLAY (date, city, revenue) PARTITION BY (city)",
+    )
+    .await;
+    sql(&engine, &session, "WAIT FOR REFLECTION slim TIMEOUT 60").await;
+    for query in [
+        "SELECT date, revenue FROM demo.orders WHERE city = 'Oslo' AND revenue > 99",
+        "SELECT city, sum(revenue) FROM demo.orders GROUP BY city",
+        "SELECT count(*) FROM demo.orders WHERE date = DATE '2024-01-15'",
+    ] {
+        assert!(
+            same_answer(&engine, &session, query).await,
+            "not accelerated: {query}"
+        );
+    }
+    let said = verdicts(
+        &engine,
+        &session,
+        "SELECT age FROM demo.orders WHERE city = 'Oslo'",
+    )
+    .await;
+    assert!(
+        said.iter()
+            .any(|v| v.contains("column age is not in the reflection")),
+        "{said:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_definitions_are_refused_and_leave_nothing() {
+    let (_cluster, engine, session) = start_with_orders().await;
+    for (statement, expected) in [
+        (
+            "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION r USING DIMENSIONS (nope)",
+            "'nope' is not a column",
+        ),
+        (
+            "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION r USING DIMENSIONS (city) MEASURES (category (SUM))",
+            "SUM takes numbers",
+        ),
+        (
+            "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION r USING DIMENSIONS (city BY DAY)",
+            "BY DAY takes a date",
+        ),
+        (
+            "ALTER TABLE demo.orders CREATE RAW REFLECTION r USING DISPLAY (city) PARTITION BY (date)",
+            "PARTITION BY 'date'",
+        ),
+        ("WAIT FOR REFLECTION ghost", "does not exist"),
+        (
+            "ALTER TABLE demo.nope CREATE RAW REFLECTION r USING DISPLAY (a)",
+            "does not exist",
+        ),
+    ] {
+        let error = sql_error(&engine, &session, statement).await;
+        assert!(error.contains(expected), "{statement}: {error}");
+    }
+    let none = sql_error(&engine, &session, "WAIT FOR REFLECTION r TIMEOUT 0").await;
+    assert!(
+        none.contains("does not exist"),
+        "nothing half-created: {none}"
+    );
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders CREATE RAW REFLECTION r USING DISPLAY (city)",
+    )
+    .await;
+    let twice = sql_error(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders CREATE RAW REFLECTION r USING DISPLAY (date)",
+    )
+    .await;
+    assert!(twice.contains("already exists"), "{twice}");
+    // Dropping the dataset drops its reflections.
+    sql(&engine, &session, "WAIT FOR REFLECTION r TIMEOUT 60").await;
+    sql(&engine, &session, "DROP TABLE demo.orders").await;
+    let gone = sql_error(&engine, &session, "WAIT FOR REFLECTION r TIMEOUT 1").await;
+    assert!(gone.contains("does not exist"), "{gone}");
+}
