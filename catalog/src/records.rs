@@ -274,6 +274,13 @@ pub struct JobRecord {
     /// Stages, tasks and their metrics, as the coordinator records them.
     #[serde(default)]
     pub profile: serde_json::Value,
+    /// The reflections the query's planning considered: `name: chosen ...` or why not.
+    #[serde(default)]
+    pub reflections: Vec<String>,
+    /// When the oldest data of the reflections it used was read (ms since the epoch);
+    /// None when it read only base data.
+    #[serde(default)]
+    pub data_as_of_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

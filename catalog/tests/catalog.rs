@@ -252,6 +252,8 @@ fn jobs_list_newest_first_and_prune() -> Result<(), CatalogError> {
             tasks_total: 0,
             error: None,
             profile: serde_json::Value::Null,
+            reflections: Vec::new(),
+            data_as_of_ms: None,
         })?;
     }
     let ids: Vec<String> = catalog.list_jobs()?.into_iter().map(|j| j.id).collect();

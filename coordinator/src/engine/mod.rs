@@ -367,15 +367,20 @@ impl Engine {
         // that serves clients and executors.
         let (engine, planning_session, script) =
             (Arc::clone(self), Arc::clone(session), sql.to_string());
+        let reports = reflections::PlanningReports::default();
+        let scoped = reports.clone();
         let planned = self
             .cpu
             .run(async move {
-                engine
-                    .plan_script(&planning_session, &script, parameters)
+                scoped
+                    .scope(engine.plan_script(&planning_session, &script, parameters))
                     .await
             })
             .await
             .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
+        if let Some((considered, data_as_of)) = reports.summary() {
+            job.set_reflections(considered, data_as_of);
+        }
         // A query for the executors takes its place in line now, so a full queue is
         // refused before the client waits for anything.
         let planned = planned.and_then(|mut outcome| {

@@ -31,6 +31,49 @@ use crate::reflections::matching::{AggregateRule, Candidate, RawRule, Report};
 use crate::reflections::{self as reflection, DEFAULT_GRACE_MS, DEFAULT_REFRESH_MS};
 use crate::sql::reflections::{ReflectionDefinition, ReflectionStatement};
 
+tokio::task_local! {
+    static PLANNING: PlanningReports;
+}
+
+/// The reflection reports of the statements a job plans, for its record.
+#[derive(Clone, Default)]
+pub(super) struct PlanningReports(Arc<std::sync::Mutex<Vec<Arc<Report>>>>);
+
+impl PlanningReports {
+    /// Run `planning` with its reports collected here.
+    pub(super) async fn scope<F: std::future::Future>(self, planning: F) -> F::Output {
+        PLANNING.scope(self, planning).await
+    }
+
+    fn note(report: &Arc<Report>) {
+        let _ = PLANNING.try_with(|reports| {
+            if let Ok(mut reports) = reports.0.lock() {
+                reports.push(Arc::clone(report));
+            }
+        });
+    }
+
+    /// Every considered reflection as `name: verdict`, and when the oldest data used was
+    /// read; None when no reflection was considered.
+    pub(super) fn summary(&self) -> Option<(Vec<String>, Option<u64>)> {
+        let reports = self.0.lock().ok()?;
+        if reports.is_empty() {
+            return None;
+        }
+        let entries: Vec<_> = reports.iter().flat_map(|r| r.entries()).collect();
+        let data_as_of = entries
+            .iter()
+            .filter(|c| c.chosen)
+            .map(|c| c.data_as_of_ms)
+            .min();
+        let lines = entries
+            .into_iter()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        Some((lines, data_as_of))
+    }
+}
+
 /// How long an old materialization stays after a new one replaced it, for queries
 /// still reading it.
 const OLD_MATERIALIZATION_KEPT: Duration = Duration::from_secs(120);
@@ -661,6 +704,7 @@ impl Engine {
         let state = SessionStateBuilder::new_from_existing(state)
             .with_optimizer_rules(rules)
             .build();
+        PlanningReports::note(&report);
         Ok((state, Some(report)))
     }
 

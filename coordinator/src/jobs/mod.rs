@@ -137,6 +137,16 @@ impl Job {
         }
     }
 
+    /// What planning made of reflections, and how old the data of those used is.
+    pub fn set_reflections(&self, considered: Vec<String>, data_as_of_ms: Option<u64>) {
+        {
+            let mut record = self.lock();
+            record.reflections = considered;
+            record.data_as_of_ms = data_as_of_ms;
+        }
+        self.persist();
+    }
+
     pub fn set_running(&self, tasks_total: usize) {
         {
             let mut record = self.lock();
@@ -293,6 +303,8 @@ impl Jobs {
             tasks_total: 0,
             error: None,
             profile: serde_json::Value::Null,
+            reflections: Vec::new(),
+            data_as_of_ms: None,
         };
         let job = Arc::new(Job {
             spool: ResultSpool::new(self.results_dir.join(format!("{id}.arrows"))),

@@ -298,3 +298,144 @@ async fn bad_definitions_are_refused_and_leave_nothing() {
     let gone = sql_error(&engine, &session, "WAIT FOR REFLECTION r TIMEOUT 1").await;
     assert!(gone.contains("does not exist"), "{gone}");
 }
+
+/// One generated dashboard query over demo.orders: grouping keys, aggregates (some that
+/// roll up, some that do not), filters on dimensions and not, HAVING, ORDER BY / LIMIT.
+fn random_query(rng: &mut impl rand::Rng) -> String {
+    const KEYS: &[&str] = &[
+        "city",
+        "category",
+        "date",
+        "date_trunc('month', date)",
+        "date_trunc('week', date)",
+        "date_trunc('quarter', date)",
+        "date_trunc('year', date)",
+        "extract(day from date)",
+        "upper(city)",
+        "category || '-' || city",
+        "city = 'Lyon'",
+        // Not dimensions.
+        "age",
+    ];
+    const AGGREGATES: &[&str] = &[
+        "sum(revenue)",
+        "count(*)",
+        "count(revenue)",
+        "min(revenue)",
+        "max(revenue)",
+        "avg(revenue)",
+        "sum(quantity)",
+        "count(quantity)",
+        "avg(quantity)",
+        "min(quantity)",
+        "max(quantity)",
+        "count(DISTINCT city)",
+        "count(DISTINCT category)",
+        "max(category)",
+        "min(date)",
+        "sum(revenue) / count(*)",
+        "count(*) * 2",
+        // These do not roll up.
+        "stddev(revenue)",
+        "sum(revenue * 2)",
+        "count(DISTINCT age)",
+    ];
+    const FILTERS: &[&str] = &[
+        "city = 'Lyon'",
+        "category <> 'tools'",
+        "date >= DATE '2024-01-20'",
+        "date < DATE '2024-02-10'",
+        "city IN ('Oslo', 'Rome')",
+        "date BETWEEN DATE '2024-01-05' AND DATE '2024-01-25'",
+        "(city = 'Paris' OR category = 'books')",
+        "upper(category) LIKE 'G%'",
+        // Not on dimensions.
+        "revenue > 50",
+    ];
+    let mut pick = |from: &[&'static str], most: usize| -> Vec<&'static str> {
+        let n = rng.random_range(0..=most);
+        let mut chosen: Vec<&str> = Vec::new();
+        for _ in 0..n {
+            let item = from[rng.random_range(0..from.len())];
+            if !chosen.contains(&item) {
+                chosen.push(item);
+            }
+        }
+        chosen
+    };
+    let keys = pick(KEYS, 3);
+    let mut aggregates = pick(AGGREGATES, 3);
+    if aggregates.is_empty() {
+        aggregates.push("count(*)");
+    }
+    let filters = pick(FILTERS, 2);
+    let having = rng.random_bool(0.2);
+    let limit = rng.random_bool(0.3);
+    let mut select: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    select.extend(aggregates.iter().map(|a| a.to_string()));
+    let mut sql = format!("SELECT {} FROM demo.orders", select.join(", "));
+    if !filters.is_empty() {
+        sql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
+    }
+    if !keys.is_empty() {
+        let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
+        sql.push_str(&format!(" GROUP BY {}", positions.join(", ")));
+        if having {
+            sql.push_str(" HAVING count(*) > 3");
+        }
+        if limit {
+            sql.push_str(&format!(" ORDER BY {} LIMIT 7", positions.join(", ")));
+        }
+    }
+    sql
+}
+
+/// 1,000 generated queries give the same rows with reflections on and off, and at least
+/// half of them are answered by a reflection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_random_queries_answer_the_same_with_reflections() {
+    use rand::SeedableRng;
+    let (_cluster, engine, session) = start_with_orders().await;
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION daily_city \
+         USING DIMENSIONS (date BY DAY, city, category) \
+         MEASURES (revenue (SUM, COUNT, MIN, MAX), quantity (SUM, COUNT, MIN, MAX))",
+    )
+    .await;
+    sql(
+        &engine,
+        &session,
+        "WAIT FOR REFLECTION daily_city TIMEOUT 60",
+    )
+    .await;
+    let off = engine.new_session("test");
+    sql(&engine, &off, "SET quarry.reflections.enabled = false").await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261202);
+    let (mut served, total) = (0, 1000);
+    let started = std::time::Instant::now();
+    for _ in 0..total {
+        let query = random_query(&mut rng);
+        let (accelerated, record) = run_sql(&engine, &session, &query).await;
+        let (raw, plain) = run_sql(&engine, &off, &query).await;
+        assert!(
+            plain.reflections.is_empty(),
+            "{query}: {:?}",
+            plain.reflections
+        );
+        assert_eq!(lines(&accelerated), lines(&raw), "{query}");
+        if record.reflections.iter().any(|r| r.contains(": chosen")) {
+            assert!(record.data_as_of_ms.is_some(), "{query}: {record:?}");
+            served += 1;
+        }
+    }
+    eprintln!(
+        "{total} random queries in {:?}: {served} answered by the reflection",
+        started.elapsed()
+    );
+    assert!(
+        served * 2 >= total,
+        "only {served} of {total} were accelerated"
+    );
+}
