@@ -261,6 +261,8 @@ pub async fn start(
         Arc::clone(&cluster),
         Arc::clone(&jobs),
         Arc::clone(&access),
+        catalog.clone(),
+        Arc::clone(datasets.reflection_state()),
         config.test_sources,
     )));
     let channels = Arc::new(FlightChannels::new().with_secret(config.cluster_secret.clone()));
@@ -293,6 +295,7 @@ pub async fn start(
     let mut tasks = vec![
         cluster.spawn_expiry(stop.clone()),
         jobs.spawn_reaper(Duration::from_millis(500), stop.clone()),
+        engine.spawn_refresh_scheduler(Duration::from_secs(2), stop.clone()),
     ];
 
     // Every frontend gets the engine as a QueryService, and nothing else.

@@ -51,6 +51,7 @@ pub struct Datasets {
     warehouse: OnceLock<url::Url>,
     /// The folder URL reflections' materializations go under.
     reflection_store: OnceLock<url::Url>,
+    reflections: Arc<crate::reflections::ReflectionState>,
 }
 
 impl Datasets {
@@ -70,6 +71,7 @@ impl Datasets {
             commits: Arc::default(),
             warehouse: OnceLock::new(),
             reflection_store: OnceLock::new(),
+            reflections: Arc::default(),
         });
         // Object stores of existing S3 sources, so their tables can be scanned.
         for source in datasets.catalog.list_sources().map_err(catalog_error)? {
@@ -102,6 +104,11 @@ impl Datasets {
         let url = location.folder(self, location::REFLECTIONS)?;
         let _ = self.reflection_store.set(url);
         Ok(())
+    }
+
+    /// Running refreshes and how often planning used each reflection.
+    pub fn reflection_state(&self) -> &Arc<crate::reflections::ReflectionState> {
+        &self.reflections
     }
 
     /// A new folder for a materialization of reflection `name`.

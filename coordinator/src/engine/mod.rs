@@ -137,8 +137,6 @@ pub struct Engine {
     /// Where root stages and local statements compute, apart from the runtime that
     /// serves clients, executors and heartbeats.
     cpu: CpuRuntime,
-    /// Reflections being refreshed, and the job doing it.
-    refreshing: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// The settings every Quarry query starts from.
@@ -231,7 +229,6 @@ impl Engine {
             base_config,
             limits,
             cpu,
-            refreshing: Default::default(),
         }))
     }
 
@@ -378,7 +375,7 @@ impl Engine {
             })
             .await
             .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
-        if let Some((considered, data_as_of)) = reports.summary() {
+        if let Some((considered, data_as_of)) = reports.summary(self.datasets.reflection_state()) {
             job.set_reflections(considered, data_as_of);
         }
         // A query for the executors takes its place in line now, so a full queue is

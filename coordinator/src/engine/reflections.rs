@@ -55,12 +55,16 @@ impl PlanningReports {
 
     /// Every considered reflection as `name: verdict`, and when the oldest data used was
     /// read; None when no reflection was considered.
-    pub(super) fn summary(&self) -> Option<(Vec<String>, Option<u64>)> {
+    pub(super) fn summary(
+        &self,
+        state: &crate::reflections::ReflectionState,
+    ) -> Option<(Vec<String>, Option<u64>)> {
         let reports = self.0.lock().ok()?;
         if reports.is_empty() {
             return None;
         }
         let entries: Vec<_> = reports.iter().flat_map(|r| r.entries()).collect();
+        state.count(&entries);
         let data_as_of = entries
             .iter()
             .filter(|c| c.chosen)
@@ -328,6 +332,8 @@ impl Engine {
     ) -> Result<String, QuarryError> {
         let job = {
             let mut running = self
+                .datasets
+                .reflection_state()
                 .refreshing
                 .lock()
                 .map_err(|_| QuarryError::unavailable("the refresh registry is unavailable"))?;
@@ -347,7 +353,12 @@ impl Engine {
             match engine.plan_refresh(&name, &job.id).await {
                 Ok(planned) => {
                     job.spool.set_schema(planned.outcome.schema());
-                    let then = engine.after_refresh(name, planned.materialization, planned.folder);
+                    let then = engine.after_refresh(
+                        name,
+                        planned.materialization,
+                        planned.folder,
+                        planned.incremental,
+                    );
                     engine.start_then(job, planned.outcome, Some(then));
                 }
                 Err(e) => {
@@ -393,10 +404,24 @@ impl Engine {
         let state = self.datasets.session_state(self.base_config.clone(), None);
         let query = reflection::materialization_sql(&record, &columns);
         let plan = state.create_logical_plan(&query).await?;
-        let table_schema = delta::storable_schema(plan.schema().as_arrow())?;
-        let folder = self.datasets.materialization_folder(name)?;
         let runtime = Arc::clone(self.datasets.runtime());
-        delta::create_table(&runtime, &folder, name, &table_schema, &record.partition_by).await?;
+        let (method, previous) = refresh_method(&record, &dataset, &inputs);
+        let incremental = previous.is_some();
+        let (folder, table_schema) = match previous {
+            // Only new files are read; their rows (or partial aggregates, which queries
+            // over the reflection group again) are appended as a new version.
+            Some(previous) => (
+                delta::folder_url(&previous.location)?,
+                decode_schema(&previous.columns)?,
+            ),
+            None => {
+                let table_schema = delta::storable_schema(plan.schema().as_arrow())?;
+                let folder = self.datasets.materialization_folder(name)?;
+                delta::create_table(&runtime, &folder, name, &table_schema, &record.partition_by)
+                    .await?;
+                (folder, table_schema)
+            }
+        };
         let table = DeltaTable::new(
             folder.clone(),
             Arc::clone(&table_schema),
@@ -410,16 +435,29 @@ impl Engine {
             InsertOp::Append,
         )?
         .build()?;
-        let outcome = match self.plan_query(&state, &insert).await {
+        let planned = async {
+            let mut physical = state.create_physical_plan(&insert).await?;
+            if let Some(previous) = &record.materialization
+                && incremental
+            {
+                let old: HashSet<&str> = previous.inputs.iter().map(|i| i.path.as_str()).collect();
+                physical = only_files(physical, |path| !old.contains(path))?;
+            }
+            self.plan_physical(&state, physical)
+        };
+        let outcome = match planned.await {
             Ok(outcome) => outcome,
             Err(e) => {
-                let _ = delta::purge(&runtime, &folder).await;
+                if !incremental {
+                    let _ = delta::purge(&runtime, &folder).await;
+                }
                 return Err(e);
             }
         };
         Ok(PlannedRefresh {
             outcome,
             folder: folder.clone(),
+            incremental,
             materialization: Materialization {
                 location: folder.to_string(),
                 job_id: job_id.to_string(),
@@ -429,8 +467,8 @@ impl Engine {
                 rows: 0,
                 bytes: 0,
                 files: 0,
-                method: "FULL".to_string(),
-                reason: "a full refresh reads all of the dataset".to_string(),
+                method: if incremental { "INCREMENTAL" } else { "FULL" }.to_string(),
+                reason: method,
                 inputs,
                 columns: encode_schema(&table_schema)?,
             },
@@ -444,6 +482,7 @@ impl Engine {
         name: String,
         mut materialization: Materialization,
         folder: url::Url,
+        incremental: bool,
     ) -> super::Then {
         let engine = Arc::clone(self);
         Box::new(move |result: Result<(), QuarryError>| {
@@ -471,6 +510,7 @@ impl Engine {
                         });
                         match updated {
                             Ok(Some(_)) => {
+                                engine.datasets.reflection_state().succeeded(&name);
                                 if let Some(old) =
                                     old.and_then(|m| delta::folder_url(&m.location).ok())
                                 {
@@ -492,9 +532,12 @@ impl Engine {
                     if e.code != ErrorCode::Cancelled {
                         engine.refresh_failed(&name, e);
                     }
-                    let _ = delta::purge(&runtime, &folder).await;
+                    // A failed append leaves no committed file; its own files are swept.
+                    if !incremental {
+                        let _ = delta::purge(&runtime, &folder).await;
+                    }
                 }
-                if let Ok(mut running) = engine.refreshing.lock() {
+                if let Ok(mut running) = engine.datasets.reflection_state().refreshing.lock() {
                     running.remove(&name);
                 }
                 recorded
@@ -505,12 +548,56 @@ impl Engine {
 
     fn refresh_failed(&self, name: &str, error: &QuarryError) {
         tracing::warn!(reflection = name, "refresh failed: {}", error.message);
-        if let Ok(mut running) = self.refreshing.lock() {
+        self.datasets.reflection_state().failed(name, now_ms());
+        if let Ok(mut running) = self.datasets.reflection_state().refreshing.lock() {
             running.remove(name);
         }
         let message = error.message.clone();
         if let Err(e) = self.update_reflection(name, |r| r.last_error = Some(message.clone())) {
             tracing::warn!(reflection = name, "cannot record a failed refresh: {e}");
+        }
+    }
+
+    /// Refresh reflections when their policy says so, retry failed ones with backoff,
+    /// and build those that have no materialization (a coordinator that stopped mid-way
+    /// leaves them so), until `stop`.
+    pub fn spawn_refresh_scheduler(
+        self: &Arc<Self>,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                engine.refresh_due();
+            }
+        })
+    }
+
+    fn refresh_due(self: &Arc<Self>) {
+        let Ok(records) = self.datasets.catalog().list_reflections() else {
+            return;
+        };
+        let state = self.datasets.reflection_state();
+        let now = now_ms();
+        for record in records.into_iter().map(|s| s.record) {
+            if !record.enabled || state.is_refreshing(&record.name) {
+                continue;
+            }
+            let due = match (&record.last_error, &record.materialization) {
+                (Some(_), _) => state.retry_at(&record.name).is_none_or(|at| now >= at),
+                (None, None) => true,
+                (None, Some(m)) => record
+                    .refresh_every_ms
+                    .is_some_and(|every| now >= m.data_as_of_ms.saturating_add(every)),
+            };
+            if due && let Err(e) = self.start_refresh(&record.name, "quarry") {
+                tracing::warn!(reflection = %record.name, "cannot start a refresh: {e}");
+            }
         }
     }
 
@@ -585,6 +672,8 @@ impl Engine {
                 })?;
             let record = stored.record;
             let refreshing = self
+                .datasets
+                .reflection_state()
                 .refreshing
                 .lock()
                 .map(|r| r.contains_key(name))
@@ -733,6 +822,8 @@ impl Engine {
                 None => None,
             };
             let refreshing = self
+                .datasets
+                .reflection_state()
                 .refreshing
                 .lock()
                 .map(|r| r.contains_key(&record.name))
@@ -802,5 +893,84 @@ impl Engine {
 struct PlannedRefresh {
     outcome: super::Outcome,
     folder: url::Url,
+    /// Appending to the current materialization (whose folder must survive a failure).
+    incremental: bool,
     materialization: Materialization,
+}
+
+/// How to refresh, and why: the current materialization to append to when the dataset
+/// only gained files since it was computed; None (a full refresh) otherwise.
+fn refresh_method<'r>(
+    record: &'r ReflectionRecord,
+    dataset: &DatasetRecord,
+    inputs: &[InputSnapshot],
+) -> (String, Option<&'r Materialization>) {
+    let full = |why: &str| (format!("full: {why}"), None);
+    let Some(previous) = &record.materialization else {
+        return full("no materialization yet");
+    };
+    if record.last_error.is_some() {
+        return full("the last refresh failed");
+    }
+    match &dataset.definition {
+        DatasetDefinition::View(_) => return full("the dataset is a view"),
+        DatasetDefinition::Table(t) if t.format == DELTA_FORMAT => {
+            return full("the dataset is a managed table");
+        }
+        DatasetDefinition::Table(_) => {}
+    }
+    if previous.inputs.is_empty() {
+        return full("the last materialization recorded no inputs");
+    }
+    let now: HashSet<&InputSnapshot> = inputs.iter().collect();
+    if let Some(changed) = previous.inputs.iter().find(|i| !now.contains(i)) {
+        return full(&format!("{} changed or was removed", changed.path));
+    }
+    let added = inputs.len() - previous.inputs.len();
+    if added == 0 {
+        return full("no file was added");
+    }
+    (
+        format!("incremental: {added} files added, none changed or removed"),
+        Some(previous),
+    )
+}
+
+/// `plan` with its file scans reading only the files `keep` accepts.
+fn only_files(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, QuarryError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+    use datafusion::datasource::source::DataSourceExec;
+    let rewritten = plan.transform_up(|node| {
+        let Some(source) = node.downcast_ref::<DataSourceExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>() else {
+            return Ok(Transformed::no(node));
+        };
+        let groups: Vec<FileGroup> = scan
+            .file_groups
+            .iter()
+            .map(|group| {
+                FileGroup::new(
+                    group
+                        .files()
+                        .iter()
+                        .filter(|f| keep(f.object_meta.location.as_ref()))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .filter(|group| !group.is_empty())
+            .collect();
+        let config = FileScanConfigBuilder::from(scan.clone())
+            .with_file_groups(groups)
+            .build();
+        Ok(Transformed::yes(DataSourceExec::from_data_source(config)
+            as Arc<dyn datafusion::physical_plan::ExecutionPlan>))
+    })?;
+    Ok(rewritten.data)
 }

@@ -7,11 +7,127 @@
 
 pub mod matching;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use arrow::datatypes::{DataType, Schema};
 use quarry_catalog::{MeasureFunction, ReflectionKind, ReflectionRecord};
 use quarry_common::QuarryError;
+
+/// What the coordinator knows of reflections beyond their records: the refreshes
+/// running, and how often planning considered, matched and chose each one.
+#[derive(Debug, Default)]
+pub struct ReflectionState {
+    /// Reflection name -> the id of its running refresh job.
+    pub refreshing: Mutex<HashMap<String, String>>,
+    usage: Mutex<HashMap<String, Usage>>,
+    /// Reflection name -> (refreshes failed in a row, when the last one ended).
+    failures: Mutex<HashMap<String, (u32, u64)>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub considered: u64,
+    pub matched: u64,
+    pub chosen: u64,
+}
+
+impl ReflectionState {
+    pub fn is_refreshing(&self, name: &str) -> bool {
+        self.refreshing
+            .lock()
+            .map(|r| r.contains_key(name))
+            .unwrap_or(false)
+    }
+
+    pub fn count(&self, considered: &[matching::Considered]) {
+        if let Ok(mut usage) = self.usage.lock() {
+            for c in considered {
+                let entry = usage.entry(c.name.clone()).or_default();
+                entry.considered += 1;
+                entry.matched += u64::from(c.matched);
+                entry.chosen += u64::from(c.chosen);
+            }
+        }
+    }
+
+    pub fn failed(&self, name: &str, now_ms: u64) {
+        if let Ok(mut failures) = self.failures.lock() {
+            let entry = failures.entry(name.to_string()).or_insert((0, now_ms));
+            *entry = (entry.0.saturating_add(1), now_ms);
+        }
+    }
+
+    pub fn succeeded(&self, name: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(name);
+        }
+    }
+
+    /// When a failed reflection is tried again: 30 s after its first failure, doubling
+    /// with each further one, at most an hour apart.
+    pub fn retry_at(&self, name: &str) -> Option<u64> {
+        let failures = self.failures.lock().ok()?;
+        let (count, last) = *failures.get(name)?;
+        let backoff = 30_000u64.saturating_mul(1 << count.saturating_sub(1).min(7));
+        Some(last.saturating_add(backoff.min(3_600_000)))
+    }
+
+    pub fn usage(&self, name: &str) -> Usage {
+        self.usage
+            .lock()
+            .ok()
+            .and_then(|u| u.get(name).copied())
+            .unwrap_or_default()
+    }
+}
+
+/// A definition as one line: `DIMENSIONS (date BY DAY, city) MEASURES (revenue (SUM))`.
+pub fn describe(record: &ReflectionRecord) -> String {
+    let mut text = match &record.kind {
+        ReflectionKind::Raw { display } => format!("DISPLAY ({})", display.join(", ")),
+        ReflectionKind::Aggregate {
+            dimensions,
+            measures,
+        } => {
+            let dims: Vec<String> = dimensions
+                .iter()
+                .map(|d| {
+                    if d.by_day {
+                        format!("{} BY DAY", d.column)
+                    } else {
+                        d.column.clone()
+                    }
+                })
+                .collect();
+            let measures: Vec<String> = measures
+                .iter()
+                .map(|m| {
+                    let functions: Vec<&str> = m.functions.iter().map(|f| f.name()).collect();
+                    format!("{} ({})", m.column, functions.join(", "))
+                })
+                .collect();
+            format!(
+                "DIMENSIONS ({}) MEASURES ({})",
+                dims.join(", "),
+                measures.join(", ")
+            )
+        }
+    };
+    if !record.partition_by.is_empty() {
+        text.push_str(&format!(
+            " PARTITION BY ({})",
+            record.partition_by.join(", ")
+        ));
+    }
+    if !record.localsort_by.is_empty() {
+        text.push_str(&format!(
+            " LOCALSORT BY ({})",
+            record.localsort_by.join(", ")
+        ));
+    }
+    text
+}
 
 /// An aggregation reflection's row count column.
 pub const COUNT_COLUMN: &str = "__count";

@@ -5,6 +5,7 @@
 //! only their own jobs, tasks, user and privileges.
 
 pub(crate) mod access;
+mod reflections;
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub struct SystemTables {
     cluster: Arc<Cluster>,
     jobs: Arc<Jobs>,
     access: Arc<AccessControl>,
+    catalog: quarry_catalog::Catalog,
+    reflections: Arc<crate::reflections::ReflectionState>,
     /// Also offer `sys.test_stall`, a source that never yields (for tests).
     test_sources: bool,
 }
@@ -43,12 +46,16 @@ impl SystemTables {
         cluster: Arc<Cluster>,
         jobs: Arc<Jobs>,
         access: Arc<AccessControl>,
+        catalog: quarry_catalog::Catalog,
+        reflections: Arc<crate::reflections::ReflectionState>,
         test_sources: bool,
     ) -> Self {
         SystemTables {
             cluster,
             jobs,
             access,
+            catalog,
+            reflections,
             test_sources,
         }
     }
@@ -75,7 +82,16 @@ impl SystemSchema {
     }
 }
 
-const SYSTEM_TABLES: [&str; 6] = ["jobs", "nodes", "privileges", "roles", "tasks", "users"];
+const SYSTEM_TABLES: [&str; 8] = [
+    "jobs",
+    "materializations",
+    "nodes",
+    "privileges",
+    "reflections",
+    "roles",
+    "tasks",
+    "users",
+];
 
 /// `sys.test_stall`: two partitions that never produce a row, scanned on executors.
 #[derive(Debug)]
@@ -320,6 +336,13 @@ impl SchemaProvider for SystemSchema {
             "users" => access::users(&tables.access, viewer).map(Some),
             "roles" => access::roles(&tables.access, viewer).map(Some),
             "privileges" => access::privileges(&tables.access, viewer).map(Some),
+            "reflections" => {
+                reflections::reflections(&tables.catalog, &tables.reflections, &self.viewer)
+                    .map(Some)
+            }
+            "materializations" => {
+                reflections::materializations(&tables.catalog, &self.viewer).map(Some)
+            }
             "test_stall" if tables.test_sources => Ok(Some(Arc::new(StallTable))),
             _ => Ok(None),
         }

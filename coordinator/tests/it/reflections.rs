@@ -35,7 +35,8 @@ fn lines(batches: &[RecordBatch]) -> Vec<String> {
         .filter(|l| l.starts_with('|'))
         .skip(1)
         .map(|l| {
-            l.split('|')
+            l.trim_matches('|')
+                .split('|')
                 .map(|cell| {
                     let cell = cell.trim();
                     match cell.parse::<f64>() {
@@ -437,5 +438,160 @@ async fn a_thousand_random_queries_answer_the_same_with_reflections() {
     assert!(
         served * 2 >= total,
         "only {served} of {total} were accelerated"
+    );
+}
+
+fn write_sales(dir: &std::path::Path, part: usize, rows: usize) {
+    let mut text = String::from("id,city,amount\n");
+    for i in 0..rows {
+        let city = ["Lyon", "Oslo", "Rome"][(i + part) % 3];
+        text.push_str(&format!("{},{city},{}.5\n", part * 10_000 + i, i % 17));
+    }
+    std::fs::write(dir.join(format!("sales-{part}.csv")), text).expect("csv");
+}
+
+/// Files appended to a source: the stale materialization serves only within its grace
+/// period and `max_staleness`; an incremental refresh then serves the new rows with the
+/// answer a full refresh gives; a failing refresh marks the reflection failed and
+/// queries run on the base data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
+    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let session = engine.new_session("test");
+    let data = cluster.dir.path().join("data/sales");
+    std::fs::create_dir_all(&data).expect("data dir");
+    write_sales(&data, 0, 300);
+    let root = data.parent().expect("root").canonicalize().expect("root");
+    for statement in [
+        format!(
+            "CREATE SOURCE files TYPE local WITH (root = '{}')",
+            root.display()
+        ),
+        "CREATE SCHEMA raw".to_string(),
+        "CREATE TABLE raw.sales FROM files 'sales/' FORMAT csv WITH (header = true)".to_string(),
+        "ALTER TABLE raw.sales CREATE AGGREGATE REFLECTION by_city USING DIMENSIONS (city) \
+         MEASURES (amount (SUM, COUNT))"
+            .to_string(),
+        "WAIT FOR REFLECTION by_city TIMEOUT 60".to_string(),
+    ] {
+        sql(&engine, &session, &statement).await;
+    }
+    let query = "SELECT city, sum(amount), count(*) FROM raw.sales GROUP BY city";
+    let chosen = |record: &quarry_catalog::JobRecord| {
+        record
+            .reflections
+            .iter()
+            .any(|r| r.starts_with("by_city: chosen"))
+    };
+    let (before, record) = run_sql(&engine, &session, query).await;
+    assert!(chosen(&record), "{:?}", record.reflections);
+
+    write_sales(&data, 1, 120);
+    // Within its grace period the old materialization still answers (with old data).
+    let (stale, record) = run_sql(&engine, &session, query).await;
+    assert!(chosen(&record), "{:?}", record.reflections);
+    assert_eq!(lines(&stale), lines(&before));
+    assert!(record.data_as_of_ms.is_some());
+    // Asking for current data: its inputs changed, so the base data answers.
+    sql(
+        &engine,
+        &session,
+        "SET quarry.reflections.max_staleness = '0s'",
+    )
+    .await;
+    let (current, record) = run_sql(&engine, &session, query).await;
+    assert!(!chosen(&record), "{:?}", record.reflections);
+    assert!(
+        record.reflections.iter().any(|r| r.contains("stale")),
+        "{:?}",
+        record.reflections
+    );
+    assert_ne!(lines(&current), lines(&before));
+
+    // An incremental refresh reads the new file only and serves current data.
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE raw.sales REFRESH REFLECTIONS",
+    )
+    .await;
+    sql(&engine, &session, "WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    let method = sql(
+        &engine,
+        &session,
+        "SELECT method, reason, inputs FROM sys.materializations WHERE reflection = 'by_city'",
+    )
+    .await;
+    let said = lines(&method);
+    assert!(
+        said[0].starts_with("INCREMENTAL|incremental: 1 files added"),
+        "{said:?}"
+    );
+    let (fresh, record) = run_sql(&engine, &session, query).await;
+    assert!(chosen(&record), "{:?}", record.reflections);
+    assert_eq!(lines(&fresh), lines(&current));
+    // A full refresh of the same definition answers the same.
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE raw.sales CREATE AGGREGATE REFLECTION by_city_full USING DIMENSIONS (city) \
+         MEASURES (amount (SUM, COUNT))",
+    )
+    .await;
+    sql(
+        &engine,
+        &session,
+        "WAIT FOR REFLECTION by_city_full TIMEOUT 60",
+    )
+    .await;
+    sql(
+        &engine,
+        &session,
+        "SET quarry.reflections.choose = 'by_city_full'",
+    )
+    .await;
+    let (full, record) = run_sql(&engine, &session, query).await;
+    assert!(
+        record
+            .reflections
+            .iter()
+            .any(|r| r.starts_with("by_city_full: chosen")),
+        "{:?}",
+        record.reflections
+    );
+    assert_eq!(lines(&full), lines(&fresh));
+    sql(&engine, &session, "SET quarry.reflections.choose = ''").await;
+    sql(
+        &engine,
+        &session,
+        "SET quarry.reflections.max_staleness = ''",
+    )
+    .await;
+
+    // Past its grace period a materialization is never used.
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE raw.sales SET REFLECTION REFRESH NEVER GRACE '1s'",
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (expired, record) = run_sql(&engine, &session, query).await;
+    assert!(
+        record.reflections.iter().all(|r| r.contains("expired")),
+        "{:?}",
+        record.reflections
+    );
+    assert_eq!(lines(&expired), lines(&current));
+    let status = sql(
+        &engine,
+        &session,
+        "SELECT name, status, refresh_policy FROM sys.reflections ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        lines(&status),
+        ["by_city_full|EXPIRED|NEVER", "by_city|EXPIRED|NEVER"]
     );
 }
