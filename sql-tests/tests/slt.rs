@@ -50,6 +50,7 @@ slt! {
     errors => "errors.slt",
     distribution => "distribution.slt",
     system => "system.slt",
+    reflections => "reflections.slt",
 }
 
 /// A new `.slt` file anywhere under `slt/` fails this until it is listed above, so none

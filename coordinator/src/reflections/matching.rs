@@ -77,6 +77,16 @@ impl Report {
         }
     }
 
+    /// The chosen reflections were not used after all.
+    fn demote_chosen(&self, why: &str) {
+        if let Ok(mut seen) = self.0.lock() {
+            for considered in seen.values_mut().filter(|c| c.chosen) {
+                considered.chosen = false;
+                considered.detail = why.to_string();
+            }
+        }
+    }
+
     pub fn entries(&self) -> Vec<Considered> {
         self.0
             .lock()
@@ -109,24 +119,44 @@ pub struct RawRule {
     pub report: Arc<Report>,
 }
 
-/// The one scan under a chain of filters and aliases, with the filters' predicates.
-fn chain_scan(plan: &LogicalPlan) -> Option<(&TableScan, Vec<&Expr>)> {
-    let mut filters = Vec::new();
+/// The one scan under a chain of filters, aliases and projections.
+struct Chain<'a> {
+    scan: &'a TableScan,
+    /// Filter predicates and projected expressions: what the chain reads.
+    exprs: Vec<&'a Expr>,
+    /// The name the scan's columns have above the chain (its outermost alias).
+    qualifier: TableReference,
+    /// A projection sits in the chain: columns other than the dataset's are cut off.
+    projects: bool,
+}
+
+fn chain_scan(plan: &LogicalPlan) -> Option<Chain<'_>> {
+    let mut exprs = Vec::new();
+    let mut qualifier = None;
+    let mut projects = false;
     let mut node = plan;
     loop {
         match node {
             LogicalPlan::Filter(filter) => {
-                filters.push(&filter.predicate);
+                exprs.push(&filter.predicate);
                 node = filter.input.as_ref();
             }
-            LogicalPlan::SubqueryAlias(alias) => node = alias.input.as_ref(),
+            LogicalPlan::SubqueryAlias(alias) => {
+                qualifier.get_or_insert_with(|| alias.alias.clone());
+                node = alias.input.as_ref();
+            }
             LogicalPlan::Projection(projection) => {
-                // Only the projections a query's own SELECT adds under a DISTINCT.
-                filters.extend(projection.expr.iter());
+                exprs.extend(projection.expr.iter());
+                projects = true;
                 node = projection.input.as_ref();
             }
             LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
-                return Some((scan, filters));
+                return Some(Chain {
+                    scan,
+                    exprs,
+                    qualifier: qualifier.unwrap_or_else(|| scan.table_name.clone()),
+                    projects,
+                });
             }
             _ => return None,
         }
@@ -156,12 +186,19 @@ impl OptimizerRule for AggregateRule {
         }
         plan.transform_down(|node| {
             let replaced = match &node {
-                LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate)?,
+                LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
                 LogicalPlan::Distinct(Distinct::All(input)) => self
-                    .distinct(input)?
-                    .map(|input| LogicalPlan::Distinct(Distinct::All(Arc::new(input)))),
-                _ => None,
+                    .distinct(input)
+                    .map(|d| d.map(|input| LogicalPlan::Distinct(Distinct::All(Arc::new(input))))),
+                _ => Ok(None),
             };
+            // A plan the rule cannot rewrite runs on the base data: a reflection never
+            // fails a query.
+            let replaced = replaced.unwrap_or_else(|e| {
+                tracing::warn!("cannot answer from a reflection: {e}");
+                self.report.demote_chosen(&format!("not used: {e}"));
+                None
+            });
             Ok(match replaced {
                 Some(plan) => Transformed::new(plan, true, TreeNodeRecursion::Jump),
                 None => Transformed::no(node),
@@ -203,19 +240,33 @@ impl AggregateRule {
     }
 
     fn aggregate(&self, aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
-        let Some((scan, filters)) = chain_scan(&aggregate.input) else {
+        let Some(chain) = chain_scan(&aggregate.input) else {
             return Ok(None);
         };
+        let (scan, filters, qualifier) = (chain.scan, &chain.exprs, &chain.qualifier);
         let verdict = |candidate: &Candidate| match &candidate.kind {
             ReflectionKind::Aggregate {
                 dimensions,
                 measures,
             } => {
+                if aggregate
+                    .group_expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::GroupingSet(_)))
+                {
+                    return Err("GROUPING SETS, ROLLUP and CUBE are not matched yet".to_string());
+                }
+                if chain.projects {
+                    return Err(
+                        "a projection between the aggregate and the scan hides the measures"
+                            .to_string(),
+                    );
+                }
                 let dims = Dimensions::of(dimensions, scan);
                 dims.check_keys(&aggregate.group_expr, "GROUP BY key")?;
                 dims.check_keys(filters.iter().copied(), "filter")?;
                 for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
-                    rollup(expr, output_type(aggregate, i), &dims, measures, scan)?;
+                    rollup(expr, output_type(aggregate, i), &dims, measures, qualifier)?;
                 }
                 Ok(())
             }
@@ -249,7 +300,7 @@ impl AggregateRule {
                 let mut finals = Vec::new();
                 for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
                     let (parts, finish) =
-                        rollup(expr, output_type(aggregate, i), &dims, measures, scan)
+                        rollup(expr, output_type(aggregate, i), &dims, measures, qualifier)
                             .map_err(datafusion::error::DataFusionError::Plan)?;
                     let first = partials.len();
                     partials.extend(parts);
@@ -286,9 +337,10 @@ impl AggregateRule {
 
     /// `SELECT DISTINCT` of dimensions (or of a raw reflection's columns).
     fn distinct(&self, input: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
-        let Some((scan, exprs)) = chain_scan(input) else {
+        let Some(chain) = chain_scan(input) else {
             return Ok(None);
         };
+        let (scan, exprs) = (chain.scan, chain.exprs);
         let verdict = |candidate: &Candidate| match &candidate.kind {
             ReflectionKind::Aggregate { dimensions, .. } => {
                 Dimensions::of(dimensions, scan).check_keys(exprs.iter().copied(), "column")
@@ -469,7 +521,7 @@ fn rollup(
     output: DataType,
     dims: &Dimensions,
     measures: &[quarry_catalog::Measure],
-    scan: &TableScan,
+    qualifier: &TableReference,
 ) -> Result<(Vec<Expr>, Finish), String> {
     let (inner, _) = match expr {
         Expr::Alias(alias) => (alias.expr.as_ref(), Some(&alias.name)),
@@ -492,7 +544,7 @@ fn rollup(
     };
     let measure = |column: &str, f: MeasureFunction| {
         Expr::Column(Column::new(
-            Some(scan.table_name.clone()),
+            Some(qualifier.clone()),
             measure_column(column, f),
         ))
     };
@@ -509,7 +561,7 @@ fn rollup(
             _ => false,
         }
     {
-        let rows = Expr::Column(Column::new(Some(scan.table_name.clone()), COUNT_COLUMN));
+        let rows = Expr::Column(Column::new(Some(qualifier.clone()), COUNT_COLUMN));
         return Ok((vec![sum(rows)], Finish::ZeroIfEmpty(output)));
     }
     let Some(column) = column else {
