@@ -751,8 +751,14 @@ impl Engine {
         let mut scanned: HashSet<(String, String)> = HashSet::new();
         let default_schema = session.default_schema();
         let _ = plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                let (schema, name) = match &scan.table_name {
+            let name = match node {
+                LogicalPlan::TableScan(scan) => Some(&scan.table_name),
+                // Views are inlined under an alias named after them.
+                LogicalPlan::SubqueryAlias(alias) => Some(&alias.alias),
+                _ => None,
+            };
+            if let Some(name) = name {
+                let (schema, name) = match name {
                     TableReference::Bare { table } => (default_schema.clone(), table.to_string()),
                     TableReference::Partial { schema, table }
                     | TableReference::Full { schema, table, .. } => {
@@ -879,6 +885,10 @@ impl Engine {
                 schema: record.schema.clone(),
                 dataset: record.dataset.clone(),
                 kind: record.kind.clone(),
+                view: matches!(
+                    dataset.as_ref().map(|d| &d.definition),
+                    Some(DatasetDefinition::View(_))
+                ),
                 table,
                 rows: record.materialization.as_ref().map_or(0, |m| m.rows),
                 data_as_of_ms,

@@ -28,8 +28,8 @@ use datafusion::error::Result as DfResult;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    Aggregate, Distinct, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
-    TableScan, cast, lit,
+    Aggregate, Distinct, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias, cast,
+    lit,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use quarry_catalog::{MeasureFunction, ReflectionKind};
@@ -43,6 +43,8 @@ pub struct Candidate {
     pub schema: String,
     pub dataset: String,
     pub kind: ReflectionKind,
+    /// The dataset is a view (inlined into queries under its name).
+    pub view: bool,
     /// The materialization (None when there is none).
     pub table: Option<Arc<dyn TableProvider>>,
     pub rows: u64,
@@ -95,9 +97,9 @@ impl Report {
     }
 }
 
-/// The dataset a scan reads, as (schema, name).
-fn scanned(scan: &TableScan, default_schema: &str) -> (String, String) {
-    match &scan.table_name {
+/// The dataset a name refers to, as (schema, name).
+fn resolve(name: &TableReference, default_schema: &str) -> (String, String) {
+    match name {
         TableReference::Bare { table } => (default_schema.to_string(), table.to_string()),
         TableReference::Partial { schema, table } | TableReference::Full { schema, table, .. } => {
             (schema.to_string(), table.to_string())
@@ -119,9 +121,18 @@ pub struct RawRule {
     pub report: Arc<Report>,
 }
 
-/// The one scan under a chain of filters, aliases and projections.
+/// What an aggregate reads at the bottom of its chain: a table's scan, or a view (whose
+/// plan the SQL planner inlined under an alias named after it).
+struct Leaf {
+    name: TableReference,
+    /// The dataset's columns with their types.
+    schema: arrow::datatypes::SchemaRef,
+    view: bool,
+}
+
+/// The one dataset under a chain of filters, aliases and projections.
 struct Chain<'a> {
-    scan: &'a TableScan,
+    leaf: Leaf,
     /// Filter predicates and projected expressions: what the chain reads.
     exprs: Vec<&'a Expr>,
     /// The name the scan's columns have above the chain (its outermost alias).
@@ -130,7 +141,10 @@ struct Chain<'a> {
     projects: bool,
 }
 
-fn chain_scan(plan: &LogicalPlan) -> Option<Chain<'_>> {
+fn chain_scan<'a>(
+    plan: &'a LogicalPlan,
+    is_view: &dyn Fn(&TableReference) -> bool,
+) -> Option<Chain<'a>> {
     let mut exprs = Vec::new();
     let mut qualifier = None;
     let mut projects = false;
@@ -140,6 +154,18 @@ fn chain_scan(plan: &LogicalPlan) -> Option<Chain<'_>> {
             LogicalPlan::Filter(filter) => {
                 exprs.push(&filter.predicate);
                 node = filter.input.as_ref();
+            }
+            LogicalPlan::SubqueryAlias(alias) if is_view(&alias.alias) => {
+                return Some(Chain {
+                    leaf: Leaf {
+                        name: alias.alias.clone(),
+                        schema: Arc::new(alias.schema.as_arrow().clone()),
+                        view: true,
+                    },
+                    exprs,
+                    qualifier: qualifier.unwrap_or_else(|| alias.alias.clone()),
+                    projects,
+                });
             }
             LogicalPlan::SubqueryAlias(alias) => {
                 qualifier.get_or_insert_with(|| alias.alias.clone());
@@ -152,7 +178,11 @@ fn chain_scan(plan: &LogicalPlan) -> Option<Chain<'_>> {
             }
             LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
                 return Some(Chain {
-                    scan,
+                    leaf: Leaf {
+                        name: scan.table_name.clone(),
+                        schema: scan.source.schema(),
+                        view: false,
+                    },
                     exprs,
                     qualifier: qualifier.unwrap_or_else(|| scan.table_name.clone()),
                     projects,
@@ -208,13 +238,20 @@ impl OptimizerRule for AggregateRule {
 }
 
 impl AggregateRule {
+    fn is_view(&self, name: &TableReference) -> bool {
+        let (schema, dataset) = resolve(name, &self.default_schema);
+        self.candidates
+            .iter()
+            .any(|c| c.view && c.schema == schema && c.dataset == dataset)
+    }
+
     /// The best candidate for a subtree over `scan`: Ok(candidate) or nothing matched.
     fn choose<'c>(
         &'c self,
-        scan: &TableScan,
+        leaf: &Leaf,
         verdict: impl Fn(&Candidate) -> Result<(), String>,
     ) -> Option<&'c Candidate> {
-        let (schema, dataset) = scanned(scan, &self.default_schema);
+        let (schema, dataset) = resolve(&leaf.name, &self.default_schema);
         let mut matched: Vec<&Candidate> = Vec::new();
         for candidate in self
             .candidates
@@ -240,10 +277,11 @@ impl AggregateRule {
     }
 
     fn aggregate(&self, aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
-        let Some(chain) = chain_scan(&aggregate.input) else {
+        let is_view = |name: &TableReference| self.is_view(name);
+        let Some(chain) = chain_scan(&aggregate.input, &is_view) else {
             return Ok(None);
         };
-        let (scan, filters, qualifier) = (chain.scan, &chain.exprs, &chain.qualifier);
+        let (scan, filters, qualifier) = (&chain.leaf, &chain.exprs, &chain.qualifier);
         let verdict = |candidate: &Candidate| match &candidate.kind {
             ReflectionKind::Aggregate {
                 dimensions,
@@ -266,7 +304,14 @@ impl AggregateRule {
                 dims.check_keys(&aggregate.group_expr, "GROUP BY key")?;
                 dims.check_keys(filters.iter().copied(), "filter")?;
                 for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
-                    rollup(expr, output_type(aggregate, i), &dims, measures, qualifier)?;
+                    rollup(
+                        expr,
+                        output_type(aggregate, i),
+                        &dims,
+                        measures,
+                        qualifier,
+                        &scan.schema,
+                    )?;
                 }
                 Ok(())
             }
@@ -299,9 +344,15 @@ impl AggregateRule {
                 let mut partials = Vec::new();
                 let mut finals = Vec::new();
                 for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
-                    let (parts, finish) =
-                        rollup(expr, output_type(aggregate, i), &dims, measures, qualifier)
-                            .map_err(datafusion::error::DataFusionError::Plan)?;
+                    let (parts, finish) = rollup(
+                        expr,
+                        output_type(aggregate, i),
+                        &dims,
+                        measures,
+                        qualifier,
+                        &scan.schema,
+                    )
+                    .map_err(datafusion::error::DataFusionError::Plan)?;
                     let first = partials.len();
                     partials.extend(parts);
                     finals.push((first, finish));
@@ -337,10 +388,11 @@ impl AggregateRule {
 
     /// `SELECT DISTINCT` of dimensions (or of a raw reflection's columns).
     fn distinct(&self, input: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
-        let Some(chain) = chain_scan(input) else {
+        let is_view = |name: &TableReference| self.is_view(name);
+        let Some(chain) = chain_scan(input, &is_view) else {
             return Ok(None);
         };
-        let (scan, exprs) = (chain.scan, chain.exprs);
+        let (scan, exprs) = (&chain.leaf, chain.exprs);
         let verdict = |candidate: &Candidate| match &candidate.kind {
             ReflectionKind::Aggregate { dimensions, .. } => {
                 Dimensions::of(dimensions, scan).check_keys(exprs.iter().copied(), "column")
@@ -402,8 +454,8 @@ struct Dimensions {
 }
 
 impl Dimensions {
-    fn of(dimensions: &[quarry_catalog::Dimension], scan: &TableScan) -> Self {
-        let schema = scan.source.schema();
+    fn of(dimensions: &[quarry_catalog::Dimension], scan: &Leaf) -> Self {
+        let schema = &scan.schema;
         let truncated = dimensions
             .iter()
             .filter(|d| d.by_day)
@@ -522,6 +574,7 @@ fn rollup(
     dims: &Dimensions,
     measures: &[quarry_catalog::Measure],
     qualifier: &TableReference,
+    dataset_types: &arrow::datatypes::Schema,
 ) -> Result<(Vec<Expr>, Finish), String> {
     let (inner, _) = match expr {
         Expr::Alias(alias) => (alias.expr.as_ref(), Some(&alias.name)),
@@ -548,8 +601,24 @@ fn rollup(
             measure_column(column, f),
         ))
     };
+    // A column, or a column widened to another number type (as AVG and SUM of an
+    // integer column are planned); the widening keeps order, sums and counts.
     let column = match params.args.as_slice() {
         [Expr::Column(c)] => Some(c),
+        [Expr::Cast(datafusion::logical_expr::Cast { expr, field })]
+            if field.data_type().is_numeric() =>
+        {
+            match expr.as_ref() {
+                Expr::Column(c)
+                    if dataset_types
+                        .field_with_name(&c.name)
+                        .is_ok_and(|f| f.data_type().is_numeric()) =>
+                {
+                    Some(c)
+                }
+                _ => None,
+            }
+        }
         _ => None,
     };
     // COUNT(*) (planned as COUNT(1)) and COUNT of a constant: a sum of the row counts.
@@ -625,11 +694,11 @@ fn rollup(
 
 /// `plan` (a chain of filters and aliases over `scan`) with the scan replaced by the
 /// chosen reflection, under the scan's own name and with its columns' types.
-fn replace_scan(plan: &LogicalPlan, scan: &TableScan, chosen: &Candidate) -> DfResult<LogicalPlan> {
+fn replace_scan(plan: &LogicalPlan, scan: &Leaf, chosen: &Candidate) -> DfResult<LogicalPlan> {
     let Some(table) = &chosen.table else {
         return datafusion::common::plan_err!("reflection {} has no materialization", chosen.name);
     };
-    let dataset = scan.source.schema();
+    let dataset = &scan.schema;
     let reflection = LogicalPlanBuilder::scan(
         TableReference::bare(format!("__reflection_{}", chosen.name)),
         provider_as_source(Arc::clone(table)),
@@ -652,12 +721,13 @@ fn replace_scan(plan: &LogicalPlan, scan: &TableScan, chosen: &Candidate) -> DfR
         })
         .collect();
     let typed = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(reflection))?);
-    let replacement = LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
-        Arc::new(typed),
-        scan.table_name.clone(),
-    )?);
+    let replacement =
+        LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(Arc::new(typed), scan.name.clone())?);
     let replaced = plan.clone().transform_up(|node| match node {
-        LogicalPlan::TableScan(s) if s.table_name == scan.table_name => {
+        LogicalPlan::TableScan(s) if !scan.view && s.table_name == scan.name => {
+            Ok(Transformed::yes(replacement.clone()))
+        }
+        LogicalPlan::SubqueryAlias(a) if scan.view && a.alias == scan.name => {
             Ok(Transformed::yes(replacement.clone()))
         }
         other => Ok(Transformed::yes(other.recompute_schema()?)),
@@ -708,7 +778,7 @@ impl OptimizerRule for RawRule {
             let LogicalPlan::TableScan(scan) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let (schema, dataset) = scanned(scan, &self.default_schema);
+            let (schema, dataset) = resolve(&scan.table_name, &self.default_schema);
             let read: HashSet<String> = scan
                 .projected_schema
                 .fields()
