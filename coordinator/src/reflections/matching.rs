@@ -139,11 +139,15 @@ struct Chain<'a> {
     qualifier: TableReference,
     /// A projection sits in the chain: columns other than the dataset's are cut off.
     projects: bool,
+    /// The chain joins other tables: the expressions above and in the joins, which may
+    /// read the dataset's columns only where they are dimensions.
+    joined: Option<Vec<&'a Expr>>,
 }
 
 fn chain_scan<'a>(
     plan: &'a LogicalPlan,
     is_view: &dyn Fn(&TableReference) -> bool,
+    has_candidates: &dyn Fn(&TableReference) -> bool,
 ) -> Option<Chain<'a>> {
     let mut exprs = Vec::new();
     let mut qualifier = None;
@@ -165,6 +169,7 @@ fn chain_scan<'a>(
                     exprs,
                     qualifier: qualifier.unwrap_or_else(|| alias.alias.clone()),
                     projects,
+                    joined: None,
                 });
             }
             LogicalPlan::SubqueryAlias(alias) => {
@@ -186,6 +191,51 @@ fn chain_scan<'a>(
                     exprs,
                     qualifier: qualifier.unwrap_or_else(|| scan.table_name.clone()),
                     projects,
+                    joined: None,
+                });
+            }
+            // A join of the dataset with other tables (a star schema's dimension tables):
+            // every row of the dataset meets the same rows of the others whether it is
+            // read raw or grouped, so sums, counts, minimums and maximums are kept as long
+            // as the dataset's side is never padded with NULL rows.
+            LogicalPlan::Join(join) if qualifier.is_none() => {
+                use datafusion::logical_expr::JoinType;
+                let left_ok = matches!(join.join_type, JoinType::Inner | JoinType::Left);
+                let right_ok = matches!(join.join_type, JoinType::Inner | JoinType::Right);
+                let side = |plan: &'a LogicalPlan, ok: bool| {
+                    ok.then(|| chain_scan(plan, is_view, has_candidates))
+                        .flatten()
+                        .filter(|c| has_candidates(&c.leaf.name))
+                };
+                let (fact, other) = match (side(&join.left, left_ok), side(&join.right, right_ok)) {
+                    (Some(fact), None) => (fact, join.right.as_ref()),
+                    (None, Some(fact)) => (fact, join.left.as_ref()),
+                    _ => return None,
+                };
+                // A self-join reads the dataset on both sides.
+                let mut again = false;
+                let _ = other.apply(|n| {
+                    if let LogicalPlan::TableScan(s) = n
+                        && s.table_name == fact.leaf.name
+                    {
+                        again = true;
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+                if again || join.null_equality == datafusion::common::NullEquality::NullEqualsNull {
+                    return None;
+                }
+                let mut joined = exprs;
+                joined.extend(fact.joined.unwrap_or_default());
+                for (l, r) in &join.on {
+                    joined.push(l);
+                    joined.push(r);
+                }
+                joined.extend(join.filter.iter());
+                return Some(Chain {
+                    joined: Some(joined),
+                    projects: projects || fact.projects,
+                    ..fact
                 });
             }
             _ => return None,
@@ -238,6 +288,13 @@ impl OptimizerRule for AggregateRule {
 }
 
 impl AggregateRule {
+    fn has_candidates(&self, name: &TableReference) -> bool {
+        let (schema, dataset) = resolve(name, &self.default_schema);
+        self.candidates
+            .iter()
+            .any(|c| c.schema == schema && c.dataset == dataset)
+    }
+
     fn is_view(&self, name: &TableReference) -> bool {
         let (schema, dataset) = resolve(name, &self.default_schema);
         self.candidates
@@ -278,9 +335,13 @@ impl AggregateRule {
 
     fn aggregate(&self, aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
         let is_view = |name: &TableReference| self.is_view(name);
-        let Some(chain) = chain_scan(&aggregate.input, &is_view) else {
+        let has = |name: &TableReference| self.has_candidates(name);
+        let Some(chain) = chain_scan(&aggregate.input, &is_view, &has) else {
             return Ok(None);
         };
+        // In a join only the dataset's columns are checked against the reflection.
+        let only = chain.joined.as_ref().map(|_| &chain.qualifier);
+        let joined: &[&Expr] = chain.joined.as_deref().unwrap_or_default();
         let (scan, filters, qualifier) = (&chain.leaf, &chain.exprs, &chain.qualifier);
         let verdict = |candidate: &Candidate| match &candidate.kind {
             ReflectionKind::Aggregate {
@@ -301,9 +362,18 @@ impl AggregateRule {
                     );
                 }
                 let dims = Dimensions::of(dimensions, scan);
-                dims.check_keys(&aggregate.group_expr, "GROUP BY key")?;
+                dims.check_keys_of(&aggregate.group_expr, "GROUP BY key", only)?;
                 dims.check_keys(filters.iter().copied(), "filter")?;
+                dims.check_keys_of(joined.iter().copied(), "join or filter", only)?;
                 for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+                    if let Some(q) = only
+                        && expr
+                            .column_refs()
+                            .iter()
+                            .any(|c| c.relation.as_ref() != Some(q))
+                    {
+                        return Err(format!("{expr} aggregates a column of a joined table"));
+                    }
                     rollup(
                         expr,
                         output_type(aggregate, i),
@@ -316,13 +386,16 @@ impl AggregateRule {
                 Ok(())
             }
             ReflectionKind::Raw { display } => {
-                let read = columns_of(
-                    aggregate
-                        .group_expr
-                        .iter()
-                        .chain(&aggregate.aggr_expr)
-                        .chain(filters.iter().copied()),
-                );
+                let read: HashSet<String> = aggregate
+                    .group_expr
+                    .iter()
+                    .chain(&aggregate.aggr_expr)
+                    .chain(joined.iter().copied())
+                    .flat_map(|e| e.column_refs())
+                    .filter(|c| only.is_none_or(|q| c.relation.as_ref() == Some(q)))
+                    .map(|c| c.name.clone())
+                    .chain(columns_of(filters.iter().copied()))
+                    .collect();
                 holds(display, &read)
             }
         };
@@ -389,9 +462,13 @@ impl AggregateRule {
     /// `SELECT DISTINCT` of dimensions (or of a raw reflection's columns).
     fn distinct(&self, input: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
         let is_view = |name: &TableReference| self.is_view(name);
-        let Some(chain) = chain_scan(input, &is_view) else {
+        let has = |name: &TableReference| self.has_candidates(name);
+        let Some(chain) = chain_scan(input, &is_view, &has) else {
             return Ok(None);
         };
+        if chain.joined.is_some() {
+            return Ok(None);
+        }
         let (scan, exprs) = (&chain.leaf, chain.exprs);
         let verdict = |candidate: &Candidate| match &candidate.kind {
             ReflectionKind::Aggregate { dimensions, .. } => {
@@ -478,8 +555,24 @@ impl Dimensions {
         exprs: impl IntoIterator<Item = &'a Expr>,
         what: &str,
     ) -> Result<(), String> {
+        self.check_keys_of(exprs, what, None)
+    }
+
+    /// As `check_keys`, for the columns of `only` (the dataset's, in a join) when given.
+    fn check_keys_of<'a>(
+        &self,
+        exprs: impl IntoIterator<Item = &'a Expr>,
+        what: &str,
+        only: Option<&TableReference>,
+    ) -> Result<(), String> {
         for expr in exprs {
-            let mut read = columns_of([expr]).into_iter().collect::<Vec<_>>();
+            let mut read: Vec<String> = expr
+                .column_refs()
+                .into_iter()
+                .filter(|c| only.is_none_or(|q| c.relation.as_ref() == Some(q)))
+                .map(|c| c.name.clone())
+                .collect();
+            read.dedup();
             read.sort();
             if let Some(column) = read.iter().find(|c| !self.names.contains(*c)) {
                 return Err(format!(
