@@ -26,6 +26,29 @@ pub struct Connection {
 pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    /// When a reflection answered: how old its data is, and which reflection it was.
+    pub accelerated: Option<String>,
+}
+
+/// The server's note on a result answered from reflections (FlightInfo app metadata).
+fn accelerated(app_metadata: &[u8]) -> Option<String> {
+    let note: serde_json::Value = serde_json::from_slice(app_metadata).ok()?;
+    let as_of = note.get("data_as_of")?.as_str()?;
+    let chosen: Vec<&str> = note
+        .get("reflections")
+        .and_then(|r| r.as_array())
+        .map(|all| {
+            all.iter()
+                .filter_map(|r| r.as_str())
+                .filter(|r| r.contains(": chosen"))
+                .filter_map(|r| r.split(':').next())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "data as of {as_of}, from reflection {}",
+        chosen.join(", ")
+    ))
 }
 
 /// The server's message, without the layers of wrapping around it.
@@ -99,6 +122,7 @@ impl Connection {
                 .try_decode_schema()
                 .map_err(|e| e.to_string())?,
         );
+        let accelerated = accelerated(&info.app_metadata);
         let mut batches = Vec::new();
         for endpoint in info.endpoint {
             let Some(ticket) = endpoint.ticket else {
@@ -108,6 +132,10 @@ impl Connection {
             let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(message)?;
             batches.append(&mut part);
         }
-        Ok(QueryResult { schema, batches })
+        Ok(QueryResult {
+            schema,
+            batches,
+            accelerated,
+        })
     }
 }

@@ -44,5 +44,8 @@ pub fn render(result: &QueryResult) -> String {
         }
     }
     let noun = if rows == 1 { "row" } else { "rows" };
-    format!("{table}\n({rows} {noun})\n\n")
+    match &result.accelerated {
+        Some(note) => format!("{table}\n({rows} {noun}; {note})\n\n"),
+        None => format!("{table}\n({rows} {noun})\n\n"),
+    }
 }

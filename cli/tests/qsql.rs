@@ -224,3 +224,26 @@ fn qsql_over_tls_with_a_login() {
     assert_ne!(code, 0);
     assert!(err.contains("wrong user name or password"), "{err}");
 }
+
+/// The README's reflection example, pasted into qsql: the answer says which reflection
+/// gave it and how old its data is, and EXPLAIN REFLECTIONS says why.
+#[test]
+fn qsql_shows_answers_from_reflections() {
+    let quarry = start_quarry();
+    let script = "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION daily_city \
+        USING DIMENSIONS (date BY DAY, city, product_category) \
+        MEASURES (revenue (SUM, COUNT), rating (SUM, COUNT));\n\
+        WAIT FOR REFLECTION daily_city TIMEOUT 120;\n\
+        SELECT product_category, sum(revenue) AS revenue FROM demo.orders GROUP BY 1 ORDER BY 2 DESC LIMIT 3;\n\
+        EXPLAIN REFLECTIONS SELECT city, avg(rating) FROM demo.orders GROUP BY city;\n\
+        EXPLAIN REFLECTIONS SELECT city, max(rating) FROM demo.orders GROUP BY city;\n";
+    let (code, out, err) = run(&quarry, &[], Some(script));
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(out.contains("can accelerate"), "{out}");
+    assert!(
+        out.contains("(3 rows; data as of ") && out.contains("from reflection daily_city)"),
+        "{out}"
+    );
+    assert!(out.contains("daily_city | chosen"), "{out}");
+    assert!(out.contains("needs the measure rating (MAX)"), "{out}");
+}

@@ -214,7 +214,7 @@ async fn aggregate_reflections_answer_rollups_with_the_same_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_reflections_serve_scans_of_their_columns() {
-    let (_cluster, engine, session) = start_with_orders().await;
+    let (cluster, engine, session) = start_with_orders().await;
     sql(
         &engine,
         &session,
@@ -233,6 +233,37 @@ async fn raw_reflections_serve_scans_of_their_columns() {
             "not accelerated: {query}"
         );
     }
+    // Over HTTP the answer says how old its data is and which reflection gave it; the
+    // job record says the same.
+    let client = reqwest::Client::new();
+    let answer: serde_json::Value = client
+        .post(format!("{}/api/v1/sql", cluster.http()))
+        .json(
+            &serde_json::json!({"sql": "SELECT city, sum(revenue) FROM demo.orders GROUP BY city"}),
+        )
+        .send()
+        .await
+        .expect("POST /api/v1/sql")
+        .json()
+        .await
+        .expect("json");
+    assert!(answer["dataAsOfMs"].as_u64().is_some(), "{answer}");
+    assert!(
+        answer["reflections"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("slim: chosen")),
+        "{answer}"
+    );
+    let id = answer["id"].as_str().expect("job id");
+    let job: serde_json::Value = client
+        .get(format!("{}/api/v1/jobs/{id}", cluster.http()))
+        .send()
+        .await
+        .expect("GET job")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(job["dataAsOfMs"], answer["dataAsOfMs"], "{job}");
     let said = verdicts(
         &engine,
         &session,

@@ -167,9 +167,22 @@ impl FlightSqlFrontend {
         let ticket = TicketStatementQuery {
             statement_handle: job.id.clone().into(),
         };
-        let info = flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)?
+        let mut info = flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)?
             .with_total_records(-1)
             .with_ordered(true);
+        // Which reflections answered, and how old their data is, for clients to show.
+        let record = job.record();
+        if let Some(as_of) = record.data_as_of_ms {
+            let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(as_of as i64)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            let metadata = serde_json::json!({
+                "job_id": record.id,
+                "data_as_of": when,
+                "reflections": record.reflections,
+            });
+            info = info.with_app_metadata(metadata.to_string().into_bytes());
+        }
         Ok(caller.respond(info))
     }
 

@@ -34,6 +34,8 @@ fn job_json(record: &JobRecord) -> serde_json::Value {
         "progress": {"tasksDone": record.tasks_done, "tasksTotal": record.tasks_total},
         "error": record.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
         "profile": record.profile,
+        "reflections": record.reflections,
+        "dataAsOfMs": record.data_as_of_ms,
     })
 }
 

@@ -84,8 +84,17 @@ fn rows_response(job: &Arc<Job>, row_count: u64, format: RowFormat) -> Response 
         .spool
         .schema()
         .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    // Answers from reflections say how old their data is, and which reflections.
+    let record = job.record();
+    let accelerated = match record.data_as_of_ms {
+        Some(as_of) => format!(
+            "\"dataAsOfMs\":{as_of},\"reflections\":{},",
+            serde_json::Value::from(record.reflections)
+        ),
+        None => String::new(),
+    };
     let head = format!(
-        "{{\"id\":{},\"state\":\"{COMPLETED}\",\"rowCount\":{row_count},\"columns\":{},\"rows\":[",
+        "{{\"id\":{},\"state\":\"{COMPLETED}\",\"rowCount\":{row_count},{accelerated}\"columns\":{},\"rows\":[",
         serde_json::Value::String(job.id.clone()),
         columns(&schema)
     );
