@@ -216,3 +216,93 @@ fn data_files(dir: &Path) -> usize {
     }
     n
 }
+
+/// SIGKILL of an executor while a reflection of lineitem refreshes: its tasks run again
+/// elsewhere, the refresh completes, and the reflection answers exactly as lineitem does.
+/// Tried until the kill lands while refresh tasks run.
+#[test]
+fn killing_an_executor_mid_refresh_still_builds_the_reflection() {
+    let data = tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, 3).expect("TPC-H data");
+    let mut cluster = ProcessCluster::start(3, 2, &[]);
+    cluster.create_tpch_tables(&data);
+    let mut retried = 0;
+    for attempt in 0..6 {
+        retried = refresh_with_a_kill(&mut cluster, &format!("flags{attempt}"));
+        cluster.add_executor("executor-2");
+        cluster.rest.wait_for_executors(3);
+        if retried > 0 {
+            break;
+        }
+    }
+    assert!(retried > 0, "no kill landed while refresh tasks ran");
+}
+
+/// One reflection built with executor-2 killed once its refresh runs; the tasks retried.
+fn refresh_with_a_kill(cluster: &mut ProcessCluster, name: &str) -> u64 {
+    let created = cluster.rest.sql(
+        &format!(
+            "ALTER TABLE lineitem CREATE AGGREGATE REFLECTION {name} USING DIMENSIONS \
+             (l_returnflag, l_linestatus, l_shipdate BY DAY) \
+             MEASURES (l_quantity (SUM, COUNT), l_extendedprice (SUM, MIN, MAX))"
+        ),
+        false,
+    );
+    assert_eq!(created["state"], "COMPLETED", "{created}");
+    let message = created["rows"][0]["result"].as_str().unwrap_or_default();
+    let job = message
+        .rsplit("refresh job ")
+        .next()
+        .expect("the refresh job's id")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = cluster.rest.job(&job)["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if state == "RUNNING" || state == "COMPLETED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refresh never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cluster.kill_executor("executor-2");
+    let (done, took) = cluster.rest.wait_job(&job, Duration::from_secs(180));
+    assert_eq!(done["state"], "COMPLETED", "the refresh failed: {done}");
+    let waited = cluster
+        .rest
+        .sql(&format!("WAIT FOR REFLECTION {name} TIMEOUT 60"), false);
+    assert_eq!(waited["state"], "COMPLETED", "{waited}");
+    let query = "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS q, count(*) AS n, \
+                 max(l_extendedprice) AS m FROM lineitem \
+                 WHERE l_shipdate <= DATE '1998-09-02' GROUP BY 1, 2 ORDER BY 1, 2";
+    let accelerated = cluster.rest.sql(
+        &format!("SET quarry.reflections.choose = '{name}'; {query}"),
+        false,
+    );
+    let used = accelerated["reflections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| {
+            r.as_str()
+                .is_some_and(|r| r.starts_with(&format!("{name}: chosen")))
+        });
+    assert!(used, "{accelerated}");
+    let off = cluster.rest.sql(
+        &format!("SET quarry.reflections.enabled = false; {query}"),
+        false,
+    );
+    assert!(off["reflections"].is_null(), "{off}");
+    assert_eq!(accelerated["rows"], off["rows"]);
+    let retried = cluster.rest.sql(
+        &format!("SELECT count(*) AS n FROM sys.tasks WHERE job_id = '{job}' AND (attempt > 0 OR failed_attempts > 0)"),
+        false,
+    );
+    let retried = retried["rows"][0]["n"].as_u64().unwrap_or(0);
+    eprintln!(
+        "refresh of lineitem with executor-2 killed: {took:?}, {retried} tasks retried; {}",
+        waited["rows"][0]["result"]
+    );
+    retried
+}

@@ -568,6 +568,8 @@ impl Engine {
     ) -> tokio::task::JoinHandle<()> {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
+            // Refreshes that a stopped coordinator left half-written are removed first.
+            engine.sweep_materializations().await;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -576,6 +578,51 @@ impl Engine {
                 engine.refresh_due();
             }
         })
+    }
+
+    /// Remove every materialization folder no reflection record points at.
+    async fn sweep_materializations(&self) {
+        let Ok(records) = self.datasets.catalog().list_reflections() else {
+            return;
+        };
+        let runtime = Arc::clone(self.datasets.runtime());
+        for record in records.into_iter().map(|s| s.record) {
+            let Ok(folder) = self.datasets.materialization_folder(&record.name) else {
+                continue;
+            };
+            let Ok(parent) = folder.join("..") else {
+                continue;
+            };
+            let current = record.materialization.as_ref().map(|m| m.location.clone());
+            let Ok(store_url) = datafusion::execution::object_store::ObjectStoreUrl::parse(
+                &parent[..url::Position::BeforePath],
+            ) else {
+                continue;
+            };
+            let Ok(store) = runtime.object_store(&store_url) else {
+                continue;
+            };
+            let Ok(prefix) = object_store::path::Path::from_url_path(parent.path()) else {
+                continue;
+            };
+            let Ok(listing) = store.list_with_delimiter(Some(&prefix)).await else {
+                continue;
+            };
+            for folder in listing.common_prefixes {
+                let Ok(url) = parent.join(&format!("{}/", folder.filename().unwrap_or_default()))
+                else {
+                    continue;
+                };
+                if current.as_deref() != Some(url.as_str())
+                    && !self.datasets.reflection_state().is_refreshing(&record.name)
+                {
+                    tracing::info!(%url, "removing an unfinished materialization");
+                    if let Err(e) = delta::purge(&runtime, &url).await {
+                        tracing::warn!(%url, "cannot remove an unfinished materialization: {e}");
+                    }
+                }
+            }
+        }
     }
 
     fn refresh_due(self: &Arc<Self>) {
