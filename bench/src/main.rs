@@ -10,6 +10,7 @@
 //! ```text
 //! cargo build --release --bins
 //! target/release/quarry-bench --sf 1 --sf 10 --load
+//! target/release/quarry-bench --reflections --orders 50000000
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
 mod load;
+mod reflections;
 mod write;
 
 #[derive(Parser)]
@@ -65,6 +67,12 @@ struct Args {
     /// Run the write benchmark (CTAS of lineitem) instead of the queries.
     #[arg(long)]
     write: bool,
+    /// Run the reflections benchmark (a dashboard over the tutorial's orders) instead.
+    #[arg(long)]
+    reflections: bool,
+    /// Orders of the reflections benchmark.
+    #[arg(long, default_value_t = 50_000_000)]
+    orders: u64,
     /// Where results are written.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
@@ -391,6 +399,9 @@ async fn main() -> Result<(), Error> {
         args.queries.clone()
     };
     std::fs::create_dir_all(&args.results)?;
+    if args.reflections {
+        return reflections::run(args.orders, &args.results).await;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_executor = args.slots.unwrap_or(cores);
     let slots = args.executors * per_executor;

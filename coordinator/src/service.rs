@@ -85,6 +85,13 @@ pub trait QueryService: Send + Sync + 'static {
         session: &Arc<Session>,
         statement: SecurityStatement,
     ) -> Result<RecordBatch, QuarryError>;
+    /// Run a reflection statement (for REST, which does not spell them in SQL); its
+    /// result rows.
+    async fn reflection(
+        &self,
+        session: &Arc<Session>,
+        statement: crate::sql::reflections::ReflectionStatement,
+    ) -> Result<RecordBatch, QuarryError>;
     /// How long a client that reads results later has to start reading.
     fn fetch_timeout(&self) -> Duration;
     /// A job's record, if the session's user may see it.
@@ -279,6 +286,14 @@ impl QueryService for Arc<Engine> {
     ) -> Result<RecordBatch, QuarryError> {
         let actor = self.access_for(session);
         Engine::run_security(self, session, &actor, statement).await
+    }
+
+    async fn reflection(
+        &self,
+        session: &Arc<Session>,
+        statement: crate::sql::reflections::ReflectionStatement,
+    ) -> Result<RecordBatch, QuarryError> {
+        self.run_reflection(session, statement).await
     }
 
     fn fetch_timeout(&self) -> Duration {

@@ -83,7 +83,7 @@ impl PlanningReports {
 const OLD_MATERIALIZATION_KEPT: Duration = Duration::from_secs(120);
 
 impl Engine {
-    pub(super) async fn run_reflection(
+    pub(crate) async fn run_reflection(
         self: &Arc<Self>,
         session: &Arc<Session>,
         statement: ReflectionStatement,
@@ -178,6 +178,20 @@ impl Engine {
                 name,
                 timeout_seconds,
             } => self.wait_for_reflection(&name, timeout_seconds).await,
+            ReflectionStatement::RefreshOne { name } => {
+                let record = self.named_reflection(session, &name)?;
+                let job = self.start_refresh(&record.name, &session.user)?;
+                message_batch("result", &[format!("{name}: refresh job {job}")])
+            }
+            ReflectionStatement::DropByName { name } => {
+                let record = self.named_reflection(session, &name)?;
+                self.datasets
+                    .catalog()
+                    .delete_reflection(&name, None)
+                    .map_err(catalog_error)?;
+                self.purge_materializations(&record);
+                message_batch("result", &[format!("Reflection {name} dropped")])
+            }
         }
     }
 
@@ -201,6 +215,23 @@ impl Engine {
             source_of(&record.record),
         )?;
         Ok((schema, name))
+    }
+
+    /// A reflection by name, for a user with ALTER on its dataset.
+    fn named_reflection(
+        &self,
+        session: &Session,
+        name: &str,
+    ) -> Result<ReflectionRecord, QuarryError> {
+        let record = self
+            .datasets
+            .catalog()
+            .get_reflection(name)
+            .map_err(catalog_error)?
+            .ok_or_else(|| QuarryError::not_found(format!("reflection {name} does not exist")))?
+            .record;
+        self.altered_dataset(session, &[record.schema.clone(), record.dataset.clone()])?;
+        Ok(record)
     }
 
     async fn create_reflection(

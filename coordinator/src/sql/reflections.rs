@@ -12,6 +12,8 @@
 //! ALTER TABLE|VIEW ds {ENABLE | DISABLE} {RAW | AGGREGATE} ACCELERATION
 //! ALTER TABLE|VIEW ds SET REFLECTION REFRESH {EVERY '1 hour' | NEVER} [GRACE '3 hours']
 //! WAIT FOR REFLECTION name [TIMEOUT seconds]
+//! ALTER REFLECTION name REFRESH
+//! DROP REFLECTION name
 //! ```
 
 use datafusion::sql::sqlparser::ast::Value;
@@ -49,6 +51,14 @@ pub enum ReflectionStatement {
         name: String,
         timeout_seconds: Option<f64>,
     },
+    /// `ALTER REFLECTION name REFRESH`: one reflection, by name.
+    RefreshOne {
+        name: String,
+    },
+    /// `DROP REFLECTION name`: one reflection, by name.
+    DropByName {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +88,24 @@ pub fn parse_reflection(parser: &mut Parser) -> Result<Option<ReflectionStatemen
             name,
             timeout_seconds,
         }));
+    }
+    if word_at(parser, 1).as_deref() == Some("REFLECTION") {
+        match word_at(parser, 0).as_deref() {
+            Some("DROP") => {
+                parser.next_token();
+                parser.next_token();
+                let name = identifier(parser)?;
+                return Ok(Some(ReflectionStatement::DropByName { name }));
+            }
+            Some("ALTER") => {
+                parser.next_token();
+                parser.next_token();
+                let name = identifier(parser)?;
+                expect_word(parser, "REFRESH")?;
+                return Ok(Some(ReflectionStatement::RefreshOne { name }));
+            }
+            _ => {}
+        }
     }
     if word_at(parser, 0).as_deref() != Some("ALTER")
         || !matches!(word_at(parser, 1).as_deref(), Some("TABLE" | "VIEW"))
@@ -363,6 +391,14 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            reflection("ALTER REFLECTION r REFRESH"),
+            ReflectionStatement::RefreshOne { name: "r".into() }
+        );
+        assert_eq!(
+            reflection("DROP REFLECTION r"),
+            ReflectionStatement::DropByName { name: "r".into() }
+        );
         assert_eq!(
             reflection("WAIT FOR REFLECTION r TIMEOUT 5"),
             ReflectionStatement::Wait {

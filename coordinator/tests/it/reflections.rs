@@ -626,3 +626,74 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
         ["by_city_full|EXPIRED|NEVER", "by_city|EXPIRED|NEVER"]
     );
 }
+
+/// `/api/v1/reflections`: create (its refresh job starts), list, get, refresh, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflections_over_rest() {
+    let (cluster, engine, session) = start_with_orders().await;
+    let base = format!("{}/api/v1/reflections", cluster.http());
+    let client = reqwest::Client::new();
+    let created = client
+        .post(&base)
+        .json(&serde_json::json!({
+            "name": "by_city", "dataset": "demo.orders", "type": "aggregate",
+            "dimensions": [{"column": "city"}, {"column": "date", "byDay": true}],
+            "measures": [{"column": "revenue", "functions": ["SUM", "COUNT"]}],
+        }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.expect("json");
+    assert!(created["refreshJob"].as_str().is_some(), "{created}");
+    sql(&engine, &session, "WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    let listed: serde_json::Value = client
+        .get(&base)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["reflections"][0]["name"], "by_city", "{listed}");
+    let one: serde_json::Value = client
+        .get(format!("{base}/by_city"))
+        .send()
+        .await
+        .expect("GET one")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(one["status"], "CAN_ACCELERATE", "{one}");
+    let refreshed = client
+        .post(format!("{base}/by_city/refresh"))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.status(), 202);
+    let refreshed: serde_json::Value = refreshed.json().await.expect("json");
+    assert!(refreshed["jobId"].as_str().is_some(), "{refreshed}");
+    let bad = client
+        .post(&base)
+        .json(
+            &serde_json::json!({"name": "x", "dataset": "demo.orders", "type": "aggregate",
+            "dimensions": [{"column": "nope"}]}),
+        )
+        .send()
+        .await
+        .expect("POST bad");
+    assert_eq!(bad.status(), 400);
+    sql(&engine, &session, "WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    let deleted = client
+        .delete(format!("{base}/by_city"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+    let gone = client
+        .get(format!("{base}/by_city"))
+        .send()
+        .await
+        .expect("GET gone");
+    assert_eq!(gone.status(), 404);
+}

@@ -7,6 +7,7 @@
 mod catalog;
 mod encode;
 mod jobs;
+mod reflections;
 mod security;
 mod sql;
 
@@ -135,6 +136,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/results", get(jobs::results))
         .route(
+            "/api/v1/reflections",
+            get(reflections::list).post(reflections::create),
+        )
+        .route(
+            "/api/v1/reflections/{name}",
+            get(reflections::get).delete(reflections::delete),
+        )
+        .route(
+            "/api/v1/reflections/{name}/refresh",
+            post(reflections::refresh),
+        )
+        .route(
             "/api/v1/users",
             get(security::list_users).post(security::create_user),
         )
@@ -203,7 +216,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The paths the router serves, for checking the OpenAPI document.
-pub const ROUTES: [&str; 24] = [
+pub const ROUTES: [&str; 27] = [
     "/healthz",
     "/api/v1/openapi.json",
     "/api/v1/login",
@@ -212,6 +225,9 @@ pub const ROUTES: [&str; 24] = [
     "/api/v1/jobs/{id}",
     "/api/v1/jobs/{id}/cancel",
     "/api/v1/jobs/{id}/results",
+    "/api/v1/reflections",
+    "/api/v1/reflections/{name}",
+    "/api/v1/reflections/{name}/refresh",
     "/api/v1/catalog",
     "/api/v1/catalog/sources",
     "/api/v1/catalog/sources/{name}",

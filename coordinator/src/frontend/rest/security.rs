@@ -15,7 +15,7 @@ use super::{ApiResult, AppState, parse_body};
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 
 /// A batch's rows as JSON objects.
-fn batch_values(batch: &arrow::array::RecordBatch) -> ApiResult<Vec<Value>> {
+pub(super) fn batch_values(batch: &arrow::array::RecordBatch) -> ApiResult<Vec<Value>> {
     ndjson(batch)?
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -35,7 +35,11 @@ async fn run(
 }
 
 /// Rows of a system table the caller may see (`sys.users`, `sys.roles`).
-async fn system_rows(state: &AppState, headers: &HeaderMap, table: &str) -> ApiResult<Value> {
+pub(super) async fn system_rows(
+    state: &AppState,
+    headers: &HeaderMap,
+    table: &str,
+) -> ApiResult<Value> {
     let session = state.session(headers).await?;
     let job = state
         .service

@@ -1,0 +1,216 @@
+//! Reflections over REST: `/api/v1/reflections` lists (as `sys.reflections` shows them to
+//! the caller), creates, gets and deletes reflections, and `POST .../{name}/refresh`
+//! starts a refresh job and answers its id. Each call is the reflection statement of the
+//! same meaning, with the same privilege checks.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use quarry_catalog::{Dimension, Measure, MeasureFunction, ReflectionKind};
+use quarry_common::QuarryError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::security::{batch_values, system_rows};
+use super::{ApiResult, AppState, parse_body};
+use crate::sql::reflections::{ReflectionDefinition, ReflectionStatement};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewReflection {
+    name: String,
+    /// `schema.table` or `table`.
+    dataset: String,
+    /// `aggregate` or `raw`.
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    dimensions: Vec<NewDimension>,
+    #[serde(default)]
+    measures: Vec<NewMeasure>,
+    #[serde(default)]
+    display: Vec<String>,
+    #[serde(default)]
+    partition_by: Vec<String>,
+    #[serde(default)]
+    localsort_by: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewDimension {
+    column: String,
+    #[serde(default)]
+    by_day: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMeasure {
+    column: String,
+    /// SUM, COUNT, MIN, MAX, APPROX_COUNT_DISTINCT; SUM and COUNT when left out.
+    #[serde(default)]
+    functions: Vec<String>,
+}
+
+fn function(name: &str) -> Result<MeasureFunction, QuarryError> {
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "SUM" => MeasureFunction::Sum,
+        "COUNT" => MeasureFunction::Count,
+        "MIN" => MeasureFunction::Min,
+        "MAX" => MeasureFunction::Max,
+        "APPROX_COUNT_DISTINCT" | "APPROXIMATE COUNT DISTINCT" => {
+            MeasureFunction::ApproxCountDistinct
+        }
+        other => {
+            return Err(QuarryError::invalid(format!(
+                "unknown measure function {other}: use SUM, COUNT, MIN, MAX or APPROX_COUNT_DISTINCT"
+            )));
+        }
+    })
+}
+
+async fn run(
+    state: &AppState,
+    headers: &HeaderMap,
+    statement: ReflectionStatement,
+) -> ApiResult<String> {
+    let session = state.session(headers).await?;
+    let batch = state.service.reflection(&session, statement).await?;
+    let rows = batch_values(&batch)?;
+    Ok(rows
+        .first()
+        .and_then(|r| r["result"].as_str())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// The job id at the end of a `... refresh job <id>` message.
+fn job_of(message: &str) -> Option<&str> {
+    message.rsplit_once("refresh job ").map(|(_, id)| id.trim())
+}
+
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let rows = system_rows(&state, &headers, "reflections").await?;
+    Ok(axum::Json(json!({ "reflections": rows })).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let rows = system_rows(&state, &headers, "reflections").await?;
+    let found = rows
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["name"] == Value::String(name.clone()))
+        })
+        .cloned()
+        .ok_or_else(|| QuarryError::not_found(format!("reflection {name} does not exist")))?;
+    Ok(axum::Json(found).into_response())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let new: NewReflection = parse_body(&body)?;
+    let kind = match new.kind.to_ascii_lowercase().as_str() {
+        "raw" => ReflectionKind::Raw {
+            display: new.display,
+        },
+        "aggregate" | "aggregation" => ReflectionKind::Aggregate {
+            dimensions: new
+                .dimensions
+                .into_iter()
+                .map(|d| Dimension {
+                    column: d.column,
+                    by_day: d.by_day,
+                })
+                .collect(),
+            measures: new
+                .measures
+                .into_iter()
+                .map(|m| {
+                    let mut functions = m
+                        .functions
+                        .iter()
+                        .map(|f| function(f))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if functions.is_empty() {
+                        functions = vec![MeasureFunction::Sum, MeasureFunction::Count];
+                    }
+                    functions.sort();
+                    functions.dedup();
+                    Ok(Measure {
+                        column: m.column,
+                        functions,
+                    })
+                })
+                .collect::<Result<Vec<_>, QuarryError>>()?,
+        },
+        other => {
+            return Err(QuarryError::invalid(format!(
+                "unknown reflection type '{other}': use aggregate or raw"
+            ))
+            .into());
+        }
+    };
+    if let ReflectionKind::Aggregate { dimensions, .. } = &kind
+        && dimensions.is_empty()
+    {
+        return Err(QuarryError::invalid("an aggregate reflection needs dimensions").into());
+    }
+    if let ReflectionKind::Raw { display } = &kind
+        && display.is_empty()
+    {
+        return Err(QuarryError::invalid("a raw reflection needs display columns").into());
+    }
+    let dataset: Vec<String> = new.dataset.split('.').map(str::to_string).collect();
+    let name = new.name.clone();
+    let message = run(
+        &state,
+        &headers,
+        ReflectionStatement::Create {
+            dataset,
+            definition: ReflectionDefinition {
+                name: new.name,
+                kind,
+                partition_by: new.partition_by,
+                localsort_by: new.localsort_by,
+            },
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"name": name, "refreshJob": job_of(&message), "message": message})),
+    )
+        .into_response())
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    run(&state, &headers, ReflectionStatement::DropByName { name }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let message = run(&state, &headers, ReflectionStatement::RefreshOne { name }).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"jobId": job_of(&message)})),
+    )
+        .into_response())
+}
