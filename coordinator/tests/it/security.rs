@@ -685,3 +685,56 @@ async fn writes_need_their_privileges() {
     let rows = admin.sql("SELECT count(*) AS n FROM sandbox.shared").await;
     assert_eq!(rows["rows"][0]["n"], 2, "{rows}");
 }
+
+/// Reflections follow their dataset's grants: defining or refreshing one needs ALTER on
+/// it, seeing one in sys.reflections needs SELECT, and a user who may not read the
+/// dataset cannot read it through a reflection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflections_follow_their_datasets_grants() {
+    let (cluster, admin) = secured_cluster().await;
+    admin.sql("CREATE USER ada PASSWORD 'ada-pw'").await;
+    admin
+        .sql(
+            "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION by_city \
+             USING DIMENSIONS (city) MEASURES (revenue (SUM))",
+        )
+        .await;
+    admin.sql("WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    let ada = login(&cluster, "ada", "ada-pw").await;
+    let listed = ada.sql("SELECT name FROM sys.reflections").await;
+    assert!(names(&listed, "name").is_empty(), "{listed}");
+    let query = "SELECT city, sum(revenue) FROM demo.orders GROUP BY city";
+    let (status, body) = try_sql(&ada, query).await;
+    assert_ne!(status, StatusCode::OK, "read through a reflection: {body}");
+    let denied = |status: StatusCode, body: &Value, what: &str| {
+        assert_error(
+            status,
+            body,
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            what,
+        )
+    };
+    admin
+        .sql("GRANT SELECT ON TABLE demo.orders TO USER ada")
+        .await;
+    let listed = ada.sql("SELECT name FROM sys.reflections").await;
+    assert_eq!(names(&listed, "name"), ["by_city"], "{listed}");
+    let answered = ada.sql(query).await;
+    assert!(
+        answered["reflections"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("by_city: chosen")),
+        "{answered}"
+    );
+    let (status, body) = try_sql(
+        &ada,
+        "ALTER TABLE demo.orders CREATE RAW REFLECTION mine USING DISPLAY (city)",
+    )
+    .await;
+    denied(status, &body, "demo.orders");
+    let (status, body) = try_sql(&ada, "ALTER TABLE demo.orders REFRESH REFLECTIONS").await;
+    denied(status, &body, "demo.orders");
+    let (status, body) = try_sql(&ada, "DROP REFLECTION by_city").await;
+    denied(status, &body, "demo.orders");
+}
