@@ -47,16 +47,16 @@ fn case(expr: &str, values: &[&str]) -> String {
 fn orders_sql(from: u64, to: u64) -> String {
     format!(
         "SELECT value AS order_id, \
-         arrow_cast(CAST(19723 + (value * 7919) % 366 AS INT), 'Date32') AS date, \
+         arrow_cast(CAST(19723 + ((value * 7919) / 13) % 366 AS INT), 'Date32') AS date, \
          {} AS city, {} AS category, {} AS gender, \
          (value * 2654435761) % 2000000 AS customer_id, \
          CAST(value % 5 + 1 AS INT) AS quantity, \
          CAST((value * 37) % 100000 AS DOUBLE) / 100.0 AS revenue, \
          CAST((value * 17) % 5 + 1 AS INT) AS rating \
          FROM range({from}, {to})",
-        case("(value * 31) % 10", &CITIES),
-        case("(value * 13) % 8", &CATEGORIES),
-        case("value % 3", &["Female", "Male", "Other"]),
+        case("((value * 2654435761) / 1024) % 10", &CITIES),
+        case("((value * 40503) / 7) % 8", &CATEGORIES),
+        case("((value * 69069) / 5) % 3", &["Female", "Male", "Other"]),
     )
 }
 
@@ -158,7 +158,14 @@ pub async fn run(rows: u64, results: &std::path::Path) -> Result<(), Error> {
     ] {
         client.query(&sql).await?;
     }
-    eprintln!("  data written in {:.1}s", started.elapsed().as_secs_f64());
+    let counted = scalar(&mut client, "SELECT count(*) FROM demo.orders").await?;
+    eprintln!(
+        "  {counted} orders written in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if counted != rows.to_string() {
+        return Err(format!("{counted} orders written, {rows} asked for").into());
+    }
 
     // The materialization's query, raw: what a full refresh computes.
     let group_by = "SELECT date, city, category, gender, sum(revenue), count(revenue), \
