@@ -474,6 +474,9 @@ impl Engine {
                 let old: HashSet<&str> = previous.inputs.iter().map(|i| i.path.as_str()).collect();
                 physical = only_files(physical, |path| !old.contains(path))?;
             }
+            if !record.localsort_by.is_empty() {
+                physical = sorted_files(physical, &record.localsort_by)?;
+            }
             self.plan_physical(&state, physical)
         };
         let outcome = match planned.await {
@@ -1022,6 +1025,45 @@ fn refresh_method<'r>(
         format!("incremental: {added} files added, none changed or removed"),
         Some(previous),
     )
+}
+
+/// `plan` with each write task sorting its rows by `columns` first (LOCALSORT BY): every
+/// file it writes is in that order, which keeps row groups' bounds narrow for pruning.
+fn sorted_files(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    columns: &[String],
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, QuarryError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use quarry_common::table_write::FileWriteExec;
+    let rewritten = plan.transform_up(|node| {
+        let Some(write) = node.downcast_ref::<FileWriteExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let input = Arc::clone(write.input());
+        let schema = input.schema();
+        let keys = columns
+            .iter()
+            .map(|c| {
+                let column = datafusion::physical_expr::expressions::col(c, &schema)?;
+                Ok(PhysicalSortExpr::new_default(column))
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let Some(ordering) = LexOrdering::new(keys) else {
+            return Ok(Transformed::no(node));
+        };
+        let sorted = SortExec::new(ordering, input).with_preserve_partitioning(true);
+        let write = FileWriteExec::new(
+            Arc::new(sorted),
+            write.target().clone(),
+            Arc::clone(write.sink_schema()),
+        )?;
+        Ok(Transformed::yes(
+            Arc::new(write) as Arc<dyn datafusion::physical_plan::ExecutionPlan>
+        ))
+    })?;
+    Ok(rewritten.data)
 }
 
 /// `plan` with its file scans reading only the files `keep` accepts.

@@ -219,10 +219,50 @@ async fn raw_reflections_serve_scans_of_their_columns() {
         &engine,
         &session,
         "ALTER TABLE demo.orders CREATE RAW REFLECTION slim \
-         USING DISPLAY (date, city, revenue) PARTITION BY (city)",
+         USING DISPLAY (date, city, revenue) PARTITION BY (city) LOCALSORT BY (revenue)",
     )
     .await;
     sql(&engine, &session, "WAIT FOR REFLECTION slim TIMEOUT 60").await;
+    // LOCALSORT BY: every file of the materialization is in revenue order.
+    let mut files = Vec::new();
+    let mut dirs = vec![cluster.dir.path().join("quarry/reflections/slim")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("materialization").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 4, "one folder per city at least: {files:?}");
+    for file in &files {
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(file).expect("file"),
+            )
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let mut values = Vec::new();
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let column = batch
+                .column_by_name("revenue")
+                .expect("revenue")
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .expect("doubles")
+                .clone();
+            values.extend(column.iter().flatten());
+        }
+        assert!(
+            values.windows(2).all(|w| w[0] <= w[1]),
+            "{} is not sorted by revenue",
+            file.display()
+        );
+    }
     for query in [
         "SELECT date, revenue FROM demo.orders WHERE city = 'Oslo' AND revenue > 99",
         "SELECT city, sum(revenue) FROM demo.orders GROUP BY city",
