@@ -1,0 +1,353 @@
+//! Reflections in the engine: their statements (this file), refresh jobs (`refresh.rs`:
+//! a distributed write of the materialization's query into a Delta table in the
+//! reflection store, and the scheduler), and what a query's planning makes of them
+//! (`planning.rs`: candidates, the rules of `crate::reflections::matching`, reports).
+
+mod planning;
+mod refresh;
+
+pub(crate) use planning::PlanningReports;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use quarry_catalog::{CatalogError, Privilege, ReflectionKind, ReflectionRecord, Stored};
+use quarry_common::{ErrorCode, QuarryError};
+
+use crate::cluster::now_ms;
+use crate::datasets::schema_codec::encode_schema;
+use crate::datasets::source_of;
+use crate::engine::catalog_ops::catalog_error;
+use crate::engine::ddl::reference_of;
+use crate::engine::{Engine, Session, message_batch};
+use crate::reflections::{self as reflection, DEFAULT_GRACE_MS, DEFAULT_REFRESH_MS};
+use crate::sql::reflections::{ReflectionDefinition, ReflectionStatement};
+
+impl Engine {
+    pub(crate) async fn run_reflection(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        statement: ReflectionStatement,
+    ) -> Result<RecordBatch, QuarryError> {
+        match statement {
+            ReflectionStatement::Create {
+                dataset,
+                definition,
+            } => {
+                let (schema, name) = self.altered_dataset(session, &dataset)?;
+                let created = self.create_reflection(&schema, &name, definition).await?;
+                let job = self.start_refresh(&created, &session.user)?;
+                message_batch(
+                    "result",
+                    &[format!(
+                        "Reflection {created} created on {schema}.{name}; refresh job {job}"
+                    )],
+                )
+            }
+            ReflectionStatement::Drop { dataset, name } => {
+                let (schema, table) = self.altered_dataset(session, &dataset)?;
+                let stored = self.reflection_on(&name, &schema, &table)?;
+                self.datasets
+                    .catalog()
+                    .delete_reflection(&name, Some(stored.version))
+                    .map_err(catalog_error)?;
+                self.purge_materializations(&stored.record);
+                message_batch("result", &[format!("Reflection {name} dropped")])
+            }
+            ReflectionStatement::Refresh { dataset } => {
+                let (schema, table) = self.altered_dataset(session, &dataset)?;
+                let mut lines = Vec::new();
+                for stored in self.reflections_of(&schema, &table)? {
+                    let job = self.start_refresh(&stored.record.name, &session.user)?;
+                    lines.push(format!("{}: refresh job {job}", stored.record.name));
+                }
+                if lines.is_empty() {
+                    lines.push(format!("{schema}.{table} has no reflections"));
+                }
+                message_batch("result", &lines)
+            }
+            ReflectionStatement::Acceleration {
+                dataset,
+                raw,
+                enable,
+            } => {
+                let (schema, table) = self.altered_dataset(session, &dataset)?;
+                let mut changed = 0;
+                for stored in self.reflections_of(&schema, &table)? {
+                    if matches!(stored.record.kind, ReflectionKind::Raw { .. }) == raw {
+                        self.update_reflection(&stored.record.name, |r| r.enabled = enable)?;
+                        changed += 1;
+                    }
+                }
+                let kind = if raw { "raw" } else { "aggregate" };
+                let state = if enable { "enabled" } else { "disabled" };
+                message_batch(
+                    "result",
+                    &[format!(
+                        "{kind} acceleration {state} on {schema}.{table} ({changed} reflections)"
+                    )],
+                )
+            }
+            ReflectionStatement::Policy {
+                dataset,
+                every,
+                grace,
+            } => {
+                let (schema, table) = self.altered_dataset(session, &dataset)?;
+                let every = every
+                    .map(|e| super::parse_duration("REFRESH EVERY", &e))
+                    .transpose()?
+                    .map(|d| d.as_millis() as u64);
+                let grace = grace
+                    .map(|g| super::parse_duration("GRACE", &g))
+                    .transpose()?
+                    .map(|d| d.as_millis() as u64);
+                for stored in self.reflections_of(&schema, &table)? {
+                    self.update_reflection(&stored.record.name, |r| {
+                        r.refresh_every_ms = every;
+                        if let Some(grace) = grace {
+                            r.grace_ms = grace;
+                        }
+                    })?;
+                }
+                message_batch(
+                    "result",
+                    &[format!("Reflection policy of {schema}.{table} set")],
+                )
+            }
+            ReflectionStatement::Wait {
+                name,
+                timeout_seconds,
+            } => self.wait_for_reflection(&name, timeout_seconds).await,
+            ReflectionStatement::RefreshOne { name } => {
+                let record = self.named_reflection(session, &name)?;
+                let job = self.start_refresh(&record.name, &session.user)?;
+                message_batch("result", &[format!("{name}: refresh job {job}")])
+            }
+            ReflectionStatement::DropByName { name } => {
+                let record = self.named_reflection(session, &name)?;
+                self.datasets
+                    .catalog()
+                    .delete_reflection(&name, None)
+                    .map_err(catalog_error)?;
+                self.purge_materializations(&record);
+                message_batch("result", &[format!("Reflection {name} dropped")])
+            }
+        }
+    }
+
+    /// The dataset of an `ALTER TABLE|VIEW` on reflections, for a user with ALTER on it.
+    fn altered_dataset(
+        &self,
+        session: &Session,
+        parts: &[String],
+    ) -> Result<(String, String), QuarryError> {
+        let (schema, name) = self.dataset_name(session, &reference_of(parts)?)?;
+        let record = self
+            .datasets
+            .catalog()
+            .get_dataset(&schema, &name)
+            .map_err(catalog_error)?
+            .ok_or_else(|| QuarryError::not_found(format!("{schema}.{name} does not exist")))?;
+        self.access_for(session).require_dataset(
+            Privilege::Alter,
+            &schema,
+            &name,
+            source_of(&record.record),
+        )?;
+        Ok((schema, name))
+    }
+
+    /// A reflection by name, for a user with ALTER on its dataset.
+    fn named_reflection(
+        &self,
+        session: &Session,
+        name: &str,
+    ) -> Result<ReflectionRecord, QuarryError> {
+        let record = self
+            .datasets
+            .catalog()
+            .get_reflection(name)
+            .map_err(catalog_error)?
+            .ok_or_else(|| QuarryError::not_found(format!("reflection {name} does not exist")))?
+            .record;
+        self.altered_dataset(session, &[record.schema.clone(), record.dataset.clone()])?;
+        Ok(record)
+    }
+
+    async fn create_reflection(
+        &self,
+        schema: &str,
+        dataset: &str,
+        definition: ReflectionDefinition,
+    ) -> Result<String, QuarryError> {
+        let provider = self
+            .datasets
+            .provider(schema, dataset)
+            .await?
+            .ok_or_else(|| QuarryError::not_found(format!("{schema}.{dataset} does not exist")))?;
+        let columns = provider.schema();
+        reflection::validate(
+            &definition.kind,
+            &definition.partition_by,
+            &definition.localsort_by,
+            &columns,
+        )?;
+        let record = ReflectionRecord {
+            name: definition.name.clone(),
+            schema: schema.to_string(),
+            dataset: dataset.to_string(),
+            kind: definition.kind,
+            partition_by: definition.partition_by,
+            localsort_by: definition.localsort_by,
+            enabled: true,
+            dataset_columns: encode_schema(&columns)?,
+            refresh_every_ms: Some(DEFAULT_REFRESH_MS),
+            grace_ms: DEFAULT_GRACE_MS,
+            materialization: None,
+            last_error: None,
+        };
+        match self.datasets.catalog().create_reflection(record) {
+            Ok(_) => Ok(definition.name),
+            Err(CatalogError::AlreadyExists { .. }) => Err(QuarryError::new(
+                ErrorCode::AlreadyExists,
+                format!("a reflection named {} already exists", definition.name),
+            )),
+            Err(e) => Err(catalog_error(e)),
+        }
+    }
+
+    fn reflections_of(
+        &self,
+        schema: &str,
+        dataset: &str,
+    ) -> Result<Vec<Stored<ReflectionRecord>>, QuarryError> {
+        Ok(self
+            .datasets
+            .catalog()
+            .list_reflections()
+            .map_err(catalog_error)?
+            .into_iter()
+            .filter(|r| r.record.schema == schema && r.record.dataset == dataset)
+            .collect())
+    }
+
+    fn reflection_on(
+        &self,
+        name: &str,
+        schema: &str,
+        dataset: &str,
+    ) -> Result<Stored<ReflectionRecord>, QuarryError> {
+        self.datasets
+            .catalog()
+            .get_reflection(name)
+            .map_err(catalog_error)?
+            .filter(|r| r.record.schema == schema && r.record.dataset == dataset)
+            .ok_or_else(|| {
+                QuarryError::not_found(format!("{schema}.{dataset} has no reflection {name}"))
+            })
+    }
+
+    /// Change a reflection's record, retrying when another change won.
+    fn update_reflection(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut ReflectionRecord),
+    ) -> Result<Option<ReflectionRecord>, QuarryError> {
+        let catalog = self.datasets.catalog();
+        loop {
+            let Some(stored) = catalog.get_reflection(name).map_err(catalog_error)? else {
+                return Ok(None);
+            };
+            let mut record = stored.record.clone();
+            change(&mut record);
+            match catalog.update_reflection(record.clone(), stored.version) {
+                Ok(_) => return Ok(Some(record)),
+                Err(CatalogError::Conflict { .. }) => continue,
+                Err(CatalogError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(catalog_error(e)),
+            }
+        }
+    }
+
+    /// Drop a dataset's reflections with it.
+    pub(crate) fn drop_reflections_of(&self, schema: &str, dataset: &str) {
+        let Ok(reflections) = self.reflections_of(schema, dataset) else {
+            return;
+        };
+        for stored in reflections {
+            if self
+                .datasets
+                .catalog()
+                .delete_reflection(&stored.record.name, None)
+                .is_ok()
+            {
+                self.purge_materializations(&stored.record);
+            }
+        }
+    }
+
+    /// Remove every materialization folder of a reflection (in the background).
+    fn purge_materializations(&self, record: &ReflectionRecord) {
+        if let Ok(folder) = self.datasets.materialization_folder(&record.name)
+            && let Ok(parent) = folder.join("..")
+        {
+            self.purge_in_background(vec![parent]);
+        }
+    }
+
+    async fn wait_for_reflection(
+        &self,
+        name: &str,
+        timeout_seconds: Option<f64>,
+    ) -> Result<RecordBatch, QuarryError> {
+        let timeout = Duration::from_secs_f64(timeout_seconds.unwrap_or(600.0));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let stored = self
+                .datasets
+                .catalog()
+                .get_reflection(name)
+                .map_err(catalog_error)?
+                .ok_or_else(|| {
+                    QuarryError::not_found(format!("reflection {name} does not exist"))
+                })?;
+            let record = stored.record;
+            let refreshing = self
+                .datasets
+                .reflection_state()
+                .refreshing
+                .lock()
+                .map(|r| r.contains_key(name))
+                .unwrap_or(false);
+            let (status, reason) = reflection::status(&record, None, refreshing, now_ms());
+            match status {
+                "CAN_ACCELERATE" => {
+                    let rows = record.materialization.as_ref().map_or(0, |m| m.rows);
+                    return message_batch(
+                        "result",
+                        &[format!("Reflection {name} can accelerate ({rows} rows)")],
+                    );
+                }
+                "FAILED" | "DISABLED" | "INVALID" if !refreshing => {
+                    return Err(QuarryError::invalid(format!(
+                        "reflection {name} cannot accelerate: {}",
+                        reason.unwrap_or_default()
+                    )));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(QuarryError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "reflection {name} could not accelerate within {} ({status})",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

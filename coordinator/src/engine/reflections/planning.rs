@@ -1,0 +1,261 @@
+//! What a query's planning makes of reflections: the candidates on the datasets it reads,
+//! the rules installed for them, and the reports that end in EXPLAIN and the job record.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use datafusion::common::TableReference;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use quarry_catalog::{DatasetDefinition, ReflectionRecord};
+use quarry_common::QuarryError;
+
+use crate::cluster::now_ms;
+use crate::datasets::delta::{self, DeltaTable};
+use crate::datasets::schema_codec::{decode_schema, encode_schema};
+use crate::engine::catalog_ops::catalog_error;
+use crate::engine::session::{ReflectionOptions, quarry_options};
+use crate::engine::{Engine, Session};
+use crate::reflections::matching::{AggregateRule, Candidate, RawRule, Report};
+use crate::reflections::{self as reflection};
+
+tokio::task_local! {
+    static PLANNING: PlanningReports;
+}
+
+/// The reflection reports of the statements a job plans, for its record.
+#[derive(Clone, Default)]
+pub(crate) struct PlanningReports(Arc<std::sync::Mutex<Vec<Arc<Report>>>>);
+
+impl PlanningReports {
+    /// Run `planning` with its reports collected here.
+    pub(crate) async fn scope<F: std::future::Future>(self, planning: F) -> F::Output {
+        PLANNING.scope(self, planning).await
+    }
+
+    fn note(report: &Arc<Report>) {
+        let _ = PLANNING.try_with(|reports| {
+            if let Ok(mut reports) = reports.0.lock() {
+                reports.push(Arc::clone(report));
+            }
+        });
+    }
+
+    /// Every considered reflection as `name: verdict`, and when the oldest data used was
+    /// read; None when no reflection was considered.
+    pub(crate) fn summary(
+        &self,
+        state: &crate::reflections::ReflectionState,
+    ) -> Option<(Vec<String>, Option<u64>)> {
+        let reports = self.0.lock().ok()?;
+        if reports.is_empty() {
+            return None;
+        }
+        let entries: Vec<_> = reports.iter().flat_map(|r| r.entries()).collect();
+        state.count(&entries);
+        let data_as_of = entries
+            .iter()
+            .filter(|c| c.chosen)
+            .map(|c| c.data_as_of_ms)
+            .min();
+        let lines = entries
+            .into_iter()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        Some((lines, data_as_of))
+    }
+}
+
+impl Engine {
+    /// `EXPLAIN REFLECTIONS query`: one row per considered reflection, with what became
+    /// of it (`chosen`, `matched, not chosen: ...`, `not matched: <reason>`).
+    pub(in crate::engine) async fn explain_reflections(
+        &self,
+        session: &Session,
+        statement: datafusion::sql::parser::Statement,
+    ) -> Result<RecordBatch, QuarryError> {
+        let state = self.query_state(session)?;
+        let plan = state.statement_to_plan(statement).await?;
+        let (state, report) = self.with_reflections(session, state, &plan).await?;
+        state.optimize(&plan)?;
+        let entries = report.map(|r| r.entries()).unwrap_or_default();
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("reflection", arrow::datatypes::DataType::Utf8, false),
+            arrow::datatypes::Field::new("outcome", arrow::datatypes::DataType::Utf8, false),
+        ]));
+        let names: Vec<String> = entries.iter().map(|c| c.name.clone()).collect();
+        let outcomes: Vec<String> = entries.into_iter().map(|c| c.detail).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow::array::StringArray::from(names)),
+                Arc::new(arrow::array::StringArray::from(outcomes)),
+            ],
+        )
+        .map_err(|e| QuarryError::invalid(e.to_string()))
+    }
+
+    /// `state` with the reflection rules installed for what `plan` reads, and the report
+    /// they fill; `state` as it is when no reflection is on those datasets.
+    pub(in crate::engine) async fn with_reflections(
+        &self,
+        session: &Session,
+        state: SessionState,
+        plan: &LogicalPlan,
+    ) -> Result<(SessionState, Option<Arc<Report>>), QuarryError> {
+        let options = quarry_options(state.config()).reflections;
+        if !options.enabled {
+            return Ok((state, None));
+        }
+        let mut scanned: HashSet<(String, String)> = HashSet::new();
+        let default_schema = session.default_schema();
+        let _ = plan.apply_with_subqueries(|node| {
+            let name = match node {
+                LogicalPlan::TableScan(scan) => Some(&scan.table_name),
+                // Views are inlined under an alias named after them.
+                LogicalPlan::SubqueryAlias(alias) => Some(&alias.alias),
+                _ => None,
+            };
+            if let Some(name) = name {
+                let (schema, name) = match name {
+                    TableReference::Bare { table } => (default_schema.clone(), table.to_string()),
+                    TableReference::Partial { schema, table }
+                    | TableReference::Full { schema, table, .. } => {
+                        (schema.to_string(), table.to_string())
+                    }
+                };
+                scanned.insert((schema, name));
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        let records: Vec<ReflectionRecord> = self
+            .datasets
+            .catalog()
+            .list_reflections()
+            .map_err(catalog_error)?
+            .into_iter()
+            .map(|s| s.record)
+            .filter(|r| scanned.contains(&(r.schema.clone(), r.dataset.clone())))
+            .collect();
+        if records.is_empty() {
+            return Ok((state, None));
+        }
+        let candidates = self.candidates(records, &options).await?;
+        let candidates = Arc::new(candidates);
+        let report = Arc::new(Report::default());
+        let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
+            vec![Arc::new(AggregateRule {
+                candidates: Arc::clone(&candidates),
+                default_schema: default_schema.clone(),
+                report: Arc::clone(&report),
+            })];
+        rules.extend(state.optimizer().rules.iter().cloned());
+        rules.push(Arc::new(RawRule {
+            candidates,
+            default_schema,
+            report: Arc::clone(&report),
+        }));
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_optimizer_rules(rules)
+            .build();
+        PlanningReports::note(&report);
+        Ok((state, Some(report)))
+    }
+
+    async fn candidates(
+        &self,
+        records: Vec<ReflectionRecord>,
+        options: &ReflectionOptions,
+    ) -> Result<Vec<Candidate>, QuarryError> {
+        let excluded = ReflectionOptions::names(&options.exclude);
+        let chosen = ReflectionOptions::names(&options.choose);
+        let max_staleness = options.max_staleness()?;
+        let now = now_ms();
+        let mut candidates = Vec::new();
+        for record in records {
+            let dataset = self
+                .datasets
+                .catalog()
+                .get_dataset(&record.schema, &record.dataset)
+                .map_err(catalog_error)?
+                .map(|s| s.record);
+            let current_columns = match &dataset {
+                Some(d) => match self.datasets.provider_of(d.clone()).await {
+                    Ok(p) => encode_schema(&p.schema()).ok(),
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            let refreshing = self
+                .datasets
+                .reflection_state()
+                .refreshing
+                .lock()
+                .map(|r| r.contains_key(&record.name))
+                .unwrap_or(false);
+            let (_, mut unusable) =
+                reflection::status(&record, current_columns.as_deref(), refreshing, now);
+            let data_as_of_ms = record
+                .materialization
+                .as_ref()
+                .map_or(0, |m| m.data_as_of_ms);
+            if unusable.is_none() && excluded.contains(&record.name) {
+                unusable = Some("excluded by quarry.reflections.exclude".to_string());
+            }
+            if unusable.is_none() && !chosen.is_empty() && !chosen.contains(&record.name) {
+                unusable = Some("not in quarry.reflections.choose".to_string());
+            }
+            if unusable.is_none()
+                && let Some(limit) = max_staleness
+                && let Some(m) = &record.materialization
+            {
+                let age = Duration::from_millis(now.saturating_sub(m.data_as_of_ms));
+                if age > limit {
+                    // Data older than asked is still good when its inputs are unchanged.
+                    let current = match &dataset {
+                        Some(d) => self.input_snapshot(d).await.ok().flatten(),
+                        None => None,
+                    };
+                    if current.as_ref() != Some(&m.inputs) || m.inputs.is_empty() {
+                        unusable = Some(format!(
+                            "stale: its data is {} old, more than quarry.reflections.max_staleness ({}), and its inputs changed",
+                            humantime::format_duration(Duration::from_secs(age.as_secs())),
+                            humantime::format_duration(limit)
+                        ));
+                    }
+                }
+            }
+            let table = match &record.materialization {
+                Some(m) if unusable.is_none() => {
+                    let url = delta::folder_url(&m.location)?;
+                    let schema = decode_schema(&m.columns)?;
+                    Some(Arc::new(DeltaTable::new(
+                        url,
+                        schema,
+                        record.partition_by.clone(),
+                        Arc::clone(self.datasets.commits()),
+                    ))
+                        as Arc<dyn datafusion::catalog::TableProvider>)
+                }
+                _ => None,
+            };
+            candidates.push(Candidate {
+                name: record.name.clone(),
+                schema: record.schema.clone(),
+                dataset: record.dataset.clone(),
+                kind: record.kind.clone(),
+                view: matches!(
+                    dataset.as_ref().map(|d| &d.definition),
+                    Some(DatasetDefinition::View(_))
+                ),
+                table,
+                rows: record.materialization.as_ref().map_or(0, |m| m.rows),
+                data_as_of_ms,
+                unusable,
+            });
+        }
+        Ok(candidates)
+    }
+}
