@@ -98,7 +98,7 @@ impl Report {
 }
 
 /// The dataset a name refers to, as (schema, name).
-fn resolve(name: &TableReference, default_schema: &str) -> (String, String) {
+pub(super) fn resolve(name: &TableReference, default_schema: &str) -> (String, String) {
     match name {
         TableReference::Bare { table } => (default_schema.to_string(), table.to_string()),
         TableReference::Partial { schema, table } | TableReference::Full { schema, table, .. } => {
@@ -109,13 +109,6 @@ fn resolve(name: &TableReference, default_schema: &str) -> (String, String) {
 
 #[derive(Debug)]
 pub struct AggregateRule {
-    pub candidates: Arc<Vec<Candidate>>,
-    pub default_schema: String,
-    pub report: Arc<Report>,
-}
-
-#[derive(Debug)]
-pub struct RawRule {
     pub candidates: Arc<Vec<Candidate>>,
     pub default_schema: String,
     pub report: Arc<Report>,
@@ -244,7 +237,7 @@ fn chain_scan<'a>(
 }
 
 /// The names of the columns `exprs` read.
-fn columns_of<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> HashSet<String> {
+pub(super) fn columns_of<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> HashSet<String> {
     exprs
         .into_iter()
         .flat_map(|e| e.column_refs().into_iter().map(|c| c.name.clone()))
@@ -309,28 +302,11 @@ impl AggregateRule {
         verdict: impl Fn(&Candidate) -> Result<(), String>,
     ) -> Option<&'c Candidate> {
         let (schema, dataset) = resolve(&leaf.name, &self.default_schema);
-        let mut matched: Vec<&Candidate> = Vec::new();
-        for candidate in self
+        let on_dataset = self
             .candidates
             .iter()
-            .filter(|c| c.schema == schema && c.dataset == dataset)
-        {
-            let outcome = match &candidate.unusable {
-                Some(reason) => Err(reason.clone()),
-                None => verdict(candidate),
-            };
-            match outcome {
-                Ok(()) => matched.push(candidate),
-                Err(reason) => self.report.note(Considered {
-                    name: candidate.name.clone(),
-                    chosen: false,
-                    matched: false,
-                    detail: format!("not matched: {reason}"),
-                    data_as_of_ms: candidate.data_as_of_ms,
-                }),
-            }
-        }
-        choose_cheapest(&self.report, matched)
+            .filter(|c| c.schema == schema && c.dataset == dataset);
+        best(&self.report, on_dataset, verdict)
     }
 
     fn aggregate(&self, aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
@@ -487,6 +463,33 @@ impl AggregateRule {
     }
 }
 
+/// The usable candidates `verdict` accepts, the cheapest chosen; each other one is told
+/// why it was not.
+pub(super) fn best<'c>(
+    report: &Report,
+    candidates: impl Iterator<Item = &'c Candidate>,
+    verdict: impl Fn(&Candidate) -> Result<(), String>,
+) -> Option<&'c Candidate> {
+    let mut matched = Vec::new();
+    for candidate in candidates {
+        let outcome = match &candidate.unusable {
+            Some(reason) => Err(reason.clone()),
+            None => verdict(candidate),
+        };
+        match outcome {
+            Ok(()) => matched.push(candidate),
+            Err(reason) => report.note(Considered {
+                name: candidate.name.clone(),
+                chosen: false,
+                matched: false,
+                detail: format!("not matched: {reason}"),
+                data_as_of_ms: candidate.data_as_of_ms,
+            }),
+        }
+    }
+    choose_cheapest(report, matched)
+}
+
 /// Of the reflections that matched, the one with the fewest rows; the others are told
 /// what beat them.
 fn choose_cheapest<'c>(report: &Report, mut matched: Vec<&'c Candidate>) -> Option<&'c Candidate> {
@@ -514,7 +517,7 @@ fn choose_cheapest<'c>(report: &Report, mut matched: Vec<&'c Candidate>) -> Opti
     Some(chosen)
 }
 
-fn holds(display: &[String], read: &HashSet<String>) -> Result<(), String> {
+pub(super) fn holds(display: &[String], read: &HashSet<String>) -> Result<(), String> {
     let mut missing: Vec<&String> = read.iter().filter(|c| !display.contains(c)).collect();
     missing.sort();
     match missing.first() {
@@ -830,7 +833,7 @@ fn replace_scan(plan: &LogicalPlan, scan: &Leaf, chosen: &Candidate) -> DfResult
 
 /// `plan` projected to exactly `schema` (names, qualifiers, types): `expr(schema, i)` is
 /// the value of its i-th field.
-fn restore_schema(
+pub(super) fn restore_schema(
     plan: LogicalPlan,
     schema: &DFSchemaRef,
     expr: impl Fn(&DFSchemaRef, usize) -> Expr,
@@ -848,155 +851,4 @@ fn restore_schema(
         exprs,
         Arc::new(plan),
     )?))
-}
-
-impl OptimizerRule for RawRule {
-    fn name(&self) -> &str {
-        "quarry_reflections_raw"
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> DfResult<Transformed<LogicalPlan>> {
-        if !self
-            .candidates
-            .iter()
-            .any(|c| matches!(c.kind, ReflectionKind::Raw { .. }))
-        {
-            return Ok(Transformed::no(plan));
-        }
-        plan.transform_up(|node| {
-            let LogicalPlan::TableScan(scan) = &node else {
-                return Ok(Transformed::no(node));
-            };
-            let (schema, dataset) = resolve(&scan.table_name, &self.default_schema);
-            let read: HashSet<String> = scan
-                .projected_schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .chain(columns_of(&scan.filters))
-                .collect();
-            let mut matched = Vec::new();
-            for candidate in self.candidates.iter().filter(|c| {
-                c.schema == schema
-                    && c.dataset == dataset
-                    && matches!(c.kind, ReflectionKind::Raw { .. })
-            }) {
-                let ReflectionKind::Raw { display } = &candidate.kind else {
-                    continue;
-                };
-                let verdict = match &candidate.unusable {
-                    Some(reason) => Err(reason.clone()),
-                    None => holds(display, &read),
-                };
-                match verdict {
-                    Ok(()) => matched.push(candidate),
-                    Err(reason) => self.report.note(Considered {
-                        name: candidate.name.clone(),
-                        chosen: false,
-                        matched: false,
-                        detail: format!("not matched: {reason}"),
-                        data_as_of_ms: candidate.data_as_of_ms,
-                    }),
-                }
-            }
-            let Some(chosen) = choose_cheapest(&self.report, matched) else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(table) = &chosen.table else {
-                return Ok(Transformed::no(node));
-            };
-            let reflection_schema = table.schema();
-            let dataset_schema = scan.source.schema();
-            // The columns the scan gives, then those only its filters read.
-            let mut needed: Vec<String> = scan
-                .projected_schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            let mut filtered: Vec<String> = columns_of(&scan.filters).into_iter().collect();
-            filtered.sort();
-            for column in filtered {
-                if !needed.contains(&column) {
-                    needed.push(column);
-                }
-            }
-            let projection = needed
-                .iter()
-                .map(|name| reflection_schema.index_of(name))
-                .collect::<Result<Vec<_>, _>>()?;
-            // The scan prunes with the filters over its own types; the filter above keeps
-            // the answer right whatever the reflection's provider does with them.
-            let scan_filters = scan
-                .filters
-                .iter()
-                .map(|f| {
-                    f.clone()
-                        .transform(|e| match e {
-                            Expr::Column(c) => {
-                                let stored = reflection_schema.field_with_name(&c.name);
-                                let original = dataset_schema.field_with_name(&c.name);
-                                match (stored, original) {
-                                    (Ok(s), Ok(o)) if s.data_type() != o.data_type() => {
-                                        Ok(Transformed::yes(cast(
-                                            Expr::Column(c),
-                                            o.data_type().clone(),
-                                        )))
-                                    }
-                                    _ => Ok(Transformed::no(Expr::Column(c))),
-                                }
-                            }
-                            other => Ok(Transformed::no(other)),
-                        })
-                        .map(|t| t.data)
-                })
-                .collect::<DfResult<Vec<_>>>()?;
-            let fetch = if scan.filters.is_empty() {
-                scan.fetch
-            } else {
-                None
-            };
-            let replacement = LogicalPlan::TableScan(
-                datafusion::logical_expr::TableScanBuilder::new(
-                    scan.table_name.clone(),
-                    provider_as_source(Arc::clone(table)),
-                )
-                .with_projection(Some(projection))
-                .with_filters(scan_filters)
-                .with_fetch(fetch)
-                .build()?,
-            );
-            // Every needed column as the dataset types it, under the scan's name.
-            let typed: Vec<Expr> = needed
-                .iter()
-                .map(|name| {
-                    let column = Expr::Column(Column::new(Some(scan.table_name.clone()), name));
-                    let expr = match dataset_schema.field_with_name(name) {
-                        Ok(field) => cast(column, field.data_type().clone()),
-                        Err(_) => column,
-                    };
-                    expr.alias_qualified(Some(scan.table_name.clone()), name)
-                })
-                .collect();
-            let mut restored =
-                LogicalPlan::Projection(Projection::try_new(typed, Arc::new(replacement))?);
-            if let Some(predicate) =
-                datafusion::logical_expr::utils::conjunction(scan.filters.iter().cloned())
-            {
-                restored = LogicalPlan::Filter(datafusion::logical_expr::Filter::try_new(
-                    predicate,
-                    Arc::new(restored),
-                )?);
-            }
-            let restored = restore_schema(restored, &scan.projected_schema, |_, i| {
-                let name = scan.projected_schema.field(i).name();
-                Expr::Column(Column::new(Some(scan.table_name.clone()), name))
-            })?;
-            Ok(Transformed::yes(restored))
-        })
-    }
 }

@@ -6,6 +6,7 @@
 //! queries a materialization answers and rewrites their plans.
 
 pub mod matching;
+pub mod raw;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

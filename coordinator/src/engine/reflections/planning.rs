@@ -18,7 +18,8 @@ use crate::datasets::schema_codec::{decode_schema, encode_schema};
 use crate::engine::catalog_ops::catalog_error;
 use crate::engine::session::{ReflectionOptions, quarry_options};
 use crate::engine::{Engine, Session};
-use crate::reflections::matching::{AggregateRule, Candidate, RawRule, Report};
+use crate::reflections::matching::{AggregateRule, Candidate, Report};
+use crate::reflections::raw::RawRule;
 use crate::reflections::{self as reflection};
 
 tokio::task_local! {
