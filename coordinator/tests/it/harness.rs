@@ -34,6 +34,24 @@ pub async fn run_sql(
     (batches, record)
 }
 
+/// The rows of `text` run in `session`; panics when it fails.
+pub async fn sql(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> Vec<RecordBatch> {
+    run_sql(engine, session, text).await.0
+}
+
+/// The error a statement fails with, as its client sees it; panics when it succeeds.
+pub async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> String {
+    let job = match engine.submit(session, text, None).await {
+        Ok(job) => job,
+        Err(e) => return e.message,
+    };
+    let read: Result<Vec<RecordBatch>, _> = job.spool.read(0, None).try_collect().await;
+    match read {
+        Ok(_) => panic!("{text} should fail"),
+        Err(e) => e.message,
+    }
+}
+
 /// An in-process cluster with its own directory.
 pub struct TestCluster {
     pub cluster: LocalCluster,

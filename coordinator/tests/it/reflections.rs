@@ -6,26 +6,9 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use futures::TryStreamExt;
 use quarry_coordinator::engine::{Engine, Session};
 
-use crate::harness::{TestCluster, run_sql};
-
-async fn sql(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> Vec<RecordBatch> {
-    run_sql(engine, session, text).await.0
-}
-
-async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> String {
-    let job = match engine.submit(session, text, None).await {
-        Ok(job) => job,
-        Err(e) => return e.message,
-    };
-    let read: Result<Vec<RecordBatch>, _> = job.spool.read(0, None).try_collect().await;
-    match read {
-        Ok(_) => panic!("{text} should fail"),
-        Err(e) => e.message,
-    }
-}
+use crate::harness::{TestCluster, run_sql, sql, sql_error};
 
 /// Rows as sorted text lines, floats rounded to 9 significant digits.
 fn lines(batches: &[RecordBatch]) -> Vec<String> {

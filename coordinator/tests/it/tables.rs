@@ -7,10 +7,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
-use futures::TryStreamExt;
 use quarry_coordinator::engine::{Engine, Session};
 
-use crate::harness::{TestCluster, python, run_sql};
+use crate::harness::{TestCluster, python, run_sql, sql, sql_error};
 
 /// The tutorial's raw orders: date, city, revenue, one CSV file per half of the month.
 fn write_orders(dir: &Path) -> (usize, f64) {
@@ -33,23 +32,6 @@ fn write_orders(dir: &Path) -> (usize, f64) {
         std::fs::write(dir.join(format!("orders-{half}.csv")), text).expect("csv");
     }
     (rows, total)
-}
-
-async fn sql(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> Vec<RecordBatch> {
-    run_sql(engine, session, text).await.0
-}
-
-/// The error a statement fails with, as its client sees it.
-async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> String {
-    let job = match engine.submit(session, text, None).await {
-        Ok(job) => job,
-        Err(e) => return e.message,
-    };
-    let read: Result<Vec<RecordBatch>, _> = job.spool.read(0, None).try_collect().await;
-    match read {
-        Ok(_) => panic!("{text} should fail"),
-        Err(e) => e.message,
-    }
 }
 
 fn int(batches: &[RecordBatch], column: usize) -> i64 {
