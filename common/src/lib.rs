@@ -15,6 +15,7 @@ pub mod object_stores;
 pub mod panics;
 pub mod protocol;
 pub mod shuffle_reader;
+pub mod sketches;
 pub mod stall;
 pub mod table_write;
 

@@ -115,11 +115,12 @@ pub async fn run_task(
                 .map_err(DataFusionError::from)?;
         }
     }
-    let state = SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(Arc::clone(&env.runtime))
         .build();
+    quarry_common::sketches::register(&mut state)?;
     let task_ctx = state.task_ctx();
     let plan = cooperative(plan_from_bytes(&task.plan, &task_ctx)?)?;
     let _ = running.plan.set(Arc::clone(&plan));

@@ -214,12 +214,17 @@ impl Datasets {
     /// A DataFusion session over Quarry's catalog with the given settings, seeing what
     /// `viewer` may read.
     pub fn session_state(self: &Arc<Self>, config: SessionConfig, viewer: Viewer) -> SessionState {
-        SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_catalog_list(self.catalog_list(viewer))
-            .build()
+            .build();
+        // Registering a function Quarry defines cannot clash with DataFusion's.
+        if let Err(e) = quarry_common::sketches::register(&mut state) {
+            tracing::error!("cannot register the sketch aggregates: {e}");
+        }
+        state
     }
 
     /// A session for planning catalog objects, resolving names against `default_schema`.

@@ -6,15 +6,17 @@
 //! `Aggregate` (or a `DISTINCT`) over filters of one dataset. An aggregation reflection
 //! serves it when every grouping key and filter is an expression over the reflection's
 //! dimensions and every aggregate rolls up from its measures: SUM of sums, COUNT as a sum
-//! of counts (0 on empty input), MIN of mins, MAX of maxes, AVG as sum over count, and
-//! COUNT(DISTINCT d) / MIN / MAX of a dimension by grouping again. A raw reflection serves
+//! of counts (0 on empty input), MIN of mins, MAX of maxes, AVG as sum over count,
+//! approx_distinct by merging HyperLogLog sketches, and COUNT(DISTINCT d) / MIN / MAX /
+//! approx_distinct of a dimension by grouping again. GROUPING SETS, ROLLUP and CUBE roll up
+//! each set the same way. A raw reflection serves
 //! it when it holds every column the subtree reads. `RawRule` runs last, once projections
 //! are pushed into scans: a scan reading only a raw reflection's columns reads the
 //! reflection instead.
 //!
 //! The replacement keeps the replaced node's schema exactly (names, qualifiers and types),
 //! so nothing above it changes. Functions are recognised by name: Quarry's sessions
-//! register DataFusion's built-in aggregates only.
+//! register DataFusion's built-in aggregates and Quarry's sketch aggregates only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -324,13 +326,6 @@ impl AggregateRule {
                 dimensions,
                 measures,
             } => {
-                if aggregate
-                    .group_expr
-                    .iter()
-                    .any(|e| matches!(e, Expr::GroupingSet(_)))
-                {
-                    return Err("GROUPING SETS, ROLLUP and CUBE are not matched yet".to_string());
-                }
                 if chain.projects {
                     return Err(
                         "a projection between the aggregate and the scan hides the measures"
@@ -420,7 +415,9 @@ impl AggregateRule {
                     grouped,
                     &aggregate.schema,
                     |schema, i| {
-                        let keys = aggregate.group_expr.len();
+                        // The grouping keys (with the grouping id of GROUPING SETS) come
+                        // first in both aggregates.
+                        let keys = aggregate.schema.fields().len() - aggregate.aggr_expr.len();
                         if i < keys {
                             return Expr::Column(Column::from(schema.qualified_field(i)));
                         }
@@ -625,11 +622,8 @@ fn coarse_only(expr: &Expr, column: &str) -> bool {
 
 /// The type the query's i-th aggregate gives.
 fn output_type(aggregate: &Aggregate, i: usize) -> DataType {
-    aggregate
-        .schema
-        .field(aggregate.group_expr.len() + i)
-        .data_type()
-        .clone()
+    let keys = aggregate.schema.fields().len() - aggregate.aggr_expr.len();
+    aggregate.schema.field(keys + i).data_type().clone()
 }
 
 /// How an aggregate's result comes out of the partial aggregates over the reflection.
@@ -781,8 +775,17 @@ fn rollup(
             };
             Err(format!("{expr} needs the measure {c} ({needed})"))
         }
+        // The sketch of a set is the sketch of its rows, however they are grouped.
+        "approx_distinct" if is_dim => Ok((vec![inner.clone()], Finish::Cast(output))),
+        "approx_distinct" if has(c, MeasureFunction::ApproxCountDistinct) => Ok((
+            vec![
+                quarry_common::sketches::approx_set_count()
+                    .call(vec![measure(c, MeasureFunction::ApproxCountDistinct)]),
+            ],
+            Finish::Cast(output),
+        )),
         "approx_distinct" => Err(format!(
-            "{expr}: approximate distinct counts are not kept as mergeable sketches"
+            "{expr} needs the measure {c} (APPROX_COUNT_DISTINCT)"
         )),
         other => Err(format!("{other} does not roll up")),
     }

@@ -1,7 +1,7 @@
 //! Reflections: materializations of a dataset that queries use without naming them.
 //! A raw reflection keeps some of a dataset's columns as Parquet; an aggregation
-//! reflection keeps measures (SUM, COUNT, MIN, MAX) grouped by dimensions, plus the row
-//! count. A refresh is a distributed write of the materialization's query into a Delta
+//! reflection keeps measures (SUM, COUNT, MIN, MAX, and HyperLogLog sketches for
+//! APPROX_COUNT_DISTINCT) grouped by dimensions, plus the row count. A refresh is a distributed write of the materialization's query into a Delta
 //! table in the reflection store (`engine/reflections.rs`); `matching` decides which
 //! queries a materialization answers and rewrites their plans.
 
@@ -211,6 +211,17 @@ pub fn validate(
             unique(&mut measures.iter().map(|m| &m.column), "measure")?;
             for measure in measures {
                 let f = field(&measure.column, "measure")?;
+                if measure
+                    .functions
+                    .contains(&MeasureFunction::ApproxCountDistinct)
+                    && !quarry_common::sketches::sketchable(f.data_type())
+                {
+                    return Err(QuarryError::invalid(format!(
+                        "APPROX_COUNT_DISTINCT of '{}', a {} column: approximate distinct counts take integers of 32 bits or more, decimals, dates, times and strings",
+                        measure.column,
+                        f.data_type()
+                    )));
+                }
                 if measure.functions.contains(&MeasureFunction::Sum) && !f.data_type().is_numeric()
                 {
                     return Err(QuarryError::invalid(format!(
@@ -275,8 +286,7 @@ pub fn materialization_sql(record: &ReflectionRecord, schema: &Schema) -> String
                         MeasureFunction::Count => "count",
                         MeasureFunction::Min => "min",
                         MeasureFunction::Max => "max",
-                        // Not kept: distinct counts do not merge without sketches.
-                        MeasureFunction::ApproxCountDistinct => continue,
+                        MeasureFunction::ApproxCountDistinct => quarry_common::sketches::APPROX_SET,
                     };
                     columns.push(format!(
                         "{call}({}) AS {}",

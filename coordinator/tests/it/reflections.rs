@@ -354,8 +354,9 @@ async fn bad_definitions_are_refused_and_leave_nothing() {
     assert!(gone.contains("does not exist"), "{gone}");
 }
 
-/// One generated dashboard query over demo.orders: grouping keys, aggregates (some that
-/// roll up, some that do not), filters on dimensions and not, HAVING, ORDER BY / LIMIT.
+/// One generated dashboard query over demo.orders: grouping keys (sometimes a ROLLUP),
+/// aggregates (some that roll up, some that do not), filters on dimensions and not,
+/// HAVING, ORDER BY / LIMIT.
 fn random_query(rng: &mut impl rand::Rng) -> String {
     const KEYS: &[&str] = &[
         "city",
@@ -390,10 +391,13 @@ fn random_query(rng: &mut impl rand::Rng) -> String {
         "min(date)",
         "sum(revenue) / count(*)",
         "count(*) * 2",
+        "approx_distinct(age)",
+        "approx_distinct(city)",
         // These do not roll up.
         "stddev(revenue)",
         "sum(revenue * 2)",
         "count(DISTINCT age)",
+        "approx_distinct(quantity)",
     ];
     const FILTERS: &[&str] = &[
         "city = 'Lyon'",
@@ -426,6 +430,7 @@ fn random_query(rng: &mut impl rand::Rng) -> String {
     let filters = pick(FILTERS, 2);
     let having = rng.random_bool(0.2);
     let limit = rng.random_bool(0.3);
+    let rollup = rng.random_bool(0.15);
     let mut select: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     select.extend(aggregates.iter().map(|a| a.to_string()));
     let mut sql = format!("SELECT {} FROM demo.orders", select.join(", "));
@@ -434,7 +439,11 @@ fn random_query(rng: &mut impl rand::Rng) -> String {
     }
     if !keys.is_empty() {
         let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
-        sql.push_str(&format!(" GROUP BY {}", positions.join(", ")));
+        if rollup {
+            sql.push_str(&format!(" GROUP BY ROLLUP ({})", keys.join(", ")));
+        } else {
+            sql.push_str(&format!(" GROUP BY {}", positions.join(", ")));
+        }
         if having {
             sql.push_str(" HAVING count(*) > 3");
         }
@@ -456,7 +465,8 @@ async fn a_thousand_random_queries_answer_the_same_with_reflections() {
         &session,
         "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION daily_city \
          USING DIMENSIONS (date BY DAY, city, category) \
-         MEASURES (revenue (SUM, COUNT, MIN, MAX), quantity (SUM, COUNT, MIN, MAX))",
+         MEASURES (revenue (SUM, COUNT, MIN, MAX), quantity (SUM, COUNT, MIN, MAX), \
+         age (APPROX_COUNT_DISTINCT))",
     )
     .await;
     sql(
