@@ -659,11 +659,16 @@ impl Engine {
                     Ok(())
                 };
                 let profile = self.execute(job, *inner, &mut count).await?;
-                let report = crate::scheduler::analyze_report(
+                let mut report = crate::scheduler::analyze_report(
                     &profile,
                     rows,
                     started.elapsed().as_millis() as u64,
                 );
+                // What planning made of reflections, as EXPLAIN shows it.
+                let considered = job.record().reflections;
+                if !considered.is_empty() {
+                    report.insert(0, ("reflections".to_string(), considered.join("\n")));
+                }
                 job.set_profile(&profile);
                 sink(&plan_text_batch(report)?)
             }
