@@ -281,6 +281,9 @@ pub struct JobRecord {
     /// None when it read only base data.
     #[serde(default)]
     pub data_as_of_ms: Option<u64>,
+    /// The aggregates it ran that a reflection could serve, for recommendations.
+    #[serde(default)]
+    pub aggregates: Vec<crate::reflections::AggregateShape>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -83,6 +83,17 @@ impl MeasureFunction {
     }
 }
 
+/// What one aggregate of a query grouped by, filtered on and computed over one dataset,
+/// as an aggregation reflection would need it: the input of `sys.recommend_reflections`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateShape {
+    pub schema: String,
+    pub dataset: String,
+    /// Grouping keys and filtered columns.
+    pub dimensions: Vec<Dimension>,
+    pub measures: Vec<Measure>,
+}
+
 /// One refresh's output: a Delta table in the reflection store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Materialization {

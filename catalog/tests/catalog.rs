@@ -254,6 +254,7 @@ fn jobs_list_newest_first_and_prune() -> Result<(), CatalogError> {
             profile: serde_json::Value::Null,
             reflections: Vec::new(),
             data_as_of_ms: None,
+            aggregates: Vec::new(),
         })?;
     }
     let ids: Vec<String> = catalog.list_jobs()?.into_iter().map(|j| j.id).collect();

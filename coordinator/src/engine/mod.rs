@@ -375,8 +375,11 @@ impl Engine {
             })
             .await
             .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
-        if let Some((considered, data_as_of)) = reports.summary(self.datasets.reflection_state()) {
-            job.set_reflections(considered, data_as_of);
+        let summary = reports.summary(self.datasets.reflection_state());
+        let aggregates = reports.aggregates();
+        if summary.is_some() || !aggregates.is_empty() {
+            let (considered, data_as_of) = summary.unwrap_or_default();
+            job.set_reflections(considered, data_as_of, aggregates);
         }
         // A query for the executors takes its place in line now, so a full queue is
         // refused before the client waits for anything.
@@ -490,6 +493,7 @@ impl Engine {
                 "UPDATE is not supported yet; INSERT and DELETE on managed tables are",
             )),
             LogicalPlan::Analyze(analyze) => {
+                self.note_aggregates(session, analyze.input.as_ref());
                 let (state, _) = self
                     .with_reflections(session, state, analyze.input.as_ref())
                     .await?;
@@ -504,6 +508,7 @@ impl Engine {
                 Ok(Outcome::Rows(batch.schema(), vec![batch]))
             }
             query => {
+                self.note_aggregates(session, &query);
                 let (state, _) = self.with_reflections(session, state, &query).await?;
                 self.plan_query(&state, &query).await
             }

@@ -137,12 +137,19 @@ impl Job {
         }
     }
 
-    /// What planning made of reflections, and how old the data of those used is.
-    pub fn set_reflections(&self, considered: Vec<String>, data_as_of_ms: Option<u64>) {
+    /// What planning made of reflections, how old the data of those used is, and the
+    /// aggregates the job runs.
+    pub fn set_reflections(
+        &self,
+        considered: Vec<String>,
+        data_as_of_ms: Option<u64>,
+        aggregates: Vec<quarry_catalog::AggregateShape>,
+    ) {
         {
             let mut record = self.lock();
             record.reflections = considered;
             record.data_as_of_ms = data_as_of_ms;
+            record.aggregates = aggregates;
         }
         self.persist();
     }
@@ -305,6 +312,7 @@ impl Jobs {
             profile: serde_json::Value::Null,
             reflections: Vec::new(),
             data_as_of_ms: None,
+            aggregates: Vec::new(),
         };
         let job = Arc::new(Job {
             spool: ResultSpool::new(self.results_dir.join(format!("{id}.arrows"))),

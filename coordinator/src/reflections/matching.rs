@@ -100,7 +100,7 @@ impl Report {
 }
 
 /// The dataset a name refers to, as (schema, name).
-pub(super) fn resolve(name: &TableReference, default_schema: &str) -> (String, String) {
+pub(crate) fn resolve(name: &TableReference, default_schema: &str) -> (String, String) {
     match name {
         TableReference::Bare { table } => (default_schema.to_string(), table.to_string()),
         TableReference::Partial { schema, table } | TableReference::Full { schema, table, .. } => {
@@ -118,28 +118,28 @@ pub struct AggregateRule {
 
 /// What an aggregate reads at the bottom of its chain: a table's scan, or a view (whose
 /// plan the SQL planner inlined under an alias named after it).
-struct Leaf {
-    name: TableReference,
+pub(super) struct Leaf {
+    pub(super) name: TableReference,
     /// The dataset's columns with their types.
-    schema: arrow::datatypes::SchemaRef,
-    view: bool,
+    pub(super) schema: arrow::datatypes::SchemaRef,
+    pub(super) view: bool,
 }
 
 /// The one dataset under a chain of filters, aliases and projections.
-struct Chain<'a> {
-    leaf: Leaf,
+pub(super) struct Chain<'a> {
+    pub(super) leaf: Leaf,
     /// Filter predicates and projected expressions: what the chain reads.
-    exprs: Vec<&'a Expr>,
+    pub(super) exprs: Vec<&'a Expr>,
     /// The name the scan's columns have above the chain (its outermost alias).
-    qualifier: TableReference,
+    pub(super) qualifier: TableReference,
     /// A projection sits in the chain: columns other than the dataset's are cut off.
-    projects: bool,
+    pub(super) projects: bool,
     /// The chain joins other tables: the expressions above and in the joins, which may
     /// read the dataset's columns only where they are dimensions.
-    joined: Option<Vec<&'a Expr>>,
+    pub(super) joined: Option<Vec<&'a Expr>>,
 }
 
-fn chain_scan<'a>(
+pub(super) fn chain_scan<'a>(
     plan: &'a LogicalPlan,
     is_view: &dyn Fn(&TableReference) -> bool,
     has_candidates: &dyn Fn(&TableReference) -> bool,
@@ -592,7 +592,7 @@ impl Dimensions {
 }
 
 /// `column` appears in `expr` only as `date_trunc(day|week|month|quarter|year, column)`.
-fn coarse_only(expr: &Expr, column: &str) -> bool {
+pub(super) fn coarse_only(expr: &Expr, column: &str) -> bool {
     let mut ok = true;
     let _ = expr.apply(|e| {
         if let Expr::ScalarFunction(f) = e

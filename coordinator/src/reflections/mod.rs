@@ -7,6 +7,7 @@
 
 pub mod matching;
 pub mod raw;
+pub mod recommend;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

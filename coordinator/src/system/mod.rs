@@ -1,10 +1,12 @@
 //! System tables: `sys.nodes` (executors), `sys.jobs` (query history), `sys.tasks`
 //! (every task of recent jobs) and `sys.users`, `sys.roles`, `sys.privileges`
 //! ([`access`]), built from the coordinator's state when a query reads them; with test
-//! sources on, `sys.test_stall` (a scan that never yields). Users who are not admins see
+//! sources on, `sys.test_stall` (a scan that never yields). Reflections have
+//! `sys.reflections`, `sys.materializations` and `sys.recommend_reflections`. Users who are not admins see
 //! only their own jobs, tasks, user and privileges.
 
 pub(crate) mod access;
+mod recommendations;
 mod reflections;
 
 use std::sync::Arc;
@@ -82,11 +84,12 @@ impl SystemSchema {
     }
 }
 
-const SYSTEM_TABLES: [&str; 8] = [
+const SYSTEM_TABLES: [&str; 9] = [
     "jobs",
     "materializations",
     "nodes",
     "privileges",
+    "recommend_reflections",
     "reflections",
     "roles",
     "tasks",
@@ -340,6 +343,13 @@ impl SchemaProvider for SystemSchema {
                 reflections::reflections(&tables.catalog, &tables.reflections, &self.viewer)
                     .map(Some)
             }
+            "recommend_reflections" => recommendations::recommendations(
+                &tables.catalog,
+                &tables.jobs,
+                |user| self.sees_job(user),
+                &self.viewer,
+            )
+            .map(Some),
             "materializations" => {
                 reflections::materializations(&tables.catalog, &self.viewer).map(Some)
             }

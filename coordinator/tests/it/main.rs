@@ -6,6 +6,7 @@ mod harness;
 mod adbc;
 mod cluster;
 mod flight_sql;
+mod recommendations;
 mod reflections;
 mod rest;
 mod restart;

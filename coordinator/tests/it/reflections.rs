@@ -11,7 +11,7 @@ use quarry_coordinator::engine::{Engine, Session};
 use crate::harness::{TestCluster, run_sql, sql, sql_error};
 
 /// Rows as sorted text lines, floats rounded to 9 significant digits.
-fn lines(batches: &[RecordBatch]) -> Vec<String> {
+pub(crate) fn lines(batches: &[RecordBatch]) -> Vec<String> {
     let text = pretty_format_batches(batches).expect("format").to_string();
     let mut rows: Vec<String> = text
         .lines()

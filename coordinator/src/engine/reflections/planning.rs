@@ -9,7 +9,7 @@ use arrow::array::RecordBatch;
 use datafusion::common::TableReference;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use quarry_catalog::{DatasetDefinition, ReflectionRecord};
+use quarry_catalog::{AggregateShape, DatasetDefinition, ReflectionRecord};
 use quarry_common::QuarryError;
 
 use crate::cluster::now_ms;
@@ -18,17 +18,25 @@ use crate::datasets::schema_codec::{decode_schema, encode_schema};
 use crate::engine::catalog_ops::catalog_error;
 use crate::engine::session::{ReflectionOptions, quarry_options};
 use crate::engine::{Engine, Session};
-use crate::reflections::matching::{AggregateRule, Candidate, Report};
+use crate::reflections::matching::{AggregateRule, Candidate, Report, resolve};
 use crate::reflections::raw::RawRule;
+use crate::reflections::recommend;
 use crate::reflections::{self as reflection};
 
 tokio::task_local! {
     static PLANNING: PlanningReports;
 }
 
-/// The reflection reports of the statements a job plans, for its record.
+/// The reflection reports of the statements a job plans, and the shapes of the
+/// aggregates it runs, for its record.
 #[derive(Clone, Default)]
-pub(crate) struct PlanningReports(Arc<std::sync::Mutex<Vec<Arc<Report>>>>);
+pub(crate) struct PlanningReports(Arc<std::sync::Mutex<Planned>>);
+
+#[derive(Default)]
+struct Planned {
+    reports: Vec<Arc<Report>>,
+    aggregates: Vec<AggregateShape>,
+}
 
 impl PlanningReports {
     /// Run `planning` with its reports collected here.
@@ -37,11 +45,27 @@ impl PlanningReports {
     }
 
     fn note(report: &Arc<Report>) {
-        let _ = PLANNING.try_with(|reports| {
-            if let Ok(mut reports) = reports.0.lock() {
-                reports.push(Arc::clone(report));
+        let _ = PLANNING.try_with(|planned| {
+            if let Ok(mut planned) = planned.0.lock() {
+                planned.reports.push(Arc::clone(report));
             }
         });
+    }
+
+    fn note_aggregates(shapes: Vec<AggregateShape>) {
+        let _ = PLANNING.try_with(|planned| {
+            if let Ok(mut planned) = planned.0.lock() {
+                planned.aggregates.extend(shapes);
+            }
+        });
+    }
+
+    /// The shapes of the aggregates the job's queries run.
+    pub(crate) fn aggregates(&self) -> Vec<AggregateShape> {
+        self.0
+            .lock()
+            .map(|p| p.aggregates.clone())
+            .unwrap_or_default()
     }
 
     /// Every considered reflection as `name: verdict`, and when the oldest data used was
@@ -50,7 +74,8 @@ impl PlanningReports {
         &self,
         state: &crate::reflections::ReflectionState,
     ) -> Option<(Vec<String>, Option<u64>)> {
-        let reports = self.0.lock().ok()?;
+        let planned = self.0.lock().ok()?;
+        let reports = &planned.reports;
         if reports.is_empty() {
             return None;
         }
@@ -70,6 +95,21 @@ impl PlanningReports {
 }
 
 impl Engine {
+    /// Remember the shapes of the aggregates `plan` runs, for `sys.recommend_reflections`.
+    pub(in crate::engine) fn note_aggregates(&self, session: &Session, plan: &LogicalPlan) {
+        let default_schema = session.default_schema();
+        let catalog = self.datasets.catalog();
+        let is_view = |name: &TableReference| {
+            let (schema, dataset) = resolve(name, &default_schema);
+            catalog
+                .get_dataset(&schema, &dataset)
+                .ok()
+                .flatten()
+                .is_some_and(|d| matches!(d.record.definition, DatasetDefinition::View(_)))
+        };
+        PlanningReports::note_aggregates(recommend::shapes(plan, &default_schema, &is_view));
+    }
+
     /// `EXPLAIN REFLECTIONS query`: one row per considered reflection, with what became
     /// of it (`chosen`, `matched, not chosen: ...`, `not matched: <reason>`).
     pub(in crate::engine) async fn explain_reflections(
