@@ -25,7 +25,7 @@ pub use records::{
     SourceRecord, Stored, TableDefinition, TokenRecord, UserRecord, ViewDefinition,
 };
 pub use reflections::{
-    AggregateShape, Dimension, InputSnapshot, Materialization, Measure, MeasureFunction,
-    ReflectionKind, ReflectionRecord,
+    AggregateShape, Dimension, InputSnapshot, Materialization, Measure, MeasureFunction, PolicyOn,
+    ReflectionKind, ReflectionPolicy, ReflectionRecord, Refresh,
 };
 pub use store::{CasMismatch, Keyspace, KvStore, SledStore};

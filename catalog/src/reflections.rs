@@ -127,7 +127,109 @@ pub struct InputSnapshot {
     pub stamp: u64,
 }
 
+/// When reflections are refreshed and how long they serve, set on a dataset or on a
+/// source (the default for its datasets). What is not set falls back to the source's,
+/// then to Quarry's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReflectionPolicy {
+    /// None: not set here.
+    #[serde(default)]
+    pub refresh: Option<Refresh>,
+    #[serde(default)]
+    pub grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refresh {
+    EveryMs(u64),
+    /// Only when asked.
+    Never,
+}
+
+impl Refresh {
+    pub fn every_ms(self) -> Option<u64> {
+        match self {
+            Refresh::EveryMs(ms) => Some(ms),
+            Refresh::Never => None,
+        }
+    }
+}
+
+/// The key of a policy: on a source, or on a dataset.
+pub enum PolicyOn<'a> {
+    Source(&'a str),
+    Dataset(&'a str, &'a str),
+}
+
+impl PolicyOn<'_> {
+    fn key(&self) -> String {
+        match self {
+            PolicyOn::Source(name) => format!("source:{name}"),
+            PolicyOn::Dataset(schema, name) => format!("dataset:{schema}.{name}"),
+        }
+    }
+}
+
 impl Catalog {
+    pub fn reflection_policy(
+        &self,
+        on: PolicyOn,
+    ) -> Result<Option<ReflectionPolicy>, CatalogError> {
+        Ok(self
+            .get::<ReflectionPolicy>(Keyspace::ReflectionPolicies, on.key().as_bytes())?
+            .map(|s| s.record))
+    }
+
+    /// Set a policy, replacing what was set on the same object.
+    pub fn set_reflection_policy(
+        &self,
+        on: PolicyOn,
+        policy: ReflectionPolicy,
+    ) -> Result<(), CatalogError> {
+        let key = on.key();
+        loop {
+            let result =
+                match self.get::<ReflectionPolicy>(Keyspace::ReflectionPolicies, key.as_bytes())? {
+                    Some(stored) => self
+                        .update(
+                            Keyspace::ReflectionPolicies,
+                            ObjectKind::Reflection,
+                            &key,
+                            policy.clone(),
+                            stored.version,
+                        )
+                        .map(|_| ()),
+                    None => self
+                        .create(
+                            Keyspace::ReflectionPolicies,
+                            ObjectKind::Reflection,
+                            &key,
+                            policy.clone(),
+                        )
+                        .map(|_| ()),
+                };
+            match result {
+                // Another change won: read it and try again.
+                Err(CatalogError::Conflict { .. } | CatalogError::AlreadyExists { .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Forget a policy (its dataset or source is gone); nothing when none was set.
+    pub fn delete_reflection_policy(&self, on: PolicyOn) -> Result<(), CatalogError> {
+        match self.delete::<ReflectionPolicy>(
+            Keyspace::ReflectionPolicies,
+            ObjectKind::Reflection,
+            &on.key(),
+            None,
+        ) {
+            Err(CatalogError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
     pub fn list_reflections(&self) -> Result<Vec<Stored<ReflectionRecord>>, CatalogError> {
         self.list(Keyspace::Reflections, b"")
     }

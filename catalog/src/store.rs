@@ -23,10 +23,12 @@ pub enum Keyspace {
     JobsByTime,
     /// Reflections (materializations of datasets), by name.
     Reflections,
+    /// Refresh policies of reflections, by `source:<name>` or `dataset:<schema>.<name>`.
+    ReflectionPolicies,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 11] = [
+    pub const ALL: [Keyspace; 12] = [
         Keyspace::Sources,
         Keyspace::Schemas,
         Keyspace::Datasets,
@@ -38,6 +40,7 @@ impl Keyspace {
         Keyspace::Grants,
         Keyspace::JobsByTime,
         Keyspace::Reflections,
+        Keyspace::ReflectionPolicies,
     ];
 
     pub fn tree_name(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Keyspace {
             Keyspace::Grants => "grants",
             Keyspace::JobsByTime => "jobs_by_time",
             Keyspace::Reflections => "reflections",
+            Keyspace::ReflectionPolicies => "reflection_policies",
         }
     }
 }

@@ -263,6 +263,10 @@ impl Engine {
         {
             Ok(()) => {
                 self.forget_grants_on(SecurableKind::Source, name)?;
+                self.datasets
+                    .catalog()
+                    .delete_reflection_policy(quarry_catalog::PolicyOn::Source(name))
+                    .map_err(catalog_error)?;
                 Ok(true)
             }
             Err(CatalogError::NotFound { .. }) if if_exists => Ok(false),

@@ -11,6 +11,8 @@
 //! ALTER TABLE|VIEW ds REFRESH REFLECTIONS
 //! ALTER TABLE|VIEW ds {ENABLE | DISABLE} {RAW | AGGREGATE} ACCELERATION
 //! ALTER TABLE|VIEW ds SET REFLECTION REFRESH {EVERY '1 hour' | NEVER} [GRACE '3 hours']
+//! ALTER SOURCE s SET REFLECTION REFRESH {EVERY '1 hour' | NEVER} [GRACE '3 hours']
+//!     (the default of the source's datasets)
 //! WAIT FOR REFLECTION name [TIMEOUT seconds]
 //! ALTER REFLECTION name REFRESH
 //! DROP REFLECTION name
@@ -42,7 +44,9 @@ pub enum ReflectionStatement {
         enable: bool,
     },
     Policy {
+        /// The dataset's name, or the source's when `on_source`.
         dataset: Vec<String>,
+        on_source: bool,
         /// None: NEVER (only when asked).
         every: Option<String>,
         grace: Option<String>,
@@ -107,8 +111,12 @@ pub fn parse_reflection(parser: &mut Parser) -> Result<Option<ReflectionStatemen
             _ => {}
         }
     }
+    let on_source = word_at(parser, 1).as_deref() == Some("SOURCE");
     if word_at(parser, 0).as_deref() != Some("ALTER")
-        || !matches!(word_at(parser, 1).as_deref(), Some("TABLE" | "VIEW"))
+        || !matches!(
+            word_at(parser, 1).as_deref(),
+            Some("TABLE" | "VIEW" | "SOURCE")
+        )
     {
         return Ok(None);
     }
@@ -119,13 +127,17 @@ pub fn parse_reflection(parser: &mut Parser) -> Result<Option<ReflectionStatemen
     }
     let action = word_at(parser, n + 1);
     let next = word_at(parser, n + 2);
-    let ours = matches!(
-        (action.as_deref(), next.as_deref()),
-        (Some("CREATE"), Some("AGGREGATE" | "RAW"))
-            | (Some("DROP" | "SET"), Some("REFLECTION"))
-            | (Some("REFRESH"), Some("REFLECTIONS"))
-            | (Some("ENABLE" | "DISABLE"), Some("RAW" | "AGGREGATE"))
-    );
+    let ours = match (action.as_deref(), next.as_deref()) {
+        // A source takes only a policy.
+        _ if on_source => (action.as_deref(), next.as_deref()) == (Some("SET"), Some("REFLECTION")),
+        _ => matches!(
+            (action.as_deref(), next.as_deref()),
+            (Some("CREATE"), Some("AGGREGATE" | "RAW"))
+                | (Some("DROP" | "SET"), Some("REFLECTION"))
+                | (Some("REFRESH"), Some("REFLECTIONS"))
+                | (Some("ENABLE" | "DISABLE"), Some("RAW" | "AGGREGATE"))
+        ),
+    };
     if !ours {
         return Ok(None);
     }
@@ -215,6 +227,7 @@ pub fn parse_reflection(parser: &mut Parser) -> Result<Option<ReflectionStatemen
             };
             ReflectionStatement::Policy {
                 dataset,
+                on_source,
                 every,
                 grace,
             }
@@ -406,6 +419,16 @@ mod tests {
                 timeout_seconds: Some(5.0)
             }
         );
+        assert_eq!(
+            reflection("ALTER SOURCE lake SET REFLECTION REFRESH NEVER"),
+            ReflectionStatement::Policy {
+                dataset: vec!["lake".into()],
+                on_source: true,
+                every: None,
+                grace: None,
+            }
+        );
+        assert!(parse("ALTER SOURCE lake REFRESH REFLECTIONS").is_err());
         assert!(matches!(
             reflection("ALTER TABLE t SET REFLECTION REFRESH EVERY '2 hours' GRACE '6 hours'"),
             ReflectionStatement::Policy {

@@ -7,6 +7,7 @@ mod adbc;
 mod cluster;
 mod flight_sql;
 mod recommendations;
+mod reflection_policies;
 mod reflections;
 mod rest;
 mod restart;

@@ -2,8 +2,10 @@
 //! a distributed write of the materialization's query into a Delta table in the
 //! reflection store, and the scheduler), and what a query's planning makes of them
 //! (`planning.rs`: candidates, the rules of `crate::reflections::matching`, reports).
+//! `policy.rs` keeps refresh policies of datasets and sources.
 
 mod planning;
+mod policy;
 mod refresh;
 
 pub(crate) use planning::PlanningReports;
@@ -21,7 +23,7 @@ use crate::datasets::source_of;
 use crate::engine::catalog_ops::catalog_error;
 use crate::engine::ddl::reference_of;
 use crate::engine::{Engine, Session, message_batch};
-use crate::reflections::{self as reflection, DEFAULT_GRACE_MS, DEFAULT_REFRESH_MS};
+use crate::reflections::{self as reflection};
 use crate::sql::reflections::{ReflectionDefinition, ReflectionStatement};
 
 impl Engine {
@@ -91,31 +93,10 @@ impl Engine {
             }
             ReflectionStatement::Policy {
                 dataset,
+                on_source,
                 every,
                 grace,
-            } => {
-                let (schema, table) = self.altered_dataset(session, &dataset)?;
-                let every = every
-                    .map(|e| super::parse_duration("REFRESH EVERY", &e))
-                    .transpose()?
-                    .map(|d| d.as_millis() as u64);
-                let grace = grace
-                    .map(|g| super::parse_duration("GRACE", &g))
-                    .transpose()?
-                    .map(|d| d.as_millis() as u64);
-                for stored in self.reflections_of(&schema, &table)? {
-                    self.update_reflection(&stored.record.name, |r| {
-                        r.refresh_every_ms = every;
-                        if let Some(grace) = grace {
-                            r.grace_ms = grace;
-                        }
-                    })?;
-                }
-                message_batch(
-                    "result",
-                    &[format!("Reflection policy of {schema}.{table} set")],
-                )
-            }
+            } => self.set_policy(session, &dataset, on_source, every, grace),
             ReflectionStatement::Wait {
                 name,
                 timeout_seconds,
@@ -194,6 +175,7 @@ impl Engine {
             &definition.localsort_by,
             &columns,
         )?;
+        let (refresh_every_ms, grace_ms) = self.effective_policy(schema, dataset)?;
         let record = ReflectionRecord {
             name: definition.name.clone(),
             schema: schema.to_string(),
@@ -203,8 +185,8 @@ impl Engine {
             localsort_by: definition.localsort_by,
             enabled: true,
             dataset_columns: encode_schema(&columns)?,
-            refresh_every_ms: Some(DEFAULT_REFRESH_MS),
-            grace_ms: DEFAULT_GRACE_MS,
+            refresh_every_ms,
+            grace_ms,
             materialization: None,
             last_error: None,
         };
@@ -273,6 +255,10 @@ impl Engine {
 
     /// Drop a dataset's reflections with it.
     pub(crate) fn drop_reflections_of(&self, schema: &str, dataset: &str) {
+        let policy = quarry_catalog::PolicyOn::Dataset(schema, dataset);
+        if let Err(e) = self.datasets.catalog().delete_reflection_policy(policy) {
+            tracing::warn!("cannot forget the reflection policy of {schema}.{dataset}: {e}");
+        }
         let Ok(reflections) = self.reflections_of(schema, dataset) else {
             return;
         };
