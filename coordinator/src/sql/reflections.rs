@@ -63,6 +63,16 @@ pub enum ReflectionStatement {
     DropByName {
         name: String,
     },
+    /// A change of one reflection as read at `version` (REST's PUT): what is given is
+    /// replaced. A new definition drops the materialization and starts a refresh.
+    Update {
+        name: String,
+        version: u64,
+        enabled: Option<bool>,
+        kind: Option<ReflectionKind>,
+        partition_by: Option<Vec<String>>,
+        localsort_by: Option<Vec<String>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,20 +8,27 @@ use arrow::array::{ArrayRef, BooleanArray, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::error::{DataFusionError, Result};
-use quarry_catalog::{Catalog, ReflectionKind, ReflectionRecord};
+use quarry_catalog::{Catalog, ReflectionKind, ReflectionRecord, Stored};
 
 use super::{ms, table, timestamp};
 use crate::datasets::{Viewer, can_read};
 use crate::reflections::{ReflectionState, describe, status};
 
 fn visible(catalog: &Catalog, viewer: &Viewer) -> Result<Vec<ReflectionRecord>> {
+    Ok(visible_stored(catalog, viewer)?
+        .into_iter()
+        .map(|s| s.record)
+        .collect())
+}
+
+/// The reflections `viewer` may see, with their versions.
+fn visible_stored(catalog: &Catalog, viewer: &Viewer) -> Result<Vec<Stored<ReflectionRecord>>> {
     let records = catalog
         .list_reflections()
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(records
         .into_iter()
-        .map(|s| s.record)
-        .filter(|r| {
+        .filter(|Stored { record: r, .. }| {
             catalog
                 .get_dataset(&r.schema, &r.dataset)
                 .ok()
@@ -48,7 +55,9 @@ pub(super) fn reflections(
     state: &ReflectionState,
     viewer: &Viewer,
 ) -> Result<Arc<dyn TableProvider>> {
-    let records = visible(catalog, viewer)?;
+    let stored = visible_stored(catalog, viewer)?;
+    let versions: Vec<u64> = stored.iter().map(|s| s.version).collect();
+    let records: Vec<ReflectionRecord> = stored.into_iter().map(|s| s.record).collect();
     let now = crate::cluster::now_ms();
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
@@ -69,6 +78,7 @@ pub(super) fn reflections(
         Field::new("matched", DataType::UInt64, false),
         Field::new("chosen", DataType::UInt64, false),
         Field::new("last_error", DataType::Utf8, true),
+        Field::new("version", DataType::UInt64, false),
     ]));
     let duration =
         |ms: u64| humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string();
@@ -135,6 +145,7 @@ pub(super) fn reflections(
         numbers(usage.iter().map(|u| u.matched).collect()),
         numbers(usage.iter().map(|u| u.chosen).collect()),
         optional_text(records.iter().map(|r| r.last_error.clone()).collect()),
+        numbers(versions),
     ];
     table(schema, columns)
 }

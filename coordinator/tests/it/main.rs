@@ -9,6 +9,7 @@ mod flight_sql;
 mod recommendations;
 mod reflection_policies;
 mod reflections;
+mod reflections_rest;
 mod rest;
 mod restart;
 mod s3;

@@ -106,6 +106,72 @@ impl Engine {
                 let job = self.start_refresh(&record.name, &session.user)?;
                 message_batch("result", &[format!("{name}: refresh job {job}")])
             }
+            ReflectionStatement::Update {
+                name,
+                version,
+                enabled,
+                kind,
+                partition_by,
+                localsort_by,
+            } => {
+                let stored = self.named_stored(session, &name)?;
+                if stored.version != version {
+                    return Err(QuarryError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "reflection {name} is at version {}, not {version}: read it again",
+                            stored.version
+                        ),
+                    ));
+                }
+                let old = stored.record;
+                let mut record = old.clone();
+                if let Some(enabled) = enabled {
+                    record.enabled = enabled;
+                }
+                let redefined = kind.is_some() || partition_by.is_some() || localsort_by.is_some();
+                if redefined {
+                    record.kind = kind.unwrap_or(record.kind);
+                    record.partition_by = partition_by.unwrap_or(record.partition_by);
+                    record.localsort_by = localsort_by.unwrap_or(record.localsort_by);
+                    let columns = self
+                        .datasets
+                        .provider(&record.schema, &record.dataset)
+                        .await?
+                        .ok_or_else(|| {
+                            QuarryError::not_found(format!(
+                                "{}.{} does not exist",
+                                record.schema, record.dataset
+                            ))
+                        })?
+                        .schema();
+                    reflection::validate(
+                        &record.kind,
+                        &record.partition_by,
+                        &record.localsort_by,
+                        &columns,
+                    )?;
+                    record.dataset_columns = encode_schema(&columns)?;
+                    // The old data is of the old definition: it never serves the new one.
+                    record.materialization = None;
+                    record.last_error = None;
+                }
+                let updated = self
+                    .datasets
+                    .catalog()
+                    .update_reflection(record, version)
+                    .map_err(catalog_error)?;
+                let mut message =
+                    format!("Reflection {name} updated to version {}", updated.version);
+                if redefined {
+                    if let Some(m) = &old.materialization {
+                        self.purge_later(crate::datasets::delta::folder_url(&m.location)?);
+                    }
+                    let job = self.start_refresh(&name, &session.user)?;
+                    message.push_str(&format!("; refresh job {job}"));
+                }
+                message_batch("result", &[message])
+            }
             ReflectionStatement::DropByName { name } => {
                 let record = self.named_reflection(session, &name)?;
                 self.datasets
@@ -146,15 +212,23 @@ impl Engine {
         session: &Session,
         name: &str,
     ) -> Result<ReflectionRecord, QuarryError> {
-        let record = self
+        Ok(self.named_stored(session, name)?.record)
+    }
+
+    fn named_stored(
+        &self,
+        session: &Session,
+        name: &str,
+    ) -> Result<Stored<ReflectionRecord>, QuarryError> {
+        let stored = self
             .datasets
             .catalog()
             .get_reflection(name)
             .map_err(catalog_error)?
-            .ok_or_else(|| QuarryError::not_found(format!("reflection {name} does not exist")))?
-            .record;
+            .ok_or_else(|| QuarryError::not_found(format!("reflection {name} does not exist")))?;
+        let record = &stored.record;
         self.altered_dataset(session, &[record.schema.clone(), record.dataset.clone()])?;
-        Ok(record)
+        Ok(stored)
     }
 
     async fn create_reflection(

@@ -12,7 +12,8 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::logical_expr::dml::InsertOp;
 use futures::{FutureExt, TryStreamExt};
 use quarry_catalog::{
-    DatasetDefinition, DatasetRecord, InputSnapshot, Materialization, ReflectionRecord,
+    DatasetDefinition, DatasetRecord, InputSnapshot, Materialization, ReflectionKind,
+    ReflectionRecord,
 };
 use quarry_common::{ErrorCode, QuarryError};
 
@@ -62,6 +63,7 @@ impl Engine {
                         planned.materialization,
                         planned.folder,
                         planned.incremental,
+                        planned.definition,
                     );
                     engine.start_then(job, planned.outcome, Some(then));
                 }
@@ -165,6 +167,7 @@ impl Engine {
             outcome,
             folder: folder.clone(),
             incremental,
+            definition: definition_of(&record),
             materialization: Materialization {
                 location: folder.to_string(),
                 job_id: job_id.to_string(),
@@ -190,6 +193,7 @@ impl Engine {
         mut materialization: Materialization,
         folder: url::Url,
         incremental: bool,
+        definition: Definition,
     ) -> crate::engine::Then {
         let engine = Arc::clone(self);
         Box::new(move |result: Result<(), QuarryError>| {
@@ -209,13 +213,24 @@ impl Engine {
                         materialization.finished_ms = finished;
                         materialization.duration_ms =
                             finished.saturating_sub(materialization.data_as_of_ms);
-                        let mut old = None;
+                        let (mut old, mut redefined) = (None, false);
                         let updated = engine.update_reflection(&name, |r| {
-                            old = r.materialization.clone();
-                            r.materialization = Some(materialization.clone());
-                            r.last_error = None;
+                            // Redefined while it refreshed: this data is of the old
+                            // definition and never serves.
+                            redefined = definition_of(r) != definition;
+                            if !redefined {
+                                old = r.materialization.clone();
+                                r.materialization = Some(materialization.clone());
+                                r.last_error = None;
+                            }
                         });
                         match updated {
+                            Ok(Some(_)) if redefined => {
+                                if !incremental {
+                                    let _ = delta::purge(&runtime, &folder).await;
+                                }
+                                Ok(())
+                            }
                             Ok(Some(_)) => {
                                 engine.datasets.reflection_state().succeeded(&name);
                                 if let Some(old) =
@@ -355,7 +370,7 @@ impl Engine {
         }
     }
 
-    fn purge_later(&self, folder: url::Url) {
+    pub(super) fn purge_later(&self, folder: url::Url) {
         let runtime = Arc::clone(self.datasets.runtime());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -416,6 +431,8 @@ struct PlannedRefresh {
     /// Appending to the current materialization (whose folder must survive a failure).
     incremental: bool,
     materialization: Materialization,
+    /// The definition it materializes.
+    definition: Definition,
 }
 
 /// How to refresh, and why: the current materialization to append to when the dataset
@@ -532,4 +549,15 @@ fn only_files(
             as Arc<dyn datafusion::physical_plan::ExecutionPlan>))
     })?;
     Ok(rewritten.data)
+}
+
+/// What a materialization is of: the reflection's kind, partitioning and sort.
+type Definition = (ReflectionKind, Vec<String>, Vec<String>);
+
+fn definition_of(record: &ReflectionRecord) -> Definition {
+    (
+        record.kind.clone(),
+        record.partition_by.clone(),
+        record.localsort_by.clone(),
+    )
 }

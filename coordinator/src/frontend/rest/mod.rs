@@ -141,7 +141,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/reflections/{name}",
-            get(reflections::get).delete(reflections::delete),
+            get(reflections::get)
+                .put(reflections::update)
+                .delete(reflections::delete),
         )
         .route(
             "/api/v1/reflections/{name}/refresh",

@@ -1,5 +1,6 @@
 //! Reflections over REST: `/api/v1/reflections` lists (as `sys.reflections` shows them to
-//! the caller), creates, gets and deletes reflections, and `POST .../{name}/refresh`
+//! the caller), creates, gets, updates (`PUT` with the `version` read) and deletes
+//! reflections, and `POST .../{name}/refresh`
 //! starts a refresh job and answers its id. Each call is the reflection statement of the
 //! same meaning, with the same privilege checks.
 
@@ -119,21 +120,48 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     let new: NewReflection = parse_body(&body)?;
-    let kind = match new.kind.to_ascii_lowercase().as_str() {
-        "raw" => ReflectionKind::Raw {
-            display: new.display,
+    let kind = kind_of(&new.kind, new.dimensions, new.measures, new.display)?;
+    let dataset: Vec<String> = new.dataset.split('.').map(str::to_string).collect();
+    let name = new.name.clone();
+    let message = run(
+        &state,
+        &headers,
+        ReflectionStatement::Create {
+            dataset,
+            definition: ReflectionDefinition {
+                name: new.name,
+                kind,
+                partition_by: new.partition_by,
+                localsort_by: new.localsort_by,
+            },
         },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"name": name, "refreshJob": job_of(&message), "message": message})),
+    )
+        .into_response())
+}
+
+/// A definition from its JSON parts.
+fn kind_of(
+    kind: &str,
+    dimensions: Vec<NewDimension>,
+    measures: Vec<NewMeasure>,
+    display: Vec<String>,
+) -> Result<ReflectionKind, QuarryError> {
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        "raw" => ReflectionKind::Raw { display },
         "aggregate" | "aggregation" => ReflectionKind::Aggregate {
-            dimensions: new
-                .dimensions
+            dimensions: dimensions
                 .into_iter()
                 .map(|d| Dimension {
                     column: d.column,
                     by_day: d.by_day,
                 })
                 .collect(),
-            measures: new
-                .measures
+            measures: measures
                 .into_iter()
                 .map(|m| {
                     let mut functions = m
@@ -156,41 +184,96 @@ pub async fn create(
         other => {
             return Err(QuarryError::invalid(format!(
                 "unknown reflection type '{other}': use aggregate or raw"
-            ))
-            .into());
+            )));
         }
     };
     if let ReflectionKind::Aggregate { dimensions, .. } = &kind
         && dimensions.is_empty()
     {
-        return Err(QuarryError::invalid("an aggregate reflection needs dimensions").into());
+        return Err(QuarryError::invalid(
+            "an aggregate reflection needs dimensions",
+        ));
     }
     if let ReflectionKind::Raw { display } = &kind
         && display.is_empty()
     {
-        return Err(QuarryError::invalid("a raw reflection needs display columns").into());
+        return Err(QuarryError::invalid(
+            "a raw reflection needs display columns",
+        ));
     }
-    let dataset: Vec<String> = new.dataset.split('.').map(str::to_string).collect();
-    let name = new.name.clone();
+    Ok(kind)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ReflectionChange {
+    /// The version the change was made against (`version` of GET).
+    version: u64,
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// With `type`, a new definition (its dimensions and measures, or display columns).
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    dimensions: Vec<NewDimension>,
+    #[serde(default)]
+    measures: Vec<NewMeasure>,
+    #[serde(default)]
+    display: Vec<String>,
+    #[serde(default)]
+    partition_by: Option<Vec<String>>,
+    #[serde(default)]
+    localsort_by: Option<Vec<String>>,
+}
+
+/// `PUT /api/v1/reflections/{name}`: change a reflection as read at `version` (409 when it
+/// changed since). A new definition drops the old data and starts a refresh.
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let change: ReflectionChange = parse_body(&body)?;
+    let kind = match change.kind {
+        Some(kind) => Some(kind_of(
+            &kind,
+            change.dimensions,
+            change.measures,
+            change.display,
+        )?),
+        None if !change.dimensions.is_empty()
+            || !change.measures.is_empty()
+            || !change.display.is_empty() =>
+        {
+            return Err(
+                QuarryError::invalid("a new definition names its type: aggregate or raw").into(),
+            );
+        }
+        None => None,
+    };
     let message = run(
         &state,
         &headers,
-        ReflectionStatement::Create {
-            dataset,
-            definition: ReflectionDefinition {
-                name: new.name,
-                kind,
-                partition_by: new.partition_by,
-                localsort_by: new.localsort_by,
-            },
+        ReflectionStatement::Update {
+            name: name.clone(),
+            version: change.version,
+            enabled: change.enabled,
+            kind,
+            partition_by: change.partition_by,
+            localsort_by: change.localsort_by,
         },
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"name": name, "refreshJob": job_of(&message), "message": message})),
+    let version = message
+        .split("to version ")
+        .nth(1)
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    Ok(axum::Json(
+        json!({"name": name, "version": version, "refreshJob": job_of(&message), "message": message}),
     )
-        .into_response())
+    .into_response())
 }
 
 pub async fn delete(
