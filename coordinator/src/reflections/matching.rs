@@ -53,6 +53,9 @@ pub struct Candidate {
     pub data_as_of_ms: u64,
     /// Why it may not serve (stale, expired, disabled, ...); None when it may.
     pub unusable: Option<String>,
+    /// Keeps the materialization while the query planned with it lives (the rules hold
+    /// their candidates, and the query its session).
+    pub lease: Option<super::Lease>,
 }
 
 /// What became of each considered reflection, for EXPLAIN and the job record.

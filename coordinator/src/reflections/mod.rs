@@ -25,6 +25,29 @@ pub struct ReflectionState {
     usage: Mutex<HashMap<String, Usage>>,
     /// Reflection name -> (refreshes failed in a row, when the last one ended).
     failures: Mutex<HashMap<String, (u32, u64)>>,
+    /// Materialization folder -> the queries planned over it that are still alive.
+    readers: Mutex<HashMap<String, usize>>,
+}
+
+/// A query's hold on a materialization folder: while any is alive, a replaced
+/// materialization is kept.
+#[derive(Debug)]
+pub struct Lease {
+    state: std::sync::Arc<ReflectionState>,
+    folder: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Ok(mut readers) = self.state.readers.lock()
+            && let Some(count) = readers.get_mut(&self.folder)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                readers.remove(&self.folder);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +58,25 @@ pub struct Usage {
 }
 
 impl ReflectionState {
+    /// Hold `folder` for a query that may read it.
+    pub fn lease(self: &std::sync::Arc<Self>, folder: &str) -> Lease {
+        if let Ok(mut readers) = self.readers.lock() {
+            *readers.entry(folder.to_string()).or_default() += 1;
+        }
+        Lease {
+            state: std::sync::Arc::clone(self),
+            folder: folder.to_string(),
+        }
+    }
+
+    /// Does a live query hold `folder`?
+    pub fn is_read(&self, folder: &str) -> bool {
+        self.readers
+            .lock()
+            .map(|r| r.get(folder).is_some_and(|n| *n > 0))
+            .unwrap_or(true)
+    }
+
     pub fn is_refreshing(&self, name: &str) -> bool {
         self.refreshing
             .lock()

@@ -6,6 +6,7 @@ mod harness;
 mod adbc;
 mod cluster;
 mod flight_sql;
+mod materializations;
 mod recommendations;
 mod reflection_policies;
 mod reflections;

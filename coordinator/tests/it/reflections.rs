@@ -43,7 +43,11 @@ async fn verdicts(engine: &Arc<Engine>, session: &Arc<Session>, query: &str) -> 
 
 /// demo.orders: 6,000 orders over 60 days, 4 cities, 3 categories.
 pub async fn start_with_orders() -> (TestCluster, Arc<Engine>, Arc<Session>) {
-    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    orders_on(TestCluster::start_with(2, |c| c.slots_per_executor = 2).await).await
+}
+
+/// demo.orders on a cluster started as the caller wants it.
+pub async fn orders_on(cluster: TestCluster) -> (TestCluster, Arc<Engine>, Arc<Session>) {
     let engine = Arc::clone(&cluster.cluster.coordinator.engine);
     let session = engine.new_session("test");
     sql(&engine, &session, "CREATE SCHEMA demo").await;

@@ -268,9 +268,11 @@ impl Engine {
                     }
                 }
             }
+            let mut lease = None;
             let table = match &record.materialization {
                 Some(m) if unusable.is_none() => {
                     let url = delta::folder_url(&m.location)?;
+                    lease = Some(self.datasets.reflection_state().lease(url.as_str()));
                     let schema = decode_schema(&m.columns)?;
                     Some(Arc::new(DeltaTable::new(
                         url,
@@ -295,6 +297,7 @@ impl Engine {
                 rows: record.materialization.as_ref().map_or(0, |m| m.rows),
                 data_as_of_ms,
                 unusable,
+                lease,
             });
         }
         Ok(candidates)

@@ -24,9 +24,9 @@ use crate::engine::Engine;
 use crate::engine::catalog_ops::catalog_error;
 use crate::reflections::{self as reflection};
 
-/// How long an old materialization stays after a new one replaced it, for queries
-/// still reading it.
-const OLD_MATERIALIZATION_KEPT: Duration = Duration::from_secs(120);
+/// How long an old materialization stays at least after a new one replaced it (for
+/// queries planning with it right then); it stays longer while planned queries live.
+const OLD_MATERIALIZATION_KEPT: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Start a refresh of `name` as a job of `user`; the running one if there is one.
@@ -372,9 +372,13 @@ impl Engine {
 
     pub(super) fn purge_later(&self, folder: url::Url) {
         let runtime = Arc::clone(self.datasets.runtime());
+        let state = Arc::clone(self.datasets.reflection_state());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 tokio::time::sleep(OLD_MATERIALIZATION_KEPT).await;
+                while state.is_read(folder.as_str()) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
                 if let Err(e) = delta::purge(&runtime, &folder).await {
                     tracing::warn!(%folder, "cannot remove an old materialization: {e}");
                 }
