@@ -2,6 +2,7 @@
 //! `approx_distinct`:
 //!
 //! - `approx_set(x)` is an aggregate whose value is the HyperLogLog sketch of `x`, as bytes;
+//! - `approx_set_merge(sketch)` is an aggregate that merges sketches into one;
 //! - `approx_set_count(sketch)` is an aggregate that merges sketches and estimates how many
 //!   distinct values they saw.
 //!
@@ -26,6 +27,8 @@ use datafusion::logical_expr::{
 /// The sketch aggregate's name.
 pub const APPROX_SET: &str = "approx_set";
 /// The merging aggregate's name.
+pub const APPROX_SET_MERGE: &str = "approx_set_merge";
+/// The estimating aggregate's name.
 pub const APPROX_SET_COUNT: &str = "approx_set_count";
 
 /// The column types whose sketches merge: those `approx_distinct` keeps a HyperLogLog for
@@ -43,32 +46,42 @@ pub fn sketchable(data_type: &DataType) -> bool {
 }
 
 static SET: LazyLock<Arc<AggregateUDF>> =
-    LazyLock::new(|| Arc::new(AggregateUDF::from(Sketch::new(false))));
+    LazyLock::new(|| Arc::new(AggregateUDF::from(Sketch::new(false, false))));
+static MERGE: LazyLock<Arc<AggregateUDF>> =
+    LazyLock::new(|| Arc::new(AggregateUDF::from(Sketch::new(true, false))));
 static COUNT: LazyLock<Arc<AggregateUDF>> =
-    LazyLock::new(|| Arc::new(AggregateUDF::from(Sketch::new(true))));
+    LazyLock::new(|| Arc::new(AggregateUDF::from(Sketch::new(true, true))));
 
-/// `approx_set_count`, for plans that merge sketches.
+/// `approx_set_count`, for plans that estimate from sketches.
 pub fn approx_set_count() -> Arc<AggregateUDF> {
     Arc::clone(&COUNT)
+}
+
+/// `approx_set_merge`, for plans that merge sketches into sketches.
+pub fn approx_set_merge() -> Arc<AggregateUDF> {
+    Arc::clone(&MERGE)
 }
 
 /// Make both aggregates known to a session (planning on the coordinator, decoding plans
 /// on executors).
 pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
     registry.register_udaf(Arc::clone(&SET))?;
+    registry.register_udaf(Arc::clone(&MERGE))?;
     registry.register_udaf(Arc::clone(&COUNT))?;
     Ok(())
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Sketch {
-    /// `approx_set_count` (merges sketches, gives the estimate); else `approx_set`.
+    /// Its input is sketches (`approx_set_merge`, `approx_set_count`); else rows.
     merges: bool,
+    /// Its value is the estimate (`approx_set_count`); else a sketch.
+    estimates: bool,
     signature: Signature,
 }
 
 impl Sketch {
-    fn new(merges: bool) -> Self {
+    fn new(merges: bool, estimates: bool) -> Self {
         let signature = if merges {
             Signature::one_of(
                 vec![TypeSignature::Exact(vec![DataType::Binary])],
@@ -77,7 +90,11 @@ impl Sketch {
         } else {
             Signature::any(1, Volatility::Immutable)
         };
-        Sketch { merges, signature }
+        Sketch {
+            merges,
+            estimates,
+            signature,
+        }
     }
 
     /// DataFusion's HyperLogLog accumulator for these arguments.
@@ -97,10 +114,10 @@ impl Sketch {
 
 impl AggregateUDFImpl for Sketch {
     fn name(&self) -> &str {
-        if self.merges {
-            APPROX_SET_COUNT
-        } else {
-            APPROX_SET
+        match (self.merges, self.estimates) {
+            (_, true) => APPROX_SET_COUNT,
+            (true, false) => APPROX_SET_MERGE,
+            (false, false) => APPROX_SET,
         }
     }
 
@@ -109,7 +126,7 @@ impl AggregateUDFImpl for Sketch {
     }
 
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(if self.merges {
+        Ok(if self.estimates {
             DataType::UInt64
         } else {
             DataType::Binary
@@ -121,7 +138,7 @@ impl AggregateUDFImpl for Sketch {
     }
 
     fn default_value(&self, _: &DataType) -> Result<ScalarValue> {
-        Ok(if self.merges {
+        Ok(if self.estimates {
             ScalarValue::UInt64(Some(0))
         } else {
             ScalarValue::Binary(Some(Vec::new()))
@@ -143,6 +160,7 @@ impl AggregateUDFImpl for Sketch {
         Ok(Box::new(OneGroup {
             inner: std::sync::Mutex::new(inner),
             merges: self.merges,
+            estimates: self.estimates,
             done: None,
         }))
     }
@@ -158,6 +176,7 @@ impl AggregateUDFImpl for Sketch {
         Ok(Box::new(Groups {
             inner: self.inner(&args)?,
             merges: self.merges,
+            estimates: self.estimates,
         }))
     }
 }
@@ -170,6 +189,7 @@ fn empty_sketches() -> ArrayRef {
 struct Groups {
     inner: Box<dyn GroupsAccumulator>,
     merges: bool,
+    estimates: bool,
 }
 
 impl std::fmt::Debug for Groups {
@@ -234,7 +254,7 @@ impl GroupsAccumulator for Groups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        if self.merges {
+        if self.estimates {
             self.inner.evaluate(emit_to)
         } else {
             first(self.inner.state(emit_to)?)
@@ -263,6 +283,7 @@ struct OneGroup {
     /// A mutex only to make the accumulator `Sync`; `&mut self` reaches it unlocked.
     inner: std::sync::Mutex<Box<dyn GroupsAccumulator>>,
     merges: bool,
+    estimates: bool,
     /// The group is emitted once; its state (the sketch) is kept for later calls.
     done: Option<ScalarValue>,
 }
@@ -323,7 +344,7 @@ impl Accumulator for OneGroup {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let sketch = self.sketch()?;
-        if !self.merges {
+        if !self.estimates {
             return Ok(sketch);
         }
         // The estimate emits the group: merge the sketch back for later calls.
@@ -414,6 +435,14 @@ mod tests {
                 ),
             )
             .await;
+            let remerged = counts(
+                &ctx,
+                &format!(
+                    "SELECT approx_set_count(k) FROM (SELECT approx_set_merge(k) AS k FROM (SELECT g, approx_set({column}) AS k FROM t GROUP BY g) GROUP BY g % 2)"
+                ),
+            )
+            .await;
+            assert_eq!(direct, remerged, "{column} merged twice");
             let whole = counts(
                 &ctx,
                 &format!(

@@ -6,6 +6,7 @@
 //! queries a materialization answers and rewrites their plans.
 
 pub mod matching;
+pub mod merge;
 pub mod raw;
 pub mod recommend;
 

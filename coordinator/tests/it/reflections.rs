@@ -539,13 +539,17 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
         "CREATE SCHEMA raw".to_string(),
         "CREATE TABLE raw.sales FROM files 'sales/' FORMAT csv WITH (header = true)".to_string(),
         "ALTER TABLE raw.sales CREATE AGGREGATE REFLECTION by_city USING DIMENSIONS (city) \
-         MEASURES (amount (SUM, COUNT))"
+         MEASURES (amount (SUM, COUNT), id (APPROX_COUNT_DISTINCT))"
             .to_string(),
         "WAIT FOR REFLECTION by_city TIMEOUT 60".to_string(),
+        "ALTER TABLE raw.sales CREATE RAW REFLECTION sales_raw USING DISPLAY (city, amount)"
+            .to_string(),
+        "WAIT FOR REFLECTION sales_raw TIMEOUT 60".to_string(),
     ] {
         sql(&engine, &session, &statement).await;
     }
-    let query = "SELECT city, sum(amount), count(*) FROM raw.sales GROUP BY city";
+    let query =
+        "SELECT city, sum(amount), count(*), approx_distinct(id) FROM raw.sales GROUP BY city";
     let chosen = |record: &quarry_catalog::JobRecord| {
         record
             .reflections
@@ -585,17 +589,37 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
     )
     .await;
     sql(&engine, &session, "WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    sql(
+        &engine,
+        &session,
+        "WAIT FOR REFLECTION sales_raw TIMEOUT 60",
+    )
+    .await;
     let method = sql(
         &engine,
         &session,
-        "SELECT method, reason, inputs FROM sys.materializations WHERE reflection = 'by_city'",
+        "SELECT reflection, method, reason, inputs FROM sys.materializations ORDER BY reflection",
     )
     .await;
     let said = lines(&method);
     assert!(
-        said[0].starts_with("INCREMENTAL|incremental: 1 files added"),
+        said[0].starts_with(
+            "by_city|INCREMENTAL|incremental: 1 files added, none changed or removed; grouped again"
+        ),
         "{said:?}"
     );
+    assert!(
+        said[1].starts_with("sales_raw|INCREMENTAL|incremental: 1 files added"),
+        "{said:?}"
+    );
+    // Grouped again: one row per city, as a full refresh has (not one per refresh).
+    let rows = sql(
+        &engine,
+        &session,
+        "SELECT rows FROM sys.reflections WHERE name = 'by_city'",
+    )
+    .await;
+    assert_eq!(lines(&rows), ["3"]);
     let (fresh, record) = run_sql(&engine, &session, query).await;
     assert!(chosen(&record), "{:?}", record.reflections);
     assert_eq!(lines(&fresh), lines(&current));
@@ -604,7 +628,7 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
         &engine,
         &session,
         "ALTER TABLE raw.sales CREATE AGGREGATE REFLECTION by_city_full USING DIMENSIONS (city) \
-         MEASURES (amount (SUM, COUNT))",
+         MEASURES (amount (SUM, COUNT), id (APPROX_COUNT_DISTINCT))",
     )
     .await;
     sql(
@@ -629,6 +653,27 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
         record.reflections
     );
     assert_eq!(lines(&full), lines(&fresh));
+    // The raw reflection appended to its table, which stays (no longer "replaced").
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    sql(
+        &engine,
+        &session,
+        "SET quarry.reflections.choose = 'sales_raw'",
+    )
+    .await;
+    let scan = "SELECT city, amount FROM raw.sales WHERE amount > 10";
+    let (appended, record) = run_sql(&engine, &session, scan).await;
+    assert!(
+        record
+            .reflections
+            .iter()
+            .any(|r| r.starts_with("sales_raw: chosen")),
+        "{:?}",
+        record.reflections
+    );
+    sql(&engine, &session, "SET quarry.reflections.enabled = false").await;
+    assert_eq!(lines(&appended), lines(&sql(&engine, &session, scan).await));
+    sql(&engine, &session, "SET quarry.reflections.enabled = true").await;
     sql(&engine, &session, "SET quarry.reflections.choose = ''").await;
     sql(
         &engine,
@@ -660,6 +705,10 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
     .await;
     assert_eq!(
         lines(&status),
-        ["by_city_full|EXPIRED|NEVER", "by_city|EXPIRED|NEVER"]
+        [
+            "by_city_full|EXPIRED|NEVER",
+            "by_city|EXPIRED|NEVER",
+            "sales_raw|EXPIRED|NEVER"
+        ]
     );
 }

@@ -62,7 +62,7 @@ impl Engine {
                         name,
                         planned.materialization,
                         planned.folder,
-                        planned.incremental,
+                        planned.appends,
                         planned.definition,
                     );
                     engine.start_then(job, planned.outcome, Some(then));
@@ -113,19 +113,40 @@ impl Engine {
         let runtime = Arc::clone(self.datasets.runtime());
         let (method, previous) = refresh_method(&record, &dataset, &inputs);
         let incremental = previous.is_some();
-        let (folder, table_schema) = match previous {
-            // Only new files are read; their rows (or partial aggregates, which queries
-            // over the reflection group again) are appended as a new version.
-            Some(previous) => (
+        // Only new files are read. A raw reflection appends their rows to the current
+        // table as a new version; an aggregation reflection groups their partial
+        // aggregates with the current rows into a new table.
+        let appends = incremental && matches!(record.kind, ReflectionKind::Raw { .. });
+        let (folder, table_schema, plan) = match previous {
+            Some(previous) if appends => (
                 delta::folder_url(&previous.location)?,
                 decode_schema(&previous.columns)?,
+                plan,
             ),
-            None => {
+            _ => {
                 let table_schema = delta::storable_schema(plan.schema().as_arrow())?;
                 let folder = self.datasets.materialization_folder(name)?;
                 delta::create_table(&runtime, &folder, name, &table_schema, &record.partition_by)
                     .await?;
-                (folder, table_schema)
+                let plan = match previous {
+                    Some(previous) => {
+                        let current = DeltaTable::new(
+                            delta::folder_url(&previous.location)?,
+                            decode_schema(&previous.columns)?,
+                            record.partition_by.clone(),
+                            Arc::clone(self.datasets.commits()),
+                        );
+                        let rows = LogicalPlanBuilder::scan(
+                            TableReference::bare(format!("__current_{name}")),
+                            provider_as_source(Arc::new(current)),
+                            None,
+                        )?
+                        .build()?;
+                        reflection::merge::regrouped(&record, rows, plan)?
+                    }
+                    None => plan,
+                };
+                (folder, table_schema, plan)
             }
         };
         let table = DeltaTable::new(
@@ -157,7 +178,7 @@ impl Engine {
         let outcome = match planned.await {
             Ok(outcome) => outcome,
             Err(e) => {
-                if !incremental {
+                if !appends {
                     let _ = delta::purge(&runtime, &folder).await;
                 }
                 return Err(e);
@@ -166,7 +187,7 @@ impl Engine {
         Ok(PlannedRefresh {
             outcome,
             folder: folder.clone(),
-            incremental,
+            appends,
             definition: definition_of(&record),
             materialization: Materialization {
                 location: folder.to_string(),
@@ -178,7 +199,11 @@ impl Engine {
                 bytes: 0,
                 files: 0,
                 method: if incremental { "INCREMENTAL" } else { "FULL" }.to_string(),
-                reason: method,
+                reason: if incremental && !appends {
+                    format!("{method}; grouped again with the current rows")
+                } else {
+                    method
+                },
                 inputs,
                 columns: encode_schema(&table_schema)?,
             },
@@ -192,7 +217,7 @@ impl Engine {
         name: String,
         mut materialization: Materialization,
         folder: url::Url,
-        incremental: bool,
+        appends: bool,
         definition: Definition,
     ) -> crate::engine::Then {
         let engine = Arc::clone(self);
@@ -226,15 +251,17 @@ impl Engine {
                         });
                         match updated {
                             Ok(Some(_)) if redefined => {
-                                if !incremental {
+                                if !appends {
                                     let _ = delta::purge(&runtime, &folder).await;
                                 }
                                 Ok(())
                             }
                             Ok(Some(_)) => {
                                 engine.datasets.reflection_state().succeeded(&name);
+                                // An append keeps its table; a new table replaces the old.
                                 if let Some(old) =
                                     old.and_then(|m| delta::folder_url(&m.location).ok())
+                                    && old != folder
                                 {
                                     engine.purge_later(old);
                                 }
@@ -255,7 +282,7 @@ impl Engine {
                         engine.refresh_failed(&name, e);
                     }
                     // A failed append leaves no committed file; its own files are swept.
-                    if !incremental {
+                    if !appends {
                         let _ = delta::purge(&runtime, &folder).await;
                     }
                 }
@@ -433,7 +460,7 @@ struct PlannedRefresh {
     outcome: crate::engine::Outcome,
     folder: url::Url,
     /// Appending to the current materialization (whose folder must survive a failure).
-    incremental: bool,
+    appends: bool,
     materialization: Materialization,
     /// The definition it materializes.
     definition: Definition,
