@@ -106,6 +106,11 @@ impl Datasets {
         Ok(())
     }
 
+    /// The folder of every materialization, once set.
+    pub fn reflection_store(&self) -> Option<&url::Url> {
+        self.reflection_store.get()
+    }
+
     /// Running refreshes and how often planning used each reflection.
     pub fn reflection_state(&self) -> &Arc<crate::reflections::ReflectionState> {
         &self.reflections

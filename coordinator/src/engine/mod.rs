@@ -57,6 +57,10 @@ pub use session::{
     PreparedStatement, QuarryOptions, Session, Sessions, parse_duration, quarry_options,
 };
 
+/// The most materialization data a query reads on the coordinator rather than on
+/// executors.
+const SMALL_MATERIALIZATIONS_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How a planned statement produces its rows.
 enum Outcome {
     /// Already produced while planning (catalog statements, SET, EXPLAIN).
@@ -525,13 +529,27 @@ impl Engine {
         self.plan_physical(state, physical)
     }
 
+    /// Plans without file scans run on the coordinator, and so do those that read only
+    /// small materializations (a dashboard query answered from a reflection): a few
+    /// megabytes of Parquet are read faster here than a stage on executors is scheduled.
+    fn runs_on_coordinator(&self, physical: &Arc<dyn ExecutionPlan>) -> bool {
+        !scans_files(physical)
+            || self.datasets.reflection_store().is_some_and(|store| {
+                crate::planner::stages::reads_only_small_files_under(
+                    physical,
+                    store,
+                    SMALL_MATERIALIZATIONS_BYTES,
+                )
+            })
+    }
+
     /// Run a physical plan on the coordinator, or on the executors when it scans files.
     fn plan_physical(
         &self,
         state: &SessionState,
         physical: Arc<dyn ExecutionPlan>,
     ) -> Result<Outcome, QuarryError> {
-        if !scans_files(&physical) {
+        if self.runs_on_coordinator(&physical) {
             return Ok(Outcome::Local(physical, state.task_ctx()));
         }
         let options = quarry_options(state.config());
@@ -578,14 +596,19 @@ impl Engine {
                 displayable(physical.as_ref()).indent(false).to_string(),
             ),
         ]);
-        if scans_files(&physical) {
-            let stages = plan_stages(physical)?;
-            rows.push(("distributed_plan".to_string(), display_stages(&stages)));
-        } else {
+        if !scans_files(&physical) {
             rows.push((
                 "distributed_plan".to_string(),
                 "runs on the coordinator (no file scans)".to_string(),
             ));
+        } else if self.runs_on_coordinator(&physical) {
+            rows.push((
+                "distributed_plan".to_string(),
+                "runs on the coordinator (it reads only small materializations)".to_string(),
+            ));
+        } else {
+            let stages = plan_stages(physical)?;
+            rows.push(("distributed_plan".to_string(), display_stages(&stages)));
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("plan_type", DataType::Utf8, false),

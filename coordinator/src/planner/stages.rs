@@ -105,6 +105,52 @@ pub fn scans_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.children().into_iter().any(scans_files)
 }
 
+/// Does `plan` scan only files under `folder` (a store URL with a path), at most
+/// `max_bytes` of them, and write nothing? Such a plan (a query answered from small
+/// materializations) is cheaper on the coordinator than as stages on executors.
+pub fn reads_only_small_files_under(
+    plan: &Arc<dyn ExecutionPlan>,
+    folder: &url::Url,
+    max_bytes: u64,
+) -> bool {
+    let store = &folder[..url::Position::BeforePath];
+    let prefix = folder.path().trim_start_matches('/');
+    let mut bytes = 0u64;
+    let mut scans = 0usize;
+    let mut ok = true;
+    let _ = plan.apply(|node| {
+        if let Some(source) = node.downcast_ref::<DataSourceExec>()
+            && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
+        {
+            scans += 1;
+            if scan.object_store_url.as_str().trim_end_matches('/') != store.trim_end_matches('/') {
+                ok = false;
+            }
+            for file in scan.file_groups.iter().flat_map(|g| g.files()) {
+                ok &= file.object_meta.location.as_ref().starts_with(prefix);
+                bytes = bytes.saturating_add(file.object_meta.size);
+            }
+        } else if node.children().is_empty() && node.downcast_ref::<DataSourceExec>().is_none() {
+            // Leaves other than file scans (the stall test source) run on executors.
+            ok &= node
+                .downcast_ref::<quarry_common::stall::StallExec>()
+                .is_none();
+        }
+        if node
+            .downcast_ref::<quarry_common::table_write::FileWriteExec>()
+            .is_some()
+        {
+            ok = false;
+        }
+        Ok(if ok {
+            datafusion::common::tree_node::TreeNodeRecursion::Continue
+        } else {
+            datafusion::common::tree_node::TreeNodeRecursion::Stop
+        })
+    });
+    ok && scans > 0 && bytes <= max_bytes
+}
+
 #[derive(Default)]
 struct StagePlanner {
     stages: Vec<Stage>,

@@ -117,3 +117,44 @@ async fn replaced_materializations_stay_while_a_query_reads_them() {
     assert_eq!(rows[0].num_rows(), 1);
     assert!(files(&second) > 0);
 }
+
+/// A query answered from a small materialization runs on the coordinator (no stages on
+/// executors); the same query on the base data runs as tasks on executors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_materializations_are_read_on_the_coordinator() {
+    let (_cluster, engine, session) = crate::reflections::start_with_orders().await;
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE demo.orders CREATE AGGREGATE REFLECTION by_city USING DIMENSIONS (city) \
+         MEASURES (revenue (SUM))",
+    )
+    .await;
+    sql(&engine, &session, "WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    let query = "SELECT city, sum(revenue) FROM demo.orders GROUP BY city";
+    let (accelerated, record) = crate::harness::run_sql(&engine, &session, query).await;
+    assert!(
+        record
+            .reflections
+            .iter()
+            .any(|r| r.starts_with("by_city: chosen")),
+        "{:?}",
+        record.reflections
+    );
+    assert_eq!(record.tasks_total, 0, "{record:?}");
+    let explained =
+        crate::reflections::lines(&sql(&engine, &session, &format!("EXPLAIN {query}")).await);
+    assert!(
+        explained
+            .iter()
+            .any(|l| l.contains("runs on the coordinator (it reads only small materializations)")),
+        "{explained:?}"
+    );
+    sql(&engine, &session, "SET quarry.reflections.enabled = false").await;
+    let (raw, record) = crate::harness::run_sql(&engine, &session, query).await;
+    assert!(record.tasks_total > 0, "{record:?}");
+    assert_eq!(
+        crate::reflections::lines(&accelerated),
+        crate::reflections::lines(&raw)
+    );
+}
