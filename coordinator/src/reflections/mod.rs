@@ -9,6 +9,7 @@ pub mod matching;
 pub mod merge;
 pub mod raw;
 pub mod recommend;
+mod rollup;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

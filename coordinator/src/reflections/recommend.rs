@@ -13,7 +13,8 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use quarry_catalog::{AggregateShape, Dimension, JobRecord, Measure, MeasureFunction};
 
-use super::matching::{chain_scan, coarse_only, resolve};
+use super::matching::{chain_scan, resolve};
+use super::rollup::coarse_only;
 
 /// The shapes of the aggregates (and DISTINCTs) in `plan` that an aggregation reflection
 /// could serve: over one dataset (a table or a view), every aggregate of a column.
