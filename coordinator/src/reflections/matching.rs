@@ -26,8 +26,10 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    Aggregate, Distinct, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias, cast,
+    Aggregate, Distinct, Expr, Filter, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
+    cast,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use quarry_catalog::ReflectionKind;
@@ -52,6 +54,62 @@ pub struct Candidate {
     /// Keeps the materialization while the query planned with it lives (the rules hold
     /// their candidates, and the query its session).
     pub lease: Option<super::Lease>,
+    /// The dataset is a view of one table under filters: queries on that table with the
+    /// same filters (and maybe more) are answered too.
+    pub contains: Option<ViewShape>,
+}
+
+/// A view that is plain columns of one table under filters.
+#[derive(Debug, Clone)]
+pub struct ViewShape {
+    pub schema: String,
+    pub table: String,
+    /// The filters' conjuncts, their columns unqualified.
+    pub conjuncts: Vec<Expr>,
+}
+
+impl ViewShape {
+    pub fn of(plan: &LogicalPlan, default_schema: &str) -> Option<ViewShape> {
+        let mut node = plan;
+        if let LogicalPlan::Projection(p) = node {
+            if !p.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
+                return None;
+            }
+            node = p.input.as_ref();
+        }
+        let mut conjuncts = Vec::new();
+        loop {
+            match node {
+                LogicalPlan::Filter(f) => {
+                    conjuncts.extend(split_conjunction(&f.predicate).into_iter().map(unqualified));
+                    node = f.input.as_ref();
+                }
+                LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
+                LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
+                    let (schema, table) = resolve(&scan.table_name, default_schema);
+                    return (!conjuncts.is_empty()).then_some(ViewShape {
+                        schema,
+                        table,
+                        conjuncts,
+                    });
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// `expr` with its columns unqualified, to compare filters written over different names.
+fn unqualified(expr: &Expr) -> Expr {
+    expr.clone()
+        .transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                c.name,
+            )))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+        .unwrap_or_else(|_| expr.clone())
 }
 
 /// What became of each considered reflection, for EXPLAIN and the job record.
@@ -260,7 +318,12 @@ impl OptimizerRule for AggregateRule {
         }
         plan.transform_down(|node| {
             let replaced = match &node {
-                LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
+                // A reflection on a view whose filters the query has is preferred: its
+                // rows are filtered already.
+                LogicalPlan::Aggregate(aggregate) => match self.contained(aggregate) {
+                    Ok(None) => self.aggregate(aggregate),
+                    other => other,
+                },
                 LogicalPlan::Distinct(Distinct::All(input)) => self
                     .distinct(input)
                     .map(|d| d.map(|input| LogicalPlan::Distinct(Distinct::All(Arc::new(input))))),
@@ -429,6 +492,87 @@ impl AggregateRule {
                 )?))
             }
         }
+    }
+
+    /// An aggregate over a table answered by a reflection on a view of it: the query's
+    /// filters include every filter of the view, and the rest of the query reads only what
+    /// the view's reflection keeps.
+    fn contained(&self, aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
+        let is_view = |name: &TableReference| self.is_view(name);
+        let has = |_: &TableReference| false;
+        let Some(chain) = chain_scan(&aggregate.input, &is_view, &has) else {
+            return Ok(None);
+        };
+        if chain.leaf.view || chain.joined.is_some() || chain.projects {
+            return Ok(None);
+        }
+        let (schema, table) = resolve(&chain.leaf.name, &self.default_schema);
+        let written: Vec<Expr> = chain
+            .exprs
+            .iter()
+            .flat_map(|e| split_conjunction(e))
+            .map(unqualified)
+            .collect();
+        for candidate in self.candidates.iter() {
+            let Some(view) = &candidate.contains else {
+                continue;
+            };
+            if view.schema != schema
+                || view.table != table
+                || !view.conjuncts.iter().all(|c| written.contains(c))
+            {
+                continue;
+            }
+            // The view's filters are in the reflection already.
+            let input = aggregate
+                .input
+                .as_ref()
+                .clone()
+                .transform_up(|node| match node {
+                    LogicalPlan::Filter(filter) => {
+                        let rest: Vec<Expr> = split_conjunction(&filter.predicate)
+                            .into_iter()
+                            .filter(|c| !view.conjuncts.contains(&unqualified(c)))
+                            .cloned()
+                            .collect();
+                        match conjunction(rest) {
+                            Some(predicate) => Ok(Transformed::yes(LogicalPlan::Filter(
+                                Filter::try_new(predicate, filter.input)?,
+                            ))),
+                            None => Ok(Transformed::yes(filter.input.as_ref().clone())),
+                        }
+                    }
+                    other => Ok(Transformed::no(other)),
+                })?
+                .data;
+            let rebuilt = Aggregate::try_new(
+                Arc::new(input),
+                aggregate.group_expr.clone(),
+                aggregate.aggr_expr.clone(),
+            )?;
+            // The reflection as if it were on the table.
+            let as_table = AggregateRule {
+                candidates: Arc::new(vec![Candidate {
+                    name: candidate.name.clone(),
+                    schema: schema.clone(),
+                    dataset: table.clone(),
+                    kind: candidate.kind.clone(),
+                    view: false,
+                    table: candidate.table.clone(),
+                    rows: candidate.rows,
+                    data_as_of_ms: candidate.data_as_of_ms,
+                    unusable: candidate.unusable.clone(),
+                    lease: None,
+                    contains: None,
+                }]),
+                default_schema: self.default_schema.clone(),
+                report: Arc::clone(&self.report),
+            };
+            if let Some(plan) = as_table.aggregate(&rebuilt)? {
+                return Ok(Some(plan));
+            }
+        }
+        Ok(None)
     }
 
     /// `SELECT DISTINCT` of dimensions (or of a raw reflection's columns).

@@ -1,7 +1,7 @@
 //! What a query's planning makes of reflections: the candidates on the datasets it reads,
 //! the rules installed for them, and the reports that end in EXPLAIN and the job record.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::datasets::schema_codec::{decode_schema, encode_schema};
 use crate::engine::catalog_ops::catalog_error;
 use crate::engine::session::{ReflectionOptions, quarry_options};
 use crate::engine::{Engine, Session};
-use crate::reflections::matching::{AggregateRule, Candidate, Report, resolve};
+use crate::reflections::matching::{AggregateRule, Candidate, Report, ViewShape, resolve};
 use crate::reflections::raw::RawRule;
 use crate::reflections::recommend;
 use crate::reflections::{self as reflection};
@@ -171,19 +171,33 @@ impl Engine {
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         });
-        let records: Vec<ReflectionRecord> = self
+        let mut records = Vec::new();
+        let mut shapes = HashMap::new();
+        for stored in self
             .datasets
             .catalog()
             .list_reflections()
             .map_err(catalog_error)?
-            .into_iter()
-            .map(|s| s.record)
-            .filter(|r| scanned.contains(&(r.schema.clone(), r.dataset.clone())))
-            .collect();
+        {
+            let r = stored.record;
+            // A reflection on a view of one table with filters also serves queries on
+            // that table whose filters include the view's.
+            let shape = self.view_shape(&r.schema, &r.dataset).await;
+            let on_scanned = scanned.contains(&(r.schema.clone(), r.dataset.clone()));
+            let contains_scanned = shape
+                .as_ref()
+                .is_some_and(|v| scanned.contains(&(v.schema.clone(), v.table.clone())));
+            if on_scanned || contains_scanned {
+                if let Some(shape) = shape {
+                    shapes.insert(r.name.clone(), shape);
+                }
+                records.push(r);
+            }
+        }
         if records.is_empty() {
             return Ok((state, None));
         }
-        let candidates = self.candidates(records, &options).await?;
+        let candidates = self.candidates(records, shapes, &options).await?;
         let candidates = Arc::new(candidates);
         let report = Arc::new(Report::default());
         let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
@@ -205,9 +219,33 @@ impl Engine {
         Ok((state, Some(report)))
     }
 
+    /// A view that is plain columns of one table under filters: the table and the
+    /// filter's conjuncts. None for other views and for tables.
+    async fn view_shape(&self, schema: &str, name: &str) -> Option<ViewShape> {
+        let dataset = self
+            .datasets
+            .catalog()
+            .get_dataset(schema, name)
+            .ok()??
+            .record;
+        let DatasetDefinition::View(view) = &dataset.definition else {
+            return None;
+        };
+        let default_schema = view.default_schema.as_deref().unwrap_or(schema);
+        let state = self.datasets.planning_state(Some(default_schema));
+        let plan = state.create_logical_plan(&view.sql).await.ok()?;
+        // Typed as queries are when the rules see them, so filters compare equal.
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .ok()?;
+        ViewShape::of(&plan, default_schema)
+    }
+
     async fn candidates(
         &self,
         records: Vec<ReflectionRecord>,
+        mut shapes: HashMap<String, ViewShape>,
         options: &ReflectionOptions,
     ) -> Result<Vec<Candidate>, QuarryError> {
         let excluded = ReflectionOptions::names(&options.exclude);
@@ -298,6 +336,7 @@ impl Engine {
                 data_as_of_ms,
                 unusable,
                 lease,
+                contains: shapes.remove(&record.name),
             });
         }
         Ok(candidates)
