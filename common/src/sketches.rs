@@ -213,14 +213,7 @@ impl GroupsAccumulator for Groups {
                 .inner
                 .update_batch(values, group_indices, opt_filter, total_num_groups);
         }
-        // Rows a FILTER clause drops merge as NULL sketches, which count nothing.
-        let values = match (opt_filter, values.first()) {
-            (Some(keep), Some(sketches)) => {
-                let drop = arrow::compute::not(keep)?;
-                vec![arrow::compute::nullif(sketches, &drop)?]
-            }
-            _ => values.to_vec(),
-        };
+        let values = kept(values, opt_filter)?;
         self.inner
             .merge_batch(&values, group_indices, total_num_groups)
     }
@@ -244,13 +237,7 @@ impl GroupsAccumulator for Groups {
             return self.inner.convert_to_state(values, opt_filter);
         }
         // Sketches are their own state.
-        match (opt_filter, values.first()) {
-            (Some(keep), Some(sketches)) => {
-                let drop = arrow::compute::not(keep)?;
-                Ok(vec![arrow::compute::nullif(sketches, &drop)?])
-            }
-            _ => Ok(values.to_vec()),
-        }
+        kept(values, opt_filter)
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -267,6 +254,17 @@ impl GroupsAccumulator for Groups {
 
     fn size(&self) -> usize {
         self.inner.size()
+    }
+}
+
+/// Sketches with those a FILTER clause drops made NULL: they merge as nothing.
+fn kept(values: &[ArrayRef], filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    match (filter, values.first()) {
+        (Some(keep), Some(sketches)) => {
+            let drop = arrow::compute::not(keep)?;
+            Ok(vec![arrow::compute::nullif(sketches, &drop)?])
+        }
+        _ => Ok(values.to_vec()),
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use arrow::datatypes::{DataType, Schema};
-use quarry_catalog::{MeasureFunction, ReflectionKind, ReflectionRecord};
+use quarry_catalog::{Dimension, Measure, MeasureFunction, ReflectionKind, ReflectionRecord};
 use quarry_common::QuarryError;
 
 /// What the coordinator knows of reflections beyond their records: the refreshes
@@ -135,30 +135,11 @@ pub fn describe(record: &ReflectionRecord) -> String {
         ReflectionKind::Aggregate {
             dimensions,
             measures,
-        } => {
-            let dims: Vec<String> = dimensions
-                .iter()
-                .map(|d| {
-                    if d.by_day {
-                        format!("{} BY DAY", d.column)
-                    } else {
-                        d.column.clone()
-                    }
-                })
-                .collect();
-            let measures: Vec<String> = measures
-                .iter()
-                .map(|m| {
-                    let functions: Vec<&str> = m.functions.iter().map(|f| f.name()).collect();
-                    format!("{} ({})", m.column, functions.join(", "))
-                })
-                .collect();
-            format!(
-                "DIMENSIONS ({}) MEASURES ({})",
-                dims.join(", "),
-                measures.join(", ")
-            )
-        }
+        } => format!(
+            "DIMENSIONS ({}) MEASURES ({})",
+            dimensions_text(dimensions, &|c| c.to_string()),
+            measures_text(measures, &|c| c.to_string())
+        ),
     };
     if !record.partition_by.is_empty() {
         text.push_str(&format!(
@@ -173,6 +154,33 @@ pub fn describe(record: &ReflectionRecord) -> String {
         ));
     }
     text
+}
+
+/// Dimensions as the DDL writes them (`date BY DAY, city`), each column named by `name`.
+pub fn dimensions_text(dimensions: &[Dimension], name: &dyn Fn(&str) -> String) -> String {
+    let dims: Vec<String> = dimensions
+        .iter()
+        .map(|d| {
+            if d.by_day {
+                format!("{} BY DAY", name(&d.column))
+            } else {
+                name(&d.column)
+            }
+        })
+        .collect();
+    dims.join(", ")
+}
+
+/// Measures as the DDL writes them (`revenue (SUM, COUNT)`), each column named by `name`.
+pub fn measures_text(measures: &[Measure], name: &dyn Fn(&str) -> String) -> String {
+    let measures: Vec<String> = measures
+        .iter()
+        .map(|m| {
+            let functions: Vec<&str> = m.functions.iter().map(|f| f.name()).collect();
+            format!("{} ({})", name(&m.column), functions.join(", "))
+        })
+        .collect();
+    measures.join(", ")
 }
 
 /// An aggregation reflection's row count column.

@@ -14,7 +14,8 @@ use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use quarry_catalog::{AggregateShape, Dimension, JobRecord, Measure, MeasureFunction};
 
 use super::matching::{chain_scan, resolve};
-use super::rollup::coarse_only;
+use super::rollup::{aggregated_column, coarse_only};
+use super::{dimensions_text, measures_text};
 
 /// The shapes of the aggregates (and DISTINCTs) in `plan` that an aggregation reflection
 /// could serve: over one dataset (a table or a view), every aggregate of a column.
@@ -118,16 +119,14 @@ impl<'a> Builder<'a> {
             return false;
         }
         let name = func.name().to_ascii_lowercase();
-        let column = match params.args.as_slice() {
-            // COUNT(*): every aggregation reflection keeps the row count.
+        // COUNT(*): every aggregation reflection keeps the row count.
+        match params.args.as_slice() {
             [] => return name == "count" && !params.distinct,
             [Expr::Literal(v, _)] => return name == "count" && !params.distinct && !v.is_null(),
-            [Expr::Column(c)] => c,
-            [Expr::Cast(cast)] => match cast.expr.as_ref() {
-                Expr::Column(c) if cast.field.data_type().is_numeric() => c,
-                _ => return false,
-            },
-            _ => return false,
+            _ => {}
+        }
+        let Some(column) = aggregated_column(&params.args, self.schema) else {
+            return false;
         };
         let c = column.name.as_str();
         let Some(data_type) = self.type_of(c).cloned() else {
@@ -190,36 +189,19 @@ pub struct Recommendation {
 impl Recommendation {
     /// The statement that creates it.
     pub fn ddl(&self, view: bool) -> String {
-        let dimensions: Vec<String> = self
-            .dimensions
-            .iter()
-            .map(|d| {
-                let column = ident(&d.column);
-                if d.by_day {
-                    format!("{column} BY DAY")
-                } else {
-                    column
-                }
-            })
-            .collect();
         let mut ddl = format!(
             "ALTER {} {}.{} CREATE AGGREGATE REFLECTION {} USING DIMENSIONS ({})",
             if view { "VIEW" } else { "TABLE" },
             ident(&self.schema),
             ident(&self.dataset),
             ident(&self.name),
-            dimensions.join(", ")
+            dimensions_text(&self.dimensions, &ident)
         );
         if !self.measures.is_empty() {
-            let measures: Vec<String> = self
-                .measures
-                .iter()
-                .map(|m| {
-                    let functions: Vec<&str> = m.functions.iter().map(|f| f.name()).collect();
-                    format!("{} ({})", ident(&m.column), functions.join(", "))
-                })
-                .collect();
-            ddl.push_str(&format!(" MEASURES ({})", measures.join(", ")));
+            ddl.push_str(&format!(
+                " MEASURES ({})",
+                measures_text(&self.measures, &ident)
+            ));
         }
         ddl
     }

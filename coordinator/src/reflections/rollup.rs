@@ -147,6 +147,33 @@ impl Finish {
     }
 }
 
+/// The column an aggregate takes: a column, or a column widened to another number type
+/// (as AVG and SUM of an integer column are planned); the widening keeps order, sums and
+/// counts. None for any other argument.
+pub(super) fn aggregated_column<'a>(
+    args: &'a [Expr],
+    dataset_types: &arrow::datatypes::Schema,
+) -> Option<&'a Column> {
+    match args {
+        [Expr::Column(c)] => Some(c),
+        [Expr::Cast(datafusion::logical_expr::Cast { expr, field })]
+            if field.data_type().is_numeric() =>
+        {
+            match expr.as_ref() {
+                Expr::Column(c)
+                    if dataset_types
+                        .field_with_name(&c.name)
+                        .is_ok_and(|f| f.data_type().is_numeric()) =>
+                {
+                    Some(c)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The partial aggregates over the reflection that compute `expr`, and how to finish
 /// them; Err says why it does not roll up.
 pub(super) fn rollup(
@@ -182,26 +209,7 @@ pub(super) fn rollup(
             measure_column(column, f),
         ))
     };
-    // A column, or a column widened to another number type (as AVG and SUM of an
-    // integer column are planned); the widening keeps order, sums and counts.
-    let column = match params.args.as_slice() {
-        [Expr::Column(c)] => Some(c),
-        [Expr::Cast(datafusion::logical_expr::Cast { expr, field })]
-            if field.data_type().is_numeric() =>
-        {
-            match expr.as_ref() {
-                Expr::Column(c)
-                    if dataset_types
-                        .field_with_name(&c.name)
-                        .is_ok_and(|f| f.data_type().is_numeric()) =>
-                {
-                    Some(c)
-                }
-                _ => None,
-            }
-        }
-        _ => None,
-    };
+    let column = aggregated_column(&params.args, dataset_types);
     // COUNT(*) (planned as COUNT(1)) and COUNT of a constant: a sum of the row counts.
     if name == "count"
         && !params.distinct

@@ -15,6 +15,7 @@ use super::{ms, table, timestamp};
 use crate::datasets::{Viewer, can_read};
 use crate::jobs::Jobs;
 use crate::reflections::recommend::{Recommendation, recommend};
+use crate::reflections::{dimensions_text, measures_text};
 
 /// Recent jobs whose aggregates are considered.
 const RECENT_JOBS: usize = 1000;
@@ -68,29 +69,8 @@ pub(super) fn recommendations(
     let columns: Vec<ArrayRef> = vec![
         text(&|r, _| format!("{}.{}", r.schema, r.dataset)),
         text(&|r, _| r.name.clone()),
-        text(&|r, _| {
-            r.dimensions
-                .iter()
-                .map(|d| {
-                    if d.by_day {
-                        format!("{} BY DAY", d.column)
-                    } else {
-                        d.column.clone()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        }),
-        text(&|r, _| {
-            r.measures
-                .iter()
-                .map(|m| {
-                    let functions: Vec<&str> = m.functions.iter().map(|f| f.name()).collect();
-                    format!("{} ({})", m.column, functions.join(", "))
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        }),
+        text(&|r, _| dimensions_text(&r.dimensions, &|c| c.to_string())),
+        text(&|r, _| measures_text(&r.measures, &|c| c.to_string())),
         text(&|r, view| r.ddl(view)),
         Arc::new(UInt64Array::from(
             rows.iter()

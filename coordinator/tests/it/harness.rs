@@ -13,6 +13,12 @@ use quarry_catalog::JobRecord;
 use quarry_coordinator::engine::{Engine, Session};
 use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
 
+/// Did the job's planning choose reflection `name`?
+pub fn chose(record: &JobRecord, name: &str) -> bool {
+    let chosen = format!("{name}: chosen");
+    record.reflections.iter().any(|r| r.starts_with(&chosen))
+}
+
 /// Run `sql` in `session` and wait for its job; panics when it fails.
 pub async fn run_sql(
     engine: &Arc<Engine>,

@@ -82,10 +82,7 @@ async fn recommendations_come_from_recent_aggregates_and_serve_them() {
     for query in DASHBOARD {
         let (accelerated, record) = run_sql(&engine, &session, query).await;
         assert!(
-            record
-                .reflections
-                .iter()
-                .any(|r| r.starts_with("orders_agg: chosen")),
+            crate::harness::chose(&record, "orders_agg"),
             "{query}: {:?}",
             record.reflections
         );

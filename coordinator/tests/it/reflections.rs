@@ -550,12 +550,7 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
     }
     let query =
         "SELECT city, sum(amount), count(*), approx_distinct(id) FROM raw.sales GROUP BY city";
-    let chosen = |record: &quarry_catalog::JobRecord| {
-        record
-            .reflections
-            .iter()
-            .any(|r| r.starts_with("by_city: chosen"))
-    };
+    let chosen = |record: &quarry_catalog::JobRecord| crate::harness::chose(record, "by_city");
     let (before, record) = run_sql(&engine, &session, query).await;
     assert!(chosen(&record), "{:?}", record.reflections);
 
@@ -645,10 +640,7 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
     .await;
     let (full, record) = run_sql(&engine, &session, query).await;
     assert!(
-        record
-            .reflections
-            .iter()
-            .any(|r| r.starts_with("by_city_full: chosen")),
+        crate::harness::chose(&record, "by_city_full"),
         "{:?}",
         record.reflections
     );
@@ -664,10 +656,7 @@ async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
     let scan = "SELECT city, amount FROM raw.sales WHERE amount > 10";
     let (appended, record) = run_sql(&engine, &session, scan).await;
     assert!(
-        record
-            .reflections
-            .iter()
-            .any(|r| r.starts_with("sales_raw: chosen")),
+        crate::harness::chose(&record, "sales_raw"),
         "{:?}",
         record.reflections
     );

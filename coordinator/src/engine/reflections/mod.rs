@@ -374,13 +374,7 @@ impl Engine {
                     QuarryError::not_found(format!("reflection {name} does not exist"))
                 })?;
             let record = stored.record;
-            let refreshing = self
-                .datasets
-                .reflection_state()
-                .refreshing
-                .lock()
-                .map(|r| r.contains_key(name))
-                .unwrap_or(false);
+            let refreshing = self.datasets.reflection_state().is_refreshing(name);
             let (status, reason) = reflection::status(&record, None, refreshing, now_ms());
             match status {
                 "CAN_ACCELERATE" => {

@@ -173,6 +173,8 @@ impl Engine {
         });
         let mut records = Vec::new();
         let mut shapes = HashMap::new();
+        // Per dataset, once: several reflections are often on one.
+        let mut views: HashMap<(String, String), Option<ViewShape>> = HashMap::new();
         for stored in self
             .datasets
             .catalog()
@@ -182,7 +184,15 @@ impl Engine {
             let r = stored.record;
             // A reflection on a view of one table with filters also serves queries on
             // that table whose filters include the view's.
-            let shape = self.view_shape(&r.schema, &r.dataset).await;
+            let key = (r.schema.clone(), r.dataset.clone());
+            let shape = match views.get(&key) {
+                Some(shape) => shape.clone(),
+                None => {
+                    let shape = self.view_shape(&r.schema, &r.dataset).await;
+                    views.insert(key, shape.clone());
+                    shape
+                }
+            };
             let on_scanned = scanned.contains(&(r.schema.clone(), r.dataset.clone()));
             let contains_scanned = shape
                 .as_ref()
@@ -267,13 +277,7 @@ impl Engine {
                 },
                 None => None,
             };
-            let refreshing = self
-                .datasets
-                .reflection_state()
-                .refreshing
-                .lock()
-                .map(|r| r.contains_key(&record.name))
-                .unwrap_or(false);
+            let refreshing = self.datasets.reflection_state().is_refreshing(&record.name);
             let (_, mut unusable) =
                 reflection::status(&record, current_columns.as_deref(), refreshing, now);
             let data_as_of_ms = record
