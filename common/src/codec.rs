@@ -9,17 +9,17 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_proto_converter, physical_plan_to_bytes_with_proto_converter,
 };
 use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
 use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
 use datafusion_proto::physical_plan::{
-    DefaultPhysicalProtoConverter, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
-    PhysicalProtoConverterExtension,
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use crate::plan_chunks::ChunkingConverter;
 use crate::shuffle_reader::{ShuffleLocation, ShuffleReaderExec};
 use crate::stall::StallExec;
 use crate::table_write::{FileWriteExec, WriteTarget};
@@ -193,14 +193,21 @@ impl PhysicalExtensionCodec for QuarryCodec {
     }
 }
 
-/// A physical plan as bytes, with Quarry's extension nodes.
+/// A physical plan as bytes, with Quarry's extension nodes, in pieces any depth of plan
+/// decodes from (see [`crate::plan_chunks`]).
 pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
-    physical_plan_to_bytes_with_extension_codec(plan, &QuarryCodec)
+    physical_plan_to_bytes_with_proto_converter(plan, &QuarryCodec, &ChunkingConverter::default())
 }
 
-/// A physical plan from bytes, resolved against `ctx` (functions, object stores).
+/// A physical plan from bytes, resolved against `ctx` (functions, object stores); refused
+/// when it nests deeper than [`crate::plan_chunks::MAX_DECODE_LEVELS`].
 pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &QuarryCodec)
+    physical_plan_from_bytes_with_proto_converter(
+        bytes,
+        ctx,
+        &QuarryCodec,
+        &ChunkingConverter::default(),
+    )
 }
 
 /// A partitioning as bytes (empty for "one partition").
@@ -208,8 +215,7 @@ pub fn partitioning_to_bytes(partitioning: Option<&Partitioning>) -> Result<Vec<
     match partitioning {
         None => Ok(Vec::new()),
         Some(p) => Ok(
-            serialize_partitioning(p, &QuarryCodec, &DefaultPhysicalProtoConverter {})?
-                .encode_to_vec(),
+            serialize_partitioning(p, &QuarryCodec, &ChunkingConverter::default())?.encode_to_vec(),
         ),
     }
 }
@@ -230,7 +236,7 @@ pub fn partitioning_from_bytes(
         Some(&proto),
         &decode_ctx,
         input_schema,
-        &DefaultPhysicalProtoConverter {},
+        &ChunkingConverter::default(),
     )
 }
 

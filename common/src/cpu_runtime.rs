@@ -9,9 +9,11 @@ pub struct CpuRuntime(Option<tokio::runtime::Runtime>);
 
 impl CpuRuntime {
     pub fn new(threads: usize, name: &str) -> std::io::Result<Self> {
+        crate::stack::configure();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name(name)
+            .thread_stack_size(crate::stack::THREAD_STACK_BYTES)
             .enable_all()
             .build()?;
         Ok(CpuRuntime(Some(runtime)))

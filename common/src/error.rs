@@ -180,7 +180,7 @@ impl QuarryError {
     /// an incident id the client is given instead.
     pub fn for_client(&self) -> QuarryError {
         if self.code != ErrorCode::Internal || self.message.starts_with(INCIDENT_PREFIX) {
-            return self.clone();
+            return QuarryError::new(self.code, shortened(&self.message));
         }
         let incident = uuid::Uuid::new_v4().simple().to_string();
         let incident = &incident[..12];
@@ -222,6 +222,22 @@ impl From<QuarryError> for tonic::Status {
 }
 
 const INCIDENT_PREFIX: &str = "an internal error occurred (incident ";
+
+/// The longest message a client is sent: errors that quote what a client sent (a string
+/// literal, a name) must not echo megabytes back.
+pub const MAX_CLIENT_MESSAGE_CHARS: usize = 2_000;
+
+/// `message`, cut to [`MAX_CLIENT_MESSAGE_CHARS`] with a note of how much was left out.
+pub fn shortened(message: &str) -> String {
+    match message.char_indices().nth(MAX_CLIENT_MESSAGE_CHARS) {
+        None => message.to_string(),
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &message[..cut],
+            message[cut..].chars().count()
+        ),
+    }
+}
 
 impl From<DataFusionError> for QuarryError {
     fn from(e: DataFusionError) -> Self {
@@ -409,6 +425,20 @@ mod tests {
         assert_eq!(shown.for_client().message, shown.message);
         let user = QuarryError::invalid("no such column");
         assert_eq!(user.for_client().message, "no such column");
+    }
+
+    #[test]
+    fn long_messages_reach_clients_shortened() {
+        let echo = QuarryError::invalid(format!("cannot cast '{}' to INT", "x".repeat(100_000)));
+        let shown = echo.for_client();
+        assert!(shown.message.chars().count() < MAX_CLIENT_MESSAGE_CHARS + 40);
+        assert!(
+            shown.message.ends_with("more characters)"),
+            "{}",
+            &shown.message[1990..]
+        );
+        assert_eq!(shown.code, ErrorCode::InvalidArgument);
+        assert_eq!(QuarryError::invalid("short").for_client().message, "short");
     }
 
     #[test]
