@@ -310,6 +310,9 @@ pub fn local_url(path: &Path, is_folder: bool) -> Result<String, QuarryError> {
 }
 
 /// Visit files under a folder, refusing symlinks that point outside the root.
+///
+/// Iterative over a queue of folders, each visited once by its canonical path: a symlink that
+/// points back up the tree (a loop) is seen once and cannot recurse without end.
 fn walk_inside(
     root: &Path,
     dir: &Path,
@@ -317,29 +320,38 @@ fn walk_inside(
     source_name: &str,
     files: &mut Vec<String>,
 ) -> Result<(), QuarryError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        QuarryError::invalid(format!(
-            "cannot read folder '{path}' of source '{source_name}': {e}"
-        ))
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|e| QuarryError::invalid(e.to_string()))?;
-        let entry_path = entry.path();
-        let target: PathBuf = entry_path
-            .canonicalize()
-            .map_err(|e| QuarryError::invalid(format!("{}: {e}", entry_path.display())))?;
-        if !target.starts_with(root) {
-            return Err(QuarryError::invalid(format!(
-                "folder '{path}' of source '{source_name}' links outside the source: {}",
-                entry_path.display()
-            )));
+    let mut seen = std::collections::HashSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        if !seen.insert(dir.clone()) {
+            continue;
         }
-        if target.is_dir() {
-            walk_inside(root, &target, path, source_name, files)?;
-        } else if !is_hidden(&entry.file_name().to_string_lossy()) {
-            files.push(target.display().to_string());
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            QuarryError::invalid(format!(
+                "cannot read folder '{path}' of source '{source_name}': {e}"
+            ))
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| QuarryError::invalid(e.to_string()))?;
+            let entry_path = entry.path();
+            let target: PathBuf = entry_path
+                .canonicalize()
+                .map_err(|e| QuarryError::invalid(format!("{}: {e}", entry_path.display())))?;
+            if !target.starts_with(root) {
+                return Err(QuarryError::invalid(format!(
+                    "folder '{path}' of source '{source_name}' links outside the source: {}",
+                    entry_path.display()
+                )));
+            }
+            if target.is_dir() {
+                pending.push(target);
+            } else if !is_hidden(&entry.file_name().to_string_lossy()) {
+                files.push(target.display().to_string());
+            }
         }
     }
+    files.sort();
+    files.dedup();
     Ok(())
 }
 
@@ -473,6 +485,24 @@ mod tests {
             let inside = resolve_local("files", &root, "sub").unwrap_err();
             assert!(inside.message.contains("links outside"), "{inside}");
         }
+        Ok(())
+    }
+
+    /// A symlink back up the tree is a loop a recursive walk would follow until the stack ran
+    /// out; each folder is visited once instead.
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_walked_once() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("data/deeper"))?;
+        std::fs::write(root.join("data/a.csv"), "x\n1\n")?;
+        std::fs::write(root.join("data/deeper/b.csv"), "x\n2\n")?;
+        std::os::unix::fs::symlink(root.join("data"), root.join("data/deeper/loop"))?;
+        let folder = resolve_local("files", &root, "data")?;
+        assert!(folder.is_folder);
+        let sample = folder.sample_file.unwrap_or_default();
+        assert!(sample.ends_with("a.csv"), "{sample}");
         Ok(())
     }
 }
