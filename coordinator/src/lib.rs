@@ -22,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod frontend;
 pub mod jobs;
+pub mod limits;
 pub mod local_cluster;
 pub mod planner;
 pub mod reflections;

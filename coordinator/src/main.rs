@@ -11,6 +11,7 @@ use quarry_coordinator::datasets::location::Location;
 use quarry_coordinator::demo;
 use quarry_coordinator::engine::parse_duration;
 use quarry_coordinator::jobs::admission::{self, AdmissionConfig};
+use quarry_coordinator::limits::{self, Limits};
 use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
 use quarry_coordinator::server::{self, CoordinatorConfig, Listeners};
 use quarry_executor::ExecutorConfig;
@@ -102,6 +103,60 @@ struct ServeArgs {
     /// as for --warehouse); `<dir>/reflections` by default.
     #[arg(long, env = "QUARRY_REFLECTION_STORE")]
     reflection_store: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What one request may ask; past a limit it is refused with an error naming it.
+#[derive(Args, Clone)]
+struct LimitArgs {
+    /// Longest SQL text of one request, in bytes.
+    #[arg(long, env = "QUARRY_MAX_SQL_LENGTH", default_value_t = limits::DEFAULT_SQL_LENGTH)]
+    max_sql_length: usize,
+    /// Most statements in one request (a script).
+    #[arg(long, env = "QUARRY_MAX_STATEMENTS", default_value_t = limits::DEFAULT_STATEMENTS)]
+    max_statements: usize,
+    /// Deepest nesting of parentheses, brackets, CASE and subqueries (at most 1,000).
+    #[arg(long, env = "QUARRY_MAX_NESTING", default_value_t = limits::DEFAULT_NESTING)]
+    max_nesting: usize,
+    /// Deepest expression: `1+1+...+1` with N terms is N deep (at most 5,000).
+    #[arg(long, env = "QUARRY_MAX_EXPRESSION_DEPTH", default_value_t = limits::DEFAULT_EXPRESSION_DEPTH)]
+    max_expression_depth: usize,
+    /// Most expression nodes in one statement (values of IN lists count).
+    #[arg(long, env = "QUARRY_MAX_EXPRESSION_NODES", default_value_t = limits::DEFAULT_EXPRESSION_NODES)]
+    max_expression_nodes: usize,
+    /// Most operators on one path of a plan, and set operations in one chain (at most 2,000).
+    #[arg(long, env = "QUARRY_MAX_PLAN_DEPTH", default_value_t = limits::DEFAULT_PLAN_DEPTH)]
+    max_plan_depth: usize,
+    /// Largest REST request body (16MB, 512KB, ...).
+    #[arg(long, env = "QUARRY_MAX_REQUEST_BODY", default_value = "16MB", value_parser = byte_size)]
+    max_request_body: usize,
+    /// Largest Flight SQL message, either way (64MB, ...).
+    #[arg(long, env = "QUARRY_MAX_MESSAGE_SIZE", default_value = "64MB", value_parser = byte_size)]
+    max_message_size: usize,
+    /// Most connections each client listener (Flight SQL, HTTP) keeps open at once.
+    #[arg(long, env = "QUARRY_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_CONNECTIONS)]
+    max_connections: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            sql_length: self.max_sql_length,
+            statements: self.max_statements,
+            nesting: self.max_nesting,
+            expression_depth: self.max_expression_depth,
+            expression_nodes: self.max_expression_nodes,
+            plan_depth: self.max_plan_depth,
+            request_body: self.max_request_body,
+            message_size: self.max_message_size,
+            connections: self.max_connections,
+        }
+    }
+}
+
+fn byte_size(value: &str) -> Result<usize, String> {
+    parse_bytes(value).map_err(|e| e.message)
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -260,6 +315,7 @@ fn coordinator_config(serve: &ServeArgs) -> Result<CoordinatorConfig, QuarryErro
     };
     config.fetch_timeout = serve.fetch_timeout;
     config.test_sources = serve.test_sources;
+    config.limits = serve.limits.limits();
     config.warehouse = serve
         .warehouse
         .as_deref()
@@ -406,8 +462,10 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
 
 fn main() -> ExitCode {
     quarry_common::crypto::install_crypto_provider();
+    quarry_common::stack::configure();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(quarry_common::stack::THREAD_STACK_BYTES)
         .enable_all()
         .build()
     {

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use quarry_catalog::Catalog;
 use quarry_common::QuarryError;
 use quarry_common::action_service::action_service;
 use quarry_common::cluster_secret::ClusterSecret;
+use quarry_common::connections::{Counted, LimitedListener, Refusal};
 use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -30,6 +30,7 @@ use crate::frontend::flight_sql::FlightSqlFrontend;
 use crate::frontend::rest::{AppState, router};
 use crate::jobs::Jobs;
 use crate::jobs::admission::{Admission, AdmissionConfig};
+use crate::limits::Limits;
 use crate::scheduler::CLUSTER_FILES_URL;
 use crate::scheduler::Scheduler;
 use crate::service::QueryService;
@@ -39,6 +40,22 @@ use crate::tls::{TlsFiles, TlsListener};
 enum Either<L, R> {
     Left(L),
     Right(R),
+}
+
+/// Plain HTTP connections, at most `--max-connections` open at once.
+struct HttpListener(LimitedListener);
+
+impl axum::serve::Listener for HttpListener {
+    type Io = Counted<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 /// How long a Flight SQL client has to start reading results it asked for.
@@ -71,6 +88,8 @@ pub struct CoordinatorConfig {
     pub warehouse: Option<Location>,
     /// Where reflections' materializations live; `<dir>/reflections` when None.
     pub reflection_store: Option<Location>,
+    /// What one request may ask (see [`crate::limits`]).
+    pub limits: Limits,
 }
 
 impl CoordinatorConfig {
@@ -89,6 +108,7 @@ impl CoordinatorConfig {
             test_sources: false,
             warehouse: None,
             reflection_store: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -221,6 +241,7 @@ pub async fn start(
     let http_addr = local_addr(&listeners.http)?;
     let internal_addr = local_addr(&listeners.internal)?;
     refuse_exposure_without_auth(&config, &[flight_addr, http_addr], internal_addr)?;
+    config.limits.validate()?;
     std::fs::create_dir_all(&config.dir).map_err(|e| {
         QuarryError::invalid(format!("cannot create {}: {e}", config.dir.display()))
     })?;
@@ -287,6 +308,7 @@ pub async fn start(
         scheduler,
         EngineLimits {
             admission: Admission::new(config.admission),
+            request: config.limits.clone(),
             fetch_timeout: config.fetch_timeout,
         },
     )?;
@@ -300,7 +322,11 @@ pub async fn start(
 
     // Every frontend gets the engine as a QueryService, and nothing else.
     let service: Arc<dyn QueryService> = Arc::new(Arc::clone(&engine));
-    let flight = FlightSqlFrontend::new(Arc::clone(&service)).into_service();
+    let flight =
+        FlightSqlFrontend::new(Arc::clone(&service)).into_service(config.limits.message_size);
+    let connections = config.limits.connections;
+    let flight_listener =
+        LimitedListener::new(listeners.flight, connections, "Flight SQL", Refusal::Close);
     let flight_stop = stop.clone();
     let mut flight_server = tonic::transport::Server::builder();
     let mut https = None;
@@ -313,10 +339,7 @@ pub async fn start(
     tasks.push(tokio::spawn(async move {
         let served = flight_server
             .add_service(flight)
-            .serve_with_incoming_shutdown(
-                grpc_incoming(listeners.flight),
-                flight_stop.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(flight_listener.incoming(), flight_stop.cancelled_owned())
             .await;
         if let Err(e) = served {
             tracing::error!("Flight SQL server stopped: {e}");
@@ -345,11 +368,19 @@ pub async fn start(
         }
     }));
 
-    let app = router(AppState { service });
+    let app = router(AppState { service }, &config.limits);
     let http_stop = stop.clone();
     let http_listener = match https {
-        Some(config) => Either::Left(TlsListener::new(listeners.http, config)?),
-        None => Either::Right(listeners.http),
+        Some(tls) => Either::Left(TlsListener::new(
+            LimitedListener::new(listeners.http, connections, "HTTPS", Refusal::Close),
+            tls,
+        )?),
+        None => Either::Right(HttpListener(LimitedListener::new(
+            listeners.http,
+            connections,
+            "HTTP",
+            Refusal::Http,
+        ))),
     };
     tasks.push(tokio::spawn(async move {
         let served = match http_listener {
@@ -358,17 +389,10 @@ pub async fn start(
                     .with_graceful_shutdown(http_stop.cancelled_owned())
                     .await
             }
-            Either::Right(tcp) => {
-                axum::serve(
-                    tcp.tap_io(|tcp| {
-                        if let Err(e) = tcp.set_nodelay(true) {
-                            tracing::debug!("TCP_NODELAY: {e}");
-                        }
-                    }),
-                    app,
-                )
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
+            Either::Right(http) => {
+                axum::serve(http, app)
+                    .with_graceful_shutdown(http_stop.cancelled_owned())
+                    .await
             }
         };
         if let Err(e) = served {

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quarry_common::QuarryError;
+use quarry_common::connections::{Counted, LimitedListener};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -98,7 +99,7 @@ impl TlsFiles {
 /// Accepts TCP connections and hands on those whose TLS handshake succeeded.
 pub struct TlsListener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Counted<TcpStream>>, SocketAddr)>,
     /// The accept loop; stopped when the listener is dropped.
     acceptor: tokio::task::JoinHandle<()>,
 }
@@ -111,7 +112,7 @@ impl Drop for TlsListener {
 
 impl TlsListener {
     pub fn new(
-        listener: TcpListener,
+        listener: LimitedListener,
         config: Arc<rustls::ServerConfig>,
     ) -> Result<Self, QuarryError> {
         let local = listener.local_addr().map_err(|source| {
@@ -124,16 +125,8 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         let accepting = tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, as axum does.
-                        tracing::warn!("accepting an HTTPS connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
+                // Within the cap on open connections; failures to accept are waited out.
+                let (tcp, peer) = listener.accept().await;
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -155,7 +148,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Counted<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

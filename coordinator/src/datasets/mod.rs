@@ -38,6 +38,12 @@ tokio::task_local! {
     static VIEW_DEPTH: u32;
 }
 
+/// Plan a new view's definition as one level of views already: a view that can be
+/// created can also be queried.
+pub async fn as_view_definition<T>(planning: impl std::future::Future<Output = T>) -> T {
+    VIEW_DEPTH.scope(1, planning).await
+}
+
 #[derive(Debug)]
 pub struct Datasets {
     catalog: Catalog,
@@ -335,12 +341,19 @@ impl Datasets {
                 let plan = VIEW_DEPTH
                     .scope(
                         depth + 1,
-                        async move { state.create_logical_plan(&sql).await },
+                        // Held to the ceilings of the limits: what the stacks are sized for,
+                        // whatever limits the view was created under.
+                        async move {
+                            crate::sql::guard::plan_query_text(
+                                &state,
+                                &sql,
+                                &crate::limits::Limits::ceilings(),
+                            )
+                            .await
+                        },
                     )
                     .await
-                    .map_err(|e| {
-                        QuarryError::from(e).context(format!("in view {schema}.{name}"))
-                    })?;
+                    .map_err(|e| e.context(format!("in view {schema}.{name}")))?;
                 Ok(Arc::new(ViewTable::new(plan, Some(view.sql))))
             }
         }

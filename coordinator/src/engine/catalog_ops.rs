@@ -640,7 +640,12 @@ impl Engine {
         let mut config = self.datasets.base_config().clone();
         config.options_mut().catalog.default_schema = default_schema.to_string();
         let state = self.datasets.session_state(config, Some(Arc::clone(actor)));
-        let plan = state.create_logical_plan(sql).await?;
+        let plan = crate::datasets::as_view_definition(crate::sql::guard::plan_query_text(
+            &state,
+            sql,
+            self.request_limits(),
+        ))
+        .await?;
         if matches!(
             plan,
             datafusion::logical_expr::LogicalPlan::Ddl(_)

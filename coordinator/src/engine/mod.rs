@@ -123,6 +123,8 @@ struct DistributedQuery {
 /// Limits a coordinator puts on the queries it runs.
 pub struct EngineLimits {
     pub admission: Admission,
+    /// What one request may ask (SQL size and shape, plan depth).
+    pub request: crate::limits::Limits,
     /// Flight SQL results nobody starts reading this soon are abandoned.
     pub fetch_timeout: Duration,
 }
@@ -378,7 +380,7 @@ impl Engine {
         sql: &str,
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<Outcome, QuarryError> {
-        let mut statements = parser::parse(sql)?;
+        let mut statements = parser::parse(sql, &self.limits.request)?;
         let last = statements
             .pop()
             .ok_or_else(|| QuarryError::invalid("no SQL statement given"))?;
@@ -489,8 +491,27 @@ impl Engine {
         state: &SessionState,
         plan: &LogicalPlan,
     ) -> Result<Outcome, QuarryError> {
-        let physical = state.create_physical_plan(plan).await?;
+        let physical = self.physical_plan(state, plan).await?;
         self.plan_physical(state, physical)
+    }
+
+    /// The physical plan of a query, refused when deeper than the limit allows.
+    pub(crate) async fn physical_plan(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+    ) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
+        let physical = state.create_physical_plan(plan).await?;
+        self.limits.request.check_plan_depth(&physical)?;
+        let iterations = quarry_options(state.config()).max_recursive_iterations;
+        Ok(crate::planner::recursion_bound::bound_recursion(
+            physical, iterations,
+        )?)
+    }
+
+    /// The limits requests are held to.
+    pub(crate) fn request_limits(&self) -> &crate::limits::Limits {
+        &self.limits.request
     }
 
     /// Plans without file scans run on the coordinator, and so do those that read only
@@ -540,7 +561,7 @@ impl Engine {
         reflections: Option<Arc<crate::reflections::matching::Report>>,
     ) -> Result<RecordBatch, QuarryError> {
         let optimized = state.optimize(plan)?;
-        let physical = state.create_physical_plan(plan).await?;
+        let physical = self.physical_plan(state, plan).await?;
         let mut rows = Vec::new();
         if let Some(report) = reflections {
             let lines: Vec<String> = report
@@ -590,13 +611,26 @@ impl Engine {
         .map_err(QuarryError::from)
     }
 
-    /// The result and parameter schemas of a statement, without running it.
+    /// The result and parameter schemas of a statement, without running it; planned on
+    /// the query runtime, like every statement.
     pub(crate) async fn describe(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        sql: &str,
+    ) -> Result<(SchemaRef, SchemaRef), QuarryError> {
+        let (engine, session, sql) = (Arc::clone(self), Arc::clone(session), sql.to_string());
+        self.cpu
+            .run(async move { engine.describe_here(&session, &sql).await })
+            .await
+            .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()))
+    }
+
+    async fn describe_here(
         &self,
         session: &Arc<Session>,
         sql: &str,
     ) -> Result<(SchemaRef, SchemaRef), QuarryError> {
-        let mut statements = parser::parse(sql)?;
+        let mut statements = parser::parse(sql, &self.limits.request)?;
         if statements.len() != 1 {
             return Err(QuarryError::invalid(
                 "a prepared statement must be one statement",

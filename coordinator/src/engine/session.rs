@@ -55,6 +55,8 @@ extensions_options! {
         pub query_timeout: String, default = "0".to_string()
         /// Fail a query whose running tasks all make no progress this long ('0' = never).
         pub stall_timeout: String, default = "5 min".to_string()
+        /// Stop a recursive query (WITH RECURSIVE) after this many iterations.
+        pub max_recursive_iterations: usize, default = 10_000
         /// Reflections: `quarry.reflections.enabled`, `.max_staleness`, `.exclude`, `.choose`.
         pub reflections: ReflectionOptions, default = ReflectionOptions::default()
     }

@@ -299,7 +299,7 @@ impl Engine {
         let state = self.query_state(session)?;
         let statement = DFStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await?;
-        let input = state.create_physical_plan(&plan).await?;
+        let input = self.physical_plan(&state, &plan).await?;
         let schema = input.schema();
         for column in &copy.partition_by {
             if schema.field_with_name(column).is_err() {

@@ -1,6 +1,7 @@
 //! Quarry's SQL dialect.
 
 pub mod copy;
+pub mod guard;
 pub mod parser;
 pub mod reflections;
 pub mod security;

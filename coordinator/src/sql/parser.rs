@@ -21,7 +21,9 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use quarry_common::QuarryError;
 
+use super::guard;
 use super::security::{SecurityStatement, parse_security};
+use crate::limits::Limits;
 
 #[derive(Debug, Clone)]
 pub enum Statement {
@@ -97,11 +99,42 @@ pub struct CreateTableFrom {
     pub or_replace: bool,
 }
 
-/// Parse one or more `;`-separated statements.
-pub fn parse(sql: &str) -> Result<Vec<Statement>, QuarryError> {
+/// Parse one or more `;`-separated statements, held to `limits` (see [`super::guard`]).
+pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, QuarryError> {
+    guard::check_text(sql, limits)?;
     let sql = number_placeholders(sql);
     let sql = super::time_travel::rewrite(&sql);
-    parse_inner(&sql).map_err(QuarryError::from)
+    let statements = parse_inner(&sql, limits).map_err(|e| match e {
+        Refused::Parse(e) if guard::is_recursion_limit(&e) => guard::nesting_error(limits),
+        Refused::Parse(e) => QuarryError::from(e),
+        Refused::Limit(e) => e,
+    })?;
+    guard::check_count(statements.len(), limits)?;
+    Ok(statements)
+}
+
+/// [`parse`] with the default limits, for tests.
+#[cfg(test)]
+pub(crate) fn parse_default(sql: &str) -> Result<Vec<Statement>, QuarryError> {
+    parse(sql, &Limits::default())
+}
+
+/// Why a text did not parse.
+enum Refused {
+    Parse(datafusion::error::DataFusionError),
+    Limit(QuarryError),
+}
+
+impl From<datafusion::error::DataFusionError> for Refused {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Refused::Parse(e)
+    }
+}
+
+impl From<ParserError> for Refused {
+    fn from(e: ParserError) -> Self {
+        Refused::Parse(e.into())
+    }
 }
 
 /// JDBC/ODBC-style `?` parameters become DataFusion's `$1`, `$2`, ... in order of
@@ -134,9 +167,12 @@ fn number_placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusionError> {
+fn parse_inner(sql: &str, limits: &Limits) -> Result<Vec<Statement>, Refused> {
     let dialect = GenericDialect {};
-    let mut df = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
+    let mut df = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .with_recursion_limit(guard::parser_recursion_limit(limits))
+        .build()?;
     let mut statements = Vec::new();
     let mut expecting_delimiter = false;
     loop {
@@ -150,22 +186,22 @@ fn parse_inner(sql: &str) -> Result<Vec<Statement>, datafusion::error::DataFusio
             let found = df.parser.peek_token();
             return match df.parser.expected::<()>("end of statement", found) {
                 Err(e) => Err(e.into()),
-                Ok(()) => Err(datafusion::error::DataFusionError::Plan(
+                Ok(()) => Err(Refused::Parse(datafusion::error::DataFusionError::Plan(
                     "expected the end of the statement".to_string(),
-                )),
+                ))),
             };
         }
         let statement = match parse_extension(&mut df.parser)? {
             Some(ours) => ours,
             None => with_partitioning(df.parse_statement()?)?,
         };
-        statements.push(statement);
+        statements.push(guard::check_statement(statement, limits).map_err(Refused::Limit)?);
         expecting_delimiter = true;
     }
     if statements.is_empty() {
-        return Err(datafusion::error::DataFusionError::Plan(
+        return Err(Refused::Parse(datafusion::error::DataFusionError::Plan(
             "no SQL statement given".to_string(),
-        ));
+        )));
     }
     Ok(statements)
 }
@@ -492,6 +528,10 @@ pub(crate) fn object_name_parts(name: &ObjectName) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(sql: &str) -> Result<Vec<Statement>, QuarryError> {
+        parse_default(sql)
+    }
 
     #[test]
     fn parses_source_statements() -> Result<(), QuarryError> {

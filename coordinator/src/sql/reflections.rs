@@ -350,7 +350,7 @@ fn function(parser: &mut Parser) -> Result<MeasureFunction, ParserError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::parser::{Statement, parse};
+    use crate::sql::parser::{Statement, parse_default as parse};
 
     fn reflection(sql: &str) -> ReflectionStatement {
         match parse(sql).expect("parses").pop() {

@@ -337,7 +337,7 @@ fn parse_grantee(parser: &mut Parser) -> Result<Grantee, ParserError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::sql::parser::{Statement, parse};
+    use crate::sql::parser::{Statement, parse_default as parse};
 
     use super::*;
 

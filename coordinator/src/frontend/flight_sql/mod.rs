@@ -49,9 +49,6 @@ use crate::service::QueryService;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// The largest message a client may send or be sent (results are split far below it).
-pub const CLIENT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 pub struct FlightSqlFrontend {
     service: Arc<dyn QueryService>,
 }
@@ -123,10 +120,12 @@ impl FlightSqlFrontend {
         FlightSqlFrontend { service }
     }
 
-    pub fn into_service(self) -> FlightServiceServer<Self> {
+    /// The gRPC service, refusing messages larger than `message_bytes` either way
+    /// (`--max-message-size`).
+    pub fn into_service(self, message_bytes: usize) -> FlightServiceServer<Self> {
         FlightServiceServer::new(self)
-            .max_decoding_message_size(CLIENT_MESSAGE_BYTES)
-            .max_encoding_message_size(CLIENT_MESSAGE_BYTES)
+            .max_decoding_message_size(message_bytes)
+            .max_encoding_message_size(message_bytes)
     }
 
     /// Authenticate a call and find its session.

@@ -124,7 +124,31 @@ async fn not_found(request: Request) -> ApiError {
     )))
 }
 
-pub fn router(state: AppState) -> Router {
+/// The JSON error for a body past `--max-request-body`, in place of axum's plain text.
+async fn too_large(limit: usize, response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+        return response;
+    }
+    let body = crate::limits::REQUEST_BODY;
+    let message = format!(
+        "{} is larger than the server accepts ({} bytes); {}",
+        body.what,
+        crate::limits::group_digits(limit),
+        body.how_to_raise()
+    );
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(json!({"code": "RESOURCE_EXHAUSTED", "message": message})),
+    )
+        .into_response()
+}
+
+pub fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
+    let body_limit = limits.request_body;
     Router::new()
         .route("/", get(console))
         .route("/healthz", get(healthz))
@@ -214,6 +238,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        .layer(axum::middleware::map_response(move |response: Response| {
+            too_large(body_limit, response)
+        }))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
