@@ -13,6 +13,7 @@ mod reflections;
 mod reflections_rest;
 mod rest;
 mod restart;
+mod robustness;
 mod s3;
 mod security;
 mod tables;
