@@ -98,6 +98,7 @@ pub async fn run_task(
     let started = Instant::now();
     let mut config = SessionConfig::new();
     for setting in &task.settings {
+        quarry_common::settings::check(&setting.key, &setting.value)?;
         config.options_mut().set(&setting.key, &setting.value)?;
     }
     let batch_size = config.batch_size();
