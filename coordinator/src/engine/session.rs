@@ -160,8 +160,14 @@ impl Session {
     /// Change a setting after checking that `base` accepts it.
     pub fn set(&self, base: &SessionConfig, key: &str, value: &str) -> Result<(), QuarryError> {
         let key = key.to_ascii_lowercase();
+        quarry_common::settings::check(&key, value)?;
         let mut probe = base.clone();
-        probe.options_mut().set(&key, value)?;
+        // Any refusal of the value is the client's mistake (DataFusion reports some, such
+        // as an unparsable number, as external errors).
+        probe
+            .options_mut()
+            .set(&key, value)
+            .map_err(|e| QuarryError::invalid(quarry_common::error::describe(&e)))?;
         // Durations are checked now rather than when a query first reads them.
         let options = quarry_options(&probe);
         options.query_timeout()?;
