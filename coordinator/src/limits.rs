@@ -9,6 +9,7 @@
 //! | expression depth | 1,000 | `--max-expression-depth` (`QUARRY_MAX_EXPRESSION_DEPTH`) | INVALID_ARGUMENT, 400 |
 //! | expression nodes in a statement | 500,000 | `--max-expression-nodes` (`QUARRY_MAX_EXPRESSION_NODES`) | INVALID_ARGUMENT, 400 |
 //! | plan depth (operators on one path, set operations in a chain) | 1,000 | `--max-plan-depth` (`QUARRY_MAX_PLAN_DEPTH`) | INVALID_ARGUMENT, 400 |
+//! | tables and subqueries in one statement | 500 | `--max-relations` (`QUARRY_MAX_RELATIONS`) | INVALID_ARGUMENT, 400 |
 //! | REST request body | 16 MiB | `--max-request-body` (`QUARRY_MAX_REQUEST_BODY`) | RESOURCE_EXHAUSTED, 413 |
 //! | Flight SQL message | 64 MiB | `--max-message-size` (`QUARRY_MAX_MESSAGE_SIZE`) | RESOURCE_EXHAUSTED / OUT_OF_RANGE |
 //! | open connections per client listener | 1,024 | `--max-connections` (`QUARRY_MAX_CONNECTIONS`) | connection closed; HTTP answers 429 |
@@ -17,6 +18,9 @@
 //! The shape limits (nesting, expression depth, plan depth) are what keeps recursion over
 //! a client's SQL on the stack it runs on; they cannot be raised past the ceilings in
 //! [`quarry_common::stack`], which tests check against a quarter of the real stack.
+//! Relations bound time rather than stack: DataFusion's planning of an N-way join list
+//! grows about as N³ (a 400-way list takes about 2 s in a debug build, 1,000 about 30 s),
+//! and planning cannot be interrupted once started, so a wide statement is refused before.
 
 use std::sync::Arc;
 
@@ -36,6 +40,7 @@ pub struct Limits {
     pub expression_depth: usize,
     pub expression_nodes: usize,
     pub plan_depth: usize,
+    pub relations: usize,
     pub request_body: usize,
     pub message_size: usize,
     pub connections: usize,
@@ -47,6 +52,7 @@ pub const DEFAULT_NESTING: usize = 100;
 pub const DEFAULT_EXPRESSION_DEPTH: usize = 1_000;
 pub const DEFAULT_EXPRESSION_NODES: usize = 500_000;
 pub const DEFAULT_PLAN_DEPTH: usize = 1_000;
+pub const DEFAULT_RELATIONS: usize = 500;
 pub const DEFAULT_REQUEST_BODY: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 pub const DEFAULT_CONNECTIONS: usize = 1_024;
@@ -60,6 +66,7 @@ impl Default for Limits {
             expression_depth: DEFAULT_EXPRESSION_DEPTH,
             expression_nodes: DEFAULT_EXPRESSION_NODES,
             plan_depth: DEFAULT_PLAN_DEPTH,
+            relations: DEFAULT_RELATIONS,
             request_body: DEFAULT_REQUEST_BODY,
             message_size: DEFAULT_MESSAGE_SIZE,
             connections: DEFAULT_CONNECTIONS,
@@ -99,6 +106,10 @@ pub const EXPRESSION_NODES: Limit = Limit {
 pub const PLAN_DEPTH: Limit = Limit {
     what: "plan depth",
     flag: "max-plan-depth",
+};
+pub const RELATIONS: Limit = Limit {
+    what: "tables and subqueries in one statement",
+    flag: "max-relations",
 };
 pub const REQUEST_BODY: Limit = Limit {
     what: "the request body",
@@ -155,6 +166,7 @@ impl Limits {
             expression_depth: MAX_EXPRESSION_DEPTH,
             expression_nodes: usize::MAX,
             plan_depth: MAX_PLAN_DEPTH,
+            relations: MAX_PLAN_DEPTH,
             request_body: usize::MAX,
             message_size: usize::MAX,
             connections: usize::MAX,
@@ -197,6 +209,7 @@ impl Limits {
             ),
             ("max-expression-nodes", self.expression_nodes, usize::MAX),
             ("max-plan-depth", self.plan_depth, MAX_PLAN_DEPTH),
+            ("max-relations", self.relations, MAX_PLAN_DEPTH),
             ("max-request-body", self.request_body, usize::MAX),
             ("max-message-size", self.message_size, usize::MAX),
             ("max-connections", self.connections, usize::MAX),

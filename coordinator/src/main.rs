@@ -128,6 +128,9 @@ struct LimitArgs {
     /// Most operators on one path of a plan, and set operations in one chain (at most 2,000).
     #[arg(long, env = "QUARRY_MAX_PLAN_DEPTH", default_value_t = limits::DEFAULT_PLAN_DEPTH)]
     max_plan_depth: usize,
+    /// Most tables and subqueries one statement reads (at most 2,000).
+    #[arg(long, env = "QUARRY_MAX_RELATIONS", default_value_t = limits::DEFAULT_RELATIONS)]
+    max_relations: usize,
     /// Largest REST request body (16MB, 512KB, ...).
     #[arg(long, env = "QUARRY_MAX_REQUEST_BODY", default_value = "16MB", value_parser = byte_size)]
     max_request_body: usize,
@@ -148,6 +151,7 @@ impl LimitArgs {
             expression_depth: self.max_expression_depth,
             expression_nodes: self.max_expression_nodes,
             plan_depth: self.max_plan_depth,
+            relations: self.max_relations,
             request_body: self.max_request_body,
             message_size: self.max_message_size,
             connections: self.max_connections,

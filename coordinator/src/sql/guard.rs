@@ -28,8 +28,8 @@ use quarry_common::QuarryError;
 use super::copy::CopyFrom;
 use super::parser::Statement;
 use crate::limits::{
-    EXPRESSION_DEPTH, EXPRESSION_NODES, Limits, NESTING, PLAN_DEPTH, SQL_LENGTH, STATEMENTS,
-    group_digits,
+    EXPRESSION_DEPTH, EXPRESSION_NODES, Limits, NESTING, PLAN_DEPTH, RELATIONS, SQL_LENGTH,
+    STATEMENTS, group_digits,
 };
 
 /// The most characters of a statement an error message quotes.
@@ -382,13 +382,10 @@ impl Visitor for Measure<'_> {
 
     fn pre_visit_table_factor(&mut self, _factor: &TableFactor) -> ControlFlow<QuarryError> {
         self.relations += 1;
-        if self.relations > self.limits.plan_depth {
-            return ControlFlow::Break(PLAN_DEPTH.exceeded(
-                format!(
-                    "more than {} tables and subqueries joined in one statement",
-                    group_digits(self.limits.plan_depth)
-                ),
-                self.limits.plan_depth,
+        if self.relations > self.limits.relations {
+            return ControlFlow::Break(RELATIONS.exceeded(
+                format!("more than {}", group_digits(self.limits.relations)),
+                self.limits.relations,
             ));
         }
         ControlFlow::Continue(())
@@ -716,6 +713,21 @@ mod tests {
         assert!(message.contains("plan depth"), "{message}");
         limits.plan_depth = 2_000;
         assert!(parse(&union(1_500), &limits).is_ok());
+    }
+
+    #[test]
+    fn wide_join_lists_are_refused_before_planning() {
+        let mut limits = setup();
+        let joined = |n: usize| {
+            let tables: Vec<String> = (0..n).map(|i| format!("(VALUES (1)) AS t{i}")).collect();
+            format!("SELECT count(*) FROM {}", tables.join(", "))
+        };
+        let message = refused(&joined(1_000), &limits);
+        assert!(message.contains("tables and subqueries"), "{message}");
+        assert!(message.contains("--max-relations"), "{message}");
+        assert!(parse(&joined(400), &limits).is_ok());
+        limits.relations = 1_000;
+        assert!(parse(&joined(1_000), &limits).is_ok());
     }
 
     #[test]
