@@ -223,20 +223,27 @@ impl From<QuarryError> for tonic::Status {
 
 const INCIDENT_PREFIX: &str = "an internal error occurred (incident ";
 
-/// The longest message a client is sent: errors that quote what a client sent (a string
-/// literal, a name) must not echo megabytes back.
-pub const MAX_CLIENT_MESSAGE_CHARS: usize = 2_000;
+/// The longest message a client is sent, in bytes of UTF-8: errors that quote what a
+/// client sent (a string literal, a name) must not echo megabytes back, and gRPC carries
+/// the message percent-encoded in a header (up to three bytes per byte) that HTTP/2 peers
+/// cap at 16 KiB.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 2_000;
 
-/// `message`, cut to [`MAX_CLIENT_MESSAGE_CHARS`] with a note of how much was left out.
+/// `message`, cut to [`MAX_CLIENT_MESSAGE_BYTES`] (on a character boundary) with a note of
+/// how much was left out.
 pub fn shortened(message: &str) -> String {
-    match message.char_indices().nth(MAX_CLIENT_MESSAGE_CHARS) {
-        None => message.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &message[..cut],
-            message[cut..].chars().count()
-        ),
+    if message.len() <= MAX_CLIENT_MESSAGE_BYTES {
+        return message.to_string();
     }
+    let mut cut = MAX_CLIENT_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}… ({} more characters)",
+        &message[..cut],
+        message[cut..].chars().count()
+    )
 }
 
 impl From<DataFusionError> for QuarryError {
@@ -431,7 +438,13 @@ mod tests {
     fn long_messages_reach_clients_shortened() {
         let echo = QuarryError::invalid(format!("cannot cast '{}' to INT", "x".repeat(100_000)));
         let shown = echo.for_client();
-        assert!(shown.message.chars().count() < MAX_CLIENT_MESSAGE_CHARS + 40);
+        assert!(shown.message.len() < MAX_CLIENT_MESSAGE_BYTES + 40);
+        let wide = QuarryError::invalid("é".repeat(100_000)).for_client();
+        assert!(
+            wide.message.len() < MAX_CLIENT_MESSAGE_BYTES + 40,
+            "{}",
+            wide.message.len()
+        );
         assert!(
             shown.message.ends_with("more characters)"),
             "{}",

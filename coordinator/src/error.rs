@@ -153,6 +153,17 @@ fn delta_code(e: &deltalake_core::DeltaTableError) -> ErrorCode {
         }
         E::VersionAlreadyExists(_) | E::VersionMismatch(..) => ErrorCode::Conflict,
         E::MissingFeature { .. } | E::UnsupportedColumnMapping { .. } => ErrorCode::Unimplemented,
+        // A log or data file that cannot be read (damaged, truncated, hand-edited): the
+        // table's fault, not Quarry's; ErrorCode's "unreadable input data".
+        E::KernelError(_)
+        | E::Kernel { .. }
+        | E::Parquet { .. }
+        | E::Arrow { .. }
+        | E::InvalidJsonLog { .. }
+        | E::InvalidStatsJson { .. }
+        | E::InvalidData { .. }
+        | E::NoSchema
+        | E::MetadataError(_) => ErrorCode::InvalidArgument,
         _ => ErrorCode::Internal,
     }
 }

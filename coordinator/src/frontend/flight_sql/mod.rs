@@ -741,9 +741,9 @@ impl FlightSqlService for FlightSqlFrontend {
                 session_options::closed()
             }
             other => {
-                return Err(Status::invalid_argument(format!(
+                return Err(status(QuarryError::invalid(format!(
                     "unknown action '{other}'"
-                )));
+                ))));
             }
         };
         let result = arrow_flight::Result { body: body.into() };
