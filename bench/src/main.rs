@@ -11,6 +11,9 @@
 //! cargo build --release --bins
 //! target/release/quarry-bench --sf 1 --sf 10 --load
 //! target/release/quarry-bench --reflections --orders 50000000
+//! target/release/quarry-bench --fuzz all --minutes 60 --seed 7
+//! target/release/quarry-bench --storm --clients 200 --rounds 3
+//! target/release/quarry-bench --soak --minutes 60
 //! ```
 
 use std::collections::BTreeMap;
@@ -29,6 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 
 mod load;
 mod reflections;
+mod robustness;
 mod write;
 
 #[derive(Parser)]
@@ -76,6 +80,27 @@ struct Args {
     /// Where results are written.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
+    /// Fuzz a door instead: sql, rest, flight, files, internal, or all.
+    #[arg(long)]
+    fuzz: Option<String>,
+    /// Minutes of each fuzz target, or of the soak.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// The fuzz input stream.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run the storm instead: many clients connecting at once.
+    #[arg(long)]
+    storm: bool,
+    /// Clients of the storm.
+    #[arg(long, default_value_t = 200)]
+    clients: usize,
+    /// Rounds of the mix each storm client runs.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Run the soak instead: a mixed load for `--minutes`, sampling every process.
+    #[arg(long)]
+    soak: bool,
 }
 
 type Error = Box<dyn std::error::Error>;
@@ -401,6 +426,31 @@ async fn main() -> Result<(), Error> {
     std::fs::create_dir_all(&args.results)?;
     if args.reflections {
         return reflections::run(args.orders, &args.results).await;
+    }
+    // The robustness runs drive their clusters from threads of their own.
+    if let Some(which) = &args.fuzz {
+        let (which, results) = (which.clone(), args.results.clone());
+        let (minutes, seed) = (args.minutes, args.seed);
+        return tokio::task::spawn_blocking(move || {
+            robustness::fuzz(&which, minutes, seed, &results).map_err(|e| e.to_string())
+        })
+        .await?
+        .map_err(Into::into);
+    }
+    if args.storm || args.soak {
+        let (data, results) = (args.data.clone(), args.results.clone());
+        let (storm, clients, rounds, minutes) =
+            (args.storm, args.clients, args.rounds, args.minutes);
+        return tokio::task::spawn_blocking(move || {
+            if storm {
+                robustness::storm(clients, rounds, &data)
+            } else {
+                robustness::soak(minutes, &data, &results)
+            }
+            .map_err(|e| e.to_string())
+        })
+        .await?
+        .map_err(Into::into);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_executor = args.slots.unwrap_or(cores);

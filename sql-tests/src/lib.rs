@@ -12,10 +12,15 @@
 //!
 //! Regenerate expected results with `QUARRY_SLT_COMPLETE=1` (then read the diff).
 
+pub mod doors;
 pub mod fixtures;
 pub mod flight_db;
+pub mod fuzz;
 pub mod processes;
+pub mod soak;
+pub mod storm;
 pub mod tpch;
+pub mod vitals;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

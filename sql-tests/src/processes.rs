@@ -10,20 +10,34 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use serde_json::{Value, json};
 
-/// The `quarry` binary of this build (built with the workspace), next to the test binary.
+/// The `quarry` binary of this build (built with the workspace): next to a binary such as
+/// `quarry-bench`, or one folder up from a test binary in `deps/`.
 pub fn quarry_bin() -> PathBuf {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .map(Path::to_path_buf)
-        })
+    let exe = std::env::current_exe().unwrap_or_default();
+    let beside = exe.with_file_name("quarry");
+    if beside.exists() {
+        return beside;
+    }
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(Path::to_path_buf)
         .unwrap_or_default();
     dir.join("quarry")
 }
 
-pub struct Process(Child);
+pub struct Process(pub Child);
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// How the process ended, once it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -37,6 +51,13 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A process's stderr, kept in `dir/NAME.log` so a crash leaves its message behind.
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
 }
 
 /// The secret the processes of a test cluster share.
@@ -53,7 +74,7 @@ pub struct ProcessCluster {
     /// Extra flags every executor gets.
     pub executor_args: Vec<String>,
     pub executors: BTreeMap<String, Process>,
-    _coordinator: Process,
+    pub coordinator: Process,
 }
 
 impl ProcessCluster {
@@ -94,7 +115,7 @@ impl ProcessCluster {
             .env("QUARRY_CLUSTER_SECRET", CLUSTER_SECRET)
             .args(coordinator_args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(dir.path(), "coordinator"))
             .spawn()
             .expect("coordinator starts");
         let coordinator = Process(child);
@@ -120,7 +141,7 @@ impl ProcessCluster {
             slots,
             executor_args: executor_args.iter().map(|s| s.to_string()).collect(),
             executors: BTreeMap::new(),
-            _coordinator: coordinator,
+            coordinator,
         };
         for i in 1..=executors {
             cluster.add_executor(&format!("executor-{i}"));
@@ -140,7 +161,7 @@ impl ProcessCluster {
             .env("QUARRY_CLUSTER_SECRET", CLUSTER_SECRET)
             .args(&self.executor_args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(self.dir.path(), id))
             .spawn()
             .expect("executor starts");
         self.executors.insert(id.to_string(), Process(child));
@@ -149,6 +170,51 @@ impl ProcessCluster {
     /// SIGKILL executor `id`.
     pub fn kill_executor(&mut self, id: &str) {
         drop(self.executors.remove(id));
+    }
+
+    /// The Flight SQL listener as `host:port` (`flight` is a `grpc://` URL).
+    pub fn flight_address(&self) -> &str {
+        self.flight.trim_start_matches("grpc://")
+    }
+
+    /// Every process: its name (`coordinator`, or the executor's id) and pid.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut pids = vec![("coordinator".to_string(), self.coordinator.pid())];
+        for (id, process) in &self.executors {
+            pids.push((id.clone(), process.pid()));
+        }
+        pids
+    }
+
+    /// Processes that have exited, each with its status and the end of its log.
+    pub fn dead(&mut self) -> Vec<String> {
+        let mut dead = Vec::new();
+        if let Some(status) = self.coordinator.exited() {
+            dead.push(format!(
+                "the coordinator exited ({status}): {}",
+                self.log_tail("coordinator")
+            ));
+        }
+        let exited: Vec<(String, std::process::ExitStatus)> = self
+            .executors
+            .iter_mut()
+            .filter_map(|(id, p)| p.exited().map(|s| (id.clone(), s)))
+            .collect();
+        for (id, status) in exited {
+            dead.push(format!(
+                "executor {id} exited ({status}): {}",
+                self.log_tail(&id)
+            ));
+        }
+        dead
+    }
+
+    /// The end of a process's log, where a panic or abort message is.
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(6).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
     /// Register the TPC-H tables in `data`.
