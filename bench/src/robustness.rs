@@ -12,7 +12,6 @@ use quarry_sql_tests::processes::ProcessCluster;
 use quarry_sql_tests::soak::{self, SoakConfig};
 use quarry_sql_tests::storm::{self, StormConfig};
 use quarry_sql_tests::tpch;
-use quarry_sql_tests::vitals::mib;
 
 use crate::Error;
 
@@ -99,26 +98,8 @@ pub fn soak(minutes: f64, data: &Path, results: &Path) -> Result<(), Error> {
         duration: Duration::from_secs_f64(minutes * 60.0),
         sample_every: Duration::from_secs(60),
     };
-    let report = soak::run(&mut cluster, config, |sample| {
-        let cells: Vec<String> = sample
-            .processes
-            .iter()
-            .map(|(name, v)| match v {
-                Some(v) => format!(
-                    "{name} {:.0} MiB {} files {} threads",
-                    mib(v.rss),
-                    v.files,
-                    v.threads
-                ),
-                None => format!("{name} gone"),
-            })
-            .collect();
-        eprintln!(
-            "  {:>5.1} min  {}",
-            sample.at.as_secs_f64() / 60.0,
-            cells.join(" | ")
-        );
-    });
+    eprintln!("  minute, then per process: RSS MiB / open files / threads");
+    let report = soak::run(&mut cluster, config, |sample| eprintln!("  {sample}"));
     println!("{report}");
     let samples: Vec<serde_json::Value> = report
         .samples
@@ -140,8 +121,8 @@ pub fn soak(minutes: f64, data: &Path, results: &Path) -> Result<(), Error> {
         serde_json::to_string_pretty(&serde_json::json!({
             "minutes": minutes,
             "calls": report.calls,
-            "refused": report.refused,
-            "failed": report.failed,
+            "refused": report.errors.refused,
+            "failed": report.errors.failed,
             "samples": samples,
         }))?,
     )?;

@@ -272,6 +272,39 @@ impl Door {
     }
 }
 
+/// Refusals and other errors by kind of call and message, as the storm and the soak count
+/// them.
+#[derive(Default)]
+pub struct Errors {
+    pub refused: std::collections::BTreeMap<String, usize>,
+    pub failed: std::collections::BTreeMap<String, usize>,
+}
+
+impl Errors {
+    /// Count `outcome` of a `kind` call if it is an error; the answer if it was answered.
+    pub fn count(
+        &mut self,
+        kind: &dyn std::fmt::Display,
+        outcome: Outcome,
+    ) -> Option<Option<Vec<String>>> {
+        let (counts, what) = match outcome {
+            Outcome::Answered(rows) => return Some(rows),
+            Outcome::Refused(what) => (&mut self.refused, what),
+            Outcome::Failed(what) => (&mut self.failed, what),
+        };
+        *counts.entry(format!("{kind}: {what}")).or_default() += 1;
+        None
+    }
+
+    /// Each error other than a refusal, as a problem.
+    pub fn problems(&self) -> Vec<String> {
+        self.failed
+            .iter()
+            .map(|(what, n)| format!("{n} x {what}"))
+            .collect()
+    }
+}
+
 /// The `p` quantile of sorted durations, in milliseconds.
 pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -290,21 +290,29 @@ impl Rest {
         nodes["rows"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Active executors holding tasks, exchange outputs, memory or spill files.
+    pub fn busy_executors(&self) -> Vec<Value> {
+        self.active_executors()
+            .into_iter()
+            .filter(|e| {
+                [
+                    "running_tasks",
+                    "exchange_outputs",
+                    "exchange_bytes",
+                    "spill_files",
+                    "memory_used_bytes",
+                ]
+                .iter()
+                .any(|k| e[*k] != 0)
+            })
+            .collect()
+    }
+
     /// Wait until no active executor holds tasks, outputs, memory or spill files.
     pub fn wait_until_idle(&self, limit: Duration) -> Duration {
         let started = Instant::now();
         loop {
-            let busy: Vec<Value> = self
-                .active_executors()
-                .into_iter()
-                .filter(|e| {
-                    e["running_tasks"] != 0
-                        || e["exchange_outputs"] != 0
-                        || e["exchange_bytes"] != 0
-                        || e["spill_files"] != 0
-                        || e["memory_used_bytes"] != 0
-                })
-                .collect();
+            let busy = self.busy_executors();
             if busy.is_empty() {
                 return started.elapsed();
             }

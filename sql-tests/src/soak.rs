@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::doors::{Addresses, Door, Outcome};
+use crate::doors::{Addresses, Door, Errors, Outcome};
 use crate::fuzz::cluster::{count, settled};
 use crate::processes::ProcessCluster;
 use crate::tpch;
@@ -51,24 +51,31 @@ pub struct Sample {
     pub processes: Vec<(String, Option<Vitals>)>,
 }
 
+/// `minute  name RSS/files/threads ...`, as the soak's table prints it.
+impl fmt::Display for Sample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>6.1} ", self.at.as_secs_f64() / 60.0)?;
+        for (name, v) in &self.processes {
+            match v {
+                Some(v) => write!(f, " {name} {:.0}/{}/{}", mib(v.rss), v.files, v.threads)?,
+                None => write!(f, " {name} gone")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     calls: BTreeMap<String, usize>,
-    refused: BTreeMap<String, usize>,
-    failed: BTreeMap<String, usize>,
+    errors: Errors,
     rows_acknowledged: u64,
 }
 
 impl Tally {
     fn record(&mut self, kind: &str, outcome: Outcome) {
-        match outcome {
-            Outcome::Answered(_) => *self.calls.entry(kind.to_string()).or_default() += 1,
-            Outcome::Refused(what) => {
-                *self.refused.entry(format!("{kind}: {what}")).or_default() += 1
-            }
-            Outcome::Failed(what) => {
-                *self.failed.entry(format!("{kind}: {what}")).or_default() += 1
-            }
+        if self.errors.count(&kind, outcome).is_some() {
+            *self.calls.entry(kind.to_string()).or_default() += 1;
         }
     }
 }
@@ -77,8 +84,7 @@ pub struct SoakReport {
     pub elapsed: Duration,
     pub samples: Vec<Sample>,
     pub calls: BTreeMap<String, usize>,
-    pub refused: BTreeMap<String, usize>,
-    pub failed: BTreeMap<String, usize>,
+    pub errors: Errors,
     pub rows_acknowledged: u64,
     pub rows_in_table: Option<u64>,
     pub dead: Vec<String>,
@@ -182,11 +188,7 @@ impl SoakReport {
     }
 
     pub fn problems(&self) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .failed
-            .iter()
-            .map(|(what, n)| format!("{n} x {what}"))
-            .collect();
+        let mut problems = self.errors.problems();
         if self.rows_in_table != Some(self.rows_acknowledged) {
             problems.push(format!(
                 "{} rows acknowledged, {:?} in {TABLE}",
@@ -213,10 +215,10 @@ impl fmt::Display for SoakReport {
         for (kind, n) in &self.calls {
             writeln!(f, "  {kind:<22} {n:>6} answered")?;
         }
-        for (what, n) in &self.refused {
+        for (what, n) in &self.errors.refused {
             writeln!(f, "  refused {n:>5} x {what}")?;
         }
-        for (what, n) in &self.failed {
+        for (what, n) in &self.errors.failed {
             writeln!(f, "  FAILED  {n:>5} x {what}")?;
         }
         writeln!(
@@ -246,20 +248,7 @@ impl fmt::Display for SoakReport {
             "  samples (minute: RSS MiB / files / threads per process):"
         )?;
         for s in &self.samples {
-            let cells: Vec<String> = s
-                .processes
-                .iter()
-                .map(|(name, v)| match v {
-                    Some(v) => format!("{name} {:.0}/{}/{}", mib(v.rss), v.files, v.threads),
-                    None => format!("{name} gone"),
-                })
-                .collect();
-            writeln!(
-                f,
-                "    {:>6.1}  {}",
-                s.at.as_secs_f64() / 60.0,
-                cells.join("  ")
-            )?;
+            writeln!(f, "    {s}")?;
         }
         match &self.afterwards {
             Ok(()) => writeln!(f, "  afterwards: SELECT 1 answers, no job left running"),
@@ -482,8 +471,7 @@ pub fn run(
         elapsed,
         samples,
         calls: tally.calls,
-        refused: tally.refused,
-        failed: tally.failed,
+        errors: tally.errors,
         rows_acknowledged: tally.rows_acknowledged,
         rows_in_table,
         dead,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Barrier;
 
-use crate::doors::{Addresses, Door, Outcome, percentile_ms};
+use crate::doors::{Addresses, Door, Errors, Outcome, percentile_ms};
 use crate::fuzz::cluster::{count, settled};
 use crate::processes::ProcessCluster;
 use crate::tpch;
@@ -58,8 +58,7 @@ impl fmt::Display for Kind {
 #[derive(Default)]
 struct Tally {
     latencies: BTreeMap<Kind, Vec<Duration>>,
-    refused: BTreeMap<String, usize>,
-    failed: BTreeMap<String, usize>,
+    errors: Errors,
     /// The first answer to each statement, by door; later answers must equal it.
     answers: BTreeMap<(bool, String), Vec<String>>,
     wrong: Vec<String>,
@@ -68,27 +67,20 @@ struct Tally {
 
 impl Tally {
     fn record(&mut self, kind: Kind, flight: bool, sql: &str, took: Duration, outcome: Outcome) {
-        match outcome {
-            Outcome::Answered(rows) => {
-                self.latencies.entry(kind).or_default().push(took);
-                if kind == Kind::Insert {
-                    self.inserted += 1;
-                }
-                if let (Some(rows), Kind::Tpch) = (rows, kind) {
-                    let expected = self
-                        .answers
-                        .entry((flight, sql.to_string()))
-                        .or_insert_with(|| rows.clone());
-                    if *expected != rows {
-                        self.wrong.push(crate::fuzz::excerpt(sql, 60));
-                    }
-                }
-            }
-            Outcome::Refused(what) => {
-                *self.refused.entry(format!("{kind}: {what}")).or_default() += 1
-            }
-            Outcome::Failed(what) => {
-                *self.failed.entry(format!("{kind}: {what}")).or_default() += 1
+        let Some(rows) = self.errors.count(&kind, outcome) else {
+            return;
+        };
+        self.latencies.entry(kind).or_default().push(took);
+        if kind == Kind::Insert {
+            self.inserted += 1;
+        }
+        if let (Some(rows), Kind::Tpch) = (rows, kind) {
+            let expected = self
+                .answers
+                .entry((flight, sql.to_string()))
+                .or_insert_with(|| rows.clone());
+            if *expected != rows {
+                self.wrong.push(crate::fuzz::excerpt(sql, 60));
             }
         }
     }
@@ -100,8 +92,7 @@ pub struct StormReport {
     pub elapsed: Duration,
     /// Calls answered, by kind: count, p50 and p99 in milliseconds.
     pub answered: BTreeMap<String, (usize, f64, f64)>,
-    pub refused: BTreeMap<String, usize>,
-    pub failed: BTreeMap<String, usize>,
+    pub errors: Errors,
     pub wrong: Vec<String>,
     /// Inserts acknowledged, and rows the table holds afterwards.
     pub inserts_acknowledged: u64,
@@ -119,11 +110,7 @@ impl StormReport {
     /// Everything a storm must hold to: only refusals, right answers, no lost insert, no
     /// dead process, a working server afterwards.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .failed
-            .iter()
-            .map(|(what, n)| format!("{n} x {what}"))
-            .collect();
+        let mut problems = self.errors.problems();
         problems.extend(
             self.wrong
                 .iter()
@@ -165,14 +152,14 @@ impl fmt::Display for StormReport {
                 "  {kind:<9} {n:>5} answered   p50 {p50:>8.1} ms   p99 {p99:>8.1} ms"
             )?;
         }
-        let refused: usize = self.refused.values().sum();
-        let failed: usize = self.failed.values().sum();
+        let refused: usize = self.errors.refused.values().sum();
+        let failed: usize = self.errors.failed.values().sum();
         writeln!(f, "  refused (queue full / limit): {refused}")?;
-        for (what, n) in &self.refused {
+        for (what, n) in &self.errors.refused {
             writeln!(f, "    {n:>5} x {what}")?;
         }
         writeln!(f, "  other errors: {failed}")?;
-        for (what, n) in &self.failed {
+        for (what, n) in &self.errors.failed {
             writeln!(f, "    {n:>5} x {what}")?;
         }
         writeln!(
@@ -345,8 +332,7 @@ pub fn run(cluster: &mut ProcessCluster, config: StormConfig) -> StormReport {
         clients: config.clients,
         elapsed,
         answered,
-        refused: tally.refused,
-        failed: tally.failed,
+        errors: tally.errors,
         wrong: tally.wrong,
         inserts_acknowledged: tally.inserted,
         rows_inserted,

@@ -28,7 +28,7 @@ fn two_hundred_clients_at_once_get_answers_or_clear_refusals() {
     let problems = report.problems();
     assert!(problems.is_empty(), "{problems:#?}\n{report}");
     let answered: usize = report.answered.values().map(|(n, _, _)| n).sum();
-    let refused: usize = report.refused.values().sum();
+    let refused: usize = report.errors.refused.values().sum();
     assert_eq!(answered + refused, 200 * 4 + 100, "{report}");
     for (name, after) in &report.after {
         let peak = after.map(|v| v.peak_rss).unwrap_or(0);

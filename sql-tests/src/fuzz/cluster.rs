@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::Server;
 use crate::processes::{Process, ProcessCluster, Rest, free_port};
+use crate::vitals::Vitals;
 
 /// How long a health call may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,11 +102,9 @@ pub fn jobs_drain(rest: &Rest, limit: Duration) -> Result<(), String> {
     }
 }
 
-/// Open file descriptors of a process (Linux).
-pub fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+/// Open file descriptors of a process; none once it is gone.
+fn open_files(pid: u32) -> usize {
+    Vitals::of(pid).map_or(0, |v| v.files)
 }
 
 /// A cluster of processes with the fixture data as tables `people`, `events`, `products`,
@@ -146,23 +145,7 @@ impl FuzzCluster {
     /// open files than before.
     fn held(&self) -> Result<(), String> {
         unfinished_jobs(&self.cluster.rest)?;
-        let busy: Vec<Value> = self
-            .cluster
-            .rest
-            .active_executors()
-            .into_iter()
-            .filter(|e| {
-                [
-                    "running_tasks",
-                    "exchange_outputs",
-                    "exchange_bytes",
-                    "spill_files",
-                    "memory_used_bytes",
-                ]
-                .iter()
-                .any(|k| e[*k] != 0)
-            })
-            .collect();
+        let busy = self.cluster.rest.busy_executors();
         if !busy.is_empty() {
             return Err(format!("executors hold work: {busy:?}"));
         }
