@@ -106,10 +106,6 @@ impl Catalog {
 
     // ---- roles ----
 
-    pub fn get_role(&self, name: &str) -> Result<Option<Stored<RoleRecord>>, CatalogError> {
-        self.get(Keyspace::Roles, name.as_bytes())
-    }
-
     pub fn list_roles(&self) -> Result<Vec<Stored<RoleRecord>>, CatalogError> {
         self.list(Keyspace::Roles, b"")
     }

@@ -12,20 +12,23 @@
 mod access;
 mod catalog;
 mod error;
+mod jobs;
 mod records;
+mod reflection_records;
 mod reflections;
 mod store;
 
 pub use access::describe_securable;
-pub use catalog::{Catalog, DEFAULT_SCHEMA};
+pub use catalog::{CATALOG_NAME, Catalog, DEFAULT_SCHEMA, SYSTEM_SCHEMA, now_ms};
 pub use error::{CatalogError, ObjectKind};
 pub use records::{
     DatasetDefinition, DatasetRecord, FORMAT_VERSION, GrantRecord, GranteeKind, JobError,
     JobRecord, Privilege, RoleRecord, S3Config, SchemaRecord, SecurableKind, SourceConfig,
     SourceRecord, Stored, TableDefinition, TokenRecord, UserRecord, ViewDefinition,
 };
-pub use reflections::{
-    AggregateShape, Dimension, InputSnapshot, Materialization, Measure, MeasureFunction, PolicyOn,
+pub use reflection_records::{
+    AggregateShape, Dimension, InputSnapshot, Materialization, Measure, MeasureFunction,
     ReflectionKind, ReflectionPolicy, ReflectionRecord, Refresh,
 };
+pub use reflections::PolicyOn;
 pub use store::{CasMismatch, Keyspace, KvStore, SledStore};

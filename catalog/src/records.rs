@@ -283,7 +283,7 @@ pub struct JobRecord {
     pub data_as_of_ms: Option<u64>,
     /// The aggregates it ran that a reflection could serve, for recommendations.
     #[serde(default)]
-    pub aggregates: Vec<crate::reflections::AggregateShape>,
+    pub aggregates: Vec<crate::reflection_records::AggregateShape>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,19 +9,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::TableParquetOptions;
+use datafusion::common::exec_datafusion_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{ScalarValue, exec_datafusion_err};
 use datafusion::datasource::file_format::parquet::ParquetSink;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::{FileGroup, FileOutputMode, FileSink, FileSinkConfig};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -31,7 +29,13 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use serde_json::{Map, Value, json};
+
+mod stats;
+mod written;
+
+pub use stats::delta_stats;
+use written::WrittenFiles;
+pub use written::{WrittenFile, WrittenRowsExec, count_schema, written_files};
 
 /// Where a write goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -452,306 +456,4 @@ fn decode(part: &str) -> String {
     percent_encoding::percent_decode_str(part)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-#[derive(Default)]
-struct WrittenFiles {
-    paths: Vec<String>,
-    sizes: Vec<i64>,
-    rows: Vec<i64>,
-    partition_values: Vec<String>,
-    stats: Vec<String>,
-}
-
-impl WrittenFiles {
-    fn push(
-        &mut self,
-        path: String,
-        size: u64,
-        rows: i64,
-        values: BTreeMap<String, String>,
-        stats: String,
-    ) {
-        self.paths.push(path);
-        self.sizes.push(size as i64);
-        self.rows.push(rows);
-        self.partition_values
-            .push(serde_json::to_string(&values).unwrap_or_else(|_| "{}".to_string()));
-        self.stats.push(stats);
-    }
-
-    fn into_batch(self) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(self.paths)),
-            Arc::new(Int64Array::from(self.sizes)),
-            Arc::new(Int64Array::from(self.rows)),
-            Arc::new(StringArray::from(self.partition_values)),
-            Arc::new(StringArray::from(self.stats)),
-        ];
-        Ok(RecordBatch::try_new(written_files_schema(), columns)?)
-    }
-}
-
-/// The number of rows the write tasks below it wrote, as one `count` row (what COPY and
-/// INSERT answer). Runs where the tasks' answers are gathered.
-#[derive(Debug)]
-pub struct WrittenRowsExec {
-    input: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
-}
-
-/// The one-row answer of a write.
-pub fn count_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(
-        "count",
-        DataType::UInt64,
-        false,
-    )]))
-}
-
-impl WrittenRowsExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(count_schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
-        WrittenRowsExec {
-            input,
-            properties: Arc::new(properties),
-        }
-    }
-}
-
-impl DisplayAs for WrittenRowsExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "WrittenRowsExec")
-    }
-}
-
-impl ExecutionPlan for WrittenRowsExec {
-    fn name(&self) -> &str {
-        "WrittenRowsExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn required_input_distribution(&self) -> Vec<datafusion::physical_expr::Distribution> {
-        vec![datafusion::physical_expr::Distribution::SinglePartition]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = children.as_slice() else {
-            return Err(exec_datafusion_err!("WrittenRowsExec has one input"));
-        };
-        Ok(Arc::new(WrittenRowsExec::new(Arc::clone(input))))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(exec_datafusion_err!("WrittenRowsExec has one partition"));
-        }
-        let mut input = self.input.execute(0, context)?;
-        let count = async move {
-            let mut rows = 0u64;
-            while let Some(batch) = input.next().await {
-                for file in written_files(&batch?)? {
-                    rows += file.rows.max(0) as u64;
-                }
-            }
-            Ok(RecordBatch::try_new(
-                count_schema(),
-                vec![Arc::new(arrow::array::UInt64Array::from(vec![rows]))],
-            )?)
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            count_schema(),
-            futures::stream::once(count),
-        )))
-    }
-}
-
-/// One written file, as the coordinator reads it back from a task's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WrittenFile {
-    pub path: String,
-    pub size: i64,
-    pub rows: i64,
-    pub partition_values: BTreeMap<String, String>,
-    pub stats: String,
-}
-
-/// The files a batch of `written_files_schema()` rows names.
-pub fn written_files(batch: &RecordBatch) -> Result<Vec<WrittenFile>> {
-    let text = |i: usize| {
-        batch
-            .column(i)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| exec_datafusion_err!("malformed written-files batch"))
-    };
-    let number = |i: usize| {
-        batch
-            .column(i)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| exec_datafusion_err!("malformed written-files batch"))
-    };
-    let (paths, sizes, rows, values, stats) =
-        (text(0)?, number(1)?, number(2)?, text(3)?, text(4)?);
-    (0..batch.num_rows())
-        .map(|i| {
-            Ok(WrittenFile {
-                path: paths.value(i).to_string(),
-                size: sizes.value(i),
-                rows: rows.value(i),
-                partition_values: serde_json::from_str(values.value(i))
-                    .map_err(|e| exec_datafusion_err!("malformed partition values: {e}"))?,
-                stats: stats.value(i).to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Longest string kept as a minimum (a prefix is still a lower bound); longer maxima are
-/// left out, since a cut maximum would not be an upper bound.
-const MAX_STAT_STRING: usize = 32;
-
-/// Delta's per-file statistics from the Parquet footer the writer produced. Written here
-/// because deltalake-core keeps its own converter private; only top-level columns of
-/// types whose JSON form is unambiguous get minima and maxima.
-pub fn delta_stats(metadata: &ParquetMetaData, file_schema: &Schema) -> String {
-    let mut min_values = Map::new();
-    let mut max_values = Map::new();
-    let mut null_count = Map::new();
-    let parquet_schema = metadata.file_metadata().schema_descr();
-    for field in file_schema.fields() {
-        let Ok(converter) = StatisticsConverter::try_new(field.name(), file_schema, parquet_schema)
-        else {
-            continue;
-        };
-        let groups = metadata.row_groups().iter();
-        if let Ok(nulls) = converter.row_group_null_counts(groups.clone()) {
-            let total: u64 = nulls.iter().map(|n| n.unwrap_or(0)).sum();
-            null_count.insert(field.name().clone(), json!(total));
-        }
-        let (Ok(mins), Ok(maxes)) = (
-            converter.row_group_mins(groups.clone()),
-            converter.row_group_maxes(groups),
-        ) else {
-            continue;
-        };
-        if let Some(min) =
-            extreme(&mins, std::cmp::Ordering::Less).and_then(|v| stat_json(&v, true))
-        {
-            min_values.insert(field.name().clone(), min);
-        }
-        if let Some(max) =
-            extreme(&maxes, std::cmp::Ordering::Greater).and_then(|v| stat_json(&v, false))
-        {
-            max_values.insert(field.name().clone(), max);
-        }
-    }
-    json!({
-        "numRecords": metadata.file_metadata().num_rows(),
-        "minValues": min_values,
-        "maxValues": max_values,
-        "nullCount": null_count,
-    })
-    .to_string()
-}
-
-/// The smallest (`Less`) or largest (`Greater`) non-null value of per-row-group bounds;
-/// None when a row group has no bound (then nothing is known for the file).
-fn extreme(values: &ArrayRef, wanted: std::cmp::Ordering) -> Option<ScalarValue> {
-    let mut best: Option<ScalarValue> = None;
-    for i in 0..values.len() {
-        if values.is_null(i) {
-            return None;
-        }
-        let value = ScalarValue::try_from_array(values, i).ok()?;
-        best = match best {
-            Some(current) if current.partial_cmp(&value)? != wanted.reverse() => Some(current),
-            _ => Some(value),
-        };
-    }
-    best
-}
-
-fn stat_json(value: &ScalarValue, is_min: bool) -> Option<Value> {
-    Some(match value {
-        ScalarValue::Int8(Some(v)) => json!(v),
-        ScalarValue::Int16(Some(v)) => json!(v),
-        ScalarValue::Int32(Some(v)) => json!(v),
-        ScalarValue::Int64(Some(v)) => json!(v),
-        ScalarValue::Float32(Some(v)) if v.is_finite() => json!(v),
-        ScalarValue::Float64(Some(v)) if v.is_finite() => json!(v),
-        ScalarValue::Date32(Some(_)) => json!(value.to_string()),
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => {
-            if s.chars().count() <= MAX_STAT_STRING {
-                json!(s)
-            } else if is_min {
-                json!(s.chars().take(MAX_STAT_STRING).collect::<String>())
-            } else {
-                return None;
-            }
-        }
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cmp::Ordering;
-
-    #[test]
-    fn file_bounds_come_from_every_row_group() {
-        let mins: ArrayRef = Arc::new(Int64Array::from(vec![5, 2, 9]));
-        assert_eq!(
-            extreme(&mins, Ordering::Less),
-            Some(ScalarValue::Int64(Some(2)))
-        );
-        assert_eq!(
-            extreme(&mins, Ordering::Greater),
-            Some(ScalarValue::Int64(Some(9)))
-        );
-        let unknown: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), None]));
-        assert_eq!(extreme(&unknown, Ordering::Less), None);
-    }
-
-    #[test]
-    fn long_strings_keep_a_safe_bound_only() {
-        let long = ScalarValue::Utf8(Some("x".repeat(40)));
-        assert_eq!(
-            stat_json(&long, true),
-            Some(json!("x".repeat(MAX_STAT_STRING)))
-        );
-        assert_eq!(stat_json(&long, false), None);
-        let day = ScalarValue::Date32(Some(19723));
-        assert_eq!(stat_json(&day, true), Some(json!("2024-01-01")));
-    }
 }

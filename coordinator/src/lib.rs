@@ -31,4 +31,5 @@ pub mod server;
 pub mod service;
 pub mod sql;
 pub mod system;
+pub mod tasks;
 pub mod tls;

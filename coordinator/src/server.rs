@@ -14,7 +14,6 @@ use quarry_common::cluster_secret::ClusterSecret;
 use quarry_common::connections::{Counted, LimitedListener, Refusal};
 use quarry_common::flight_channels::{FlightChannels, grpc_incoming};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessControl;
@@ -31,11 +30,12 @@ use crate::frontend::rest::{AppState, router};
 use crate::jobs::Jobs;
 use crate::jobs::admission::{Admission, AdmissionConfig};
 use crate::limits::Limits;
-use crate::scheduler::CLUSTER_FILES_URL;
 use crate::scheduler::Scheduler;
 use crate::service::QueryService;
 use crate::system::SystemTables;
+use crate::tasks::Tasks;
 use crate::tls::{TlsFiles, TlsListener};
+use quarry_common::protocol::CLUSTER_FILES_URL;
 
 enum Either<L, R> {
     Left(L),
@@ -145,8 +145,6 @@ pub struct RunningCoordinator {
     pub internal_addr: SocketAddr,
     pub engine: Arc<Engine>,
     pub cluster: Arc<Cluster>,
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningCoordinator {
@@ -155,11 +153,10 @@ impl RunningCoordinator {
         format!("http://{}", self.internal_addr)
     }
 
+    /// Stop listening, cancel running jobs and wait (a few seconds at most) for every
+    /// background task; then flush the catalog.
     pub async fn shutdown(self) {
-        self.stop.cancel();
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        self.engine.shutdown(Duration::from_secs(5)).await;
         let _ = self.engine.datasets().catalog().flush();
     }
 }
@@ -264,7 +261,8 @@ pub async fn start(
         .warehouse
         .clone()
         .unwrap_or_else(|| Location::Local(config.dir.join("warehouse")));
-    let datasets = Datasets::new(catalog.clone(), runtime, base_config())?;
+    let tasks = Tasks::new(CancellationToken::new())?;
+    let datasets = Datasets::new(catalog.clone(), runtime, base_config(), tasks.clone())?;
     datasets.set_warehouse(&warehouse)?;
     let reflection_store = config
         .reflection_store
@@ -311,14 +309,13 @@ pub async fn start(
             request: config.limits.clone(),
             fetch_timeout: config.fetch_timeout,
         },
+        tasks.clone(),
     )?;
 
-    let stop = CancellationToken::new();
-    let mut tasks = vec![
-        cluster.spawn_expiry(stop.clone()),
-        jobs.spawn_reaper(Duration::from_millis(500), stop.clone()),
-        engine.spawn_refresh_scheduler(Duration::from_secs(2), stop.clone()),
-    ];
+    let stop = tasks.stopping();
+    cluster.spawn_expiry(&tasks);
+    jobs.spawn_reaper(Duration::from_millis(500), &tasks);
+    engine.spawn_refresh_scheduler(Duration::from_secs(2));
 
     // Every frontend gets the engine as a QueryService, and nothing else.
     let service: Arc<dyn QueryService> = Arc::new(Arc::clone(&engine));
@@ -336,7 +333,7 @@ pub async fn start(
             .map_err(|e| QuarryError::invalid(format!("TLS for Flight SQL: {e}")))?;
         https = Some(tls.rustls_config(vec![b"h2".to_vec(), b"http/1.1".to_vec()])?);
     }
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         let served = flight_server
             .add_service(flight)
             .serve_with_incoming_shutdown(flight_listener.incoming(), flight_stop.cancelled_owned())
@@ -344,7 +341,7 @@ pub async fn start(
         if let Err(e) = served {
             tracing::error!("Flight SQL server stopped: {e}");
         }
-    }));
+    });
 
     let internal = action_service(
         "internal",
@@ -355,7 +352,7 @@ pub async fn start(
         config.cluster_secret.clone(),
     );
     let internal_stop = stop.clone();
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(internal)
             .serve_with_incoming_shutdown(
@@ -366,7 +363,7 @@ pub async fn start(
         if let Err(e) = served {
             tracing::error!("internal server stopped: {e}");
         }
-    }));
+    });
 
     let app = router(AppState { service }, &config.limits);
     let http_stop = stop.clone();
@@ -382,7 +379,7 @@ pub async fn start(
             Refusal::Http,
         ))),
     };
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         let served = match http_listener {
             Either::Left(tls) => {
                 axum::serve(tls, app)
@@ -398,7 +395,7 @@ pub async fn start(
         if let Err(e) = served {
             tracing::error!("HTTP server stopped: {e}");
         }
-    }));
+    });
 
     tracing::info!(%flight_addr, %http_addr, %internal_addr, "coordinator listening");
     Ok(RunningCoordinator {
@@ -407,7 +404,5 @@ pub async fn start(
         internal_addr,
         engine,
         cluster,
-        stop,
-        tasks,
     })
 }

@@ -123,6 +123,9 @@ impl TlsListener {
         })?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
+        // The listener owns its accept loop (aborted when it drops), and every handshake
+        // ends within HANDSHAKE_TIMEOUT.
+        #[allow(clippy::disallowed_methods)]
         let accepting = tokio::spawn(async move {
             loop {
                 // Within the cap on open connections; failures to accept are waited out.

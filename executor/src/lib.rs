@@ -123,10 +123,6 @@ impl RunningExecutor {
         self.membership.abort();
         self.server.abort();
     }
-
-    pub fn stop_token(&self) -> CancellationToken {
-        self.stop.clone()
-    }
 }
 
 /// Start an executor serving on `listener`.

@@ -153,7 +153,7 @@ pub async fn query(
     sql: &str,
 ) -> Result<Vec<RecordBatch>, QuarryError> {
     let job = engine.submit(session, sql, None).await?;
-    let batches: Vec<RecordBatch> = job.spool.read(0, None).try_collect().await?;
+    let batches: Vec<RecordBatch> = job.results(0, None).try_collect().await?;
     let record = job.wait().await;
     match record.error {
         Some(error) => Err(QuarryError::new(
@@ -233,12 +233,8 @@ impl AsyncDB for QuarryDb {
             .submit(&self.session, sql, None)
             .await
             .map_err(DbError)?;
-        let batches: Vec<RecordBatch> = job
-            .spool
-            .read(0, None)
-            .try_collect()
-            .await
-            .map_err(DbError)?;
+        let batches: Vec<RecordBatch> =
+            job.results(0, None).try_collect().await.map_err(DbError)?;
         let record = job.wait().await;
         if let Some(error) = record.error {
             return Err(DbError(QuarryError::new(
@@ -246,7 +242,7 @@ impl AsyncDB for QuarryDb {
                 error.message,
             )));
         }
-        let schema = job.spool.schema();
+        let schema = job.result_schema();
         let types = schema
             .map(|s| {
                 s.fields()

@@ -14,6 +14,9 @@
 //! the view only, because the view's own query is planned without the reader's limits.
 
 pub mod auth;
+mod reader;
+
+pub use reader::{Viewer, can_read, source_of};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -23,7 +26,7 @@ use quarry_catalog::{
 };
 use quarry_common::{ErrorCode, QuarryError};
 
-use crate::engine::catalog_ops::catalog_error;
+use crate::error::catalog_error;
 
 /// The role whose members may do everything.
 pub const ADMIN_ROLE: &str = "admin";

@@ -7,11 +7,11 @@ pub mod internal;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use quarry_catalog::now_ms;
 use quarry_common::protocol::{ExecutorRegistration, Heartbeat, LocalFile, TaskActivityReport};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// What the coordinator knows about one executor.
 #[derive(Debug, Clone)]
@@ -72,13 +72,6 @@ pub struct Cluster {
     /// Woken whenever membership changes.
     changed: Notify,
     incarnations: std::sync::atomic::AtomicU64,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Cluster {
@@ -235,16 +228,6 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    pub fn is_active(&self, executor_id: &str) -> bool {
-        self.members
-            .read()
-            .map(|m| {
-                m.get(executor_id)
-                    .is_some_and(|m| m.info.state == ExecutorState::Active)
-            })
-            .unwrap_or(false)
-    }
-
     /// Total task slots of active executors.
     pub fn total_slots(&self) -> usize {
         self.active().iter().map(|e| e.slots as usize).sum()
@@ -271,9 +254,10 @@ impl Cluster {
     }
 
     /// Run the loss detector until `stop` fires.
-    pub fn spawn_expiry(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_expiry(self: &Arc<Self>, tasks: &crate::tasks::Tasks) {
         let cluster = Arc::clone(self);
-        tokio::spawn(async move {
+        let stop = tasks.stopping();
+        tasks.spawn(async move {
             let tick = (cluster.heartbeat_interval / 2).max(Duration::from_millis(50));
             loop {
                 tokio::select! {

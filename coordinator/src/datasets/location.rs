@@ -37,26 +37,8 @@ impl Location {
         if bucket.is_empty() {
             return Err(QuarryError::invalid(format!("{text} names no bucket")));
         }
-        let endpoint = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
-        let allow_http = env("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1")
-            || endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://"));
         Ok(Location::S3 {
-            config: S3Config {
-                bucket: bucket.to_string(),
-                prefix: prefix.trim_matches('/').to_string(),
-                region: env("AWS_REGION")
-                    .or_else(|| env("AWS_DEFAULT_REGION"))
-                    .unwrap_or_else(|| "us-east-1".to_string()),
-                // S3-protocol servers other than AWS want path-style addresses.
-                path_style: endpoint.is_some(),
-                endpoint,
-                access_key_id: env("AWS_ACCESS_KEY_ID"),
-                secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
-                allow_http,
-                writable: true,
-            },
+            config: s3_config_from_env(bucket, prefix, env),
         })
     }
 
@@ -90,6 +72,38 @@ impl Location {
                     .map_err(|e| QuarryError::invalid(format!("warehouse {folder}: {e}")))
             }
         }
+    }
+}
+
+/// A bucket's settings from the standard AWS environment variables, read as the AWS tools
+/// read them: the one place Quarry reads them. `env` gives a variable (None when unset or
+/// empty).
+pub fn s3_config_from_env(
+    bucket: &str,
+    prefix: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> S3Config {
+    let env = |key: &str| env(key).filter(|v| !v.is_empty());
+    let endpoint = env("AWS_ENDPOINT_URL_S3")
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .or_else(|| env("AWS_ENDPOINT"));
+    let allow_http = env("AWS_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1")
+        || endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+    S3Config {
+        bucket: bucket.to_string(),
+        prefix: prefix.trim_matches('/').to_string(),
+        region: env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_string()),
+        // S3-protocol servers other than AWS want path-style addresses.
+        path_style: endpoint.is_some(),
+        endpoint,
+        access_key_id: env("AWS_ACCESS_KEY_ID"),
+        secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        allow_http,
+        writable: true,
     }
 }
 

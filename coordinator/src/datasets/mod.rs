@@ -1,5 +1,11 @@
 //! Datasets: the catalog's tables and views turned into DataFusion table providers, and
 //! the checks a new table or view passes before it is stored.
+//!
+//! This module owns the catalog handle, the object stores (sources, warehouse, reflection
+//! store), the managed tables' Delta log and commit locks (`delta/`), and what the `sys`
+//! schema is plugged in as. It knows a query's reader only to filter what it lists and to
+//! refuse what it may not read (the checks themselves are `access`'s); it starts no jobs
+//! and knows nothing of sessions or frontends.
 
 pub mod delta;
 pub mod location;
@@ -15,21 +21,22 @@ use datafusion::datasource::ViewTable;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
-use quarry_catalog::{Catalog, DatasetDefinition, DatasetRecord, SourceConfig};
+use quarry_catalog::{Catalog, DatasetDefinition, DatasetRecord, SYSTEM_SCHEMA, SourceConfig};
 use quarry_common::QuarryError;
 use quarry_common::object_stores::ObjectStoreRegistrar;
 use quarry_common::protocol::ObjectStoreSpec;
 
-pub use provider::{QuarryCatalog, QuarryCatalogList, Viewer, can_read, source_of};
+pub use provider::{QuarryCatalog, QuarryCatalogList};
 
-use crate::engine::catalog_ops::catalog_error;
-use crate::system::SystemTables;
+use crate::access::{Viewer, source_of};
+use crate::error::catalog_error;
 
-/// The one catalog name clients see (Flight SQL GetCatalogs, `quarry.demo.orders`).
-pub const CATALOG_NAME: &str = "quarry";
-
-/// Schema of the built-in system tables.
-pub const SYSTEM_SCHEMA: &str = "sys";
+/// The provider of the `sys` schema, installed once at start (the system tables read the
+/// jobs, the cluster and the reflections, which are built after the datasets).
+pub trait SystemSchemas: std::fmt::Debug + Send + Sync {
+    /// `sys` as `viewer` sees it.
+    fn for_viewer(self: Arc<Self>, viewer: Viewer) -> Arc<dyn SchemaProvider>;
+}
 
 /// Views may use views; this deep and no deeper (it also stops definition cycles).
 const MAX_VIEW_DEPTH: u32 = 32;
@@ -50,7 +57,7 @@ pub struct Datasets {
     runtime: Arc<RuntimeEnv>,
     base_config: SessionConfig,
     object_stores: ObjectStoreRegistrar,
-    system: OnceLock<Arc<SystemTables>>,
+    system: OnceLock<Arc<dyn SystemSchemas>>,
     /// Managed tables' commit locks.
     commits: Arc<delta::Commits>,
     /// The folder URL managed tables without a source go under.
@@ -67,6 +74,7 @@ impl Datasets {
         catalog: Catalog,
         runtime: Arc<RuntimeEnv>,
         base_config: SessionConfig,
+        tasks: crate::tasks::Tasks,
     ) -> Result<Arc<Self>, QuarryError> {
         let datasets = Arc::new(Datasets {
             catalog,
@@ -74,7 +82,7 @@ impl Datasets {
             base_config,
             object_stores: ObjectStoreRegistrar::default(),
             system: OnceLock::new(),
-            commits: Arc::default(),
+            commits: Arc::new(delta::Commits::new(tasks)),
             warehouse: OnceLock::new(),
             reflection_store: OnceLock::new(),
             reflections: Arc::default(),
@@ -163,7 +171,7 @@ impl Datasets {
     }
 
     /// Install the provider of the `sys` schema.
-    pub fn set_system_schema(&self, schema: Arc<SystemTables>) {
+    pub fn set_system_schema(&self, schema: Arc<dyn SystemSchemas>) {
         let _ = self.system.set(schema);
     }
 
@@ -173,7 +181,11 @@ impl Datasets {
         viewer: &Viewer,
     ) -> Option<Arc<dyn SchemaProvider>> {
         (name == SYSTEM_SCHEMA)
-            .then(|| self.system.get().map(|s| s.for_viewer(viewer.clone())))
+            .then(|| {
+                self.system
+                    .get()
+                    .map(|s| Arc::clone(s).for_viewer(viewer.clone()))
+            })
             .flatten()
     }
 
@@ -256,7 +268,7 @@ impl Datasets {
     /// The store of files in executors' data directories.
     pub fn cluster_files(&self) -> Result<Arc<dyn object_store::ObjectStore>, QuarryError> {
         let url = datafusion::execution::object_store::ObjectStoreUrl::parse(
-            crate::scheduler::CLUSTER_FILES_URL,
+            quarry_common::protocol::CLUSTER_FILES_URL,
         )?;
         self.runtime.object_store(&url).map_err(QuarryError::from)
     }
@@ -344,7 +356,7 @@ impl Datasets {
                         // Held to the ceilings of the limits: what the stacks are sized for,
                         // whatever limits the view was created under.
                         async move {
-                            crate::sql::guard::plan_query_text(
+                            crate::sql::parser::plan_query_text(
                                 &state,
                                 &sql,
                                 &crate::limits::Limits::ceilings(),

@@ -12,34 +12,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
-use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege, Stored};
+use quarry_catalog::{DatasetRecord, Privilege, Stored};
 
-use super::{CATALOG_NAME, Datasets};
-use crate::access::UserAccess;
-use crate::engine::catalog_ops::catalog_error;
+use quarry_catalog::CATALOG_NAME;
 
-/// The reader a catalog is for; None reads everything (the coordinator's own planning).
-pub type Viewer = Option<Arc<UserAccess>>;
-
-/// The source a dataset's files are in, for grants on sources.
-pub fn source_of(record: &DatasetRecord) -> Option<&str> {
-    match &record.definition {
-        DatasetDefinition::Table(t) => t.source.as_deref(),
-        DatasetDefinition::View(_) => None,
-    }
-}
-
-/// May `viewer` read the dataset?
-pub fn can_read(viewer: &Viewer, record: &DatasetRecord) -> bool {
-    viewer.as_ref().is_none_or(|v| {
-        v.on_dataset(
-            Privilege::Select,
-            &record.schema,
-            &record.name,
-            source_of(record),
-        )
-    })
-}
+use super::Datasets;
+use crate::access::{Viewer, can_read, source_of};
+use crate::error::catalog_error;
+use crate::sql::time_travel::TableAt;
 
 #[derive(Debug)]
 pub struct QuarryCatalogList {
@@ -136,8 +116,8 @@ impl SchemaProvider for QuarrySchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        // `daily@v3`: the table as of a version (`VERSION AS OF 3`).
-        let (name, as_of) = crate::sql::time_travel::split(name);
+        // `daily VERSION AS OF 3` arrives as a `TableAt` name.
+        let TableAt { name, as_of } = TableAt::decode(name);
         // One catalog read serves both the privilege check and the provider.
         let Some(stored) = self
             .datasets

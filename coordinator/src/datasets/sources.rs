@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 
-use crate::scheduler::CLUSTER_FILES_URL;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use quarry_catalog::{S3Config, SourceConfig};
@@ -18,6 +17,7 @@ use quarry_common::object_stores::{
     S3_ACCESS_KEY_ID, S3_ALLOW_HTTP, S3_ENDPOINT, S3_PATH_STYLE, S3_REGION, S3_SECRET_ACCESS_KEY,
     build_object_store, s3_spec,
 };
+use quarry_common::protocol::CLUSTER_FILES_URL;
 use quarry_common::protocol::ObjectStoreSpec;
 
 /// A resolved data location.
@@ -34,11 +34,16 @@ pub struct Location {
 
 /// The object store spec of an S3 source.
 pub fn s3_store_spec(source: &str, config: &S3Config) -> ObjectStoreSpec {
+    s3_spec_keyed(Some(source), config)
+}
+
+/// The object store of an S3 bucket; keyed by a name, or (None) by the bare bucket.
+pub fn s3_spec_keyed(key: Option<&str>, config: &S3Config) -> ObjectStoreSpec {
     let path_style = config.path_style.to_string();
     let allow_http = config.allow_http.to_string();
     s3_spec(
         &config.bucket,
-        Some(source),
+        key,
         &[
             (S3_REGION, Some(config.region.as_str())),
             (S3_ENDPOINT, config.endpoint.as_deref()),

@@ -15,9 +15,9 @@ use quarry_common::{ErrorCode, QuarryError};
 use super::catalog_ops::{CreateMode, TableRequest, source_config};
 use super::{Engine, Session, message_batch};
 use crate::access::UserAccess;
-use crate::datasets::CATALOG_NAME;
 use crate::error::CoordinatorError;
 use crate::sql::parser::Statement;
+use quarry_catalog::CATALOG_NAME;
 
 /// `[catalog.][schema.]name` parts as a table reference.
 pub(super) fn reference_of(parts: &[String]) -> Result<TableReference, QuarryError> {
@@ -137,9 +137,9 @@ impl Engine {
             .datasets
             .catalog()
             .get_schema(schema)
-            .map_err(super::catalog_ops::catalog_error)?
+            .map_err(crate::error::catalog_error)?
             .is_some();
-        if !exists && schema != crate::datasets::SYSTEM_SCHEMA {
+        if !exists && schema != quarry_catalog::SYSTEM_SCHEMA {
             return Err(QuarryError::not_found(format!(
                 "schema '{schema}' does not exist"
             )));

@@ -71,7 +71,7 @@ impl Engine {
         // task call to the executors. The run itself (and the writes of its results to
         // the spool) happens on the query runtime; the task here only waits for it.
         let watched = Arc::clone(&job);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let runner = Arc::clone(&engine);
             let run = runner.cpu.run(async move {
                 let run = catch_panic(engine.run(&job, outcome));
@@ -219,6 +219,7 @@ impl Engine {
         job.set_running(total);
         let _release = ReleaseOnDrop {
             scheduler: Arc::clone(&self.scheduler),
+            tasks: self.tasks.clone(),
             query_id: job.id.clone(),
         };
         let progress_job = self.jobs.live(&job.id);

@@ -20,7 +20,7 @@ use quarry_catalog::Privilege;
 use quarry_common::{ErrorCode, QuarryError};
 
 use super::{Engine, Outcome, Session};
-use crate::sql::parser::object_name_parts;
+use crate::sql::words::object_name_parts;
 
 fn unsupported_insert() -> QuarryError {
     QuarryError::new(

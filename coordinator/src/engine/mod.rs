@@ -9,29 +9,33 @@
 //!                                     (no file scan: runs on the coordinator)
 //!  results of every statement ─► the job's ResultSpool ─► frontends page through them
 //! ```
+//!
+//! The engine owns sessions, planning, the jobs it starts and every background task
+//! (`tasks::Tasks`), and implements the [`QueryService`](crate::service::QueryService)
+//! frontends hold (`front_door.rs`). It changes the catalog only through `catalog_ops`
+//! (checks, grants, purges) and reads it through [`Datasets`]; it speaks no client protocol.
 
 pub mod catalog_ops;
 mod ddl;
 mod execution;
+mod front_door;
 mod insert;
+mod outcome;
+mod query_settings;
 mod reflections;
+mod result_batches;
 mod security;
 mod writes;
 
-pub(crate) use writes::managed_folder;
 pub mod session;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::common::config::ConfigOptions;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::{SessionState, TaskContext};
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::{LogicalPlan, Statement as LogicalStatement};
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionConfig;
@@ -39,18 +43,23 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use quarry_common::QuarryError;
 use quarry_common::cpu_runtime::CpuRuntime;
-use quarry_common::protocol::{ObjectStoreSpec, Setting};
 use quarry_common::shuffle_reader::ExchangeAccess;
 
 use crate::access::auth::Auth;
 use crate::access::{AccessControl, UserAccess};
 use crate::datasets::Datasets;
 use crate::error::CoordinatorError;
-use crate::jobs::admission::{Admission, Ticket};
-use crate::jobs::{Job, Jobs};
-use crate::planner::stages::{StagePlan, display_stages, plan_stages, scans_files};
+use crate::jobs::admission::Admission;
+use crate::jobs::{CancelOnDrop, Job, Jobs};
+use crate::planner::stages::{display_stages, plan_stages, scans_files};
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
+use crate::tasks::Tasks;
+use outcome::{CreatedTable, DistributedQuery, Outcome, ReleaseOnDrop, Then};
+pub use query_settings::base_config;
+use query_settings::{object_stores_of, settings_to_ship};
+pub use result_batches::message_batch;
+use result_batches::plan_text_batch;
 pub use session::{
     PreparedStatement, QuarryOptions, Session, Sessions, parse_duration, quarry_options,
 };
@@ -58,67 +67,6 @@ pub use session::{
 /// The most materialization data a query reads on the coordinator rather than on
 /// executors.
 const SMALL_MATERIALIZATIONS_BYTES: u64 = 64 * 1024 * 1024;
-
-/// How a planned statement produces its rows.
-enum Outcome {
-    /// Already produced while planning (catalog statements, SET, EXPLAIN).
-    Rows(SchemaRef, Vec<RecordBatch>),
-    /// Runs on the coordinator (no file scans: VALUES, information_schema, DESCRIBE).
-    Local(Arc<dyn ExecutionPlan>, Arc<TaskContext>),
-    /// Runs on executors.
-    Distributed(Box<DistributedQuery>),
-    /// EXPLAIN ANALYZE: run the query, report what each stage did.
-    Analyze(Box<Outcome>),
-    /// CREATE TABLE ... AS SELECT: the insert, and the new table, dropped again when the
-    /// insert fails, so a failed CTAS leaves no table.
-    Created(Box<Outcome>, CreatedTable),
-}
-
-/// What a background job does after its run (see `Engine::start_then`).
-type Then = Box<
-    dyn FnOnce(
-            Result<(), QuarryError>,
-        ) -> futures::future::BoxFuture<'static, Result<(), QuarryError>>
-        + Send,
->;
-
-struct CreatedTable {
-    actor: Arc<UserAccess>,
-    schema: String,
-    name: String,
-}
-
-impl Outcome {
-    /// The part that runs on executors, if any.
-    fn distributed_mut(&mut self) -> Option<&mut DistributedQuery> {
-        match self {
-            Outcome::Distributed(query) => Some(query),
-            Outcome::Analyze(inner) | Outcome::Created(inner, _) => inner.distributed_mut(),
-            _ => None,
-        }
-    }
-
-    fn schema(&self) -> SchemaRef {
-        match self {
-            Outcome::Rows(schema, _) => Arc::clone(schema),
-            Outcome::Local(plan, _) => plan.schema(),
-            Outcome::Distributed(query) => query.stages.root.schema(),
-            Outcome::Analyze(_) => plan_text_schema(),
-            Outcome::Created(inner, _) => inner.schema(),
-        }
-    }
-}
-
-struct DistributedQuery {
-    stages: StagePlan,
-    settings: Vec<Setting>,
-    object_stores: Vec<ObjectStoreSpec>,
-    options: QuarryOptions,
-    /// The query's session, for running the root stage on the coordinator.
-    state: SessionState,
-    /// Its place in the admission queue, taken when it was submitted.
-    ticket: Option<Ticket>,
-}
 
 /// Limits a coordinator puts on the queries it runs.
 pub struct EngineLimits {
@@ -141,70 +89,8 @@ pub struct Engine {
     /// Where root stages and local statements compute, apart from the runtime that
     /// serves clients, executors and heartbeats.
     cpu: CpuRuntime,
-}
-
-/// The settings every Quarry query starts from.
-pub fn base_config() -> SessionConfig {
-    let mut config = SessionConfig::new()
-        .with_default_catalog_and_schema(
-            crate::datasets::CATALOG_NAME,
-            quarry_catalog::DEFAULT_SCHEMA,
-        )
-        .with_create_default_catalog_and_schema(false)
-        .with_information_schema(true)
-        .with_option_extension(QuarryOptions::default());
-    let options = config.options_mut();
-    // Partitions of a scan run as separate tasks on separate executors: they must not
-    // share a work queue in one process.
-    options.execution.enable_file_stream_work_stealing = false;
-    // Scalar subqueries and dynamic filters share state between operators at run time;
-    // across stages and processes that state would not arrive.
-    options
-        .optimizer
-        .enable_physical_uncorrelated_scalar_subquery = false;
-    // Broadcast a join's build side up to 64 MB / 4M rows (DataFusion's defaults, 1 MB /
-    // 128K rows, suit one process). Across executors the other choice hashes both sides
-    // through the exchange: at TPC-H SF10, Q9 shuffled all of lineitem (2.9 GB) to avoid
-    // sending 35 MB of orders to each task, and took 12 s instead of 5 s.
-    options.optimizer.hash_join_single_partition_threshold = 64 * 1024 * 1024;
-    options.optimizer.hash_join_single_partition_threshold_rows = 4_000_000;
-    if let Err(e) = options.set(
-        "datafusion.optimizer.enable_dynamic_filter_pushdown",
-        "false",
-    ) {
-        tracing::warn!("cannot turn off dynamic filters: {e}");
-    }
-    config
-}
-
-/// EXPLAIN's result shape: what each row describes, and the text.
-fn plan_text_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("plan_type", DataType::Utf8, false),
-        Field::new("plan", DataType::Utf8, false),
-    ]))
-}
-
-fn plan_text_batch(rows: Vec<(String, String)>) -> Result<RecordBatch, QuarryError> {
-    let (types, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
-    RecordBatch::try_new(
-        plan_text_schema(),
-        vec![
-            Arc::new(StringArray::from(types)),
-            Arc::new(StringArray::from(plans)),
-        ],
-    )
-    .map_err(CoordinatorError::batch("a plan"))
-    .map_err(QuarryError::from)
-}
-
-/// One text column, one row per message: the result of catalog statements.
-pub fn message_batch(column: &str, messages: &[String]) -> Result<RecordBatch, QuarryError> {
-    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
-    let array: ArrayRef = Arc::new(StringArray::from(messages.to_vec()));
-    RecordBatch::try_new(schema, vec![array])
-        .map_err(CoordinatorError::batch("a result"))
-        .map_err(QuarryError::from)
+    /// Every piece of background work the engine starts.
+    pub(crate) tasks: Tasks,
 }
 
 impl Engine {
@@ -214,6 +100,7 @@ impl Engine {
         jobs: Arc<Jobs>,
         scheduler: Arc<Scheduler>,
         limits: EngineLimits,
+        tasks: Tasks,
     ) -> Result<Arc<Self>, QuarryError> {
         let base_config = datasets.base_config().clone();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -233,7 +120,24 @@ impl Engine {
             base_config,
             limits,
             cpu,
+            tasks,
         }))
+    }
+
+    /// Cancel the running jobs, tell every background loop to stop and wait up to `grace`
+    /// for all of it to end.
+    pub async fn shutdown(&self, grace: Duration) {
+        // Listeners and loops first, so no new job starts while the running ones end.
+        self.tasks.stopping().cancel();
+        for job in self.jobs.running() {
+            job.cancel("the coordinator is shutting down");
+        }
+        if !self.tasks.shutdown(grace).await {
+            tracing::warn!(
+                running = self.tasks.running(),
+                "background work still running at shutdown"
+            );
+        }
     }
 
     pub(crate) fn admission(&self) -> &Admission {
@@ -326,9 +230,10 @@ impl Engine {
         sql: &str,
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<Arc<Job>, QuarryError> {
-        let job = self
-            .jobs
-            .create(&crate::sql::security::redact_secrets(sql), &session.user);
+        let job = self.jobs.create(
+            &crate::sql::prepass::prepare(sql).for_history,
+            &session.user,
+        );
         // Planning runs on the query runtime too: it reads and writes the catalog (sled,
         // fsync), lists files and infers schemas, none of which belongs on the runtime
         // that serves clients and executors.
@@ -336,6 +241,9 @@ impl Engine {
             (Arc::clone(self), Arc::clone(session), sql.to_string());
         let reports = reflections::PlanningReports::default();
         let scoped = reports.clone();
+        // A client that goes away while its statement is planned (dropping this future
+        // aborts the planning) must not leave the job PLANNING for ever.
+        let abandoned = CancelOnDrop::new(&job, "the client went away while it was planned");
         let planned = self
             .cpu
             .run(async move {
@@ -345,6 +253,7 @@ impl Engine {
             })
             .await
             .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
+        abandoned.disarm();
         let summary = reports.summary(self.datasets.reflection_state());
         let aggregates = reports.aggregates();
         if summary.is_some() || !aggregates.is_empty() {
@@ -558,7 +467,7 @@ impl Engine {
         &self,
         state: &SessionState,
         plan: &LogicalPlan,
-        reflections: Option<Arc<crate::reflections::matching::Report>>,
+        reflections: Option<Arc<crate::reflections::candidates::Report>>,
     ) -> Result<RecordBatch, QuarryError> {
         let optimized = state.optimize(plan)?;
         let physical = self.physical_plan(state, plan).await?;
@@ -671,68 +580,4 @@ impl Engine {
         };
         Ok((schema, parameter_schema))
     }
-}
-
-/// Frees a query's exchange outputs on every executor however the query ends.
-struct ReleaseOnDrop {
-    scheduler: Arc<Scheduler>,
-    query_id: String,
-}
-
-impl Drop for ReleaseOnDrop {
-    fn drop(&mut self) {
-        let scheduler = Arc::clone(&self.scheduler);
-        let query_id = std::mem::take(&mut self.query_id);
-        let endpoints = scheduler
-            .cluster()
-            .active()
-            .into_iter()
-            .map(|e| e.endpoint)
-            .collect();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { scheduler.release(&query_id, &endpoints).await });
-        }
-    }
-}
-
-/// The DataFusion settings that differ from the defaults, for the executors.
-fn settings_to_ship(options: &ConfigOptions) -> Vec<Setting> {
-    let defaults: BTreeMap<String, Option<String>> = ConfigOptions::default()
-        .entries()
-        .into_iter()
-        .map(|e| (e.key, e.value))
-        .collect();
-    options
-        .entries()
-        .into_iter()
-        .filter(|e| e.key.starts_with("datafusion."))
-        .filter(|e| defaults.get(&e.key) != Some(&e.value))
-        .filter_map(|e| e.value.map(|value| Setting { key: e.key, value }))
-        .collect()
-}
-
-/// Object stores (beyond the local filesystem) the plan's scans read.
-fn object_stores_of(plan: &Arc<dyn ExecutionPlan>, datasets: &Datasets) -> Vec<ObjectStoreSpec> {
-    let mut specs: Vec<ObjectStoreSpec> = Vec::new();
-    let mut stack = vec![Arc::clone(plan)];
-    while let Some(node) = stack.pop() {
-        let store_url = if let Some(source) = node.downcast_ref::<DataSourceExec>()
-            && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
-        {
-            Some(scan.object_store_url.as_str().to_string())
-        } else {
-            node.downcast_ref::<quarry_common::table_write::FileWriteExec>()
-                .and_then(|write| url::Url::parse(&write.target().base_url).ok())
-                .map(|url| url[..url::Position::BeforePath].to_string())
-        };
-        if let Some(spec) = store_url.and_then(|url| datasets.store_spec(&url)) {
-            // Credentials stay here: executors fetch them by reference.
-            let reference = quarry_common::object_stores::reference(&spec);
-            if !specs.contains(&reference) {
-                specs.push(reference);
-            }
-        }
-        stack.extend(node.children().into_iter().cloned());
-    }
-    specs
 }

@@ -16,11 +16,11 @@ use quarry_catalog::{
 };
 use quarry_common::{ErrorCode, QuarryError};
 
-use super::catalog_ops::catalog_error;
 use super::{Engine, Session, message_batch, parse_duration};
 use crate::access::auth::blocking;
 use crate::access::{ADMIN_ROLE, UserAccess, dataset_object};
 use crate::error::CoordinatorError;
+use crate::error::catalog_error;
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 use crate::system::access::{privilege_rows, privilege_schema};
 

@@ -20,12 +20,13 @@ use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege, TableDefinitio
 use quarry_common::table_write::{FileWriteExec, WriteTarget, WrittenRowsExec};
 use quarry_common::{ErrorCode, QuarryError};
 
-use super::catalog_ops::{CreateMode, catalog_error};
+use super::catalog_ops::CreateMode;
 use super::{Engine, Outcome, Session, message_batch};
-use crate::datasets::delta::{self, DELTA_FORMAT};
+use crate::access::source_of;
+use crate::datasets::delta::{self, DELTA_FORMAT, MANAGED, managed_folder};
 use crate::datasets::schema_codec::encode_schema;
-use crate::datasets::source_of;
 use crate::datasets::sources::writable_folder;
+use crate::error::catalog_error;
 use crate::sql::copy::{CopyFrom, CopyTo};
 use crate::sql::parser::ManagedSpec;
 
@@ -47,23 +48,6 @@ fn raw_folder(path: &str) -> Result<url::Url, QuarryError> {
 /// INSERT and DELETE, which managed tables take.
 pub(super) fn is_write(dml: &DmlStatement) -> bool {
     matches!(dml.op, WriteOp::Insert(_) | WriteOp::Delete)
-}
-
-/// The option that marks a Delta table as Quarry's own (written, and purged on DROP).
-const MANAGED: &str = "managed";
-
-/// The folder of a managed table's record, or None for tables over files (and Delta
-/// tables Quarry only reads).
-pub(crate) fn managed_folder(record: &DatasetRecord) -> Option<url::Url> {
-    match &record.definition {
-        DatasetDefinition::Table(table)
-            if table.format == DELTA_FORMAT
-                && table.options.get(MANAGED).is_some_and(|v| v == "true") =>
-        {
-            delta::folder_url(&table.location).ok()
-        }
-        _ => None,
-    }
 }
 
 impl Engine {
@@ -412,14 +396,12 @@ impl Engine {
             return;
         }
         let runtime = Arc::clone(self.datasets.runtime());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                for folder in folders {
-                    if let Err(e) = delta::purge(&runtime, &folder).await {
-                        tracing::warn!(%folder, "cannot remove a dropped table's files: {e}");
-                    }
+        self.tasks.spawn(async move {
+            for folder in folders {
+                if let Err(e) = delta::purge(&runtime, &folder).await {
+                    tracing::warn!(%folder, "cannot remove a dropped table's files: {e}");
                 }
-            });
-        }
+            }
+        });
     }
 }

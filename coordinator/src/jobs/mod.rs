@@ -20,7 +20,7 @@ use quarry_common::QuarryError;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::now_ms;
+use quarry_catalog::now_ms;
 pub use spool::ResultSpool;
 
 pub const PLANNING: &str = "PLANNING";
@@ -39,6 +39,64 @@ const LIVE_JOBS: usize = 200;
 /// Job records kept in the catalog.
 const KEPT_JOB_RECORDS: usize = 10_000;
 
+/// A job's state; job records store it by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Planning,
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Planning,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Planning => PLANNING,
+            JobState::Queued => QUEUED,
+            JobState::Running => RUNNING,
+            JobState::Completed => COMPLETED,
+            JobState::Failed => FAILED,
+            JobState::Canceled => CANCELED,
+        }
+    }
+
+    /// A state's name, in any case; None for a name that is no state.
+    pub fn parse(name: &str) -> Option<JobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// The state a record names (a record this coordinator wrote always names one).
+    pub fn of(name: &str) -> JobState {
+        JobState::parse(name).unwrap_or(JobState::Failed)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Canceled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub fn is_final(state: &str) -> bool {
     matches!(state, COMPLETED | FAILED | CANCELED)
 }
@@ -47,13 +105,16 @@ pub fn is_final(state: &str) -> bool {
 pub struct Job {
     pub id: String,
     record: Mutex<JobRecord>,
-    pub spool: Arc<ResultSpool>,
+    pub(crate) spool: Arc<ResultSpool>,
     cancel: CancellationToken,
     catalog: Catalog,
     /// When a client that reads results later (Flight SQL) must have started reading;
     /// past it with no reader the job is abandoned.
     fetch_deadline: Mutex<Option<Instant>>,
     readers: AtomicUsize,
+    /// Handles held by frontends: while any is alive the job's results are kept, however
+    /// many newer jobs there are.
+    holds: AtomicUsize,
 }
 
 impl Job {
@@ -66,6 +127,28 @@ impl Job {
 
     pub fn record(&self) -> JobRecord {
         self.lock().clone()
+    }
+
+    /// Keep the job's results while the returned hold lives (a client is being answered).
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.holds.fetch_add(1, Ordering::Relaxed);
+        Hold(Arc::clone(self))
+    }
+
+    /// Its result rows `offset..offset+limit` (all from `offset` when `limit` is None),
+    /// following the job while it runs.
+    pub fn results(
+        &self,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> impl futures::Stream<Item = Result<arrow::array::RecordBatch, QuarryError>> + Send + 'static
+    {
+        self.spool.read(offset, limit)
+    }
+
+    /// The columns of its results, once it is planned.
+    pub fn result_schema(&self) -> Option<arrow::datatypes::SchemaRef> {
+        self.spool.schema()
     }
 
     /// Who ran it.
@@ -268,9 +351,7 @@ impl Jobs {
         std::fs::create_dir_all(&results_dir).map_err(|e| {
             QuarryError::io(format_args!("cannot create {}", results_dir.display()), &e)
         })?;
-        let jobs = catalog
-            .list_jobs()
-            .map_err(crate::engine::catalog_ops::catalog_error)?;
+        let jobs = catalog.list_jobs().map_err(crate::error::catalog_error)?;
         for mut job in jobs.into_iter().filter(|j| !is_final(&j.state)) {
             job.state = FAILED.to_string();
             job.finished_ms = Some(now_ms());
@@ -322,6 +403,7 @@ impl Jobs {
             catalog: self.catalog.clone(),
             fetch_deadline: Mutex::new(None),
             readers: AtomicUsize::new(0),
+            holds: AtomicUsize::new(0),
         });
         job.persist();
         let evicted: Vec<Arc<Job>> = {
@@ -331,8 +413,8 @@ impl Jobs {
             live.drain(..excess).collect()
         };
         for old in evicted {
-            if !is_final(&old.state()) {
-                // Still running: keep it.
+            if !is_final(&old.state()) || old.holds.load(Ordering::Relaxed) > 0 {
+                // Still running, or a client is being answered from it: keep it.
                 self.live_jobs().push_front(old);
             } else {
                 old.spool.discard();
@@ -361,15 +443,28 @@ impl Jobs {
         }
         self.catalog
             .get_job(id)
-            .map_err(crate::engine::catalog_ops::catalog_error)
+            .map_err(crate::error::catalog_error)
     }
 
     /// Jobs newest first, optionally in one state; reads only the records it returns.
     pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<JobRecord>, QuarryError> {
+        self.list_where(state, limit, |_| true)
+    }
+
+    /// The newest `limit` jobs in `state` that `keep` accepts (whose user does not
+    /// change), reading no more of the history than that takes.
+    pub fn list_where(
+        &self,
+        state: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&JobRecord) -> bool,
+    ) -> Result<Vec<JobRecord>, QuarryError> {
         let mut records = self
             .catalog
-            .recent_jobs(state, limit)
-            .map_err(crate::engine::catalog_ops::catalog_error)?;
+            .recent_jobs_where(limit, |job| {
+                keep(job) && state.is_none_or(|s| job.state.eq_ignore_ascii_case(s))
+            })
+            .map_err(crate::error::catalog_error)?;
         // Live jobs have fresher state than their persisted records.
         for record in records.iter_mut() {
             if let Some(job) = self.live(&record.id) {
@@ -406,13 +501,10 @@ impl Jobs {
     }
 
     /// Check for abandoned jobs every `every` until `stop`.
-    pub fn spawn_reaper(
-        self: &Arc<Self>,
-        every: Duration,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_reaper(self: &Arc<Self>, every: Duration, tasks: &crate::tasks::Tasks) {
         let jobs = Arc::clone(self);
-        tokio::spawn(async move {
+        let stop = tasks.stopping();
+        tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -436,6 +528,55 @@ impl Drop for Reader {
         if !self.finished && self.job.cancel("the client stopped reading the results") {
             tracing::info!(job = %self.job.id, "cancelled: its client stopped reading");
         }
+    }
+}
+
+/// Cancels a job if dropped before [`CancelOnDrop::disarm`]: whoever was waiting for it
+/// went away.
+#[derive(Debug)]
+pub struct CancelOnDrop {
+    job: Option<Arc<Job>>,
+    reason: &'static str,
+}
+
+impl CancelOnDrop {
+    pub fn new(job: &Arc<Job>, reason: &'static str) -> Self {
+        CancelOnDrop {
+            job: Some(Arc::clone(job)),
+            reason,
+        }
+    }
+
+    /// The wait ended: nothing to cancel.
+    pub fn disarm(mut self) {
+        self.job = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take()
+            && job.cancel(self.reason)
+        {
+            tracing::info!(job = %job.id, reason = self.reason, "cancelled");
+        }
+    }
+}
+
+/// A frontend's hold on a job: its results are kept while the hold lives (see
+/// [`Job::hold`]).
+#[derive(Debug)]
+pub struct Hold(Arc<Job>);
+
+impl Hold {
+    pub fn job(&self) -> &Arc<Job> {
+        &self.0
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.holds.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

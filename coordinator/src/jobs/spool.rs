@@ -273,6 +273,8 @@ struct Cursor {
 }
 
 #[cfg(test)]
+// Tests own the tasks they start.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use arrow::array::Int64Array;

@@ -5,6 +5,8 @@
 //! table in the reflection store (`engine/reflections.rs`); `matching` decides which
 //! queries a materialization answers and rewrites their plans.
 
+pub(crate) mod candidates;
+mod chain;
 pub mod matching;
 pub mod merge;
 pub mod raw;
@@ -86,7 +88,7 @@ impl ReflectionState {
             .unwrap_or(false)
     }
 
-    pub fn count(&self, considered: &[matching::Considered]) {
+    pub fn count(&self, considered: &[candidates::Considered]) {
         if let Ok(mut usage) = self.usage.lock() {
             for c in considered {
                 let entry = usage.entry(c.name.clone()).or_default();
@@ -306,7 +308,7 @@ pub fn validate(
 pub fn materialization_sql(record: &ReflectionRecord, schema: &Schema) -> String {
     let dataset = format!(
         "{}.{}.{}",
-        quoted(crate::datasets::CATALOG_NAME),
+        quoted(quarry_catalog::CATALOG_NAME),
         quoted(&record.schema),
         quoted(&record.dataset)
     );

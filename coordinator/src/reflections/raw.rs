@@ -14,7 +14,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Projection, cast};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use quarry_catalog::ReflectionKind;
 
-use super::matching::{Candidate, Report, best, columns_of, holds, resolve, restore_schema};
+use super::candidates::{Candidate, Report, best, holds, resolve};
+use super::chain::{columns_of, restore_schema};
 
 #[derive(Debug)]
 pub struct RawRule {

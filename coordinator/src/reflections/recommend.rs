@@ -13,7 +13,8 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use quarry_catalog::{AggregateShape, Dimension, JobRecord, Measure, MeasureFunction};
 
-use super::matching::{chain_scan, resolve};
+use super::candidates::resolve;
+use super::chain::chain_scan;
 use super::rollup::{aggregated_column, coarse_only};
 use super::{dimensions_text, measures_text};
 

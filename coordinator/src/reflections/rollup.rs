@@ -11,7 +11,7 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, cast, lit};
 use quarry_catalog::MeasureFunction;
 
-use super::matching::Leaf;
+use super::chain::Leaf;
 use super::{COUNT_COLUMN, measure_column};
 
 /// An aggregation reflection's dimensions, against the types the dataset gives them.

@@ -25,7 +25,7 @@ use quarry_common::QuarryError;
 use crate::cluster::ExecutorInfo;
 use crate::planner::stages::Stage;
 
-pub use quarry_common::protocol::CLUSTER_FILES_URL;
+use quarry_common::protocol::CLUSTER_FILES_URL;
 
 /// Where one task may or should run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -302,6 +302,8 @@ impl SlotPool {
 }
 
 #[cfg(test)]
+// Tests own the tasks they start.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::error::CoordinatorError;

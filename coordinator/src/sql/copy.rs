@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{ObjectName, Query};
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use super::parser::{eat_word, expect_word, ident_name, word_at};
+use super::words::{eat_word, expect_word, ident_name, word_at};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CopyFrom {

@@ -14,96 +14,23 @@
 //! leading words and parsed with the same sqlparser `Parser`, so errors carry positions.
 
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Value};
+use datafusion::sql::sqlparser::ast::Value;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 use quarry_common::QuarryError;
 
 use super::guard;
-use super::security::{SecurityStatement, parse_security};
+use super::security::parse_security;
+pub use super::statement::{CreateSource, CreateTableFrom, ManagedSpec, Statement};
+use super::words::{eat_word, expect_word, ident_name, object_name_parts, word_at};
 use crate::limits::Limits;
-
-#[derive(Debug, Clone)]
-pub enum Statement {
-    DataFusion(Box<DFStatement>),
-    CreateSource(CreateSource),
-    DropSource {
-        name: String,
-        if_exists: bool,
-    },
-    ShowSources,
-    CreateTable(CreateTableFrom),
-    Use {
-        schema: String,
-    },
-    /// Users, roles, grants and tokens.
-    Security(SecurityStatement),
-    /// `CREATE TABLE ... PARTITION BY (columns) [AS SELECT ...]`: DataFusion's statement
-    /// without the clause it does not plan, and the clause's columns.
-    ManagedTable {
-        statement: Box<DFStatement>,
-        spec: ManagedSpec,
-    },
-    /// `COPY (query) TO ...`: plain files.
-    Copy(super::copy::CopyTo),
-    /// `DESCRIBE HISTORY [schema.]table`: a managed table's versions.
-    DescribeHistory {
-        name: Vec<String>,
-    },
-    /// `OPTIMIZE TABLE name`: compact a managed table's small files.
-    Optimize {
-        name: Vec<String>,
-    },
-    /// `VACUUM [TABLE] name [RETAIN n HOURS]`: delete files no version needs.
-    Vacuum {
-        name: Vec<String>,
-        retain_hours: Option<f64>,
-    },
-    /// Reflections: `ALTER TABLE ... CREATE AGGREGATE REFLECTION ...` and friends.
-    Reflection(super::reflections::ReflectionStatement),
-    /// `EXPLAIN REFLECTIONS query`: only the Reflections section of EXPLAIN.
-    ExplainReflections(Box<DFStatement>),
-}
-
-/// Where and how a managed table is laid out: `PARTITION BY (...)` and
-/// `WITH (source = 'lake', path = 'daily/')` of its `CREATE TABLE`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ManagedSpec {
-    pub partition_by: Vec<String>,
-    /// A writable source to create the table in; the warehouse when None.
-    pub source: Option<String>,
-    /// The folder inside the source (`<schema>/<table>/` when None).
-    pub path: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreateSource {
-    pub name: String,
-    pub kind: String,
-    pub options: Vec<(String, String)>,
-    pub if_not_exists: bool,
-    pub or_replace: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreateTableFrom {
-    /// `[schema, name]` or `[name]`.
-    pub name: Vec<String>,
-    pub source: String,
-    pub path: String,
-    pub format: Option<String>,
-    pub options: Vec<(String, String)>,
-    pub if_not_exists: bool,
-    pub or_replace: bool,
-}
 
 /// Parse one or more `;`-separated statements, held to `limits` (see [`super::guard`]).
 pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, QuarryError> {
     guard::check_text(sql, limits)?;
-    let sql = number_placeholders(sql);
-    let sql = super::time_travel::rewrite(&sql);
+    let sql = super::prepass::prepare(sql).for_parser;
     let statements = parse_inner(&sql, limits).map_err(|e| match e {
         Refused::Parse(e) if guard::is_recursion_limit(&e) => guard::nesting_error(limits),
         Refused::Parse(e) => QuarryError::from(e),
@@ -135,36 +62,6 @@ impl From<ParserError> for Refused {
     fn from(e: ParserError) -> Self {
         Refused::Parse(e.into())
     }
-}
-
-/// JDBC/ODBC-style `?` parameters become DataFusion's `$1`, `$2`, ... in order of
-/// appearance (DataFusion plans numbered placeholders only).
-fn number_placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
-    if !sql.contains('?') {
-        return std::borrow::Cow::Borrowed(sql);
-    }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
-        // Let the parser report what is wrong.
-        return std::borrow::Cow::Borrowed(sql);
-    };
-    if !tokens
-        .iter()
-        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
-    {
-        return std::borrow::Cow::Borrowed(sql);
-    }
-    let mut n = 0;
-    let mut out = String::with_capacity(sql.len() + 8);
-    for token in tokens {
-        match token {
-            Token::Placeholder(p) if p == "?" => {
-                n += 1;
-                out.push_str(&format!("${n}"));
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 fn parse_inner(sql: &str, limits: &Limits) -> Result<Vec<Statement>, Refused> {
@@ -286,32 +183,6 @@ fn with_partitioning(
         statement: Box::new(statement),
         spec,
     })
-}
-
-pub(super) fn word_at(parser: &Parser, n: usize) -> Option<String> {
-    match parser.peek_nth_token(n).token {
-        Token::Word(w) => Some(w.value.to_ascii_uppercase()),
-        _ => None,
-    }
-}
-
-/// Consume `word` (case-insensitive) if it is next.
-pub(super) fn eat_word(parser: &mut Parser, word: &str) -> bool {
-    if word_at(parser, 0).as_deref() == Some(word) {
-        parser.next_token();
-        true
-    } else {
-        false
-    }
-}
-
-pub(super) fn expect_word(parser: &mut Parser, word: &str) -> Result<(), ParserError> {
-    if eat_word(parser, word) {
-        Ok(())
-    } else {
-        let found = parser.peek_token();
-        parser.expected(word, found)
-    }
 }
 
 /// Our statements, recognised by their first words; None leaves the tokens untouched.
@@ -506,23 +377,19 @@ fn parse_with_options(parser: &mut Parser) -> Result<Vec<(String, String)>, Pars
     }
 }
 
-pub(crate) fn ident_name(ident: &Ident) -> String {
-    // Unquoted identifiers fold to lower case, as DataFusion folds them.
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_ascii_lowercase()
+/// Plan the one query `sql` holds (a view's definition), held to `limits`.
+pub async fn plan_query_text(
+    state: &datafusion::execution::SessionState,
+    sql: &str,
+    limits: &Limits,
+) -> Result<datafusion::logical_expr::LogicalPlan, QuarryError> {
+    let mut statements = parse(sql, limits)?;
+    match (statements.pop(), statements.is_empty()) {
+        (Some(Statement::DataFusion(statement)), true) => {
+            Ok(state.statement_to_plan(*statement).await?)
+        }
+        _ => Err(QuarryError::invalid("a view must be defined by one query")),
     }
-}
-
-pub(crate) fn object_name_parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|part| match part.as_ident() {
-            Some(ident) => ident_name(ident),
-            None => part.to_string(),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -595,15 +462,6 @@ mod tests {
             Statement::DataFusion(_)
         ));
         Ok(())
-    }
-
-    #[test]
-    fn question_marks_become_numbered_placeholders() {
-        assert_eq!(
-            number_placeholders("SELECT * FROM t WHERE a = ? AND b = '?' AND c = ?"),
-            "SELECT * FROM t WHERE a = $1 AND b = '?' AND c = $2"
-        );
-        assert_eq!(number_placeholders("SELECT '?'"), "SELECT '?'");
     }
 
     #[test]

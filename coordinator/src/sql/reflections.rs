@@ -23,7 +23,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 use quarry_catalog::{Dimension, Measure, MeasureFunction, ReflectionKind};
 
-use super::parser::{eat_word, expect_word, ident_name, word_at};
+use super::words::{eat_word, expect_word, ident_name, word_at};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReflectionStatement {

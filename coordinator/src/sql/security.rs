@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 use quarry_catalog::{GranteeKind, Privilege};
 
-use super::parser::{eat_word, expect_word, ident_name, object_name_parts, word_at};
+use super::words::{eat_word, expect_word, ident_name, object_name_parts, word_at};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Securable {
@@ -207,39 +207,6 @@ pub fn parse_security(parser: &mut Parser) -> Result<Option<SecurityStatement>, 
     Ok(Some(statement))
 }
 
-/// The SQL as job history keeps it: passwords and secret keys replaced by `'****'`.
-pub fn redact_secrets(sql: &str) -> std::borrow::Cow<'_, str> {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("password") && !lower.contains("secret") {
-        return std::borrow::Cow::Borrowed(sql);
-    }
-    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) =
-        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize()
-    else {
-        return std::borrow::Cow::Borrowed("(a statement with secrets that does not parse)");
-    };
-    let mut out = String::with_capacity(sql.len());
-    let mut after_secret_word = false;
-    for token in tokens {
-        match &token {
-            Token::SingleQuotedString(_) | Token::DoubleQuotedString(_) if after_secret_word => {
-                out.push_str("'****'");
-                after_secret_word = false;
-                continue;
-            }
-            Token::Word(w) => {
-                let word = w.value.to_ascii_lowercase();
-                after_secret_word = word == "password" || word.contains("secret");
-            }
-            Token::Eq | Token::Whitespace(_) => {}
-            _ => after_secret_word = false,
-        }
-        out.push_str(&token.to_string());
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 fn skip(parser: &mut Parser, n: usize) {
     for _ in 0..n {
         parser.next_token();
@@ -349,22 +316,6 @@ mod tests {
             },
             Err(e) => panic!("{sql}: {e}"),
         }
-    }
-
-    #[test]
-    fn secrets_never_reach_the_job_history() {
-        assert_eq!(
-            redact_secrets("CREATE USER ada PASSWORD 'hunter2'"),
-            "CREATE USER ada PASSWORD '****'"
-        );
-        let source = redact_secrets(
-            "CREATE SOURCE s TYPE s3 WITH (bucket = 'b', secret_access_key = 'k3y', region = 'x')",
-        );
-        assert!(
-            !source.contains("k3y") && source.contains("'b'"),
-            "{source}"
-        );
-        assert_eq!(redact_secrets("SELECT 1"), "SELECT 1");
     }
 
     #[test]

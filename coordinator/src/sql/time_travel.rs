@@ -5,16 +5,13 @@
 //! SELECT * FROM mart.daily TIMESTAMP AS OF '2026-12-01 10:00:00';
 //! ```
 //!
-//! sqlparser reads these clauses only in some dialects, and DataFusion's planner ignores
-//! them where it does, so the clause is folded into the table's name before parsing
-//! (`daily@v3`, `daily@ts2026-12-01 10:00:00`) and the catalog resolves such a name to
-//! the table as of that version.
-
-use std::borrow::Cow;
-
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
+//! sqlparser reads these clauses only in some dialects, DataFusion's planner ignores them
+//! where it does, and DataFusion resolves a statement's tables by name alone before planning
+//! (the catalog's lookup is where a version's log is read, asynchronously). So the clause
+//! travels with the table's name through that lookup, as a [`TableAt`] (folded in by
+//! [`super::prepass`]): the name, a control character and the version. No catalog name can
+//! hold a control character (they are refused when objects are created), so a table's own
+//! name is never read as a version: a table named `orders@v2` is itself.
 
 /// Which version of a table a name asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,89 +21,45 @@ pub enum AsOf {
     Timestamp(String),
 }
 
-const VERSION_MARK: &str = "@v";
-const TIMESTAMP_MARK: &str = "@ts";
+/// Separates a table's name from the version it is read at; catalog names cannot hold it.
+const MARK: char = '\u{1}';
 
-/// A table name and the version it asks for, if any.
-pub fn split(name: &str) -> (&str, Option<AsOf>) {
-    if let Some(at) = name.rfind(TIMESTAMP_MARK) {
-        return (
-            &name[..at],
-            Some(AsOf::Timestamp(
-                name[at + TIMESTAMP_MARK.len()..].to_string(),
-            )),
-        );
-    }
-    if let Some(at) = name.rfind(VERSION_MARK)
-        && let Ok(version) = name[at + VERSION_MARK.len()..].parse::<u64>()
-    {
-        return (&name[..at], Some(AsOf::Version(version)));
-    }
-    (name, None)
+/// A table's name and the version a statement reads it at, as DataFusion's table lookup
+/// carries it (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableAt<'a> {
+    pub name: &'a str,
+    pub as_of: Option<AsOf>,
 }
 
-fn is_word(token: &Token, keyword: Keyword) -> bool {
-    matches!(token, Token::Word(w) if w.keyword == keyword)
-}
-
-/// Fold `name VERSION AS OF n` and `name TIMESTAMP AS OF '...'` into the name.
-pub fn rewrite(sql: &str) -> Cow<'_, str> {
-    let upper = sql.to_ascii_uppercase();
-    if !upper.contains(" AS OF") {
-        return Cow::Borrowed(sql);
-    }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
-        // Let the parser report what is wrong.
-        return Cow::Borrowed(sql);
-    };
-    let significant = |from: usize| -> Option<usize> {
-        (from..tokens.len()).find(|&i| !matches!(tokens[i], Token::Whitespace(_)))
-    };
-    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
-    let mut i = 0;
-    let mut changed = false;
-    while i < tokens.len() {
-        let token = &tokens[i];
-        let is_clause = is_word(token, Keyword::VERSION) || is_word(token, Keyword::TIMESTAMP);
-        let as_at = significant(i + 1);
-        let of_at = as_at.and_then(|a| significant(a + 1));
-        let value_at = of_at.and_then(|o| significant(o + 1));
-        let previous = out.iter().rposition(|t| !matches!(t, Token::Whitespace(_)));
-        if is_clause
-            && let (Some(a), Some(o), Some(v), Some(p)) = (as_at, of_at, value_at, previous)
-            && is_word(&tokens[a], Keyword::AS)
-            && is_word(&tokens[o], Keyword::OF)
-            && let Token::Word(table) = &out[p]
-        {
-            let suffix = match (&tokens[v], is_word(token, Keyword::VERSION)) {
-                (Token::Number(n, _), true) => Some(format!("{VERSION_MARK}{n}")),
-                (Token::SingleQuotedString(s), false) => Some(format!("{TIMESTAMP_MARK}{s}")),
-                _ => None,
-            };
-            if let Some(suffix) = suffix {
-                let base = if table.quote_style.is_some() {
-                    table.value.clone()
-                } else {
-                    table.value.to_ascii_lowercase()
-                };
-                out[p] = Token::Word(Word {
-                    value: format!("{base}{suffix}"),
-                    quote_style: Some('"'),
-                    keyword: Keyword::NoKeyword,
-                });
-                out.truncate(p + 1);
-                i = v + 1;
-                changed = true;
-                continue;
-            }
+impl<'a> TableAt<'a> {
+    /// The name the lookup sees.
+    pub fn encode(name: &str, as_of: &AsOf) -> String {
+        match as_of {
+            AsOf::Version(v) => format!("{name}{MARK}v{v}"),
+            AsOf::Timestamp(t) => format!("{name}{MARK}ts{t}"),
         }
-        out.push(token.clone());
-        i += 1;
     }
-    if !changed {
-        return Cow::Borrowed(sql);
+
+    /// A looked-up name taken apart again; a name without the mark is the table itself.
+    pub fn decode(name: &'a str) -> TableAt<'a> {
+        let Some((table, at)) = name.split_once(MARK) else {
+            return TableAt { name, as_of: None };
+        };
+        let as_of = match (at.strip_prefix("ts"), at.strip_prefix('v')) {
+            (Some(timestamp), _) => Some(AsOf::Timestamp(timestamp.to_string())),
+            (None, Some(version)) => version.parse().ok().map(AsOf::Version),
+            (None, None) => None,
+        };
+        match as_of {
+            Some(as_of) => TableAt {
+                name: table,
+                as_of: Some(as_of),
+            },
+            // Not ours: looked up as written, and not found.
+            None => TableAt { name, as_of: None },
+        }
     }
-    Cow::Owned(out.iter().map(|t| t.to_string()).collect())
 }
 
 #[cfg(test)]
@@ -114,21 +67,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clauses_fold_into_names() {
+    fn names_carry_versions_only_after_the_mark() {
+        let at = |name, as_of| TableAt { name, as_of };
         assert_eq!(
-            rewrite("SELECT * FROM mart.Daily VERSION AS OF 3 WHERE x = 1"),
-            "SELECT * FROM mart.\"daily@v3\" WHERE x = 1"
+            TableAt::decode("daily\u{1}v3"),
+            at("daily", Some(AsOf::Version(3)))
         );
         assert_eq!(
-            rewrite("SELECT * FROM t TIMESTAMP AS OF '2026-12-01 10:00:00' AS old"),
-            "SELECT * FROM \"t@ts2026-12-01 10:00:00\" AS old"
+            TableAt::decode("t\u{1}ts2026-12-01"),
+            at("t", Some(AsOf::Timestamp("2026-12-01".into())))
         );
-        assert_eq!(rewrite("SELECT 1 AS of"), "SELECT 1 AS of");
-        assert_eq!(split("daily@v3"), ("daily", Some(AsOf::Version(3))));
-        assert_eq!(
-            split("t@ts2026-12-01"),
-            ("t", Some(AsOf::Timestamp("2026-12-01".into())))
-        );
-        assert_eq!(split("plain"), ("plain", None));
+        assert_eq!(TableAt::decode("plain"), at("plain", None));
+        // A table's own name is never a version.
+        assert_eq!(TableAt::decode("orders@v2"), at("orders@v2", None));
+        assert_eq!(TableAt::decode("orders@ts2026"), at("orders@ts2026", None));
+        assert_eq!(TableAt::decode("t\u{1}x"), at("t\u{1}x", None));
     }
 }

@@ -23,9 +23,9 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use quarry_common::stall::{StallExec, stall_schema};
 
+use crate::access::Viewer;
 use crate::access::{AccessControl, UserAccess};
 use crate::cluster::Cluster;
-use crate::datasets::Viewer;
 use crate::jobs::Jobs;
 use crate::scheduler::QueryProfile;
 
@@ -61,11 +61,13 @@ impl SystemTables {
             test_sources,
         }
     }
+}
 
+impl crate::datasets::SystemSchemas for SystemTables {
     /// The `sys` schema as `viewer` sees it.
-    pub fn for_viewer(self: &Arc<Self>, viewer: Viewer) -> Arc<dyn SchemaProvider> {
+    fn for_viewer(self: Arc<Self>, viewer: Viewer) -> Arc<dyn SchemaProvider> {
         Arc::new(SystemSchema {
-            tables: Arc::clone(self),
+            tables: self,
             viewer: viewer.filter(|v| !v.admin),
         })
     }

@@ -12,7 +12,7 @@ use datafusion::error::{DataFusionError, Result};
 use quarry_catalog::{Catalog, DatasetDefinition, ReflectionKind, ReflectionRecord};
 
 use super::{ms, table, timestamp};
-use crate::datasets::{Viewer, can_read};
+use crate::access::{Viewer, can_read};
 use crate::jobs::Jobs;
 use crate::reflections::recommend::{Recommendation, recommend};
 use crate::reflections::{dimensions_text, measures_text};

@@ -11,7 +11,7 @@ use datafusion::error::{DataFusionError, Result};
 use quarry_catalog::{Catalog, ReflectionKind, ReflectionRecord, Stored};
 
 use super::{ms, table, timestamp};
-use crate::datasets::{Viewer, can_read};
+use crate::access::{Viewer, can_read};
 use crate::reflections::{ReflectionState, describe, status};
 
 fn visible(catalog: &Catalog, viewer: &Viewer) -> Result<Vec<ReflectionRecord>> {
@@ -58,7 +58,7 @@ pub(super) fn reflections(
     let stored = visible_stored(catalog, viewer)?;
     let versions: Vec<u64> = stored.iter().map(|s| s.version).collect();
     let records: Vec<ReflectionRecord> = stored.into_iter().map(|s| s.record).collect();
-    let now = crate::cluster::now_ms();
+    let now = quarry_catalog::now_ms();
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("dataset", DataType::Utf8, false),

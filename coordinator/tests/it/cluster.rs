@@ -134,7 +134,7 @@ async fn an_executor_joining_mid_query_gets_tasks_and_one_leaving_drains() {
     let record = job.wait().await;
     assert!(record.error.is_none(), "{:?}", record.error);
     let got: Vec<arrow::array::RecordBatch> =
-        job.spool.read(0, None).try_collect().await.expect("rows");
+        job.results(0, None).try_collect().await.expect("rows");
     assert_eq!(i64s(&got, 1), i64s(&expected, 1));
     let profile: QueryProfile = serde_json::from_value(record.profile).expect("profile");
     let newcomer_tasks: Vec<u32> = profile
@@ -164,7 +164,7 @@ async fn an_executor_joining_mid_query_gets_tasks_and_one_leaving_drains() {
     let record = job.wait().await;
     assert!(record.error.is_none(), "{:?}", record.error);
     let got: Vec<arrow::array::RecordBatch> =
-        job.spool.read(0, None).try_collect().await.expect("rows");
+        job.results(0, None).try_collect().await.expect("rows");
     assert_eq!(i64s(&got, 1), i64s(&expected, 1));
     let profile: QueryProfile = serde_json::from_value(record.profile).expect("profile");
     for stage in &profile.stages {

@@ -30,8 +30,7 @@ pub async fn run_sql(
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let batches = job
-        .spool
-        .read(0, None)
+        .results(0, None)
         .try_collect()
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -51,7 +50,7 @@ pub async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str)
         Ok(job) => job,
         Err(e) => return e.message,
     };
-    let read: Result<Vec<RecordBatch>, _> = job.spool.read(0, None).try_collect().await;
+    let read: Result<Vec<RecordBatch>, _> = job.results(0, None).try_collect().await;
     match read {
         Ok(_) => panic!("{text} should fail"),
         Err(e) => e.message,

@@ -1,6 +1,9 @@
 //! Integration tests of the coordinator with real executors, real sockets and real
 //! clients. One test binary (link time on 2 cores is precious); one module per area.
 
+// Tests own the tasks they start.
+#![allow(clippy::disallowed_methods)]
+
 mod harness;
 
 mod adbc;
@@ -16,5 +19,6 @@ mod restart;
 mod robustness;
 mod s3;
 mod security;
+mod service;
 mod tables;
 mod tls;

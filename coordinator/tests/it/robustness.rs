@@ -27,8 +27,7 @@ async fn outcome(
         .submit(session, text, None)
         .await
         .map_err(|e| e.message)?;
-    job.spool
-        .read(0, None)
+    job.results(0, None)
         .try_collect()
         .await
         .map_err(|e| e.message)

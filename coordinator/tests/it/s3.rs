@@ -75,8 +75,7 @@ async fn run(
         .await
         .map_err(|e| e.message)?;
     let batches: Vec<arrow::array::RecordBatch> = job
-        .spool
-        .read(0, None)
+        .results(0, None)
         .try_collect()
         .await
         .map_err(|e| e.message)?;

@@ -298,9 +298,32 @@ async fn logins_tokens_and_their_failures() {
         "token",
     );
 
+    // Logging out ends the token (the one ada's logins share) and its session; logging in
+    // again gives a new one.
+    let leaving = login(&cluster, "ada", "right").await;
+    leaving
+        .sql("SET datafusion.execution.batch_size = 1024")
+        .await;
+    let (status, body) = leaving.post("/api/v1/logout", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = try_sql(&leaving, "SELECT 1").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "token",
+    );
+    let again = login(&cluster, "ada", "right").await;
+    assert_ne!(again.token, leaving.token);
+    assert_eq!(
+        again.sql("SELECT 1 AS one").await["rows"],
+        json!([{"one": 1}])
+    );
+
     // A dropped user's tokens stop working at once.
     admin.sql("DROP USER ada").await;
-    let (status, _) = try_sql(&ada, "SELECT 1").await;
+    let (status, _) = try_sql(&again, "SELECT 1").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     cluster.cluster.shutdown().await;
 }

@@ -656,6 +656,40 @@ async fn delete_and_time_travel_read_older_versions() {
     )
     .await;
     assert!(unversioned.contains("has no versions"), "{unversioned}");
+
+    // A table whose own name looks like a version is itself, not mart.orders at version 2.
+    sql(&engine, &session, "CREATE TABLE mart.orders (id INT)").await;
+    sql(&engine, &session, "INSERT INTO mart.orders VALUES (1)").await;
+    sql(&engine, &session, "INSERT INTO mart.orders VALUES (2)").await;
+    sql(
+        &engine,
+        &session,
+        r#"CREATE TABLE mart."orders@v2" (id INT)"#,
+    )
+    .await;
+    sql(
+        &engine,
+        &session,
+        r#"INSERT INTO mart."orders@v2" VALUES (7)"#,
+    )
+    .await;
+    let itself = sql(&engine, &session, r#"SELECT sum(id) FROM mart."orders@v2""#).await;
+    assert_eq!(int(&itself, 0), 7);
+    let at_one = sql(
+        &engine,
+        &session,
+        r#"SELECT sum(id) FROM mart."orders@v2" VERSION AS OF 1"#,
+    )
+    .await;
+    assert_eq!(int(&at_one, 0), 7);
+    let orders_v2 = sql(
+        &engine,
+        &session,
+        "SELECT sum(id) FROM mart.orders VERSION AS OF 2",
+    )
+    .await;
+    assert_eq!(int(&orders_v2, 0), 3);
+
     let everything = sql(&engine, &session, "DELETE FROM mart.t").await;
     assert_eq!(int(&everything, 0), 1);
     let empty = sql(&engine, &session, "SELECT count(*) FROM mart.t").await;

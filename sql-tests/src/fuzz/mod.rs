@@ -19,6 +19,7 @@
 pub mod cluster;
 pub mod files;
 pub mod flight;
+pub mod grammar;
 pub mod internal;
 pub mod rest;
 pub mod sql;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::draw::{bytes, chance, number, pick, text};
-use super::sql::Generator;
+use super::grammar::Generator;
 use super::{Rng, Sent, Target, excerpt};
 use crate::processes::Rest;
 

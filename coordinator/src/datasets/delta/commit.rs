@@ -3,12 +3,15 @@
 //! version references.
 
 use super::*;
+use crate::tasks::Tasks;
 
 /// One lock per table, so commits to it are serialized, and a count of the writes in
 /// flight, so files of failed attempts are swept only when no write still adds files.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Commits {
     tables: Mutex<HashMap<String, Arc<TableWrites>>>,
+    /// Where the sweep after a table's last write runs.
+    tasks: Tasks,
 }
 
 #[derive(Debug, Default)]
@@ -22,6 +25,13 @@ pub(super) struct TableWrites {
 }
 
 impl Commits {
+    pub fn new(tasks: Tasks) -> Self {
+        Commits {
+            tables: Mutex::default(),
+            tasks,
+        }
+    }
+
     pub(super) fn table(&self, url: &Url) -> Arc<TableWrites> {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(tables.entry(url.to_string()).or_default())
@@ -32,13 +42,18 @@ impl Commits {
 pub(super) struct WriteInFlight {
     writes: Arc<TableWrites>,
     log_store: LogStoreRef,
+    tasks: Tasks,
 }
 
 impl WriteInFlight {
     pub(super) async fn begin(commits: &Commits, url: &Url, log_store: LogStoreRef) -> Self {
         let writes = commits.table(url);
         *writes.in_flight.lock().await += 1;
-        WriteInFlight { writes, log_store }
+        WriteInFlight {
+            writes,
+            log_store,
+            tasks: commits.tasks.clone(),
+        }
     }
 }
 
@@ -51,13 +66,7 @@ impl fmt::Debug for WriteInFlight {
 impl Drop for WriteInFlight {
     fn drop(&mut self) {
         let (writes, log_store) = (Arc::clone(&self.writes), Arc::clone(&self.log_store));
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            if let Ok(mut count) = writes.in_flight.try_lock() {
-                *count = count.saturating_sub(1);
-            }
-            return;
-        };
-        handle.spawn(async move {
+        self.tasks.spawn(async move {
             let mut count = writes.in_flight.lock().await;
             *count = count.saturating_sub(1);
             if *count > 0 {
@@ -304,7 +313,7 @@ impl ExecutionPlan for DeltaCommitExec {
             let batches: Vec<RecordBatch> = input.try_collect().await?;
             let mut adds = Vec::new();
             let mut rows = 0u64;
-            let now = crate::cluster::now_ms() as i64;
+            let now = quarry_catalog::now_ms() as i64;
             for batch in &batches {
                 for file in written_files(batch)? {
                     rows += file.rows.max(0) as u64;
@@ -391,7 +400,7 @@ async fn commit_files(
 ) -> Result<u64, QuarryError> {
     let state = refreshed(log_store, latest).await?;
     let mut actions = adds;
-    let now = crate::cluster::now_ms() as i64;
+    let now = quarry_catalog::now_ms() as i64;
     let partition_by = (!partition_by.is_empty()).then_some(partition_by);
     let operation = match mode {
         CommitMode::Append => DeltaOperation::Write {

@@ -54,6 +54,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt};
+use quarry_catalog::{DatasetDefinition, DatasetRecord};
 use quarry_common::QuarryError;
 use quarry_common::table_write::{
     FileWriteExec, WriteTarget, count_schema, written_files, written_files_schema,
@@ -71,6 +72,23 @@ pub use table::DeltaTable;
 
 /// The `format` of a managed table's catalog record.
 pub const DELTA_FORMAT: &str = "delta";
+
+/// The option that marks a Delta table as Quarry's own (written, and purged on DROP).
+pub const MANAGED: &str = "managed";
+
+/// The folder of a managed table's record, or None for tables over files (and Delta
+/// tables Quarry only reads).
+pub fn managed_folder(record: &DatasetRecord) -> Option<url::Url> {
+    match &record.definition {
+        DatasetDefinition::Table(table)
+            if table.format == DELTA_FORMAT
+                && table.options.get(MANAGED).is_some_and(|v| v == "true") =>
+        {
+            folder_url(&table.location).ok()
+        }
+        _ => None,
+    }
+}
 
 fn delta_error(e: deltalake_core::DeltaTableError) -> QuarryError {
     CoordinatorError::from(e).into()

@@ -17,14 +17,14 @@ use arrow::array::RecordBatch;
 use quarry_catalog::{CatalogError, Privilege, ReflectionKind, ReflectionRecord, Stored};
 use quarry_common::{ErrorCode, QuarryError};
 
-use crate::cluster::now_ms;
+use crate::access::source_of;
 use crate::datasets::schema_codec::encode_schema;
-use crate::datasets::source_of;
-use crate::engine::catalog_ops::catalog_error;
 use crate::engine::ddl::reference_of;
 use crate::engine::{Engine, Session, message_batch};
+use crate::error::catalog_error;
 use crate::reflections::{self as reflection};
 use crate::sql::reflections::{ReflectionDefinition, ReflectionStatement};
+use quarry_catalog::now_ms;
 
 impl Engine {
     pub(crate) async fn run_reflection(

@@ -12,16 +12,17 @@ use datafusion::logical_expr::LogicalPlan;
 use quarry_catalog::{AggregateShape, DatasetDefinition, ReflectionRecord};
 use quarry_common::QuarryError;
 
-use crate::cluster::now_ms;
 use crate::datasets::delta::{self, DeltaTable};
 use crate::datasets::schema_codec::{decode_schema, encode_schema};
-use crate::engine::catalog_ops::catalog_error;
 use crate::engine::session::{ReflectionOptions, quarry_options};
 use crate::engine::{Engine, Session};
-use crate::reflections::matching::{AggregateRule, Candidate, Report, ViewShape, resolve};
+use crate::error::catalog_error;
+use crate::reflections::candidates::{Candidate, Report, ViewShape, resolve};
+use crate::reflections::matching::AggregateRule;
 use crate::reflections::raw::RawRule;
 use crate::reflections::recommend;
 use crate::reflections::{self as reflection};
+use quarry_catalog::now_ms;
 
 tokio::task_local! {
     static PLANNING: PlanningReports;

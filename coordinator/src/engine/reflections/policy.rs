@@ -7,9 +7,9 @@ use arrow::array::RecordBatch;
 use quarry_catalog::{PolicyOn, ReflectionPolicy, Refresh};
 use quarry_common::QuarryError;
 
-use crate::datasets::source_of;
-use crate::engine::catalog_ops::catalog_error;
+use crate::access::source_of;
 use crate::engine::{Engine, Session, message_batch};
+use crate::error::catalog_error;
 use crate::reflections::{DEFAULT_GRACE_MS, DEFAULT_REFRESH_MS};
 
 enum Target {

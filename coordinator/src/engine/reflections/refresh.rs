@@ -17,12 +17,12 @@ use quarry_catalog::{
 };
 use quarry_common::{ErrorCode, QuarryError};
 
-use crate::cluster::now_ms;
 use crate::datasets::delta::{self, DELTA_FORMAT, DeltaTable};
 use crate::datasets::schema_codec::{decode_schema, encode_schema};
 use crate::engine::Engine;
-use crate::engine::catalog_ops::catalog_error;
+use crate::error::catalog_error;
 use crate::reflections::{self as reflection};
+use quarry_catalog::now_ms;
 
 /// How long an old materialization stays at least after a new one replaced it (for
 /// queries planning with it right then); it stays longer while planned queries live.
@@ -54,7 +54,7 @@ impl Engine {
         let id = job.id.clone();
         let engine = Arc::clone(self);
         let name = name.to_string();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             match engine.plan_refresh(&name, &job.id).await {
                 Ok(planned) => {
                     job.spool.set_schema(planned.outcome.schema());
@@ -310,13 +310,10 @@ impl Engine {
     /// Refresh reflections when their policy says so, retry failed ones with backoff,
     /// and build those that have no materialization (a coordinator that stopped mid-way
     /// leaves them so), until `stop`.
-    pub fn spawn_refresh_scheduler(
-        self: &Arc<Self>,
-        every: Duration,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_refresh_scheduler(self: &Arc<Self>, every: Duration) {
         let engine = Arc::clone(self);
-        tokio::spawn(async move {
+        let stop = self.tasks.stopping();
+        self.tasks.spawn(async move {
             // Refreshes that a stopped coordinator left half-written are removed first.
             engine.sweep_materializations().await;
             loop {
@@ -400,17 +397,23 @@ impl Engine {
     pub(super) fn purge_later(&self, folder: url::Url) {
         let runtime = Arc::clone(self.datasets.runtime());
         let state = Arc::clone(self.datasets.reflection_state());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
+        let stop = self.tasks.stopping();
+        self.tasks.spawn(async move {
+            // A coordinator that stops first leaves the folder to the next start's sweep.
+            let kept = async {
                 tokio::time::sleep(OLD_MATERIALIZATION_KEPT).await;
                 while state.is_read(folder.as_str()) {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                if let Err(e) = delta::purge(&runtime, &folder).await {
-                    tracing::warn!(%folder, "cannot remove an old materialization: {e}");
-                }
-            });
-        }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = kept => {}
+            }
+            if let Err(e) = delta::purge(&runtime, &folder).await {
+                tracing::warn!(%folder, "cannot remove an old materialization: {e}");
+            }
+        });
     }
 
     /// The files (with sizes and modification times) of a table over files, or the

@@ -12,10 +12,9 @@ use arrow_flight::sql::metadata::{
 use arrow_flight::sql::{Nullable, Searchable, SqlInfo, XdbcDataType};
 use quarry_common::QuarryError;
 
-use crate::datasets::CATALOG_NAME;
-use crate::engine::Session;
 use crate::error::CoordinatorError;
-use crate::service::QueryService;
+use crate::service::{QueryService, SessionHandle};
+use quarry_catalog::CATALOG_NAME;
 
 pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
 
@@ -28,7 +27,7 @@ pub fn catalogs() -> Result<RecordBatch, QuarryError> {
 /// Schemas the caller may see.
 pub fn schemas(
     service: &dyn QueryService,
-    session: &Session,
+    session: &SessionHandle,
     mut builder: GetDbSchemasBuilder,
 ) -> Result<RecordBatch, QuarryError> {
     for schema in service.schema_names(session) {
@@ -40,7 +39,7 @@ pub fn schemas(
 /// Tables and views the caller may read.
 pub async fn tables(
     service: &dyn QueryService,
-    session: &Session,
+    session: &SessionHandle,
     mut builder: GetTablesBuilder,
 ) -> Result<RecordBatch, QuarryError> {
     let include_schema = builder.include_schema();
@@ -78,6 +77,13 @@ pub static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     builder.append(SqlInfo::SqlAllTablesAreSelectable, true);
     builder.build().map_err(|e| e.to_string())
 });
+
+/// A metadata builder's rows, or an encoding failure.
+pub fn built<E: std::fmt::Display>(
+    batch: Result<RecordBatch, E>,
+) -> Result<RecordBatch, QuarryError> {
+    batch.map_err(metadata_error)
+}
 
 pub fn sql_info() -> Result<&'static SqlInfoData, QuarryError> {
     SQL_INFO.as_ref().map_err(metadata_error)

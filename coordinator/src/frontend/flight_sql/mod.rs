@@ -9,299 +9,40 @@
 
 mod metadata;
 mod session_options;
+mod support;
 
-use std::pin::Pin;
+use support::{
+    Caller, FlightStream, flight_status, handle_of, read_parameters, schema_bytes, status,
+};
+
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
-    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket, decode::FlightRecordBatchStream,
+    FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use bytes::Bytes;
-use datafusion::common::ScalarValue;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_common::QuarryError;
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::access::auth::Credentials;
-use crate::engine::{PreparedStatement, Session};
-use crate::error::CoordinatorError;
-use crate::service::QueryService;
-
-type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+use crate::service::{Credentials, QueryService};
 
 pub struct FlightSqlFrontend {
     service: Arc<dyn QueryService>,
-}
-
-/// Who is calling, and the token to hand back when one was issued for this call.
-struct Caller {
-    session: Arc<Session>,
-    new_token: Option<String>,
-}
-
-impl Caller {
-    /// What the caller may see, for catalog listings.
-    fn respond<T>(&self, value: T) -> Response<T> {
-        let mut response = Response::new(value);
-        if let Some(token) = &self.new_token
-            && let Ok(header) = MetadataValue::try_from(format!("Bearer {token}"))
-        {
-            response.metadata_mut().insert("authorization", header);
-        }
-        response
-    }
-}
-
-fn status(e: QuarryError) -> Status {
-    e.for_client().to_status()
-}
-
-/// The schema as the IPC bytes Flight SQL messages carry.
-fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
-    let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
-        .try_into()
-        .map_err(|e: arrow::error::ArrowError| {
-            Status::from(CoordinatorError::encode("a schema", e))
-        })?;
-    Ok(message.0)
-}
-
-/// An encoder's error: the job's own error passes through, anything else is ours.
-fn flight_status(e: FlightError) -> Status {
-    match e {
-        FlightError::Tonic(status) => *status,
-        other => CoordinatorError::encode("Flight data", other).into(),
-    }
-}
-
-fn batch_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> FlightStream<FlightData> {
-    FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_dictionary_handling(DictionaryHandling::Resend)
-        .build(futures::stream::iter(batches.into_iter().map(Ok)))
-        .map_err(flight_status)
-        .boxed()
-}
-
-fn flight_info(
-    schema: &Schema,
-    ticket: Vec<u8>,
-    descriptor: FlightDescriptor,
-) -> Result<FlightInfo, Status> {
-    Ok(FlightInfo::new()
-        .try_with_schema(schema)
-        .map_err(|e| Status::from(CoordinatorError::encode("a schema", e)))?
-        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-        .with_descriptor(descriptor))
-}
-
-impl FlightSqlFrontend {
-    pub fn new(service: Arc<dyn QueryService>) -> Self {
-        FlightSqlFrontend { service }
-    }
-
-    /// The gRPC service, refusing messages larger than `message_bytes` either way
-    /// (`--max-message-size`).
-    pub fn into_service(self, message_bytes: usize) -> FlightServiceServer<Self> {
-        FlightServiceServer::new(self)
-            .max_decoding_message_size(message_bytes)
-            .max_encoding_message_size(message_bytes)
-    }
-
-    /// Authenticate a call and find its session.
-    async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        let credentials = Credentials::parse(header).map_err(status)?;
-        let principal = self
-            .service
-            .authenticate(credentials)
-            .await
-            .map_err(status)?;
-        let session = self.service.session(&principal, true);
-        Ok(Caller {
-            session,
-            new_token: principal.issued.then_some(principal.token),
-        })
-    }
-
-    /// Run SQL as a job and describe where its results are.
-    async fn start_query(
-        &self,
-        caller: &Caller,
-        sql: &str,
-        parameters: Option<Vec<ScalarValue>>,
-        descriptor: FlightDescriptor,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let job = self
-            .service
-            .submit(&caller.session, sql, parameters)
-            .await
-            .map_err(status)?;
-        // The client reads the results with DoGet; a client that never does is gone.
-        job.expect_reader(self.service.fetch_timeout());
-        let schema = job
-            .spool
-            .schema()
-            .unwrap_or_else(|| Arc::new(Schema::empty()));
-        let ticket = TicketStatementQuery {
-            statement_handle: job.id.clone().into(),
-        };
-        let mut info = flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)?
-            .with_total_records(-1)
-            .with_ordered(true);
-        // Which reflections answered, and how old their data is, for clients to show.
-        let record = job.record();
-        if let Some(as_of) = record.data_as_of_ms {
-            let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(as_of as i64)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_default();
-            let metadata = serde_json::json!({
-                "job_id": record.id,
-                "data_as_of": when,
-                "reflections": record.reflections,
-            });
-            info = info.with_app_metadata(metadata.to_string().into_bytes());
-        }
-        Ok(caller.respond(info))
-    }
-
-    /// Run SQL to completion and report its row count (for updates and DDL).
-    async fn run_update(
-        &self,
-        session: &Arc<Session>,
-        sql: &str,
-        parameters: Option<Vec<ScalarValue>>,
-    ) -> Result<i64, Status> {
-        let job = self
-            .service
-            .submit(session, sql, parameters)
-            .await
-            .map_err(status)?;
-        let record = job.wait().await;
-        if let Some(error) = record.error {
-            return Err(QuarryError::new(
-                quarry_common::ErrorCode::parse(&error.code),
-                error.message,
-            )
-            .to_status());
-        }
-        // INSERT answers one `count` row: that is the update count. Other statements
-        // change no rows.
-        let batches: Vec<RecordBatch> = job
-            .spool
-            .read(0, None)
-            .try_collect()
-            .await
-            .map_err(status)?;
-        let counted = batches
-            .iter()
-            .filter(|b| b.num_columns() == 1 && b.schema().field(0).name() == "count")
-            .filter_map(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::UInt64Array>()
-            })
-            .map(|counts| counts.iter().flatten().sum::<u64>())
-            .sum::<u64>();
-        Ok(counted as i64)
-    }
-
-    /// The FlightInfo of a metadata command: its result schema, and the command itself
-    /// as the ticket.
-    async fn metadata_info(
-        &self,
-        request: Request<FlightDescriptor>,
-        schema: &Schema,
-        command: impl ProstMessageExt,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(request.metadata()).await?;
-        Ok(caller.respond(flight_info(
-            schema,
-            command.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
-    }
-
-    /// Cancel the jobs a FlightInfo describes; only their owner (or an admin) may.
-    fn cancel_job(&self, caller: &Caller, info: &FlightInfo) -> Result<bool, Status> {
-        let mut cancelled = false;
-        for endpoint in &info.endpoint {
-            let Some(ticket) = &endpoint.ticket else {
-                continue;
-            };
-            let Ok(any) = Any::decode(ticket.ticket.as_ref()) else {
-                continue;
-            };
-            if let Ok(Some(query)) = any.unpack::<TicketStatementQuery>()
-                && let Ok(id) = std::str::from_utf8(&query.statement_handle)
-            {
-                cancelled |= self
-                    .service
-                    .cancel(&caller.session, id, "cancelled by the client")
-                    .map_err(status)?;
-            }
-        }
-        Ok(cancelled)
-    }
-}
-
-/// The parameters a client bound to a prepared statement: one row.
-async fn read_parameters(
-    stream: PeekableFlightDataStream,
-    expected: &Schema,
-) -> Result<Vec<ScalarValue>, Status> {
-    let batches: Vec<RecordBatch> =
-        FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("cannot read bound parameters: {e}")))?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let Some(batch) = batches.into_iter().find(|b| b.num_rows() > 0) else {
-        return Ok(Vec::new());
-    };
-    if rows > 1 {
-        return Err(Status::invalid_argument(
-            "bind one row of parameters per execution",
-        ));
-    }
-    let mut values = Vec::with_capacity(batch.num_columns());
-    for (i, column) in batch.columns().iter().enumerate() {
-        let value = ScalarValue::try_from_array(column, 0)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let value = match expected.fields().get(i).map(|f| f.data_type()) {
-            Some(target) if target != &value.data_type() && !target.is_null() => value
-                .cast_to(target)
-                .map_err(|e| Status::invalid_argument(format!("parameter ${}: {e}", i + 1)))?,
-            _ => value,
-        };
-        values.push(value);
-    }
-    Ok(values)
-}
-
-fn handle_of(bytes: &[u8]) -> Result<String, Status> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| Status::invalid_argument("malformed statement handle"))
 }
 
 #[tonic::async_trait]
@@ -322,12 +63,7 @@ impl FlightSqlService for FlightSqlFrontend {
             }
             other => other,
         };
-        let principal = self
-            .service
-            .authenticate(credentials)
-            .await
-            .map_err(status)?;
-        let session = self.service.session(&principal, true);
+        let (principal, session) = self.open_session(credentials).await?;
         let token = principal.token;
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -348,8 +84,12 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        self.start_query(&caller, &query.query, None, request.into_inner())
+        let job = self
+            .service
+            .submit(&caller.session, &query.query, None)
             .await
+            .map_err(status)?;
+        self.query_info(&caller, job, request.into_inner())
     }
 
     async fn get_flight_info_prepared_statement(
@@ -359,18 +99,12 @@ impl FlightSqlService for FlightSqlFrontend {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(request.metadata()).await?;
         let handle = handle_of(&query.prepared_statement_handle)?;
-        let prepared = caller.session.prepared(&handle).ok_or_else(|| {
-            Status::not_found(format!(
-                "prepared statement {handle} does not exist in this session"
-            ))
-        })?;
-        self.start_query(
-            &caller,
-            &prepared.sql,
-            prepared.parameters,
-            request.into_inner(),
-        )
-        .await
+        let job = self
+            .service
+            .submit_prepared(&caller.session, &handle, None)
+            .await
+            .map_err(status)?;
+        self.query_info(&caller, job, request.into_inner())
     }
 
     async fn do_get_statement(
@@ -385,13 +119,10 @@ impl FlightSqlService for FlightSqlFrontend {
             .live_job(&caller.session, &id)
             .map_err(status)?
             .ok_or_else(|| Status::not_found(format!("results of job {id} are not available")))?;
-        let schema = job
-            .spool
-            .schema()
-            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let schema = job.schema();
         // A client that drops the stream before its end cancels a job still running.
         let batches = job
-            .watched(job.spool.read(0, None).boxed())
+            .results_for_reader()
             .map_err(|e| FlightError::from(e.to_status()));
         // Keep dictionaries, so the data matches the schema GetFlightInfo announced.
         let stream = FlightDataEncoderBuilder::new()
@@ -409,25 +140,15 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let (dataset_schema, parameter_schema) = self
+        let prepared = self
             .service
-            .describe(&caller.session, &query.query)
+            .prepare(&caller.session, &query.query)
             .await
             .map_err(status)?;
-        let result = ActionCreatePreparedStatementResult {
-            prepared_statement_handle: Bytes::new(),
-            dataset_schema: schema_bytes(&dataset_schema)?,
-            parameter_schema: schema_bytes(&parameter_schema)?,
-        };
-        let handle = caller.session.add_prepared(PreparedStatement {
-            sql: query.query,
-            dataset_schema,
-            parameter_schema,
-            parameters: None,
-        });
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle.into(),
-            ..result
+            prepared_statement_handle: prepared.handle.into(),
+            dataset_schema: schema_bytes(&prepared.dataset_schema)?,
+            parameter_schema: schema_bytes(&prepared.parameter_schema)?,
         })
     }
 
@@ -437,9 +158,8 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Action>,
     ) -> Result<(), Status> {
         let caller = self.caller(request.metadata()).await?;
-        caller
-            .session
-            .close_prepared(&handle_of(&query.prepared_statement_handle)?);
+        let handle = handle_of(&query.prepared_statement_handle)?;
+        self.service.close_prepared(&caller.session, &handle);
         Ok(())
     }
 
@@ -450,13 +170,14 @@ impl FlightSqlService for FlightSqlFrontend {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let caller = self.caller(request.metadata()).await?;
         let handle = handle_of(&query.prepared_statement_handle)?;
-        let prepared = caller.session.prepared(&handle).ok_or_else(|| {
-            Status::not_found(format!(
-                "prepared statement {handle} does not exist in this session"
-            ))
-        })?;
-        let values = read_parameters(request.into_inner(), &prepared.parameter_schema).await?;
-        caller.session.bind(&handle, values).map_err(status)?;
+        let parameters = self
+            .service
+            .prepared_parameters(&caller.session, &handle)
+            .map_err(status)?;
+        let values = read_parameters(request.into_inner(), &parameters).await?;
+        self.service
+            .bind(&caller.session, &handle, values)
+            .map_err(status)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
         })
@@ -468,7 +189,12 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let caller = self.caller(request.metadata()).await?;
-        self.run_update(&caller.session, &command.query, None).await
+        let job = self
+            .service
+            .submit(&caller.session, &command.query, None)
+            .await
+            .map_err(status)?;
+        Self::update_count(job).await
     }
 
     async fn do_put_prepared_statement_update(
@@ -478,17 +204,22 @@ impl FlightSqlService for FlightSqlFrontend {
     ) -> Result<i64, Status> {
         let caller = self.caller(request.metadata()).await?;
         let handle = handle_of(&query.prepared_statement_handle)?;
-        let prepared = caller.session.prepared(&handle).ok_or_else(|| {
-            Status::not_found(format!(
-                "prepared statement {handle} does not exist in this session"
-            ))
-        })?;
-        let values = read_parameters(request.into_inner(), &prepared.parameter_schema).await?;
-        let parameters = (!values.is_empty())
-            .then_some(values)
-            .or(prepared.parameters);
-        self.run_update(&caller.session, &prepared.sql, parameters)
+        let parameters = self
+            .service
+            .prepared_parameters(&caller.session, &handle)
+            .map_err(status)?;
+        let values = read_parameters(request.into_inner(), &parameters).await?;
+        // Values sent with the update win; without any, those last bound.
+        let job = self
+            .service
+            .submit_prepared(
+                &caller.session,
+                &handle,
+                (!values.is_empty()).then_some(values),
+            )
             .await
+            .map_err(status)?;
+        Self::update_count(job).await
     }
 
     async fn get_flight_info_catalogs(
@@ -506,8 +237,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let batch = metadata::catalogs().map_err(status)?;
-        Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
+        caller.rows(metadata::catalogs())
     }
 
     async fn get_flight_info_schemas(
@@ -525,9 +255,11 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let batch = metadata::schemas(self.service.as_ref(), &caller.session, query.into_builder())
-            .map_err(status)?;
-        Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
+        caller.rows(metadata::schemas(
+            self.service.as_ref(),
+            &caller.session,
+            query.into_builder(),
+        ))
     }
 
     async fn get_flight_info_tables(
@@ -545,10 +277,9 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let batch = metadata::tables(self.service.as_ref(), &caller.session, query.into_builder())
-            .await
-            .map_err(status)?;
-        Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
+        caller.rows(
+            metadata::tables(self.service.as_ref(), &caller.session, query.into_builder()).await,
+        )
     }
 
     async fn get_flight_info_table_types(
@@ -570,10 +301,7 @@ impl FlightSqlService for FlightSqlFrontend {
         for table_type in metadata::TABLE_TYPES {
             builder.append(table_type);
         }
-        let batch = builder
-            .build()
-            .map_err(|e| Status::from(CoordinatorError::encode("Flight SQL metadata", e)))?;
-        Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
+        caller.rows(metadata::built(builder.build()))
     }
 
     async fn get_flight_info_sql_info(
@@ -592,12 +320,9 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let info = metadata::sql_info().map_err(status)?;
-        let batch = query
-            .into_builder(info)
-            .build()
-            .map_err(|e| Status::from(CoordinatorError::encode("Flight SQL metadata", e)))?;
-        Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
+        caller.rows(
+            metadata::sql_info().and_then(|info| metadata::built(query.into_builder(info).build())),
+        )
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -616,12 +341,10 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let types = metadata::xdbc_types().map_err(status)?;
-        let batch = query
-            .into_builder(types)
-            .build()
-            .map_err(|e| Status::from(CoordinatorError::encode("Flight SQL metadata", e)))?;
-        Ok(caller.respond(batch_stream(batch.schema(), vec![batch])))
+        caller.rows(
+            metadata::xdbc_types()
+                .and_then(|types| metadata::built(query.into_builder(types).build())),
+        )
     }
 
     async fn get_flight_info_primary_keys(
@@ -639,7 +362,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        Ok(caller.respond(batch_stream(metadata::primary_keys_schema(), vec![])))
+        Ok(caller.no_rows(metadata::primary_keys_schema()))
     }
 
     async fn get_flight_info_exported_keys(
@@ -657,7 +380,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        Ok(caller.respond(batch_stream(metadata::foreign_keys_schema(), vec![])))
+        Ok(caller.no_rows(metadata::foreign_keys_schema()))
     }
 
     async fn get_flight_info_imported_keys(
@@ -675,7 +398,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        Ok(caller.respond(batch_stream(metadata::foreign_keys_schema(), vec![])))
+        Ok(caller.no_rows(metadata::foreign_keys_schema()))
     }
 
     async fn get_flight_info_cross_reference(
@@ -693,7 +416,7 @@ impl FlightSqlService for FlightSqlFrontend {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        Ok(caller.respond(batch_stream(metadata::foreign_keys_schema(), vec![])))
+        Ok(caller.no_rows(metadata::foreign_keys_schema()))
     }
 
     async fn do_action_cancel_query(
@@ -735,7 +458,9 @@ impl FlightSqlService for FlightSqlFrontend {
                 session_options::set_options(self.service.as_ref(), &caller.session, &action.body)
                     .map_err(status)?
             }
-            session_options::GET_SESSION_OPTIONS => session_options::get_options(&caller.session),
+            session_options::GET_SESSION_OPTIONS => {
+                session_options::get_options(self.service.as_ref(), &caller.session)
+            }
             session_options::CLOSE_SESSION => {
                 self.service.close_session(&caller.session);
                 session_options::closed()

@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use prost::Message;
 use quarry_common::QuarryError;
 
-use crate::engine::Session;
-use crate::service::QueryService;
+use crate::service::{QueryService, SessionHandle};
 
 pub const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
 pub const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
@@ -100,7 +99,7 @@ fn string_value(s: String) -> SessionOptionValue {
 
 pub fn set_options(
     service: &dyn QueryService,
-    session: &Session,
+    session: &SessionHandle,
     body: &[u8],
 ) -> Result<Vec<u8>, QuarryError> {
     let request = SetSessionOptionsRequest::decode(body)
@@ -109,7 +108,7 @@ pub fn set_options(
     for (name, value) in request.session_options {
         let Some(text) = to_text(&value) else {
             // An empty value removes the option.
-            session.reset(&name);
+            service.reset_option(session, &name);
             continue;
         };
         let outcome = if name.eq_ignore_ascii_case("schema") {
@@ -132,13 +131,16 @@ pub fn set_options(
     Ok(SetSessionOptionsResult { errors }.encode_to_vec())
 }
 
-pub fn get_options(session: &Session) -> Vec<u8> {
-    let mut session_options: HashMap<String, SessionOptionValue> = session
-        .settings()
+pub fn get_options(service: &dyn QueryService, session: &SessionHandle) -> Vec<u8> {
+    let mut session_options: HashMap<String, SessionOptionValue> = service
+        .settings(session)
         .into_iter()
         .map(|(k, v)| (k, string_value(v)))
         .collect();
-    session_options.insert("schema".to_string(), string_value(session.default_schema()));
+    session_options.insert(
+        "schema".to_string(),
+        string_value(service.default_schema(session)),
+    );
     GetSessionOptionsResult { session_options }.encode_to_vec()
 }
 

@@ -3,15 +3,15 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quarry_catalog::{DatasetDefinition, DatasetRecord, SourceConfig, SourceRecord, Stored};
 use quarry_common::QuarryError;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiResult, AppState, parse_body};
-use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest};
+use super::{ApiResult, AppState, Caller, parse_body};
+use crate::service::{CreateMode, DatasetUpdate, TableRequest, decode_schema};
 
 /// A source as the API shows it: secrets are never sent back.
 fn source_json(stored: &Stored<SourceRecord>) -> serde_json::Value {
@@ -49,7 +49,7 @@ fn dataset_json(stored: &Stored<DatasetRecord>) -> serde_json::Value {
             "format": t.format,
             "options": t.options,
             "partitionColumns": t.partition_columns,
-            "columns": crate::datasets::schema_codec::decode_schema(&t.arrow_schema)
+            "columns": decode_schema(&t.arrow_schema)
                 .map(|s| super::encode::columns(&s))
                 .unwrap_or_default(),
         }),
@@ -63,8 +63,10 @@ fn dataset_json(stored: &Stored<DatasetRecord>) -> serde_json::Value {
     out
 }
 
-pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
+pub async fn overview(
+    State(state): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Response> {
     let sources: Vec<_> = state
         .service
         .list_sources(&session)?
@@ -78,7 +80,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> ApiR
         .map(|s| s.record.name)
         .collect();
     Ok(axum::Json(
-        json!({"catalog": crate::datasets::CATALOG_NAME, "sources": sources, "schemas": schemas}),
+        json!({"catalog": quarry_catalog::CATALOG_NAME, "sources": sources, "schemas": schemas}),
     )
     .into_response())
 }
@@ -110,9 +112,8 @@ pub struct VersionQuery {
 
 pub async fn list_sources(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let sources: Vec<_> = state
         .service
         .list_sources(&session)?
@@ -124,10 +125,9 @@ pub async fn list_sources(
 
 pub async fn create_source(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let new: NewSource = parse_body(&body)?;
     let mode = if new.if_not_exists {
         CreateMode::IfNotExists
@@ -143,21 +143,19 @@ pub async fn create_source(
 
 pub async fn get_source(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let stored = state.service.get_source(&session, &name)?;
     Ok(axum::Json(source_json(&stored)).into_response())
 }
 
 pub async fn update_source(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let update: SourceUpdate = parse_body(&body)?;
     let stored = state
         .service
@@ -168,12 +166,14 @@ pub async fn update_source(
 
 pub async fn delete_source(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
-    state.service.drop_source(&session, &name, query.version)?;
+    state
+        .service
+        .drop_source(&session, &name, query.version)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -189,9 +189,8 @@ struct NewSchema {
 
 pub async fn list_schemas(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let schemas: Vec<_> = state
         .service
         .list_schemas(&session)?
@@ -203,14 +202,14 @@ pub async fn list_schemas(
 
 pub async fn create_schema(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let new: NewSchema = parse_body(&body)?;
     let created = state
         .service
-        .create_schema(&session, &new.name, new.if_not_exists)?;
+        .create_schema(&session, &new.name, new.if_not_exists)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -221,10 +220,9 @@ pub async fn create_schema(
 
 pub async fn get_schema(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(schema): Path<String>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let stored = state.service.get_schema(&session, &schema)?;
     let datasets: Vec<_> = state
         .service
@@ -240,14 +238,14 @@ pub async fn get_schema(
 
 pub async fn delete_schema(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(schema): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     state
         .service
-        .drop_schema(&session, &schema, query.cascade, query.version)?;
+        .drop_schema(&session, &schema, query.cascade, query.version)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -279,10 +277,9 @@ enum DatasetBody {
 
 pub async fn list_datasets(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(schema): Path<String>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let datasets: Vec<_> = state
         .service
         .list_datasets(&session, Some(&schema))?
@@ -294,11 +291,10 @@ pub async fn list_datasets(
 
 pub async fn create_dataset(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(schema): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let stored = match parse_body::<DatasetBody>(&body)? {
         DatasetBody::Table {
             name,
@@ -334,21 +330,19 @@ pub async fn create_dataset(
 
 pub async fn get_dataset(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path((schema, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let stored = state.service.get_dataset(&session, &schema, &name)?;
     Ok(axum::Json(dataset_json(&stored)).into_response())
 }
 
 pub async fn update_dataset(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path((schema, name)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     let (update, version) = match parse_body::<DatasetBody>(&body)? {
         DatasetBody::Table { table, version, .. } => (DatasetUpdate::Table(table), version),
         DatasetBody::View { sql, version, .. } => (DatasetUpdate::View { sql }, version),
@@ -365,13 +359,13 @@ pub async fn update_dataset(
 
 pub async fn delete_dataset(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path((schema, name)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
     state
         .service
-        .drop_dataset(&session, &schema, &name, query.version)?;
+        .drop_dataset(&session, &schema, &name, query.version)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

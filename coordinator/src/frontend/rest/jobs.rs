@@ -1,22 +1,19 @@
 //! Jobs: status, listing, cancelling, and paging through results in JSON, NDJSON or
 //! Arrow IPC.
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use quarry_catalog::JobRecord;
-use quarry_common::{ErrorCode, QuarryError};
+use quarry_common::QuarryError;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::encode::{IpcEncoder, RowFormat, columns, json_rows, ndjson};
-use super::{ApiResult, AppState};
-use crate::engine::Session;
-use crate::jobs::{CANCELED, FAILED, STATES};
+use super::{ApiResult, AppState, Caller};
+use crate::service::{JobState, SessionHandle, job_error};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 pub const NDJSON: &str = "application/x-ndjson";
@@ -47,23 +44,21 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let session = state.session(&headers).await?;
-    if let Some(s) = &query.state
-        && !STATES.iter().any(|known| known.eq_ignore_ascii_case(s))
-    {
-        return Err(QuarryError::invalid(format!(
-            "unknown job state '{s}'; use one of {}",
-            STATES.join(", ")
-        ))
-        .into());
-    }
+    let wanted = match &query.state {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            QuarryError::invalid(format!(
+                "unknown job state '{s}'; use one of {}",
+                known.join(", ")
+            ))
+        })?),
+    };
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let jobs = state
-        .service
-        .list_jobs(&session, query.state.as_deref(), limit)?;
+    let jobs = state.service.list_jobs(&session, wanted, limit)?;
     let jobs: Vec<serde_json::Value> = jobs
         .iter()
         .map(|r| {
@@ -78,32 +73,26 @@ pub async fn list(
     Ok(axum::Json(json!({"jobs": jobs})).into_response())
 }
 
-/// A job the requester may see (their own, or any for admins), and their session.
-async fn find(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-) -> ApiResult<(Arc<Session>, JobRecord)> {
-    let session = state.session(headers).await?;
-    let record = state.service.get_job(&session, id)?;
-    Ok((session, record))
+/// A job the requester may see (their own, or any for admins).
+fn find(state: &AppState, session: &SessionHandle, id: &str) -> ApiResult<JobRecord> {
+    Ok(state.service.get_job(session, id)?)
 }
 
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, record) = find(&state, &headers, &id).await?;
+    let record = find(&state, &session, &id)?;
     Ok(axum::Json(job_json(&record)).into_response())
 }
 
 pub async fn cancel(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (session, _) = find(&state, &headers, &id).await?;
+    find(&state, &session, &id)?;
     let cancelled = state
         .service
         .cancel(&session, &id, "cancelled through the REST API")?;
@@ -125,28 +114,27 @@ pub struct ResultsQuery {
 
 pub async fn results(
     State(state): State<AppState>,
+    Caller(session): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<ResultsQuery>,
 ) -> ApiResult<Response> {
-    let (session, record) = find(&state, &headers, &id).await?;
-    if record.state == FAILED || record.state == CANCELED {
-        let (code, message) = record
-            .error
-            .map(|e| (ErrorCode::parse(&e.code), e.message))
-            .unwrap_or((ErrorCode::Internal, "the job failed".to_string()));
-        return Err(QuarryError::new(code, format!("job {id} has no results: {message}")).into());
+    let record = find(&state, &session, &id)?;
+    if matches!(
+        JobState::of(&record.state),
+        JobState::Failed | JobState::Canceled
+    ) {
+        let error = job_error(&record);
+        let message = format!("job {id} has no results: {}", error.message);
+        return Err(QuarryError::new(error.code, message).into());
     }
     let job = state
         .service
         .live_job(&session, &id)?
         .ok_or_else(|| QuarryError::not_found(format!("results of job {id} are no longer kept")))?;
     let offset = query.offset.unwrap_or(0);
-    let schema = job
-        .spool
-        .schema()
-        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-    let batches = job.spool.read(offset, query.limit);
+    let schema = job.schema();
+    let batches = job.results(offset, query.limit);
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -185,7 +173,7 @@ pub async fn results(
         "{{\"id\":{},\"state\":{},\"rowCount\":{},\"offset\":{offset},\"columns\":{},\"rows\":[",
         serde_json::Value::String(id.clone()),
         serde_json::Value::String(record.state.clone()),
-        job.spool.rows(),
+        job.rows(),
         columns(&schema)
     );
     let row_format = query.row_format;

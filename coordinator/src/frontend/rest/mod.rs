@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,9 +25,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::access::auth::Credentials;
-use crate::engine::Session;
-use crate::service::QueryService;
+use crate::service::{Credentials, QueryService, SessionHandle};
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -71,10 +70,22 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
         .map_err(|e| ApiError(QuarryError::invalid(format!("malformed JSON body: {e}"))))
 }
 
+/// Who a request is from: its session, keyed by its token; without credentials (and with
+/// authentication off) a fresh one that is never stored. Every handler that acts for
+/// someone takes one, so none can forget to authenticate.
+pub struct Caller(pub SessionHandle);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        state.session(&parts.headers).await.map(Caller)
+    }
+}
+
 impl AppState {
-    /// The session of a request, keyed by its token; without credentials (and with
-    /// authentication off) a fresh one that is never stored.
-    pub async fn session(&self, headers: &HeaderMap) -> ApiResult<Arc<Session>> {
+    /// The session of a request (see [`Caller`]).
+    async fn session(&self, headers: &HeaderMap) -> ApiResult<SessionHandle> {
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
@@ -96,6 +107,12 @@ async fn login(State(state): State<AppState>, body: Bytes) -> ApiResult<Response
     let login: Login = parse_body(&body)?;
     let token = state.service.login(&login.user, &login.password).await?;
     Ok(axum::Json(json!({"token": token, "user": login.user})).into_response())
+}
+
+/// Revoke the request's token and forget its session.
+async fn logout(State(state): State<AppState>, Caller(session): Caller) -> ApiResult<Response> {
+    state.service.logout(&session).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -154,6 +171,7 @@ pub fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
         .route("/api/v1/sql", post(sql::submit))
         .route("/api/v1/jobs", get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::get))
@@ -246,10 +264,11 @@ pub fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
 }
 
 /// The paths the router serves, for checking the OpenAPI document.
-pub const ROUTES: [&str; 27] = [
+pub const ROUTES: [&str; 28] = [
     "/healthz",
     "/api/v1/openapi.json",
     "/api/v1/login",
+    "/api/v1/logout",
     "/api/v1/sql",
     "/api/v1/jobs",
     "/api/v1/jobs/{id}",

@@ -6,7 +6,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quarry_catalog::{Dimension, Measure, MeasureFunction, ReflectionKind};
 use quarry_common::QuarryError;
@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::security::{batch_values, system_rows};
-use super::{ApiResult, AppState, parse_body};
+use super::{ApiResult, AppState, Caller, parse_body};
+use crate::service::SessionHandle;
 use crate::sql::reflections::{ReflectionDefinition, ReflectionStatement};
 
 #[derive(Deserialize)]
@@ -74,11 +75,10 @@ fn function(name: &str) -> Result<MeasureFunction, QuarryError> {
 
 async fn run(
     state: &AppState,
-    headers: &HeaderMap,
+    session: &SessionHandle,
     statement: ReflectionStatement,
 ) -> ApiResult<String> {
-    let session = state.session(headers).await?;
-    let batch = state.service.reflection(&session, statement).await?;
+    let batch = state.service.reflection(session, statement).await?;
     let rows = batch_values(&batch)?;
     Ok(rows
         .first()
@@ -92,17 +92,17 @@ fn job_of(message: &str) -> Option<&str> {
     message.rsplit_once("refresh job ").map(|(_, id)| id.trim())
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let rows = system_rows(&state, &headers, "reflections").await?;
+pub async fn list(State(state): State<AppState>, Caller(session): Caller) -> ApiResult<Response> {
+    let rows = system_rows(&state, &session, "reflections").await?;
     Ok(axum::Json(json!({ "reflections": rows })).into_response())
 }
 
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let rows = system_rows(&state, &headers, "reflections").await?;
+    let rows = system_rows(&state, &session, "reflections").await?;
     let found = rows
         .as_array()
         .and_then(|rows| {
@@ -116,7 +116,7 @@ pub async fn get(
 
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
     let new: NewReflection = parse_body(&body)?;
@@ -125,7 +125,7 @@ pub async fn create(
     let name = new.name.clone();
     let message = run(
         &state,
-        &headers,
+        &session,
         ReflectionStatement::Create {
             dataset,
             definition: ReflectionDefinition {
@@ -230,7 +230,7 @@ struct ReflectionChange {
 /// changed since). A new definition drops the old data and starts a refresh.
 pub async fn update(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -254,7 +254,7 @@ pub async fn update(
     };
     let message = run(
         &state,
-        &headers,
+        &session,
         ReflectionStatement::Update {
             name: name.clone(),
             version: change.version,
@@ -278,19 +278,19 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    run(&state, &headers, ReflectionStatement::DropByName { name }).await?;
+    run(&state, &session, ReflectionStatement::DropByName { name }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn refresh(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let message = run(&state, &headers, ReflectionStatement::RefreshOne { name }).await?;
+    let message = run(&state, &session, ReflectionStatement::RefreshOne { name }).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({"jobId": job_of(&message)})),

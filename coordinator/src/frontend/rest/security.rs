@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quarry_catalog::{GranteeKind, Privilege};
 use quarry_common::QuarryError;
@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::encode::{json_error, ndjson};
-use super::{ApiResult, AppState, parse_body};
+use super::{ApiResult, AppState, Caller, parse_body};
+use crate::service::SessionHandle;
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 
 /// A batch's rows as JSON objects.
@@ -26,27 +27,25 @@ pub(super) fn batch_values(batch: &arrow::array::RecordBatch) -> ApiResult<Vec<V
 /// Run a statement and answer its rows as JSON objects.
 async fn run(
     state: &AppState,
-    headers: &HeaderMap,
+    session: &SessionHandle,
     statement: SecurityStatement,
 ) -> ApiResult<Vec<Value>> {
-    let session = state.session(headers).await?;
-    let batch = state.service.security(&session, statement).await?;
+    let batch = state.service.security(session, statement).await?;
     batch_values(&batch)
 }
 
 /// Rows of a system table the caller may see (`sys.users`, `sys.roles`).
 pub(super) async fn system_rows(
     state: &AppState,
-    headers: &HeaderMap,
+    session: &SessionHandle,
     table: &str,
 ) -> ApiResult<Value> {
-    let session = state.session(headers).await?;
     let job = state
         .service
-        .submit(&session, &format!("SELECT * FROM sys.{table}"), None)
+        .submit(session, &format!("SELECT * FROM sys.{table}"), None)
         .await?;
     let batches: Vec<arrow::array::RecordBatch> =
-        futures::TryStreamExt::try_collect(job.spool.read(0, None)).await?;
+        futures::TryStreamExt::try_collect(job.results(0, None)).await?;
     let mut rows = Vec::new();
     for batch in &batches {
         rows.extend(batch_values(batch)?);
@@ -73,14 +72,17 @@ struct PasswordChange {
     password: String,
 }
 
-pub async fn list_users(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let users = system_rows(&state, &headers, "users").await?;
+pub async fn list_users(
+    State(state): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Response> {
+    let users = system_rows(&state, &session, "users").await?;
     Ok(axum::Json(json!({ "users": users })).into_response())
 }
 
 pub async fn create_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
     let new: NewUser = parse_body(&body)?;
@@ -89,13 +91,13 @@ pub async fn create_user(
         password: new.password,
         if_not_exists: false,
     };
-    run(&state, &headers, statement).await?;
+    run(&state, &session, statement).await?;
     Ok(created(json!({ "name": new.name })))
 }
 
 pub async fn update_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -104,20 +106,20 @@ pub async fn update_user(
         name: name.clone(),
         password: change.password,
     };
-    run(&state, &headers, statement).await?;
+    run(&state, &session, statement).await?;
     Ok(axum::Json(json!({ "name": name })).into_response())
 }
 
 pub async fn delete_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let statement = SecurityStatement::DropUser {
         name,
         if_exists: false,
     };
-    run(&state, &headers, statement).await?;
+    run(&state, &session, statement).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -135,14 +137,17 @@ struct Member {
     user: String,
 }
 
-pub async fn list_roles(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let roles = system_rows(&state, &headers, "roles").await?;
+pub async fn list_roles(
+    State(state): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Response> {
+    let roles = system_rows(&state, &session, "roles").await?;
     Ok(axum::Json(json!({ "roles": roles })).into_response())
 }
 
 pub async fn create_role(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
     let new: NewRole = parse_body(&body)?;
@@ -150,26 +155,26 @@ pub async fn create_role(
         name: new.name.clone(),
         if_not_exists: false,
     };
-    run(&state, &headers, statement).await?;
+    run(&state, &session, statement).await?;
     Ok(created(json!({ "name": new.name })))
 }
 
 pub async fn delete_role(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let statement = SecurityStatement::DropRole {
         name,
         if_exists: false,
     };
-    run(&state, &headers, statement).await?;
+    run(&state, &session, statement).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn add_member(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(role): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -179,13 +184,13 @@ pub async fn add_member(
         user: member.user.clone(),
         revoke: false,
     };
-    run(&state, &headers, statement).await?;
+    run(&state, &session, statement).await?;
     Ok(created(json!({ "role": role, "user": member.user })))
 }
 
 pub async fn remove_member(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path((role, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let statement = SecurityStatement::GrantRole {
@@ -193,7 +198,7 @@ pub async fn remove_member(
         user,
         revoke: true,
     };
-    run(&state, &headers, statement).await?;
+    run(&state, &session, statement).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -289,7 +294,7 @@ fn grantee(to: &GranteeRef) -> Result<Grantee, QuarryError> {
 
 async fn change_grant(
     state: &AppState,
-    headers: &HeaderMap,
+    session: &SessionHandle,
     body: &Bytes,
     revoke: bool,
 ) -> ApiResult<Value> {
@@ -300,34 +305,37 @@ async fn change_grant(
         grantee: grantee(&grant.to)?,
         revoke,
     };
-    let rows = run(state, headers, statement).await?;
+    let rows = run(state, session, statement).await?;
     Ok(rows
         .first()
         .and_then(|r| r.get("result").cloned())
         .unwrap_or(Value::Null))
 }
 
-pub async fn list_grants(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn list_grants(
+    State(state): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Response> {
     let statement = SecurityStatement::ShowGrants { on: None, to: None };
-    let grants = run(&state, &headers, statement).await?;
+    let grants = run(&state, &session, statement).await?;
     Ok(axum::Json(json!({ "grants": grants })).into_response())
 }
 
 pub async fn grant(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let result = change_grant(&state, &headers, &body, false).await?;
+    let result = change_grant(&state, &session, &body, false).await?;
     Ok(created(json!({ "result": result })))
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let result = change_grant(&state, &headers, &body, true).await?;
+    let result = change_grant(&state, &session, &body, true).await?;
     Ok(axum::Json(json!({ "result": result })).into_response())
 }
 
@@ -343,14 +351,17 @@ struct NewToken {
     expires_in: Option<String>,
 }
 
-pub async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let tokens = run(&state, &headers, SecurityStatement::ShowTokens).await?;
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Response> {
+    let tokens = run(&state, &session, SecurityStatement::ShowTokens).await?;
     Ok(axum::Json(json!({ "tokens": tokens })).into_response())
 }
 
 pub async fn create_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
     let new: NewToken = if body.is_empty() {
@@ -365,15 +376,15 @@ pub async fn create_token(
         name: new.name,
         expires_in: new.expires_in,
     };
-    let rows = run(&state, &headers, statement).await?;
+    let rows = run(&state, &session, statement).await?;
     Ok(created(rows.into_iter().next().unwrap_or(Value::Null)))
 }
 
 pub async fn delete_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    run(&state, &headers, SecurityStatement::DropToken { id }).await?;
+    run(&state, &session, SecurityStatement::DropToken { id }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

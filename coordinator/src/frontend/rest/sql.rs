@@ -1,10 +1,8 @@
 //! `POST /api/v1/sql`: run SQL, answering with rows (or, with `"async": true`, a job id).
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use quarry_common::QuarryError;
@@ -12,8 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::encode::{RowFormat, columns, json_rows};
-use super::{ApiResult, AppState, parse_body};
-use crate::jobs::{COMPLETED, Job};
+use super::{ApiResult, AppState, Caller, parse_body};
+use crate::service::{JobHandle, JobState};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,24 +27,12 @@ struct SqlRequest {
     row_format: RowFormat,
 }
 
-/// Cancels a job if the client stops waiting for it.
-struct CancelOnDrop(Option<Arc<Job>>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(job) = self.0.take() {
-            job.cancel("the client went away");
-        }
-    }
-}
-
 pub async fn submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
     let request: SqlRequest = parse_body(&body)?;
-    let session = state.session(&headers).await?;
     if let Some(context) = &request.context {
         match context.as_slice() {
             [] => {}
@@ -61,29 +47,16 @@ pub async fn submit(
     }
     let job = state.service.submit(&session, &request.sql, None).await?;
     if request.asynchronous {
-        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": job.id}))).into_response());
+        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": job.id()}))).into_response());
     }
-    let mut guard = CancelOnDrop(Some(Arc::clone(&job)));
-    let record = job.wait().await;
-    guard.0 = None;
-    if record.state != COMPLETED {
-        let error = record.error.unwrap_or(quarry_catalog::JobError {
-            code: "INTERNAL".to_string(),
-            message: format!("job ended {}", record.state),
-        });
-        return Err(
-            QuarryError::new(quarry_common::ErrorCode::parse(&error.code), error.message).into(),
-        );
-    }
+    // A client that stops waiting cancels the job.
+    let record = job.finished().await?;
     Ok(rows_response(&job, record.row_count, request.row_format))
 }
 
 /// `{"id", "state", "columns", "rows", "rowCount"}`, streamed.
-fn rows_response(job: &Arc<Job>, row_count: u64, format: RowFormat) -> Response {
-    let schema = job
-        .spool
-        .schema()
-        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+fn rows_response(job: &JobHandle, row_count: u64, format: RowFormat) -> Response {
+    let schema = job.schema();
     // Answers from reflections say how old their data is, and which reflections.
     let record = job.record();
     let accelerated = match record.data_as_of_ms {
@@ -94,12 +67,13 @@ fn rows_response(job: &Arc<Job>, row_count: u64, format: RowFormat) -> Response 
         None => String::new(),
     };
     let head = format!(
-        "{{\"id\":{},\"state\":\"{COMPLETED}\",\"rowCount\":{row_count},{accelerated}\"columns\":{},\"rows\":[",
-        serde_json::Value::String(job.id.clone()),
+        "{{\"id\":{},\"state\":\"{}\",\"rowCount\":{row_count},{accelerated}\"columns\":{},\"rows\":[",
+        serde_json::Value::String(job.id().to_string()),
+        JobState::Completed,
         columns(&schema)
     );
     let mut first = true;
-    let rows = job.spool.read(0, None).map(move |batch| {
+    let rows = job.results(0, None).map(move |batch| {
         let batch = batch.map_err(std::io::Error::other)?;
         let bytes = json_rows(&batch, first, format).map_err(std::io::Error::other)?;
         if batch.num_rows() > 0 {

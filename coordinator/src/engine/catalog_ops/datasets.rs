@@ -1,351 +1,27 @@
-//! Changes to the catalog, shared by SQL DDL and the REST catalog API. Every change is
-//! checked (paths exist and stay inside their source, files parse, view SQL plans) before
-//! it is written, so a failed statement leaves no half-made entry behind. Each change
-//! names who asks, and is refused without the privilege it needs.
+//! Tables and views: where a table's files are and what they hold, a view's checked
+//! definition, storing them with their creator's grants, changing and dropping them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef};
 use quarry_catalog::{
-    CatalogError, DatasetDefinition, DatasetRecord, GranteeKind, Privilege, S3Config, SchemaRecord,
-    SecurableKind, SourceConfig, SourceRecord, Stored, TableDefinition, ViewDefinition,
-};
-use quarry_common::object_stores::{
-    S3_ACCESS_KEY_ID, S3_ALLOW_HTTP, S3_ENDPOINT, S3_REGION, S3_SECRET_ACCESS_KEY, s3_spec,
+    DatasetDefinition, DatasetRecord, GranteeKind, Privilege, SecurableKind, SourceConfig, Stored,
+    TableDefinition, ViewDefinition,
 };
 use quarry_common::{ErrorCode, QuarryError};
-use serde::{Deserialize, Serialize};
 
-use super::Engine;
+use crate::access::source_of;
 use crate::access::{UserAccess, dataset_object};
+use crate::datasets::delta;
 use crate::datasets::schema_codec::encode_schema;
 use crate::datasets::sources::{self, Location};
 use crate::datasets::tables::{self, NewTable};
-use crate::datasets::{delta, source_of};
+use crate::engine::Engine;
 
-/// What to do when the object already exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateMode {
-    Create,
-    IfNotExists,
-    OrReplace,
-}
-
-impl CreateMode {
-    pub fn from_flags(if_not_exists: bool, or_replace: bool) -> Self {
-        match (if_not_exists, or_replace) {
-            (_, true) => CreateMode::OrReplace,
-            (true, false) => CreateMode::IfNotExists,
-            (false, false) => CreateMode::Create,
-        }
-    }
-}
-
-/// Where a table's files are and how to read them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TableRequest {
-    /// A source name, with `path` inside it...
-    #[serde(default)]
-    pub source: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-    /// ...or a location: an absolute local path or an `s3://` URL.
-    #[serde(default)]
-    pub location: Option<String>,
-    /// `parquet`, `csv` or `json`; guessed from file names when absent.
-    #[serde(default)]
-    pub format: Option<String>,
-    /// Format options: `header`, `delimiter`, ... or DataFusion's `format.*` keys.
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-    #[serde(skip)]
-    pub columns: Option<SchemaRef>,
-    #[serde(skip)]
-    pub partition_columns: Option<Vec<(String, DataType)>>,
-}
-
-pub(crate) use crate::error::catalog_error;
-
-/// Source settings from `WITH (...)` options.
-pub fn source_config(
-    kind: &str,
-    options: &[(String, String)],
-) -> Result<SourceConfig, QuarryError> {
-    let get = |names: &[&str]| {
-        options
-            .iter()
-            .find(|(k, _)| names.contains(&k.as_str()))
-            .map(|(_, v)| v.clone())
-    };
-    let flag = |names: &[&str]| -> Result<Option<bool>, QuarryError> {
-        get(names)
-            .map(|v| match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Ok(true),
-                "false" | "0" | "no" | "off" => Ok(false),
-                other => Err(QuarryError::invalid(format!(
-                    "option {} must be true or false, not '{other}'",
-                    names[0]
-                ))),
-            })
-            .transpose()
-    };
-    let allowed: &[&str] = match kind {
-        "local" => &["root", "path", "writable"],
-        "cluster" => &[],
-        "s3" => &[
-            "bucket",
-            "prefix",
-            "region",
-            "endpoint",
-            "access_key_id",
-            "access_key",
-            "secret_access_key",
-            "secret_key",
-            "path_style",
-            "allow_http",
-            "writable",
-        ],
-        other => {
-            return Err(QuarryError::invalid(format!(
-                "unknown source type '{other}': use local, s3 or cluster"
-            )));
-        }
-    };
-    if let Some((key, _)) = options.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        return Err(QuarryError::invalid(format!(
-            "unknown option '{key}' for a {kind} source; known options: {}",
-            allowed.join(", ")
-        )));
-    }
-    match kind {
-        "cluster" => Ok(SourceConfig::Cluster {}),
-        "local" => {
-            let root = get(&["root", "path"]).ok_or_else(|| {
-                QuarryError::invalid("a local source needs WITH (root = '/path')")
-            })?;
-            Ok(SourceConfig::Local {
-                root,
-                writable: flag(&["writable"])?.unwrap_or(false),
-            })
-        }
-        _ => {
-            let bucket = get(&["bucket"])
-                .ok_or_else(|| QuarryError::invalid("an s3 source needs WITH (bucket = 'name')"))?;
-            let endpoint = get(&["endpoint"]);
-            let allow_http = flag(&["allow_http"])?.unwrap_or_else(|| {
-                endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://"))
-            });
-            Ok(SourceConfig::S3(S3Config {
-                bucket,
-                prefix: get(&["prefix"]).unwrap_or_default(),
-                region: get(&["region"]).unwrap_or_else(|| "us-east-1".to_string()),
-                endpoint,
-                access_key_id: get(&["access_key_id", "access_key"]),
-                secret_access_key: get(&["secret_access_key", "secret_key"]),
-                path_style: flag(&["path_style"])?.unwrap_or(false),
-                allow_http,
-                writable: flag(&["writable"])?.unwrap_or(false),
-            }))
-        }
-    }
-}
-
-/// User-friendly format options (`header`, `delimiter`) as DataFusion's keys.
-fn format_options(format: &str, options: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if format == "csv" {
-        out.insert("format.has_header".to_string(), "true".to_string());
-    }
-    for (key, value) in options {
-        let key = key.to_ascii_lowercase();
-        let key = match key.as_str() {
-            "header" | "has_header" => "format.has_header".to_string(),
-            k if k.starts_with("format.") => k.to_string(),
-            k => format!("format.{k}"),
-        };
-        out.insert(key, value.clone());
-    }
-    out
-}
+use super::*;
+use crate::datasets::location::s3_config_from_env;
 
 impl Engine {
-    // ---- sources ----
-
-    /// The sources `actor` may read from (all of them for admins).
-    pub(crate) fn readable_sources(
-        &self,
-        actor: &UserAccess,
-    ) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
-        let mut sources = self
-            .datasets
-            .catalog()
-            .list_sources()
-            .map_err(catalog_error)?;
-        sources.retain(|s| actor.on_source(Privilege::Select, &s.record.name));
-        Ok(sources)
-    }
-
-    pub(crate) async fn create_source(
-        &self,
-        actor: &UserAccess,
-        name: &str,
-        config: SourceConfig,
-        mode: CreateMode,
-    ) -> Result<Stored<SourceRecord>, QuarryError> {
-        actor.require_admin("create or replace sources")?;
-        let catalog = self.datasets.catalog();
-        let existing = catalog.get_source(name).map_err(catalog_error)?;
-        if let (Some(existing), CreateMode::IfNotExists) = (&existing, mode) {
-            return Ok(existing.clone());
-        }
-        if existing.is_some() && mode == CreateMode::Create {
-            return Err(catalog_error(CatalogError::AlreadyExists {
-                kind: quarry_catalog::ObjectKind::Source,
-                name: name.to_string(),
-            }));
-        }
-        let config = sources::validate_source(name, &config).await?;
-        if let SourceConfig::S3(s3) = &config {
-            self.datasets
-                .register_store(&sources::s3_store_spec(name, s3))?;
-        }
-        let record = SourceRecord {
-            name: name.to_string(),
-            config,
-        };
-        match existing {
-            Some(current) => catalog.update_source(record, current.version),
-            None => catalog.create_source(record),
-        }
-        .map_err(catalog_error)
-    }
-
-    pub(crate) async fn update_source(
-        &self,
-        actor: &UserAccess,
-        name: &str,
-        config: SourceConfig,
-        expected_version: u64,
-    ) -> Result<Stored<SourceRecord>, QuarryError> {
-        actor.require_admin("change sources")?;
-        let config = sources::validate_source(name, &config).await?;
-        if let SourceConfig::S3(s3) = &config {
-            self.datasets
-                .register_store(&sources::s3_store_spec(name, s3))?;
-        }
-        self.datasets
-            .catalog()
-            .update_source(
-                SourceRecord {
-                    name: name.to_string(),
-                    config,
-                },
-                expected_version,
-            )
-            .map_err(catalog_error)
-    }
-
-    pub(crate) fn drop_source(
-        &self,
-        actor: &UserAccess,
-        name: &str,
-        if_exists: bool,
-        expected_version: Option<u64>,
-    ) -> Result<bool, QuarryError> {
-        actor.require_admin("drop sources")?;
-        match self
-            .datasets
-            .catalog()
-            .delete_source(name, expected_version)
-        {
-            Ok(()) => {
-                self.forget_grants_on(SecurableKind::Source, name)?;
-                self.datasets
-                    .catalog()
-                    .delete_reflection_policy(quarry_catalog::PolicyOn::Source(name))
-                    .map_err(catalog_error)?;
-                Ok(true)
-            }
-            Err(CatalogError::NotFound { .. }) if if_exists => Ok(false),
-            Err(e) => Err(catalog_error(e)),
-        }
-    }
-
-    // ---- schemas ----
-
-    pub(crate) fn create_schema(
-        &self,
-        actor: &UserAccess,
-        name: &str,
-        if_not_exists: bool,
-    ) -> Result<bool, QuarryError> {
-        actor.require_system(Privilege::CreateTable, "create schemas")?;
-        match self.datasets.catalog().create_schema(SchemaRecord {
-            name: name.to_string(),
-        }) {
-            Ok(_) => Ok(true),
-            Err(CatalogError::AlreadyExists { .. }) if if_not_exists => Ok(false),
-            Err(e) => Err(catalog_error(e)),
-        }
-    }
-
-    pub(crate) fn drop_schema(
-        &self,
-        actor: &UserAccess,
-        name: &str,
-        if_exists: bool,
-        cascade: bool,
-        expected_version: Option<u64>,
-    ) -> Result<bool, QuarryError> {
-        actor.require_schema(Privilege::Alter, name)?;
-        let catalog = self.datasets.catalog();
-        let Some(current) = catalog.get_schema(name).map_err(catalog_error)? else {
-            return if if_exists {
-                Ok(false)
-            } else {
-                Err(QuarryError::not_found(format!(
-                    "schema '{name}' does not exist"
-                )))
-            };
-        };
-        // A stale version deletes nothing, not even the datasets CASCADE would.
-        if let Some(expected) = expected_version
-            && expected != current.version
-        {
-            return Err(catalog_error(CatalogError::Conflict {
-                kind: quarry_catalog::ObjectKind::Schema,
-                name: name.to_string(),
-                expected,
-                found: current.version,
-            }));
-        }
-        if cascade {
-            let mut folders = Vec::new();
-            for dataset in catalog.list_datasets(Some(name)).map_err(catalog_error)? {
-                folders.extend(super::writes::managed_folder(&dataset.record));
-                catalog
-                    .delete_dataset(name, &dataset.record.name, None)
-                    .map_err(catalog_error)?;
-                self.drop_reflections_of(name, &dataset.record.name);
-                self.forget_grants_on(
-                    SecurableKind::Dataset,
-                    &dataset_object(name, &dataset.record.name),
-                )?;
-            }
-            self.purge_in_background(folders);
-        }
-        catalog
-            .delete_schema(name, expected_version)
-            .map_err(catalog_error)?;
-        self.forget_grants_on(SecurableKind::Schema, name)?;
-        Ok(true)
-    }
-
-    // ---- datasets ----
-
     pub(crate) fn require_schema(&self, schema: &str) -> Result<(), QuarryError> {
         match self
             .datasets
@@ -361,7 +37,11 @@ impl Engine {
     }
 
     /// Grants on a dropped object go with it, so a new object of that name starts bare.
-    fn forget_grants_on(&self, kind: SecurableKind, object: &str) -> Result<(), QuarryError> {
+    pub(super) fn forget_grants_on(
+        &self,
+        kind: SecurableKind,
+        object: &str,
+    ) -> Result<(), QuarryError> {
         self.datasets
             .catalog()
             .remove_grants_on(kind, object)
@@ -482,7 +162,12 @@ impl Engine {
                     }
                     _ => None,
                 })
-                .unwrap_or_else(|| s3_spec_from_env(bucket));
+                .unwrap_or_else(|| {
+                    // A bucket no source describes: the AWS environment's settings,
+                    // anonymous without credentials.
+                    let config = s3_config_from_env(bucket, "", |key| std::env::var(key).ok());
+                    sources::s3_spec_keyed(None, &config)
+                });
             self.datasets.register_store(&spec)?;
             return sources::resolve_s3(bucket, key, spec).await;
         }
@@ -640,7 +325,7 @@ impl Engine {
         let mut config = self.datasets.base_config().clone();
         config.options_mut().catalog.default_schema = default_schema.to_string();
         let state = self.datasets.session_state(config, Some(Arc::clone(actor)));
-        let plan = crate::datasets::as_view_definition(crate::sql::guard::plan_query_text(
+        let plan = crate::datasets::as_view_definition(crate::sql::parser::plan_query_text(
             &state,
             sql,
             self.request_limits(),
@@ -751,43 +436,4 @@ impl Engine {
         self.forget_grants_on(SecurableKind::Dataset, &dataset_object(schema, name))?;
         Ok(true)
     }
-}
-
-/// A new definition for an existing dataset.
-#[derive(Debug, Clone)]
-pub enum DatasetUpdate {
-    Table(TableRequest),
-    View { sql: String },
-}
-
-/// An S3 spec for a bucket no source describes: credentials and endpoint from the
-/// usual AWS environment variables, anonymous when there are none.
-fn s3_spec_from_env(bucket: &str) -> quarry_common::protocol::ObjectStoreSpec {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
-    let allow_http = env("AWS_ALLOW_HTTP").or_else(|| {
-        endpoint
-            .as_deref()
-            .filter(|e| e.starts_with("http://"))
-            .map(|_| "true".to_string())
-    });
-    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
-    let key = env("AWS_ACCESS_KEY_ID");
-    let secret = env("AWS_SECRET_ACCESS_KEY");
-    let path_style = endpoint.as_ref().map(|_| "true".to_string());
-    s3_spec(
-        bucket,
-        None,
-        &[
-            (S3_REGION, region.as_deref()),
-            (S3_ENDPOINT, endpoint.as_deref()),
-            (S3_ACCESS_KEY_ID, key.as_deref()),
-            (S3_SECRET_ACCESS_KEY, secret.as_deref()),
-            (
-                quarry_common::object_stores::S3_PATH_STYLE,
-                path_style.as_deref(),
-            ),
-            (S3_ALLOW_HTTP, allow_http.as_deref()),
-        ],
-    )
 }

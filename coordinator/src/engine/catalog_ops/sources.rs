@@ -1,0 +1,112 @@
+//! Sources: creating, changing and dropping them, and which ones a user may read from.
+
+use quarry_catalog::{CatalogError, Privilege, SecurableKind, SourceConfig, SourceRecord, Stored};
+use quarry_common::QuarryError;
+
+use crate::access::UserAccess;
+use crate::datasets::sources::{self};
+use crate::engine::Engine;
+
+use super::*;
+
+impl Engine {
+    /// The sources `actor` may read from (all of them for admins).
+    pub(crate) fn readable_sources(
+        &self,
+        actor: &UserAccess,
+    ) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
+        let mut sources = self
+            .datasets
+            .catalog()
+            .list_sources()
+            .map_err(catalog_error)?;
+        sources.retain(|s| actor.on_source(Privilege::Select, &s.record.name));
+        Ok(sources)
+    }
+
+    pub(crate) async fn create_source(
+        &self,
+        actor: &UserAccess,
+        name: &str,
+        config: SourceConfig,
+        mode: CreateMode,
+    ) -> Result<Stored<SourceRecord>, QuarryError> {
+        actor.require_admin("create or replace sources")?;
+        let catalog = self.datasets.catalog();
+        let existing = catalog.get_source(name).map_err(catalog_error)?;
+        if let (Some(existing), CreateMode::IfNotExists) = (&existing, mode) {
+            return Ok(existing.clone());
+        }
+        if existing.is_some() && mode == CreateMode::Create {
+            return Err(catalog_error(CatalogError::AlreadyExists {
+                kind: quarry_catalog::ObjectKind::Source,
+                name: name.to_string(),
+            }));
+        }
+        let config = sources::validate_source(name, &config).await?;
+        if let SourceConfig::S3(s3) = &config {
+            self.datasets
+                .register_store(&sources::s3_store_spec(name, s3))?;
+        }
+        let record = SourceRecord {
+            name: name.to_string(),
+            config,
+        };
+        match existing {
+            Some(current) => catalog.update_source(record, current.version),
+            None => catalog.create_source(record),
+        }
+        .map_err(catalog_error)
+    }
+
+    pub(crate) async fn update_source(
+        &self,
+        actor: &UserAccess,
+        name: &str,
+        config: SourceConfig,
+        expected_version: u64,
+    ) -> Result<Stored<SourceRecord>, QuarryError> {
+        actor.require_admin("change sources")?;
+        let config = sources::validate_source(name, &config).await?;
+        if let SourceConfig::S3(s3) = &config {
+            self.datasets
+                .register_store(&sources::s3_store_spec(name, s3))?;
+        }
+        self.datasets
+            .catalog()
+            .update_source(
+                SourceRecord {
+                    name: name.to_string(),
+                    config,
+                },
+                expected_version,
+            )
+            .map_err(catalog_error)
+    }
+
+    pub(crate) fn drop_source(
+        &self,
+        actor: &UserAccess,
+        name: &str,
+        if_exists: bool,
+        expected_version: Option<u64>,
+    ) -> Result<bool, QuarryError> {
+        actor.require_admin("drop sources")?;
+        match self
+            .datasets
+            .catalog()
+            .delete_source(name, expected_version)
+        {
+            Ok(()) => {
+                self.forget_grants_on(SecurableKind::Source, name)?;
+                self.datasets
+                    .catalog()
+                    .delete_reflection_policy(quarry_catalog::PolicyOn::Source(name))
+                    .map_err(catalog_error)?;
+                Ok(true)
+            }
+            Err(CatalogError::NotFound { .. }) if if_exists => Ok(false),
+            Err(e) => Err(catalog_error(e)),
+        }
+    }
+}

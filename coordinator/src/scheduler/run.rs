@@ -1,0 +1,344 @@
+//! One query's run: its stages in dependency order, each stage's tasks in parallel, the
+//! task outputs kept for the stages that read them, and lost outputs recomputed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use datafusion::physical_plan::ExecutionPlan;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use quarry_common::QuarryError;
+use quarry_common::codec::{partitioning_to_bytes, plan_to_bytes};
+
+use crate::cluster::ExecutorInfo;
+use crate::error::CoordinatorError;
+use crate::planner::stages::{Stage, StagePlan};
+
+use super::pieces::reader_stages;
+use super::placement::{self, StageLayout};
+use super::profile::{QueryProfile, StageProfile, TaskProfile};
+use super::watchdog::InFlight;
+use super::{QueryTasks, Scheduler, TaskEnd, TaskOutput};
+
+pub(super) struct RunState {
+    /// Per stage, per task: where the output of its last successful attempt is.
+    pub(super) outputs: BTreeMap<u32, Vec<Option<TaskOutput>>>,
+    /// Per stage: its plan with scans laid out over executors, and task placements.
+    pub(super) layouts: BTreeMap<u32, Arc<StageLayout>>,
+    /// Next attempt number per (stage, task).
+    pub(super) attempts: HashMap<(u32, u32), u32>,
+    pub(super) profiles: BTreeMap<u32, StageProfile>,
+    pub(super) done: usize,
+    pub(super) total: usize,
+    /// Tasks holding a slot now, by (stage, task).
+    pub(super) in_flight: BTreeMap<(u32, u32), InFlight>,
+    /// When a task last started or finished.
+    pub(super) last_progress: std::time::Instant,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState {
+            outputs: BTreeMap::new(),
+            layouts: BTreeMap::new(),
+            attempts: HashMap::new(),
+            profiles: BTreeMap::new(),
+            done: 0,
+            total: 0,
+            in_flight: BTreeMap::new(),
+            last_progress: std::time::Instant::now(),
+        }
+    }
+}
+
+/// One query's stages running on the cluster.
+pub struct QueryRun {
+    pub(super) scheduler: Arc<Scheduler>,
+    pub(super) tasks: QueryTasks,
+    pub(super) plan: StagePlan,
+    pub(super) allowed: Option<BTreeSet<String>>,
+    pub(super) state: Mutex<RunState>,
+}
+
+impl std::fmt::Debug for QueryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRun")
+            .field("query", &self.tasks.query_id)
+            .finish()
+    }
+}
+
+impl QueryRun {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(super) fn stage(&self, id: u32) -> Result<&Stage, QuarryError> {
+        self.plan.stage(id).ok_or_else(|| {
+            CoordinatorError::invariant(format!("stage {id} is not in the plan")).into()
+        })
+    }
+
+    /// Where each stage ran, task by task, so far.
+    pub fn profile(&self) -> QueryProfile {
+        QueryProfile {
+            stages: self.lock().profiles.values().cloned().collect(),
+            root: Vec::new(),
+        }
+    }
+
+    /// Run every stage; return the root plan reading the last stage's outputs.
+    pub async fn run_stages(&self) -> Result<Arc<dyn ExecutionPlan>, QuarryError> {
+        {
+            let mut state = self.lock();
+            state.total = self.plan.task_count();
+        }
+        // A stage starts as soon as every stage it reads has finished, so independent
+        // branches (the two sides of a join) run at the same time.
+        let waiting: Vec<(u32, Vec<u32>)> = self
+            .plan
+            .stages
+            .iter()
+            .map(|s| (s.id, s.inputs()))
+            .collect();
+        let stages = self.run_dag(waiting);
+        // The watchdog fails the query if its tasks stop making progress; dropping the
+        // stages drops every task call, which stops the tasks and frees their slots.
+        tokio::select! {
+            result = stages => result?,
+            stalled = self.watch() => return Err(stalled),
+        }
+        self.ensure_available(reader_stages(&self.plan.root))
+            .await?;
+        self.resolve(&self.plan.root)
+    }
+
+    /// Run stages as soon as the stages they read have finished.
+    pub(super) async fn run_dag(
+        &self,
+        mut waiting: Vec<(u32, Vec<u32>)>,
+    ) -> Result<(), QuarryError> {
+        let mut finished: BTreeSet<u32> = BTreeSet::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            let (ready, still): (Vec<_>, Vec<_>) = waiting
+                .into_iter()
+                .partition(|(_, inputs)| inputs.iter().all(|i| finished.contains(i)));
+            waiting = still;
+            for (id, _) in ready {
+                running.push(async move {
+                    self.run_stage(id, None)
+                        .await
+                        .map_err(|e| e.context(format!("stage {id}")))
+                        .map(|()| id)
+                });
+            }
+            match running.next().await {
+                Some(done) => {
+                    finished.insert(done?);
+                }
+                None => break,
+            }
+        }
+        if !waiting.is_empty() {
+            return Err(CoordinatorError::invariant(
+                "the stage plan has stages whose inputs never run",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The stage's plan with its scans laid out over the executors (fixed at first run).
+    pub(super) fn layout(&self, stage: &Stage) -> Result<Arc<StageLayout>, QuarryError> {
+        if let Some(layout) = self.lock().layouts.get(&stage.id) {
+            return Ok(Arc::clone(layout));
+        }
+        let executors: Vec<ExecutorInfo> = self
+            .scheduler
+            .cluster
+            .active()
+            .into_iter()
+            .filter(|e| self.eligible(e))
+            .collect();
+        let layout = Arc::new(placement::lay_out(stage, &executors)?);
+        let mut state = self.lock();
+        let layout = Arc::clone(state.layouts.entry(stage.id).or_insert(layout));
+        let count = layout.task_count();
+        state
+            .outputs
+            .entry(stage.id)
+            .or_insert_with(|| vec![None; count]);
+        let original = stage.task_count();
+        // A layout may change how many tasks the stage has.
+        state.total = (state.total + count).saturating_sub(original);
+        Ok(layout)
+    }
+
+    pub(super) fn eligible(&self, executor: &ExecutorInfo) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|a| a.contains(&executor.executor_id))
+    }
+
+    /// Run the given tasks of a stage (all when None), recomputing lost inputs as needed.
+    pub(super) fn run_stage<'a>(
+        &'a self,
+        stage_id: u32,
+        only: Option<Vec<u32>>,
+    ) -> BoxFuture<'a, Result<(), QuarryError>> {
+        Box::pin(async move {
+            let stage = self.stage(stage_id)?;
+            let layout = self.layout(stage)?;
+            let mut pending: Vec<u32> =
+                only.unwrap_or_else(|| (0..layout.task_count() as u32).collect());
+            let output_bytes = partitioning_to_bytes(stage.output.as_ref())?;
+            let inputs = stage.inputs();
+            let mut rounds = 0u32;
+            while !pending.is_empty() {
+                rounds += 1;
+                if rounds > self.tasks.max_attempts.max(1) + 1 {
+                    return Err(QuarryError::unavailable(format!(
+                        "the inputs of stage {stage_id} kept disappearing; giving up after {} rounds",
+                        rounds - 1
+                    )));
+                }
+                self.ensure_available(inputs.clone()).await?;
+                let resolved = self.resolve(&layout.plan)?;
+                let plan_bytes = plan_to_bytes(resolved)?;
+                let concurrency = self.scheduler.cluster.total_slots().max(1);
+                let ends: Vec<TaskEnd> = futures::stream::iter(pending.drain(..))
+                    .map(|partition| {
+                        let placement = layout.placement(partition as usize);
+                        self.run_task(
+                            stage,
+                            partition,
+                            placement,
+                            plan_bytes.clone(),
+                            output_bytes.clone(),
+                        )
+                    })
+                    .buffer_unordered(concurrency)
+                    .try_collect()
+                    .await?;
+                for end in ends {
+                    match end {
+                        TaskEnd::Done(partition, output, profile) => {
+                            self.record(stage, partition, output, profile)
+                        }
+                        TaskEnd::NeedsInputs(partition) => pending.push(partition),
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Recompute the outputs of `stages` that live on executors no longer active.
+    pub(super) fn ensure_available(
+        &self,
+        stages: Vec<u32>,
+    ) -> BoxFuture<'_, Result<(), QuarryError>> {
+        Box::pin(async move {
+            for stage_id in stages {
+                let lost: Vec<u32> = {
+                    let state = self.lock();
+                    state
+                        .outputs
+                        .get(&stage_id)
+                        .map(|outputs| {
+                            outputs
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, o)| {
+                                    o.as_ref().is_none_or(|o| {
+                                        !self
+                                            .scheduler
+                                            .cluster
+                                            .is_current(&o.executor_id, o.incarnation)
+                                    })
+                                })
+                                .map(|(p, _)| p as u32)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                if !lost.is_empty() {
+                    tracing::warn!(
+                        query = %self.tasks.query_id,
+                        stage = stage_id,
+                        tasks = ?lost,
+                        "recomputing outputs lost with their executor"
+                    );
+                    {
+                        let mut state = self.lock();
+                        state.total += lost.len();
+                    }
+                    self.run_stage(stage_id, Some(lost)).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn record(
+        &self,
+        stage: &Stage,
+        partition: u32,
+        output: TaskOutput,
+        task: TaskProfile,
+    ) {
+        let (done, total) = {
+            let mut state = self.lock();
+            if let Some(slot) = state
+                .outputs
+                .get_mut(&stage.id)
+                .and_then(|o| o.get_mut(partition as usize))
+            {
+                *slot = Some(output);
+            }
+            let layout_plan = state.layouts.get(&stage.id).map(|l| Arc::clone(&l.plan));
+            let profile = state.profiles.entry(stage.id).or_insert_with(|| {
+                StageProfile::new(stage, layout_plan.as_ref().unwrap_or(&stage.plan))
+            });
+            profile.tasks.retain(|t| t.partition != partition);
+            profile.tasks.push(task);
+            profile.tasks.sort_by_key(|t| t.partition);
+            state.done += 1;
+            (state.done, state.total.max(state.done))
+        };
+        (self.tasks.progress)(done, total);
+    }
+
+    /// An executor could not serve an output it made: every output of this query held
+    /// there is gone (the executor died, or restarted and lost them).
+    pub(super) fn forget_outputs_on(&self, executor_id: &str) {
+        let mut incarnations = BTreeSet::new();
+        {
+            let mut state = self.lock();
+            for outputs in state.outputs.values_mut() {
+                for slot in outputs.iter_mut() {
+                    if slot.as_ref().is_some_and(|o| o.executor_id == executor_id)
+                        && let Some(o) = slot.take()
+                    {
+                        incarnations.insert(o.incarnation);
+                    }
+                }
+            }
+        }
+        for incarnation in incarnations {
+            self.scheduler.cluster.mark_lost(executor_id, incarnation);
+        }
+    }
+
+    pub(super) fn next_attempt(&self, stage_id: u32, partition: u32) -> u32 {
+        let mut state = self.lock();
+        let attempt = state.attempts.entry((stage_id, partition)).or_insert(0);
+        let this = *attempt;
+        *attempt += 1;
+        this
+    }
+}
