@@ -197,7 +197,7 @@ impl From<CoordinatorError> for tonic::Status {
 
 /// A catalog failure as clients see it (the closure form of `From`, which the orphan rule
 /// does not allow between two other crates' types).
-pub fn catalog_error(e: CatalogError) -> QuarryError {
+pub(crate) fn catalog_error(e: CatalogError) -> QuarryError {
     CoordinatorError::from(e).into()
 }
 

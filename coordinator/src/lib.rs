@@ -14,22 +14,24 @@
 //! [`server::start`] runs all of it on three listeners; `quarry up` adds in-process
 //! executors and demo data.
 
-pub mod access;
-pub mod cluster;
+#![warn(unreachable_pub)]
+
+pub(crate) mod access;
+pub(crate) mod cluster;
 pub mod datasets;
 pub mod demo;
 pub mod engine;
-pub mod error;
-pub mod frontend;
+pub(crate) mod error;
+pub(crate) mod frontend;
 pub mod jobs;
 pub mod limits;
 pub mod local_cluster;
-pub mod planner;
-pub mod reflections;
+pub(crate) mod planner;
+pub(crate) mod reflections;
 pub mod scheduler;
 pub mod server;
 pub mod service;
-pub mod sql;
-pub mod system;
-pub mod tasks;
+pub(crate) mod sql;
+pub(crate) mod system;
+pub(crate) mod tasks;
 pub mod tls;

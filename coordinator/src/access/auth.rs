@@ -28,20 +28,20 @@ use crate::error::catalog_error;
 use quarry_catalog::now_ms;
 
 /// The user of requests when authentication is off.
-pub const ANONYMOUS: &str = "anonymous";
+pub(crate) const ANONYMOUS: &str = "anonymous";
 
 const PBKDF2_ROUNDS: u32 = 100_000;
 /// Login tokens last this long.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// A Basic credential verified once is trusted this long without verifying it again.
 const CREDENTIAL_CACHE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// Password checks running at once; more wait their turn.
-pub const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
+pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
 /// After this many failed logins for one user name within [`FAILURE_WINDOW`], further
 /// attempts are refused without checking the password (no CPU spent, nothing written),
 /// except with a credential verified before; the window restarts with each failure.
-pub const MAX_FAILED_LOGINS: u32 = 10;
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const MAX_FAILED_LOGINS: u32 = 10;
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The one message for every failed login: it never says which part was wrong.
 const LOGIN_FAILED: &str = "wrong user name or password";
@@ -145,7 +145,7 @@ fn rounds() -> NonZeroU32 {
     NonZeroU32::new(PBKDF2_ROUNDS).unwrap_or(NonZeroU32::MIN)
 }
 
-pub fn unauthenticated(message: &str) -> QuarryError {
+pub(crate) fn unauthenticated(message: &str) -> QuarryError {
     QuarryError::new(ErrorCode::Unauthenticated, message)
 }
 
@@ -154,7 +154,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// Run blocking work (sled, PBKDF2) off the async workers.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, QuarryError> + Send + 'static,
 ) -> Result<T, QuarryError> {
     tokio::task::spawn_blocking(work)
@@ -163,7 +163,7 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 /// The salted hash of a password, as a user record stores it.
-pub fn hash_password(
+pub(crate) fn hash_password(
     random: &SystemRandom,
     password: &str,
 ) -> Result<(String, String), QuarryError> {

@@ -13,10 +13,10 @@
 //! A view is a security boundary, as in Dremio: reading through a view needs SELECT on
 //! the view only, because the view's own query is planned without the reader's limits.
 
-pub mod auth;
+pub(crate) mod auth;
 mod reader;
 
-pub use reader::{Viewer, can_read, source_of};
+pub(crate) use reader::{Viewer, can_read, source_of};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -29,13 +29,13 @@ use quarry_common::{ErrorCode, QuarryError};
 use crate::error::catalog_error;
 
 /// The role whose members may do everything.
-pub const ADMIN_ROLE: &str = "admin";
+pub(crate) const ADMIN_ROLE: &str = "admin";
 
 /// Separates schema and name in a dataset's grant object (as the catalog keys them).
 const DATASET_SEPARATOR: char = '\u{1f}';
 
 /// The object name of a dataset in grants.
-pub fn dataset_object(schema: &str, name: &str) -> String {
+pub(crate) fn dataset_object(schema: &str, name: &str) -> String {
     format!("{schema}{DATASET_SEPARATOR}{name}")
 }
 

@@ -8,10 +8,10 @@ use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege};
 use super::UserAccess;
 
 /// The reader a catalog is for; None reads everything (the coordinator's own planning).
-pub type Viewer = Option<Arc<UserAccess>>;
+pub(crate) type Viewer = Option<Arc<UserAccess>>;
 
 /// The source a dataset's files are in, for grants on sources.
-pub fn source_of(record: &DatasetRecord) -> Option<&str> {
+pub(crate) fn source_of(record: &DatasetRecord) -> Option<&str> {
     match &record.definition {
         DatasetDefinition::Table(t) => t.source.as_deref(),
         DatasetDefinition::View(_) => None,
@@ -19,7 +19,7 @@ pub fn source_of(record: &DatasetRecord) -> Option<&str> {
 }
 
 /// May `viewer` read the dataset?
-pub fn can_read(viewer: &Viewer, record: &DatasetRecord) -> bool {
+pub(crate) fn can_read(viewer: &Viewer, record: &DatasetRecord) -> bool {
     viewer.as_ref().is_none_or(|v| {
         v.on_dataset(
             Privilege::Select,

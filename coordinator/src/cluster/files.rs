@@ -29,7 +29,7 @@ use super::{Cluster, ExecutorInfo};
 const STORE: &str = "cluster files";
 
 #[derive(Debug)]
-pub struct ClusterFileStore {
+pub(crate) struct ClusterFileStore {
     cluster: Arc<Cluster>,
     channels: Arc<FlightChannels>,
 }
@@ -53,7 +53,7 @@ struct Held {
 }
 
 impl ClusterFileStore {
-    pub fn new(cluster: Arc<Cluster>, channels: Arc<FlightChannels>) -> Self {
+    pub(crate) fn new(cluster: Arc<Cluster>, channels: Arc<FlightChannels>) -> Self {
         ClusterFileStore { cluster, channels }
     }
 

@@ -16,15 +16,15 @@ use tonic::Status;
 use super::Cluster;
 
 /// The full spec of a registered object store, by URL.
-pub type StoreLookup = Arc<dyn Fn(&str) -> Option<ObjectStoreSpec> + Send + Sync>;
+pub(crate) type StoreLookup = Arc<dyn Fn(&str) -> Option<ObjectStoreSpec> + Send + Sync>;
 
-pub struct MembershipService {
+pub(crate) struct MembershipService {
     cluster: Arc<Cluster>,
     stores: StoreLookup,
 }
 
 impl MembershipService {
-    pub fn new(cluster: Arc<Cluster>, stores: StoreLookup) -> Self {
+    pub(crate) fn new(cluster: Arc<Cluster>, stores: StoreLookup) -> Self {
         MembershipService { cluster, stores }
     }
 }

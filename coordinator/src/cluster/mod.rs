@@ -2,8 +2,8 @@
 //! they are alive. Executors register and heartbeat through [`internal`]; an executor that
 //! misses heartbeats for `lost_after` is declared lost and takes no more work.
 
-pub mod files;
-pub mod internal;
+pub(crate) mod files;
+pub(crate) mod internal;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

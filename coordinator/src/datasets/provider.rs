@@ -81,7 +81,7 @@ impl CatalogProvider for QuarryCatalog {
 }
 
 #[derive(Debug)]
-pub struct QuarrySchema {
+pub(super) struct QuarrySchema {
     datasets: Arc<Datasets>,
     name: String,
     viewer: Viewer,

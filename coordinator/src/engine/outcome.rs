@@ -80,6 +80,9 @@ pub(super) struct DistributedQuery {
     pub(super) ticket: Option<Ticket>,
 }
 
+/// How recently a lost executor must have been heard from to be sent a query's release.
+const RELEASE_LOST_WITHIN_MS: u64 = 10 * 60 * 1000;
+
 /// Frees a query's exchange outputs on every executor however the query ends.
 pub(super) struct ReleaseOnDrop {
     pub(super) scheduler: Arc<Scheduler>,
@@ -91,10 +94,17 @@ impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
         let scheduler = Arc::clone(&self.scheduler);
         let query_id = std::mem::take(&mut self.query_id);
+        // Executors heard from lately, lost ones too: one declared lost under load may still
+        // be alive and holding this query's outputs, which nothing else would free.
+        let now = quarry_catalog::now_ms();
         let endpoints = scheduler
             .cluster()
-            .active()
+            .all()
             .into_iter()
+            .filter(|e| {
+                e.state == crate::cluster::ExecutorState::Active
+                    || now.saturating_sub(e.last_heartbeat_ms) < RELEASE_LOST_WITHIN_MS
+            })
             .map(|e| e.endpoint)
             .collect();
         self.tasks

@@ -1,4 +1,4 @@
 //! How clients reach the engine: Flight SQL and REST (with the browser console).
 
-pub mod flight_sql;
-pub mod rest;
+pub(crate) mod flight_sql;
+pub(crate) mod rest;

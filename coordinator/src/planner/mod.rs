@@ -1,4 +1,4 @@
 //! Distributed planning: DataFusion plans cut into stage DAGs.
 
-pub mod recursion_bound;
-pub mod stages;
+pub(crate) mod recursion_bound;
+pub(crate) mod stages;

@@ -21,11 +21,11 @@ use datafusion::physical_plan::{
 use quarry_common::{ErrorCode, QuarryError};
 
 /// The setting, as users write it.
-pub const SETTING: &str = "quarry.max_recursive_iterations";
+pub(crate) const SETTING: &str = "quarry.max_recursive_iterations";
 
 /// Stops a recursive term after `limit` runs.
 #[derive(Debug)]
-pub struct RecursionBoundExec {
+pub(crate) struct RecursionBoundExec {
     input: Arc<dyn ExecutionPlan>,
     limit: usize,
     /// Runs so far, shared with the copies DataFusion makes of this node per iteration.
@@ -33,7 +33,7 @@ pub struct RecursionBoundExec {
 }
 
 impl RecursionBoundExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, limit: usize) -> Self {
+    pub(crate) fn new(input: Arc<dyn ExecutionPlan>, limit: usize) -> Self {
         RecursionBoundExec {
             input,
             limit,
@@ -104,7 +104,7 @@ impl ExecutionPlan for RecursionBoundExec {
 }
 
 /// Bound the recursive term of every recursive query in `plan` to `limit` iterations.
-pub fn bound_recursion(
+pub(crate) fn bound_recursion(
     plan: Arc<dyn ExecutionPlan>,
     limit: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {

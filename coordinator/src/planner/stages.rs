@@ -86,7 +86,7 @@ impl StagePlan {
 }
 
 /// Does the plan read files? Only such plans are worth sending to executors.
-pub fn scans_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
+pub(crate) fn scans_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
     if let Some(source) = plan.downcast_ref::<DataSourceExec>()
         && source
             .data_source()
@@ -108,7 +108,7 @@ pub fn scans_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// Does `plan` scan only files under `folder` (a store URL with a path), at most
 /// `max_bytes` of them, and write nothing? Such a plan (a query answered from small
 /// materializations) is cheaper on the coordinator than as stages on executors.
-pub fn reads_only_small_files_under(
+pub(crate) fn reads_only_small_files_under(
     plan: &Arc<dyn ExecutionPlan>,
     folder: &url::Url,
     max_bytes: u64,
@@ -292,7 +292,7 @@ fn partitioned(join: &HashJoinExec, partitions: usize) -> Result<Arc<dyn Executi
 }
 
 /// Cut `plan` into stages. The root keeps no file scans, and yields one partition.
-pub fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
+pub(crate) fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
     let plan = keep_build_side_whole(plan)?;
     let mut planner = StagePlanner::default();
     // Merge partitions at the very top, so everything below the merge (final
@@ -362,7 +362,7 @@ fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, ids: &mut Vec<u32>) {
 }
 
 /// The stage DAG as text, for EXPLAIN.
-pub fn display_stages(stages: &StagePlan) -> String {
+pub(crate) fn display_stages(stages: &StagePlan) -> String {
     let mut out = String::from("Stage root (coordinator, 1 task)\n");
     indent_plan(&mut out, &stages.root);
     for stage in stages.stages.iter().rev() {

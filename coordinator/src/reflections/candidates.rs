@@ -15,7 +15,7 @@ use quarry_catalog::ReflectionKind;
 
 /// A reflection a query may use, with its materialization's table.
 #[derive(Debug)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub name: String,
     pub schema: String,
     pub dataset: String,
@@ -30,6 +30,7 @@ pub struct Candidate {
     pub unusable: Option<String>,
     /// Keeps the materialization while the query planned with it lives (the rules hold
     /// their candidates, and the query its session).
+    #[allow(dead_code)] // held, never read: its drop releases the materialization
     pub lease: Option<super::Lease>,
     /// The dataset is a view of one table under filters: queries on that table with the
     /// same filters (and maybe more) are answered too.
@@ -38,7 +39,7 @@ pub struct Candidate {
 
 /// A view that is plain columns of one table under filters.
 #[derive(Debug, Clone)]
-pub struct ViewShape {
+pub(crate) struct ViewShape {
     pub schema: String,
     pub table: String,
     /// The filters' conjuncts, their columns unqualified.
@@ -46,7 +47,7 @@ pub struct ViewShape {
 }
 
 impl ViewShape {
-    pub fn of(plan: &LogicalPlan, default_schema: &str) -> Option<ViewShape> {
+    pub(crate) fn of(plan: &LogicalPlan, default_schema: &str) -> Option<ViewShape> {
         let mut node = plan;
         if let LogicalPlan::Projection(p) = node {
             if !p.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
@@ -100,7 +101,7 @@ pub struct Considered {
 }
 
 #[derive(Debug, Default)]
-pub struct Report(Mutex<BTreeMap<String, Considered>>);
+pub(crate) struct Report(Mutex<BTreeMap<String, Considered>>);
 
 impl Report {
     pub(super) fn note(&self, considered: Considered) {
@@ -125,7 +126,7 @@ impl Report {
         }
     }
 
-    pub fn entries(&self) -> Vec<Considered> {
+    pub(crate) fn entries(&self) -> Vec<Considered> {
         self.0
             .lock()
             .map(|seen| seen.values().cloned().collect())

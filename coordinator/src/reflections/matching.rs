@@ -38,7 +38,7 @@ use super::chain::{Leaf, chain_scan, columns_of, restore_schema};
 use super::rollup::{Dimensions, output_type, rollup};
 
 #[derive(Debug)]
-pub struct AggregateRule {
+pub(crate) struct AggregateRule {
     pub candidates: Arc<Vec<Candidate>>,
     pub default_schema: String,
     pub report: Arc<Report>,

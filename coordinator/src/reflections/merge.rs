@@ -12,7 +12,7 @@ use super::{COUNT_COLUMN, measure_column};
 
 /// `previous` (the current materialization's rows) and `added` (the reflection's query
 /// over the new files only) merged into one row per group, in `added`'s columns.
-pub fn regrouped(
+pub(crate) fn regrouped(
     record: &ReflectionRecord,
     previous: LogicalPlan,
     added: LogicalPlan,

@@ -7,10 +7,10 @@
 
 pub(crate) mod candidates;
 mod chain;
-pub mod matching;
-pub mod merge;
-pub mod raw;
-pub mod recommend;
+pub(crate) mod matching;
+pub(crate) mod merge;
+pub(crate) mod raw;
+pub(crate) mod recommend;
 mod rollup;
 
 use std::collections::{HashMap, HashSet};
@@ -131,7 +131,7 @@ impl ReflectionState {
 }
 
 /// A definition as one line: `DIMENSIONS (date BY DAY, city) MEASURES (revenue (SUM))`.
-pub fn describe(record: &ReflectionRecord) -> String {
+pub(crate) fn describe(record: &ReflectionRecord) -> String {
     let mut text = match &record.kind {
         ReflectionKind::Raw { display } => format!("DISPLAY ({})", display.join(", ")),
         ReflectionKind::Aggregate {
@@ -159,7 +159,7 @@ pub fn describe(record: &ReflectionRecord) -> String {
 }
 
 /// Dimensions as the DDL writes them (`date BY DAY, city`), each column named by `name`.
-pub fn dimensions_text(dimensions: &[Dimension], name: &dyn Fn(&str) -> String) -> String {
+pub(crate) fn dimensions_text(dimensions: &[Dimension], name: &dyn Fn(&str) -> String) -> String {
     let dims: Vec<String> = dimensions
         .iter()
         .map(|d| {
@@ -174,7 +174,7 @@ pub fn dimensions_text(dimensions: &[Dimension], name: &dyn Fn(&str) -> String) 
 }
 
 /// Measures as the DDL writes them (`revenue (SUM, COUNT)`), each column named by `name`.
-pub fn measures_text(measures: &[Measure], name: &dyn Fn(&str) -> String) -> String {
+pub(crate) fn measures_text(measures: &[Measure], name: &dyn Fn(&str) -> String) -> String {
     let measures: Vec<String> = measures
         .iter()
         .map(|m| {
@@ -186,14 +186,14 @@ pub fn measures_text(measures: &[Measure], name: &dyn Fn(&str) -> String) -> Str
 }
 
 /// An aggregation reflection's row count column.
-pub const COUNT_COLUMN: &str = "__count";
+pub(crate) const COUNT_COLUMN: &str = "__count";
 
 /// Dremio's defaults: refreshed hourly, served for 3 hours after its data was read.
-pub const DEFAULT_REFRESH_MS: u64 = 3_600_000;
-pub const DEFAULT_GRACE_MS: u64 = 3 * 3_600_000;
+pub(crate) const DEFAULT_REFRESH_MS: u64 = 3_600_000;
+pub(crate) const DEFAULT_GRACE_MS: u64 = 3 * 3_600_000;
 
 /// The materialization's column of a measure.
-pub fn measure_column(column: &str, function: MeasureFunction) -> String {
+pub(crate) fn measure_column(column: &str, function: MeasureFunction) -> String {
     let suffix = match function {
         MeasureFunction::Sum => "sum",
         MeasureFunction::Count => "count",
@@ -209,7 +209,7 @@ fn quoted(name: &str) -> String {
 }
 
 /// Check a definition against the columns of its dataset.
-pub fn validate(
+pub(crate) fn validate(
     kind: &ReflectionKind,
     partition_by: &[String],
     localsort_by: &[String],
@@ -305,7 +305,7 @@ pub fn validate(
 }
 
 /// The query whose rows are the reflection's materialization.
-pub fn materialization_sql(record: &ReflectionRecord, schema: &Schema) -> String {
+pub(crate) fn materialization_sql(record: &ReflectionRecord, schema: &Schema) -> String {
     let dataset = format!(
         "{}.{}.{}",
         quoted(quarry_catalog::CATALOG_NAME),
@@ -362,7 +362,7 @@ pub fn materialization_sql(record: &ReflectionRecord, schema: &Schema) -> String
 }
 
 /// A reflection's state as `sys.reflections` shows it, and why it cannot serve.
-pub fn status(
+pub(crate) fn status(
     record: &ReflectionRecord,
     current_columns: Option<&str>,
     refreshing: bool,

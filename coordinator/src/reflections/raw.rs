@@ -18,7 +18,7 @@ use super::candidates::{Candidate, Report, best, holds, resolve};
 use super::chain::{columns_of, restore_schema};
 
 #[derive(Debug)]
-pub struct RawRule {
+pub(crate) struct RawRule {
     pub candidates: Arc<Vec<Candidate>>,
     pub default_schema: String,
     pub report: Arc<Report>,

@@ -20,7 +20,7 @@ use super::{dimensions_text, measures_text};
 
 /// The shapes of the aggregates (and DISTINCTs) in `plan` that an aggregation reflection
 /// could serve: over one dataset (a table or a view), every aggregate of a column.
-pub fn shapes(
+pub(crate) fn shapes(
     plan: &LogicalPlan,
     default_schema: &str,
     is_view: &dyn Fn(&TableReference) -> bool,
@@ -176,7 +176,7 @@ impl<'a> Builder<'a> {
 
 /// One recommended aggregation reflection.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Recommendation {
+pub(crate) struct Recommendation {
     pub schema: String,
     pub dataset: String,
     pub name: String,
@@ -189,7 +189,7 @@ pub struct Recommendation {
 
 impl Recommendation {
     /// The statement that creates it.
-    pub fn ddl(&self, view: bool) -> String {
+    pub(crate) fn ddl(&self, view: bool) -> String {
         let mut ddl = format!(
             "ALTER {} {}.{} CREATE AGGREGATE REFLECTION {} USING DIMENSIONS ({})",
             if view { "VIEW" } else { "TABLE" },
@@ -227,7 +227,7 @@ fn ident(name: &str) -> String {
 /// One aggregation reflection per dataset serving every recorded aggregate over it, from
 /// the jobs given (newest first), most useful first. `taken` says whether a reflection
 /// name is in use.
-pub fn recommend(jobs: &[JobRecord], taken: &dyn Fn(&str) -> bool) -> Vec<Recommendation> {
+pub(crate) fn recommend(jobs: &[JobRecord], taken: &dyn Fn(&str) -> bool) -> Vec<Recommendation> {
     let mut by_dataset: BTreeMap<(String, String), Recommendation> = BTreeMap::new();
     for job in jobs {
         for shape in &job.aggregates {

@@ -81,7 +81,7 @@ fn operator_lines(out: &mut String, operators: &[OperatorMetrics]) {
 }
 
 /// One stage: its tasks, rows, bytes, time, spill, attempts and skew, then operators.
-pub fn describe_stage(stage: &StageProfile) -> String {
+pub(super) fn describe_stage(stage: &StageProfile) -> String {
     let tasks = stage.tasks.len();
     let rows: u64 = stage.tasks.iter().map(|t| t.output_rows).sum();
     let bytes: u64 = stage.tasks.iter().map(|t| t.output_bytes).sum();

@@ -29,7 +29,7 @@ use quarry_common::protocol::CLUSTER_FILES_URL;
 
 /// Where one task may or should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
+pub(super) enum Placement {
     Any,
     /// Best on this executor; anywhere else works too.
     Prefer(String),
@@ -38,14 +38,14 @@ pub enum Placement {
 }
 
 impl Placement {
-    pub fn allows(&self, executor_id: &str) -> bool {
+    pub(super) fn allows(&self, executor_id: &str) -> bool {
         match self {
             Placement::Only(holders) => holders.contains(executor_id),
             _ => true,
         }
     }
 
-    pub fn preferred(&self) -> Option<&str> {
+    pub(super) fn preferred(&self) -> Option<&str> {
         match self {
             Placement::Prefer(e) => Some(e),
             Placement::Only(holders) => holders.iter().next().map(String::as_str),
@@ -56,17 +56,17 @@ impl Placement {
 
 /// A stage's plan as it will run, and where each of its tasks goes.
 #[derive(Debug)]
-pub struct StageLayout {
+pub(super) struct StageLayout {
     pub plan: Arc<dyn ExecutionPlan>,
     placements: Vec<Placement>,
 }
 
 impl StageLayout {
-    pub fn task_count(&self) -> usize {
+    pub(super) fn task_count(&self) -> usize {
         self.plan.output_partitioning().partition_count()
     }
 
-    pub fn placement(&self, partition: usize) -> Placement {
+    pub(super) fn placement(&self, partition: usize) -> Placement {
         self.placements
             .get(partition)
             .cloned()
@@ -75,7 +75,10 @@ impl StageLayout {
 }
 
 /// Lay out a stage over the executors it may use.
-pub fn lay_out(stage: &Stage, executors: &[ExecutorInfo]) -> Result<StageLayout, QuarryError> {
+pub(super) fn lay_out(
+    stage: &Stage,
+    executors: &[ExecutorInfo],
+) -> Result<StageLayout, QuarryError> {
     let plan = regroup_cluster_scans(Arc::clone(&stage.plan), executors)?;
     let placements = (0..plan.output_partitioning().partition_count())
         .map(|p| placement_of(&plan, p, executors))

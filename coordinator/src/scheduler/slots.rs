@@ -25,7 +25,7 @@ use crate::cluster::{Cluster, ExecutorInfo};
 /// How long a task waits for any executor to exist before the query fails.
 const NO_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type Eligible = Arc<dyn Fn(&ExecutorInfo) -> bool + Send + Sync>;
+pub(super) type Eligible = Arc<dyn Fn(&ExecutorInfo) -> bool + Send + Sync>;
 
 struct Waiter {
     query: String,
@@ -64,7 +64,7 @@ impl Shared {
     }
 }
 
-pub struct SlotPool {
+pub(super) struct SlotPool {
     shared: Arc<Shared>,
     next: std::sync::atomic::AtomicUsize,
 }
@@ -76,7 +76,7 @@ impl std::fmt::Debug for SlotPool {
 }
 
 /// A held slot; dropping it frees the slot and hands it on.
-pub struct Lease {
+pub(super) struct Lease {
     shared: Arc<Shared>,
     executor_id: String,
     query: String,
@@ -217,7 +217,7 @@ fn capacity(cluster: &Cluster) -> Vec<(String, u64, u32)> {
 }
 
 impl SlotPool {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
+    pub(super) fn new(cluster: Arc<Cluster>) -> Self {
         SlotPool {
             shared: Arc::new(Shared {
                 cluster,
@@ -229,7 +229,7 @@ impl SlotPool {
 
     /// Take a slot for a task of `query` on one of the executors `eligible` accepts,
     /// preferring `preferred`, else the one with the most free slots.
-    pub async fn acquire(
+    pub(super) async fn acquire(
         &self,
         query: &str,
         eligible: Eligible,

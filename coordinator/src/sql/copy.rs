@@ -14,13 +14,13 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use super::words::{eat_word, expect_word, ident_name, word_at};
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum CopyFrom {
+pub(crate) enum CopyFrom {
     Query(Box<Query>),
     Table(ObjectName),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct CopyTo {
+pub(crate) struct CopyTo {
     pub from: CopyFrom,
     /// A writable source the path is inside; a raw path or URL when None.
     pub source: Option<String>,
@@ -32,14 +32,14 @@ pub struct CopyTo {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyFormat {
+pub(crate) enum CopyFormat {
     Parquet,
     Csv,
     Json,
 }
 
 impl CopyFormat {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CopyFormat::Parquet => "parquet",
             CopyFormat::Csv => "csv",
@@ -49,7 +49,7 @@ impl CopyFormat {
 }
 
 /// `COPY ... TO ...`, or None when the statement is something else.
-pub fn parse_copy(parser: &mut Parser) -> Result<Option<CopyTo>, ParserError> {
+pub(crate) fn parse_copy(parser: &mut Parser) -> Result<Option<CopyTo>, ParserError> {
     if word_at(parser, 0).as_deref() != Some("COPY") {
         return Ok(None);
     }

@@ -33,7 +33,7 @@ use crate::limits::{
 };
 
 /// The most characters of a statement an error message quotes.
-pub const EXCERPT_CHARS: usize = 40;
+pub(crate) const EXCERPT_CHARS: usize = 40;
 
 /// How much deeper than `--max-expression-depth` the token-level bound may go before a
 /// text is refused unparsed: the bound counts every operator of a run, so `a = 1 OR
@@ -170,7 +170,7 @@ struct Scan {
 }
 
 /// Check the text before parsing it; see the module doc.
-pub fn check_text(sql: &str, limits: &Limits) -> Result<(), QuarryError> {
+pub(crate) fn check_text(sql: &str, limits: &Limits) -> Result<(), QuarryError> {
     if sql.len() > limits.sql_length {
         return Err(SQL_LENGTH.exceeded(
             format!("{} bytes", group_digits(sql.len())),
@@ -531,7 +531,10 @@ fn visit_mut<V: VisitorMut>(statement: &mut Statement, v: &mut V) -> ControlFlow
 }
 
 /// Check one parsed statement; one over a limit is taken apart and dropped.
-pub fn check_statement(statement: Statement, limits: &Limits) -> Result<Statement, QuarryError> {
+pub(crate) fn check_statement(
+    statement: Statement,
+    limits: &Limits,
+) -> Result<Statement, QuarryError> {
     let mut measure = Measure {
         limits,
         depth: 0,
@@ -548,13 +551,13 @@ pub fn check_statement(statement: Statement, limits: &Limits) -> Result<Statemen
 }
 
 /// Drop a statement of any depth without deep recursion.
-pub fn discard(mut statement: Statement) {
+pub(crate) fn discard(mut statement: Statement) {
     let _ = visit_mut(&mut statement, &mut Dismantle);
     drop(statement);
 }
 
 /// Refuse a script of too many statements.
-pub fn check_count(count: usize, limits: &Limits) -> Result<(), QuarryError> {
+pub(crate) fn check_count(count: usize, limits: &Limits) -> Result<(), QuarryError> {
     if count > limits.statements {
         return Err(STATEMENTS.exceeded(group_digits(count), limits.statements));
     }
@@ -563,12 +566,12 @@ pub fn check_count(count: usize, limits: &Limits) -> Result<(), QuarryError> {
 
 /// Parsers' own nesting guard, for the unary chains the token scan does not see as
 /// nesting (`NOT NOT NOT ...`): a few parser frames per level of nesting we allow.
-pub fn parser_recursion_limit(limits: &Limits) -> usize {
+pub(crate) fn parser_recursion_limit(limits: &Limits) -> usize {
     limits.nesting * 4 + 16
 }
 
 /// The parser's "recursion limit exceeded", said as the limit it is.
-pub fn nesting_error(limits: &Limits) -> QuarryError {
+pub(crate) fn nesting_error(limits: &Limits) -> QuarryError {
     NESTING.exceeded(
         "more levels than the parser follows (unary operators count too)",
         limits.nesting,
@@ -576,7 +579,7 @@ pub fn nesting_error(limits: &Limits) -> QuarryError {
 }
 
 /// Is this the parser's nesting guard tripping?
-pub fn is_recursion_limit(e: &datafusion::error::DataFusionError) -> bool {
+pub(crate) fn is_recursion_limit(e: &datafusion::error::DataFusionError) -> bool {
     use datafusion::sql::sqlparser::parser::ParserError;
     match e {
         datafusion::error::DataFusionError::SQL(inner, _) => {

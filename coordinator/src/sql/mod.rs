@@ -1,11 +1,11 @@
 //! Quarry's SQL dialect.
 
-pub mod copy;
-pub mod guard;
-pub mod parser;
-pub mod prepass;
-pub mod reflections;
-pub mod security;
-pub mod statement;
-pub mod time_travel;
-pub mod words;
+pub(crate) mod copy;
+pub(crate) mod guard;
+pub(crate) mod parser;
+pub(crate) mod prepass;
+pub(crate) mod reflections;
+pub(crate) mod security;
+pub(crate) mod statement;
+pub(crate) mod time_travel;
+pub(crate) mod words;

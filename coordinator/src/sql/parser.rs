@@ -23,12 +23,12 @@ use quarry_common::QuarryError;
 
 use super::guard;
 use super::security::parse_security;
-pub use super::statement::{CreateSource, CreateTableFrom, ManagedSpec, Statement};
+pub(crate) use super::statement::{CreateSource, CreateTableFrom, ManagedSpec, Statement};
 use super::words::{eat_word, expect_word, ident_name, object_name_parts, word_at};
 use crate::limits::Limits;
 
 /// Parse one or more `;`-separated statements, held to `limits` (see [`super::guard`]).
-pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, QuarryError> {
+pub(crate) fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, QuarryError> {
     guard::check_text(sql, limits)?;
     let sql = super::prepass::prepare(sql).for_parser;
     let statements = parse_inner(&sql, limits).map_err(|e| match e {
@@ -378,7 +378,7 @@ fn parse_with_options(parser: &mut Parser) -> Result<Vec<(String, String)>, Pars
 }
 
 /// Plan the one query `sql` holds (a view's definition), held to `limits`.
-pub async fn plan_query_text(
+pub(crate) async fn plan_query_text(
     state: &datafusion::execution::SessionState,
     sql: &str,
     limits: &Limits,

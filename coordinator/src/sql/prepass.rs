@@ -17,7 +17,7 @@ use super::time_travel::{AsOf, TableAt};
 
 /// A statement's text as the parser reads it and as the job history keeps it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prepared<'a> {
+pub(crate) struct Prepared<'a> {
     pub for_parser: Cow<'a, str>,
     pub for_history: Cow<'a, str>,
 }
@@ -26,7 +26,7 @@ pub struct Prepared<'a> {
 /// secret (the parser reports what is wrong with it).
 const UNREADABLE_SECRET: &str = "(a statement with secrets that does not parse)";
 
-pub fn prepare(sql: &str) -> Prepared<'_> {
+pub(crate) fn prepare(sql: &str) -> Prepared<'_> {
     let lower = sql.to_ascii_lowercase();
     let placeholders = sql.contains('?');
     let time_travel = lower.contains(" as of");

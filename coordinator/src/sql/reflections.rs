@@ -84,7 +84,9 @@ pub struct ReflectionDefinition {
 }
 
 /// A reflection statement, or None (tokens untouched) when it is something else.
-pub fn parse_reflection(parser: &mut Parser) -> Result<Option<ReflectionStatement>, ParserError> {
+pub(crate) fn parse_reflection(
+    parser: &mut Parser,
+) -> Result<Option<ReflectionStatement>, ParserError> {
     if word_at(parser, 0).as_deref() == Some("WAIT")
         && word_at(parser, 1).as_deref() == Some("FOR")
         && word_at(parser, 2).as_deref() == Some("REFLECTION")

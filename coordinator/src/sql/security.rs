@@ -88,7 +88,9 @@ pub enum SecurityStatement {
 }
 
 /// A security statement, recognised by its first words; None leaves the tokens alone.
-pub fn parse_security(parser: &mut Parser) -> Result<Option<SecurityStatement>, ParserError> {
+pub(crate) fn parse_security(
+    parser: &mut Parser,
+) -> Result<Option<SecurityStatement>, ParserError> {
     let w0 = word_at(parser, 0);
     let w1 = word_at(parser, 1);
     let statement = match (w0.as_deref(), w1.as_deref()) {

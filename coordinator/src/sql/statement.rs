@@ -8,7 +8,7 @@ use super::reflections::ReflectionStatement;
 use super::security::SecurityStatement;
 
 #[derive(Debug, Clone)]
-pub enum Statement {
+pub(crate) enum Statement {
     DataFusion(Box<DFStatement>),
     CreateSource(CreateSource),
     DropSource {
@@ -52,7 +52,7 @@ pub enum Statement {
 /// Where and how a managed table is laid out: `PARTITION BY (...)` and
 /// `WITH (source = 'lake', path = 'daily/')` of its `CREATE TABLE`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ManagedSpec {
+pub(crate) struct ManagedSpec {
     pub partition_by: Vec<String>,
     /// A writable source to create the table in; the warehouse when None.
     pub source: Option<String>,
@@ -61,7 +61,7 @@ pub struct ManagedSpec {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct CreateSource {
+pub(crate) struct CreateSource {
     pub name: String,
     pub kind: String,
     pub options: Vec<(String, String)>,
@@ -70,7 +70,7 @@ pub struct CreateSource {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct CreateTableFrom {
+pub(crate) struct CreateTableFrom {
     /// `[schema, name]` or `[name]`.
     pub name: Vec<String>,
     pub source: String,

@@ -27,14 +27,14 @@ const MARK: char = '\u{1}';
 /// A table's name and the version a statement reads it at, as DataFusion's table lookup
 /// carries it (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableAt<'a> {
+pub(crate) struct TableAt<'a> {
     pub name: &'a str,
     pub as_of: Option<AsOf>,
 }
 
 impl<'a> TableAt<'a> {
     /// The name the lookup sees.
-    pub fn encode(name: &str, as_of: &AsOf) -> String {
+    pub(crate) fn encode(name: &str, as_of: &AsOf) -> String {
         match as_of {
             AsOf::Version(v) => format!("{name}{MARK}v{v}"),
             AsOf::Timestamp(t) => format!("{name}{MARK}ts{t}"),
@@ -42,7 +42,7 @@ impl<'a> TableAt<'a> {
     }
 
     /// A looked-up name taken apart again; a name without the mark is the table itself.
-    pub fn decode(name: &'a str) -> TableAt<'a> {
+    pub(crate) fn decode(name: &'a str) -> TableAt<'a> {
         let Some((table, at)) = name.split_once(MARK) else {
             return TableAt { name, as_of: None };
         };

@@ -16,7 +16,7 @@ fn utf8(name: &str) -> Field {
     Field::new(name, DataType::Utf8, false)
 }
 
-pub fn users(
+pub(crate) fn users(
     access: &AccessControl,
     viewer: Option<&UserAccess>,
 ) -> Result<Arc<dyn TableProvider>> {
@@ -49,7 +49,7 @@ pub fn users(
     )
 }
 
-pub fn roles(
+pub(crate) fn roles(
     access: &AccessControl,
     viewer: Option<&UserAccess>,
 ) -> Result<Arc<dyn TableProvider>> {
@@ -83,7 +83,10 @@ pub fn roles(
 }
 
 /// One row per privilege held: grantee, object and privilege.
-pub fn privilege_rows(access: &AccessControl, viewer: Option<&UserAccess>) -> Vec<[String; 5]> {
+pub(crate) fn privilege_rows(
+    access: &AccessControl,
+    viewer: Option<&UserAccess>,
+) -> Vec<[String; 5]> {
     let mut rows = Vec::new();
     for grant in access.grants() {
         let mine = viewer.is_none_or(|v| match grant.grantee_kind {
@@ -113,7 +116,7 @@ pub fn privilege_rows(access: &AccessControl, viewer: Option<&UserAccess>) -> Ve
     rows
 }
 
-pub fn privilege_schema() -> Arc<Schema> {
+pub(crate) fn privilege_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         utf8("grantee_type"),
         utf8("grantee"),
@@ -123,7 +126,7 @@ pub fn privilege_schema() -> Arc<Schema> {
     ]))
 }
 
-pub fn privileges(
+pub(crate) fn privileges(
     access: &AccessControl,
     viewer: Option<&UserAccess>,
 ) -> Result<Arc<dyn TableProvider>> {

@@ -33,7 +33,7 @@ use crate::scheduler::QueryProfile;
 const TASK_HISTORY_JOBS: usize = 200;
 
 #[derive(Debug)]
-pub struct SystemTables {
+pub(crate) struct SystemTables {
     cluster: Arc<Cluster>,
     jobs: Arc<Jobs>,
     access: Arc<AccessControl>,
@@ -44,7 +44,7 @@ pub struct SystemTables {
 }
 
 impl SystemTables {
-    pub fn new(
+    pub(crate) fn new(
         cluster: Arc<Cluster>,
         jobs: Arc<Jobs>,
         access: Arc<AccessControl>,

@@ -16,16 +16,16 @@ use crate::error::CoordinatorError;
 use crate::service::{QueryService, SessionHandle};
 use quarry_catalog::CATALOG_NAME;
 
-pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
+pub(super) const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
 
-pub fn catalogs() -> Result<RecordBatch, QuarryError> {
+pub(super) fn catalogs() -> Result<RecordBatch, QuarryError> {
     let mut builder = GetCatalogsBuilder::new();
     builder.append(CATALOG_NAME);
     builder.build().map_err(metadata_error)
 }
 
 /// Schemas the caller may see.
-pub fn schemas(
+pub(super) fn schemas(
     service: &dyn QueryService,
     session: &SessionHandle,
     mut builder: GetDbSchemasBuilder,
@@ -37,7 +37,7 @@ pub fn schemas(
 }
 
 /// Tables and views the caller may read.
-pub async fn tables(
+pub(super) async fn tables(
     service: &dyn QueryService,
     session: &SessionHandle,
     mut builder: GetTablesBuilder,
@@ -57,7 +57,7 @@ pub async fn tables(
     builder.build().map_err(metadata_error)
 }
 
-pub static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
+pub(super) static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     let mut builder = SqlInfoDataBuilder::new();
     builder.append(SqlInfo::FlightSqlServerName, "Quarry");
     builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -79,13 +79,13 @@ pub static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
 });
 
 /// A metadata builder's rows, or an encoding failure.
-pub fn built<E: std::fmt::Display>(
+pub(super) fn built<E: std::fmt::Display>(
     batch: Result<RecordBatch, E>,
 ) -> Result<RecordBatch, QuarryError> {
     batch.map_err(metadata_error)
 }
 
-pub fn sql_info() -> Result<&'static SqlInfoData, QuarryError> {
+pub(super) fn sql_info() -> Result<&'static SqlInfoData, QuarryError> {
     SQL_INFO.as_ref().map_err(metadata_error)
 }
 
@@ -118,7 +118,7 @@ fn xdbc(
     }
 }
 
-pub static XDBC_TYPES: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::new(|| {
+pub(super) static XDBC_TYPES: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::new(|| {
     let mut builder = XdbcTypeInfoDataBuilder::new();
     for info in [
         xdbc("BOOLEAN", XdbcDataType::XdbcBit, Some(1), None),
@@ -140,12 +140,12 @@ pub static XDBC_TYPES: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::ne
     builder.build().map_err(|e| e.to_string())
 });
 
-pub fn xdbc_types() -> Result<&'static XdbcTypeInfoData, QuarryError> {
+pub(super) fn xdbc_types() -> Result<&'static XdbcTypeInfoData, QuarryError> {
     XDBC_TYPES.as_ref().map_err(metadata_error)
 }
 
 /// GetPrimaryKeys' result schema.
-pub fn primary_keys_schema() -> SchemaRef {
+pub(super) fn primary_keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("catalog_name", DataType::Utf8, true),
         Field::new("db_schema_name", DataType::Utf8, true),
@@ -157,7 +157,7 @@ pub fn primary_keys_schema() -> SchemaRef {
 }
 
 /// The result schema of GetExportedKeys, GetImportedKeys and GetCrossReference.
-pub fn foreign_keys_schema() -> SchemaRef {
+pub(super) fn foreign_keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("pk_catalog_name", DataType::Utf8, true),
         Field::new("pk_db_schema_name", DataType::Utf8, true),

@@ -41,7 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::service::{Credentials, QueryService};
 
-pub struct FlightSqlFrontend {
+pub(crate) struct FlightSqlFrontend {
     service: Arc<dyn QueryService>,
 }
 

@@ -11,19 +11,19 @@ use quarry_common::QuarryError;
 
 use crate::service::{QueryService, SessionHandle};
 
-pub const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
-pub const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
-pub const CLOSE_SESSION: &str = "CloseSession";
+pub(super) const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
+pub(super) const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
+pub(super) const CLOSE_SESSION: &str = "CloseSession";
 
 #[derive(Clone, PartialEq, Message)]
-pub struct SessionOptionValue {
+pub(super) struct SessionOptionValue {
     #[prost(oneof = "session_option_value::OptionValue", tags = "1, 2, 3, 4, 5")]
     pub option_value: Option<session_option_value::OptionValue>,
 }
 
-pub mod session_option_value {
+pub(super) mod session_option_value {
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StringListValue {
+    pub(crate) struct StringListValue {
         #[prost(string, repeated, tag = "1")]
         pub values: Vec<String>,
     }
@@ -31,7 +31,7 @@ pub mod session_option_value {
     // Variant names follow Flight.proto.
     #[allow(clippy::enum_variant_names)]
     #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum OptionValue {
+    pub(crate) enum OptionValue {
         #[prost(string, tag = "1")]
         StringValue(String),
         #[prost(bool, tag = "2")]
@@ -46,32 +46,32 @@ pub mod session_option_value {
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct SetSessionOptionsRequest {
+pub(super) struct SetSessionOptionsRequest {
     #[prost(map = "string, message", tag = "1")]
     pub session_options: HashMap<String, SessionOptionValue>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct SetSessionOptionsResult {
+pub(super) struct SetSessionOptionsResult {
     #[prost(map = "string, message", tag = "1")]
     pub errors: HashMap<String, SetSessionOptionsError>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct SetSessionOptionsError {
+pub(super) struct SetSessionOptionsError {
     /// 0 unspecified, 1 invalid name, 2 invalid value, 3 error.
     #[prost(int32, tag = "1")]
     pub value: i32,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct GetSessionOptionsResult {
+pub(super) struct GetSessionOptionsResult {
     #[prost(map = "string, message", tag = "1")]
     pub session_options: HashMap<String, SessionOptionValue>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct CloseSessionResult {
+pub(super) struct CloseSessionResult {
     /// 1 closed.
     #[prost(int32, tag = "1")]
     pub status: i32,
@@ -97,7 +97,7 @@ fn string_value(s: String) -> SessionOptionValue {
     }
 }
 
-pub fn set_options(
+pub(super) fn set_options(
     service: &dyn QueryService,
     session: &SessionHandle,
     body: &[u8],
@@ -131,7 +131,7 @@ pub fn set_options(
     Ok(SetSessionOptionsResult { errors }.encode_to_vec())
 }
 
-pub fn get_options(service: &dyn QueryService, session: &SessionHandle) -> Vec<u8> {
+pub(super) fn get_options(service: &dyn QueryService, session: &SessionHandle) -> Vec<u8> {
     let mut session_options: HashMap<String, SessionOptionValue> = service
         .settings(session)
         .into_iter()
@@ -144,6 +144,6 @@ pub fn get_options(service: &dyn QueryService, session: &SessionHandle) -> Vec<u
     GetSessionOptionsResult { session_options }.encode_to_vec()
 }
 
-pub fn closed() -> Vec<u8> {
+pub(super) fn closed() -> Vec<u8> {
     CloseSessionResult { status: 1 }.encode_to_vec()
 }

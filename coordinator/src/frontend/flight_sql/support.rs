@@ -111,13 +111,13 @@ pub(super) fn flight_info(
 }
 
 impl FlightSqlFrontend {
-    pub fn new(service: Arc<dyn QueryService>) -> Self {
+    pub(crate) fn new(service: Arc<dyn QueryService>) -> Self {
         FlightSqlFrontend { service }
     }
 
     /// The gRPC service, refusing messages larger than `message_bytes` either way
     /// (`--max-message-size`).
-    pub fn into_service(self, message_bytes: usize) -> FlightServiceServer<Self> {
+    pub(crate) fn into_service(self, message_bytes: usize) -> FlightServiceServer<Self> {
         FlightServiceServer::new(self)
             .max_decoding_message_size(message_bytes)
             .max_encoding_message_size(message_bytes)

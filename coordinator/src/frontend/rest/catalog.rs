@@ -63,7 +63,7 @@ fn dataset_json(stored: &Stored<DatasetRecord>) -> serde_json::Value {
     out
 }
 
-pub async fn overview(
+pub(super) async fn overview(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
@@ -104,13 +104,13 @@ struct SourceUpdate {
 }
 
 #[derive(Deserialize)]
-pub struct VersionQuery {
+pub(super) struct VersionQuery {
     version: Option<u64>,
     #[serde(default)]
     cascade: bool,
 }
 
-pub async fn list_sources(
+pub(super) async fn list_sources(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
@@ -123,7 +123,7 @@ pub async fn list_sources(
     Ok(axum::Json(json!({"sources": sources})).into_response())
 }
 
-pub async fn create_source(
+pub(super) async fn create_source(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -141,7 +141,7 @@ pub async fn create_source(
     Ok((StatusCode::CREATED, axum::Json(source_json(&stored))).into_response())
 }
 
-pub async fn get_source(
+pub(super) async fn get_source(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -150,7 +150,7 @@ pub async fn get_source(
     Ok(axum::Json(source_json(&stored)).into_response())
 }
 
-pub async fn update_source(
+pub(super) async fn update_source(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -164,7 +164,7 @@ pub async fn update_source(
     Ok(axum::Json(source_json(&stored)).into_response())
 }
 
-pub async fn delete_source(
+pub(super) async fn delete_source(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -187,7 +187,7 @@ struct NewSchema {
     if_not_exists: bool,
 }
 
-pub async fn list_schemas(
+pub(super) async fn list_schemas(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
@@ -200,7 +200,7 @@ pub async fn list_schemas(
     Ok(axum::Json(json!({"schemas": schemas})).into_response())
 }
 
-pub async fn create_schema(
+pub(super) async fn create_schema(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -218,7 +218,7 @@ pub async fn create_schema(
     Ok((status, axum::Json(json!({"name": new.name}))).into_response())
 }
 
-pub async fn get_schema(
+pub(super) async fn get_schema(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(schema): Path<String>,
@@ -236,7 +236,7 @@ pub async fn get_schema(
     .into_response())
 }
 
-pub async fn delete_schema(
+pub(super) async fn delete_schema(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(schema): Path<String>,
@@ -275,7 +275,7 @@ enum DatasetBody {
     },
 }
 
-pub async fn list_datasets(
+pub(super) async fn list_datasets(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(schema): Path<String>,
@@ -289,7 +289,7 @@ pub async fn list_datasets(
     Ok(axum::Json(json!({"datasets": datasets})).into_response())
 }
 
-pub async fn create_dataset(
+pub(super) async fn create_dataset(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(schema): Path<String>,
@@ -328,7 +328,7 @@ pub async fn create_dataset(
     Ok((StatusCode::CREATED, axum::Json(dataset_json(&stored))).into_response())
 }
 
-pub async fn get_dataset(
+pub(super) async fn get_dataset(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path((schema, name)): Path<(String, String)>,
@@ -337,7 +337,7 @@ pub async fn get_dataset(
     Ok(axum::Json(dataset_json(&stored)).into_response())
 }
 
-pub async fn update_dataset(
+pub(super) async fn update_dataset(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path((schema, name)): Path<(String, String)>,
@@ -357,7 +357,7 @@ pub async fn update_dataset(
     Ok(axum::Json(dataset_json(&stored)).into_response())
 }
 
-pub async fn delete_dataset(
+pub(super) async fn delete_dataset(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path((schema, name)): Path<(String, String)>,

@@ -20,7 +20,7 @@ fn arrow_error(e: impl std::fmt::Display) -> QuarryError {
 }
 
 /// Column names and types, for JSON results.
-pub fn columns(schema: &Schema) -> serde_json::Value {
+pub(super) fn columns(schema: &Schema) -> serde_json::Value {
     serde_json::Value::Array(
         schema
             .fields()
@@ -31,7 +31,7 @@ pub fn columns(schema: &Schema) -> serde_json::Value {
 }
 
 /// One JSON object per row, newline-terminated.
-pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, QuarryError> {
+pub(super) fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, QuarryError> {
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::new());
@@ -45,7 +45,7 @@ pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, QuarryError> {
 /// How JSON results spell a row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RowFormat {
+pub(super) enum RowFormat {
     /// `{"name": value, ...}`: handy, but of columns sharing a name only one survives.
     #[default]
     Objects,
@@ -55,7 +55,7 @@ pub enum RowFormat {
 
 /// Rows as comma-separated JSON objects or arrays (the inside of a JSON array). `first`
 /// says whether no row came before this batch.
-pub fn json_rows(
+pub(super) fn json_rows(
     batch: &RecordBatch,
     first: bool,
     format: RowFormat,
@@ -116,12 +116,12 @@ fn json_arrays(batch: &RecordBatch, first: bool) -> Result<Vec<u8>, QuarryError>
 }
 
 /// Arrow IPC stream encoding, one chunk per call.
-pub struct IpcEncoder {
+pub(super) struct IpcEncoder {
     writer: StreamWriter<Vec<u8>>,
 }
 
 impl IpcEncoder {
-    pub fn new(schema: &Schema) -> Result<Self, QuarryError> {
+    pub(super) fn new(schema: &Schema) -> Result<Self, QuarryError> {
         let writer = StreamWriter::try_new(Vec::new(), schema).map_err(arrow_error)?;
         Ok(IpcEncoder { writer })
     }
@@ -131,16 +131,16 @@ impl IpcEncoder {
     }
 
     /// The schema message, then whatever the batch adds.
-    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QuarryError> {
+    pub(super) fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QuarryError> {
         self.writer.write(batch).map_err(arrow_error)?;
         Ok(self.take())
     }
 
-    pub fn start(&mut self) -> Bytes {
+    pub(super) fn start(&mut self) -> Bytes {
         self.take()
     }
 
-    pub fn finish(&mut self) -> Result<Bytes, QuarryError> {
+    pub(super) fn finish(&mut self) -> Result<Bytes, QuarryError> {
         self.writer.finish().map_err(arrow_error)?;
         Ok(self.take())
     }

@@ -15,8 +15,8 @@ use super::encode::{IpcEncoder, RowFormat, columns, json_rows, ndjson};
 use super::{ApiResult, AppState, Caller};
 use crate::service::{JobState, SessionHandle, job_error};
 
-pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
-pub const NDJSON: &str = "application/x-ndjson";
+pub(super) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub(super) const NDJSON: &str = "application/x-ndjson";
 
 fn job_json(record: &JobRecord) -> serde_json::Value {
     json!({
@@ -37,12 +37,12 @@ fn job_json(record: &JobRecord) -> serde_json::Value {
 }
 
 #[derive(Deserialize)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     state: Option<String>,
     limit: Option<usize>,
 }
 
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     Caller(session): Caller,
     Query(query): Query<ListQuery>,
@@ -78,7 +78,7 @@ fn find(state: &AppState, session: &SessionHandle, id: &str) -> ApiResult<JobRec
     Ok(state.service.get_job(session, id)?)
 }
 
-pub async fn get(
+pub(super) async fn get(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(id): Path<String>,
@@ -87,7 +87,7 @@ pub async fn get(
     Ok(axum::Json(job_json(&record)).into_response())
 }
 
-pub async fn cancel(
+pub(super) async fn cancel(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(id): Path<String>,
@@ -104,7 +104,7 @@ pub async fn cancel(
 }
 
 #[derive(Deserialize)]
-pub struct ResultsQuery {
+pub(super) struct ResultsQuery {
     offset: Option<u64>,
     limit: Option<u64>,
     /// `objects` (the default) or `arrays`.
@@ -112,7 +112,7 @@ pub struct ResultsQuery {
     row_format: RowFormat,
 }
 
-pub async fn results(
+pub(super) async fn results(
     State(state): State<AppState>,
     Caller(session): Caller,
     headers: HeaderMap,

@@ -28,17 +28,17 @@ use serde_json::json;
 use crate::service::{Credentials, QueryService, SessionHandle};
 
 /// The OpenAPI description of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 const CONSOLE: &str = include_str!("../../../../web/index.html");
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub service: Arc<dyn QueryService>,
 }
 
 /// An error as the API reports it.
 #[derive(Debug)]
-pub struct ApiError(pub QuarryError);
+pub(crate) struct ApiError(pub QuarryError);
 
 impl From<QuarryError> for ApiError {
     fn from(e: QuarryError) -> Self {
@@ -59,10 +59,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Parse a JSON body, reporting where it is malformed.
-pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
         return Err(QuarryError::invalid("the request needs a JSON body").into());
     }
@@ -73,7 +73,7 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
 /// Who a request is from: its session, keyed by its token; without credentials (and with
 /// authentication off) a fresh one that is never stored. Every handler that acts for
 /// someone takes one, so none can forget to authenticate.
-pub struct Caller(pub SessionHandle);
+pub(crate) struct Caller(pub SessionHandle);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -164,7 +164,7 @@ async fn too_large(limit: usize, response: Response) -> Response {
         .into_response()
 }
 
-pub fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
+pub(crate) fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
     let body_limit = limits.request_body;
     Router::new()
         .route("/", get(console))
@@ -264,7 +264,8 @@ pub fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
 }
 
 /// The paths the router serves, for checking the OpenAPI document.
-pub const ROUTES: [&str; 28] = [
+#[cfg(test)]
+const ROUTES: [&str; 28] = [
     "/healthz",
     "/api/v1/openapi.json",
     "/api/v1/login",

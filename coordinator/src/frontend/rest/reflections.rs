@@ -92,12 +92,15 @@ fn job_of(message: &str) -> Option<&str> {
     message.rsplit_once("refresh job ").map(|(_, id)| id.trim())
 }
 
-pub async fn list(State(state): State<AppState>, Caller(session): Caller) -> ApiResult<Response> {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Response> {
     let rows = system_rows(&state, &session, "reflections").await?;
     Ok(axum::Json(json!({ "reflections": rows })).into_response())
 }
 
-pub async fn get(
+pub(super) async fn get(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -114,7 +117,7 @@ pub async fn get(
     Ok(axum::Json(found).into_response())
 }
 
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -228,7 +231,7 @@ struct ReflectionChange {
 
 /// `PUT /api/v1/reflections/{name}`: change a reflection as read at `version` (409 when it
 /// changed since). A new definition drops the old data and starts a refresh.
-pub async fn update(
+pub(super) async fn update(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -276,7 +279,7 @@ pub async fn update(
     .into_response())
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -285,7 +288,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn refresh(
+pub(super) async fn refresh(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,

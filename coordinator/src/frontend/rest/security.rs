@@ -72,7 +72,7 @@ struct PasswordChange {
     password: String,
 }
 
-pub async fn list_users(
+pub(super) async fn list_users(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
@@ -80,7 +80,7 @@ pub async fn list_users(
     Ok(axum::Json(json!({ "users": users })).into_response())
 }
 
-pub async fn create_user(
+pub(super) async fn create_user(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -95,7 +95,7 @@ pub async fn create_user(
     Ok(created(json!({ "name": new.name })))
 }
 
-pub async fn update_user(
+pub(super) async fn update_user(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -110,7 +110,7 @@ pub async fn update_user(
     Ok(axum::Json(json!({ "name": name })).into_response())
 }
 
-pub async fn delete_user(
+pub(super) async fn delete_user(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -137,7 +137,7 @@ struct Member {
     user: String,
 }
 
-pub async fn list_roles(
+pub(super) async fn list_roles(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
@@ -145,7 +145,7 @@ pub async fn list_roles(
     Ok(axum::Json(json!({ "roles": roles })).into_response())
 }
 
-pub async fn create_role(
+pub(super) async fn create_role(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -159,7 +159,7 @@ pub async fn create_role(
     Ok(created(json!({ "name": new.name })))
 }
 
-pub async fn delete_role(
+pub(super) async fn delete_role(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
@@ -172,7 +172,7 @@ pub async fn delete_role(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn add_member(
+pub(super) async fn add_member(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(role): Path<String>,
@@ -188,7 +188,7 @@ pub async fn add_member(
     Ok(created(json!({ "role": role, "user": member.user })))
 }
 
-pub async fn remove_member(
+pub(super) async fn remove_member(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path((role, user)): Path<(String, String)>,
@@ -312,7 +312,7 @@ async fn change_grant(
         .unwrap_or(Value::Null))
 }
 
-pub async fn list_grants(
+pub(super) async fn list_grants(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
@@ -321,7 +321,7 @@ pub async fn list_grants(
     Ok(axum::Json(json!({ "grants": grants })).into_response())
 }
 
-pub async fn grant(
+pub(super) async fn grant(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -330,7 +330,7 @@ pub async fn grant(
     Ok(created(json!({ "result": result })))
 }
 
-pub async fn revoke(
+pub(super) async fn revoke(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -351,7 +351,7 @@ struct NewToken {
     expires_in: Option<String>,
 }
 
-pub async fn list_tokens(
+pub(super) async fn list_tokens(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
@@ -359,7 +359,7 @@ pub async fn list_tokens(
     Ok(axum::Json(json!({ "tokens": tokens })).into_response())
 }
 
-pub async fn create_token(
+pub(super) async fn create_token(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
@@ -380,7 +380,7 @@ pub async fn create_token(
     Ok(created(rows.into_iter().next().unwrap_or(Value::Null)))
 }
 
-pub async fn delete_token(
+pub(super) async fn delete_token(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(id): Path<String>,

@@ -27,7 +27,7 @@ struct SqlRequest {
     row_format: RowFormat,
 }
 
-pub async fn submit(
+pub(super) async fn submit(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
