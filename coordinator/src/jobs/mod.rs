@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod spool;
+mod state;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -23,79 +24,12 @@ use tokio_util::sync::CancellationToken;
 use quarry_catalog::now_ms;
 pub use spool::ResultSpool;
 
-pub const PLANNING: &str = "PLANNING";
-/// Waiting for admission (see [`admission`]).
-pub const QUEUED: &str = "QUEUED";
-pub const RUNNING: &str = "RUNNING";
-pub const COMPLETED: &str = "COMPLETED";
-pub const FAILED: &str = "FAILED";
-pub const CANCELED: &str = "CANCELED";
-
-/// States a job can be in, for filters and validation.
-pub const STATES: [&str; 6] = [PLANNING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELED];
+pub use state::{CANCELED, COMPLETED, FAILED, JobState, PLANNING, QUEUED, RUNNING};
 
 /// Jobs whose results stay available (older spools are deleted).
 const LIVE_JOBS: usize = 200;
 /// Job records kept in the catalog.
 const KEPT_JOB_RECORDS: usize = 10_000;
-
-/// A job's state; job records store it by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Planning,
-    Queued,
-    Running,
-    Completed,
-    Failed,
-    Canceled,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 6] = [
-        JobState::Planning,
-        JobState::Queued,
-        JobState::Running,
-        JobState::Completed,
-        JobState::Failed,
-        JobState::Canceled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Planning => PLANNING,
-            JobState::Queued => QUEUED,
-            JobState::Running => RUNNING,
-            JobState::Completed => COMPLETED,
-            JobState::Failed => FAILED,
-            JobState::Canceled => CANCELED,
-        }
-    }
-
-    /// A state's name, in any case; None for a name that is no state.
-    pub fn parse(name: &str) -> Option<JobState> {
-        JobState::ALL
-            .into_iter()
-            .find(|s| s.as_str().eq_ignore_ascii_case(name))
-    }
-
-    /// The state a record names (a record this coordinator wrote always names one).
-    pub fn of(name: &str) -> JobState {
-        JobState::parse(name).unwrap_or(JobState::Failed)
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::Completed | JobState::Failed | JobState::Canceled
-        )
-    }
-}
-
-impl std::fmt::Display for JobState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 pub fn is_final(state: &str) -> bool {
     matches!(state, COMPLETED | FAILED | CANCELED)

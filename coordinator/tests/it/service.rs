@@ -4,15 +4,12 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
-use quarry_coordinator::service::{Credentials, JobState, QueryService};
+use quarry_coordinator::service::{Credentials, JobState, QueryService, SessionHandle};
 
 use crate::harness::TestCluster;
 
-/// Only the newest 200 finished jobs keep their results, but results a client is still
-/// being sent are kept however many jobs come after: a REST body is read after its handler
-/// has returned and dropped the job's handle.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn results_being_read_outlive_newer_jobs() {
+/// A cluster, the engine as the service frontends hold, and a one-off anonymous session.
+async fn anonymous_session() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
     let cluster = TestCluster::start(1).await;
     let engine = Arc::clone(&cluster.cluster.coordinator.engine);
     let service: Arc<dyn QueryService> = Arc::new(engine);
@@ -21,6 +18,15 @@ async fn results_being_read_outlive_newer_jobs() {
         .await
         .expect("anonymous");
     let session = service.session(&principal, false);
+    (cluster, service, session)
+}
+
+/// Only the newest 200 finished jobs keep their results, but results a client is still
+/// being sent are kept however many jobs come after: a REST body is read after its handler
+/// has returned and dropped the job's handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_being_read_outlive_newer_jobs() {
+    let (cluster, service, session) = anonymous_session().await;
     let job = service
         .submit(
             &session,
@@ -48,14 +54,7 @@ async fn results_being_read_outlive_newer_jobs() {
 /// PLANNING for ever: the job is cancelled with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_during_planning_cancels_the_job() {
-    let cluster = TestCluster::start(1).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let service: Arc<dyn QueryService> = Arc::new(engine);
-    let principal = service
-        .authenticate(Credentials::None)
-        .await
-        .expect("anonymous");
-    let session = service.session(&principal, false);
+    let (cluster, service, session) = anonymous_session().await;
     // Thousands of output columns: planning takes far longer than the client waits.
     let columns: Vec<String> = (0..20_000).map(|i| format!("{i} AS c{i}")).collect();
     let wide = format!("SELECT {}", columns.join(", "));
