@@ -27,7 +27,7 @@ pub struct SourceRecord {
     pub config: SourceConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// Files under a directory of the machines running Quarry.
@@ -44,7 +44,7 @@ pub enum SourceConfig {
     Cluster {},
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct S3Config {
     pub bucket: String,
     #[serde(default)]

@@ -15,50 +15,36 @@ use crate::processes::Rest;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-const ROUTES: &[&str] = &[
-    "/",
-    "/healthz",
-    "/api/v1/catalog",
-    "/api/v1/catalog/schemas",
-    "/api/v1/catalog/schemas/{schema}",
-    "/api/v1/catalog/schemas/{schema}/datasets",
-    "/api/v1/catalog/schemas/{schema}/datasets/{name}",
-    "/api/v1/catalog/sources",
-    "/api/v1/catalog/sources/{name}",
-    "/api/v1/grants",
-    "/api/v1/grants/revoke",
-    "/api/v1/jobs",
-    "/api/v1/jobs/{id}",
-    "/api/v1/jobs/{id}/cancel",
-    "/api/v1/jobs/{id}/results",
-    "/api/v1/login",
-    "/api/v1/openapi.json",
-    "/api/v1/reflections",
-    "/api/v1/reflections/{name}",
-    "/api/v1/reflections/{name}/refresh",
-    "/api/v1/roles",
-    "/api/v1/roles/{name}",
-    "/api/v1/roles/{name}/members",
-    "/api/v1/roles/{name}/members/{user}",
-    "/api/v1/sql",
-    "/api/v1/tokens",
-    "/api/v1/tokens/{id}",
-    "/api/v1/users",
-    "/api/v1/users/{name}",
-];
+/// The routes outside the API document.
+const UNDOCUMENTED: &[&str] = &["/"];
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 pub struct RestTarget {
     rest: Rest,
     address: String,
+    /// Every route the server documents (so a new one is fuzzed as soon as it exists),
+    /// and the console.
+    routes: Vec<String>,
 }
 
 impl RestTarget {
     pub fn new(base: &str) -> Self {
+        let rest = Rest::new(base.to_string());
+        let document = rest.get("/api/v1/openapi.json");
+        let mut routes: Vec<String> = document["paths"]
+            .as_object()
+            .map(|paths| paths.keys().cloned().collect())
+            .unwrap_or_default();
+        assert!(
+            routes.len() > 20,
+            "the OpenAPI document lists too few routes: {document}"
+        );
+        routes.extend(UNDOCUMENTED.iter().map(|r| r.to_string()));
         RestTarget {
-            rest: Rest::new(base.to_string()),
+            rest,
             address: base.trim_start_matches("http://").to_string(),
+            routes,
         }
     }
 }
@@ -174,7 +160,7 @@ fn body(rng: &mut Rng, route: &str) -> Vec<u8> {
 
 impl RestTarget {
     fn request(&mut self, rng: &mut Rng) -> (String, Result<u16, String>) {
-        let route = *pick(rng, ROUTES);
+        let route = pick(rng, &self.routes).clone();
         let mut path = String::new();
         for piece in route.split('/').filter(|p| !p.is_empty()) {
             path.push('/');
@@ -195,7 +181,7 @@ impl RestTarget {
         } else {
             *pick(rng, METHODS)
         };
-        let body = body(rng, route);
+        let body = body(rng, &route);
         let content_type = *pick(
             rng,
             &[
@@ -282,7 +268,7 @@ impl RestTarget {
         let mut request = format!(
             "{} {} HTTP/1.1\r\nhost: x\r\n",
             pick(rng, METHODS),
-            pick(rng, ROUTES)
+            pick(rng, &self.routes)
         )
         .into_bytes();
         for _ in 0..rng.random_range(0..5) {

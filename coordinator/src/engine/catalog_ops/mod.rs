@@ -33,7 +33,7 @@ impl CreateMode {
 }
 
 /// Where a table's files are and how to read them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TableRequest {
     /// A source name, with `path` inside it...
     #[serde(default)]

@@ -7,7 +7,8 @@ use arrow::ipc::writer::StreamWriter;
 use arrow::json::writer::{LineDelimited, WriterBuilder};
 use bytes::Bytes;
 use quarry_common::QuarryError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::CoordinatorError;
 
@@ -19,15 +20,30 @@ fn arrow_error(e: impl std::fmt::Display) -> QuarryError {
     CoordinatorError::encode("Arrow IPC", e).into()
 }
 
+/// A column of a result or a table.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Column {
+    name: String,
+    /// The Arrow type, as Arrow spells it (`Int64`, `Utf8`, `Timestamp(µs, None)`).
+    #[serde(rename = "type")]
+    data_type: String,
+}
+
 /// Column names and types, for JSON results.
-pub(super) fn columns(schema: &Schema) -> serde_json::Value {
-    serde_json::Value::Array(
-        schema
-            .fields()
-            .iter()
-            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
-            .collect(),
-    )
+pub(super) fn columns(schema: &Schema) -> Vec<Column> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| Column {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+        })
+        .collect()
+}
+
+/// [`columns`] as JSON text, for the head of a streamed body.
+pub(super) fn columns_json(schema: &Schema) -> Result<String, QuarryError> {
+    serde_json::to_string(&columns(schema)).map_err(json_error)
 }
 
 /// One JSON object per row, newline-terminated.
@@ -43,7 +59,7 @@ pub(super) fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, QuarryError> {
 }
 
 /// How JSON results spell a row.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum RowFormat {
     /// `{"name": value, ...}`: handy, but of columns sharing a name only one survives.

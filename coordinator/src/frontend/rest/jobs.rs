@@ -8,40 +8,101 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use quarry_catalog::JobRecord;
 use quarry_common::QuarryError;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::encode::{IpcEncoder, RowFormat, columns, json_rows, ndjson};
-use super::{ApiResult, AppState, Caller};
+use super::encode::{Column, IpcEncoder, RowFormat, columns_json, json_rows, ndjson};
+use super::{ApiResult, AppState, Caller, ErrorBody};
 use crate::service::{JobState, SessionHandle, job_error};
 
 pub(super) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 pub(super) const NDJSON: &str = "application/x-ndjson";
 
-fn job_json(record: &JobRecord) -> serde_json::Value {
-    json!({
-        "id": record.id,
-        "state": record.state,
-        "sql": record.sql,
-        "user": record.user,
-        "submittedMs": record.submitted_ms,
-        "startedMs": record.started_ms,
-        "finishedMs": record.finished_ms,
-        "rowCount": record.row_count,
-        "progress": {"tasksDone": record.tasks_done, "tasksTotal": record.tasks_total},
-        "error": record.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
-        "profile": record.profile,
-        "reflections": record.reflections,
-        "dataAsOfMs": record.data_as_of_ms,
-    })
+/// A job as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Job {
+    id: String,
+    /// `PLANNING`, `QUEUED`, `RUNNING`, `COMPLETED`, `FAILED` or `CANCELED`.
+    state: String,
+    sql: String,
+    user: String,
+    submitted_ms: u64,
+    started_ms: Option<u64>,
+    finished_ms: Option<u64>,
+    row_count: u64,
+    progress: Progress,
+    error: Option<JobFailure>,
+    /// Stages, tasks and their metrics; left out of listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<serde_json::Value>,
+    /// The reflections planning considered: `name: chosen ...` or why not.
+    reflections: Vec<String>,
+    /// When the oldest data of the reflections it used was read; absent for base data.
+    data_as_of_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Progress {
+    tasks_done: u64,
+    tasks_total: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct JobFailure {
+    code: String,
+    message: String,
+}
+
+impl Job {
+    fn of(record: &JobRecord, with_profile: bool) -> Self {
+        Job {
+            id: record.id.clone(),
+            state: record.state.clone(),
+            sql: record.sql.clone(),
+            user: record.user.clone(),
+            submitted_ms: record.submitted_ms,
+            started_ms: record.started_ms,
+            finished_ms: record.finished_ms,
+            row_count: record.row_count,
+            progress: Progress {
+                tasks_done: record.tasks_done,
+                tasks_total: record.tasks_total,
+            },
+            error: record.error.as_ref().map(|e| JobFailure {
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            profile: with_profile.then(|| record.profile.clone()),
+            reflections: record.reflections.clone(),
+            data_as_of_ms: record.data_as_of_ms,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct JobList {
+    jobs: Vec<Job>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only jobs in this state.
     state: Option<String>,
+    /// At most this many (100 when absent, 10,000 at most).
     limit: Option<usize>,
 }
 
+/// List jobs, newest first (non-admins: their own).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "sql",
+    params(ListQuery),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -59,18 +120,9 @@ pub(super) async fn list(
     };
     let limit = query.limit.unwrap_or(100).min(10_000);
     let jobs = state.service.list_jobs(&session, wanted, limit)?;
-    let jobs: Vec<serde_json::Value> = jobs
-        .iter()
-        .map(|r| {
-            let mut j = job_json(r);
-            // Profiles can be large; the list leaves them out.
-            if let Some(o) = j.as_object_mut() {
-                o.remove("profile");
-            }
-            j
-        })
-        .collect();
-    Ok(axum::Json(json!({"jobs": jobs})).into_response())
+    // Profiles can be large; the list leaves them out.
+    let jobs = jobs.iter().map(|r| Job::of(r, false)).collect();
+    Ok(axum::Json(JobList { jobs }).into_response())
 }
 
 /// A job the requester may see (their own, or any for admins).
@@ -78,15 +130,39 @@ fn find(state: &AppState, session: &SessionHandle, id: &str) -> ApiResult<JobRec
     Ok(state.service.get_job(session, id)?)
 }
 
+/// A job: state, progress, error and profile.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "sql",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let record = find(&state, &session, &id)?;
-    Ok(axum::Json(job_json(&record)).into_response())
+    Ok(axum::Json(Job::of(&record, true)).into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct Cancelled {
+    id: String,
+    /// False when the job had already ended.
+    cancelled: bool,
+    state: String,
+}
+
+/// Cancel a job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    tag = "sql",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = Cancelled), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -97,21 +173,60 @@ pub(super) async fn cancel(
         .service
         .cancel(&session, &id, "cancelled through the REST API")?;
     let record = state.service.get_job(&session, &id)?;
-    Ok(
-        axum::Json(json!({"id": id, "cancelled": cancelled, "state": record.state}))
-            .into_response(),
-    )
+    let body = Cancelled {
+        id,
+        cancelled,
+        state: record.state,
+    };
+    Ok(axum::Json(body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ResultsQuery {
+    /// The first row to answer (0 when absent).
     offset: Option<u64>,
+    /// At most this many rows (all from `offset` when absent).
     limit: Option<u64>,
-    /// `objects` (the default) or `arrays`.
+    /// JSON rows as `objects` (the default) or `arrays`.
     #[serde(default, rename = "rowFormat")]
+    #[param(inline)]
     row_format: RowFormat,
 }
 
+/// A page of results in JSON. The body is streamed as it is read, so it is described here
+/// rather than built from this type.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(super) struct ResultsPage {
+    id: String,
+    state: String,
+    row_count: u64,
+    offset: u64,
+    columns: Vec<Column>,
+    /// Objects keyed by column name, or arrays in column order (`rowFormat`).
+    rows: Vec<serde_json::Value>,
+    /// How many rows this page holds.
+    returned: u64,
+}
+
+/// Result rows from `offset`; follows a running job. `Accept: application/json` (the
+/// default), `application/x-ndjson` or `application/vnd.apache.arrow.stream`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/results",
+    tag = "sql",
+    params(("id" = String, Path, description = "The job's id"), ResultsQuery),
+    responses(
+        (status = 200, content(
+            (ResultsPage = "application/json"),
+            (String = "application/x-ndjson"),
+            (Vec<u8> = "application/vnd.apache.arrow.stream"),
+        )),
+        (status = 404, description = "No such job, or its results are no longer kept", body = ErrorBody),
+    )
+)]
 pub(super) async fn results(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -174,7 +289,7 @@ pub(super) async fn results(
         serde_json::Value::String(id.clone()),
         serde_json::Value::String(record.state.clone()),
         job.rows(),
-        columns(&schema)
+        columns_json(&schema)?
     );
     let row_format = query.row_format;
     let mut first = true;

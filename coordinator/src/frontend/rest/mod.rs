@@ -3,10 +3,16 @@
 //! Errors are JSON `{code, message}` with the HTTP status of their code. Requests carry
 //! `Authorization: Bearer <token>` when authentication is on (tokens from
 //! `POST /api/v1/login`); with a token, `SET` settings persist across requests.
+//!
+//! Every route is a handler annotated with `#[utoipa::path]` and registered through
+//! `routes!`, so the OpenAPI document (`doc.rs`) is generated from the same list the router
+//! serves, and its bodies from the same types the handlers send.
 
 mod catalog;
+mod doc;
 mod encode;
 mod jobs;
+mod login;
 mod reflections;
 mod security;
 mod sql;
@@ -15,20 +21,19 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
 use quarry_common::QuarryError;
-use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::service::{Credentials, QueryService, SessionHandle};
 
-/// The OpenAPI description of this API.
-pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 const CONSOLE: &str = include_str!("../../../../web/index.html");
 
 #[derive(Clone)]
@@ -46,17 +51,31 @@ impl From<QuarryError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// `INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `PERMISSION_DENIED`,
+    /// `UNAUTHENTICATED`, `ABORTED` (a stale `version`), `RESOURCE_EXHAUSTED`, ...
+    code: &'static str,
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let error = self.0.for_client();
-        (
-            status,
-            axum::Json(json!({"code": error.code.as_str(), "message": error.message})),
-        )
-            .into_response()
+        let body = ErrorBody {
+            code: error.code.as_str(),
+            message: error.message,
+        };
+        (status, axum::Json(body)).into_response()
     }
+}
+
+/// A JSON answer with a status other than 200.
+pub(crate) fn with_status<T: Serialize>(status: StatusCode, body: T) -> Response {
+    (status, axum::Json(body)).into_response()
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
@@ -96,39 +115,6 @@ impl AppState {
     }
 }
 
-#[derive(Deserialize)]
-struct Login {
-    #[serde(alias = "userName", alias = "username")]
-    user: String,
-    password: String,
-}
-
-async fn login(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
-    let login: Login = parse_body(&body)?;
-    let token = state.service.login(&login.user, &login.password).await?;
-    Ok(axum::Json(json!({"token": token, "user": login.user})).into_response())
-}
-
-/// Revoke the request's token and forget its session.
-async fn logout(State(state): State<AppState>, Caller(session): Caller) -> ApiResult<Response> {
-    state.service.logout(&session).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn healthz(State(state): State<AppState>) -> Response {
-    let health = state.service.health();
-    axum::Json(json!({
-        "status": "ok",
-        "executors": health.executors,
-        "queries": {"running": health.running, "queued": health.queued},
-    }))
-    .into_response()
-}
-
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
 async fn console() -> Html<&'static str> {
     Html(CONSOLE)
 }
@@ -157,158 +143,70 @@ async fn too_large(limit: usize, response: Response) -> Response {
         crate::limits::group_digits(limit),
         body.how_to_raise()
     );
-    (
-        StatusCode::PAYLOAD_TOO_LARGE,
-        axum::Json(json!({"code": "RESOURCE_EXHAUSTED", "message": message})),
-    )
-        .into_response()
+    let body = ErrorBody {
+        code: "RESOURCE_EXHAUSTED",
+        message,
+    };
+    with_status(StatusCode::PAYLOAD_TOO_LARGE, body)
+}
+
+/// Every documented route; the router and the OpenAPI document are both made from it.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(doc::base())
+        .routes(routes!(login::healthz))
+        .routes(routes!(doc::openapi))
+        .routes(routes!(login::login))
+        .routes(routes!(login::logout))
+        .routes(routes!(sql::submit))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::results))
+        .routes(routes!(reflections::list, reflections::create))
+        .routes(routes!(
+            reflections::get,
+            reflections::update,
+            reflections::delete
+        ))
+        .routes(routes!(reflections::refresh))
+        .routes(routes!(security::list_users, security::create_user))
+        .routes(routes!(security::update_user, security::delete_user))
+        .routes(routes!(security::list_roles, security::create_role))
+        .routes(routes!(security::delete_role))
+        .routes(routes!(security::add_member))
+        .routes(routes!(security::remove_member))
+        .routes(routes!(security::list_grants, security::grant))
+        .routes(routes!(security::revoke))
+        .routes(routes!(security::list_tokens, security::create_token))
+        .routes(routes!(security::delete_token))
+        .routes(routes!(catalog::overview))
+        .routes(routes!(catalog::list_sources, catalog::create_source))
+        .routes(routes!(
+            catalog::get_source,
+            catalog::update_source,
+            catalog::delete_source
+        ))
+        .routes(routes!(catalog::list_schemas, catalog::create_schema))
+        .routes(routes!(catalog::get_schema, catalog::delete_schema))
+        .routes(routes!(catalog::list_datasets, catalog::create_dataset))
+        .routes(routes!(
+            catalog::get_dataset,
+            catalog::update_dataset,
+            catalog::delete_dataset
+        ))
 }
 
 pub(crate) fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
     let body_limit = limits.request_body;
-    Router::new()
-        .route("/", get(console))
-        .route("/healthz", get(healthz))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/login", post(login))
-        .route("/api/v1/logout", post(logout))
-        .route("/api/v1/sql", post(sql::submit))
-        .route("/api/v1/jobs", get(jobs::list))
-        .route("/api/v1/jobs/{id}", get(jobs::get))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/jobs/{id}/results", get(jobs::results))
-        .route(
-            "/api/v1/reflections",
-            get(reflections::list).post(reflections::create),
-        )
-        .route(
-            "/api/v1/reflections/{name}",
-            get(reflections::get)
-                .put(reflections::update)
-                .delete(reflections::delete),
-        )
-        .route(
-            "/api/v1/reflections/{name}/refresh",
-            post(reflections::refresh),
-        )
-        .route(
-            "/api/v1/users",
-            get(security::list_users).post(security::create_user),
-        )
-        .route(
-            "/api/v1/users/{name}",
-            axum::routing::put(security::update_user).delete(security::delete_user),
-        )
-        .route(
-            "/api/v1/roles",
-            get(security::list_roles).post(security::create_role),
-        )
-        .route(
-            "/api/v1/roles/{name}",
-            axum::routing::delete(security::delete_role),
-        )
-        .route("/api/v1/roles/{name}/members", post(security::add_member))
-        .route(
-            "/api/v1/roles/{name}/members/{user}",
-            axum::routing::delete(security::remove_member),
-        )
-        .route(
-            "/api/v1/grants",
-            get(security::list_grants).post(security::grant),
-        )
-        .route("/api/v1/grants/revoke", post(security::revoke))
-        .route(
-            "/api/v1/tokens",
-            get(security::list_tokens).post(security::create_token),
-        )
-        .route(
-            "/api/v1/tokens/{id}",
-            axum::routing::delete(security::delete_token),
-        )
-        .route("/api/v1/catalog", get(catalog::overview))
-        .route(
-            "/api/v1/catalog/sources",
-            get(catalog::list_sources).post(catalog::create_source),
-        )
-        .route(
-            "/api/v1/catalog/sources/{name}",
-            get(catalog::get_source)
-                .put(catalog::update_source)
-                .delete(catalog::delete_source),
-        )
-        .route(
-            "/api/v1/catalog/schemas",
-            get(catalog::list_schemas).post(catalog::create_schema),
-        )
-        .route(
-            "/api/v1/catalog/schemas/{schema}",
-            get(catalog::get_schema).delete(catalog::delete_schema),
-        )
-        .route(
-            "/api/v1/catalog/schemas/{schema}/datasets",
-            get(catalog::list_datasets).post(catalog::create_dataset),
-        )
-        .route(
-            "/api/v1/catalog/schemas/{schema}/datasets/{name}",
-            get(catalog::get_dataset)
-                .put(catalog::update_dataset)
-                .delete(catalog::delete_dataset),
-        )
+    let (api, document) = api().split_for_parts();
+    // The console is the one route outside the API (and so outside its document).
+    api.route("/", axum::routing::get(console))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        .layer(axum::Extension(doc::Document::new(&document)))
         .layer(axum::middleware::map_response(move |response: Response| {
             too_large(body_limit, response)
         }))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
-}
-
-/// The paths the router serves, for checking the OpenAPI document.
-#[cfg(test)]
-const ROUTES: [&str; 28] = [
-    "/healthz",
-    "/api/v1/openapi.json",
-    "/api/v1/login",
-    "/api/v1/logout",
-    "/api/v1/sql",
-    "/api/v1/jobs",
-    "/api/v1/jobs/{id}",
-    "/api/v1/jobs/{id}/cancel",
-    "/api/v1/jobs/{id}/results",
-    "/api/v1/reflections",
-    "/api/v1/reflections/{name}",
-    "/api/v1/reflections/{name}/refresh",
-    "/api/v1/catalog",
-    "/api/v1/catalog/sources",
-    "/api/v1/catalog/sources/{name}",
-    "/api/v1/catalog/schemas",
-    "/api/v1/catalog/schemas/{schema}",
-    "/api/v1/catalog/schemas/{schema}/datasets",
-    "/api/v1/users",
-    "/api/v1/users/{name}",
-    "/api/v1/roles",
-    "/api/v1/roles/{name}",
-    "/api/v1/roles/{name}/members",
-    "/api/v1/roles/{name}/members/{user}",
-    "/api/v1/grants",
-    "/api/v1/grants/revoke",
-    "/api/v1/tokens",
-    "/api/v1/tokens/{id}",
-];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openapi_documents_every_route() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
-        let paths = doc["paths"].as_object().expect("paths");
-        for route in ROUTES
-            .iter()
-            .chain(["/api/v1/catalog/schemas/{schema}/datasets/{name}"].iter())
-        {
-            assert!(paths.contains_key(*route), "openapi.json lacks {route}");
-        }
-    }
 }

@@ -10,17 +10,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quarry_catalog::{Dimension, Measure, MeasureFunction, ReflectionKind};
 use quarry_common::QuarryError;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::security::{batch_values, system_rows};
-use super::{ApiResult, AppState, Caller, parse_body};
+use super::security::{Rows, batch_values, system_rows};
+use super::{ApiResult, AppState, Caller, ErrorBody, parse_body, with_status};
 use crate::service::SessionHandle;
 use crate::sql::reflections::{ReflectionDefinition, ReflectionStatement};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct NewReflection {
+pub(super) struct NewReflection {
     name: String,
     /// `schema.table` or `table`.
     dataset: String,
@@ -39,17 +40,17 @@ struct NewReflection {
     localsort_by: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct NewDimension {
+pub(super) struct NewDimension {
     column: String,
     #[serde(default)]
     by_day: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewMeasure {
+pub(super) struct NewMeasure {
     column: String,
     /// SUM, COUNT, MIN, MAX, APPROX_COUNT_DISTINCT; SUM and COUNT when left out.
     #[serde(default)]
@@ -92,14 +93,36 @@ fn job_of(message: &str) -> Option<&str> {
     message.rsplit_once("refresh job ").map(|(_, id)| id.trim())
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReflectionList {
+    /// Rows of `sys.reflections`.
+    #[schema(value_type = Vec<Object>)]
+    reflections: Rows,
+}
+
+/// List reflections (`sys.reflections` as the caller sees it).
+#[utoipa::path(
+    get,
+    path = "/api/v1/reflections",
+    tag = "reflections",
+    responses((status = 200, body = ReflectionList))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
-    let rows = system_rows(&state, &session, "reflections").await?;
-    Ok(axum::Json(json!({ "reflections": rows })).into_response())
+    let reflections = system_rows(&state, &session, "reflections").await?;
+    Ok(axum::Json(ReflectionList { reflections }).into_response())
 }
 
+/// One reflection: its row of `sys.reflections`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reflections/{name}",
+    tag = "reflections",
+    params(("name" = String, Path, description = "The reflection's name")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -107,16 +130,44 @@ pub(super) async fn get(
 ) -> ApiResult<Response> {
     let rows = system_rows(&state, &session, "reflections").await?;
     let found = rows
-        .as_array()
-        .and_then(|rows| {
-            rows.iter()
-                .find(|r| r["name"] == Value::String(name.clone()))
-        })
-        .cloned()
+        .into_iter()
+        .find(|r| r["name"] == Value::String(name.clone()))
         .ok_or_else(|| QuarryError::not_found(format!("reflection {name} does not exist")))?;
     Ok(axum::Json(found).into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReflectionChanged {
+    name: String,
+    /// The reflection's version after an update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    /// The refresh job started, if one was.
+    refresh_job: Option<String>,
+    message: String,
+}
+
+impl ReflectionChanged {
+    fn new(name: String, version: Option<u64>, message: String) -> Self {
+        let refresh_job = job_of(&message).map(str::to_string);
+        ReflectionChanged {
+            name,
+            version,
+            refresh_job,
+            message,
+        }
+    }
+}
+
+/// Create a reflection; its first refresh starts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/reflections",
+    tag = "reflections",
+    request_body = NewReflection,
+    responses((status = 201, body = ReflectionChanged), (status = 400, body = ErrorBody))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -140,11 +191,8 @@ pub(super) async fn create(
         },
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"name": name, "refreshJob": job_of(&message), "message": message})),
-    )
-        .into_response())
+    let body = ReflectionChanged::new(name, None, message);
+    Ok(with_status(StatusCode::CREATED, body))
 }
 
 /// A definition from its JSON parts.
@@ -207,9 +255,9 @@ fn kind_of(
     Ok(kind)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ReflectionChange {
+pub(super) struct ReflectionChange {
     /// The version the change was made against (`version` of GET).
     version: u64,
     #[serde(default)]
@@ -229,8 +277,17 @@ struct ReflectionChange {
     localsort_by: Option<Vec<String>>,
 }
 
-/// `PUT /api/v1/reflections/{name}`: change a reflection as read at `version` (409 when it
-/// changed since). A new definition drops the old data and starts a refresh.
+/// Change a reflection read at `version` (409 when it changed since). A new definition
+/// (`type` with its dimensions and measures, or display columns) drops its data and starts
+/// a refresh.
+#[utoipa::path(
+    put,
+    path = "/api/v1/reflections/{name}",
+    tag = "reflections",
+    params(("name" = String, Path, description = "The reflection's name")),
+    request_body = ReflectionChange,
+    responses((status = 200, body = ReflectionChanged), (status = 409, description = "Changed since `version`", body = ErrorBody))
+)]
 pub(super) async fn update(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -273,12 +330,18 @@ pub(super) async fn update(
         .nth(1)
         .and_then(|v| v.split(';').next())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    Ok(axum::Json(
-        json!({"name": name, "version": version, "refreshJob": job_of(&message), "message": message}),
-    )
-    .into_response())
+    let body = ReflectionChanged::new(name, version, message);
+    Ok(axum::Json(body).into_response())
 }
 
+/// Drop a reflection and its materializations.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/reflections/{name}",
+    tag = "reflections",
+    params(("name" = String, Path, description = "The reflection's name")),
+    responses((status = 204, description = "Dropped"), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -288,15 +351,26 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RefreshStarted {
+    job_id: Option<String>,
+}
+
+/// Start a refresh; answers the job's id.
+#[utoipa::path(
+    post,
+    path = "/api/v1/reflections/{name}/refresh",
+    tag = "reflections",
+    params(("name" = String, Path, description = "The reflection's name")),
+    responses((status = 202, body = RefreshStarted), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn refresh(
     State(state): State<AppState>,
     Caller(session): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let message = run(&state, &session, ReflectionStatement::RefreshOne { name }).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"jobId": job_of(&message)})),
-    )
-        .into_response())
+    let job_id = job_of(&message).map(str::to_string);
+    Ok(with_status(StatusCode::ACCEPTED, RefreshStarted { job_id }))
 }

@@ -7,16 +7,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quarry_catalog::{GranteeKind, Privilege};
 use quarry_common::QuarryError;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::encode::{json_error, ndjson};
-use super::{ApiResult, AppState, Caller, parse_body};
+use super::{ApiResult, AppState, Caller, ErrorBody, parse_body, with_status};
 use crate::service::SessionHandle;
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 
+/// Rows of a system table or a statement's answer, as JSON objects keyed by column.
+pub(super) type Rows = Vec<Value>;
+
 /// A batch's rows as JSON objects.
-pub(super) fn batch_values(batch: &arrow::array::RecordBatch) -> ApiResult<Vec<Value>> {
+pub(super) fn batch_values(batch: &arrow::array::RecordBatch) -> ApiResult<Rows> {
     ndjson(batch)?
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -29,7 +33,7 @@ async fn run(
     state: &AppState,
     session: &SessionHandle,
     statement: SecurityStatement,
-) -> ApiResult<Vec<Value>> {
+) -> ApiResult<Rows> {
     let batch = state.service.security(session, statement).await?;
     batch_values(&batch)
 }
@@ -39,7 +43,7 @@ pub(super) async fn system_rows(
     state: &AppState,
     session: &SessionHandle,
     table: &str,
-) -> ApiResult<Value> {
+) -> ApiResult<Rows> {
     let job = state
         .service
         .submit(session, &format!("SELECT * FROM sys.{table}"), None)
@@ -50,36 +54,88 @@ pub(super) async fn system_rows(
     for batch in &batches {
         rows.extend(batch_values(batch)?);
     }
-    Ok(Value::Array(rows))
+    Ok(rows)
 }
 
-fn created(body: Value) -> Response {
-    (StatusCode::CREATED, axum::Json(body)).into_response()
+#[derive(Serialize, ToSchema)]
+pub(super) struct Named {
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct UserList {
+    /// Rows of `sys.users`.
+    #[schema(value_type = Vec<Object>)]
+    users: Rows,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct RoleList {
+    /// Rows of `sys.roles`.
+    #[schema(value_type = Vec<Object>)]
+    roles: Rows,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Membership {
+    role: String,
+    user: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct GrantList {
+    /// Rows of `SHOW GRANTS`.
+    #[schema(value_type = Vec<Object>)]
+    grants: Rows,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct GrantResult {
+    /// What the statement answered.
+    #[schema(value_type = Object)]
+    result: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenList {
+    /// Rows of `SHOW TOKENS` (never the tokens themselves).
+    #[schema(value_type = Vec<Object>)]
+    tokens: Rows,
 }
 
 // ---- users ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(super) struct NewUser {
     name: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordChange {
+pub(super) struct PasswordChange {
     password: String,
 }
 
+/// Users (non-admins: themselves).
+#[utoipa::path(get, path = "/api/v1/users", tag = "security", responses((status = 200, body = UserList)))]
 pub(super) async fn list_users(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
     let users = system_rows(&state, &session, "users").await?;
-    Ok(axum::Json(json!({ "users": users })).into_response())
+    Ok(axum::Json(UserList { users }).into_response())
 }
 
+/// Create a user (MANAGE GRANTS).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "security",
+    request_body = NewUser,
+    responses((status = 201, body = Named), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
 pub(super) async fn create_user(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -92,9 +148,18 @@ pub(super) async fn create_user(
         if_not_exists: false,
     };
     run(&state, &session, statement).await?;
-    Ok(created(json!({ "name": new.name })))
+    Ok(with_status(StatusCode::CREATED, Named { name: new.name }))
 }
 
+/// Set a user's password.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{name}",
+    tag = "security",
+    params(("name" = String, Path, description = "The user's name")),
+    request_body = PasswordChange,
+    responses((status = 200, body = Named), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn update_user(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -107,9 +172,17 @@ pub(super) async fn update_user(
         password: change.password,
     };
     run(&state, &session, statement).await?;
-    Ok(axum::Json(json!({ "name": name })).into_response())
+    Ok(axum::Json(Named { name }).into_response())
 }
 
+/// Drop a user.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{name}",
+    tag = "security",
+    params(("name" = String, Path, description = "The user's name")),
+    responses((status = 204, description = "Dropped"), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn delete_user(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -125,26 +198,36 @@ pub(super) async fn delete_user(
 
 // ---- roles ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewRole {
+pub(super) struct NewRole {
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Member {
+pub(super) struct Member {
     user: String,
 }
 
+/// Roles and their members.
+#[utoipa::path(get, path = "/api/v1/roles", tag = "security", responses((status = 200, body = RoleList)))]
 pub(super) async fn list_roles(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
     let roles = system_rows(&state, &session, "roles").await?;
-    Ok(axum::Json(json!({ "roles": roles })).into_response())
+    Ok(axum::Json(RoleList { roles }).into_response())
 }
 
+/// Create a role.
+#[utoipa::path(
+    post,
+    path = "/api/v1/roles",
+    tag = "security",
+    request_body = NewRole,
+    responses((status = 201, body = Named), (status = 409, body = ErrorBody))
+)]
 pub(super) async fn create_role(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -156,9 +239,17 @@ pub(super) async fn create_role(
         if_not_exists: false,
     };
     run(&state, &session, statement).await?;
-    Ok(created(json!({ "name": new.name })))
+    Ok(with_status(StatusCode::CREATED, Named { name: new.name }))
 }
 
+/// Drop a role.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/roles/{name}",
+    tag = "security",
+    params(("name" = String, Path, description = "The role's name")),
+    responses((status = 204, description = "Dropped"), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn delete_role(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -172,6 +263,15 @@ pub(super) async fn delete_role(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Grant the role to a user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/roles/{name}/members",
+    tag = "security",
+    params(("name" = String, Path, description = "The role's name")),
+    request_body = Member,
+    responses((status = 201, body = Membership), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn add_member(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -185,9 +285,21 @@ pub(super) async fn add_member(
         revoke: false,
     };
     run(&state, &session, statement).await?;
-    Ok(created(json!({ "role": role, "user": member.user })))
+    let body = Membership {
+        role,
+        user: member.user,
+    };
+    Ok(with_status(StatusCode::CREATED, body))
 }
 
+/// Revoke the role from a user.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/roles/{name}/members/{user}",
+    tag = "security",
+    params(("name" = String, Path, description = "The role's name"), ("user" = String, Path, description = "The member's name")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn remove_member(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -204,18 +316,18 @@ pub(super) async fn remove_member(
 
 // ---- grants ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantBody {
+pub(super) struct GrantBody {
     /// `SELECT`, `INSERT`, `ALTER`, `CREATE TABLE`, `MANAGE GRANTS` or `ALL`.
     privileges: Vec<String>,
     on: ObjectRef,
     to: GranteeRef,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ObjectRef {
+pub(super) struct ObjectRef {
     /// `system`, `source`, `schema`, `table` or `view`.
     #[serde(rename = "type")]
     kind: String,
@@ -223,9 +335,9 @@ struct ObjectRef {
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GranteeRef {
+pub(super) struct GranteeRef {
     /// `user` or `role`.
     #[serde(rename = "type")]
     kind: String,
@@ -312,38 +424,56 @@ async fn change_grant(
         .unwrap_or(Value::Null))
 }
 
+/// Grants (non-admins: their own and their roles').
+#[utoipa::path(get, path = "/api/v1/grants", tag = "security", responses((status = 200, body = GrantList)))]
 pub(super) async fn list_grants(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
     let statement = SecurityStatement::ShowGrants { on: None, to: None };
     let grants = run(&state, &session, statement).await?;
-    Ok(axum::Json(json!({ "grants": grants })).into_response())
+    Ok(axum::Json(GrantList { grants }).into_response())
 }
 
+/// Grant privileges.
+#[utoipa::path(
+    post,
+    path = "/api/v1/grants",
+    tag = "security",
+    request_body = GrantBody,
+    responses((status = 201, body = GrantResult), (status = 403, body = ErrorBody))
+)]
 pub(super) async fn grant(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
     let result = change_grant(&state, &session, &body, false).await?;
-    Ok(created(json!({ "result": result })))
+    Ok(with_status(StatusCode::CREATED, GrantResult { result }))
 }
 
+/// Revoke privileges.
+#[utoipa::path(
+    post,
+    path = "/api/v1/grants/revoke",
+    tag = "security",
+    request_body = GrantBody,
+    responses((status = 200, body = GrantResult), (status = 403, body = ErrorBody))
+)]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     Caller(session): Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
     let result = change_grant(&state, &session, &body, true).await?;
-    Ok(axum::Json(json!({ "result": result })).into_response())
+    Ok(axum::Json(GrantResult { result }).into_response())
 }
 
 // ---- personal access tokens ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+pub(super) struct NewToken {
     #[serde(default)]
     name: Option<String>,
     /// `30 days`, `12h`; 30 days when absent.
@@ -351,14 +481,24 @@ struct NewToken {
     expires_in: Option<String>,
 }
 
+/// Personal access tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "security", responses((status = 200, body = TokenList)))]
 pub(super) async fn list_tokens(
     State(state): State<AppState>,
     Caller(session): Caller,
 ) -> ApiResult<Response> {
     let tokens = run(&state, &session, SecurityStatement::ShowTokens).await?;
-    Ok(axum::Json(json!({ "tokens": tokens })).into_response())
+    Ok(axum::Json(TokenList { tokens }).into_response())
 }
 
+/// Create a personal access token; the response shows it once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "security",
+    request_body(content = Option<NewToken>, description = "Optional: a name and a lifetime"),
+    responses((status = 201, description = "The token, shown this once", body = Object))
+)]
 pub(super) async fn create_token(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -377,9 +517,18 @@ pub(super) async fn create_token(
         expires_in: new.expires_in,
     };
     let rows = run(&state, &session, statement).await?;
-    Ok(created(rows.into_iter().next().unwrap_or(Value::Null)))
+    let token = rows.into_iter().next().unwrap_or(Value::Null);
+    Ok(with_status(StatusCode::CREATED, token))
 }
 
+/// Revoke a personal access token.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "security",
+    params(("id" = String, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody))
+)]
 pub(super) async fn delete_token(
     State(state): State<AppState>,
     Caller(session): Caller,

@@ -6,16 +6,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use quarry_common::QuarryError;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::encode::{RowFormat, columns, json_rows};
-use super::{ApiResult, AppState, Caller, parse_body};
+use super::encode::{Column, RowFormat, columns_json, json_rows};
+use super::{ApiResult, AppState, Caller, ErrorBody, parse_body, with_status};
 use crate::service::{JobHandle, JobState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SqlRequest {
+pub(super) struct SqlRequest {
     sql: String,
     /// The schema unqualified names resolve against, as a path (`["demo"]`).
     #[serde(default)]
@@ -27,6 +27,44 @@ struct SqlRequest {
     row_format: RowFormat,
 }
 
+/// A job's id, for following it under `/api/v1/jobs/{id}`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct JobId {
+    id: String,
+}
+
+/// Rows of a finished statement. The body is streamed as it is read, so it is described
+/// here rather than built from this type.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(super) struct SqlResult {
+    id: String,
+    /// `COMPLETED`.
+    state: String,
+    row_count: u64,
+    /// With an answer from reflections: when their oldest data was read (ms since the epoch).
+    data_as_of_ms: Option<u64>,
+    /// With an answer from reflections: which were considered, and why.
+    reflections: Option<Vec<String>>,
+    columns: Vec<Column>,
+    /// Objects keyed by column name, or arrays in column order (`rowFormat`).
+    rows: Vec<serde_json::Value>,
+}
+
+/// Run SQL. Synchronous by default (rows in the response); with `async: true` the job's id
+/// at once. A client that stops waiting cancels its job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sql",
+    tag = "sql",
+    request_body = SqlRequest,
+    responses(
+        (status = 200, body = SqlResult),
+        (status = 202, description = "Submitted (`async: true`)", body = JobId),
+        (status = 400, description = "Malformed SQL or body", body = ErrorBody),
+    )
+)]
 pub(super) async fn submit(
     State(state): State<AppState>,
     Caller(session): Caller,
@@ -47,15 +85,16 @@ pub(super) async fn submit(
     }
     let job = state.service.submit(&session, &request.sql, None).await?;
     if request.asynchronous {
-        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": job.id()}))).into_response());
+        let id = job.id().to_string();
+        return Ok(with_status(StatusCode::ACCEPTED, JobId { id }));
     }
     // A client that stops waiting cancels the job.
     let record = job.finished().await?;
-    Ok(rows_response(&job, record.row_count, request.row_format))
+    rows_response(&job, record.row_count, request.row_format)
 }
 
 /// `{"id", "state", "columns", "rows", "rowCount"}`, streamed.
-fn rows_response(job: &JobHandle, row_count: u64, format: RowFormat) -> Response {
+fn rows_response(job: &JobHandle, row_count: u64, format: RowFormat) -> ApiResult<Response> {
     let schema = job.schema();
     // Answers from reflections say how old their data is, and which reflections.
     let record = job.record();
@@ -70,7 +109,7 @@ fn rows_response(job: &JobHandle, row_count: u64, format: RowFormat) -> Response
         "{{\"id\":{},\"state\":\"{}\",\"rowCount\":{row_count},{accelerated}\"columns\":{},\"rows\":[",
         serde_json::Value::String(job.id().to_string()),
         JobState::Completed,
-        columns(&schema)
+        columns_json(&schema)?
     );
     let mut first = true;
     let rows = job.results(0, None).map(move |batch| {
@@ -86,9 +125,9 @@ fn rows_response(job: &JobHandle, row_count: u64, format: RowFormat) -> Response
         .chain(futures::stream::once(async {
             Ok(Bytes::from_static(b"]}"))
         }));
-    (
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response())
 }

@@ -1,0 +1,91 @@
+//! Health, logging in and logging out.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiResult, AppState, Caller, ErrorBody, parse_body};
+
+#[derive(Deserialize, ToSchema)]
+pub(super) struct Login {
+    #[serde(alias = "userName", alias = "username")]
+    user: String,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct LoggedIn {
+    /// Send as `Authorization: Bearer <token>`.
+    token: String,
+    user: String,
+}
+
+/// Log in; returns a bearer token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "server",
+    request_body = Login,
+    responses(
+        (status = 200, body = LoggedIn),
+        (status = 401, description = "Wrong user or password", body = ErrorBody),
+    )
+)]
+pub(super) async fn login(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let login: Login = parse_body(&body)?;
+    let token = state.service.login(&login.user, &login.password).await?;
+    let body = LoggedIn {
+        token,
+        user: login.user,
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// Log out: the bearer token of the request stops working and its session (settings,
+/// prepared statements) is forgotten.
+#[utoipa::path(
+    post,
+    path = "/api/v1/logout",
+    tag = "server",
+    responses((status = 204, description = "Logged out"))
+)]
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    Caller(session): Caller,
+) -> ApiResult<Response> {
+    state.service.logout(&session).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Health {
+    /// `ok` whenever the coordinator answers.
+    status: &'static str,
+    /// Executors heard from recently.
+    executors: usize,
+    queries: QueryCounts,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct QueryCounts {
+    running: usize,
+    queued: usize,
+}
+
+/// Liveness: status, number of active executors, and queries running and queued.
+#[utoipa::path(get, path = "/healthz", tag = "server", responses((status = 200, body = Health)))]
+pub(super) async fn healthz(State(state): State<AppState>) -> Response {
+    let health = state.service.health();
+    axum::Json(Health {
+        status: "ok",
+        executors: health.executors,
+        queries: QueryCounts {
+            running: health.running,
+            queued: health.queued,
+        },
+    })
+    .into_response()
+}
