@@ -240,6 +240,7 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
     // The coordinator sets up its own demo data.
     let system = crate::access::UserAccess::unrestricted("system");
     engine
+        .catalog
         .create_source(
             &system,
             DEMO_SOURCE,
@@ -250,7 +251,7 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
             CreateMode::OrReplace,
         )
         .await?;
-    engine.create_schema(&system, DEMO_SCHEMA, true)?;
+    engine.catalog.create_schema(&system, DEMO_SCHEMA, true)?;
     for (name, path, format) in [
         ("orders", "orders", "parquet"),
         ("orders_csv", "orders_csv", "csv"),
@@ -262,6 +263,7 @@ pub async fn install(engine: &Engine, data_dir: &Path, rows: usize) -> Result<bo
             ..TableRequest::default()
         };
         engine
+            .catalog
             .create_table(&system, DEMO_SCHEMA, name, request, CreateMode::OrReplace)
             .await?;
     }

@@ -38,32 +38,6 @@ fn done(message: String) -> Result<RecordBatch, QuarryError> {
 }
 
 impl Engine {
-    /// `[schema, ]name` in `session`, checking the catalog part.
-    pub(super) fn dataset_name(
-        &self,
-        session: &Session,
-        reference: &TableReference,
-    ) -> Result<(String, String), QuarryError> {
-        match reference {
-            TableReference::Bare { table } => Ok((session.default_schema(), table.to_string())),
-            TableReference::Partial { schema, table } => {
-                Ok((schema.to_string(), table.to_string()))
-            }
-            TableReference::Full {
-                catalog,
-                schema,
-                table,
-            } => {
-                if catalog.as_ref() != CATALOG_NAME {
-                    return Err(QuarryError::not_found(format!(
-                        "catalog '{catalog}' does not exist; Quarry has one catalog, '{CATALOG_NAME}'"
-                    )));
-                }
-                Ok((schema.to_string(), table.to_string()))
-            }
-        }
-    }
-
     pub(super) async fn run_extension(
         &self,
         session: &Arc<Session>,
@@ -71,11 +45,14 @@ impl Engine {
     ) -> Result<RecordBatch, QuarryError> {
         let actor = self.access_for(session);
         match statement {
-            Statement::Security(security) => self.run_security(session, &actor, security).await,
+            Statement::Security(security) => {
+                self.catalog.run_security(session, &actor, security).await
+            }
             Statement::CreateSource(create) => {
                 let config = source_config(&create.kind, &create.options)?;
                 let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
                 let stored = self
+                    .catalog
                     .create_source(&actor, &create.name, config, mode)
                     .await?;
                 done(format!(
@@ -84,7 +61,7 @@ impl Engine {
                 ))
             }
             Statement::DropSource { name, if_exists } => {
-                if self.drop_source(&actor, &name, if_exists, None)? {
+                if self.catalog.drop_source(&actor, &name, if_exists, None)? {
                     done(format!("Source {name} dropped"))
                 } else {
                     done(format!("Source {name} does not exist"))
@@ -92,7 +69,7 @@ impl Engine {
             }
             Statement::ShowSources => self.show_sources(&actor),
             Statement::CreateTable(create) => {
-                let (schema, name) = self.dataset_name(session, &reference_of(&create.name)?)?;
+                let (schema, name) = session.dataset_name(&reference_of(&create.name)?)?;
                 let request = TableRequest {
                     source: Some(create.source),
                     path: Some(create.path),
@@ -101,7 +78,8 @@ impl Engine {
                     ..TableRequest::default()
                 };
                 let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
-                self.create_table(&actor, &schema, &name, request, mode)
+                self.catalog
+                    .create_table(&actor, &schema, &name, request, mode)
                     .await?;
                 done(format!("Table {schema}.{name} created"))
             }
@@ -110,13 +88,13 @@ impl Engine {
                 done(format!("Using schema {schema}"))
             }
             Statement::DescribeHistory { name } => {
-                let (schema, name) = self.dataset_name(session, &reference_of(&name)?)?;
+                let (schema, name) = session.dataset_name(&reference_of(&name)?)?;
                 let (_, folder) =
                     self.managed_table(&actor, &schema, &name, quarry_catalog::Privilege::Select)?;
                 crate::datasets::delta::history(self.datasets.runtime(), &folder).await
             }
             Statement::Vacuum { name, retain_hours } => {
-                let (schema, name) = self.dataset_name(session, &reference_of(&name)?)?;
+                let (schema, name) = session.dataset_name(&reference_of(&name)?)?;
                 let removed = self.vacuum(&actor, &schema, &name, retain_hours).await?;
                 done(format!("Removed {removed} files from {schema}.{name}"))
             }
@@ -150,7 +128,7 @@ impl Engine {
 
     /// Sources the user may read from (all of them for admins).
     fn show_sources(&self, actor: &UserAccess) -> Result<RecordBatch, QuarryError> {
-        let sources = self.readable_sources(actor)?;
+        let sources = self.catalog.readable_sources(actor)?;
         let mut names = Vec::new();
         let mut kinds = Vec::new();
         let mut locations = Vec::new();
@@ -208,7 +186,7 @@ impl Engine {
                     [one] => one.clone(),
                     _ => return Err(QuarryError::invalid("a table reads one location")),
                 };
-                let (schema, name) = self.dataset_name(session, &cmd.name)?;
+                let (schema, name) = session.dataset_name(&cmd.name)?;
                 let arrow_schema = cmd.schema.as_arrow();
                 let partition_columns = if cmd.table_partition_cols.is_empty() {
                     None
@@ -241,7 +219,8 @@ impl Engine {
                     ..TableRequest::default()
                 };
                 let mode = CreateMode::from_flags(cmd.if_not_exists, cmd.or_replace);
-                self.create_table(&actor, &schema, &name, request, mode)
+                self.catalog
+                    .create_table(&actor, &schema, &name, request, mode)
                     .await?;
                 done(format!("Table {schema}.{name} created"))
             }
@@ -249,18 +228,19 @@ impl Engine {
                 if view.temporary {
                     return Err(unsupported("temporary views"));
                 }
-                let (schema, name) = self.dataset_name(session, &view.name)?;
+                let (schema, name) = session.dataset_name(&view.name)?;
                 let sql = view_query(view.definition.as_deref())?;
                 let mode = CreateMode::from_flags(false, view.or_replace);
-                self.create_view(
-                    &actor,
-                    &schema,
-                    &name,
-                    &sql,
-                    &session.default_schema(),
-                    mode,
-                )
-                .await?;
+                self.catalog
+                    .create_view(
+                        &actor,
+                        &schema,
+                        &name,
+                        &sql,
+                        &session.default_schema(),
+                        mode,
+                    )
+                    .await?;
                 done(format!("View {schema}.{name} created"))
             }
             DdlStatement::CreateCatalogSchema(create) => {
@@ -273,14 +253,17 @@ impl Engine {
                     }
                     None => create.schema_name.clone(),
                 };
-                if self.create_schema(&actor, &name, create.if_not_exists)? {
+                if self
+                    .catalog
+                    .create_schema(&actor, &name, create.if_not_exists)?
+                {
                     done(format!("Schema {name} created"))
                 } else {
                     done(format!("Schema {name} already exists"))
                 }
             }
             DdlStatement::DropTable(drop) => {
-                let (schema, name) = self.dataset_name(session, &drop.name)?;
+                let (schema, name) = session.dataset_name(&drop.name)?;
                 let dropped = self
                     .drop_table_data(&actor, &schema, &name, drop.if_exists)
                     .await?;
@@ -291,9 +274,15 @@ impl Engine {
                 })
             }
             DdlStatement::DropView(drop) => {
-                let (schema, name) = self.dataset_name(session, &drop.name)?;
-                let dropped =
-                    self.drop_dataset(&actor, &schema, &name, Some("view"), drop.if_exists, None)?;
+                let (schema, name) = session.dataset_name(&drop.name)?;
+                let dropped = self.catalog.drop_dataset(
+                    &actor,
+                    &schema,
+                    &name,
+                    Some("view"),
+                    drop.if_exists,
+                    None,
+                )?;
                 done(if dropped {
                     format!("View {schema}.{name} dropped")
                 } else {
@@ -305,7 +294,10 @@ impl Engine {
                     SchemaReference::Bare { schema } => schema.to_string(),
                     SchemaReference::Full { schema, .. } => schema.to_string(),
                 };
-                if self.drop_schema(&actor, &name, drop.if_exists, drop.cascade, None)? {
+                if self
+                    .catalog
+                    .drop_schema(&actor, &name, drop.if_exists, drop.cascade, None)?
+                {
                     done(format!("Schema {name} dropped"))
                 } else {
                     done(format!("Schema {name} does not exist"))

@@ -117,7 +117,7 @@ impl QueryService for Arc<Engine> {
     ) -> Result<RecordBatch, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        Engine::run_security(self, session, &actor, statement).await
+        self.catalog.run_security(session, &actor, statement).await
     }
 
     async fn reflection(
@@ -276,7 +276,7 @@ impl QueryService for Arc<Engine> {
         session: &SessionHandle,
     ) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
         let session = session.inner();
-        Engine::readable_sources(self, &self.access_for(session))
+        self.catalog.readable_sources(&self.access_for(session))
     }
 
     fn get_source(
@@ -305,7 +305,7 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<SourceRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        Engine::create_source(self.as_ref(), &actor, name, config, mode).await
+        self.catalog.create_source(&actor, name, config, mode).await
     }
 
     async fn update_source(
@@ -317,7 +317,9 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<SourceRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        Engine::update_source(self.as_ref(), &actor, name, config, version).await
+        self.catalog
+            .update_source(&actor, name, config, version)
+            .await
     }
 
     async fn drop_source(
@@ -329,8 +331,13 @@ impl QueryService for Arc<Engine> {
         let (engine, actor) = (Arc::clone(self), self.access_for(session.inner()));
         let name = name.to_string();
         // Catalog writes are durable (fsync): off the workers that serve clients.
-        blocking(move || Engine::drop_source(&engine, &actor, &name, false, version).map(|_| ()))
-            .await
+        blocking(move || {
+            engine
+                .catalog
+                .drop_source(&actor, &name, false, version)
+                .map(|_| ())
+        })
+        .await
     }
 
     fn list_schemas(
@@ -380,7 +387,7 @@ impl QueryService for Arc<Engine> {
     ) -> Result<bool, QuarryError> {
         let (engine, actor) = (Arc::clone(self), self.access_for(session.inner()));
         let name = name.to_string();
-        blocking(move || Engine::create_schema(&engine, &actor, &name, if_not_exists)).await
+        blocking(move || engine.catalog.create_schema(&actor, &name, if_not_exists)).await
     }
 
     async fn drop_schema(
@@ -393,7 +400,10 @@ impl QueryService for Arc<Engine> {
         let (engine, actor) = (Arc::clone(self), self.access_for(session.inner()));
         let name = name.to_string();
         blocking(move || {
-            Engine::drop_schema(&engine, &actor, &name, false, cascade, version).map(|_| ())
+            engine
+                .catalog
+                .drop_schema(&actor, &name, false, cascade, version)
+                .map(|_| ())
         })
         .await
     }
@@ -492,7 +502,9 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<DatasetRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        Engine::create_table(self.as_ref(), &actor, schema, name, request, mode).await
+        self.catalog
+            .create_table(&actor, schema, name, request, mode)
+            .await
     }
 
     async fn create_view(
@@ -512,7 +524,9 @@ impl QueryService for Arc<Engine> {
         } else {
             session.default_schema()
         };
-        Engine::create_view(self.as_ref(), &actor, schema, name, sql, &context, mode).await
+        self.catalog
+            .create_view(&actor, schema, name, sql, &context, mode)
+            .await
     }
 
     async fn update_dataset(
@@ -525,7 +539,9 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<DatasetRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        Engine::update_dataset(self.as_ref(), &actor, schema, name, update, version).await
+        self.catalog
+            .update_dataset(&actor, schema, name, update, version)
+            .await
     }
 
     async fn drop_dataset(
@@ -545,8 +561,12 @@ impl QueryService for Arc<Engine> {
                 .ok()
                 .flatten()
                 .and_then(|stored| crate::datasets::delta::managed_folder(&stored.record));
-            Engine::drop_dataset(&engine, &actor, &schema, &name, None, false, version)?;
-            engine.purge_in_background(folder.into_iter().collect());
+            engine
+                .catalog
+                .drop_dataset(&actor, &schema, &name, None, false, version)?;
+            engine
+                .catalog
+                .purge_in_background(folder.into_iter().collect());
             Ok(())
         })
         .await

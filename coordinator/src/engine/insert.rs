@@ -64,7 +64,7 @@ impl Engine {
             return Err(unsupported_insert());
         }
         let reference = super::ddl::reference_of(&object_name_parts(table))?;
-        let (schema, name) = self.dataset_name(session, &reference)?;
+        let (schema, name) = session.dataset_name(&reference)?;
         let (op, privilege) = if *overwrite {
             (InsertOp::Overwrite, Privilege::Alter)
         } else {

@@ -12,8 +12,11 @@
 //!
 //! The engine owns sessions, planning, the jobs it starts and every background task
 //! (`tasks::Tasks`), and implements the [`QueryService`](crate::service::QueryService)
-//! frontends hold (`front_door.rs`). It changes the catalog only through `catalog_ops`
-//! (checks, grants, purges) and reads it through [`Datasets`]; it speaks no client protocol.
+//! frontends hold (`front_door.rs`). It changes the catalog only through its
+//! [`CatalogOps`] (`catalog_ops/`: sources, schemas, datasets, users, roles, grants, and
+//! what goes with a dropped object), which owns the catalog, access control and logins and
+//! plans no query; the engine reads the catalog through [`Datasets`] and speaks no client
+//! protocol.
 
 pub mod catalog_ops;
 mod ddl;
@@ -24,7 +27,6 @@ mod outcome;
 mod query_settings;
 mod reflections;
 mod result_batches;
-mod security;
 mod writes;
 
 pub mod session;
@@ -55,6 +57,7 @@ use crate::planner::stages::{display_stages, plan_stages, scans_files};
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
 use crate::tasks::Tasks;
+use catalog_ops::CatalogOps;
 use outcome::{CreatedTable, DistributedQuery, Outcome, ReleaseOnDrop, Then};
 pub use query_settings::base_config;
 use query_settings::{object_stores_of, settings_to_ship};
@@ -91,6 +94,8 @@ pub struct Engine {
     cpu: CpuRuntime,
     /// Every piece of background work the engine starts.
     pub(crate) tasks: Tasks,
+    /// Changes to the catalog (sources, schemas, datasets, users, roles, grants).
+    pub(crate) catalog: CatalogOps,
 }
 
 impl Engine {
@@ -110,10 +115,17 @@ impl Engine {
                 detail: e.to_string(),
             })
             .map_err(QuarryError::from)?;
+        let catalog = CatalogOps::new(
+            Arc::clone(&datasets),
+            Arc::clone(&auth),
+            tasks.clone(),
+            limits.request.clone(),
+        );
         Ok(Arc::new(Engine {
             datasets,
             access: Arc::clone(auth.control()),
             auth,
+            catalog,
             jobs,
             scheduler,
             sessions: Sessions::default(),
@@ -416,11 +428,6 @@ impl Engine {
         Ok(crate::planner::recursion_bound::bound_recursion(
             physical, iterations,
         )?)
-    }
-
-    /// The limits requests are held to.
-    pub(crate) fn request_limits(&self) -> &crate::limits::Limits {
-        &self.limits.request
     }
 
     /// Plans without file scans run on the coordinator, and so do those that read only

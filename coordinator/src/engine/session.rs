@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigExtension;
 use datafusion::common::extensions_options;
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::prelude::SessionConfig;
+use quarry_catalog::CATALOG_NAME;
 use quarry_common::QuarryError;
 
 extensions_options! {
@@ -126,6 +127,31 @@ pub struct Session {
 }
 
 impl Session {
+    /// `[schema, ]name` in this session, checking the catalog part.
+    pub(crate) fn dataset_name(
+        &self,
+        reference: &TableReference,
+    ) -> Result<(String, String), QuarryError> {
+        match reference {
+            TableReference::Bare { table } => Ok((self.default_schema(), table.to_string())),
+            TableReference::Partial { schema, table } => {
+                Ok((schema.to_string(), table.to_string()))
+            }
+            TableReference::Full {
+                catalog,
+                schema,
+                table,
+            } => {
+                if catalog.as_ref() != CATALOG_NAME {
+                    return Err(QuarryError::not_found(format!(
+                        "catalog '{catalog}' does not exist; Quarry has one catalog, '{CATALOG_NAME}'"
+                    )));
+                }
+                Ok((schema.to_string(), table.to_string()))
+            }
+        }
+    }
+
     pub fn new(id: impl Into<String>, user: impl Into<String>, default_schema: &str) -> Arc<Self> {
         Arc::new(Session {
             id: id.into(),

@@ -58,7 +58,7 @@ impl Engine {
         session: &Session,
         dml: &DmlStatement,
     ) -> Result<(), QuarryError> {
-        let (schema, name) = self.dataset_name(session, &dml.table_name)?;
+        let (schema, name) = session.dataset_name(&dml.table_name)?;
         let privilege = match dml.op {
             WriteOp::Insert(InsertOp::Append) => Privilege::Insert,
             _ => Privilege::Alter,
@@ -110,12 +110,13 @@ impl Engine {
                 "Quarry does not support temporary tables",
             ));
         }
-        let (schema, name) = self.dataset_name(session, &create.name)?;
+        let (schema, name) = session.dataset_name(&create.name)?;
         let actor = self.access_for(session);
-        self.require_schema(&schema)?;
+        self.catalog.require_schema(&schema)?;
         actor.require_schema(Privilege::CreateTable, &schema)?;
         let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);
         if self
+            .catalog
             .check_existing(&actor, &schema, &name, mode, false)?
             .is_some()
         {
@@ -153,7 +154,7 @@ impl Engine {
             partition_columns: partition_by,
             arrow_schema: encode_schema(&table_schema)?,
         };
-        if let Err(e) = self.store_dataset(
+        if let Err(e) = self.catalog.store_dataset(
             &schema,
             &name,
             DatasetDefinition::Table(definition),
@@ -162,7 +163,7 @@ impl Engine {
             let _ = delta::purge(&runtime, &folder).await;
             return Err(e);
         }
-        self.grant_to_creator(&actor, &schema, &name)?;
+        self.catalog.grant_to_creator(&actor, &schema, &name)?;
         if matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row) {
             let batch = message_batch("result", &[format!("Table {schema}.{name} created")])?;
             return Ok(Outcome::Rows(batch.schema(), vec![batch]));
@@ -334,7 +335,7 @@ impl Engine {
         session: &Arc<Session>,
         name: &[String],
     ) -> Result<Outcome, QuarryError> {
-        let (schema, table) = self.dataset_name(session, &super::ddl::reference_of(name)?)?;
+        let (schema, table) = session.dataset_name(&super::ddl::reference_of(name)?)?;
         let actor = self.access_for(session);
         let (record, _) = self.managed_table(&actor, &schema, &table, Privilege::Alter)?;
         let provider = self.datasets.provider_of(record).await?;
@@ -382,26 +383,12 @@ impl Engine {
             .get_dataset(schema, name)
             .map_err(catalog_error)?
             .and_then(|stored| managed_folder(&stored.record));
-        let dropped = self.drop_dataset(actor, schema, name, Some("table"), if_exists, None)?;
+        let dropped =
+            self.catalog
+                .drop_dataset(actor, schema, name, Some("table"), if_exists, None)?;
         if let Some(folder) = folder {
             delta::purge(self.datasets.runtime(), &folder).await?;
         }
         Ok(dropped)
-    }
-
-    /// After a catalog drop elsewhere (REST, DROP SCHEMA CASCADE): remove the files in
-    /// the background, since the caller cannot wait.
-    pub(crate) fn purge_in_background(&self, folders: Vec<url::Url>) {
-        if folders.is_empty() {
-            return;
-        }
-        let runtime = Arc::clone(self.datasets.runtime());
-        self.tasks.spawn(async move {
-            for folder in folders {
-                if let Err(e) = delta::purge(&runtime, &folder).await {
-                    tracing::warn!(%folder, "cannot remove a dropped table's files: {e}");
-                }
-            }
-        });
     }
 }

@@ -16,12 +16,11 @@ use crate::datasets::delta;
 use crate::datasets::schema_codec::encode_schema;
 use crate::datasets::sources::{self, Location};
 use crate::datasets::tables::{self, NewTable};
-use crate::engine::Engine;
 
 use super::*;
 use crate::datasets::location::s3_config_from_env;
 
-impl Engine {
+impl CatalogOps {
     pub(crate) fn require_schema(&self, schema: &str) -> Result<(), QuarryError> {
         match self
             .datasets
@@ -34,19 +33,6 @@ impl Engine {
                 "schema '{schema}' does not exist; create it with CREATE SCHEMA {schema}"
             ))),
         }
-    }
-
-    /// Grants on a dropped object go with it, so a new object of that name starts bare.
-    pub(super) fn forget_grants_on(
-        &self,
-        kind: SecurableKind,
-        object: &str,
-    ) -> Result<(), QuarryError> {
-        self.datasets
-            .catalog()
-            .remove_grants_on(kind, object)
-            .map_err(catalog_error)?;
-        self.access.reload()
     }
 
     /// The creator of a dataset may read, change and share it.
@@ -328,7 +314,7 @@ impl Engine {
         let plan = crate::datasets::as_view_definition(crate::sql::parser::plan_query_text(
             &state,
             sql,
-            self.request_limits(),
+            &self.request_limits,
         ))
         .await?;
         if matches!(

@@ -1,18 +1,59 @@
-//! Changes to the catalog, shared by SQL DDL and the REST catalog API. Every change is
-//! checked (paths exist and stay inside their source, files parse, view SQL plans) before
-//! it is written, so a failed statement leaves no half-made entry behind. Each change
-//! names who asks, and is refused without the privilege it needs.
+//! Catalog operations, a service of their own: sources, schemas, tables and views, and
+//! users, roles, grants and tokens (`security.rs`), shared by SQL statements and the REST
+//! catalog API. [`CatalogOps`] owns the catalog, access control and logins, and what goes
+//! with a dropped object (its grants, reflections and files, `drops.rs`); it plans no
+//! query and runs no job — a view's SQL is only planned to check it.
+//!
+//! Every change is checked (paths exist and stay inside their source, files parse, view
+//! SQL plans) before it is written, so a failed statement leaves no half-made entry
+//! behind. Each change names who asks, and is refused without the privilege it needs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use quarry_catalog::{S3Config, SourceConfig};
 use quarry_common::QuarryError;
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessControl;
+use crate::access::auth::Auth;
+use crate::datasets::Datasets;
+use crate::tasks::Tasks;
+
 mod datasets;
+mod drops;
 mod schemas;
+mod security;
 mod sources;
+
+/// The catalog operations; see the module doc.
+pub(crate) struct CatalogOps {
+    datasets: Arc<Datasets>,
+    access: Arc<AccessControl>,
+    auth: Arc<Auth>,
+    /// Where removing a dropped table's files runs.
+    tasks: Tasks,
+    /// What one request may ask, for planning a view's SQL.
+    request_limits: crate::limits::Limits,
+}
+
+impl CatalogOps {
+    pub(crate) fn new(
+        datasets: Arc<Datasets>,
+        auth: Arc<Auth>,
+        tasks: Tasks,
+        request_limits: crate::limits::Limits,
+    ) -> Self {
+        CatalogOps {
+            datasets,
+            access: Arc::clone(auth.control()),
+            auth,
+            tasks,
+            request_limits,
+        }
+    }
+}
 
 /// What to do when the object already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,11 +5,10 @@ use quarry_common::QuarryError;
 
 use crate::access::{UserAccess, dataset_object};
 use crate::datasets::delta;
-use crate::engine::Engine;
 
 use super::*;
 
-impl Engine {
+impl CatalogOps {
     pub(crate) fn create_schema(
         &self,
         actor: &UserAccess,

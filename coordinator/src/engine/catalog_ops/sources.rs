@@ -5,11 +5,10 @@ use quarry_common::QuarryError;
 
 use crate::access::UserAccess;
 use crate::datasets::sources::{self};
-use crate::engine::Engine;
 
 use super::*;
 
-impl Engine {
+impl CatalogOps {
     /// The sources `actor` may read from (all of them for admins).
     pub(crate) fn readable_sources(
         &self,

@@ -54,13 +54,13 @@ impl Engine {
                     .catalog()
                     .delete_reflection(&name, Some(stored.version))
                     .map_err(catalog_error)?;
-                self.purge_materializations(&stored.record);
+                self.catalog.purge_materializations(&stored.record);
                 message_batch("result", &[format!("Reflection {name} dropped")])
             }
             ReflectionStatement::Refresh { dataset } => {
                 let (schema, table) = self.altered_dataset(session, &dataset)?;
                 let mut lines = Vec::new();
-                for stored in self.reflections_of(&schema, &table)? {
+                for stored in self.catalog.reflections_of(&schema, &table)? {
                     let job = self.start_refresh(&stored.record.name, &session.user)?;
                     lines.push(format!("{}: refresh job {job}", stored.record.name));
                 }
@@ -76,7 +76,7 @@ impl Engine {
             } => {
                 let (schema, table) = self.altered_dataset(session, &dataset)?;
                 let mut changed = 0;
-                for stored in self.reflections_of(&schema, &table)? {
+                for stored in self.catalog.reflections_of(&schema, &table)? {
                     if matches!(stored.record.kind, ReflectionKind::Raw { .. }) == raw {
                         self.update_reflection(&stored.record.name, |r| r.enabled = enable)?;
                         changed += 1;
@@ -178,7 +178,7 @@ impl Engine {
                     .catalog()
                     .delete_reflection(&name, None)
                     .map_err(catalog_error)?;
-                self.purge_materializations(&record);
+                self.catalog.purge_materializations(&record);
                 message_batch("result", &[format!("Reflection {name} dropped")])
             }
         }
@@ -190,7 +190,7 @@ impl Engine {
         session: &Session,
         parts: &[String],
     ) -> Result<(String, String), QuarryError> {
-        let (schema, name) = self.dataset_name(session, &reference_of(parts)?)?;
+        let (schema, name) = session.dataset_name(&reference_of(parts)?)?;
         let record = self
             .datasets
             .catalog()
@@ -274,21 +274,6 @@ impl Engine {
         }
     }
 
-    fn reflections_of(
-        &self,
-        schema: &str,
-        dataset: &str,
-    ) -> Result<Vec<Stored<ReflectionRecord>>, QuarryError> {
-        Ok(self
-            .datasets
-            .catalog()
-            .list_reflections()
-            .map_err(catalog_error)?
-            .into_iter()
-            .filter(|r| r.record.schema == schema && r.record.dataset == dataset)
-            .collect())
-    }
-
     fn reflection_on(
         &self,
         name: &str,
@@ -324,36 +309,6 @@ impl Engine {
                 Err(CatalogError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(catalog_error(e)),
             }
-        }
-    }
-
-    /// Drop a dataset's reflections with it.
-    pub(crate) fn drop_reflections_of(&self, schema: &str, dataset: &str) {
-        let policy = quarry_catalog::PolicyOn::Dataset(schema, dataset);
-        if let Err(e) = self.datasets.catalog().delete_reflection_policy(policy) {
-            tracing::warn!("cannot forget the reflection policy of {schema}.{dataset}: {e}");
-        }
-        let Ok(reflections) = self.reflections_of(schema, dataset) else {
-            return;
-        };
-        for stored in reflections {
-            if self
-                .datasets
-                .catalog()
-                .delete_reflection(&stored.record.name, None)
-                .is_ok()
-            {
-                self.purge_materializations(&stored.record);
-            }
-        }
-    }
-
-    /// Remove every materialization folder of a reflection (in the background).
-    fn purge_materializations(&self, record: &ReflectionRecord) {
-        if let Ok(folder) = self.datasets.materialization_folder(&record.name)
-            && let Ok(parent) = folder.join("..")
-        {
-            self.purge_in_background(vec![parent]);
         }
     }
 

@@ -91,7 +91,7 @@ impl Engine {
         let mut changed = 0;
         for (schema, dataset) in datasets {
             let (every, grace) = self.effective_policy(&schema, &dataset)?;
-            for stored in self.reflections_of(&schema, &dataset)? {
+            for stored in self.catalog.reflections_of(&schema, &dataset)? {
                 self.update_reflection(&stored.record.name, |r| {
                     r.refresh_every_ms = every;
                     r.grace_ms = grace;

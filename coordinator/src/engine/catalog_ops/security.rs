@@ -16,9 +16,11 @@ use quarry_catalog::{
 };
 use quarry_common::{ErrorCode, QuarryError};
 
-use super::{Engine, Session, message_batch, parse_duration};
+use super::CatalogOps;
 use crate::access::auth::blocking;
 use crate::access::{ADMIN_ROLE, UserAccess, dataset_object};
+use crate::engine::result_batches::message_batch;
+use crate::engine::session::{Session, parse_duration};
 use crate::error::CoordinatorError;
 use crate::error::catalog_error;
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
@@ -41,7 +43,7 @@ fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-impl Engine {
+impl CatalogOps {
     pub(crate) async fn run_security(
         &self,
         session: &Arc<Session>,
@@ -417,7 +419,7 @@ impl Engine {
                         ));
                     }
                 };
-                let (schema, table) = self.dataset_name(session, &reference)?;
+                let (schema, table) = session.dataset_name(&reference)?;
                 let what = if *view { "view" } else { "table" };
                 let stored = catalog
                     .get_dataset(&schema, &table)
