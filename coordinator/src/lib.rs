@@ -13,22 +13,27 @@
 //!
 //! [`server::start`] runs all of it on three listeners; `quarry up` adds in-process
 //! executors and demo data.
+//!
+//! The public surface is what `main.rs`, the tests and the bench need: `server` (and the
+//! settings types it re-exports), `local_cluster`, `service` (the `QueryService` seam, which
+//! in-process clients drive like the frontends do), `demo`, `limits` and `tls`. Everything
+//! else is crate-private.
 
 #![warn(unreachable_pub)]
 
 pub(crate) mod access;
 pub(crate) mod cluster;
-pub mod datasets;
+pub(crate) mod datasets;
 pub mod demo;
-pub mod engine;
+pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod frontend;
-pub mod jobs;
+pub(crate) mod jobs;
 pub mod limits;
 pub mod local_cluster;
 pub(crate) mod planner;
 pub(crate) mod reflections;
-pub mod scheduler;
+pub(crate) mod scheduler;
 pub mod server;
 pub mod service;
 pub(crate) mod sql;

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use quarry_common::QuarryError;
 use quarry_common::cluster_secret::ClusterSecret;
-use quarry_coordinator::datasets::location::Location;
 use quarry_coordinator::demo;
-use quarry_coordinator::engine::parse_duration;
-use quarry_coordinator::jobs::admission::{self, AdmissionConfig};
 use quarry_coordinator::limits::{self, Limits};
 use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
-use quarry_coordinator::server::{self, CoordinatorConfig, Listeners};
+use quarry_coordinator::server::{
+    self, AdmissionConfig, CoordinatorConfig, Listeners, Location, parse_duration,
+};
 use quarry_executor::ExecutorConfig;
 use tokio::net::TcpListener;
 
@@ -75,10 +74,10 @@ struct ServeArgs {
     #[arg(long, env = "QUARRY_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
     /// Queries that may run on the executors at once; more wait in the queue.
-    #[arg(long, env = "QUARRY_MAX_RUNNING_QUERIES", default_value_t = admission::DEFAULT_MAX_RUNNING)]
+    #[arg(long, env = "QUARRY_MAX_RUNNING_QUERIES", default_value_t = server::DEFAULT_MAX_RUNNING)]
     max_running_queries: usize,
     /// Queries that may wait to run; one more is refused (RESOURCE_EXHAUSTED, HTTP 429).
-    #[arg(long, env = "QUARRY_MAX_QUEUED_QUERIES", default_value_t = admission::DEFAULT_MAX_QUEUED)]
+    #[arg(long, env = "QUARRY_MAX_QUEUED_QUERIES", default_value_t = server::DEFAULT_MAX_QUEUED)]
     max_queued_queries: usize,
     /// Longest a query waits in the queue ('5 min', '30s').
     #[arg(long, env = "QUARRY_QUEUE_TIMEOUT", default_value = "5 min", value_parser = duration)]

@@ -22,13 +22,12 @@ use crate::cluster::Cluster;
 use crate::cluster::files::ClusterFileStore;
 use crate::cluster::internal::MembershipService;
 use crate::datasets::Datasets;
-use crate::datasets::location::Location;
 use crate::engine::{Engine, EngineLimits, base_config};
 use crate::error::CoordinatorError;
 use crate::frontend::flight_sql::FlightSqlFrontend;
 use crate::frontend::rest::{AppState, router};
 use crate::jobs::Jobs;
-use crate::jobs::admission::{Admission, AdmissionConfig};
+use crate::jobs::admission::Admission;
 use crate::limits::Limits;
 use crate::scheduler::Scheduler;
 use crate::service::QueryService;
@@ -36,6 +35,11 @@ use crate::system::SystemTables;
 use crate::tasks::Tasks;
 use crate::tls::{TlsFiles, TlsListener};
 use quarry_common::protocol::CLUSTER_FILES_URL;
+
+// The settings `CoordinatorConfig` is made of, for `main.rs` and tests.
+pub use crate::datasets::location::Location;
+pub use crate::engine::parse_duration;
+pub use crate::jobs::admission::{AdmissionConfig, DEFAULT_MAX_QUEUED, DEFAULT_MAX_RUNNING};
 
 enum Either<L, R> {
     Left(L),
@@ -148,6 +152,12 @@ pub struct RunningCoordinator {
 }
 
 impl RunningCoordinator {
+    /// The engine as every frontend holds it: in-process clients (tests, the in-process
+    /// SQL logic tests) go through the same seam.
+    pub fn service(&self) -> Arc<dyn QueryService> {
+        Arc::new(Arc::clone(&self.engine))
+    }
+
     /// The endpoint executors register at.
     pub fn internal_endpoint(&self) -> String {
         format!("http://{}", self.internal_addr)

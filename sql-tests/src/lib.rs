@@ -29,8 +29,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
 use quarry_common::QuarryError;
-use quarry_coordinator::engine::{Engine, Session};
 use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
+use quarry_coordinator::service::{QueryService, SessionHandle, in_process_session};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
 /// A cluster with fixture data for one test file.
@@ -55,8 +55,14 @@ impl SqlTestCluster {
         })
     }
 
-    pub fn engine(&self) -> Arc<Engine> {
-        Arc::clone(&self.cluster.coordinator.engine)
+    /// The engine as frontends hold it.
+    pub fn service(&self) -> Arc<dyn QueryService> {
+        self.cluster.coordinator.service()
+    }
+
+    /// A session of `user`.
+    pub fn session(&self, user: &str) -> SessionHandle {
+        in_process_session(&self.service(), user)
     }
 
     /// Run one `.slt` file, or rewrite its expected results when asked to.
@@ -67,12 +73,12 @@ impl SqlTestCluster {
     ) -> Result<(), Box<dyn std::error::Error>> {
         match mode {
             Mode::InProcess => {
-                let engine = self.engine();
-                let session = engine.new_session("slt");
+                let service = self.service();
+                let session = self.session("slt");
                 let make = move || {
                     let db = QuarryDb {
-                        engine: Arc::clone(&engine),
-                        session: Arc::clone(&session),
+                        service: Arc::clone(&service),
+                        session: session.clone(),
                     };
                     async move { Ok::<_, DbError>(db) }
                 };
@@ -122,7 +128,7 @@ impl SqlTestCluster {
 /// How a `.slt` file reaches the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Straight into the engine, in this process.
+    /// Straight into the engine's `QueryService`, in this process.
     InProcess,
     /// Through the coordinator's Flight SQL port, with a Flight SQL client.
     FlightSql,
@@ -148,20 +154,14 @@ pub fn slt_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Run `sql` in `session` and collect its result.
 pub async fn query(
-    engine: &Arc<Engine>,
-    session: &Arc<Session>,
+    service: &Arc<dyn QueryService>,
+    session: &SessionHandle,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, QuarryError> {
-    let job = engine.submit(session, sql, None).await?;
+    let job = service.submit(session, sql, None).await?;
     let batches: Vec<RecordBatch> = job.results(0, None).try_collect().await?;
-    let record = job.wait().await;
-    match record.error {
-        Some(error) => Err(QuarryError::new(
-            quarry_common::ErrorCode::parse(&error.code),
-            error.message,
-        )),
-        None => Ok(batches),
-    }
+    job.finished().await?;
+    Ok(batches)
 }
 
 #[derive(Debug)]
@@ -175,10 +175,10 @@ impl std::fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
-/// A connection: one session of the cluster's engine.
+/// A connection: one session of the cluster's engine, through its `QueryService`.
 pub struct QuarryDb {
-    engine: Arc<Engine>,
-    session: Arc<Session>,
+    service: Arc<dyn QueryService>,
+    session: SessionHandle,
 }
 
 pub(crate) fn column_type(data_type: &DataType) -> DefaultColumnType {
@@ -229,28 +229,19 @@ impl AsyncDB for QuarryDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
         let job = self
-            .engine
+            .service
             .submit(&self.session, sql, None)
             .await
             .map_err(DbError)?;
         let batches: Vec<RecordBatch> =
             job.results(0, None).try_collect().await.map_err(DbError)?;
-        let record = job.wait().await;
-        if let Some(error) = record.error {
-            return Err(DbError(QuarryError::new(
-                quarry_common::ErrorCode::parse(&error.code),
-                error.message,
-            )));
-        }
-        let schema = job.result_schema();
-        let types = schema
-            .map(|s| {
-                s.fields()
-                    .iter()
-                    .map(|f| column_type(f.data_type()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        job.finished().await.map_err(DbError)?;
+        let types = job
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         Ok(DBOutput::Rows {
             types,
             rows: rows(&batches).map_err(DbError)?,

@@ -5,7 +5,6 @@
 //! build side) and with it at zero (every join hashes both sides through the exchange).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use quarry_sql_tests::{SqlTestCluster, query, tpch};
 
@@ -22,12 +21,12 @@ const PARTITIONED_JOINS: [&str; 2] = [
     "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
 ];
 
-type SessionRef = Arc<quarry_coordinator::engine::Session>;
+type SessionRef = quarry_coordinator::service::SessionHandle;
 
 /// A second session of `cluster` whose joins are all partitioned.
 async fn partitioned_session(cluster: &SqlTestCluster) -> SessionRef {
-    let engine = cluster.engine();
-    let session = engine.new_session("tpch-partitioned");
+    let engine = cluster.service();
+    let session = cluster.session("tpch-partitioned");
     for sql in PARTITIONED_JOINS {
         query(&engine, &session, sql).await.expect("setting");
     }
@@ -36,8 +35,8 @@ async fn partitioned_session(cluster: &SqlTestCluster) -> SessionRef {
 
 async fn cluster(dir: &Path) -> (SqlTestCluster, SessionRef) {
     let cluster = SqlTestCluster::start(EXECUTORS).await.expect("cluster");
-    let engine = cluster.engine();
-    let session = engine.new_session("tpch");
+    let engine = cluster.service();
+    let session = cluster.session("tpch");
     for sql in tpch::create_tables_sql(dir) {
         query(&engine, &session, &sql).await.expect("tables");
     }
@@ -51,7 +50,7 @@ async fn tpch_answers_match_datafusion() {
         .await
         .expect("DataFusion's answers");
     let (cluster, session) = cluster(&dir).await;
-    let engine = cluster.engine();
+    let engine = cluster.service();
     let partitioned = partitioned_session(&cluster).await;
     let mut mismatches = Vec::new();
     for (n, session, joins) in (1..=22)
@@ -81,7 +80,7 @@ async fn tpch_answers_match_datafusion() {
 async fn tpch_stage_plans_match_golden_files() {
     let dir = data();
     let (cluster, session) = cluster(&dir).await;
-    let engine = cluster.engine();
+    let engine = cluster.service();
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
     let update = std::env::var_os("QUARRY_GOLDEN_UPDATE").is_some();
     let partitioned = partitioned_session(&cluster).await;

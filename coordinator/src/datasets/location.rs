@@ -12,8 +12,8 @@ use super::sources::s3_store_spec;
 
 /// The names S3 locations' object stores are keyed by (never a source's name: those
 /// cannot contain a colon).
-pub const WAREHOUSE: &str = "quarry:warehouse";
-pub const REFLECTIONS: &str = "quarry:reflections";
+pub(crate) const WAREHOUSE: &str = "quarry:warehouse";
+pub(crate) const REFLECTIONS: &str = "quarry:reflections";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Location {
@@ -78,7 +78,7 @@ impl Location {
 /// A bucket's settings from the standard AWS environment variables, read as the AWS tools
 /// read them: the one place Quarry reads them. `env` gives a variable (None when unset or
 /// empty).
-pub fn s3_config_from_env(
+pub(crate) fn s3_config_from_env(
     bucket: &str,
     prefix: &str,
     env: impl Fn(&str) -> Option<String>,

@@ -7,12 +7,12 @@
 //! refuse what it may not read (the checks themselves are `access`'s); it starts no jobs
 //! and knows nothing of sessions or frontends.
 
-pub mod delta;
-pub mod location;
+pub(crate) mod delta;
+pub(crate) mod location;
 mod provider;
-pub mod schema_codec;
-pub mod sources;
-pub mod tables;
+pub(crate) mod schema_codec;
+pub(crate) mod sources;
+pub(crate) mod tables;
 
 use std::sync::{Arc, OnceLock};
 
@@ -26,7 +26,7 @@ use quarry_common::QuarryError;
 use quarry_common::object_stores::ObjectStoreRegistrar;
 use quarry_common::protocol::ObjectStoreSpec;
 
-pub use provider::{QuarryCatalog, QuarryCatalogList};
+pub(crate) use provider::QuarryCatalogList;
 
 use crate::access::{Viewer, source_of};
 use crate::error::catalog_error;
@@ -47,7 +47,7 @@ tokio::task_local! {
 
 /// Plan a new view's definition as one level of views already: a view that can be
 /// created can also be queried.
-pub async fn as_view_definition<T>(planning: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn as_view_definition<T>(planning: impl std::future::Future<Output = T>) -> T {
     VIEW_DEPTH.scope(1, planning).await
 }
 

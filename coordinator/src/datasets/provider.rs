@@ -22,7 +22,7 @@ use crate::error::catalog_error;
 use crate::sql::time_travel::TableAt;
 
 #[derive(Debug)]
-pub struct QuarryCatalogList {
+pub(crate) struct QuarryCatalogList {
     pub datasets: Arc<Datasets>,
     pub viewer: Viewer,
 }
@@ -51,7 +51,7 @@ impl CatalogProviderList for QuarryCatalogList {
 }
 
 #[derive(Debug)]
-pub struct QuarryCatalog {
+pub(crate) struct QuarryCatalog {
     pub datasets: Arc<Datasets>,
     pub viewer: Viewer,
 }

@@ -11,7 +11,7 @@ use quarry_common::QuarryError;
 
 use crate::error::CoordinatorError;
 
-pub fn encode_schema(schema: &Schema) -> Result<String, QuarryError> {
+pub(crate) fn encode_schema(schema: &Schema) -> Result<String, QuarryError> {
     let proto: protobuf::Schema = schema
         .try_into()
         .map_err(|e| QuarryError::from(CoordinatorError::encode("a table schema", e)))?;

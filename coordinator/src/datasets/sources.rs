@@ -22,7 +22,7 @@ use quarry_common::protocol::ObjectStoreSpec;
 
 /// A resolved data location.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Location {
+pub(crate) struct Location {
     /// URL DataFusion lists (`file:///...`, `s3://bucket/...`); folders end with `/`.
     pub url: String,
     pub is_folder: bool,
@@ -33,12 +33,12 @@ pub struct Location {
 }
 
 /// The object store spec of an S3 source.
-pub fn s3_store_spec(source: &str, config: &S3Config) -> ObjectStoreSpec {
+pub(crate) fn s3_store_spec(source: &str, config: &S3Config) -> ObjectStoreSpec {
     s3_spec_keyed(Some(source), config)
 }
 
 /// The object store of an S3 bucket; keyed by a name, or (None) by the bare bucket.
-pub fn s3_spec_keyed(key: Option<&str>, config: &S3Config) -> ObjectStoreSpec {
+pub(crate) fn s3_spec_keyed(key: Option<&str>, config: &S3Config) -> ObjectStoreSpec {
     let path_style = config.path_style.to_string();
     let allow_http = config.allow_http.to_string();
     s3_spec(
@@ -57,7 +57,7 @@ pub fn s3_spec_keyed(key: Option<&str>, config: &S3Config) -> ObjectStoreSpec {
 
 /// Cloud metadata services hand out the machine's own credentials: no source may point
 /// at one (link-local addresses, and the names clouds give them), whoever asks.
-pub fn refuse_metadata_endpoint(name: &str, endpoint: &str) -> Result<(), QuarryError> {
+pub(crate) fn refuse_metadata_endpoint(name: &str, endpoint: &str) -> Result<(), QuarryError> {
     let refused = || {
         QuarryError::new(
             quarry_common::ErrorCode::PermissionDenied,
@@ -88,7 +88,7 @@ pub fn refuse_metadata_endpoint(name: &str, endpoint: &str) -> Result<(), Quarry
 }
 
 /// Check a new source's configuration before it is stored.
-pub async fn validate_source(
+pub(crate) async fn validate_source(
     name: &str,
     config: &SourceConfig,
 ) -> Result<SourceConfig, QuarryError> {
@@ -145,7 +145,7 @@ pub async fn validate_source(
 
 /// Resolve `path` inside a source to a location DataFusion can list. `cluster_files` is
 /// the store of files in executors' data directories.
-pub async fn resolve_in_source(
+pub(crate) async fn resolve_in_source(
     source_name: &str,
     config: &SourceConfig,
     path: &str,
@@ -215,7 +215,11 @@ fn join_key(prefix: &str, path: &str) -> String {
 }
 
 /// A path under a local root, refusing anything that leaves the root.
-pub fn resolve_local(source_name: &str, root: &Path, path: &str) -> Result<Location, QuarryError> {
+pub(crate) fn resolve_local(
+    source_name: &str,
+    root: &Path,
+    path: &str,
+) -> Result<Location, QuarryError> {
     let root = root.canonicalize().map_err(|e| {
         QuarryError::not_found(format!(
             "the root {} of source '{source_name}' is not readable: {e}",
@@ -252,7 +256,7 @@ pub fn resolve_local(source_name: &str, root: &Path, path: &str) -> Result<Locat
 
 /// The folder a managed table gets at `path` inside a writable source. The path is
 /// relative and may not climb (`..`): a table can be written only inside the source.
-pub fn writable_folder(
+pub(crate) fn writable_folder(
     source_name: &str,
     config: &SourceConfig,
     path: &str,
@@ -304,7 +308,7 @@ pub fn writable_folder(
 }
 
 /// The `file://` URL of a local path.
-pub fn local_url(path: &Path, is_folder: bool) -> Result<String, QuarryError> {
+pub(crate) fn local_url(path: &Path, is_folder: bool) -> Result<String, QuarryError> {
     let url = if is_folder {
         url::Url::from_directory_path(path)
     } else {
@@ -361,12 +365,12 @@ fn walk_inside(
 }
 
 /// Files like `_SUCCESS` and `.crc` that writers leave next to data.
-pub fn is_hidden(name: &str) -> bool {
+pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
 }
 
 /// An S3 key that is either an object or a prefix of objects.
-pub async fn resolve_s3(
+pub(crate) async fn resolve_s3(
     bucket: &str,
     key: &str,
     spec: ObjectStoreSpec,
@@ -421,7 +425,7 @@ pub async fn resolve_s3(
 }
 
 /// An object store failure, told the way a user can act on it.
-pub fn store_error(what: &str, e: object_store::Error) -> QuarryError {
+pub(crate) fn store_error(what: &str, e: object_store::Error) -> QuarryError {
     use quarry_common::ErrorCode;
     let code = match &e {
         object_store::Error::NotFound { .. } => ErrorCode::NotFound,

@@ -19,15 +19,15 @@ use super::schema_codec::{decode_schema, encode_schema};
 use crate::error::CoordinatorError;
 
 /// The file formats a table can have.
-pub const FORMATS: [&str; 3] = ["parquet", "csv", "json"];
+pub(crate) const FORMATS: [&str; 3] = ["parquet", "csv", "json"];
 
 /// The type DataFusion gives hive partition values.
-pub fn partition_type() -> DataType {
+pub(crate) fn partition_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8))
 }
 
 /// The format a file name suggests.
-pub fn format_of(file: &str) -> Option<&'static str> {
+pub(crate) fn format_of(file: &str) -> Option<&'static str> {
     let lower = file.to_ascii_lowercase();
     if lower.ends_with(".parquet") || lower.ends_with(".parq") {
         Some("parquet")
@@ -50,7 +50,7 @@ fn extension_of(file: &str) -> String {
 }
 
 /// Normalise a format name, or refuse it.
-pub fn normalize_format(format: &str) -> Result<&'static str, QuarryError> {
+pub(crate) fn normalize_format(format: &str) -> Result<&'static str, QuarryError> {
     let lower = format.to_ascii_lowercase();
     match lower.as_str() {
         "parquet" => Ok("parquet"),
@@ -65,7 +65,7 @@ pub fn normalize_format(format: &str) -> Result<&'static str, QuarryError> {
 
 /// What is needed to infer a new table.
 #[derive(Debug, Clone)]
-pub struct NewTable {
+pub(crate) struct NewTable {
     pub source: Option<String>,
     pub path: Option<String>,
     pub url: String,
@@ -103,7 +103,7 @@ fn listing_options(
 
 /// Infer a new table's schema from its files, build it once to prove it reads, and
 /// return the definition to store.
-pub async fn infer_table(
+pub(crate) async fn infer_table(
     state: &SessionState,
     spec: NewTable,
 ) -> Result<(TableDefinition, Arc<dyn TableProvider>), QuarryError> {
@@ -150,7 +150,7 @@ pub async fn infer_table(
 }
 
 /// Rebuild a stored table: files are listed at scan time, the schema is not inferred.
-pub fn open_table(
+pub(crate) fn open_table(
     state: &dyn Session,
     definition: &TableDefinition,
 ) -> Result<Arc<dyn TableProvider>, QuarryError> {

@@ -18,7 +18,7 @@
 //! plans no query; the engine reads the catalog through [`Datasets`] and speaks no client
 //! protocol.
 
-pub mod catalog_ops;
+pub(crate) mod catalog_ops;
 mod ddl;
 mod execution;
 mod front_door;
@@ -29,7 +29,7 @@ mod reflections;
 mod result_batches;
 mod writes;
 
-pub mod session;
+pub(crate) mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,13 +59,12 @@ use crate::sql::parser::{self, Statement};
 use crate::tasks::Tasks;
 use catalog_ops::CatalogOps;
 use outcome::{CreatedTable, DistributedQuery, Outcome, ReleaseOnDrop, Then};
-pub use query_settings::base_config;
+pub(crate) use query_settings::base_config;
 use query_settings::{object_stores_of, settings_to_ship};
-pub use result_batches::message_batch;
+pub(crate) use result_batches::message_batch;
 use result_batches::plan_text_batch;
-pub use session::{
-    PreparedStatement, QuarryOptions, Session, Sessions, parse_duration, quarry_options,
-};
+pub use session::parse_duration;
+pub(crate) use session::{PreparedStatement, QuarryOptions, Session, Sessions, quarry_options};
 
 /// The most materialization data a query reads on the coordinator rather than on
 /// executors.

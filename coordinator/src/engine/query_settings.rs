@@ -16,7 +16,7 @@ use crate::datasets::Datasets;
 use super::QuarryOptions;
 
 /// The settings every Quarry query starts from.
-pub fn base_config() -> SessionConfig {
+pub(crate) fn base_config() -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(
             quarry_catalog::CATALOG_NAME,

@@ -31,7 +31,7 @@ pub(super) fn plan_text_batch(rows: Vec<(String, String)>) -> Result<RecordBatch
 }
 
 /// One text column, one row per message: the result of catalog statements.
-pub fn message_batch(column: &str, messages: &[String]) -> Result<RecordBatch, QuarryError> {
+pub(crate) fn message_batch(column: &str, messages: &[String]) -> Result<RecordBatch, QuarryError> {
     let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
     let array: ArrayRef = Arc::new(StringArray::from(messages.to_vec()));
     RecordBatch::try_new(schema, vec![array])

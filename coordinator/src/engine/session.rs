@@ -29,14 +29,14 @@ extensions_options! {
 }
 
 impl ReflectionOptions {
-    pub fn names(list: &str) -> Vec<String> {
+    pub(crate) fn names(list: &str) -> Vec<String> {
         list.split(',')
             .map(|n| n.trim().trim_matches('\'').to_ascii_lowercase())
             .filter(|n| !n.is_empty())
             .collect()
     }
 
-    pub fn max_staleness(&self) -> Result<Option<Duration>, QuarryError> {
+    pub(crate) fn max_staleness(&self) -> Result<Option<Duration>, QuarryError> {
         let value = self.max_staleness.trim().trim_matches('\'');
         if value.is_empty() {
             return Ok(None);
@@ -64,11 +64,11 @@ extensions_options! {
 }
 
 impl QuarryOptions {
-    pub fn query_timeout(&self) -> Result<Duration, QuarryError> {
+    pub(crate) fn query_timeout(&self) -> Result<Duration, QuarryError> {
         parse_duration("quarry.query_timeout", &self.query_timeout)
     }
 
-    pub fn stall_timeout(&self) -> Result<Duration, QuarryError> {
+    pub(crate) fn stall_timeout(&self) -> Result<Duration, QuarryError> {
         parse_duration("quarry.stall_timeout", &self.stall_timeout)
     }
 }
@@ -94,7 +94,7 @@ impl ConfigExtension for QuarryOptions {
 }
 
 /// Quarry's settings of a config (defaults when unset).
-pub fn quarry_options(config: &SessionConfig) -> QuarryOptions {
+pub(crate) fn quarry_options(config: &SessionConfig) -> QuarryOptions {
     config
         .options()
         .extensions
@@ -247,12 +247,12 @@ impl Session {
 /// [`SESSION_IDLE_LIMIT`] is forgotten (moka's time-to-idle), and at most
 /// [`MAX_SESSIONS`] are kept (the least recently used go first).
 #[derive(Debug)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     sessions: moka::sync::Cache<String, Arc<Session>>,
 }
 
 /// Sessions unused this long are forgotten.
-pub const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(12 * 60 * 60);
+pub(crate) const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(12 * 60 * 60);
 const MAX_SESSIONS: u64 = 100_000;
 
 impl Default for Sessions {
@@ -267,17 +267,18 @@ impl Default for Sessions {
 }
 
 impl Sessions {
-    pub fn get(&self, key: &str) -> Option<Arc<Session>> {
-        self.sessions.get(key)
-    }
-
     /// The session under `key`, created for `user` when absent.
-    pub fn get_or_create(&self, key: &str, user: &str, default_schema: &str) -> Arc<Session> {
+    pub(crate) fn get_or_create(
+        &self,
+        key: &str,
+        user: &str,
+        default_schema: &str,
+    ) -> Arc<Session> {
         self.sessions
             .get_with(key.to_string(), || Session::new(key, user, default_schema))
     }
 
-    pub fn remove(&self, key: &str) -> Option<Arc<Session>> {
+    pub(crate) fn remove(&self, key: &str) -> Option<Arc<Session>> {
         self.sessions.remove(key)
     }
 }

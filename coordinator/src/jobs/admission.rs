@@ -37,7 +37,7 @@ impl Default for AdmissionConfig {
 
 pub const DEFAULT_MAX_RUNNING: usize = 16;
 pub const DEFAULT_MAX_QUEUED: usize = 200;
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
 struct State {

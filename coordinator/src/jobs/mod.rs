@@ -2,8 +2,8 @@
 //! and its results in a spool. Frontends start jobs, follow their state and page through
 //! their results; the job history is kept in the catalog.
 
-pub mod admission;
-pub mod spool;
+pub(crate) mod admission;
+pub(crate) mod spool;
 mod state;
 
 use std::collections::VecDeque;
@@ -22,16 +22,17 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use quarry_catalog::now_ms;
-pub use spool::ResultSpool;
+pub(crate) use spool::ResultSpool;
 
-pub use state::{CANCELED, COMPLETED, FAILED, JobState, PLANNING, QUEUED, RUNNING};
+pub use state::JobState;
+pub(crate) use state::{CANCELED, COMPLETED, FAILED, PLANNING, QUEUED, RUNNING};
 
 /// Jobs whose results stay available (older spools are deleted).
 const LIVE_JOBS: usize = 200;
 /// Job records kept in the catalog.
 const KEPT_JOB_RECORDS: usize = 10_000;
 
-pub fn is_final(state: &str) -> bool {
+pub(crate) fn is_final(state: &str) -> bool {
     matches!(state, COMPLETED | FAILED | CANCELED)
 }
 
@@ -468,13 +469,13 @@ impl Drop for Reader {
 /// Cancels a job if dropped before [`CancelOnDrop::disarm`]: whoever was waiting for it
 /// went away.
 #[derive(Debug)]
-pub struct CancelOnDrop {
+pub(crate) struct CancelOnDrop {
     job: Option<Arc<Job>>,
     reason: &'static str,
 }
 
 impl CancelOnDrop {
-    pub fn new(job: &Arc<Job>, reason: &'static str) -> Self {
+    pub(crate) fn new(job: &Arc<Job>, reason: &'static str) -> Self {
         CancelOnDrop {
             job: Some(Arc::clone(job)),
             reason,
@@ -482,7 +483,7 @@ impl CancelOnDrop {
     }
 
     /// The wait ended: nothing to cancel.
-    pub fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.job = None;
     }
 }

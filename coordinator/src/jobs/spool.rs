@@ -40,7 +40,7 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct ResultSpool {
+pub(crate) struct ResultSpool {
     path: PathBuf,
     state: Mutex<State>,
     /// Bumped on every append and on finish, so readers can wait for news.
@@ -48,7 +48,7 @@ pub struct ResultSpool {
 }
 
 impl ResultSpool {
-    pub fn new(path: PathBuf) -> Arc<Self> {
+    pub(crate) fn new(path: PathBuf) -> Arc<Self> {
         Arc::new(ResultSpool {
             path,
             state: Mutex::new(State {
@@ -75,7 +75,7 @@ impl ResultSpool {
     }
 
     /// Wait for the next append or finish.
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         let mut version = self.version.subscribe();
         if self.lock().outcome.is_some() {
             return;
@@ -83,23 +83,23 @@ impl ResultSpool {
         let _ = version.changed().await;
     }
 
-    pub fn set_schema(&self, schema: SchemaRef) {
+    pub(crate) fn set_schema(&self, schema: SchemaRef) {
         self.lock().schema = Some(schema);
     }
 
-    pub fn schema(&self) -> Option<SchemaRef> {
+    pub(crate) fn schema(&self) -> Option<SchemaRef> {
         self.lock().schema.clone()
     }
 
-    pub fn rows(&self) -> u64 {
+    pub(crate) fn rows(&self) -> u64 {
         self.lock().rows
     }
 
-    pub fn outcome(&self) -> Option<Result<(), QuarryError>> {
+    pub(crate) fn outcome(&self) -> Option<Result<(), QuarryError>> {
         self.lock().outcome.clone()
     }
 
-    pub fn append(&self, batch: &RecordBatch) -> Result<(), QuarryError> {
+    pub(crate) fn append(&self, batch: &RecordBatch) -> Result<(), QuarryError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -148,7 +148,7 @@ impl ResultSpool {
         Ok(())
     }
 
-    pub fn finish(&self, outcome: Result<(), QuarryError>) {
+    pub(crate) fn finish(&self, outcome: Result<(), QuarryError>) {
         {
             let mut state = self.lock();
             if state.outcome.is_none() {
@@ -160,7 +160,7 @@ impl ResultSpool {
     }
 
     /// Delete the results; later reads fail.
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         let mut state = self.lock();
         state.index.clear();
         state.file = None;
@@ -188,7 +188,7 @@ impl ResultSpool {
 
     /// Rows `offset..offset+limit` (all from `offset` when limit is None), following the
     /// writer until the job finishes. A failed job ends the stream with its error.
-    pub fn read(
+    pub(crate) fn read(
         self: &Arc<Self>,
         offset: u64,
         limit: Option<u64>,

@@ -1,12 +1,12 @@
 //! A job's state: the names job records store, and the enum frontends see.
 
-pub const PLANNING: &str = "PLANNING";
+pub(crate) const PLANNING: &str = "PLANNING";
 /// Waiting for admission (see [`super::admission`]).
-pub const QUEUED: &str = "QUEUED";
-pub const RUNNING: &str = "RUNNING";
-pub const COMPLETED: &str = "COMPLETED";
-pub const FAILED: &str = "FAILED";
-pub const CANCELED: &str = "CANCELED";
+pub(crate) const QUEUED: &str = "QUEUED";
+pub(crate) const RUNNING: &str = "RUNNING";
+pub(crate) const COMPLETED: &str = "COMPLETED";
+pub(crate) const FAILED: &str = "FAILED";
+pub(crate) const CANCELED: &str = "CANCELED";
 
 /// A job's state; job records store it by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

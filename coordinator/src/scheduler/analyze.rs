@@ -123,7 +123,7 @@ pub(super) fn describe_stage(stage: &StageProfile) -> String {
 }
 
 /// The report rows: (what, text).
-pub fn report(profile: &QueryProfile, rows: u64, elapsed_ms: u64) -> Vec<(String, String)> {
+pub(crate) fn report(profile: &QueryProfile, rows: u64, elapsed_ms: u64) -> Vec<(String, String)> {
     let mut out = vec![(
         "Query".to_string(),
         format!(

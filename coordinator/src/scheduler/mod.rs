@@ -68,9 +68,9 @@ use quarry_common::protocol::{ACTION_RELEASE_QUERY, ObjectStoreSpec, ReleaseQuer
 
 use crate::cluster::Cluster;
 use crate::planner::stages::StagePlan;
-pub use analyze::report as analyze_report;
+pub(crate) use analyze::report as analyze_report;
 pub use profile::{QueryProfile, StageProfile, TaskProfile};
-pub use run::QueryRun;
+pub(crate) use run::QueryRun;
 use run::RunState;
 use slots::SlotPool;
 

@@ -26,6 +26,7 @@ pub use crate::access::UserAccess;
 pub use crate::access::auth::{Credentials, Principal};
 pub use crate::datasets::schema_codec::decode_schema;
 pub use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest};
+pub use crate::scheduler::{QueryProfile, StageProfile, TaskProfile};
 pub use crate::sql::reflections::ReflectionStatement;
 pub use crate::sql::security::SecurityStatement;
 pub use handles::{JobHandle, JobState, Prepared, SessionHandle, job_error};
@@ -269,4 +270,15 @@ pub trait QueryService: Send + Sync + 'static {
     ) -> Result<(), QuarryError>;
 
     fn health(&self) -> Health;
+}
+
+/// A session of `user` for a client in this process, which vouches for the user itself
+/// (tests, the in-process SQL logic tests); remote clients authenticate instead.
+pub fn in_process_session(service: &Arc<dyn QueryService>, user: &str) -> SessionHandle {
+    let principal = Principal {
+        user: user.to_string(),
+        token: String::new(),
+        issued: false,
+    };
+    service.session(&principal, false)
 }

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, Float64Array, Int64Array};
 use futures::TryStreamExt;
-use quarry_coordinator::engine::{Engine, Session};
 use quarry_coordinator::local_cluster::ExecutorSetup;
-use quarry_coordinator::scheduler::QueryProfile;
+use quarry_coordinator::service::QueryProfile;
+use quarry_coordinator::service::{QueryService, SessionHandle};
 
 use crate::harness::TestCluster;
 
 async fn run(
-    engine: &Arc<Engine>,
-    session: &Arc<Session>,
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
     sql: &str,
 ) -> (Vec<arrow::array::RecordBatch>, QueryProfile) {
     let (batches, record) = crate::harness::run_sql(engine, session, sql).await;
@@ -99,7 +99,7 @@ const SLOW_QUERY: &str = "SELECT a.city, count(*) AS n, sum(b.revenue) AS revenu
      FROM demo.orders a JOIN demo.orders b ON a.order_id = b.order_id \
      GROUP BY a.city ORDER BY a.city";
 
-async fn wait_for_first_task(job: &quarry_coordinator::jobs::Job) {
+async fn wait_for_first_task(job: &quarry_coordinator::service::JobHandle) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while job.record().tasks_done < 1 {
         assert!(Instant::now() < deadline, "the query did not start");
@@ -110,11 +110,15 @@ async fn wait_for_first_task(job: &quarry_coordinator::jobs::Job) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_joining_mid_query_gets_tasks_and_one_leaving_drains() {
     let mut cluster = TestCluster::start(2).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    quarry_coordinator::demo::install(&engine, &cluster.dir.path().join("demo"), 300_000)
-        .await
-        .expect("demo");
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    quarry_coordinator::demo::install(
+        &cluster.cluster.coordinator.engine,
+        &cluster.dir.path().join("demo"),
+        300_000,
+    )
+    .await
+    .expect("demo");
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     let (expected, _) = run(&engine, &session, SLOW_QUERY).await;
 
     // Join: a third executor arrives while the first stage runs.
@@ -131,8 +135,7 @@ async fn an_executor_joining_mid_query_gets_tasks_and_one_leaving_drains() {
         })
         .await
         .expect("executor-3");
-    let record = job.wait().await;
-    assert!(record.error.is_none(), "{:?}", record.error);
+    let record = job.finished().await.expect("the query");
     let got: Vec<arrow::array::RecordBatch> =
         job.results(0, None).try_collect().await.expect("rows");
     assert_eq!(i64s(&got, 1), i64s(&expected, 1));
@@ -161,8 +164,7 @@ async fn an_executor_joining_mid_query_gets_tasks_and_one_leaving_drains() {
     let leaving = cluster.cluster.executors.remove(0);
     assert_eq!(leaving.executor_id, "executor-1");
     leaving.shutdown().await.expect("a graceful stop");
-    let record = job.wait().await;
-    assert!(record.error.is_none(), "{:?}", record.error);
+    let record = job.finished().await.expect("the query");
     let got: Vec<arrow::array::RecordBatch> =
         job.results(0, None).try_collect().await.expect("rows");
     assert_eq!(i64s(&got, 1), i64s(&expected, 1));
@@ -228,7 +230,7 @@ async fn files_are_scanned_by_the_executor_holding_them() {
             .await
             .expect("executor");
     }
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
+    let engine = cluster.cluster.coordinator.service();
     assert!(
         cluster
             .cluster
@@ -237,7 +239,7 @@ async fn files_are_scanned_by_the_executor_holding_them() {
             .wait_for_executors(3, Duration::from_secs(10))
             .await
     );
-    let session = engine.new_session("test");
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     run(&engine, &session, "CREATE SOURCE nodes TYPE cluster").await;
     run(
         &engine,
@@ -312,11 +314,15 @@ async fn sorts_and_aggregations_bigger_than_executor_memory_spill_and_finish() {
         c.executor_memory_limit = Some(24 * 1024 * 1024);
     })
     .await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    quarry_coordinator::demo::install(&engine, &cluster.dir.path().join("demo"), 400_000)
-        .await
-        .expect("demo");
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    quarry_coordinator::demo::install(
+        &cluster.cluster.coordinator.engine,
+        &cluster.dir.path().join("demo"),
+        400_000,
+    )
+    .await
+    .expect("demo");
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
 
     let (rows, profile) = run(
         &engine,

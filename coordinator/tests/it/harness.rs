@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use quarry_catalog::JobRecord;
-use quarry_coordinator::engine::{Engine, Session};
 use quarry_coordinator::local_cluster::{LocalCluster, LocalClusterConfig};
+use quarry_coordinator::service::{QueryService, SessionHandle};
 
 /// Did the job's planning choose reflection `name`?
 pub fn chose(record: &JobRecord, name: &str) -> bool {
@@ -21,8 +21,8 @@ pub fn chose(record: &JobRecord, name: &str) -> bool {
 
 /// Run `sql` in `session` and wait for its job; panics when it fails.
 pub async fn run_sql(
-    engine: &Arc<Engine>,
-    session: &Arc<Session>,
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
     sql: &str,
 ) -> (Vec<RecordBatch>, JobRecord) {
     let job = engine
@@ -34,18 +34,28 @@ pub async fn run_sql(
         .try_collect()
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let record = job.wait().await;
-    assert!(record.error.is_none(), "{sql}: {:?}", record.error);
+    let record = job
+        .finished()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     (batches, record)
 }
 
 /// The rows of `text` run in `session`; panics when it fails.
-pub async fn sql(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> Vec<RecordBatch> {
+pub async fn sql(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    text: &str,
+) -> Vec<RecordBatch> {
     run_sql(engine, session, text).await.0
 }
 
 /// The error a statement fails with, as its client sees it; panics when it succeeds.
-pub async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> String {
+pub async fn sql_error(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    text: &str,
+) -> String {
     let job = match engine.submit(session, text, None).await {
         Ok(job) => job,
         Err(e) => return e.message,

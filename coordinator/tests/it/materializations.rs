@@ -9,8 +9,8 @@ use crate::harness::{TestCluster, sql};
 use crate::reflections::orders_on;
 
 async fn location(
-    engine: &std::sync::Arc<quarry_coordinator::engine::Engine>,
-    session: &std::sync::Arc<quarry_coordinator::engine::Session>,
+    engine: &std::sync::Arc<dyn quarry_coordinator::service::QueryService>,
+    session: &quarry_coordinator::service::SessionHandle,
 ) -> String {
     let batches = sql(
         engine,

@@ -7,8 +7,8 @@ use crate::reflections::lines;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_policies_are_defaults_that_datasets_override() {
     let cluster = TestCluster::start_with(1, |c| c.slots_per_executor = 2).await;
-    let engine = std::sync::Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     let data = cluster.dir.path().join("data");
     std::fs::create_dir_all(&data).expect("data dir");
     std::fs::write(data.join("sales.csv"), "city,amount\nLyon,1\nOslo,2\n").expect("csv");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use quarry_coordinator::engine::{Engine, Session};
+use quarry_coordinator::service::{QueryService, SessionHandle};
 
 use crate::harness::{TestCluster, run_sql, sql, sql_error};
 
@@ -36,20 +36,26 @@ pub(crate) fn lines(batches: &[RecordBatch]) -> Vec<String> {
 }
 
 /// What EXPLAIN REFLECTIONS says of each reflection.
-async fn verdicts(engine: &Arc<Engine>, session: &Arc<Session>, query: &str) -> Vec<String> {
+async fn verdicts(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    query: &str,
+) -> Vec<String> {
     let batches = sql(engine, session, &format!("EXPLAIN REFLECTIONS {query}")).await;
     lines(&batches)
 }
 
 /// demo.orders: 6,000 orders over 60 days, 4 cities, 3 categories.
-pub async fn start_with_orders() -> (TestCluster, Arc<Engine>, Arc<Session>) {
+pub async fn start_with_orders() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
     orders_on(TestCluster::start_with(2, |c| c.slots_per_executor = 2).await).await
 }
 
 /// demo.orders on a cluster started as the caller wants it.
-pub async fn orders_on(cluster: TestCluster) -> (TestCluster, Arc<Engine>, Arc<Session>) {
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+pub async fn orders_on(
+    cluster: TestCluster,
+) -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     sql(&engine, &session, "CREATE SCHEMA demo").await;
     sql(
         &engine,
@@ -68,7 +74,7 @@ pub async fn orders_on(cluster: TestCluster) -> (TestCluster, Arc<Engine>, Arc<S
 }
 
 /// The same rows with reflections on and off; and whether a reflection was chosen.
-async fn same_answer(engine: &Arc<Engine>, session: &Arc<Session>, query: &str) -> bool {
+async fn same_answer(engine: &Arc<dyn QueryService>, session: &SessionHandle, query: &str) -> bool {
     sql(engine, session, "SET quarry.reflections.enabled = true").await;
     let accelerated = lines(&sql(engine, session, query).await);
     let chosen = verdicts(engine, session, query)
@@ -479,7 +485,7 @@ async fn a_thousand_random_queries_answer_the_same_with_reflections() {
         "WAIT FOR REFLECTION daily_city TIMEOUT 60",
     )
     .await;
-    let off = engine.new_session("test");
+    let off = quarry_coordinator::service::in_process_session(&engine, "test");
     sql(&engine, &off, "SET quarry.reflections.enabled = false").await;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261202);
     let (mut served, total) = (0, 1000);
@@ -525,8 +531,8 @@ fn write_sales(dir: &std::path::Path, part: usize, rows: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_files_are_served_fresh_after_an_incremental_refresh() {
     let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     let data = cluster.dir.path().join("data/sales");
     std::fs::create_dir_all(&data).expect("data dir");
     write_sales(&data, 0, 300);

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use crate::harness::QuarryProcess;
 
 async fn sql(
-    engine: &Arc<quarry_coordinator::engine::Engine>,
-    session: &Arc<quarry_coordinator::engine::Session>,
+    engine: &Arc<dyn quarry_coordinator::service::QueryService>,
+    session: &quarry_coordinator::service::SessionHandle,
     sql: &str,
 ) -> Vec<arrow::array::RecordBatch> {
     crate::harness::run_sql(engine, session, sql).await.0
@@ -43,8 +43,8 @@ async fn catalog_survives_a_restart() {
         let cluster = LocalCluster::start(LocalClusterConfig::new(&state, 1))
             .await
             .expect("start");
-        let engine = Arc::clone(&cluster.coordinator.engine);
-        let session = engine.new_session("test");
+        let engine = cluster.coordinator.service();
+        let session = quarry_coordinator::service::in_process_session(&engine, "test");
         sql(
             &engine,
             &session,
@@ -70,8 +70,8 @@ async fn catalog_survives_a_restart() {
     let cluster = LocalCluster::start(LocalClusterConfig::new(&state, 1))
         .await
         .expect("restart");
-    let engine = Arc::clone(&cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     assert_eq!(
         count(&sql(&engine, &session, "SELECT count(*) FROM s.t").await),
         3
@@ -85,7 +85,8 @@ async fn catalog_survives_a_restart() {
         3
     );
     // Job history survives too.
-    let jobs = engine.jobs().list(Some("COMPLETED"), 100).expect("jobs");
+    let completed = Some(quarry_coordinator::service::JobState::Completed);
+    let jobs = engine.list_jobs(&session, completed, 100).expect("jobs");
     assert!(
         jobs.iter().any(|j| j.sql.contains("CREATE VIEW s.v")),
         "job history was lost"

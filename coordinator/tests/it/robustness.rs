@@ -11,7 +11,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use quarry_coordinator::engine::{Engine, Session};
+use quarry_coordinator::service::{QueryService, SessionHandle};
 
 use crate::harness::{TestCluster, sql};
 use crate::rest::Api;
@@ -19,8 +19,8 @@ use crate::rest::Api;
 /// The rows of `text`, or the error its client sees (quoting only its start: these
 /// statements are long).
 async fn outcome(
-    engine: &Arc<Engine>,
-    session: &Arc<Session>,
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
     text: &str,
 ) -> Result<Vec<arrow::array::RecordBatch>, String> {
     let job = engine
@@ -33,7 +33,7 @@ async fn outcome(
         .map_err(|e| e.message)
 }
 
-async fn sql_error(engine: &Arc<Engine>, session: &Arc<Session>, text: &str) -> String {
+async fn sql_error(engine: &Arc<dyn QueryService>, session: &SessionHandle, text: &str) -> String {
     match outcome(engine, session, text).await {
         Ok(_) => panic!("{}... should fail", &text[..text.len().min(80)]),
         Err(e) => e,
@@ -66,8 +66,8 @@ fn alternating(column: &str, terms: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_and_wide_statements_get_answers_or_limit_errors() {
     let test = TestCluster::start(2).await;
-    let engine = &test.cluster.coordinator.engine;
-    let session = engine.new_session("admin");
+    let engine = &test.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(engine, "admin");
 
     // The 1,000-term sum still answers.
     assert_eq!(first_i64(&sql(engine, &session, &sum(1_000)).await), 1_000);
@@ -182,8 +182,8 @@ async fn deep_and_wide_statements_get_answers_or_limit_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_recursive_query_stops_at_the_default_bound() {
     let test = TestCluster::start(1).await;
-    let engine = &test.cluster.coordinator.engine;
-    let session = engine.new_session("admin");
+    let engine = &test.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(engine, "admin");
     let runaway =
         "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t";
     let started = std::time::Instant::now();
@@ -258,8 +258,8 @@ async fn raised_limits_answer_what_the_defaults_refuse() {
         config.coordinator.limits.expression_depth = 5_000;
     })
     .await;
-    let engine = &test.cluster.coordinator.engine;
-    let session = engine.new_session("admin");
+    let engine = &test.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(engine, "admin");
     assert_eq!(first_i64(&sql(engine, &session, &sum(5_000)).await), 5_000);
     let union = (0..2_000)
         .map(|i| format!("SELECT {i}"))

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use quarry_coordinator::engine::{Engine, Session};
+use quarry_coordinator::service::{QueryService, SessionHandle};
 
-use quarry_coordinator::datasets::location::Location;
+use quarry_coordinator::server::Location;
 
 use crate::harness::{TestCluster, free_port, python, run_python};
 
@@ -66,8 +66,8 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
 "#;
 
 async fn run(
-    engine: &Arc<Engine>,
-    session: &Arc<Session>,
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
     sql: &str,
 ) -> Result<Vec<arrow::array::RecordBatch>, String> {
     let job = engine
@@ -106,8 +106,8 @@ async fn s3_source_tables_and_bad_credentials() {
     let (key, secret) = (parts.next().expect("key"), parts.next().expect("secret"));
 
     let cluster = TestCluster::start(2).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
 
     // Wrong credentials are refused at CREATE SOURCE, and nothing is stored.
     let wrong = format!(
@@ -189,7 +189,8 @@ async fn s3_source_tables_and_bad_credentials() {
 
     // Scans of S3 files ran on the executors, which built their own client from the
     // source's settings.
-    let jobs = engine.jobs().list(Some("COMPLETED"), 20).expect("jobs");
+    let completed = Some(quarry_coordinator::service::JobState::Completed);
+    let jobs = engine.list_jobs(&session, completed, 20).expect("jobs");
     let scan_job = jobs
         .iter()
         .find(|j| j.sql.contains("kind = 'a'"))
@@ -231,8 +232,8 @@ async fn two_sources_on_one_bucket_name_never_mix() {
         ));
     }
     let cluster = TestCluster::start(2).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     for sql in sources.iter().map(String::as_str).chain([
         "CREATE TABLE events_a FROM a 'events'",
         "CREATE TABLE events_b FROM b 'events'",
@@ -285,8 +286,8 @@ async fn tutorial_etl_into_an_s3_warehouse_is_read_by_deltalake() {
         c.coordinator.warehouse = Some(warehouse);
     })
     .await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     let csv_dir = cluster.dir.path().join("raw");
     std::fs::create_dir_all(&csv_dir).expect("raw dir");
     let mut text = String::from("order_id,date,city,revenue\n");
@@ -459,8 +460,8 @@ async fn a_write_that_fails_half_way_leaves_the_previous_version_and_no_files() 
     let (key, secret) = (parts.next().expect("key"), parts.next().expect("secret"));
     let warehouse = s3_warehouse(&endpoint, key, secret);
     let cluster = TestCluster::start_with(2, |c| c.coordinator.warehouse = Some(warehouse)).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     for statement in [
         "CREATE TABLE faulty (date DATE, city VARCHAR, n BIGINT) PARTITION BY (date)",
         "INSERT INTO faulty VALUES (DATE '2024-05-01', 'Lyon', 1), (DATE '2024-05-02', 'Oslo', 2)",

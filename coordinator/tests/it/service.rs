@@ -11,8 +11,7 @@ use crate::harness::TestCluster;
 /// A cluster, the engine as the service frontends hold, and a one-off anonymous session.
 async fn anonymous_session() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
     let cluster = TestCluster::start(1).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let service: Arc<dyn QueryService> = Arc::new(engine);
+    let service = cluster.cluster.coordinator.service();
     let principal = service
         .authenticate(Credentials::None)
         .await

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
-use quarry_coordinator::engine::{Engine, Session};
+use quarry_coordinator::service::{QueryService, SessionHandle};
 
 use crate::harness::{TestCluster, python, run_sql, sql, sql_error};
 
@@ -80,14 +80,20 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-async fn start_with_orders() -> (TestCluster, Arc<Engine>, Arc<Session>, usize, f64) {
+async fn start_with_orders() -> (
+    TestCluster,
+    Arc<dyn QueryService>,
+    SessionHandle,
+    usize,
+    f64,
+) {
     let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
     let data = cluster.dir.path().join("data");
     std::fs::create_dir_all(data.join("orders")).expect("data dir");
     let (rows, total) = write_orders(&data.join("orders"));
     let root = data.canonicalize().expect("root").display().to_string();
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     sql(
         &engine,
         &session,
@@ -407,7 +413,7 @@ async fn concurrent_inserts_each_land_once() {
     for client in 0..4 {
         let engine = Arc::clone(&engine);
         tasks.push(tokio::spawn(async move {
-            let session = engine.new_session("test");
+            let session = quarry_coordinator::service::in_process_session(&engine, "test");
             for n in 0..10 {
                 run_sql(
                     &engine,
@@ -512,7 +518,11 @@ fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
 }
 
 /// The plan text of `EXPLAIN statement`.
-async fn explain(engine: &Arc<Engine>, session: &Arc<Session>, statement: &str) -> String {
+async fn explain(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    statement: &str,
+) -> String {
     let explained = sql(engine, session, &format!("EXPLAIN {statement}")).await;
     strings(&explained, 1).join("\n")
 }
@@ -818,8 +828,8 @@ async fn existing_delta_tables_are_read_at_their_latest_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_on_a_one_slot_executor() {
     let cluster = TestCluster::start(1).await;
-    let engine = Arc::clone(&cluster.cluster.coordinator.engine);
-    let session = engine.new_session("test");
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
     sql(&engine, &session, "CREATE TABLE public.t AS SELECT 1 AS id").await;
     sql(&engine, &session, "INSERT INTO public.t VALUES (2)").await;
     let copied = sql(

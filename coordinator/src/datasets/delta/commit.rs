@@ -181,7 +181,7 @@ pub(super) enum CommitMode {
 
 /// On the coordinator, above the write tasks: commits the files they wrote as one Delta
 /// version once all have succeeded, and answers the number of rows written.
-pub struct DeltaCommitExec {
+pub(crate) struct DeltaCommitExec {
     input: Arc<dyn ExecutionPlan>,
     log_store: LogStoreRef,
     writes: Arc<TableWrites>,

@@ -67,18 +67,18 @@ mod commit;
 mod stats;
 mod table;
 
-pub use commit::{Commits, DeltaCommitExec};
-pub use table::DeltaTable;
+pub(crate) use commit::{Commits, DeltaCommitExec};
+pub(crate) use table::DeltaTable;
 
 /// The `format` of a managed table's catalog record.
-pub const DELTA_FORMAT: &str = "delta";
+pub(crate) const DELTA_FORMAT: &str = "delta";
 
 /// The option that marks a Delta table as Quarry's own (written, and purged on DROP).
-pub const MANAGED: &str = "managed";
+pub(crate) const MANAGED: &str = "managed";
 
 /// The folder of a managed table's record, or None for tables over files (and Delta
 /// tables Quarry only reads).
-pub fn managed_folder(record: &DatasetRecord) -> Option<url::Url> {
+pub(crate) fn managed_folder(record: &DatasetRecord) -> Option<url::Url> {
     match &record.definition {
         DatasetDefinition::Table(table)
             if table.format == DELTA_FORMAT
@@ -96,7 +96,7 @@ fn delta_error(e: deltalake_core::DeltaTableError) -> QuarryError {
 
 /// The types a Delta table stores, for a query's result schema: views of strings and
 /// binaries become plain ones, timestamps microseconds, dictionaries their values.
-pub fn storable_schema(schema: &Schema) -> Result<SchemaRef, QuarryError> {
+pub(crate) fn storable_schema(schema: &Schema) -> Result<SchemaRef, QuarryError> {
     let fields = schema
         .fields()
         .iter()
@@ -142,7 +142,7 @@ fn storable_type(data_type: &DataType) -> Option<DataType> {
 
 /// The log store of the table at `url` (a folder URL), over the store the runtime has
 /// registered for it.
-pub fn log_store(runtime: &RuntimeEnv, url: &Url) -> Result<LogStoreRef, QuarryError> {
+pub(crate) fn log_store(runtime: &RuntimeEnv, url: &Url) -> Result<LogStoreRef, QuarryError> {
     let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
     let root = runtime.object_store(&store_url)?;
     let prefix = Path::from_url_path(url.path()).map_err(|e| {
@@ -158,7 +158,7 @@ pub fn log_store(runtime: &RuntimeEnv, url: &Url) -> Result<LogStoreRef, QuarryE
 }
 
 /// A folder URL: with the trailing `/` DataFusion and the log store expect.
-pub fn folder_url(location: &str) -> Result<Url, QuarryError> {
+pub(crate) fn folder_url(location: &str) -> Result<Url, QuarryError> {
     let text = if location.ends_with('/') {
         location.to_string()
     } else {
@@ -168,7 +168,7 @@ pub fn folder_url(location: &str) -> Result<Url, QuarryError> {
 }
 
 /// Create an empty table (version 0) with this schema and partitioning.
-pub async fn create_table(
+pub(crate) async fn create_table(
     runtime: &RuntimeEnv,
     url: &Url,
     name: &str,
@@ -203,7 +203,7 @@ pub async fn create_table(
 
 /// The columns and partition columns of an existing Delta table (one Quarry registers
 /// but does not manage).
-pub async fn existing_table(
+pub(crate) async fn existing_table(
     runtime: &RuntimeEnv,
     url: &Url,
 ) -> Result<(SchemaRef, Vec<String>), QuarryError> {
@@ -233,7 +233,10 @@ pub async fn existing_table(
 }
 
 /// What a table's latest version holds: (version, files, bytes, rows).
-pub async fn totals(runtime: &RuntimeEnv, url: &Url) -> Result<(u64, u64, u64, u64), QuarryError> {
+pub(crate) async fn totals(
+    runtime: &RuntimeEnv,
+    url: &Url,
+) -> Result<(u64, u64, u64, u64), QuarryError> {
     let state = DeltaTableState::try_new(log_store(runtime, url)?.as_ref(), None)
         .await
         .map_err(delta_error)?;
@@ -251,7 +254,7 @@ pub async fn totals(runtime: &RuntimeEnv, url: &Url) -> Result<(u64, u64, u64, u
 }
 
 /// Delete everything under a managed table's folder (DROP TABLE).
-pub async fn purge(runtime: &RuntimeEnv, url: &Url) -> Result<usize, QuarryError> {
+pub(crate) async fn purge(runtime: &RuntimeEnv, url: &Url) -> Result<usize, QuarryError> {
     let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
     let store = runtime.object_store(&store_url)?;
     let prefix = Path::from_url_path(url.path())
@@ -276,7 +279,7 @@ const OPTIMIZE_TARGET_BYTES: i64 = 128 * 1024 * 1024;
 
 /// VACUUM: delete files the latest version does not reference and that were removed (or
 /// written and never committed) longer than `retain` ago. Writes wait while it runs.
-pub async fn vacuum(
+pub(crate) async fn vacuum(
     runtime: &RuntimeEnv,
     commits: &Commits,
     url: &Url,
@@ -308,7 +311,7 @@ pub async fn vacuum(
 
 /// The version `as_of` names: checked to exist, or the latest committed at or before a
 /// timestamp.
-pub async fn resolve_version(
+pub(crate) async fn resolve_version(
     runtime: &RuntimeEnv,
     url: &Url,
     as_of: crate::sql::time_travel::AsOf,
@@ -352,7 +355,7 @@ fn parse_timestamp(text: &str) -> Result<chrono::DateTime<chrono::Utc>, QuarryEr
 
 /// The table's versions, oldest first: when, what operation, files and rows added and
 /// files removed (`DESCRIBE HISTORY`).
-pub async fn history(runtime: &RuntimeEnv, url: &Url) -> Result<RecordBatch, QuarryError> {
+pub(crate) async fn history(runtime: &RuntimeEnv, url: &Url) -> Result<RecordBatch, QuarryError> {
     use arrow::array::{StringArray, TimestampMillisecondArray};
     let log_store = log_store(runtime, url)?;
     let latest = log_store.get_latest_version(0).await.map_err(delta_error)?;

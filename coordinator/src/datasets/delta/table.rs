@@ -7,7 +7,7 @@ use super::*;
 
 /// A managed table as DataFusion sees it.
 #[derive(Debug)]
-pub struct DeltaTable {
+pub(crate) struct DeltaTable {
     url: Url,
     /// What DataFusion is told: every column nullable, so a NULL bound for a NOT NULL
     /// column reaches the write's own check, which names the column and the row.
@@ -22,7 +22,7 @@ pub struct DeltaTable {
 
 impl DeltaTable {
     /// The same table as of `version`.
-    pub fn at_version(mut self, version: u64) -> Self {
+    pub(crate) fn at_version(mut self, version: u64) -> Self {
         self.version = Some(version);
         self
     }
@@ -36,7 +36,7 @@ impl DeltaTable {
         }
     }
 
-    pub fn new(
+    pub(crate) fn new(
         url: Url,
         schema: SchemaRef,
         partition_by: Vec<String>,
@@ -136,7 +136,10 @@ impl DeltaTable {
 
     /// OPTIMIZE: the small files of each partition that has several, written again as
     /// one file per partition (per task), committed as one version with no data change.
-    pub async fn optimize_plan(&self, state: &dyn Session) -> DfResult<Arc<dyn ExecutionPlan>> {
+    pub(crate) async fn optimize_plan(
+        &self,
+        state: &dyn Session,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         self.refuse_writes_to_old_versions()?;
         let mut by_partition: BTreeMap<String, Vec<SnapshotFile>> = BTreeMap::new();
         for file in self.files(state, &[]).await? {

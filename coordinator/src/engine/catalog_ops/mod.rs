@@ -99,7 +99,7 @@ pub struct TableRequest {
 use crate::error::catalog_error;
 
 /// Source settings from `WITH (...)` options.
-pub fn source_config(
+pub(crate) fn source_config(
     kind: &str,
     options: &[(String, String)],
 ) -> Result<SourceConfig, QuarryError> {
