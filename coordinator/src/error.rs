@@ -13,6 +13,11 @@ use quarry_common::{ErrorCode, QuarryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
+    /// The caller's mistake or a refusal (a missing table, a forbidden change), written
+    /// where it was found; it reaches the client as it is.
+    #[error(transparent)]
+    Refused(#[from] QuarryError),
+
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 
@@ -119,6 +124,7 @@ impl CoordinatorError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
+            CoordinatorError::Refused(e) => e.code,
             CoordinatorError::Catalog(e) => catalog_code(e),
             CoordinatorError::Delta(e) => delta_code(e),
             CoordinatorError::Io { source, .. } => ErrorCode::of_io(source),
@@ -185,7 +191,10 @@ fn catalog_code(e: &CatalogError) -> ErrorCode {
 
 impl From<CoordinatorError> for QuarryError {
     fn from(e: CoordinatorError) -> Self {
-        QuarryError::new(e.code(), e.to_string())
+        match e {
+            CoordinatorError::Refused(e) => e,
+            e => QuarryError::new(e.code(), e.to_string()),
+        }
     }
 }
 

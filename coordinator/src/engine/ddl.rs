@@ -45,9 +45,11 @@ impl Engine {
     ) -> Result<RecordBatch, QuarryError> {
         let actor = self.access_for(session);
         match statement {
-            Statement::Security(security) => {
-                self.catalog.run_security(session, &actor, security).await
-            }
+            Statement::Security(security) => self
+                .catalog
+                .run_security(session, &actor, security)
+                .await
+                .map_err(QuarryError::from),
             Statement::CreateSource(create) => {
                 let config = source_config(&create.kind, &create.options)?;
                 let mode = CreateMode::from_flags(create.if_not_exists, create.or_replace);

@@ -117,7 +117,10 @@ impl QueryService for Arc<Engine> {
     ) -> Result<RecordBatch, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        self.catalog.run_security(session, &actor, statement).await
+        self.catalog
+            .run_security(session, &actor, statement)
+            .await
+            .map_err(QuarryError::from)
     }
 
     async fn reflection(
@@ -276,7 +279,9 @@ impl QueryService for Arc<Engine> {
         session: &SessionHandle,
     ) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
         let session = session.inner();
-        self.catalog.readable_sources(&self.access_for(session))
+        self.catalog
+            .readable_sources(&self.access_for(session))
+            .map_err(QuarryError::from)
     }
 
     fn get_source(
@@ -305,7 +310,10 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<SourceRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        self.catalog.create_source(&actor, name, config, mode).await
+        self.catalog
+            .create_source(&actor, name, config, mode)
+            .await
+            .map_err(QuarryError::from)
     }
 
     async fn update_source(
@@ -320,6 +328,7 @@ impl QueryService for Arc<Engine> {
         self.catalog
             .update_source(&actor, name, config, version)
             .await
+            .map_err(QuarryError::from)
     }
 
     async fn drop_source(
@@ -336,6 +345,7 @@ impl QueryService for Arc<Engine> {
                 .catalog
                 .drop_source(&actor, &name, false, version)
                 .map(|_| ())
+                .map_err(QuarryError::from)
         })
         .await
     }
@@ -387,7 +397,13 @@ impl QueryService for Arc<Engine> {
     ) -> Result<bool, QuarryError> {
         let (engine, actor) = (Arc::clone(self), self.access_for(session.inner()));
         let name = name.to_string();
-        blocking(move || engine.catalog.create_schema(&actor, &name, if_not_exists)).await
+        blocking(move || {
+            engine
+                .catalog
+                .create_schema(&actor, &name, if_not_exists)
+                .map_err(QuarryError::from)
+        })
+        .await
     }
 
     async fn drop_schema(
@@ -404,6 +420,7 @@ impl QueryService for Arc<Engine> {
                 .catalog
                 .drop_schema(&actor, &name, false, cascade, version)
                 .map(|_| ())
+                .map_err(QuarryError::from)
         })
         .await
     }
@@ -505,6 +522,7 @@ impl QueryService for Arc<Engine> {
         self.catalog
             .create_table(&actor, schema, name, request, mode)
             .await
+            .map_err(QuarryError::from)
     }
 
     async fn create_view(
@@ -527,6 +545,7 @@ impl QueryService for Arc<Engine> {
         self.catalog
             .create_view(&actor, schema, name, sql, &context, mode)
             .await
+            .map_err(QuarryError::from)
     }
 
     async fn update_dataset(
@@ -542,6 +561,7 @@ impl QueryService for Arc<Engine> {
         self.catalog
             .update_dataset(&actor, schema, name, update, version)
             .await
+            .map_err(QuarryError::from)
     }
 
     async fn drop_dataset(

@@ -161,7 +161,7 @@ impl Engine {
             CreateMode::Create,
         ) {
             let _ = delta::purge(&runtime, &folder).await;
-            return Err(e);
+            return Err(e.into());
         }
         self.catalog.grant_to_creator(&actor, &schema, &name)?;
         if matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row) {

@@ -16,22 +16,19 @@ use crate::datasets::delta;
 use crate::datasets::schema_codec::encode_schema;
 use crate::datasets::sources::{self, Location};
 use crate::datasets::tables::{self, NewTable};
+use crate::error::CoordinatorError;
 
 use super::*;
 use crate::datasets::location::s3_config_from_env;
 
 impl CatalogOps {
-    pub(crate) fn require_schema(&self, schema: &str) -> Result<(), QuarryError> {
-        match self
-            .datasets
-            .catalog()
-            .get_schema(schema)
-            .map_err(catalog_error)?
-        {
+    pub(crate) fn require_schema(&self, schema: &str) -> Result<(), CoordinatorError> {
+        match self.datasets.catalog().get_schema(schema)? {
             Some(_) => Ok(()),
             None => Err(QuarryError::not_found(format!(
                 "schema '{schema}' does not exist; create it with CREATE SCHEMA {schema}"
-            ))),
+            ))
+            .into()),
         }
     }
 
@@ -41,21 +38,18 @@ impl CatalogOps {
         actor: &UserAccess,
         schema: &str,
         name: &str,
-    ) -> Result<(), QuarryError> {
+    ) -> Result<(), CoordinatorError> {
         if actor.admin {
             return Ok(());
         }
-        self.datasets
-            .catalog()
-            .grant(
-                GranteeKind::User,
-                &actor.user,
-                SecurableKind::Dataset,
-                &dataset_object(schema, name),
-                &Privilege::ALL,
-            )
-            .map_err(catalog_error)?;
-        self.access.reload()
+        self.datasets.catalog().grant(
+            GranteeKind::User,
+            &actor.user,
+            SecurableKind::Dataset,
+            &dataset_object(schema, name),
+            &Privilege::ALL,
+        )?;
+        self.access.reload().map_err(CoordinatorError::from)
     }
 
     /// The existing dataset, after applying `mode`: Ok(Some) means "keep it, done".
@@ -67,12 +61,8 @@ impl CatalogOps {
         name: &str,
         mode: CreateMode,
         replacing_view: bool,
-    ) -> Result<Option<Stored<DatasetRecord>>, QuarryError> {
-        let existing = self
-            .datasets
-            .catalog()
-            .get_dataset(schema, name)
-            .map_err(catalog_error)?;
+    ) -> Result<Option<Stored<DatasetRecord>>, CoordinatorError> {
+        let existing = self.datasets.catalog().get_dataset(schema, name)?;
         let Some(existing) = existing else {
             return Ok(None);
         };
@@ -85,14 +75,16 @@ impl CatalogOps {
             CreateMode::Create => Err(QuarryError::new(
                 ErrorCode::AlreadyExists,
                 format!("{schema}.{name} already exists"),
-            )),
+            )
+            .into()),
             CreateMode::OrReplace => {
                 let is_view = matches!(existing.record.definition, DatasetDefinition::View(_));
                 if is_view != replacing_view {
                     let what = if is_view { "a view" } else { "a table" };
                     return Err(QuarryError::invalid(format!(
                         "{schema}.{name} is {what}; drop it first to replace it"
-                    )));
+                    ))
+                    .into());
                 }
                 Ok(None)
             }
@@ -100,17 +92,12 @@ impl CatalogOps {
     }
 
     /// Resolve a table request to its files.
-    async fn locate(&self, request: &TableRequest) -> Result<Location, QuarryError> {
+    async fn locate(&self, request: &TableRequest) -> Result<Location, CoordinatorError> {
         match (&request.source, &request.location) {
             (Some(source), _) => {
-                let record = self
-                    .datasets
-                    .catalog()
-                    .get_source(source)
-                    .map_err(catalog_error)?
-                    .ok_or_else(|| {
-                        QuarryError::not_found(format!("source '{source}' does not exist"))
-                    })?;
+                let record = self.datasets.catalog().get_source(source)?.ok_or_else(|| {
+                    QuarryError::not_found(format!("source '{source}' does not exist"))
+                })?;
                 let path = request.path.clone().unwrap_or_default();
                 let cluster_files = self.datasets.cluster_files()?;
                 let location = sources::resolve_in_source(
@@ -126,21 +113,20 @@ impl CatalogOps {
                 Ok(location)
             }
             (None, Some(location)) => self.locate_url(location).await,
-            (None, None) => Err(QuarryError::invalid(
-                "a table needs a source and a path, or a location",
-            )),
+            (None, None) => {
+                Err(QuarryError::invalid("a table needs a source and a path, or a location").into())
+            }
         }
     }
 
-    async fn locate_url(&self, location: &str) -> Result<Location, QuarryError> {
+    async fn locate_url(&self, location: &str) -> Result<Location, CoordinatorError> {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             // Credentials come from an S3 source of the same bucket, else the environment.
             let spec = self
                 .datasets
                 .catalog()
-                .list_sources()
-                .map_err(catalog_error)?
+                .list_sources()?
                 .into_iter()
                 .find_map(|s| match s.record.config {
                     SourceConfig::S3(s3) if s3.bucket == bucket => {
@@ -155,15 +141,19 @@ impl CatalogOps {
                     sources::s3_spec_keyed(None, &config)
                 });
             self.datasets.register_store(&spec)?;
-            return sources::resolve_s3(bucket, key, spec).await;
+            return sources::resolve_s3(bucket, key, spec)
+                .await
+                .map_err(CoordinatorError::from);
         }
         let path = location.strip_prefix("file://").unwrap_or(location);
         if !std::path::Path::new(path).is_absolute() {
             return Err(QuarryError::invalid(format!(
                 "location '{location}' must be an absolute path or an s3:// URL"
-            )));
+            ))
+            .into());
         }
         sources::resolve_local("(location)", std::path::Path::new("/"), path)
+            .map_err(CoordinatorError::from)
     }
 
     pub(crate) async fn create_table(
@@ -173,7 +163,7 @@ impl CatalogOps {
         name: &str,
         request: TableRequest,
         mode: CreateMode,
-    ) -> Result<Stored<DatasetRecord>, QuarryError> {
+    ) -> Result<Stored<DatasetRecord>, CoordinatorError> {
         self.require_schema(schema)?;
         actor.require_schema(Privilege::CreateTable, schema)?;
         self.require_readable_files(actor, &request)?;
@@ -192,12 +182,14 @@ impl CatalogOps {
         &self,
         actor: &UserAccess,
         request: &TableRequest,
-    ) -> Result<(), QuarryError> {
+    ) -> Result<(), CoordinatorError> {
         match &request.source {
-            Some(source) => actor.require_source(Privilege::Select, source),
-            None => {
-                actor.require_admin("read a raw LOCATION; create the table FROM a source instead")
-            }
+            Some(source) => actor
+                .require_source(Privilege::Select, source)
+                .map_err(CoordinatorError::from),
+            None => actor
+                .require_admin("read a raw LOCATION; create the table FROM a source instead")
+                .map_err(CoordinatorError::from),
         }
     }
 
@@ -208,7 +200,7 @@ impl CatalogOps {
         name: &str,
         definition: DatasetDefinition,
         mode: CreateMode,
-    ) -> Result<Stored<DatasetRecord>, QuarryError> {
+    ) -> Result<Stored<DatasetRecord>, CoordinatorError> {
         let record = DatasetRecord {
             schema: schema.to_string(),
             name: name.to_string(),
@@ -219,14 +211,14 @@ impl CatalogOps {
             CreateMode::OrReplace => catalog.create_or_replace_dataset(record),
             _ => catalog.create_dataset(record),
         }
-        .map_err(catalog_error)
+        .map_err(CoordinatorError::from)
     }
 
     /// Check a table request against its files and produce the definition to store.
     async fn table_definition(
         &self,
         request: &TableRequest,
-    ) -> Result<DatasetDefinition, QuarryError> {
+    ) -> Result<DatasetDefinition, CoordinatorError> {
         let location = self.locate(request).await?;
         if request
             .format
@@ -288,7 +280,7 @@ impl CatalogOps {
         sql: &str,
         default_schema: &str,
         mode: CreateMode,
-    ) -> Result<Stored<DatasetRecord>, QuarryError> {
+    ) -> Result<Stored<DatasetRecord>, CoordinatorError> {
         self.require_schema(schema)?;
         actor.require_schema(Privilege::CreateTable, schema)?;
         if let Some(existing) = self.check_existing(actor, schema, name, mode, true)? {
@@ -307,7 +299,7 @@ impl CatalogOps {
         actor: &Arc<UserAccess>,
         sql: &str,
         default_schema: &str,
-    ) -> Result<DatasetDefinition, QuarryError> {
+    ) -> Result<DatasetDefinition, CoordinatorError> {
         let mut config = self.datasets.base_config().clone();
         config.options_mut().catalog.default_schema = default_schema.to_string();
         let state = self.datasets.session_state(config, Some(Arc::clone(actor)));
@@ -323,7 +315,7 @@ impl CatalogOps {
                 | datafusion::logical_expr::LogicalPlan::Dml(_)
                 | datafusion::logical_expr::LogicalPlan::Statement(_)
         ) {
-            return Err(QuarryError::invalid("a view must be defined by a query"));
+            return Err(QuarryError::invalid("a view must be defined by a query").into());
         }
         Ok(DatasetDefinition::View(ViewDefinition {
             sql: sql.to_string(),
@@ -340,12 +332,11 @@ impl CatalogOps {
         name: &str,
         definition: DatasetUpdate,
         expected_version: u64,
-    ) -> Result<Stored<DatasetRecord>, QuarryError> {
+    ) -> Result<Stored<DatasetRecord>, CoordinatorError> {
         let current = self
             .datasets
             .catalog()
-            .get_dataset(schema, name)
-            .map_err(catalog_error)?
+            .get_dataset(schema, name)?
             .ok_or_else(|| QuarryError::not_found(format!("{schema}.{name} does not exist")))?;
         actor.require_dataset(Privilege::Alter, schema, name, source_of(&current.record))?;
         let definition = match definition {
@@ -357,8 +348,7 @@ impl CatalogOps {
                 let default_schema = match self
                     .datasets
                     .catalog()
-                    .get_dataset(schema, name)
-                    .map_err(catalog_error)?
+                    .get_dataset(schema, name)?
                     .map(|d| d.record.definition)
                 {
                     Some(DatasetDefinition::View(v)) => {
@@ -379,7 +369,7 @@ impl CatalogOps {
                 },
                 expected_version,
             )
-            .map_err(catalog_error)
+            .map_err(CoordinatorError::from)
     }
 
     /// Drop a dataset; `kind` ("table" or "view") must match when given.
@@ -391,15 +381,13 @@ impl CatalogOps {
         kind: Option<&str>,
         if_exists: bool,
         expected_version: Option<u64>,
-    ) -> Result<bool, QuarryError> {
+    ) -> Result<bool, CoordinatorError> {
         let catalog = self.datasets.catalog();
-        let Some(existing) = catalog.get_dataset(schema, name).map_err(catalog_error)? else {
+        let Some(existing) = catalog.get_dataset(schema, name)? else {
             return if if_exists {
                 Ok(false)
             } else {
-                Err(QuarryError::not_found(format!(
-                    "{schema}.{name} does not exist"
-                )))
+                Err(QuarryError::not_found(format!("{schema}.{name} does not exist")).into())
             };
         };
         let actual = match existing.record.definition {
@@ -413,11 +401,10 @@ impl CatalogOps {
             return Err(QuarryError::invalid(format!(
                 "{schema}.{name} is a {actual}; use DROP {}",
                 actual.to_ascii_uppercase()
-            )));
+            ))
+            .into());
         }
-        catalog
-            .delete_dataset(schema, name, expected_version)
-            .map_err(catalog_error)?;
+        catalog.delete_dataset(schema, name, expected_version)?;
         self.drop_reflections_of(schema, name);
         self.forget_grants_on(SecurableKind::Dataset, &dataset_object(schema, name))?;
         Ok(true)

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use quarry_catalog::{ReflectionRecord, SecurableKind, Stored};
-use quarry_common::QuarryError;
 
 use super::CatalogOps;
 use crate::datasets::delta;
-use crate::error::catalog_error;
+use crate::error::CoordinatorError;
 
 impl CatalogOps {
     /// Grants on a dropped object go with it, so a new object of that name starts bare.
@@ -16,12 +15,9 @@ impl CatalogOps {
         &self,
         kind: SecurableKind,
         object: &str,
-    ) -> Result<(), QuarryError> {
-        self.datasets
-            .catalog()
-            .remove_grants_on(kind, object)
-            .map_err(catalog_error)?;
-        self.access.reload()
+    ) -> Result<(), CoordinatorError> {
+        self.datasets.catalog().remove_grants_on(kind, object)?;
+        self.access.reload().map_err(CoordinatorError::from)
     }
 
     /// The reflections defined on a dataset.
@@ -29,12 +25,11 @@ impl CatalogOps {
         &self,
         schema: &str,
         dataset: &str,
-    ) -> Result<Vec<Stored<ReflectionRecord>>, QuarryError> {
+    ) -> Result<Vec<Stored<ReflectionRecord>>, CoordinatorError> {
         Ok(self
             .datasets
             .catalog()
-            .list_reflections()
-            .map_err(catalog_error)?
+            .list_reflections()?
             .into_iter()
             .filter(|r| r.record.schema == schema && r.record.dataset == dataset)
             .collect())

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::AccessControl;
 use crate::access::auth::Auth;
 use crate::datasets::Datasets;
+use crate::error::CoordinatorError;
 use crate::tasks::Tasks;
 
 mod datasets;
@@ -96,20 +97,18 @@ pub struct TableRequest {
     pub partition_columns: Option<Vec<(String, DataType)>>,
 }
 
-use crate::error::catalog_error;
-
 /// Source settings from `WITH (...)` options.
 pub(crate) fn source_config(
     kind: &str,
     options: &[(String, String)],
-) -> Result<SourceConfig, QuarryError> {
+) -> Result<SourceConfig, CoordinatorError> {
     let get = |names: &[&str]| {
         options
             .iter()
             .find(|(k, _)| names.contains(&k.as_str()))
             .map(|(_, v)| v.clone())
     };
-    let flag = |names: &[&str]| -> Result<Option<bool>, QuarryError> {
+    let flag = |names: &[&str]| -> Result<Option<bool>, CoordinatorError> {
         get(names)
             .map(|v| match v.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),
@@ -120,6 +119,7 @@ pub(crate) fn source_config(
                 ))),
             })
             .transpose()
+            .map_err(CoordinatorError::from)
     };
     let allowed: &[&str] = match kind {
         "local" => &["root", "path", "writable"],
@@ -140,14 +140,16 @@ pub(crate) fn source_config(
         other => {
             return Err(QuarryError::invalid(format!(
                 "unknown source type '{other}': use local, s3 or cluster"
-            )));
+            ))
+            .into());
         }
     };
     if let Some((key, _)) = options.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         return Err(QuarryError::invalid(format!(
             "unknown option '{key}' for a {kind} source; known options: {}",
             allowed.join(", ")
-        )));
+        ))
+        .into());
     }
     match kind {
         "cluster" => Ok(SourceConfig::Cluster {}),

@@ -22,21 +22,21 @@ use crate::access::{ADMIN_ROLE, UserAccess, dataset_object};
 use crate::engine::result_batches::message_batch;
 use crate::engine::session::{Session, parse_duration};
 use crate::error::CoordinatorError;
-use crate::error::catalog_error;
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 use crate::system::access::{privilege_rows, privilege_schema};
 
 /// Personal access tokens last this long unless EXPIRES IN says otherwise.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-fn done(message: String) -> Result<RecordBatch, QuarryError> {
-    message_batch("result", &[message])
+fn done(message: String) -> Result<RecordBatch, CoordinatorError> {
+    message_batch("result", &[message]).map_err(CoordinatorError::from)
 }
 
-fn batch(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<RecordBatch, QuarryError> {
+fn batch(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<RecordBatch, CoordinatorError> {
     RecordBatch::try_new(schema, columns)
         .map_err(CoordinatorError::batch("a result"))
         .map_err(QuarryError::from)
+        .map_err(CoordinatorError::from)
 }
 
 fn timestamp() -> DataType {
@@ -49,7 +49,7 @@ impl CatalogOps {
         session: &Arc<Session>,
         actor: &Arc<UserAccess>,
         statement: SecurityStatement,
-    ) -> Result<RecordBatch, QuarryError> {
+    ) -> Result<RecordBatch, CoordinatorError> {
         match statement {
             SecurityStatement::CreateUser {
                 name,
@@ -74,7 +74,7 @@ impl CatalogOps {
             SecurityStatement::DropUser { name, if_exists } => {
                 actor.require_system(Privilege::ManageGrants, "drop users")?;
                 if name == actor.user {
-                    return Err(QuarryError::invalid("you cannot drop the user you are"));
+                    return Err(QuarryError::invalid("you cannot drop the user you are").into());
                 }
                 if !self.access.user_exists(&name) {
                     return self.missing("user", &name, if_exists);
@@ -101,7 +101,7 @@ impl CatalogOps {
             SecurityStatement::DropRole { name, if_exists } => {
                 actor.require_system(Privilege::ManageGrants, "drop roles")?;
                 if name == ADMIN_ROLE {
-                    return Err(QuarryError::invalid("the admin role cannot be dropped"));
+                    return Err(QuarryError::invalid("the admin role cannot be dropped").into());
                 }
                 if !self.access.role_exists(&name) {
                     return self.missing("role", &name, if_exists);
@@ -115,14 +115,15 @@ impl CatalogOps {
                 actor.require_system(Privilege::ManageGrants, "grant roles")?;
                 self.require_user(&user)?;
                 if !self.access.role_exists(&role) {
-                    return Err(QuarryError::not_found(format!(
-                        "role {role} does not exist"
-                    )));
+                    return Err(
+                        QuarryError::not_found(format!("role {role} does not exist")).into(),
+                    );
                 }
                 if role == ADMIN_ROLE && revoke && user == actor.user {
                     return Err(QuarryError::invalid(
                         "you cannot take the admin role from yourself",
-                    ));
+                    )
+                    .into());
                 }
                 self.change_access(move |c| {
                     c.modify_user(&user, |u| {
@@ -278,10 +279,10 @@ impl CatalogOps {
     async fn change_access(
         &self,
         change: impl FnOnce(&quarry_catalog::Catalog) -> Result<String, CatalogError> + Send + 'static,
-    ) -> Result<RecordBatch, QuarryError> {
+    ) -> Result<RecordBatch, CoordinatorError> {
         let access = Arc::clone(&self.access);
         let message = blocking(move || {
-            let message = change(access.catalog()).map_err(catalog_error)?;
+            let message = change(access.catalog()).map_err(CoordinatorError::from)?;
             access.reload()?;
             Ok(message)
         })
@@ -296,7 +297,7 @@ impl CatalogOps {
         name: &str,
         password: String,
         create: bool,
-    ) -> Result<(), QuarryError> {
+    ) -> Result<(), CoordinatorError> {
         let (auth, access, user) = (
             Arc::clone(&self.auth),
             Arc::clone(&self.access),
@@ -318,10 +319,11 @@ impl CatalogOps {
                     u.salt = salt.clone();
                 })
             }
-            .map_err(catalog_error)?;
+            .map_err(CoordinatorError::from)?;
             access.reload()
         })
         .await
+        .map_err(CoordinatorError::from)
     }
 
     /// CREATE of something that exists: done with IF NOT EXISTS, an error without.
@@ -330,45 +332,46 @@ impl CatalogOps {
         kind: &str,
         name: &str,
         if_not_exists: bool,
-    ) -> Result<RecordBatch, QuarryError> {
+    ) -> Result<RecordBatch, CoordinatorError> {
         if if_not_exists {
             done(format!("{} {name} already exists", capitalized(kind)))
         } else {
             Err(QuarryError::new(
                 ErrorCode::AlreadyExists,
                 format!("{kind} {name} already exists"),
-            ))
+            )
+            .into())
         }
     }
 
-    fn missing(&self, kind: &str, name: &str, if_exists: bool) -> Result<RecordBatch, QuarryError> {
+    fn missing(
+        &self,
+        kind: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<RecordBatch, CoordinatorError> {
         if if_exists {
             done(format!("{} {name} does not exist", capitalized(kind)))
         } else {
-            Err(QuarryError::not_found(format!(
-                "{kind} {name} does not exist"
-            )))
+            Err(QuarryError::not_found(format!("{kind} {name} does not exist")).into())
         }
     }
 
-    fn require_user(&self, name: &str) -> Result<(), QuarryError> {
+    fn require_user(&self, name: &str) -> Result<(), CoordinatorError> {
         if self.access.user_exists(name) {
             Ok(())
         } else {
-            Err(QuarryError::not_found(format!(
-                "user {name} does not exist"
-            )))
+            Err(QuarryError::not_found(format!("user {name} does not exist")).into())
         }
     }
 
-    fn require_grantee(&self, grantee: &Grantee) -> Result<(), QuarryError> {
+    fn require_grantee(&self, grantee: &Grantee) -> Result<(), CoordinatorError> {
         match grantee.kind {
             GranteeKind::User => self.require_user(&grantee.name),
             GranteeKind::Role if self.access.role_exists(&grantee.name) => Ok(()),
-            GranteeKind::Role => Err(QuarryError::not_found(format!(
-                "role {} does not exist",
-                grantee.name
-            ))),
+            GranteeKind::Role => {
+                Err(QuarryError::not_found(format!("role {} does not exist", grantee.name)).into())
+            }
         }
     }
 
@@ -378,15 +381,15 @@ impl CatalogOps {
         &self,
         session: &Session,
         object: &Securable,
-    ) -> Result<(SecurableKind, String, String), QuarryError> {
+    ) -> Result<(SecurableKind, String, String), CoordinatorError> {
         let catalog = self.datasets.catalog();
         match object {
             Securable::System => Ok((SecurableKind::System, String::new(), "SYSTEM".to_string())),
             Securable::Source(name) => {
-                if catalog.get_source(name).map_err(catalog_error)?.is_none() {
-                    return Err(QuarryError::not_found(format!(
-                        "source {name} does not exist"
-                    )));
+                if catalog.get_source(name)?.is_none() {
+                    return Err(
+                        QuarryError::not_found(format!("source {name} does not exist")).into(),
+                    );
                 }
                 Ok((
                     SecurableKind::Source,
@@ -395,10 +398,10 @@ impl CatalogOps {
                 ))
             }
             Securable::Schema(name) => {
-                if catalog.get_schema(name).map_err(catalog_error)?.is_none() {
-                    return Err(QuarryError::not_found(format!(
-                        "schema {name} does not exist"
-                    )));
+                if catalog.get_schema(name)?.is_none() {
+                    return Err(
+                        QuarryError::not_found(format!("schema {name} does not exist")).into(),
+                    );
                 }
                 Ok((
                     SecurableKind::Schema,
@@ -414,19 +417,16 @@ impl CatalogOps {
                         TableReference::full(catalog.as_str(), schema.as_str(), table.as_str())
                     }
                     _ => {
-                        return Err(QuarryError::invalid(
-                            "a dataset name has at most three parts",
-                        ));
+                        return Err(
+                            QuarryError::invalid("a dataset name has at most three parts").into(),
+                        );
                     }
                 };
                 let (schema, table) = session.dataset_name(&reference)?;
                 let what = if *view { "view" } else { "table" };
-                let stored = catalog
-                    .get_dataset(&schema, &table)
-                    .map_err(catalog_error)?
-                    .ok_or_else(|| {
-                        QuarryError::not_found(format!("{what} {schema}.{table} does not exist"))
-                    })?;
+                let stored = catalog.get_dataset(&schema, &table)?.ok_or_else(|| {
+                    QuarryError::not_found(format!("{what} {schema}.{table} does not exist"))
+                })?;
                 // TABLE and VIEW both name any dataset; messages say what it is.
                 let what = match stored.record.definition {
                     DatasetDefinition::View(_) => "VIEW",

@@ -1,10 +1,10 @@
 //! Sources: creating, changing and dropping them, and which ones a user may read from.
 
 use quarry_catalog::{CatalogError, Privilege, SecurableKind, SourceConfig, SourceRecord, Stored};
-use quarry_common::QuarryError;
 
 use crate::access::UserAccess;
 use crate::datasets::sources::{self};
+use crate::error::CoordinatorError;
 
 use super::*;
 
@@ -13,12 +13,8 @@ impl CatalogOps {
     pub(crate) fn readable_sources(
         &self,
         actor: &UserAccess,
-    ) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
-        let mut sources = self
-            .datasets
-            .catalog()
-            .list_sources()
-            .map_err(catalog_error)?;
+    ) -> Result<Vec<Stored<SourceRecord>>, CoordinatorError> {
+        let mut sources = self.datasets.catalog().list_sources()?;
         sources.retain(|s| actor.on_source(Privilege::Select, &s.record.name));
         Ok(sources)
     }
@@ -29,15 +25,15 @@ impl CatalogOps {
         name: &str,
         config: SourceConfig,
         mode: CreateMode,
-    ) -> Result<Stored<SourceRecord>, QuarryError> {
+    ) -> Result<Stored<SourceRecord>, CoordinatorError> {
         actor.require_admin("create or replace sources")?;
         let catalog = self.datasets.catalog();
-        let existing = catalog.get_source(name).map_err(catalog_error)?;
+        let existing = catalog.get_source(name)?;
         if let (Some(existing), CreateMode::IfNotExists) = (&existing, mode) {
             return Ok(existing.clone());
         }
         if existing.is_some() && mode == CreateMode::Create {
-            return Err(catalog_error(CatalogError::AlreadyExists {
+            return Err(CoordinatorError::from(CatalogError::AlreadyExists {
                 kind: quarry_catalog::ObjectKind::Source,
                 name: name.to_string(),
             }));
@@ -55,7 +51,7 @@ impl CatalogOps {
             Some(current) => catalog.update_source(record, current.version),
             None => catalog.create_source(record),
         }
-        .map_err(catalog_error)
+        .map_err(CoordinatorError::from)
     }
 
     pub(crate) async fn update_source(
@@ -64,7 +60,7 @@ impl CatalogOps {
         name: &str,
         config: SourceConfig,
         expected_version: u64,
-    ) -> Result<Stored<SourceRecord>, QuarryError> {
+    ) -> Result<Stored<SourceRecord>, CoordinatorError> {
         actor.require_admin("change sources")?;
         let config = sources::validate_source(name, &config).await?;
         if let SourceConfig::S3(s3) = &config {
@@ -80,7 +76,7 @@ impl CatalogOps {
                 },
                 expected_version,
             )
-            .map_err(catalog_error)
+            .map_err(CoordinatorError::from)
     }
 
     pub(crate) fn drop_source(
@@ -89,7 +85,7 @@ impl CatalogOps {
         name: &str,
         if_exists: bool,
         expected_version: Option<u64>,
-    ) -> Result<bool, QuarryError> {
+    ) -> Result<bool, CoordinatorError> {
         actor.require_admin("drop sources")?;
         match self
             .datasets
@@ -100,12 +96,11 @@ impl CatalogOps {
                 self.forget_grants_on(SecurableKind::Source, name)?;
                 self.datasets
                     .catalog()
-                    .delete_reflection_policy(quarry_catalog::PolicyOn::Source(name))
-                    .map_err(catalog_error)?;
+                    .delete_reflection_policy(quarry_catalog::PolicyOn::Source(name))?;
                 Ok(true)
             }
             Err(CatalogError::NotFound { .. }) if if_exists => Ok(false),
-            Err(e) => Err(catalog_error(e)),
+            Err(e) => Err(CoordinatorError::from(e)),
         }
     }
 }
