@@ -1,5 +1,7 @@
-//! Catalog statements: Quarry's own (`CREATE SOURCE`, `CREATE TABLE ... FROM`, `USE`) and
-//! DataFusion's DDL (`CREATE EXTERNAL TABLE`, views, schemas, `DROP`), made persistent.
+//! Catalog statements: Quarry's own (`CREATE SOURCE`, `CREATE TABLE ... FROM`, `USE`, the
+//! reflection statements) and DataFusion's DDL (`CREATE EXTERNAL TABLE`, views, schemas,
+//! `DROP`), made persistent through the catalog operations; reflection statements also
+//! start refresh jobs and wait for them.
 
 use std::sync::Arc;
 
@@ -9,15 +11,22 @@ use datafusion::common::{SchemaReference, TableReference};
 use datafusion::logical_expr::DdlStatement;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use quarry_catalog::ReflectionKind;
 use quarry_catalog::SourceConfig;
 use quarry_common::{ErrorCode, QuarryError};
+use std::time::Duration;
 
 use super::catalog_ops::{CreateMode, TableRequest, source_config};
 use super::{Engine, Session, message_batch};
 use crate::access::UserAccess;
+use crate::datasets::schema_codec::encode_schema;
 use crate::error::CoordinatorError;
+use crate::error::catalog_error;
+use crate::reflections::{self as reflection};
 use crate::sql::parser::Statement;
+use crate::sql::reflections::ReflectionStatement;
 use quarry_catalog::CATALOG_NAME;
+use quarry_catalog::now_ms;
 
 /// `[catalog.][schema.]name` parts as a table reference.
 pub(super) fn reference_of(parts: &[String]) -> Result<TableReference, QuarryError> {
@@ -91,13 +100,20 @@ impl Engine {
             }
             Statement::DescribeHistory { name } => {
                 let (schema, name) = session.dataset_name(&reference_of(&name)?)?;
-                let (_, folder) =
-                    self.managed_table(&actor, &schema, &name, quarry_catalog::Privilege::Select)?;
+                let (_, folder) = self.catalog.managed_table(
+                    &actor,
+                    &schema,
+                    &name,
+                    quarry_catalog::Privilege::Select,
+                )?;
                 crate::datasets::delta::history(self.datasets.runtime(), &folder).await
             }
             Statement::Vacuum { name, retain_hours } => {
                 let (schema, name) = session.dataset_name(&reference_of(&name)?)?;
-                let removed = self.vacuum(&actor, &schema, &name, retain_hours).await?;
+                let removed = self
+                    .catalog
+                    .vacuum(&actor, &schema, &name, retain_hours)
+                    .await?;
                 done(format!("Removed {removed} files from {schema}.{name}"))
             }
             Statement::DataFusion(_)
@@ -267,6 +283,7 @@ impl Engine {
             DdlStatement::DropTable(drop) => {
                 let (schema, name) = session.dataset_name(&drop.name)?;
                 let dropped = self
+                    .catalog
                     .drop_table_data(&actor, &schema, &name, drop.if_exists)
                     .await?;
                 done(if dropped {
@@ -315,6 +332,218 @@ impl Engine {
             DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_) => {
                 Err(unsupported("user-defined functions"))
             }
+        }
+    }
+
+    pub(crate) async fn run_reflection(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        statement: ReflectionStatement,
+    ) -> Result<RecordBatch, QuarryError> {
+        match statement {
+            ReflectionStatement::Create {
+                dataset,
+                definition,
+            } => {
+                let (schema, name) = self.catalog.altered_dataset(session, &dataset)?;
+                let created = self
+                    .catalog
+                    .create_reflection(&schema, &name, definition)
+                    .await?;
+                let job = self.start_refresh(&created, &session.user)?;
+                message_batch(
+                    "result",
+                    &[format!(
+                        "Reflection {created} created on {schema}.{name}; refresh job {job}"
+                    )],
+                )
+            }
+            ReflectionStatement::Drop { dataset, name } => {
+                let (schema, table) = self.catalog.altered_dataset(session, &dataset)?;
+                let stored = self.catalog.reflection_on(&name, &schema, &table)?;
+                self.datasets
+                    .catalog()
+                    .delete_reflection(&name, Some(stored.version))
+                    .map_err(catalog_error)?;
+                self.catalog.purge_materializations(&stored.record);
+                message_batch("result", &[format!("Reflection {name} dropped")])
+            }
+            ReflectionStatement::Refresh { dataset } => {
+                let (schema, table) = self.catalog.altered_dataset(session, &dataset)?;
+                let mut lines = Vec::new();
+                for stored in self.catalog.reflections_of(&schema, &table)? {
+                    let job = self.start_refresh(&stored.record.name, &session.user)?;
+                    lines.push(format!("{}: refresh job {job}", stored.record.name));
+                }
+                if lines.is_empty() {
+                    lines.push(format!("{schema}.{table} has no reflections"));
+                }
+                message_batch("result", &lines)
+            }
+            ReflectionStatement::Acceleration {
+                dataset,
+                raw,
+                enable,
+            } => {
+                let (schema, table) = self.catalog.altered_dataset(session, &dataset)?;
+                let mut changed = 0;
+                for stored in self.catalog.reflections_of(&schema, &table)? {
+                    if matches!(stored.record.kind, ReflectionKind::Raw { .. }) == raw {
+                        self.catalog
+                            .update_reflection(&stored.record.name, |r| r.enabled = enable)?;
+                        changed += 1;
+                    }
+                }
+                let kind = if raw { "raw" } else { "aggregate" };
+                let state = if enable { "enabled" } else { "disabled" };
+                message_batch(
+                    "result",
+                    &[format!(
+                        "{kind} acceleration {state} on {schema}.{table} ({changed} reflections)"
+                    )],
+                )
+            }
+            ReflectionStatement::Policy {
+                dataset,
+                on_source,
+                every,
+                grace,
+            } => self
+                .catalog
+                .set_policy(session, &dataset, on_source, every, grace)
+                .map_err(QuarryError::from),
+            ReflectionStatement::Wait {
+                name,
+                timeout_seconds,
+            } => self.wait_for_reflection(&name, timeout_seconds).await,
+            ReflectionStatement::RefreshOne { name } => {
+                let record = self.catalog.named_reflection(session, &name)?;
+                let job = self.start_refresh(&record.name, &session.user)?;
+                message_batch("result", &[format!("{name}: refresh job {job}")])
+            }
+            ReflectionStatement::Update {
+                name,
+                version,
+                enabled,
+                kind,
+                partition_by,
+                localsort_by,
+            } => {
+                let stored = self.catalog.named_stored(session, &name)?;
+                if stored.version != version {
+                    return Err(QuarryError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "reflection {name} is at version {}, not {version}: read it again",
+                            stored.version
+                        ),
+                    ));
+                }
+                let old = stored.record;
+                let mut record = old.clone();
+                if let Some(enabled) = enabled {
+                    record.enabled = enabled;
+                }
+                let redefined = kind.is_some() || partition_by.is_some() || localsort_by.is_some();
+                if redefined {
+                    record.kind = kind.unwrap_or(record.kind);
+                    record.partition_by = partition_by.unwrap_or(record.partition_by);
+                    record.localsort_by = localsort_by.unwrap_or(record.localsort_by);
+                    let columns = self
+                        .datasets
+                        .provider(&record.schema, &record.dataset)
+                        .await?
+                        .ok_or_else(|| {
+                            QuarryError::not_found(format!(
+                                "{}.{} does not exist",
+                                record.schema, record.dataset
+                            ))
+                        })?
+                        .schema();
+                    reflection::validate(
+                        &record.kind,
+                        &record.partition_by,
+                        &record.localsort_by,
+                        &columns,
+                    )?;
+                    record.dataset_columns = encode_schema(&columns)?;
+                    // The old data is of the old definition: it never serves the new one.
+                    record.materialization = None;
+                    record.last_error = None;
+                }
+                let updated = self
+                    .datasets
+                    .catalog()
+                    .update_reflection(record, version)
+                    .map_err(catalog_error)?;
+                let mut message =
+                    format!("Reflection {name} updated to version {}", updated.version);
+                if redefined {
+                    if let Some(m) = &old.materialization {
+                        self.purge_later(crate::datasets::delta::folder_url(&m.location)?);
+                    }
+                    let job = self.start_refresh(&name, &session.user)?;
+                    message.push_str(&format!("; refresh job {job}"));
+                }
+                message_batch("result", &[message])
+            }
+            ReflectionStatement::DropByName { name } => {
+                let record = self.catalog.named_reflection(session, &name)?;
+                self.datasets
+                    .catalog()
+                    .delete_reflection(&name, None)
+                    .map_err(catalog_error)?;
+                self.catalog.purge_materializations(&record);
+                message_batch("result", &[format!("Reflection {name} dropped")])
+            }
+        }
+    }
+
+    async fn wait_for_reflection(
+        &self,
+        name: &str,
+        timeout_seconds: Option<f64>,
+    ) -> Result<RecordBatch, QuarryError> {
+        let timeout = Duration::from_secs_f64(timeout_seconds.unwrap_or(600.0));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let stored = self
+                .datasets
+                .catalog()
+                .get_reflection(name)
+                .map_err(catalog_error)?
+                .ok_or_else(|| {
+                    QuarryError::not_found(format!("reflection {name} does not exist"))
+                })?;
+            let record = stored.record;
+            let refreshing = self.datasets.reflection_state().is_refreshing(name);
+            let (status, reason) = reflection::status(&record, None, refreshing, now_ms());
+            match status {
+                "CAN_ACCELERATE" => {
+                    let rows = record.materialization.as_ref().map_or(0, |m| m.rows);
+                    return message_batch(
+                        "result",
+                        &[format!("Reflection {name} can accelerate ({rows} rows)")],
+                    );
+                }
+                "FAILED" | "DISABLED" | "INVALID" if !refreshing => {
+                    return Err(QuarryError::invalid(format!(
+                        "reflection {name} cannot accelerate: {}",
+                        reason.unwrap_or_default()
+                    )));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(QuarryError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "reflection {name} could not accelerate within {} ({status})",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

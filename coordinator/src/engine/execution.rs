@@ -165,6 +165,7 @@ impl Engine {
                 let result = Box::pin(self.execute(job, *inner, sink)).await;
                 if result.is_err()
                     && let Err(e) = self
+                        .catalog
                         .drop_table_data(&table.actor, &table.schema, &table.name, true)
                         .await
                 {

@@ -117,10 +117,10 @@ impl QueryService for Arc<Engine> {
     ) -> Result<RecordBatch, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        self.catalog
+        Ok(self
+            .catalog
             .run_security(session, &actor, statement)
-            .await
-            .map_err(QuarryError::from)
+            .await?)
     }
 
     async fn reflection(
@@ -279,9 +279,7 @@ impl QueryService for Arc<Engine> {
         session: &SessionHandle,
     ) -> Result<Vec<Stored<SourceRecord>>, QuarryError> {
         let session = session.inner();
-        self.catalog
-            .readable_sources(&self.access_for(session))
-            .map_err(QuarryError::from)
+        Ok(self.catalog.readable_sources(&self.access_for(session))?)
     }
 
     fn get_source(
@@ -310,10 +308,10 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<SourceRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        self.catalog
+        Ok(self
+            .catalog
             .create_source(&actor, name, config, mode)
-            .await
-            .map_err(QuarryError::from)
+            .await?)
     }
 
     async fn update_source(
@@ -325,10 +323,10 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<SourceRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        self.catalog
+        Ok(self
+            .catalog
             .update_source(&actor, name, config, version)
-            .await
-            .map_err(QuarryError::from)
+            .await?)
     }
 
     async fn drop_source(
@@ -341,11 +339,8 @@ impl QueryService for Arc<Engine> {
         let name = name.to_string();
         // Catalog writes are durable (fsync): off the workers that serve clients.
         blocking(move || {
-            engine
-                .catalog
-                .drop_source(&actor, &name, false, version)
-                .map(|_| ())
-                .map_err(QuarryError::from)
+            engine.catalog.drop_source(&actor, &name, false, version)?;
+            Ok(())
         })
         .await
     }
@@ -397,13 +392,7 @@ impl QueryService for Arc<Engine> {
     ) -> Result<bool, QuarryError> {
         let (engine, actor) = (Arc::clone(self), self.access_for(session.inner()));
         let name = name.to_string();
-        blocking(move || {
-            engine
-                .catalog
-                .create_schema(&actor, &name, if_not_exists)
-                .map_err(QuarryError::from)
-        })
-        .await
+        blocking(move || Ok(engine.catalog.create_schema(&actor, &name, if_not_exists)?)).await
     }
 
     async fn drop_schema(
@@ -418,9 +407,8 @@ impl QueryService for Arc<Engine> {
         blocking(move || {
             engine
                 .catalog
-                .drop_schema(&actor, &name, false, cascade, version)
-                .map(|_| ())
-                .map_err(QuarryError::from)
+                .drop_schema(&actor, &name, false, cascade, version)?;
+            Ok(())
         })
         .await
     }
@@ -519,10 +507,10 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<DatasetRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        self.catalog
+        Ok(self
+            .catalog
             .create_table(&actor, schema, name, request, mode)
-            .await
-            .map_err(QuarryError::from)
+            .await?)
     }
 
     async fn create_view(
@@ -542,10 +530,10 @@ impl QueryService for Arc<Engine> {
         } else {
             session.default_schema()
         };
-        self.catalog
+        Ok(self
+            .catalog
             .create_view(&actor, schema, name, sql, &context, mode)
-            .await
-            .map_err(QuarryError::from)
+            .await?)
     }
 
     async fn update_dataset(
@@ -558,10 +546,10 @@ impl QueryService for Arc<Engine> {
     ) -> Result<Stored<DatasetRecord>, QuarryError> {
         let session = session.inner();
         let actor = self.access_for(session);
-        self.catalog
+        Ok(self
+            .catalog
             .update_dataset(&actor, schema, name, update, version)
-            .await
-            .map_err(QuarryError::from)
+            .await?)
     }
 
     async fn drop_dataset(

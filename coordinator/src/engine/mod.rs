@@ -22,7 +22,6 @@ pub(crate) mod catalog_ops;
 mod ddl;
 mod execution;
 mod front_door;
-mod insert;
 mod outcome;
 mod query_settings;
 mod reflections;

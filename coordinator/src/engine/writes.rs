@@ -1,10 +1,18 @@
 //! Statements that write managed tables: `CREATE TABLE` (with columns, or `AS SELECT`),
-//! `INSERT INTO` / `INSERT OVERWRITE`, and dropping a managed table's data with it.
-//! Planning turns an insert into write tasks for the executors and a commit on the
-//! coordinator (`datasets::delta`); this module decides what may be written, and where.
+//! `INSERT INTO` / `INSERT OVERWRITE`, `COPY ... TO`, `OPTIMIZE`. Planning turns a write
+//! into write tasks for the executors and a commit on the coordinator (`datasets::delta`);
+//! where a table may be written is the catalog's (`catalog_ops/managed_tables.rs`).
+//!
+//! `INSERT [OVERWRITE] INTO s.t [(columns)] SELECT ... | VALUES ...` is planned here rather
+//! than by DataFusion: its plan casts every value to the table's type where a value that
+//! does not fit cannot be traced to its row and column. Literal VALUES are checked against
+//! the table's types here, row by row; other values are cast by the write tasks, which name
+//! the row and column they refuse (`quarry_common::table_write`). The target is resolved as
+//! a table to write, not to read, so INSERT needs no SELECT.
 
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Schema};
 use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionState;
@@ -15,8 +23,11 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use quarry_catalog::{DatasetDefinition, DatasetRecord, Privilege, TableDefinition};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, Insert, Query, SetExpr, Statement as SqlStatement, TableObject, UnaryOperator,
+    Value,
+};
+use quarry_catalog::{DatasetDefinition, Privilege, TableDefinition};
 use quarry_common::table_write::{FileWriteExec, WriteTarget, WrittenRowsExec};
 use quarry_common::{ErrorCode, QuarryError};
 
@@ -25,10 +36,10 @@ use super::{Engine, Outcome, Session, message_batch};
 use crate::access::source_of;
 use crate::datasets::delta::{self, DELTA_FORMAT, MANAGED, managed_folder};
 use crate::datasets::schema_codec::encode_schema;
-use crate::datasets::sources::writable_folder;
 use crate::error::catalog_error;
 use crate::sql::copy::{CopyFrom, CopyTo};
 use crate::sql::parser::ManagedSpec;
+use crate::sql::words::object_name_parts;
 
 /// A folder given as an absolute local path or a URL (COPY by an admin).
 fn raw_folder(path: &str) -> Result<url::Url, QuarryError> {
@@ -125,7 +136,9 @@ impl Engine {
             return Ok(Outcome::Rows(batch.schema(), vec![batch]));
         }
         if mode == CreateMode::OrReplace {
-            self.drop_table_data(&actor, &schema, &name, true).await?;
+            self.catalog
+                .drop_table_data(&actor, &schema, &name, true)
+                .await?;
         }
         let table_schema = delta::storable_schema(create.input.schema().as_arrow())?;
         let folder = match &spec.source {
@@ -135,7 +148,7 @@ impl Engine {
                     .path
                     .clone()
                     .unwrap_or_else(|| format!("{schema}/{name}/"));
-                self.source_folder(&actor, source, &path)?
+                self.catalog.source_folder(&actor, source, &path)?
             }
         };
         let partition_by = spec.partition_by;
@@ -188,7 +201,9 @@ impl Engine {
                 },
             )),
             Err(e) => {
-                self.drop_table_data(&actor, &schema, &name, true).await?;
+                self.catalog
+                    .drop_table_data(&actor, &schema, &name, true)
+                    .await?;
                 Err(e)
             }
         }
@@ -213,7 +228,7 @@ impl Engine {
             .ok_or_else(|| QuarryError::not_found(format!("table {schema}.{name} vanished")))?;
         let table_schema = provider.schema();
         let given = input.schema().columns();
-        let positions = super::insert::insert_positions(&table_schema, columns, given.len())?;
+        let positions = insert_positions(&table_schema, columns, given.len())?;
         let exprs = positions
             .iter()
             .zip(table_schema.fields())
@@ -236,24 +251,6 @@ impl Engine {
         self.plan_query(state, &plan).await
     }
 
-    /// A folder to write at `path` in a writable source, for a user who may create
-    /// tables in it.
-    fn source_folder(
-        &self,
-        actor: &crate::access::UserAccess,
-        source: &str,
-        path: &str,
-    ) -> Result<url::Url, QuarryError> {
-        actor.require_source(Privilege::CreateTable, source)?;
-        let record = self
-            .datasets
-            .catalog()
-            .get_source(source)
-            .map_err(catalog_error)?
-            .ok_or_else(|| QuarryError::not_found(format!("source '{source}' does not exist")))?;
-        writable_folder(source, &record.record.config, path)
-    }
-
     /// `COPY (query) TO ...`: the query's rows as files, written by the tasks that
     /// compute them; answers the number of rows.
     pub(super) async fn plan_copy(
@@ -263,7 +260,7 @@ impl Engine {
     ) -> Result<Outcome, QuarryError> {
         let actor = self.access_for(session);
         let folder = match &copy.source {
-            Some(source) => self.source_folder(&actor, source, &copy.path)?,
+            Some(source) => self.catalog.source_folder(&actor, source, &copy.path)?,
             None => {
                 actor.require_admin("COPY to a raw path or URL; COPY into a writable source")?;
                 raw_folder(&copy.path)?
@@ -305,30 +302,6 @@ impl Engine {
         self.plan_physical(&state, plan)
     }
 
-    /// The managed table `schema.name`, for a statement that needs `privilege` on it.
-    pub(super) fn managed_table(
-        &self,
-        actor: &crate::access::UserAccess,
-        schema: &str,
-        name: &str,
-        privilege: Privilege,
-    ) -> Result<(DatasetRecord, url::Url), QuarryError> {
-        let record = self
-            .datasets
-            .catalog()
-            .get_dataset(schema, name)
-            .map_err(catalog_error)?
-            .map(|stored| stored.record)
-            .ok_or_else(|| {
-                QuarryError::not_found(format!("table {schema}.{name} does not exist"))
-            })?;
-        actor.require_dataset(privilege, schema, name, source_of(&record))?;
-        let folder = managed_folder(&record).ok_or_else(|| {
-            QuarryError::invalid(format!("{schema}.{name} is not a managed table"))
-        })?;
-        Ok((record, folder))
-    }
-
     /// `OPTIMIZE TABLE`: small files compacted by the executors, one commit.
     pub(super) async fn plan_optimize(
         &self,
@@ -337,7 +310,9 @@ impl Engine {
     ) -> Result<Outcome, QuarryError> {
         let (schema, table) = session.dataset_name(&super::ddl::reference_of(name)?)?;
         let actor = self.access_for(session);
-        let (record, _) = self.managed_table(&actor, &schema, &table, Privilege::Alter)?;
+        let (record, _) = self
+            .catalog
+            .managed_table(&actor, &schema, &table, Privilege::Alter)?;
         let provider = self.datasets.provider_of(record).await?;
         let delta = provider
             .downcast_ref::<delta::DeltaTable>()
@@ -349,46 +324,222 @@ impl Engine {
         self.plan_physical(&state, plan)
     }
 
-    /// `VACUUM`: files no version needs, removed longer ago than `retain_hours` (7 days by
-    /// default, as in Delta), are deleted.
-    pub(super) async fn vacuum(
+    pub(super) async fn plan_insert(
         &self,
-        actor: &crate::access::UserAccess,
-        schema: &str,
-        name: &str,
-        retain_hours: Option<f64>,
-    ) -> Result<usize, QuarryError> {
-        let (_, folder) = self.managed_table(actor, schema, name, Privilege::Alter)?;
-        let retain = std::time::Duration::from_secs_f64(retain_hours.unwrap_or(168.0) * 3600.0);
-        delta::vacuum(
-            self.datasets.runtime(),
-            self.datasets.commits(),
-            &folder,
-            retain,
-        )
-        .await
-    }
-
-    /// Drop a table's catalog record and, for a managed table, its files.
-    pub(super) async fn drop_table_data(
-        &self,
-        actor: &crate::access::UserAccess,
-        schema: &str,
-        name: &str,
-        if_exists: bool,
-    ) -> Result<bool, QuarryError> {
-        let folder = self
-            .datasets
-            .catalog()
-            .get_dataset(schema, name)
-            .map_err(catalog_error)?
-            .and_then(|stored| managed_folder(&stored.record));
-        let dropped =
-            self.catalog
-                .drop_dataset(actor, schema, name, Some("table"), if_exists, None)?;
-        if let Some(folder) = folder {
-            delta::purge(self.datasets.runtime(), &folder).await?;
+        session: &Arc<Session>,
+        insert: Insert,
+    ) -> Result<Outcome, QuarryError> {
+        let Insert {
+            table: TableObject::TableName(table),
+            source: Some(query),
+            columns,
+            overwrite,
+            ..
+        } = &insert
+        else {
+            return Err(unsupported_insert());
+        };
+        let plain = insert.or.is_none()
+            && !insert.ignore
+            && insert.table_alias.is_none()
+            && insert.assignments.is_empty()
+            && insert.partitioned.is_none()
+            && insert.after_columns.is_empty()
+            && insert.on.is_none()
+            && insert.returning.is_none()
+            && insert.output.is_none()
+            && !insert.replace_into
+            && insert.insert_alias.is_none()
+            && insert.settings.is_none()
+            && insert.format_clause.is_none()
+            && insert.multi_table_insert_type.is_none();
+        if !plain {
+            return Err(unsupported_insert());
         }
-        Ok(dropped)
+        let reference = super::ddl::reference_of(&object_name_parts(table))?;
+        let (schema, name) = session.dataset_name(&reference)?;
+        let (op, privilege) = if *overwrite {
+            (InsertOp::Overwrite, Privilege::Alter)
+        } else {
+            (InsertOp::Append, Privilege::Insert)
+        };
+        self.require_write_to(session, &schema, &name, privilege)?;
+        let table_schema = self
+            .datasets()
+            .provider(&schema, &name)
+            .await?
+            .ok_or_else(|| QuarryError::not_found(format!("table {schema}.{name} does not exist")))?
+            .schema();
+        let named: Vec<String> = columns
+            .iter()
+            .map(|column| object_name_parts(column).join("."))
+            .collect();
+        let state = self.query_state(session)?;
+        let input = match literal_values(query, &table_schema, &named)? {
+            Some(values) => values,
+            None => {
+                let statement =
+                    DFStatement::Statement(Box::new(SqlStatement::Query(query.clone())));
+                state.statement_to_plan(statement).await?
+            }
+        };
+        self.plan_table_insert(&state, &schema, &name, input, &named, op)
+            .await
     }
+}
+
+fn unsupported_insert() -> QuarryError {
+    QuarryError::new(
+        ErrorCode::Unimplemented,
+        "this form of INSERT is not supported: INSERT [OVERWRITE] INTO t [(columns)] \
+         SELECT ... | VALUES ... is",
+    )
+}
+
+/// For each column of the table, the position of the query's column that fills it (None:
+/// NULL). `named` lists the columns the INSERT names; none means all, in order.
+pub(super) fn insert_positions(
+    table: &Schema,
+    named: &[String],
+    given: usize,
+) -> Result<Vec<Option<usize>>, QuarryError> {
+    let names = || {
+        table
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let wanted = if named.is_empty() {
+        table.fields().len()
+    } else {
+        named.len()
+    };
+    if given != wanted {
+        return Err(QuarryError::invalid(format!(
+            "the INSERT gives {given} values for {wanted} columns ({})",
+            if named.is_empty() {
+                names()
+            } else {
+                named.join(", ")
+            }
+        )));
+    }
+    if named.is_empty() {
+        return Ok((0..given).map(Some).collect());
+    }
+    let mut positions = vec![None; table.fields().len()];
+    for (i, column) in named.iter().enumerate() {
+        let index = table.index_of(column).map_err(|_| {
+            QuarryError::invalid(format!(
+                "the table has no column '{column}'; its columns are {}",
+                names()
+            ))
+        })?;
+        if positions[index].replace(i).is_some() {
+            return Err(QuarryError::invalid(format!(
+                "column '{column}' is named twice in the INSERT"
+            )));
+        }
+    }
+    Ok(positions)
+}
+
+/// `VALUES` of plain literals as rows of the table's types, each value checked on its
+/// own; None when the query is anything else (it is planned as a query then).
+fn literal_values(
+    query: &Query,
+    table: &Schema,
+    named: &[String],
+) -> Result<Option<LogicalPlan>, QuarryError> {
+    let SetExpr::Values(values) = query.body.as_ref() else {
+        return Ok(None);
+    };
+    if query.with.is_some()
+        || query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+        || values.rows.is_empty()
+    {
+        return Ok(None);
+    }
+    // The table column each VALUES column fills; a mismatch is refused when planned.
+    let targets: Option<Vec<(&str, &DataType)>> = if named.is_empty() {
+        Some(
+            table
+                .fields()
+                .iter()
+                .map(|f| (f.name().as_str(), f.data_type()))
+                .collect(),
+        )
+    } else {
+        named
+            .iter()
+            .map(|n| {
+                table
+                    .field_with_name(n)
+                    .ok()
+                    .map(|f| (f.name().as_str(), f.data_type()))
+            })
+            .collect()
+    };
+    let Some(targets) = targets else {
+        return Ok(None);
+    };
+    let mut rows = Vec::with_capacity(values.rows.len());
+    for (i, row) in values.rows.iter().enumerate() {
+        if row.content.len() != targets.len() {
+            return Ok(None);
+        }
+        let mut cells = Vec::with_capacity(targets.len());
+        for (cell, (name, data_type)) in row.content.iter().zip(&targets) {
+            let Some(value) = literal(cell) else {
+                return Ok(None);
+            };
+            let value = value.cast_to(data_type).map_err(|_| {
+                QuarryError::invalid(format!(
+                    "row {}: {cell} does not fit column '{name}' of type {data_type}; \
+                     nothing was written",
+                    i + 1
+                ))
+            })?;
+            cells.push(Expr::Literal(value, None));
+        }
+        rows.push(cells);
+    }
+    Ok(Some(LogicalPlanBuilder::values(rows)?.build()?))
+}
+
+/// A number, string, boolean or NULL literal (a negative number too) as a value.
+fn literal(expr: &SqlExpr) -> Option<ScalarValue> {
+    let (value, negative) = match expr {
+        SqlExpr::Value(v) => (&v.value, false),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            SqlExpr::Value(v) if matches!(v.value, Value::Number(..)) => (&v.value, true),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(match value {
+        Value::Number(text, _) => {
+            let text = if negative {
+                format!("-{text}")
+            } else {
+                text.clone()
+            };
+            // Integers as BIGINT, others as DOUBLE: the types DataFusion gives them.
+            match text.parse::<i64>() {
+                Ok(n) => ScalarValue::Int64(Some(n)),
+                Err(_) => ScalarValue::Float64(Some(text.parse::<f64>().ok()?)),
+            }
+        }
+        Value::SingleQuotedString(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Null => ScalarValue::Null,
+        _ => return None,
+    })
 }

@@ -24,6 +24,9 @@ use crate::tasks::Tasks;
 
 mod datasets;
 mod drops;
+mod managed_tables;
+mod reflection_policy;
+mod reflections;
 mod schemas;
 mod security;
 mod sources;

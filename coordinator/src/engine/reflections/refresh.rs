@@ -239,7 +239,7 @@ impl Engine {
                         materialization.duration_ms =
                             finished.saturating_sub(materialization.data_as_of_ms);
                         let (mut old, mut redefined) = (None, false);
-                        let updated = engine.update_reflection(&name, |r| {
+                        let updated = engine.catalog.update_reflection(&name, |r| {
                             // Redefined while it refreshed: this data is of the old
                             // definition and never serves.
                             redefined = definition_of(r) != definition;
@@ -272,7 +272,7 @@ impl Engine {
                                 let _ = delta::purge(&runtime, &folder).await;
                                 Ok(())
                             }
-                            Err(e) => Err(e),
+                            Err(e) => Err(e.into()),
                         }
                     }
                     Err(e) => Err(e),
@@ -302,7 +302,10 @@ impl Engine {
             running.remove(name);
         }
         let message = error.message.clone();
-        if let Err(e) = self.update_reflection(name, |r| r.last_error = Some(message.clone())) {
+        if let Err(e) = self
+            .catalog
+            .update_reflection(name, |r| r.last_error = Some(message.clone()))
+        {
             tracing::warn!(reflection = name, "cannot record a failed refresh: {e}");
         }
     }
@@ -394,7 +397,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn purge_later(&self, folder: url::Url) {
+    pub(crate) fn purge_later(&self, folder: url::Url) {
         let runtime = Arc::clone(self.datasets.runtime());
         let state = Arc::clone(self.datasets.reflection_state());
         let stop = self.tasks.stopping();

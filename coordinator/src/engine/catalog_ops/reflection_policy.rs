@@ -7,9 +7,10 @@ use arrow::array::RecordBatch;
 use quarry_catalog::{PolicyOn, ReflectionPolicy, Refresh};
 use quarry_common::QuarryError;
 
+use super::CatalogOps;
 use crate::access::source_of;
-use crate::engine::{Engine, Session, message_batch};
-use crate::error::catalog_error;
+use crate::engine::{Session, message_batch};
+use crate::error::CoordinatorError;
 use crate::reflections::{DEFAULT_GRACE_MS, DEFAULT_REFRESH_MS};
 
 enum Target {
@@ -26,15 +27,15 @@ impl Target {
     }
 }
 
-impl Engine {
-    pub(super) fn set_policy(
+impl CatalogOps {
+    pub(crate) fn set_policy(
         &self,
         session: &Session,
         target: &[String],
         on_source: bool,
         every: Option<String>,
         grace: Option<String>,
-    ) -> Result<RecordBatch, QuarryError> {
+    ) -> Result<RecordBatch, CoordinatorError> {
         let every = every
             .map(|e| crate::engine::parse_duration("REFRESH EVERY", &e))
             .transpose()?
@@ -46,18 +47,17 @@ impl Engine {
         let catalog = self.datasets.catalog();
         let (on, datasets, what) = if on_source {
             let [source] = target else {
-                return Err(QuarryError::invalid("a source's name has one part"));
+                return Err(QuarryError::invalid("a source's name has one part").into());
             };
-            self.access_for(session)
+            self.access
+                .for_user(&session.user)
                 .require_admin("set the reflection policy of a source")?;
             catalog
-                .get_source(source)
-                .map_err(catalog_error)?
+                .get_source(source)?
                 .ok_or_else(|| QuarryError::not_found(format!("source {source} does not exist")))?;
             // Its datasets (those with a policy of their own keep what they set).
             let datasets = catalog
-                .list_datasets(None)
-                .map_err(catalog_error)?
+                .list_datasets(None)?
                 .into_iter()
                 .map(|d| d.record)
                 .filter(|d| source_of(d) == Some(source.as_str()))
@@ -77,21 +77,16 @@ impl Engine {
                 what,
             )
         };
-        let mut policy = catalog
-            .reflection_policy(on.on())
-            .map_err(catalog_error)?
-            .unwrap_or_default();
+        let mut policy = catalog.reflection_policy(on.on())?.unwrap_or_default();
         policy.refresh = Some(every.map_or(Refresh::Never, Refresh::EveryMs));
         if grace.is_some() {
             policy.grace_ms = grace;
         }
-        catalog
-            .set_reflection_policy(on.on(), policy)
-            .map_err(catalog_error)?;
+        catalog.set_reflection_policy(on.on(), policy)?;
         let mut changed = 0;
         for (schema, dataset) in datasets {
             let (every, grace) = self.effective_policy(&schema, &dataset)?;
-            for stored in self.catalog.reflections_of(&schema, &dataset)? {
+            for stored in self.reflections_of(&schema, &dataset)? {
                 self.update_reflection(&stored.record.name, |r| {
                     r.refresh_every_ms = every;
                     r.grace_ms = grace;
@@ -105,28 +100,26 @@ impl Engine {
                 "Reflection policy of {what} set ({changed} reflections)"
             )],
         )
+        .map_err(CoordinatorError::from)
     }
 
     /// How often a reflection on the dataset is refreshed (None: only when asked) and its
     /// grace period: the dataset's policy, else its source's, else the defaults.
-    pub(super) fn effective_policy(
+    pub(crate) fn effective_policy(
         &self,
         schema: &str,
         dataset: &str,
-    ) -> Result<(Option<u64>, u64), QuarryError> {
+    ) -> Result<(Option<u64>, u64), CoordinatorError> {
         let catalog = self.datasets.catalog();
         let own = catalog
-            .reflection_policy(PolicyOn::Dataset(schema, dataset))
-            .map_err(catalog_error)?
+            .reflection_policy(PolicyOn::Dataset(schema, dataset))?
             .unwrap_or_default();
         let source = catalog
-            .get_dataset(schema, dataset)
-            .map_err(catalog_error)?
+            .get_dataset(schema, dataset)?
             .and_then(|d| source_of(&d.record).map(str::to_string));
         let inherited = match source {
             Some(source) => catalog
-                .reflection_policy(PolicyOn::Source(&source))
-                .map_err(catalog_error)?
+                .reflection_policy(PolicyOn::Source(&source))?
                 .unwrap_or_default(),
             None => ReflectionPolicy::default(),
         };
