@@ -171,9 +171,26 @@ impl CatalogOps {
             return Ok(existing);
         }
         let definition = self.table_definition(&request).await?;
-        let stored = self.store_dataset(schema, name, definition, mode)?;
-        self.grant_to_creator(actor, schema, name)?;
-        Ok(stored)
+        self.store_for_creator(actor, schema, name, definition, mode)
+            .await
+    }
+
+    /// Store a checked definition and grant its creator what they need, off the runtime.
+    async fn store_for_creator(
+        &self,
+        actor: &UserAccess,
+        schema: &str,
+        name: &str,
+        definition: DatasetDefinition,
+        mode: CreateMode,
+    ) -> Result<Stored<DatasetRecord>, CoordinatorError> {
+        let (actor, schema, name) = (actor.clone(), schema.to_string(), name.to_string());
+        self.write(move |ops| {
+            let stored = ops.store_dataset(&schema, &name, definition, mode)?;
+            ops.grant_to_creator(&actor, &schema, &name)?;
+            Ok(stored)
+        })
+        .await
     }
 
     /// A table's files must be in a source the user may read; raw locations (paths and
@@ -287,9 +304,8 @@ impl CatalogOps {
             return Ok(existing);
         }
         let definition = self.view_definition(actor, sql, default_schema).await?;
-        let stored = self.store_dataset(schema, name, definition, mode)?;
-        self.grant_to_creator(actor, schema, name)?;
-        Ok(stored)
+        self.store_for_creator(actor, schema, name, definition, mode)
+            .await
     }
 
     /// Check a view's query, planned as its creator: a view can only expose what its
@@ -359,17 +375,18 @@ impl CatalogOps {
                 self.view_definition(actor, &sql, &default_schema).await?
             }
         };
-        self.datasets
-            .catalog()
-            .update_dataset(
-                DatasetRecord {
-                    schema: schema.to_string(),
-                    name: name.to_string(),
-                    definition,
-                },
-                expected_version,
-            )
-            .map_err(CoordinatorError::from)
+        let record = DatasetRecord {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            definition,
+        };
+        self.write(move |ops| {
+            Ok(ops
+                .datasets
+                .catalog()
+                .update_dataset(record, expected_version)?)
+        })
+        .await
     }
 
     /// Drop a dataset; `kind` ("table" or "view") must match when given.

@@ -31,7 +31,9 @@ mod schemas;
 mod security;
 mod sources;
 
-/// The catalog operations; see the module doc.
+/// The catalog operations; see the module doc. Cloning one is cheap (shared handles), so a
+/// durable write can take one onto a blocking thread.
+#[derive(Clone)]
 pub(crate) struct CatalogOps {
     datasets: Arc<Datasets>,
     access: Arc<AccessControl>,
@@ -56,6 +58,19 @@ impl CatalogOps {
             tasks,
             request_limits,
         }
+    }
+
+    /// Run the durable writes of an operation that awaited I/O (a source's bucket, a
+    /// table's files, a view's plan): the catalog flushes each write to disk before it
+    /// returns, which must not stall the runtime that serves clients.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&CatalogOps) -> Result<T, CoordinatorError> + Send + 'static,
+    ) -> Result<T, CoordinatorError> {
+        let ops = self.clone();
+        tokio::task::spawn_blocking(move || write(&ops))
+            .await
+            .map_err(|e| CoordinatorError::crashed("a catalog write", e))?
     }
 }
 

@@ -47,11 +47,14 @@ impl CatalogOps {
             name: name.to_string(),
             config,
         };
-        match existing {
-            Some(current) => catalog.update_source(record, current.version),
-            None => catalog.create_source(record),
-        }
-        .map_err(CoordinatorError::from)
+        self.write(move |ops| {
+            let catalog = ops.datasets.catalog();
+            Ok(match existing {
+                Some(current) => catalog.update_source(record, current.version),
+                None => catalog.create_source(record),
+            }?)
+        })
+        .await
     }
 
     pub(crate) async fn update_source(
@@ -67,16 +70,17 @@ impl CatalogOps {
             self.datasets
                 .register_store(&sources::s3_store_spec(name, s3))?;
         }
-        self.datasets
-            .catalog()
-            .update_source(
-                SourceRecord {
-                    name: name.to_string(),
-                    config,
-                },
-                expected_version,
-            )
-            .map_err(CoordinatorError::from)
+        let record = SourceRecord {
+            name: name.to_string(),
+            config,
+        };
+        self.write(move |ops| {
+            Ok(ops
+                .datasets
+                .catalog()
+                .update_source(record, expected_version)?)
+        })
+        .await
     }
 
     pub(crate) fn drop_source(
