@@ -284,7 +284,14 @@ impl Engine {
                 let (schema, name) = session.dataset_name(&drop.name)?;
                 let dropped = self
                     .catalog
-                    .drop_table_data(&actor, &schema, &name, drop.if_exists)
+                    .drop_dataset_and_files(
+                        &actor,
+                        &schema,
+                        &name,
+                        Some("table"),
+                        drop.if_exists,
+                        None,
+                    )
                     .await?;
                 done(if dropped {
                     format!("Table {schema}.{name} dropped")
@@ -294,14 +301,17 @@ impl Engine {
             }
             DdlStatement::DropView(drop) => {
                 let (schema, name) = session.dataset_name(&drop.name)?;
-                let dropped = self.catalog.drop_dataset(
-                    &actor,
-                    &schema,
-                    &name,
-                    Some("view"),
-                    drop.if_exists,
-                    None,
-                )?;
+                let dropped = self
+                    .catalog
+                    .drop_dataset_and_files(
+                        &actor,
+                        &schema,
+                        &name,
+                        Some("view"),
+                        drop.if_exists,
+                        None,
+                    )
+                    .await?;
                 done(if dropped {
                     format!("View {schema}.{name} dropped")
                 } else {

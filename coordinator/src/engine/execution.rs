@@ -166,7 +166,14 @@ impl Engine {
                 if result.is_err()
                     && let Err(e) = self
                         .catalog
-                        .drop_table_data(&table.actor, &table.schema, &table.name, true)
+                        .drop_dataset_and_files(
+                            &table.actor,
+                            &table.schema,
+                            &table.name,
+                            Some("table"),
+                            true,
+                            None,
+                        )
                         .await
                 {
                     tracing::warn!(

@@ -559,25 +559,11 @@ impl QueryService for Arc<Engine> {
         name: &str,
         version: Option<u64>,
     ) -> Result<(), QuarryError> {
-        let (engine, actor) = (Arc::clone(self), self.access_for(session.inner()));
-        let (schema, name) = (schema.to_string(), name.to_string());
-        blocking(move || {
-            let folder = engine
-                .datasets
-                .catalog()
-                .get_dataset(&schema, &name)
-                .ok()
-                .flatten()
-                .and_then(|stored| crate::datasets::delta::managed_folder(&stored.record));
-            engine
-                .catalog
-                .drop_dataset(&actor, &schema, &name, None, false, version)?;
-            engine
-                .catalog
-                .purge_in_background(folder.into_iter().collect());
-            Ok(())
-        })
-        .await
+        let actor = self.access_for(session.inner());
+        self.catalog
+            .drop_dataset_and_files(&actor, schema, name, None, false, version)
+            .await?;
+        Ok(())
     }
 
     fn health(&self) -> Health {

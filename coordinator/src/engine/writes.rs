@@ -137,7 +137,7 @@ impl Engine {
         }
         if mode == CreateMode::OrReplace {
             self.catalog
-                .drop_table_data(&actor, &schema, &name, true)
+                .drop_dataset_and_files(&actor, &schema, &name, Some("table"), true, None)
                 .await?;
         }
         let table_schema = delta::storable_schema(create.input.schema().as_arrow())?;
@@ -202,7 +202,7 @@ impl Engine {
             )),
             Err(e) => {
                 self.catalog
-                    .drop_table_data(&actor, &schema, &name, true)
+                    .drop_dataset_and_files(&actor, &schema, &name, Some("table"), true, None)
                     .await?;
                 Err(e)
             }

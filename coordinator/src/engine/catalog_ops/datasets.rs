@@ -390,7 +390,7 @@ impl CatalogOps {
     }
 
     /// Drop a dataset; `kind` ("table" or "view") must match when given.
-    pub(crate) fn drop_dataset(
+    pub(super) fn drop_dataset(
         &self,
         actor: &UserAccess,
         schema: &str,

@@ -72,21 +72,30 @@ impl CatalogOps {
         .map_err(CoordinatorError::from)
     }
 
-    /// Drop a table's catalog record and, for a managed table, its files.
-    pub(crate) async fn drop_table_data(
+    /// The one way a dataset is dropped (SQL `DROP TABLE|VIEW`, REST, a failed CREATE
+    /// TABLE AS): its record (with its grants and reflections) on a blocking thread, then,
+    /// for a managed table, its files. `kind` ("table" or "view") must match when given.
+    pub(crate) async fn drop_dataset_and_files(
         &self,
         actor: &crate::access::UserAccess,
         schema: &str,
         name: &str,
+        kind: Option<&'static str>,
         if_exists: bool,
+        expected_version: Option<u64>,
     ) -> Result<bool, CoordinatorError> {
         let folder = self
             .datasets
             .catalog()
             .get_dataset(schema, name)?
             .and_then(|stored| managed_folder(&stored.record));
-        let dropped = self.drop_dataset(actor, schema, name, Some("table"), if_exists, None)?;
-        if let Some(folder) = folder {
+        let (actor, schema, name) = (actor.clone(), schema.to_string(), name.to_string());
+        let dropped = self
+            .write(move |ops| {
+                ops.drop_dataset(&actor, &schema, &name, kind, if_exists, expected_version)
+            })
+            .await?;
+        if dropped && let Some(folder) = folder {
             delta::purge(self.datasets.runtime(), &folder).await?;
         }
         Ok(dropped)
