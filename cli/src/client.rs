@@ -19,7 +19,7 @@ pub struct Tls {
 pub struct Connection {
     client: FlightSqlServiceClient<Channel>,
     pub address: String,
-    pub timing: bool,
+    pub user: Option<String>,
 }
 
 /// The result of one statement.
@@ -107,7 +107,7 @@ impl Connection {
         Ok(Connection {
             client,
             address: format!("{host}:{port}"),
-            timing: false,
+            user: user.map(str::to_string),
         })
     }
 

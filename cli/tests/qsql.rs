@@ -174,10 +174,124 @@ fn qsql_batch_script_errors_and_prompt() {
         "{out}"
     );
 
-    // no server: a clear error
+    // no server: a clear error, and psql's status for it
     let (code, _, err) = run_on("1", &["-h", "127.0.0.1", "-c", "SELECT 1"], None);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+/// psql's habits: backslash commands in -c, -f and at the prompt, repeated -c and -f in
+/// order, variables, output formats, and psql's exit statuses.
+#[test]
+fn qsql_backslash_commands_formats_and_exit_codes() {
+    let quarry = start_quarry();
+
+    // \dt, \dn and \d name in -c; several -c run in order
+    let (code, out, err) = run(
+        &quarry,
+        &["-c", "\\dt demo.*", "-c", "\\dn", "-c", "\\d demo.orders"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let relations = out.find("List of relations").expect("\\dt title");
+    let schemas = out.find("List of schemas").expect("\\dn title");
+    let columns = out.find("Table \"demo.orders\"").expect("\\d title");
+    assert!(relations < schemas && schemas < columns, "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("demo ")
+            && l.contains("| orders ")
+            && l.trim_end().ends_with("| table")),
+        "{out}"
+    );
+    assert!(out.contains("city") && out.contains("revenue"), "{out}");
+    let (code, _, err) = run(&quarry, &["-c", "\\d demo.nope"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("Did not find any relation named"), "{err}");
+
+    // formats: --csv -t, -A -F, \pset format json, \x; variables from -v and \set
+    let count =
+        "SELECT city, count(*) AS n FROM demo.orders GROUP BY city ORDER BY n DESC, city LIMIT 2";
+    let (code, csv, err) = run(&quarry, &["--csv", "-c", count], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(csv.starts_with("city,n\nMumbai,"), "{csv}");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let (_, unaligned, _) = run(&quarry, &["-A", "-t", "-F", ";", "-c", count], None);
+    assert!(unaligned.starts_with("Mumbai;"), "{unaligned}");
+    assert_eq!(unaligned.lines().count(), 2, "{unaligned}");
+    let (code, out, err) = run(
+        &quarry,
+        &[
+            "-v",
+            "top=1",
+            "-c",
+            "\\pset format json",
+            "-c",
+            "SELECT city, count(*) AS n FROM demo.orders GROUP BY city ORDER BY n DESC LIMIT :top",
+            "-c",
+            "\\pset format aligned",
+            "-c",
+            "\\x",
+            "-c",
+            "\\set who Mumbai",
+            "-c",
+            "SELECT :'who' AS city, 1 AS one",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let json_start = out.find('[').expect("a JSON array");
+    let json_end = json_start + out[json_start..].find("\n]").expect("a JSON array") + 2;
+    let rows: serde_json::Value =
+        serde_json::from_str(&out[json_start..json_end]).expect("JSON rows");
+    assert_eq!(rows[0]["city"], "Mumbai", "{out}");
+    assert!(rows[0]["n"].is_number(), "{out}");
+    assert!(
+        out.contains("-[ RECORD 1 ]") && out.contains("city | Mumbai"),
+        "{out}"
+    );
+
+    // exit statuses: a failed -c is 1 and the next -c still runs; a script goes on after
+    // an error (0) unless ON_ERROR_STOP, which stops it (3); \i runs a file
+    let (code, out, _) = run(&quarry, &["-c", "SELEC 1", "-c", "SELECT 7 AS seven"], None);
+    assert_eq!(code, 1);
+    assert!(out.contains('7'), "{out}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("errors.sql");
+    std::fs::write(&script, "SELECT nope;\nSELECT 8 AS eight;\n").expect("script");
+    let script = script.to_str().expect("path");
+    let (code, out, err) = run(&quarry, &["-f", script], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('8') && err.contains("nope"), "{out}{err}");
+    let (code, out, _) = run(&quarry, &["-v", "ON_ERROR_STOP=1", "-f", script], None);
+    assert_eq!(code, 3);
+    assert!(!out.contains('8'), "{out}");
+    let (code, out, err) = run(&quarry, &[], Some(&format!("\\i {script}\n\\q\n")));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('8'), "{out}");
+
+    // \o sends results to a file; \conninfo and \? answer
+    let results = dir.path().join("out.txt");
+    let (code, out, err) = run(
+        &quarry,
+        &[
+            "-c",
+            &format!("\\o {}", results.display()),
+            "-c",
+            "SELECT 'into the file' AS s",
+            "-c",
+            "\\o",
+            "-c",
+            "\\conninfo",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("into the file") && out.contains("connected to Quarry"),
+        "{out}"
+    );
+    let written = std::fs::read_to_string(&results).expect("\\o file");
+    assert!(written.contains("into the file"), "{written}");
 }
 
 #[test]
