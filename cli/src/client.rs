@@ -6,7 +6,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::{Action, CancelFlightInfoRequest, FlightInfo};
 use futures::TryStreamExt;
+use prost::Message;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// How to reach a server over TLS.
@@ -111,31 +113,64 @@ impl Connection {
         })
     }
 
+    /// Run `sql` and collect its result. Ctrl-C cancels it (psql's habit): the server is
+    /// told with `CancelFlightInfo` once the statement is planned, and a statement still
+    /// being planned is cancelled by the server when its call goes away.
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, String> {
-        let info = self
-            .client
-            .execute(sql.to_string(), None)
-            .await
-            .map_err(message)?;
-        let schema: SchemaRef = std::sync::Arc::new(
-            info.clone()
-                .try_decode_schema()
-                .map_err(|e| e.to_string())?,
-        );
-        let accelerated = accelerated(&info.app_metadata);
-        let mut batches = Vec::new();
-        for endpoint in info.endpoint {
-            let Some(ticket) = endpoint.ticket else {
-                continue;
-            };
-            let stream = self.client.do_get(ticket).await.map_err(message)?;
-            let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(message)?;
-            batches.append(&mut part);
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
+        let planned = tokio::select! {
+            info = self.client.execute(sql.to_string(), None) => Some(info.map_err(message)?),
+            _ = &mut interrupt => None,
+        };
+        let Some(info) = planned else {
+            return Err(CANCELED.to_string());
+        };
+        let fetched = tokio::select! {
+            result = fetch(&mut self.client, &info) => Some(result),
+            _ = &mut interrupt => None,
+        };
+        match fetched {
+            Some(result) => result,
+            None => {
+                let request = CancelFlightInfoRequest::new(info);
+                let action = Action::new("CancelFlightInfo", request.encode_to_vec());
+                if let Err(e) = self.client.do_action(action).await {
+                    eprintln!("qsql: the server did not take the cancel: {}", message(e));
+                }
+                Err(CANCELED.to_string())
+            }
         }
-        Ok(QueryResult {
-            schema,
-            batches,
-            accelerated,
-        })
     }
+}
+
+/// What a statement cancelled with Ctrl-C answers, in psql's words.
+const CANCELED: &str = "canceling statement due to user request";
+
+/// Every endpoint's batches of a planned statement.
+async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: &FlightInfo,
+) -> Result<QueryResult, String> {
+    let info = info.clone();
+    let schema: SchemaRef = std::sync::Arc::new(
+        info.clone()
+            .try_decode_schema()
+            .map_err(|e| e.to_string())?,
+    );
+    let accelerated = accelerated(&info.app_metadata);
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let Some(ticket) = endpoint.ticket else {
+            continue;
+        };
+        let stream = client.do_get(ticket).await.map_err(message)?;
+        let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(message)?;
+        batches.append(&mut part);
+    }
+    Ok(QueryResult {
+        schema,
+        batches,
+        accelerated,
+    })
 }

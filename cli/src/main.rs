@@ -10,6 +10,7 @@
 //! no connection, 3 an error in a script with `ON_ERROR_STOP` set.
 
 mod client;
+mod complete;
 mod meta;
 mod output;
 mod script;
@@ -158,14 +159,28 @@ async fn run_statement(
     Ok(())
 }
 
+/// Does this statement change what completion offers?
+fn changes_catalog(sql: &str) -> bool {
+    let first = sql.split_whitespace().next().unwrap_or_default();
+    ["CREATE", "DROP", "ALTER"]
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w))
+}
+
 async fn interactive(connection: &mut Connection, settings: &mut Settings) -> ExitCode {
-    let mut editor = match rustyline::DefaultEditor::new() {
+    let mut editor = match rustyline::Editor::<
+        complete::QsqlHelper,
+        rustyline::history::DefaultHistory,
+    >::new()
+    {
         Ok(e) => e,
         Err(e) => {
             eprintln!("qsql: cannot start the line editor: {e}");
             return ExitCode::from(1);
         }
     };
+    let words = complete::CatalogWords::load(connection).await;
+    editor.set_helper(Some(complete::QsqlHelper { words }));
     let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".qsql_history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path);
@@ -176,6 +191,7 @@ async fn interactive(connection: &mut Connection, settings: &mut Settings) -> Ex
         connection.address
     );
     let mut buffer = String::new();
+    let mut interrupted = false;
     loop {
         let prompt = if buffer.is_empty() {
             "quarry=> "
@@ -184,7 +200,12 @@ async fn interactive(connection: &mut Connection, settings: &mut Settings) -> Ex
         };
         let line = match editor.readline(prompt) {
             Ok(line) => line,
+            // Ctrl-C drops the statement being typed; a second one at an empty prompt quits.
             Err(ReadlineError::Interrupted) => {
+                if buffer.is_empty() && interrupted {
+                    break;
+                }
+                interrupted = buffer.is_empty();
                 buffer.clear();
                 continue;
             }
@@ -194,6 +215,7 @@ async fn interactive(connection: &mut Connection, settings: &mut Settings) -> Ex
                 break;
             }
         };
+        interrupted = false;
         let trimmed = line.trim();
         if buffer.is_empty() && trimmed.starts_with('\\') {
             let _ = editor.add_history_entry(trimmed);
@@ -212,6 +234,10 @@ async fn interactive(connection: &mut Connection, settings: &mut Settings) -> Ex
         }
         let _ = editor.add_history_entry(buffer.trim());
         let ended = run_script(connection, settings, &buffer, false).await;
+        if changes_catalog(buffer.trim_start()) {
+            let words = complete::CatalogWords::load(connection).await;
+            editor.set_helper(Some(complete::QsqlHelper { words }));
+        }
         buffer.clear();
         if let Ended::Quit = ended {
             break;

@@ -361,3 +361,166 @@ fn qsql_shows_answers_from_reflections() {
     assert!(out.contains("daily_city | chosen"), "{out}");
     assert!(out.contains("needs the measure rating (MAX)"), "{out}");
 }
+
+/// A qsql prompt in a real terminal (tmux), driven by keystrokes.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    fn start(quarry: &Quarry) -> Terminal {
+        assert!(
+            Command::new("tmux").arg("-V").output().is_ok(),
+            "tmux is missing: .ci/run installs it"
+        );
+        let socket = format!("qsql-test-{}", std::process::id());
+        let command = format!("{} -p {}", qsql().display(), quarry.port);
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "qsql",
+                "-x",
+                "200",
+                "-y",
+                "50",
+            ])
+            .arg(command)
+            .status()
+            .expect("tmux runs");
+        assert!(status.success());
+        let terminal = Terminal { socket };
+        terminal.wait_for("quarry=>");
+        terminal
+    }
+
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "qsql"];
+        args.extend(keys);
+        assert!(self.tmux(&args).status.success());
+    }
+
+    /// The text (literally) as typed.
+    fn type_text(&self, text: &str) {
+        // tmux reads an argument ending in `;` as the end of its command unless escaped.
+        let escaped = match text.strip_suffix(';') {
+            Some(head) => format!("{head}\\;"),
+            None => text.to_string(),
+        };
+        assert!(
+            self.tmux(&["send-keys", "-t", "qsql", "-l", &escaped])
+                .status
+                .success()
+        );
+    }
+
+    fn screen(&self) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-t", "qsql", "-S", "-200"]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {needle:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.tmux(&["has-session", "-t", "qsql"]).status.success()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// At a terminal: Tab completes a table after FROM, Ctrl-C cancels a slow query (on the
+/// server too) and the prompt comes back, and two Ctrl-C at an empty prompt quit.
+#[test]
+fn qsql_at_a_terminal_completes_and_cancels() {
+    let quarry = start_quarry();
+    let terminal = Terminal::start(&quarry);
+
+    terminal.type_text("SELECT count(*) AS n FROM de");
+    terminal.keys(&["Tab"]);
+    terminal.wait_for("FROM demo.");
+    terminal.type_text("or");
+    terminal.keys(&["Tab"]);
+    terminal.wait_for("FROM demo.orders");
+    terminal.type_text(";");
+    terminal.keys(&["Enter"]);
+    let screen = terminal.wait_for("(1 row)");
+    assert!(screen.contains("5000"), "{screen}");
+
+    // A filter over three sides: no statistic answers it, so it runs for a long time.
+    terminal.type_text(
+        "SELECT count(*) FROM demo.orders a, demo.orders b, demo.orders c \
+         WHERE a.revenue + b.revenue + c.revenue < 0;",
+    );
+    terminal.keys(&["Enter"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    terminal.keys(&["C-c"]);
+    terminal.wait_for("canceling statement due to user request");
+    terminal.type_text("SELECT 40 + 2 AS answer;");
+    terminal.keys(&["Enter"]);
+    let screen = terminal.wait_for("42");
+    assert!(screen.contains("answer"), "{screen}");
+
+    // The server cancelled the job, not just the client.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = run(
+            &quarry,
+            &[
+                "-A",
+                "-t",
+                "-c",
+                "SELECT state FROM sys.jobs WHERE sql LIKE '%demo.orders c%' AND sql NOT LIKE '%sys.jobs%'",
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        if out.trim() == "CANCELED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job was not cancelled: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    terminal.keys(&["C-c"]);
+    terminal.keys(&["C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while terminal.running() {
+        assert!(
+            Instant::now() < deadline,
+            "two Ctrl-C did not quit:\n{}",
+            terminal.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
