@@ -13,6 +13,7 @@ mod client;
 mod complete;
 mod meta;
 mod output;
+mod pager;
 mod script;
 mod settings;
 
@@ -152,7 +153,11 @@ async fn run_statement(
     let sql = settings.interpolate(sql);
     let result = connection.query(&sql).await?;
     let text = output::render(&result, settings, None);
-    settings.print(&text);
+    let pageable =
+        settings.pager && settings.output.is_none() && settings.format == Format::Aligned;
+    if !(pageable && pager::page(&text)) {
+        settings.print(&text);
+    }
     if settings.timing {
         println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
     }

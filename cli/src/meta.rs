@@ -29,6 +29,7 @@ Formatting
   \\pset format FORMAT    aligned, unaligned, csv, json or markdown
   \\pset fieldsep SEP     the separator of unaligned output
   \\pset tuples_only      same as \\t
+  \\pset pager [on|off]   page results taller than the terminal ($PAGER, else less -S)
 Input and output
   \\i FILE                run the statements in FILE
   \\o [FILE]              send results to FILE, or back to the screen
@@ -200,6 +201,10 @@ fn pset(args: &[&str], settings: &mut Settings) -> Result<(), String> {
             settings.field_separator = sep.trim_matches('\'').to_string();
             println!("Field separator is \"{}\".", settings.field_separator);
         }
+        ["pager", value @ ..] => {
+            settings.pager = toggle(settings.pager, value.first().copied())?;
+            println!("Pager usage is {}.", on_off(settings.pager));
+        }
         ["tuples_only", value @ ..] => {
             settings.tuples_only = toggle(settings.tuples_only, value.first().copied())?;
             println!("Tuples only is {}.", on_off(settings.tuples_only));
@@ -213,7 +218,9 @@ fn pset(args: &[&str], settings: &mut Settings) -> Result<(), String> {
                 _ => Expanded::Off,
             };
         }
-        _ => return Err("\\pset: use format, fieldsep, tuples_only or expanded".to_string()),
+        _ => {
+            return Err("\\pset: use format, fieldsep, pager, tuples_only or expanded".to_string());
+        }
     }
     Ok(())
 }

@@ -53,6 +53,8 @@ pub struct Settings {
     /// Between fields in unaligned output (`-F`).
     pub field_separator: String,
     pub timing: bool,
+    /// Page aligned results taller than the terminal (`\pset pager`).
+    pub pager: bool,
     pub variables: BTreeMap<String, String>,
     /// Where results go (`-o`, `\o`): standard output when None.
     pub output: Option<Box<dyn Write>>,
@@ -66,6 +68,7 @@ impl Default for Settings {
             tuples_only: false,
             field_separator: "|".to_string(),
             timing: false,
+            pager: true,
             variables: BTreeMap::new(),
             output: None,
         }

@@ -374,7 +374,12 @@ impl Terminal {
             "tmux is missing: .ci/run installs it"
         );
         let socket = format!("qsql-test-{}", std::process::id());
-        let command = format!("{} -p {}", qsql().display(), quarry.port);
+        // The pager the test expects, whatever the environment sets.
+        let command = format!(
+            "env PAGER='less -S' LESS= {} -p {}",
+            qsql().display(),
+            quarry.port
+        );
         let status = Command::new("tmux")
             .args([
                 "-L",
@@ -457,7 +462,8 @@ impl Drop for Terminal {
 }
 
 /// At a terminal: Tab completes a table after FROM, Ctrl-C cancels a slow query (on the
-/// server too) and the prompt comes back, and two Ctrl-C at an empty prompt quit.
+/// server too) and the prompt comes back, a tall result goes through the pager, and two
+/// Ctrl-C at an empty prompt quit.
 #[test]
 fn qsql_at_a_terminal_completes_and_cancels() {
     let quarry = start_quarry();
@@ -511,6 +517,23 @@ fn qsql_at_a_terminal_completes_and_cancels() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A result taller than the terminal goes through the pager (less); q comes back.
+    terminal.type_text("SELECT order_id FROM demo.orders ORDER BY order_id LIMIT 200;");
+    terminal.keys(&["Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !terminal.screen().lines().any(|l| l.trim_end() == ":") {
+        assert!(
+            Instant::now() < deadline,
+            "no pager:\n{}",
+            terminal.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminal.keys(&["q"]);
+    terminal.type_text("SELECT 'back' AS b;");
+    terminal.keys(&["Enter"]);
+    terminal.wait_for(" back");
 
     terminal.keys(&["C-c"]);
     terminal.keys(&["C-c"]);
