@@ -150,6 +150,7 @@ async fn run_statement(
     sql: &str,
 ) -> Result<(), String> {
     let started = Instant::now();
+    settings.last_statement = format!("{sql};");
     let sql = settings.interpolate(sql);
     let result = connection.query(&sql).await?;
     let text = output::render(&result, settings, None);

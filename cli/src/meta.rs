@@ -32,6 +32,7 @@ Formatting
   \\pset pager [on|off]   page results taller than the terminal ($PAGER, else less -S)
 Input and output
   \\i FILE                run the statements in FILE
+  \\e [FILE]             edit FILE, or the last statement, in $EDITOR; then run it
   \\o [FILE]              send results to FILE, or back to the screen
   \\echo TEXT             print TEXT
 Variables
@@ -123,6 +124,7 @@ pub async fn run(
             let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
             return Ok(Flow::Include(text));
         }
+        "\\e" | "\\edit" => return edit(args.first().copied(), settings).map(Flow::Include),
         "\\o" | "\\out" => {
             settings.output = match args.first() {
                 None => None,
@@ -175,6 +177,40 @@ pub async fn run(
         other => return Err(format!("invalid command {other}; try \\? for help")),
     }
     Ok(Flow::Continue)
+}
+
+/// `\e`: FILE, or the last statement in a temporary file, opened in `$EDITOR` (else
+/// `vi`); what it holds afterwards is run.
+fn edit(file: Option<&str>, settings: &Settings) -> Result<String, String> {
+    let temporary = std::env::temp_dir().join(format!("qsql-{}.sql", std::process::id()));
+    let path = match file {
+        Some(path) => std::path::PathBuf::from(path),
+        None => {
+            std::fs::write(&temporary, &settings.last_statement)
+                .map_err(|e| format!("{}: {e}", temporary.display()))?;
+            temporary.clone()
+        }
+    };
+    let editor = std::env::var("EDITOR")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_string());
+    // The editor is a command line (`code --wait`, `sed -i ...`), so a shell runs it.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("qsql")
+        .arg(&path)
+        .status()
+        .map_err(|e| format!("cannot start the editor {editor}: {e}"))?;
+    if !status.success() {
+        return Err(format!("the editor {editor} failed ({status})"));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if file.is_none() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    Ok(text)
 }
 
 fn on_off(on: bool) -> &'static str {

@@ -58,6 +58,8 @@ pub struct Settings {
     pub variables: BTreeMap<String, String>,
     /// Where results go (`-o`, `\o`): standard output when None.
     pub output: Option<Box<dyn Write>>,
+    /// The last statement run, for `\e`.
+    pub last_statement: String,
 }
 
 impl Default for Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             pager: true,
             variables: BTreeMap::new(),
             output: None,
+            last_statement: String::new(),
         }
     }
 }

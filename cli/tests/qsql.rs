@@ -269,6 +269,25 @@ fn qsql_backslash_commands_formats_and_exit_codes() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains('8'), "{out}");
 
+    // \e: the last statement, changed in $EDITOR, runs again
+    let mut child = Command::new(qsql())
+        .args(["-p", &quarry.port])
+        .env("EDITOR", "sed -i s/41/42/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qsql starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"SELECT 41 AS edited;\n\\e\n\\q\n")
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("qsql finishes");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("41") && out.contains("42"), "{out}");
+
     // \o sends results to a file; \conninfo and \? answer
     let results = dir.path().join("out.txt");
     let (code, out, err) = run(
