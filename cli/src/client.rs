@@ -22,6 +22,18 @@ pub struct Connection {
     client: FlightSqlServiceClient<Channel>,
     pub address: String,
     pub user: Option<String>,
+    /// How it was opened, for `\c` to open another like it.
+    pub target: Target,
+}
+
+/// Where and as whom a connection goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub tls: Option<Tls>,
 }
 
 /// The result of one statement.
@@ -68,13 +80,15 @@ pub fn message(e: FlightError) -> String {
 }
 
 impl Connection {
-    pub async fn open(
-        host: &str,
-        port: u16,
-        user: Option<&str>,
-        password: Option<&str>,
-        tls: Option<Tls>,
-    ) -> Result<Self, String> {
+    pub async fn open(target: Target) -> Result<Self, String> {
+        let Target {
+            host,
+            port,
+            user,
+            password,
+            tls,
+        } = target.clone();
+        let (host, user, password) = (host.as_str(), user.as_deref(), password.as_deref());
         let scheme = if tls.is_some() { "https" } else { "http" };
         let address = format!("{scheme}://{host}:{port}");
         let mut endpoint = Endpoint::from_shared(address.clone())
@@ -110,6 +124,7 @@ impl Connection {
             client,
             address: format!("{host}:{port}"),
             user: user.map(str::to_string),
+            target,
         })
     }
 

@@ -346,15 +346,14 @@ fn main() -> ExitCode {
         let tls = (args.tls || args.ca_cert.is_some()).then(|| Tls {
             ca_cert: args.ca_cert.clone(),
         });
-        let mut connection = match Connection::open(
-            &args.host,
-            args.port,
-            args.user.as_deref(),
-            args.password.as_deref(),
+        let target = client::Target {
+            host: args.host.clone(),
+            port: args.port,
+            user: args.user.clone(),
+            password: args.password.clone(),
             tls,
-        )
-        .await
-        {
+        };
+        let mut connection = match Connection::open(target).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("qsql: cannot connect to {}:{}: {e}", args.host, args.port);

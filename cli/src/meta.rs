@@ -14,6 +14,8 @@ General
   \\q                     quit qsql
   \\? | \\h               this help
   \\conninfo              the server and user of this connection
+  \\c [SCHEMA [USER [HOST [PORT]]]]
+                         connect again (- keeps a part); SCHEMA becomes the default
   \\timing [on|off]       show how long each statement takes
 Informational (PATTERN: [schema.]name with * and ? wildcards)
   \\d [PATTERN]           tables and views; with the name of one, its columns
@@ -63,6 +65,7 @@ pub async fn run(
     match command {
         "\\q" | "\\quit" => return Ok(Flow::Quit),
         "\\?" | "\\h" | "\\help" => println!("{HELP}"),
+        "\\c" | "\\connect" => connect(&args, connection).await?,
         "\\conninfo" => println!(
             "You are connected to Quarry at \"{}\" as user \"{}\".",
             connection.address,
@@ -211,6 +214,37 @@ fn edit(file: Option<&str>, settings: &Settings) -> Result<String, String> {
         let _ = std::fs::remove_file(&temporary);
     }
     Ok(text)
+}
+
+/// `\c`: a new connection like this one with the parts given (`-` keeps one), which
+/// replaces it when it opens; the schema becomes the default. A failed attempt keeps the
+/// old connection, as psql does at its prompt.
+async fn connect(args: &[&str], connection: &mut Connection) -> Result<(), String> {
+    let given = |i: usize| args.get(i).copied().filter(|a| *a != "-");
+    let mut target = connection.target.clone();
+    if let Some(user) = given(1) {
+        target.user = Some(user.to_string());
+    }
+    if let Some(host) = given(2) {
+        target.host = host.to_string();
+    }
+    if let Some(port) = given(3) {
+        target.port = port
+            .parse()
+            .map_err(|_| format!("\\c: \"{port}\" is not a port"))?;
+    }
+    let mut fresh = Connection::open(target).await?;
+    if let Some(schema) = given(0) {
+        let sql = format!("USE \"{}\"", schema.replace('"', "\"\""));
+        fresh.query(&sql).await?;
+    }
+    *connection = fresh;
+    println!(
+        "You are now connected to Quarry at \"{}\" as user \"{}\".",
+        connection.address,
+        connection.user.as_deref().unwrap_or("(anonymous)")
+    );
+    Ok(())
 }
 
 fn on_off(on: bool) -> &'static str {

@@ -269,6 +269,29 @@ fn qsql_backslash_commands_formats_and_exit_codes() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains('8'), "{out}");
 
+    // \c: a new connection with another default schema and user; a failed one keeps the old
+    let (code, out, err) = run(
+        &quarry,
+        &[
+            "-c",
+            "\\c demo alice",
+            "-c",
+            "SELECT count(*) AS n FROM orders",
+            "-c",
+            "\\c - - 127.0.0.1 1",
+            "-c",
+            "\\conninfo",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        out.contains("now connected") && out.contains("5000"),
+        "{out}"
+    );
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(out.contains("as user \"alice\""), "{out}");
+
     // \e: the last statement, changed in $EDITOR, runs again
     let mut child = Command::new(qsql())
         .args(["-p", &quarry.port])
