@@ -132,6 +132,28 @@ impl Connection {
     /// told with `CancelFlightInfo` once the statement is planned, and a statement still
     /// being planned is cancelled by the server when its call goes away.
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, String> {
+        let mut result = QueryResult {
+            schema: std::sync::Arc::new(arrow::datatypes::Schema::empty()),
+            batches: Vec::new(),
+            accelerated: None,
+        };
+        self.query_streaming(sql, &mut |part| match part {
+            Part::Start(schema, accelerated) => {
+                result.schema = schema;
+                result.accelerated = accelerated;
+            }
+            Part::Batch(batch) => result.batches.push(batch),
+        })
+        .await?;
+        Ok(result)
+    }
+
+    /// Run `sql`, handing its schema and then each batch to `sink` as they arrive.
+    pub async fn query_streaming(
+        &mut self,
+        sql: &str,
+        sink: &mut dyn FnMut(Part),
+    ) -> Result<(), String> {
         let interrupt = tokio::signal::ctrl_c();
         tokio::pin!(interrupt);
         let planned = tokio::select! {
@@ -142,7 +164,7 @@ impl Connection {
             return Err(CANCELED.to_string());
         };
         let fetched = tokio::select! {
-            result = fetch(&mut self.client, &info) => Some(result),
+            result = fetch(&mut self.client, &info, sink) => Some(result),
             _ = &mut interrupt => None,
         };
         match fetched {
@@ -162,30 +184,34 @@ impl Connection {
 /// What a statement cancelled with Ctrl-C answers, in psql's words.
 const CANCELED: &str = "canceling statement due to user request";
 
-/// Every endpoint's batches of a planned statement.
+/// What a statement's answer brings, in order.
+pub enum Part {
+    /// The columns, and the note of a reflection that answered.
+    Start(SchemaRef, Option<String>),
+    Batch(RecordBatch),
+}
+
+/// Every endpoint's batches of a planned statement, handed on as they arrive.
 async fn fetch(
     client: &mut FlightSqlServiceClient<Channel>,
     info: &FlightInfo,
-) -> Result<QueryResult, String> {
+    sink: &mut dyn FnMut(Part),
+) -> Result<(), String> {
     let info = info.clone();
     let schema: SchemaRef = std::sync::Arc::new(
         info.clone()
             .try_decode_schema()
             .map_err(|e| e.to_string())?,
     );
-    let accelerated = accelerated(&info.app_metadata);
-    let mut batches = Vec::new();
+    sink(Part::Start(schema, accelerated(&info.app_metadata)));
     for endpoint in info.endpoint {
         let Some(ticket) = endpoint.ticket else {
             continue;
         };
-        let stream = client.do_get(ticket).await.map_err(message)?;
-        let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(message)?;
-        batches.append(&mut part);
+        let mut stream = client.do_get(ticket).await.map_err(message)?;
+        while let Some(batch) = stream.try_next().await.map_err(message)? {
+            sink(Part::Batch(batch));
+        }
     }
-    Ok(QueryResult {
-        schema,
-        batches,
-        accelerated,
-    })
+    Ok(())
 }

@@ -152,10 +152,24 @@ async fn run_statement(
     let started = Instant::now();
     settings.last_statement = format!("{sql};");
     let sql = settings.interpolate(sql);
-    let result = connection.query(&sql).await?;
-    let text = output::render(&result, settings, None);
-    let pageable =
-        settings.pager && settings.output.is_none() && settings.format == Format::Aligned;
+    // Rows print as they arrive (aligned ones in blocks, see output::Printer).
+    let mut printer = output::Printer::new(settings);
+    let mut accelerated = None;
+    connection
+        .query_streaming(&sql, &mut |part| match part {
+            client::Part::Start(schema, note) => {
+                accelerated = note;
+                let text = printer.start(&schema);
+                settings.print(&text);
+            }
+            client::Part::Batch(batch) => {
+                let text = printer.batch(batch, settings);
+                settings.print(&text);
+            }
+        })
+        .await?;
+    let (text, pageable) = printer.finish(settings, accelerated.as_deref());
+    let pageable = pageable && settings.pager && settings.output.is_none();
     if !(pageable && pager::page(&text)) {
         settings.print(&text);
     }
