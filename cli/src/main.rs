@@ -17,6 +17,7 @@ mod pager;
 mod script;
 mod settings;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -347,7 +348,7 @@ fn main() -> ExitCode {
         }
     };
     if args.password_prompt && args.password.is_none() {
-        match rustyline::DefaultEditor::new().and_then(|mut e| e.readline("Password: ")) {
+        match rpassword::prompt_password("Password: ") {
             Ok(password) => args.password = Some(password),
             Err(e) => {
                 eprintln!("qsql: no password: {e}");
@@ -367,7 +368,29 @@ fn main() -> ExitCode {
             password: args.password.clone(),
             tls,
         };
-        let mut connection = match Connection::open(target).await {
+        let opened = match Connection::open(target.clone()).await {
+            // A server that wants a password nobody gave: ask for it at a terminal, as
+            // psql does.
+            Err(e)
+                if target.password.is_none()
+                    && !e.starts_with("cannot connect")
+                    && std::io::stdin().is_terminal() =>
+            {
+                let user = target.user.clone().unwrap_or_default();
+                match rpassword::prompt_password(format!("Password for user {user}: ")) {
+                    Ok(password) => {
+                        Connection::open(client::Target {
+                            password: Some(password),
+                            ..target
+                        })
+                        .await
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
+        };
+        let mut connection = match opened {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("qsql: cannot connect to {}:{}: {e}", args.host, args.port);

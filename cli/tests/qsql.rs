@@ -411,6 +411,13 @@ struct Terminal {
 
 impl Terminal {
     fn start(quarry: &Quarry) -> Terminal {
+        let terminal = Terminal::open(quarry, "");
+        terminal.wait_for("quarry=>");
+        terminal
+    }
+
+    /// qsql with `args` in a fresh terminal.
+    fn open(quarry: &Quarry, args: &str) -> Terminal {
         assert!(
             Command::new("tmux").arg("-V").output().is_ok(),
             "tmux is missing: .ci/run installs it"
@@ -418,7 +425,7 @@ impl Terminal {
         let socket = format!("qsql-test-{}", std::process::id());
         // The pager the test expects, whatever the environment sets.
         let command = format!(
-            "env PAGER='less -S' LESS= {} -p {}",
+            "env PAGER='less -S' LESS= {} -p {} {args}",
             qsql().display(),
             quarry.port
         );
@@ -439,9 +446,7 @@ impl Terminal {
             .status()
             .expect("tmux runs");
         assert!(status.success());
-        let terminal = Terminal { socket };
-        terminal.wait_for("quarry=>");
-        terminal
+        Terminal { socket }
     }
 
     fn tmux(&self, args: &[&str]) -> std::process::Output {
@@ -588,4 +593,23 @@ fn qsql_at_a_terminal_completes_and_cancels() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A server that wants a password nobody gave: qsql asks for it without echoing it.
+#[test]
+fn qsql_asks_for_a_password_at_a_terminal() {
+    let quarry = start_quarry_with(&["--auth", "--admin-password", "s3cret"]);
+    let terminal = Terminal::open(&quarry, "-U admin");
+    terminal.wait_for("Password for user admin:");
+    terminal.type_text("s3cret");
+    terminal.keys(&["Enter"]);
+    terminal.wait_for("quarry=>");
+    terminal.type_text("SELECT 6 * 7 AS answer;");
+    terminal.keys(&["Enter"]);
+    let screen = terminal.wait_for("(1 row)");
+    assert!(screen.contains("42"), "{screen}");
+    assert!(
+        !screen.contains("s3cret"),
+        "the password was echoed:\n{screen}"
+    );
 }
