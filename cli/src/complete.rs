@@ -93,6 +93,8 @@ pub struct CatalogWords {
     /// `schema.table`.
     relations: Vec<String>,
     columns: Vec<String>,
+    /// The columns of each `schema.table`.
+    columns_of: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl CatalogWords {
@@ -121,7 +123,13 @@ impl CatalogWords {
             };
             let (schemas, tables, columns) = (text(0), text(1), text(2));
             for ((schema, table), column) in schemas.into_iter().zip(tables).zip(columns) {
-                words.relations.push(format!("{schema}.{table}"));
+                let relation = format!("{schema}.{table}");
+                words
+                    .columns_of
+                    .entry(relation.clone())
+                    .or_default()
+                    .push(column.clone());
+                words.relations.push(relation);
                 words.schemas.push(schema);
                 words.columns.push(column);
             }
@@ -140,8 +148,52 @@ pub struct QsqlHelper {
     pub words: CatalogWords,
 }
 
+/// Words after which a name is not an alias.
+const NOT_ALIAS: &[&str] = &[
+    "WHERE", "ON", "JOIN", "LEFT", "RIGHT", "INNER", "FULL", "CROSS", "GROUP", "ORDER", "LIMIT",
+    "UNION", "HAVING", "USING", "NATURAL",
+];
+
 impl QsqlHelper {
-    fn candidates(&self, before: &str, start: usize) -> Vec<String> {
+    /// The relation a qualifier names in `line`: an alias (`FROM demo.orders o`), a table's
+    /// own name, or `schema.table` itself.
+    fn relation_of(&self, line: &str, qualifier: &str) -> Option<String> {
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let resolve = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            self.words
+                .relations
+                .iter()
+                .find(|r| **r == name || r.rsplit('.').next() == Some(name.as_str()))
+                .cloned()
+        };
+        for (i, word) in words.iter().enumerate() {
+            if !(word.eq_ignore_ascii_case("FROM") || word.eq_ignore_ascii_case("JOIN")) {
+                continue;
+            }
+            let Some(relation) = words.get(i + 1) else {
+                continue;
+            };
+            let mut alias = words.get(i + 2).copied();
+            if alias.is_some_and(|a| a.eq_ignore_ascii_case("AS")) {
+                alias = words.get(i + 3).copied();
+            }
+            if let Some(alias) = alias
+                && alias.eq_ignore_ascii_case(qualifier)
+                && !NOT_ALIAS.iter().any(|k| alias.eq_ignore_ascii_case(k))
+            {
+                return resolve(relation);
+            }
+        }
+        resolve(qualifier)
+    }
+
+    /// What may replace the word at `start` of `before` (the line up to the cursor);
+    /// aliases are looked up in the whole `line`.
+    fn candidates(&self, line: &str, before: &str, start: usize) -> Vec<String> {
         let previous = before[..start]
             .split_whitespace()
             .last()
@@ -157,6 +209,23 @@ impl QsqlHelper {
         };
         if BEFORE_TABLE.contains(&previous.as_str()) || trimmed.starts_with("\\d") {
             return relations().collect();
+        }
+        // `alias.` or `table.`: that relation's columns (a schema's tables come below).
+        let word = &before[start..];
+        if let Some((qualifier, _)) = word.rsplit_once('.')
+            && !self
+                .words
+                .schemas
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(qualifier))
+            && let Some(relation) = self.relation_of(line, qualifier)
+        {
+            return self
+                .words
+                .columns_of
+                .get(&relation)
+                .map(|columns| columns.iter().map(|c| format!("{qualifier}.{c}")).collect())
+                .unwrap_or_default();
         }
         KEYWORDS
             .iter()
@@ -186,7 +255,7 @@ impl Completer for QsqlHelper {
         }
         let lower = word.to_ascii_lowercase();
         let matches = self
-            .candidates(before, start)
+            .candidates(line, before, start)
             .into_iter()
             .filter(|c| c.to_ascii_lowercase().starts_with(&lower))
             .map(|c| {
@@ -227,7 +296,16 @@ mod tests {
             words: CatalogWords {
                 schemas: vec!["demo".into(), "sys".into()],
                 relations: vec!["demo.orders".into(), "sys.jobs".into()],
-                columns: vec!["city".into(), "revenue".into()],
+                columns: vec!["city".into(), "revenue".into(), "state".into()],
+                columns_of: [
+                    (
+                        "demo.orders".to_string(),
+                        vec!["city".into(), "revenue".into()],
+                    ),
+                    ("sys.jobs".to_string(), vec!["state".into()]),
+                ]
+                .into_iter()
+                .collect(),
             },
         }
     }
@@ -235,7 +313,7 @@ mod tests {
     fn complete(line: &str) -> Vec<String> {
         let h = helper();
         let start = line.rfind(|c: char| c.is_whitespace()).map_or(0, |i| i + 1);
-        h.candidates(line, start)
+        h.candidates(line, line, start)
             .into_iter()
             .filter(|c| {
                 c.to_ascii_lowercase()
@@ -252,5 +330,22 @@ mod tests {
         assert!(complete("SEL").contains(&"SELECT".to_string()));
         assert_eq!(complete("\\dt"), vec!["\\dt"]);
         assert_eq!(complete("\\d de"), vec!["demo.", "demo.orders"]);
+        // Columns after an alias or a table's name, from that table only.
+        assert_eq!(
+            complete("SELECT o.ci FROM demo.orders o WHERE o."),
+            vec!["o.city", "o.revenue"]
+        );
+        assert_eq!(
+            complete("SELECT x FROM demo.orders AS o JOIN sys.jobs j ON j.s"),
+            vec!["j.state"]
+        );
+        assert_eq!(complete("SELECT orders.re"), vec!["orders.revenue"]);
+        // An alias defined after the cursor counts too.
+        let h = helper();
+        let line = "SELECT o.ci FROM demo.orders o";
+        assert_eq!(
+            h.candidates(line, "SELECT o.ci", 7),
+            vec!["o.city", "o.revenue"]
+        );
     }
 }
