@@ -197,15 +197,14 @@ async fn fetch(
     info: &FlightInfo,
     sink: &mut dyn FnMut(Part),
 ) -> Result<(), String> {
-    let info = info.clone();
     let schema: SchemaRef = std::sync::Arc::new(
         info.clone()
             .try_decode_schema()
             .map_err(|e| e.to_string())?,
     );
     sink(Part::Start(schema, accelerated(&info.app_metadata)));
-    for endpoint in info.endpoint {
-        let Some(ticket) = endpoint.ticket else {
+    for endpoint in &info.endpoint {
+        let Some(ticket) = endpoint.ticket.clone() else {
             continue;
         };
         let mut stream = client.do_get(ticket).await.map_err(message)?;

@@ -38,15 +38,7 @@ impl CatalogOps {
                 name: name.to_string(),
             }));
         }
-        let config = sources::validate_source(name, &config).await?;
-        if let SourceConfig::S3(s3) = &config {
-            self.datasets
-                .register_store(&sources::s3_store_spec(name, s3))?;
-        }
-        let record = SourceRecord {
-            name: name.to_string(),
-            config,
-        };
+        let record = self.checked_record(name, &config).await?;
         self.write(move |ops| {
             let catalog = ops.datasets.catalog();
             Ok(match existing {
@@ -65,15 +57,7 @@ impl CatalogOps {
         expected_version: u64,
     ) -> Result<Stored<SourceRecord>, CoordinatorError> {
         actor.require_admin("change sources")?;
-        let config = sources::validate_source(name, &config).await?;
-        if let SourceConfig::S3(s3) = &config {
-            self.datasets
-                .register_store(&sources::s3_store_spec(name, s3))?;
-        }
-        let record = SourceRecord {
-            name: name.to_string(),
-            config,
-        };
+        let record = self.checked_record(name, &config).await?;
         self.write(move |ops| {
             Ok(ops
                 .datasets
@@ -106,5 +90,23 @@ impl CatalogOps {
             Err(CatalogError::NotFound { .. }) if if_exists => Ok(false),
             Err(e) => Err(CoordinatorError::from(e)),
         }
+    }
+
+    /// A source's record once its settings are checked (the directory or bucket is
+    /// there), with an S3 bucket's store registered for reading.
+    async fn checked_record(
+        &self,
+        name: &str,
+        config: &SourceConfig,
+    ) -> Result<SourceRecord, CoordinatorError> {
+        let config = sources::validate_source(name, config).await?;
+        if let SourceConfig::S3(s3) = &config {
+            self.datasets
+                .register_store(&sources::s3_store_spec(name, s3))?;
+        }
+        Ok(SourceRecord {
+            name: name.to_string(),
+            config,
+        })
     }
 }

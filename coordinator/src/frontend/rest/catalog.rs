@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::encode::Column;
-use super::{ApiResult, AppState, Caller, ErrorBody, parse_body, with_status};
+use super::{ApiResult, AppState, Caller, ErrorBody, Named, parse_body, with_status};
 use crate::service::{CreateMode, DatasetUpdate, TableRequest, decode_schema};
 
 /// A source as the API shows it: secrets are never sent back.
@@ -324,11 +324,6 @@ pub(super) async fn list_schemas(
         })
         .collect();
     Ok(axum::Json(SchemaList { schemas }).into_response())
-}
-
-#[derive(Serialize, ToSchema)]
-pub(super) struct Named {
-    name: String,
 }
 
 /// Create a schema (200 instead of 201 when `ifNotExists` found it).

@@ -73,6 +73,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An object named in an answer (a schema, user or role created or changed).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Named {
+    pub(crate) name: String,
+}
+
 /// A JSON answer with a status other than 200.
 pub(crate) fn with_status<T: Serialize>(status: StatusCode, body: T) -> Response {
     (status, axum::Json(body)).into_response()

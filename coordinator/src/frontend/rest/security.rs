@@ -12,7 +12,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::encode::{json_error, ndjson};
-use super::{ApiResult, AppState, Caller, ErrorBody, parse_body, with_status};
+use super::{ApiResult, AppState, Caller, ErrorBody, Named, parse_body, with_status};
 use crate::service::SessionHandle;
 use crate::sql::security::{Grantee, Securable, SecurityStatement};
 
@@ -55,11 +55,6 @@ pub(super) async fn system_rows(
         rows.extend(batch_values(batch)?);
     }
     Ok(rows)
-}
-
-#[derive(Serialize, ToSchema)]
-pub(super) struct Named {
-    name: String,
 }
 
 #[derive(Serialize, ToSchema)]
