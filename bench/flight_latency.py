@@ -20,7 +20,7 @@ import time
 
 
 def start(quarry, directory, extra):
-    args = [quarry, "up", "--dir", directory, "--flight", "127.0.0.1:0", "--http", "127.0.0.1:0",
+    args = [quarry, "up", "--dir", directory, "--flight", "127.0.0.1:0", "--http", "127.0.0.1:0", "--pg", "127.0.0.1:0",
             "--demo-rows", "0", "--executors", "1"] + extra
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 60

@@ -151,6 +151,7 @@ impl Cluster {
                 .arg(format!("127.0.0.1:{flight}"))
                 .arg("--http")
                 .arg(format!("127.0.0.1:{http}"))
+                .args(["--pg", "off"])
                 .arg("--internal")
                 .arg(format!("127.0.0.1:{internal}"))
                 .arg("--dir")

@@ -284,6 +284,10 @@ pub struct JobRecord {
     /// The aggregates it ran that a reflection could serve, for recommendations.
     #[serde(default)]
     pub aggregates: Vec<crate::reflection_records::AggregateShape>,
+    /// The door the statement came in by: `flight_sql`, `rest`, `pgwire`, `in_process`, or
+    /// empty for the engine's own jobs (reflection refreshes) and older records.
+    #[serde(default)]
+    pub frontend: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,6 +47,8 @@ fn start_quarry_with(extra: &[&str]) -> Quarry {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--pg",
+            "127.0.0.1:0",
             "--demo-rows",
             "5000",
             "--dir",

@@ -25,6 +25,8 @@ pub struct LocalClusterConfig {
     pub coordinator: CoordinatorConfig,
     pub flight: String,
     pub http: String,
+    /// The PostgreSQL door's address; None leaves it off.
+    pub pg: Option<String>,
     pub executors: usize,
     pub slots_per_executor: usize,
     pub executor_memory_limit: Option<usize>,
@@ -38,6 +40,7 @@ impl LocalClusterConfig {
             coordinator: CoordinatorConfig::new(dir),
             flight: "127.0.0.1:0".to_string(),
             http: "127.0.0.1:0".to_string(),
+            pg: Some("127.0.0.1:0".to_string()),
             executors,
             slots_per_executor: 1,
             executor_memory_limit: None,
@@ -65,7 +68,10 @@ impl LocalCluster {
             .cluster_secret
             .get_or_insert_with(ClusterSecret::generate)
             .clone();
-        let listeners = Listeners::bind(&config.flight, &config.http, "127.0.0.1:0").await?;
+        let mut listeners = Listeners::bind(&config.flight, &config.http, "127.0.0.1:0").await?;
+        if let Some(pg) = &config.pg {
+            listeners = listeners.with_pg(pg).await?;
+        }
         let coordinator = server::start(config.coordinator, listeners).await?;
         let mut cluster = LocalCluster {
             coordinator,
@@ -135,6 +141,9 @@ impl LocalCluster {
             ("http", c.http_addr.to_string()),
             ("internal", c.internal_addr.to_string()),
         ];
+        if let Some(pg) = c.pg_addr {
+            listeners.push(("pgwire", pg.to_string()));
+        }
         for executor in &self.executors {
             listeners.push(("executor", executor.address.to_string()));
         }

@@ -52,6 +52,9 @@ struct ServeArgs {
     /// HTTP address for the REST API and the console.
     #[arg(long, env = "QUARRY_HTTP", default_value = "127.0.0.1:9047")]
     http: String,
+    /// PostgreSQL protocol address for psql, psycopg, SQLAlchemy and BI tools (`off`: none).
+    #[arg(long, env = "QUARRY_PG", default_value = "127.0.0.1:15432")]
+    pg: String,
     /// Require logins (Flight SQL Basic→Bearer handshake, REST /api/v1/login).
     #[arg(long, env = "QUARRY_AUTH")]
     auth: bool,
@@ -85,7 +88,7 @@ struct ServeArgs {
     /// A Flight SQL query whose results no client starts reading this soon is cancelled.
     #[arg(long, env = "QUARRY_FETCH_TIMEOUT", default_value = "60s", value_parser = duration)]
     fetch_timeout: Duration,
-    /// When ready, write the listeners' addresses here as JSON (`{"flight", "http",
+    /// When ready, write the listeners' addresses here as JSON (`{"flight", "http", "pg",
     /// "internal"}`), for scripts and tests that bind port 0.
     #[arg(long, env = "QUARRY_READY_FILE")]
     ready_file: Option<PathBuf>,
@@ -340,6 +343,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
     config.coordinator = coordinator_config(&args.serve)?;
     config.flight = args.serve.flight.clone();
     config.http = args.serve.http.clone();
+    config.pg = pg_addr(&args.serve);
     config.slots_per_executor = slots;
     let tls = config.coordinator.tls.is_some();
     let cluster = LocalCluster::start(config).await?;
@@ -364,16 +368,7 @@ async fn up(args: UpArgs) -> Result<(), QuarryError> {
         "Quarry is up ({executors} executors, {slots} slot(s) each), ready in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "  Flight SQL:  {}://{}",
-        if tls { "grpc+tls" } else { "grpc" },
-        coordinator.flight_addr
-    );
-    println!(
-        "  HTTP:        {}://{}",
-        if tls { "https" } else { "http" },
-        coordinator.http_addr
-    );
+    print_doors(coordinator, tls);
     println!("Try:");
     println!(
         "  qsql -h {} -p {} -c \"SELECT city, sum(revenue) AS revenue FROM demo.orders GROUP BY city ORDER BY revenue DESC\"",
@@ -402,8 +397,12 @@ fn write_ready_file(
     } else {
         ("grpc", "http")
     };
+    let pg = coordinator
+        .pg_addr
+        .map(|a| format!(", \"pg\": \"{a}\""))
+        .unwrap_or_default();
     let ready = format!(
-        "{{\"flight\": \"{grpc}://{}\", \"http\": \"{http}://{}\", \"internal\": \"{}\"}}\n",
+        "{{\"flight\": \"{grpc}://{}\", \"http\": \"{http}://{}\", \"internal\": \"{}\"{pg}}}\n",
         coordinator.flight_addr,
         coordinator.http_addr,
         coordinator.internal_endpoint()
@@ -414,13 +413,13 @@ fn write_ready_file(
         .map_err(|e| QuarryError::invalid(format!("cannot write {}: {e}", path.display())))
 }
 
-async fn coordinator(args: CoordinatorArgs) -> Result<(), QuarryError> {
-    let listeners = Listeners::bind(&args.serve.flight, &args.serve.http, &args.internal).await?;
-    let config = coordinator_config(&args.serve)?;
-    let tls = config.tls.is_some();
-    let coordinator = server::start(config, listeners).await?;
-    write_ready_file(args.serve.ready_file.as_deref(), &coordinator, tls)?;
-    println!("Quarry coordinator is up");
+/// The PostgreSQL door's address, unless it is off.
+fn pg_addr(args: &ServeArgs) -> Option<String> {
+    (!args.pg.eq_ignore_ascii_case("off") && !args.pg.is_empty()).then(|| args.pg.clone())
+}
+
+/// The addresses clients connect to, as `quarry up` and `quarry coordinator` print them.
+fn print_doors(coordinator: &server::RunningCoordinator, tls: bool) {
     println!(
         "  Flight SQL:  {}://{}",
         if tls { "grpc+tls" } else { "grpc" },
@@ -431,6 +430,28 @@ async fn coordinator(args: CoordinatorArgs) -> Result<(), QuarryError> {
         if tls { "https" } else { "http" },
         coordinator.http_addr
     );
+    if let Some(pg) = coordinator.pg_addr {
+        println!(
+            "  PostgreSQL:  psql -h {} -p {}{}",
+            pg.ip(),
+            pg.port(),
+            if tls { " (sslmode=require)" } else { "" }
+        );
+    }
+}
+
+async fn coordinator(args: CoordinatorArgs) -> Result<(), QuarryError> {
+    let mut listeners =
+        Listeners::bind(&args.serve.flight, &args.serve.http, &args.internal).await?;
+    if let Some(pg) = pg_addr(&args.serve) {
+        listeners = listeners.with_pg(&pg).await?;
+    }
+    let config = coordinator_config(&args.serve)?;
+    let tls = config.tls.is_some();
+    let coordinator = server::start(config, listeners).await?;
+    write_ready_file(args.serve.ready_file.as_deref(), &coordinator, tls)?;
+    println!("Quarry coordinator is up");
+    print_doors(&coordinator, tls);
     println!("  Internal:    {}", coordinator.internal_endpoint());
     stopped().await;
     coordinator.shutdown().await;

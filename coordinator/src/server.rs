@@ -122,6 +122,8 @@ pub struct Listeners {
     pub flight: TcpListener,
     pub http: TcpListener,
     pub internal: TcpListener,
+    /// The PostgreSQL protocol door, when it is on.
+    pub pg: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -139,7 +141,18 @@ impl Listeners {
             flight: bind(flight).await?,
             http: bind(http).await?,
             internal: bind(internal).await?,
+            pg: None,
         })
+    }
+
+    /// Also serve the PostgreSQL protocol on `addr`.
+    pub async fn with_pg(mut self, addr: &str) -> Result<Self, QuarryError> {
+        self.pg = Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| QuarryError::invalid(format!("cannot listen on {addr}: {e}")))?,
+        );
+        Ok(self)
     }
 }
 
@@ -147,6 +160,8 @@ pub struct RunningCoordinator {
     pub flight_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub internal_addr: SocketAddr,
+    /// Where PostgreSQL clients connect, when that door is on.
+    pub pg_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
     pub cluster: Arc<Cluster>,
 }
@@ -247,7 +262,11 @@ pub async fn start(
     let flight_addr = local_addr(&listeners.flight)?;
     let http_addr = local_addr(&listeners.http)?;
     let internal_addr = local_addr(&listeners.internal)?;
-    refuse_exposure_without_auth(&config, &[flight_addr, http_addr], internal_addr)?;
+    let mut user_facing = vec![flight_addr, http_addr];
+    if let Some(pg) = &listeners.pg {
+        user_facing.push(local_addr(pg)?);
+    }
+    refuse_exposure_without_auth(&config, &user_facing, internal_addr)?;
     config.limits.validate()?;
     std::fs::create_dir_all(&config.dir).map_err(|e| {
         QuarryError::invalid(format!("cannot create {}: {e}", config.dir.display()))
@@ -375,6 +394,7 @@ pub async fn start(
         }
     });
 
+    let pg_service = Arc::clone(&service);
     let app = router(AppState { service }, &config.limits);
     let http_stop = stop.clone();
     let http_listener = match https {
@@ -407,11 +427,31 @@ pub async fn start(
         }
     });
 
-    tracing::info!(%flight_addr, %http_addr, %internal_addr, "coordinator listening");
+    let pg_addr = match listeners.pg {
+        Some(listener) => {
+            let addr = local_addr(&listener)?;
+            let config = crate::frontend::pgwire::PgWireConfig {
+                tls: match &config.tls {
+                    Some(tls) => Some(tls.rustls_config(vec![b"postgresql".to_vec()])?),
+                    None => None,
+                },
+                max_connections: connections,
+            };
+            let (service, pg_stop) = (Arc::clone(&pg_service), stop.clone());
+            tasks.spawn(crate::frontend::pgwire::serve(
+                listener, service, config, pg_stop,
+            ));
+            Some(addr)
+        }
+        None => None,
+    };
+
+    tracing::info!(%flight_addr, %http_addr, %internal_addr, ?pg_addr, "coordinator listening");
     Ok(RunningCoordinator {
         flight_addr,
         http_addr,
         internal_addr,
+        pg_addr,
         engine,
         cluster,
     })

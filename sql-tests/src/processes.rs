@@ -69,6 +69,8 @@ pub struct ProcessCluster {
     pub internal: u16,
     pub flight: String,
     pub rest: Rest,
+    /// `host:port` of the PostgreSQL door.
+    pub pg: String,
     /// Slots of each executor started by [`ProcessCluster::add_executor`].
     pub slots: usize,
     /// Extra flags every executor gets.
@@ -105,6 +107,8 @@ impl ProcessCluster {
                 "127.0.0.1:0",
                 "--http",
                 "127.0.0.1:0",
+                "--pg",
+                "127.0.0.1:0",
             ])
             .arg("--internal")
             .arg(format!("127.0.0.1:{internal}"))
@@ -132,12 +136,13 @@ impl ProcessCluster {
             std::thread::sleep(Duration::from_millis(20));
         };
         let field = |name: &str| ready[name].as_str().unwrap_or_default().to_string();
-        let (flight, http) = (field("flight"), field("http"));
+        let (flight, http, pg) = (field("flight"), field("http"), field("pg"));
         let mut cluster = ProcessCluster {
             dir,
             internal,
             flight,
             rest: Rest::new(http),
+            pg,
             slots,
             executor_args: executor_args.iter().map(|s| s.to_string()).collect(),
             executors: BTreeMap::new(),

@@ -55,6 +55,11 @@ fn flight_sql_calls_never_take_a_process_down() {
 }
 
 #[test]
+fn postgres_protocol_messages_never_take_a_process_down() {
+    fuzz("pgwire");
+}
+
+#[test]
 fn damaged_files_never_take_a_process_down() {
     fuzz("files");
 }

@@ -104,6 +104,22 @@ struct CachedToken {
     expires_ms: u64,
 }
 
+/// What a SCRAM-SHA-256 login (the PostgreSQL protocol's) checks a password against. A
+/// user record's PBKDF2-HMAC-SHA256 hash is exactly SCRAM's salted password, with the
+/// record's salt and [`PBKDF2_ROUNDS`] iterations, so no second secret is stored.
+#[derive(Clone)]
+pub struct ScramSecret {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub salted_password: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramSecret").finish_non_exhaustive()
+    }
+}
+
 /// A personal access token as listed to its owner (never the token itself).
 #[derive(Debug, Clone)]
 pub struct PersonalToken {
@@ -367,6 +383,54 @@ impl Auth {
         self.failures.invalidate(user);
         self.credentials.insert(credential, token.clone());
         Ok(token)
+    }
+
+    /// The SCRAM secret of `user`. An unknown user gets a made-up one, so the exchange
+    /// fails at the proof like a wrong password does; a user with too many recent failed
+    /// logins is refused before any exchange.
+    pub async fn scram_secret(self: &Arc<Self>, user: &str) -> Result<ScramSecret, QuarryError> {
+        if self.failures.get(user).unwrap_or(0) >= MAX_FAILED_LOGINS {
+            return Err(unauthenticated(LOGIN_FAILED));
+        }
+        let auth = Arc::clone(self);
+        let name = user.to_string();
+        let record =
+            blocking(move || auth.catalog().get_user(&name).map_err(catalog_error)).await?;
+        let stored = record.and_then(|r| {
+            let hash = unhex(&r.record.password_hash)?;
+            Some(ScramSecret {
+                salt: r.record.salt.into_bytes(),
+                iterations: PBKDF2_ROUNDS,
+                salted_password: hash,
+            })
+        });
+        match stored {
+            Some(secret) => Ok(secret),
+            None => {
+                let mut salt = [0u8; 16];
+                let mut password = [0u8; 32];
+                self.random
+                    .fill(&mut salt)
+                    .and_then(|_| self.random.fill(&mut password))
+                    .map_err(|_| QuarryError::from(CoordinatorError::NoRandomness))?;
+                Ok(ScramSecret {
+                    salt: hex(&salt).into_bytes(),
+                    iterations: PBKDF2_ROUNDS,
+                    salted_password: password.to_vec(),
+                })
+            }
+        }
+    }
+
+    /// Note how a login checked elsewhere (a SCRAM exchange) ended: failures count
+    /// towards [`MAX_FAILED_LOGINS`] as failed password logins do.
+    pub fn login_checked(&self, user: &str, succeeded: bool) {
+        if succeeded {
+            self.failures.invalidate(user);
+        } else {
+            let failed = self.failures.get(user).unwrap_or(0).saturating_add(1);
+            self.failures.insert(user.to_string(), failed);
+        }
     }
 
     /// Store a new token for `user` (blocking); returns it and its record.

@@ -9,6 +9,7 @@
 
 pub(crate) mod delta;
 pub(crate) mod location;
+mod pg_catalog;
 mod provider;
 pub(crate) mod schema_codec;
 pub(crate) mod sources;
@@ -65,6 +66,8 @@ pub struct Datasets {
     /// The folder URL reflections' materializations go under.
     reflection_store: OnceLock<url::Url>,
     reflections: Arc<crate::reflections::ReflectionState>,
+    /// `pg_catalog` for PostgreSQL clients, one per user.
+    pg_catalogs: pg_catalog::PgCatalogs,
 }
 
 impl Datasets {
@@ -86,6 +89,7 @@ impl Datasets {
             warehouse: OnceLock::new(),
             reflection_store: OnceLock::new(),
             reflections: Arc::default(),
+            pg_catalogs: pg_catalog::PgCatalogs::default(),
         });
         // Object stores of existing S3 sources, so their tables can be scanned.
         for source in datasets.catalog.list_sources().map_err(catalog_error)? {
@@ -176,10 +180,13 @@ impl Datasets {
     }
 
     pub(crate) fn system_schema(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         viewer: &Viewer,
     ) -> Option<Arc<dyn SchemaProvider>> {
+        if name == pg_catalog::PG_CATALOG {
+            return self.pg_catalogs.schema(self, viewer);
+        }
         (name == SYSTEM_SCHEMA)
             .then(|| {
                 self.system
@@ -242,6 +249,10 @@ impl Datasets {
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_catalog_list(self.catalog_list(viewer))
+            // PostgreSQL's oid types (`::regclass`, `::regtype`) in clients' catalog queries.
+            .with_type_planner(Arc::new(
+                datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
+            ))
             .build();
         // Registering a function Quarry defines cannot clash with DataFusion's.
         if let Err(e) = quarry_common::sketches::register(&mut state) {

@@ -17,12 +17,12 @@ use quarry_common::QuarryError;
 
 use super::catalog_ops::{CreateMode, DatasetUpdate, TableRequest};
 use super::{Engine, PreparedStatement, Session};
-use crate::access::auth::{Credentials, Principal, blocking};
+use crate::access::auth::{Credentials, Principal, ScramSecret, blocking};
 use crate::access::{UserAccess, can_read, source_of};
 use crate::datasets::schema_codec::decode_schema;
 use crate::error::catalog_error;
 use crate::service::{
-    Health, JobHandle, JobState, Prepared, QueryService, SessionHandle, TableEntry,
+    Frontend, Health, JobHandle, JobState, Prepared, QueryService, SessionHandle, TableEntry,
 };
 use crate::sql::reflections::ReflectionStatement;
 use crate::sql::security::SecurityStatement;
@@ -58,8 +58,21 @@ impl QueryService for Arc<Engine> {
         self.auth.login(user, password).await
     }
 
-    fn session(&self, principal: &Principal, keep: bool) -> SessionHandle {
-        SessionHandle::new(if keep {
+    async fn scram_secret(&self, user: &str) -> Result<ScramSecret, QuarryError> {
+        self.auth.scram_secret(user).await
+    }
+
+    fn scram_finished(&self, user: &str, succeeded: bool) -> Option<Principal> {
+        self.auth.login_checked(user, succeeded);
+        succeeded.then(|| Principal {
+            user: user.to_string(),
+            token: String::new(),
+            issued: false,
+        })
+    }
+
+    fn session(&self, principal: &Principal, keep: bool, frontend: Frontend) -> SessionHandle {
+        let session = if keep {
             self.sessions.get_or_create(
                 &principal.token,
                 &principal.user,
@@ -67,7 +80,8 @@ impl QueryService for Arc<Engine> {
             )
         } else {
             self.new_session(&principal.user)
-        })
+        };
+        SessionHandle::new(session, frontend)
     }
 
     fn close_session(&self, session: &SessionHandle) {
@@ -95,8 +109,9 @@ impl QueryService for Arc<Engine> {
         sql: &str,
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<JobHandle, QuarryError> {
+        let frontend = session.frontend().as_str();
         let session = session.inner();
-        Engine::submit(self, session, sql, parameters)
+        Engine::submit(self, session, sql, parameters, frontend)
             .await
             .map(JobHandle::new)
     }
@@ -175,10 +190,11 @@ impl QueryService for Arc<Engine> {
         handle: &str,
         parameters: Option<Vec<ScalarValue>>,
     ) -> Result<JobHandle, QuarryError> {
+        let frontend = session.frontend().as_str();
         let session = session.inner();
         let prepared = prepared(session, handle)?;
         let parameters = parameters.or(prepared.parameters);
-        Engine::submit(self, session, &prepared.sql, parameters)
+        Engine::submit(self, session, &prepared.sql, parameters, frontend)
             .await
             .map(JobHandle::new)
     }

@@ -55,6 +55,7 @@ use crate::jobs::{CancelOnDrop, Job, Jobs};
 use crate::planner::stages::{display_stages, plan_stages, scans_files};
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
+use crate::sql::pg_functions::{self, SERVER_VERSION, SERVER_VERSION_NUM};
 use crate::tasks::Tasks;
 use catalog_ops::CatalogOps;
 use outcome::{CreatedTable, DistributedQuery, Outcome, ReleaseOnDrop, Then};
@@ -227,9 +228,38 @@ impl Engine {
 
     /// A planning session that sees and reads only what the session's user may.
     fn query_state(&self, session: &Session) -> Result<SessionState, QuarryError> {
-        Ok(self
+        let mut state = self
             .datasets
-            .session_state(self.query_config(session)?, Some(self.access_for(session))))
+            .session_state(self.query_config(session)?, Some(self.access_for(session)));
+        // The functions PostgreSQL clients call, answered for this session.
+        let schema = session.default_schema();
+        let mut settings: Vec<(String, String)> = session.settings().into_iter().collect();
+        settings.extend([
+            ("search_path".to_string(), schema.clone()),
+            ("server_version".to_string(), SERVER_VERSION.to_string()),
+            (
+                "server_version_num".to_string(),
+                SERVER_VERSION_NUM.to_string(),
+            ),
+            ("server_encoding".to_string(), "UTF8".to_string()),
+            ("client_encoding".to_string(), "UTF8".to_string()),
+            ("standard_conforming_strings".to_string(), "on".to_string()),
+            ("datestyle".to_string(), "ISO, MDY".to_string()),
+            ("timezone".to_string(), "UTC".to_string()),
+            ("max_identifier_length".to_string(), "63".to_string()),
+            (
+                "transaction_isolation".to_string(),
+                "read committed".to_string(),
+            ),
+        ]);
+        let facts = pg_functions::SessionFacts {
+            user: session.user.clone(),
+            schema,
+            database: quarry_catalog::CATALOG_NAME.to_string(),
+            settings,
+        };
+        pg_functions::register(&mut state, &facts)?;
+        Ok(state)
     }
 
     /// Start `sql` as a job. Planning errors are returned (and recorded on the job);
@@ -239,10 +269,12 @@ impl Engine {
         session: &Arc<Session>,
         sql: &str,
         parameters: Option<Vec<ScalarValue>>,
+        frontend: &str,
     ) -> Result<Arc<Job>, QuarryError> {
         let job = self.jobs.create(
             &crate::sql::prepass::prepare(sql).for_history,
             &session.user,
+            frontend,
         );
         // Planning runs on the query runtime too: it reads and writes the catalog (sled,
         // fsync), lists files and infers schemas, none of which belongs on the runtime
@@ -305,7 +337,7 @@ impl Engine {
             .ok_or_else(|| QuarryError::invalid("no SQL statement given"))?;
         for statement in statements {
             let outcome = self.plan_statement(session, statement, None).await?;
-            let sink = self.jobs.create("(script statement)", &session.user);
+            let sink = self.jobs.create("(script statement)", &session.user, "");
             self.run(&sink, outcome).await?;
             sink.complete();
         }

@@ -311,7 +311,7 @@ impl Jobs {
         }
     }
 
-    pub fn create(&self, sql: &str, user: &str) -> Arc<Job> {
+    pub fn create(&self, sql: &str, user: &str, frontend: &str) -> Arc<Job> {
         let id = uuid::Uuid::new_v4().to_string();
         let record = JobRecord {
             id: id.clone(),
@@ -329,6 +329,7 @@ impl Jobs {
             reflections: Vec::new(),
             data_as_of_ms: None,
             aggregates: Vec::new(),
+            frontend: frontend.to_string(),
         };
         let job = Arc::new(Job {
             spool: ResultSpool::new(self.results_dir.join(format!("{id}.arrows"))),

@@ -18,18 +18,47 @@ pub use crate::jobs::JobState;
 use crate::jobs::{CancelOnDrop, Hold, Job};
 
 /// A client's session: its default schema, settings and prepared statements. Opaque:
-/// what is done with it goes through [`super::QueryService`].
+/// what is done with it goes through [`super::QueryService`]. It also says which door the
+/// client came in by, so the jobs it starts record it.
 #[derive(Debug, Clone)]
-pub struct SessionHandle(Arc<Session>);
+pub struct SessionHandle {
+    session: Arc<Session>,
+    frontend: Frontend,
+}
 
 impl SessionHandle {
-    pub(crate) fn new(session: Arc<Session>) -> Self {
-        SessionHandle(session)
+    pub(crate) fn new(session: Arc<Session>, frontend: Frontend) -> Self {
+        SessionHandle { session, frontend }
     }
 
     /// The engine's session, for the service's implementation.
     pub(crate) fn inner(&self) -> &Arc<Session> {
-        &self.0
+        &self.session
+    }
+
+    pub fn frontend(&self) -> Frontend {
+        self.frontend
+    }
+}
+
+/// The door a client came in by; job records name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    FlightSql,
+    Rest,
+    PgWire,
+    /// A caller in the coordinator's own process (tests, the SQL logic test runner).
+    InProcess,
+}
+
+impl Frontend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frontend::FlightSql => "flight_sql",
+            Frontend::Rest => "rest",
+            Frontend::PgWire => "pgwire",
+            Frontend::InProcess => "in_process",
+        }
     }
 }
 

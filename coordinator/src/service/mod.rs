@@ -23,13 +23,15 @@ use quarry_catalog::{DatasetRecord, JobRecord, SchemaRecord, SourceConfig, Sourc
 use quarry_common::QuarryError;
 
 pub use crate::access::UserAccess;
-pub use crate::access::auth::{Credentials, Principal};
+pub use crate::access::auth::{Credentials, Principal, ScramSecret};
 pub use crate::datasets::schema_codec::decode_schema;
 pub use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest};
 pub use crate::scheduler::{QueryProfile, StageProfile, TaskProfile};
+/// The PostgreSQL version the PostgreSQL door reports (clients choose their SQL by it).
+pub use crate::sql::pg_functions::{SERVER_VERSION, SERVER_VERSION_NUM};
 pub use crate::sql::reflections::ReflectionStatement;
 pub use crate::sql::security::SecurityStatement;
-pub use handles::{JobHandle, JobState, Prepared, SessionHandle, job_error};
+pub use handles::{Frontend, JobHandle, JobState, Prepared, SessionHandle, job_error};
 
 mod handles;
 
@@ -62,8 +64,15 @@ pub trait QueryService: Send + Sync + 'static {
     async fn authenticate(&self, credentials: Credentials) -> Result<Principal, QuarryError>;
     /// Check a password and hand out a token.
     async fn login(&self, user: &str, password: &str) -> Result<String, QuarryError>;
-    /// The session of a principal: kept under its token, or (`keep` false) a one-off.
-    fn session(&self, principal: &Principal, keep: bool) -> SessionHandle;
+    /// What a SCRAM-SHA-256 exchange for `user` checks the client's proof against (a
+    /// made-up secret for an unknown user); refused after too many failed logins.
+    async fn scram_secret(&self, user: &str) -> Result<ScramSecret, QuarryError>;
+    /// How a SCRAM exchange ended; failures count like failed password logins. A
+    /// successful one yields the principal a session is opened for.
+    fn scram_finished(&self, user: &str, succeeded: bool) -> Option<Principal>;
+    /// The session of a principal coming in by `frontend`: kept under its token, or
+    /// (`keep` false) a one-off.
+    fn session(&self, principal: &Principal, keep: bool, frontend: Frontend) -> SessionHandle;
     fn close_session(&self, session: &SessionHandle);
     /// Revoke the token a session is kept under (with authentication on) and forget the
     /// session; a one-off session has nothing to revoke.
@@ -280,5 +289,5 @@ pub fn in_process_session(service: &Arc<dyn QueryService>, user: &str) -> Sessio
         token: String::new(),
         issued: false,
     };
-    service.session(&principal, false)
+    service.session(&principal, false, Frontend::InProcess)
 }

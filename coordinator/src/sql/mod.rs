@@ -3,6 +3,7 @@
 pub(crate) mod copy;
 pub(crate) mod guard;
 pub(crate) mod parser;
+pub(crate) mod pg_functions;
 pub(crate) mod prepass;
 pub(crate) mod reflections;
 pub(crate) mod security;

@@ -218,6 +218,7 @@ impl SystemTables {
             Field::new("tasks_done", DataType::UInt64, false),
             Field::new("tasks_total", DataType::UInt64, false),
             Field::new("error", DataType::Utf8, true),
+            Field::new("frontend", DataType::Utf8, false),
         ]));
         table(
             schema,
@@ -255,6 +256,9 @@ impl SystemTables {
                     jobs.iter()
                         .map(|j| j.error.as_ref().map(|e| e.message.clone()))
                         .collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    jobs.iter().map(|j| j.frontend.as_str()),
                 )),
             ],
         )

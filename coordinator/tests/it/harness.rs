@@ -104,6 +104,8 @@ pub struct QuarryProcess {
     pub child: Child,
     pub flight: String,
     pub http: String,
+    /// `host:port` of the PostgreSQL door, when it is on.
+    pub pg: Option<String>,
 }
 
 impl QuarryProcess {
@@ -117,6 +119,8 @@ impl QuarryProcess {
             "--flight",
             "127.0.0.1:0",
             "--http",
+            "127.0.0.1:0",
+            "--pg",
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
@@ -161,6 +165,7 @@ impl QuarryProcess {
             child,
             flight: flight.to_string(),
             http: ready["http"].as_str().unwrap_or_default().to_string(),
+            pg: ready["pg"].as_str().map(str::to_string),
         }
     }
 
@@ -185,7 +190,8 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A Python with pyarrow, the ADBC Flight SQL driver, moto, boto3 and deltalake: `$QUARRY_TEST_VENV`
+/// A Python with pyarrow, the ADBC Flight SQL driver, moto, boto3, deltalake and the
+/// PostgreSQL clients (psycopg 3, psycopg2, SQLAlchemy, pandas): `$QUARRY_TEST_VENV`
 /// or `.venv-test` in the workspace, created on first use.
 pub fn python() -> PathBuf {
     let venv = std::env::var_os("QUARRY_TEST_VENV")
@@ -193,7 +199,7 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| workspace().join(".venv-test"));
     let python = venv.join("bin/python");
     // The marker names the package set, so a venv made for an older set is completed.
-    let ready = venv.join(".quarry-ready-2");
+    let ready = venv.join(".quarry-ready-3");
     if ready.exists() {
         return python;
     }
@@ -216,6 +222,10 @@ pub fn python() -> PathBuf {
                 "moto[server]",
                 "boto3",
                 "deltalake",
+                "psycopg[binary]==3.2.*",
+                "psycopg2-binary==2.9.*",
+                "SQLAlchemy==2.0.*",
+                "pandas==2.2.*",
             ])
             .status()
             .expect("pip runs");

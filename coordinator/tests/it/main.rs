@@ -10,6 +10,7 @@ mod adbc;
 mod cluster;
 mod flight_sql;
 mod materializations;
+mod pgwire;
 mod recommendations;
 mod reflection_policies;
 mod reflections;

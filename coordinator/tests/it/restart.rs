@@ -110,6 +110,8 @@ fn kill_nine_during_rest_writes_loses_nothing_acknowledged() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--pg",
+            "127.0.0.1:0",
             "--internal",
             "127.0.0.1:0",
         ]);

@@ -448,6 +448,30 @@ async fn every_listener_refuses_callers_without_credentials() {
                     );
                 }
             }
+            "pgwire" => {
+                let (host, port) = addr.rsplit_once(':').expect("host:port");
+                for (user, password) in [
+                    ("admin", None),
+                    ("admin", Some("wrong")),
+                    ("token", Some("forged")),
+                ] {
+                    let mut psql = std::process::Command::new("psql");
+                    psql.args(["-X", "-w", "-h", host, "-p", port, "-d", "quarry", "-U", user])
+                        .args(["-c", "SELECT 1"])
+                        .env_remove("PGPASSWORD");
+                    if let Some(password) = password {
+                        psql.env("PGPASSWORD", password);
+                    }
+                    let out = psql.output().expect("psql runs");
+                    let said = String::from_utf8_lossy(&out.stderr).to_string();
+                    assert!(!out.status.success(), "pgwire as {user} with {password:?}");
+                    assert!(
+                        said.contains("password authentication failed")
+                            || said.contains("no password supplied"),
+                        "pgwire as {user} with {password:?}: {said}"
+                    );
+                }
+            }
             other => panic!("no check for listener {other}: add one"),
         }
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
-use quarry_coordinator::service::{Credentials, JobState, QueryService, SessionHandle};
+use quarry_coordinator::service::{Credentials, Frontend, JobState, QueryService, SessionHandle};
 
 use crate::harness::TestCluster;
 
@@ -16,7 +16,7 @@ async fn anonymous_session() -> (TestCluster, Arc<dyn QueryService>, SessionHand
         .authenticate(Credentials::None)
         .await
         .expect("anonymous");
-    let session = service.session(&principal, false);
+    let session = service.session(&principal, false, Frontend::InProcess);
     (cluster, service, session)
 }
 

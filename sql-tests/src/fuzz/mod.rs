@@ -3,7 +3,8 @@
 //! One target per door: [`sql`] (a grammar-aware generator and mutations of the statements in
 //! `slt/`), [`rest`] (methods, paths, headers, bodies), [`flight`] (every Flight SQL command
 //! with random fields, broken tickets and descriptors, `DoPut` with broken Arrow IPC, huge
-//! metadata), [`files`] (truncated and bit-flipped Parquet, CSV, NDJSON and Delta logs read
+//! metadata), [`pgwire`] (the PostgreSQL protocol: garbage, broken startups, every message
+//! type with wrong names, counts and lengths, clients leaving mid-result), [`files`] (truncated and bit-flipped Parquet, CSV, NDJSON and Delta logs read
 //! through tables) and [`internal`] (the executor protocol, sent with the cluster secret).
 //!
 //! A target turns a seeded random stream into inputs, sends each to a running server and
@@ -21,6 +22,7 @@ pub mod files;
 pub mod flight;
 pub mod grammar;
 pub mod internal;
+pub mod pgwire;
 pub mod rest;
 pub mod sql;
 
@@ -134,7 +136,7 @@ impl std::fmt::Display for Report {
 }
 
 /// The targets, by name.
-pub const TARGETS: [&str; 5] = ["sql", "rest", "flight", "files", "internal"];
+pub const TARGETS: [&str; 6] = ["sql", "rest", "flight", "pgwire", "files", "internal"];
 
 /// The target called `name`, aimed at `cluster`.
 pub fn target(name: &str, c: &cluster::FuzzCluster) -> Result<Box<dyn Target>, String> {
@@ -144,6 +146,11 @@ pub fn target(name: &str, c: &cluster::FuzzCluster) -> Result<Box<dyn Target>, S
         "rest" => Box::new(rest::RestTarget::new(&c.cluster.rest.base)),
         "flight" => Box::new(flight::FlightTarget::new(
             c.cluster.flight_address(),
+            &c.cluster.rest.base,
+            &root,
+        )),
+        "pgwire" => Box::new(pgwire::PgWireTarget::new(
+            &c.cluster.pg,
             &c.cluster.rest.base,
             &root,
         )),

@@ -47,7 +47,7 @@ impl Engine {
             }
             let job = self
                 .jobs
-                .create(&format!("REFRESH REFLECTION {name}"), user);
+                .create(&format!("REFRESH REFLECTION {name}"), user, "");
             running.insert(name.to_string(), job.id.clone());
             job
         };

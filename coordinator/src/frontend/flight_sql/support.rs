@@ -25,7 +25,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use crate::error::CoordinatorError;
-use crate::service::{Credentials, JobHandle, Principal, QueryService, SessionHandle};
+use crate::service::{Credentials, Frontend, JobHandle, Principal, QueryService, SessionHandle};
 
 use super::FlightSqlFrontend;
 
@@ -133,7 +133,7 @@ impl FlightSqlFrontend {
             .authenticate(credentials)
             .await
             .map_err(status)?;
-        let session = self.service.session(&principal, true);
+        let session = self.service.session(&principal, true, Frontend::FlightSql);
         Ok((principal, session))
     }
 

@@ -32,7 +32,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::service::{Credentials, QueryService, SessionHandle};
+use crate::service::{Credentials, Frontend, QueryService, SessionHandle};
 
 const CONSOLE: &str = include_str!("../../../../web/index.html");
 
@@ -117,7 +117,7 @@ impl AppState {
         let credentials = Credentials::parse(header)?;
         let fresh = credentials == Credentials::None;
         let principal = self.service.authenticate(credentials).await?;
-        Ok(self.service.session(&principal, !fresh))
+        Ok(self.service.session(&principal, !fresh, Frontend::Rest))
     }
 }
 

@@ -1,0 +1,1002 @@
+//! Statements over the PostgreSQL protocol: the simple protocol (a query string of one or
+//! more statements, each run and answered before the next starts) and the extended one
+//! (parse, bind with typed parameters, describe, execute with a row limit). Rows stream
+//! from the job as the client reads them; a portal with a row limit or a cursor holds the
+//! rest of the stream until the client fetches more.
+//!
+//! Catalog queries that PostgreSQL clients send (psql's `\d`, SQLAlchemy's reflection)
+//! are first rewritten by datafusion-pg-catalog's parser into SQL DataFusion plans
+//! (`::regclass` casts, `OPERATOR(pg_catalog.~)`, ...); the engine answers them from
+//! `pg_catalog` like any query.
+
+use std::fmt::Debug;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::Array;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
+    send_ready_for_query,
+};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{Entry, MemPortalStore, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::{FieldDescription, NoData, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::{
+    Describe, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery};
+use pgwire::messages::simplequery::Query;
+
+use super::encode::{self, pg_error, protocol_error};
+use super::statements::{self, Kind, Local};
+use super::{Connection, lock};
+use crate::service::JobHandle;
+use crate::service::{SERVER_VERSION, SERVER_VERSION_NUM};
+
+/// A statement as a client parsed it: the SQL the engine runs and what kind it is. Its
+/// result and parameter schemas are planned for only when a client asks to describe it
+/// (psycopg describes portals, not statements, so most statements are planned once: when
+/// they run). A cursor's statement knows its result from the job it started.
+#[derive(Debug, Clone)]
+pub(crate) struct PgStatement {
+    sql: String,
+    kind: Kind,
+    result: Option<SchemaRef>,
+    described: Arc<tokio::sync::OnceCell<(SchemaRef, SchemaRef)>>,
+}
+
+type Store = MemPortalStore<PgStatement>;
+
+/// The connection's statements and portals (cursors live there as portals).
+fn store_of<C: ClientPortalStore>(client: &C) -> Option<&Store>
+where
+    C::PortalStore: PortalStore,
+{
+    client.portal_store().as_any().downcast_ref::<Store>()
+}
+
+/// SQL a PostgreSQL client sends about the catalog, in a form DataFusion plans. Other SQL
+/// is passed on untouched (the engine's own parser reads Quarry's extensions).
+fn adapt(sql: &str) -> String {
+    static PARSER: OnceLock<PostgresCompatibilityParser> = OnceLock::new();
+    let lower = sql.to_ascii_lowercase();
+    let catalog_query = ["pg_", "::reg", "operator(", "information_schema", "collate"]
+        .iter()
+        .any(|k| lower.contains(k));
+    if !catalog_query {
+        return sql.to_string();
+    }
+    match PARSER
+        .get_or_init(PostgresCompatibilityParser::new)
+        .parse(sql)
+    {
+        Ok(mut statements) if statements.len() == 1 => {
+            for statement in &mut statements {
+                array_subqueries_as_aggregates(statement);
+                scalar_subqueries_aggregated(statement);
+                int_vectors_as_arrays(statement);
+                missing_columns_as_null(statement);
+            }
+            statements
+                .into_iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+        _ => sql.to_string(),
+    }
+}
+
+/// A scalar subquery of one unaggregated column, `(SELECT x FROM ... WHERE <correlated>)`,
+/// as `(SELECT first_value(x) FROM ...)`: PostgreSQL errs at run time when such a
+/// subquery finds two rows, DataFusion refuses to plan it at all. Catalog queries
+/// (SQLAlchemy's column reflection) are full of them, over tables with at most one
+/// matching row.
+fn scalar_subqueries_aggregated(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+        ObjectName, SelectItem, SetExpr, visit_expressions_mut,
+    };
+    const AGGREGATES: &[&str] = &[
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "array_agg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "first_value",
+        "last_value",
+        "json_agg",
+    ];
+    let _ = visit_expressions_mut(statement, |expr| {
+        let Expr::Subquery(query) = expr else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let grouped = !matches!(
+            &select.group_by,
+            datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty()
+        );
+        if grouped || select.having.is_some() || query.limit_clause.is_some() {
+            return std::ops::ControlFlow::Continue(());
+        }
+        if let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+            select.projection.as_mut_slice()
+        {
+            let aggregated = matches!(item, Expr::Function(f)
+                if AGGREGATES.iter().any(|a| f.name.to_string().eq_ignore_ascii_case(a)));
+            if !aggregated {
+                *item = Expr::Function(datafusion::sql::sqlparser::ast::Function {
+                    name: ObjectName::from(vec![Ident::new("first_value")]),
+                    uses_odbc_syntax: false,
+                    parameters: FunctionArguments::None,
+                    args: FunctionArguments::List(FunctionArgumentList {
+                        duplicate_treatment: None,
+                        args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(item.clone()))],
+                        clauses: Vec::new(),
+                    }),
+                    filter: None,
+                    null_treatment: None,
+                    over: None,
+                    within_group: Vec::new(),
+                });
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+}
+
+/// `unnest(indkey)` and `generate_subscripts(indkey, 1)` over the `int2vector` columns
+/// of `pg_index` and `pg_constraint` (text here) as `unnest(pg_int2vector(indkey))` and
+/// `unnest(pg_subscripts(indkey))`: SQLAlchemy lists keys and indexes so.
+fn int_vectors_as_arrays(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+        ObjectName, visit_expressions_mut,
+    };
+    const VECTORS: &[&str] = &["indkey", "conkey", "confkey", "indclass", "indoption"];
+    let call = |name: &str, arg: Expr| {
+        Expr::Function(datafusion::sql::sqlparser::ast::Function {
+            name: ObjectName::from(vec![Ident::new(name)]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
+                clauses: Vec::new(),
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: Vec::new(),
+        })
+    };
+    let _ = visit_expressions_mut(statement, |expr| {
+        let Expr::Function(function) = expr else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        let name = function.name.to_string().to_ascii_lowercase();
+        let name = name.rsplit('.').next().unwrap_or_default().to_string();
+        let FunctionArguments::List(list) = &function.args else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first() else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let column = match arg {
+            Expr::Identifier(i) => i.value.to_ascii_lowercase(),
+            Expr::CompoundIdentifier(parts) => parts
+                .last()
+                .map(|i| i.value.to_ascii_lowercase())
+                .unwrap_or_default(),
+            _ => return std::ops::ControlFlow::Continue(()),
+        };
+        if !VECTORS.contains(&column.as_str()) {
+            return std::ops::ControlFlow::Continue(());
+        }
+        let arg = arg.clone();
+        match name.as_str() {
+            "unnest" => *expr = call("unnest", call("pg_int2vector", arg)),
+            "generate_subscripts" => *expr = call("unnest", call("pg_subscripts", arg)),
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+}
+
+/// Columns PostgreSQL's catalog has and datafusion-pg-catalog's does not, as NULL.
+fn missing_columns_as_null(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+    const MISSING: &[&str] = &["reloptions", "relacl"];
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::CompoundIdentifier(parts) = expr
+            && parts
+                .last()
+                .is_some_and(|i| MISSING.contains(&i.value.to_ascii_lowercase().as_str()))
+        {
+            *expr = Expr::Value(Value::Null.into());
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `ARRAY(SELECT x FROM ...)` (psql's `\du` lists role memberships so) as
+/// `(SELECT array_agg(x) FROM ...)`, which DataFusion plans.
+fn array_subqueries_as_aggregates(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+        ObjectName, SelectItem, SetExpr, visit_expressions_mut,
+    };
+    let _ = visit_expressions_mut(statement, |expr| {
+        let Expr::Function(function) = expr else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        if !function.name.to_string().eq_ignore_ascii_case("array") {
+            return std::ops::ControlFlow::Continue(());
+        }
+        let FunctionArguments::Subquery(query) = &function.args else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let mut query = query.clone();
+        if let SetExpr::Select(select) = query.body.as_mut()
+            && let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+                select.projection.as_mut_slice()
+        {
+            let mut aggregate = function.clone();
+            aggregate.name = ObjectName::from(vec![Ident::new("array_agg")]);
+            aggregate.args = FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(item.clone()))],
+                clauses: Vec::new(),
+            });
+            *item = Expr::Function(aggregate);
+            *expr = Expr::Subquery(query);
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+}
+
+/// A PostgreSQL setting's value before the client changes it.
+fn default_setting(name: &str, connection: &Connection) -> Option<String> {
+    let session = lock(&connection.session).clone();
+    let value = match name {
+        "search_path" => session
+            .map(|s| connection.service.default_schema(&s))
+            .unwrap_or_default(),
+        "server_version" => SERVER_VERSION.to_string(),
+        "server_version_num" => SERVER_VERSION_NUM.to_string(),
+        "server_encoding" | "client_encoding" => "UTF8".to_string(),
+        "datestyle" => "ISO, MDY".to_string(),
+        "intervalstyle" => "postgres".to_string(),
+        "timezone" => "UTC".to_string(),
+        "standard_conforming_strings" | "integer_datetimes" => "on".to_string(),
+        "transaction_isolation" | "default_transaction_isolation" => "read committed".to_string(),
+        "transaction_read_only" | "default_transaction_read_only" => "off".to_string(),
+        "extra_float_digits" => "1".to_string(),
+        "application_name" => String::new(),
+        "max_identifier_length" => "63".to_string(),
+        "bytea_output" => "hex".to_string(),
+        "lc_collate" | "lc_ctype" => "C".to_string(),
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
+            "0".to_string()
+        }
+        "client_min_messages" => "notice".to_string(),
+        "session_authorization" | "is_superuser" => {
+            let session = lock(&connection.session).clone()?;
+            if name == "is_superuser" {
+                if connection.service.access(&session).admin {
+                    "on".to_string()
+                } else {
+                    "off".to_string()
+                }
+            } else {
+                connection.service.access(&session).user.clone()
+            }
+        }
+        _ => return None,
+    };
+    Some(value)
+}
+
+impl Connection {
+    /// A statement of the client's.
+    fn statement(&self, sql: &str) -> PgStatement {
+        let kind = statements::classify(sql);
+        let sql = match kind {
+            Kind::Query => adapt(sql),
+            _ => sql.to_string(),
+        };
+        PgStatement {
+            sql,
+            kind,
+            result: None,
+            described: Arc::default(),
+        }
+    }
+
+    /// The result and parameter schemas of a statement the engine runs (planned, not
+    /// run, once per statement); none for those answered here.
+    async fn described(
+        &self,
+        statement: &PgStatement,
+    ) -> PgWireResult<Option<(SchemaRef, SchemaRef)>> {
+        if matches!(statement.kind, Kind::Local(_)) {
+            return Ok(None);
+        }
+        let session = self.session()?;
+        let described = statement
+            .described
+            .get_or_try_init(|| async {
+                self.service
+                    .describe(&session, &statement.sql)
+                    .await
+                    .map_err(pg_error)
+            })
+            .await?;
+        Ok(Some(described.clone()))
+    }
+
+    /// The values a Bind gave, typed for the engine: by the types the client sent, and
+    /// where it sent none, by the types the engine infers for the statement.
+    async fn parameters(
+        &self,
+        portal: &Portal<PgStatement>,
+    ) -> PgWireResult<Option<Vec<ScalarValue>>> {
+        let given = portal.parameter_len();
+        if given == 0 {
+            return Ok(None);
+        }
+        let stored = &portal.statement;
+        let typed_by_client = (0..given).all(|i| {
+            stored
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .is_some_and(|t| t != Type::UNKNOWN)
+        });
+        let inferred = if typed_by_client {
+            None
+        } else {
+            self.described(&stored.statement).await?.map(|(_, p)| p)
+        };
+        let mut types: Vec<Option<&DataType>> = vec![None; given];
+        if let Some(schema) = &inferred {
+            for (index, data_type) in placeholders(schema) {
+                match types.get_mut(index) {
+                    Some(slot) => *slot = Some(data_type).filter(|t| **t != DataType::Null),
+                    None => {
+                        return Err(protocol_error(
+                            "08P01",
+                            format!(
+                                "bind message supplies {given} parameters, but the statement uses ${}",
+                                index + 1
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        match arrow_pg::datatypes::df::deserialize_parameters(portal, &types)? {
+            ParamValues::List(values) => Ok(Some(values.into_iter().map(|v| v.value).collect())),
+            ParamValues::Map(_) => Err(protocol_error(
+                "08P01",
+                "parameters are positional ($1, $2, ...)",
+            )),
+        }
+    }
+
+    async fn submit(
+        &self,
+        sql: &str,
+        parameters: Option<Vec<ScalarValue>>,
+    ) -> PgWireResult<JobHandle> {
+        let session = self.session()?;
+        let job = self
+            .service
+            .submit(&session, sql, parameters)
+            .await
+            .map_err(pg_error)?;
+        *lock(&self.running) = Some((session, job.id().to_string()));
+        Ok(job)
+    }
+
+    /// Run a statement; rows are encoded in `format`.
+    async fn execute(
+        &self,
+        store: Option<&Store>,
+        statement: &PgStatement,
+        parameters: Option<Vec<ScalarValue>>,
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        match &statement.kind {
+            Kind::Query => {
+                let job = self.submit(&statement.sql, parameters).await?;
+                Ok(Response::Query(rows_of(&job, format)?))
+            }
+            Kind::Command(command) => {
+                let job = self.submit(&statement.sql, parameters).await?;
+                let record = job.finished().await.map_err(pg_error)?;
+                let mut tag = Tag::new(&command.tag);
+                if command.counts_rows {
+                    tag = tag.with_rows(
+                        rows_written(&job)
+                            .await
+                            .unwrap_or(record.row_count as usize),
+                    );
+                }
+                Ok(Response::Execution(tag))
+            }
+            Kind::Local(local) => self.local(store, local).await,
+        }
+    }
+
+    /// Answer a statement this door handles itself.
+    async fn local(&self, store: Option<&Store>, local: &Local) -> PgWireResult<Response> {
+        let execution = |tag: &str| Ok(Response::Execution(Tag::new(tag)));
+        match local {
+            Local::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            Local::Commit => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
+            Local::Rollback => Ok(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+            Local::Savepoint(tag) => execution(tag),
+            Local::Discard => {
+                if let Some(store) = store {
+                    store.clear_portals();
+                }
+                lock(&self.settings).clear();
+                execution("DISCARD ALL")
+            }
+            Local::Set { name, value } => {
+                if name == "search_path"
+                    && let Some(schema) = value
+                        .split(',')
+                        .map(str::trim)
+                        .find(|s| !s.is_empty() && *s != "$user" && *s != "pg_catalog")
+                {
+                    // PostgreSQL accepts a path naming schemas that do not exist.
+                    let session = self.session()?;
+                    let _ = self.service.use_schema(&session, schema);
+                }
+                lock(&self.settings).insert(name.clone(), value.clone());
+                execution("SET")
+            }
+            Local::Reset(name) => {
+                if name == "all" {
+                    lock(&self.settings).clear();
+                } else {
+                    lock(&self.settings).remove(name);
+                }
+                execution("RESET")
+            }
+            Local::Show(name) => {
+                let value = lock(&self.settings)
+                    .get(name)
+                    .cloned()
+                    .or_else(|| default_setting(name, self))
+                    .ok_or_else(|| {
+                        protocol_error(
+                            "42704",
+                            format!("unrecognized configuration parameter \"{name}\""),
+                        )
+                    })?;
+                Ok(Response::Query(encode::text_result(name, vec![value])?))
+            }
+            Local::Declare { cursor, query } => {
+                let store = store.ok_or_else(no_cursors)?;
+                let statement = self.statement(query);
+                if statement.kind != Kind::Query {
+                    return Err(protocol_error(
+                        "42601",
+                        "DECLARE CURSOR can only be used with a query",
+                    ));
+                }
+                let job = self.submit(&statement.sql, None).await?;
+                let rows = rows_of(&job, &Format::UnifiedText)?;
+                let statement = PgStatement {
+                    result: Some(job.schema()),
+                    ..statement
+                };
+                let portal = Portal::new_cursor(
+                    cursor.clone(),
+                    Arc::new(StoredStatement::new(cursor.clone(), statement, Vec::new())),
+                );
+                portal.start(rows).await;
+                store.put_portal(Arc::new(portal));
+                execution("DECLARE CURSOR")
+            }
+            Local::Fetch {
+                cursor,
+                count,
+                skip,
+            } => {
+                let store = store.ok_or_else(no_cursors)?;
+                let Some(Entry::Value(portal)) = store.get_portal(cursor) else {
+                    return Err(protocol_error(
+                        "34000",
+                        format!("cursor \"{cursor}\" does not exist"),
+                    ));
+                };
+                // A count of 0 fetches everything left.
+                let fetched = portal.fetch(count.unwrap_or(0)).await?;
+                let mut response = fetched.response;
+                if *skip {
+                    let mut moved = 0;
+                    while response.data_rows().next().await.is_some() {
+                        moved += 1;
+                    }
+                    return Ok(Response::Execution(Tag::new("MOVE").with_rows(moved)));
+                }
+                response.set_command_tag("FETCH");
+                Ok(Response::Query(response))
+            }
+            Local::Close(cursor) => {
+                let store = store.ok_or_else(no_cursors)?;
+                match cursor {
+                    Some(name) => store.rm_portal(name),
+                    None => store.clear_portals(),
+                }
+                execution("CLOSE CURSOR")
+            }
+            Local::Ignored(tag) if tag.is_empty() => Ok(Response::EmptyQuery),
+            Local::Ignored(tag) => execution(tag),
+        }
+    }
+}
+
+/// The columns a statement answers, in `format` (none for commands).
+fn fields_of(
+    store: Option<&Store>,
+    statement: &PgStatement,
+    format: &Format,
+) -> PgWireResult<Vec<FieldInfo>> {
+    match &statement.kind {
+        Kind::Query => match statement
+            .result
+            .as_ref()
+            .or_else(|| statement.described.get().map(|(r, _)| r))
+        {
+            Some(schema) => Ok(encode::fields(schema, format)?.to_vec()),
+            None => Ok(Vec::new()),
+        },
+        Kind::Local(Local::Show(name)) => Ok(encode::fields(
+            &Schema::new(vec![arrow::datatypes::Field::new(
+                name.as_str(),
+                DataType::Utf8,
+                true,
+            )]),
+            format,
+        )?
+        .to_vec()),
+        Kind::Local(Local::Fetch {
+            cursor,
+            skip: false,
+            ..
+        }) => {
+            let portal = store.and_then(|s| s.get_portal(cursor));
+            match portal {
+                Some(Entry::Value(portal)) => {
+                    fields_of(None, &portal.statement.statement, &Format::UnifiedText)
+                }
+                _ => Ok(Vec::new()),
+            }
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Parameter types of a statement: the client's where it gave them, else the engine's.
+fn parameter_types(statement: &StoredStatement<PgStatement>) -> Vec<Type> {
+    let mut ours: Vec<Type> = Vec::new();
+    if let Some((_, schema)) = statement.statement.described.get() {
+        for (index, data_type) in placeholders(schema) {
+            if ours.len() <= index {
+                ours.resize(index + 1, Type::TEXT);
+            }
+            ours[index] = match data_type {
+                DataType::Null => Type::TEXT,
+                other => arrow_pg::datatypes::into_pg_type(other).unwrap_or(Type::TEXT),
+            };
+        }
+    }
+    let count = ours.len().max(statement.parameter_types.len());
+    (0..count)
+        .map(|i| {
+            statement
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN)
+                .or_else(|| ours.get(i).cloned())
+                .unwrap_or(Type::TEXT)
+        })
+        .collect()
+}
+
+/// The placeholders of a parameter schema by position (`$3` is 2) with their types.
+fn placeholders(schema: &Schema) -> Vec<(usize, &DataType)> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let index = f
+                .name()
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .unwrap_or(i);
+            (index, f.data_type())
+        })
+        .collect()
+}
+
+fn no_cursors() -> PgWireError {
+    protocol_error("0A000", "cursors are not available on this connection")
+}
+
+/// A job's rows as a PostgreSQL result, streamed as the client reads.
+fn rows_of(job: &JobHandle, format: &Format) -> PgWireResult<QueryResponse> {
+    let fields = encode::fields(&job.schema(), format)?;
+    let rows = encode::rows(Arc::clone(&fields), job.results_for_reader());
+    Ok(QueryResponse::new(fields, rows))
+}
+
+/// The count a write statement's result reports (its first value), if it has one.
+async fn rows_written(job: &JobHandle) -> Option<usize> {
+    let mut results = job.results(0, Some(1));
+    let batch = results.next().await?.ok()?;
+    let column = batch.columns().first()?;
+    let counts = arrow::compute::cast(column, &DataType::UInt64).ok()?;
+    let counts = counts
+        .as_any()
+        .downcast_ref::<arrow::array::UInt64Array>()?;
+    (!counts.is_empty() && counts.is_valid(0)).then(|| counts.value(0) as usize)
+}
+
+/// Send one statement's response in the simple protocol; errors are for the caller.
+async fn send_response<C>(
+    client: &mut C,
+    response: Response,
+    status: &mut pgwire::messages::response::TransactionStatus,
+) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match response {
+        Response::EmptyQuery => {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        Response::Query(results) => send_query_response(client, results, true).await?,
+        Response::Execution(tag) => send_execution_response(client, tag).await?,
+        Response::TransactionStart(tag) => {
+            send_execution_response(client, tag).await?;
+            *status = status.to_in_transaction_state();
+        }
+        Response::TransactionEnd(tag) => {
+            send_execution_response(client, tag).await?;
+            *status = status.to_idle_state();
+        }
+        Response::Error(e) => return Err(PgWireError::UserError(e)),
+        Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {
+            return Err(protocol_error(
+                "0A000",
+                "COPY over the PostgreSQL protocol is not supported",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl SimpleQueryHandler for Connection {
+    /// Each statement of the string is run and answered before the next one starts; the
+    /// first error ends the string, as in PostgreSQL.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let mut status = client.transaction_status();
+        let statements = statements::split(&query.query);
+        if statements.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        for sql in statements {
+            let statement = self.statement(&sql);
+            let response = self
+                .execute(store_of(client), &statement, None, &Format::UnifiedText)
+                .await;
+            let sent = match response {
+                Ok(response) => send_response(client, response, &mut status).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(e @ PgWireError::IoError(_)) => return Err(e),
+                Err(e) => {
+                    let info: ErrorInfo = e.into();
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await?;
+                    status = status.to_error_state();
+                    break;
+                }
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await?;
+        Ok(())
+    }
+
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_query` runs statements one at a time; this answers a single one.
+        let statement = self.statement(query);
+        let response = self
+            .execute(store_of(client), &statement, None, &Format::UnifiedText)
+            .await?;
+        Ok(vec![response])
+    }
+}
+
+/// Parses statements for the extended protocol, in its connection's session. pgwire asks
+/// for it by `Arc`, apart from the connection; it holds the connection weakly so as not to
+/// keep it alive.
+pub(crate) struct Parser(pub(super) std::sync::Weak<Connection>);
+
+#[async_trait::async_trait]
+impl QueryParser for Parser {
+    type Statement = PgStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<PgStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let connection = self
+            .0
+            .upgrade()
+            .ok_or_else(|| encode::fatal("08006", "the connection is closing"))?;
+        Ok(Some(connection.statement(sql)))
+    }
+
+    fn get_parameter_types(&self, statement: &PgStatement) -> PgWireResult<Vec<Type>> {
+        Ok(parameter_types(&StoredStatement::new(
+            String::new(),
+            statement.clone(),
+            Vec::new(),
+        )))
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &PgStatement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        fields_of(None, statement, format.unwrap_or(&Format::UnifiedText))
+    }
+}
+
+/// Send a description: the columns, or NoData for a statement without rows.
+async fn send_fields<C>(client: &mut C, fields: &[FieldInfo]) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if fields.is_empty() {
+        client
+            .send(PgWireBackendMessage::NoData(NoData::new()))
+            .await?;
+    } else {
+        let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
+        client
+            .send(PgWireBackendMessage::RowDescription(description))
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = PgStatement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::new(Parser(self.me.clone()))
+    }
+
+    /// Statement descriptions name their parameters and then say NoData when the statement
+    /// returns no rows (pgwire's default sends an empty row description instead).
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                let statement = client.portal_store().get_statement(name);
+                if let Some(Entry::Value(statement)) = &statement {
+                    self.described(&statement.statement).await?;
+                }
+                let (parameters, fields) = match statement {
+                    Some(Entry::Value(statement)) => (
+                        parameter_types(&statement),
+                        fields_of(store_of(client), &statement.statement, &Format::UnifiedText)?,
+                    ),
+                    Some(Entry::Empty) => (Vec::new(), Vec::new()),
+                    None => return Err(PgWireError::StatementNotFound(name.to_string())),
+                };
+                client
+                    .send(PgWireBackendMessage::ParameterDescription(
+                        ParameterDescription::new(parameters.iter().map(Type::oid).collect()),
+                    ))
+                    .await?;
+                send_fields(client, &fields).await
+            }
+            TARGET_TYPE_BYTE_PORTAL => {
+                let portal = client.portal_store().get_portal(name);
+                let fields = match portal {
+                    // A query's columns are known for sure once it runs: start it now
+                    // (with the portal's parameters); Execute reads from this job.
+                    Some(Entry::Value(portal))
+                        if portal.statement.statement.kind == Kind::Query
+                            && portal.statement.statement.result.is_none()
+                            && matches!(
+                                *portal.state().lock().await,
+                                PortalExecutionState::Initial
+                            ) =>
+                    {
+                        let parameters = self.parameters(&portal).await?;
+                        let job = self
+                            .submit(&portal.statement.statement.sql, parameters)
+                            .await?;
+                        let fields = encode::fields(&job.schema(), &portal.result_column_format)?;
+                        lock(&self.started).insert(portal.name.clone(), job);
+                        fields.to_vec()
+                    }
+                    Some(Entry::Value(portal)) => fields_of(
+                        store_of(client),
+                        &portal.statement.statement,
+                        &portal.result_column_format,
+                    )?,
+                    Some(Entry::Empty) => Vec::new(),
+                    None => return Err(PgWireError::PortalNotFound(name.to_string())),
+                };
+                send_fields(client, &fields).await
+            }
+            other => Err(PgWireError::InvalidTargetType(other)),
+        }
+    }
+
+    /// A Sync ends the client's batch: a query started for a Describe but never executed
+    /// is cancelled.
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let abandoned: Vec<JobHandle> = lock(&self.started).drain().map(|(_, job)| job).collect();
+        for job in abandoned {
+            job.cancel("the client never read its results");
+        }
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                client.transaction_status(),
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<PgStatement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(DescribeStatementResponse::new(
+            parameter_types(target),
+            fields_of(None, &target.statement, &Format::UnifiedText)?,
+        ))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<PgStatement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(DescribePortalResponse::new(fields_of(
+            store_of(client),
+            &target.statement.statement,
+            &target.result_column_format,
+        )?))
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<PgStatement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(job) = lock(&self.started).remove(&portal.name) {
+            return Ok(Response::Query(rows_of(
+                &job,
+                &portal.result_column_format,
+            )?));
+        }
+        let parameters = self.parameters(portal).await?;
+        self.execute(
+            store_of(client),
+            &portal.statement.statement,
+            parameters,
+            &portal.result_column_format,
+        )
+        .await
+    }
+}
