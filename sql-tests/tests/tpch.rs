@@ -126,3 +126,103 @@ async fn tpch_stage_plans_match_golden_files() {
         differences.join("\n")
     );
 }
+
+/// The Python of the test environment (`$QUARRY_TEST_VENV` or `.venv-test`), made by
+/// `.ci/run` or the coordinator's tests; waited for while another test makes it.
+fn python() -> PathBuf {
+    let venv = std::env::var_os("QUARRY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-test"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    while !venv.join(".quarry-ready-3").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no test Python at {}: run .ci/run (or the coordinator's tests) to make it",
+            venv.display()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    venv.join("bin/python")
+}
+
+/// Runs every TPC-H query through psycopg (the PostgreSQL door) and through the ADBC Flight
+/// SQL driver, and compares the rows as Python sees them.
+const SAME_OVER_BOTH_DOORS: &str = r#"
+import datetime, decimal, json, sys
+import psycopg
+import adbc_driver_flightsql.dbapi as flightsql
+
+pg_host, pg_port = sys.argv[1].rsplit(":", 1)
+queries = json.load(open(sys.argv[3]))
+pg = psycopg.connect(host=pg_host, port=int(pg_port), user="tpch", dbname="quarry", autocommit=True)
+flight = flightsql.connect("grpc://" + sys.argv[2], autocommit=True)
+
+def norm(value):
+    if isinstance(value, (float, decimal.Decimal)):
+        return "%.6g" % float(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return str(value)
+
+mismatches = []
+for n, sql in enumerate(queries, start=1):
+    rows_pg = [tuple(norm(v) for v in row) for row in pg.execute(sql).fetchall()]
+    cur = flight.cursor()
+    cur.execute(sql)
+    rows_flight = [tuple(norm(v) for v in row) for row in cur.fetchall()]
+    cur.close()
+    ordered = "order by" in sql.lower()
+    if not ordered:
+        rows_pg, rows_flight = sorted(rows_pg), sorted(rows_flight)
+    if not rows_flight:
+        mismatches.append("Q%d: no rows over Flight SQL" % n)
+    elif rows_pg != rows_flight:
+        mismatches.append("Q%d: %d rows over pgwire vs %d over Flight SQL; first %s vs %s"
+                          % (n, len(rows_pg), len(rows_flight), rows_pg[:1], rows_flight[:1]))
+    else:
+        print("Q%d: %d rows match" % (n, len(rows_pg)))
+if mismatches:
+    raise SystemExit("\n".join(mismatches))
+print("TPC-H SAME")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_answers_over_postgres_match_flight_sql() {
+    let dir = data();
+    let (cluster, _session) = cluster(&dir).await;
+    let coordinator = &cluster.cluster.coordinator;
+    let pg = coordinator
+        .pg_addr
+        .expect("the PostgreSQL door is on")
+        .to_string();
+    let flight = coordinator.flight_addr.to_string();
+    let queries = tempfile::NamedTempFile::new().expect("queries file");
+    let all: Vec<String> = (1..=22).map(tpch::query).collect();
+    std::fs::write(
+        queries.path(),
+        serde_json::to_string(&all).expect("queries as JSON"),
+    )
+    .expect("queries written");
+    let path = queries.path().display().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg("-c")
+            .arg(SAME_OVER_BOTH_DOORS)
+            .args([&pg, &flight, &path])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("python finished");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cluster.cluster.shutdown().await;
+    println!("{said}");
+    assert!(
+        output.status.success() && said.contains("TPC-H SAME"),
+        "{said}"
+    );
+}

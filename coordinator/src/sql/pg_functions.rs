@@ -65,6 +65,13 @@ pub(crate) fn register(state: &mut SessionState, facts: &SessionFacts) -> Result
         constant("pg_get_serial_sequence", 2, ScalarValue::Utf8(None)),
         constant("pg_type_is_visible", 1, ScalarValue::Boolean(Some(true))),
         constant("pg_get_indexdef", 1, ScalarValue::Utf8(None)),
+        constant("pg_get_function_result", 1, ScalarValue::Utf8(None)),
+        constant("pg_get_function_arguments", 1, ScalarValue::Utf8(None)),
+        constant(
+            "pg_get_function_identity_arguments",
+            1,
+            ScalarValue::Utf8(None),
+        ),
         constant("pg_get_viewdef", 1, ScalarValue::Utf8(None)),
         constant("pg_get_triggerdef", 1, ScalarValue::Utf8(None)),
         constant("pg_get_functiondef", 1, ScalarValue::Utf8(None)),

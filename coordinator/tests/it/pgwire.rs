@@ -87,6 +87,21 @@ fn psql_lists_describes_and_queries() {
         }
     }
 
+    // The SQL psql sends for those commands, replayed as a script: every statement plans.
+    let fixture = workspace().join("coordinator/tests/pg_fixtures/psql15_describe.sql");
+    let out = psql(
+        &pg,
+        &user,
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            &fixture.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("orders"), "{}", text(&out));
+
     // A script with an error stops there with psql's status 3.
     let script = dir.path().join("script.sql");
     std::fs::write(
@@ -299,4 +314,83 @@ fn python_postgres_clients_work() {
     let (host, port) = pg.rsplit_once(':').expect("host:port");
     let out = run_python(PSYCOPG_CLIENT, &[host, port, &cert("ca.pem")]);
     assert!(out.contains("PG OK"), "{out}");
+}
+
+const CONNECT_AND_DROP: &str = r#"
+import socket, sys
+import psycopg
+
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    conn = psycopg.connect(host=host, port=port, dbname="quarry", user="ada", connect_timeout=20)
+    if i % 4 == 0:
+        assert conn.execute("SELECT count(*) FROM demo.orders").fetchone()[0] == 1000
+    elif i % 4 == 1:
+        # leave in the middle of a result (a cursor, left open)
+        cur = conn.cursor(name="c%d" % i)
+        cur.execute("SELECT * FROM demo.orders ORDER BY order_id")
+        cur.fetchmany(5)
+    elif i % 4 == 2:
+        # go without a word (no Terminate), a query running
+        conn.pgconn.send_query(b"SELECT count(*) FROM demo.orders a, demo.orders b WHERE a.revenue > b.revenue")
+        socket.socket(fileno=conn.fileno()).close()
+    conn.close()
+print("cycles done", n)
+"#;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// 200 clients that connect and go (some mid-result, some without a word) leave no job
+/// running and the coordinator's memory where it was.
+#[test]
+fn connections_opened_and_dropped_leak_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quarry = QuarryProcess::up(dir.path(), &["--demo-rows", "1000"]);
+    let pg = quarry.pg.clone().expect("the PostgreSQL door is on");
+    let (host, port) = pg.rsplit_once(':').expect("host:port");
+    let pid = quarry.child.id();
+    run_python(CONNECT_AND_DROP, &[host, port, "40"]);
+    let before = rss_kib(pid);
+    run_python(CONNECT_AND_DROP, &[host, port, "200"]);
+    // Jobs whose clients left are cancelled within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let live = loop {
+        let out = psql(
+            &pg,
+            &[("PGUSER", "ada")],
+            &[
+                "-A",
+                "-t",
+                "-c",
+                "SELECT count(*) FROM sys.jobs WHERE state IN ('PLANNING', 'QUEUED', 'RUNNING') AND sql NOT LIKE '%sys.jobs%'",
+            ],
+        );
+        let live = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if live == "0" || std::time::Instant::now() > deadline {
+            break live;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let after = rss_kib(pid);
+    println!(
+        "RSS before {} MiB, after 200 connect/drop cycles {} MiB",
+        before / 1024,
+        after / 1024
+    );
+    assert_eq!(live, "0", "jobs left running by clients that went away");
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB over 200 connections"
+    );
 }

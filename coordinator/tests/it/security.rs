@@ -456,9 +456,11 @@ async fn every_listener_refuses_callers_without_credentials() {
                     ("token", Some("forged")),
                 ] {
                     let mut psql = std::process::Command::new("psql");
-                    psql.args(["-X", "-w", "-h", host, "-p", port, "-d", "quarry", "-U", user])
-                        .args(["-c", "SELECT 1"])
-                        .env_remove("PGPASSWORD");
+                    psql.args([
+                        "-X", "-w", "-h", host, "-p", port, "-d", "quarry", "-U", user,
+                    ])
+                    .args(["-c", "SELECT 1"])
+                    .env_remove("PGPASSWORD");
                     if let Some(password) = password {
                         psql.env("PGPASSWORD", password);
                     }

@@ -25,8 +25,8 @@ use quarry_common::ErrorCode;
 
 use super::encode::fatal;
 use super::{Connection, lock};
-use crate::service::{Credentials, Frontend, Principal};
 use crate::service::SERVER_VERSION;
+use crate::service::{Credentials, Frontend, Principal};
 
 /// The user name under which the password is a personal access token.
 pub(crate) const TOKEN_USER: &str = "token";
