@@ -137,7 +137,7 @@ impl Connection {
             batches: Vec::new(),
             accelerated: None,
         };
-        self.query_streaming(sql, &mut |part| match part {
+        self.query_streaming(sql, false, &mut |part| match part {
             Part::Start(schema, accelerated) => {
                 result.schema = schema;
                 result.accelerated = accelerated;
@@ -148,10 +148,12 @@ impl Connection {
         Ok(result)
     }
 
-    /// Run `sql`, handing its schema and then each batch to `sink` as they arrive.
+    /// Run `sql`, handing its schema and then each batch to `sink` as they arrive; with
+    /// `progress`, a progress line on standard error while nothing has arrived yet.
     pub async fn query_streaming(
         &mut self,
         sql: &str,
+        progress: bool,
         sink: &mut dyn FnMut(Part),
     ) -> Result<(), String> {
         let interrupt = tokio::signal::ctrl_c();
@@ -163,10 +165,21 @@ impl Connection {
         let Some(info) = planned else {
             return Err(CANCELED.to_string());
         };
+        let line = progress
+            .then(|| crate::progress::job_of(&info))
+            .flatten()
+            .map(|job| crate::progress::Progress::start(self.follower(), job));
+        let mut sink = |part: Part| {
+            if let (Part::Batch(_), Some(line)) = (&part, &line) {
+                line.stop();
+            }
+            sink(part)
+        };
         let fetched = tokio::select! {
-            result = fetch(&mut self.client, &info, sink) => Some(result),
+            result = fetch(&mut self.client, &info, &mut sink) => Some(result),
             _ = &mut interrupt => None,
         };
+        drop(line);
         match fetched {
             Some(result) => result,
             None => {
@@ -178,6 +191,18 @@ impl Connection {
                 Err(CANCELED.to_string())
             }
         }
+    }
+}
+
+impl Connection {
+    /// A second client on this connection's channel and token, for calls made while the
+    /// first one reads results.
+    fn follower(&self) -> FlightSqlServiceClient<Channel> {
+        let mut client = FlightSqlServiceClient::new_from_inner(self.client.inner().clone());
+        if let Some(token) = self.client.token() {
+            client.set_token(token.clone());
+        }
+        client
     }
 }
 

@@ -14,6 +14,7 @@ mod complete;
 mod meta;
 mod output;
 mod pager;
+mod progress;
 mod script;
 mod settings;
 
@@ -157,7 +158,7 @@ async fn run_statement(
     let mut printer = output::Printer::new(settings);
     let mut accelerated = None;
     connection
-        .query_streaming(&sql, &mut |part| match part {
+        .query_streaming(&sql, settings.progress, &mut |part| match part {
             client::Part::Start(schema, note) => {
                 accelerated = note;
                 let text = printer.start(&schema);
@@ -202,6 +203,8 @@ async fn interactive(connection: &mut Connection, settings: &mut Settings) -> Ex
     };
     let words = complete::CatalogWords::load(connection).await;
     editor.set_helper(Some(complete::QsqlHelper { words }));
+    // Statements at the prompt show how far they are, where someone can see it.
+    settings.progress = std::io::stderr().is_terminal();
     let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".qsql_history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path);

@@ -60,6 +60,8 @@ pub struct Settings {
     pub output: Option<Box<dyn Write>>,
     /// The last statement run, for `\e`.
     pub last_statement: String,
+    /// Draw a progress line on standard error (at the prompt, when it is a terminal).
+    pub progress: bool,
 }
 
 impl Default for Settings {
@@ -74,6 +76,7 @@ impl Default for Settings {
             variables: BTreeMap::new(),
             output: None,
             last_statement: String::new(),
+            progress: false,
         }
     }
 }

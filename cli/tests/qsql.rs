@@ -1,6 +1,6 @@
 //! qsql against a real `quarry up`: batch mode, scripts, errors and the prompt.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -535,7 +535,12 @@ fn qsql_at_a_terminal_completes_and_cancels() {
          WHERE a.revenue + b.revenue + c.revenue < 0;",
     );
     terminal.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // After a second it shows how far it is.
+    let screen = terminal.wait_for(" rows  ");
+    assert!(
+        screen.contains("RUNNING") && screen.contains("rows"),
+        "no progress line:\n{screen}"
+    );
     terminal.keys(&["C-c"]);
     terminal.wait_for("canceling statement due to user request");
     terminal.type_text("SELECT 40 + 2 AS answer;");
@@ -613,5 +618,55 @@ fn qsql_asks_for_a_password_at_a_terminal() {
     assert!(
         !screen.contains("s3cret"),
         "the password was echoed:\n{screen}"
+    );
+}
+
+/// A result far larger than qsql may hold prints as it arrives: 10 million rows (about
+/// 160 MB of text) go through a qsql whose memory stays small.
+#[test]
+fn qsql_streams_a_result_larger_than_it_holds() {
+    let quarry = start_quarry();
+    let mut child = Command::new(qsql())
+        .args(["-p", &quarry.port, "-A", "-t", "-c"])
+        .arg("SELECT value, value * 2 AS twice, 'row-' || CAST(value AS VARCHAR) AS label FROM generate_series(1, 10000000)")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qsql starts");
+    let pid = child.id();
+    let peak_kib = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = 0u64;
+    let mut bytes = 0u64;
+    let mut peak = 0;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        bytes += line.len() as u64 + 1;
+        lines += 1;
+        if lines % 1_000_000 == 0 {
+            peak = peak.max(peak_kib());
+        }
+    }
+    let status = child.wait().expect("qsql finishes");
+    assert!(status.success());
+    assert_eq!(lines, 10_000_000);
+    println!(
+        "{} MB printed; qsql's peak RSS {} MiB",
+        bytes / 1_000_000,
+        peak / 1024
+    );
+    assert!(
+        peak < 128 * 1024 && peak * 1024 < bytes / 2,
+        "qsql held {peak} KiB for {bytes} bytes of output"
     );
 }

@@ -39,7 +39,31 @@ use prost::Message;
 use quarry_common::QuarryError;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::service::{Credentials, QueryService};
+use crate::service::{Credentials, QueryService, SessionHandle};
+
+/// The action that tells how far a job is.
+const JOB_PROGRESS: &str = "quarry.job_progress";
+
+/// A job's state, tasks done of planned, rows so far and time since it was submitted.
+fn job_progress(
+    service: &dyn QueryService,
+    session: &SessionHandle,
+    id: &str,
+) -> Result<serde_json::Value, QuarryError> {
+    let record = service.get_job(session, id)?;
+    let rows = match service.live_job(session, id)? {
+        Some(job) => job.rows(),
+        None => record.row_count,
+    };
+    let now = quarry_catalog::now_ms();
+    Ok(serde_json::json!({
+        "state": record.state,
+        "tasks_done": record.tasks_done,
+        "tasks_total": record.tasks_total,
+        "rows": rows,
+        "elapsed_ms": record.finished_ms.unwrap_or(now).saturating_sub(record.submitted_ms),
+    }))
+}
 
 pub(crate) struct FlightSqlFrontend {
     service: Arc<dyn QueryService>,
@@ -453,6 +477,16 @@ impl FlightSqlService for FlightSqlFrontend {
                     CancelStatus::NotCancellable
                 };
                 CancelFlightInfoResult::new(status).encode_to_vec()
+            }
+            // How far a job of the caller's is (qsql's progress line): the job id in,
+            // JSON out.
+            JOB_PROGRESS => {
+                let id = std::str::from_utf8(&action.body)
+                    .map_err(|_| Status::invalid_argument("the job id is not UTF-8"))?;
+                job_progress(self.service.as_ref(), &caller.session, id)
+                    .map_err(status)?
+                    .to_string()
+                    .into_bytes()
             }
             session_options::SET_SESSION_OPTIONS => {
                 session_options::set_options(self.service.as_ref(), &caller.session, &action.body)
