@@ -107,8 +107,8 @@ pub fn line(progress: &serde_json::Value) -> String {
     let rows = progress["rows"].as_u64().unwrap_or(0);
     let elapsed = progress["elapsed_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
     let mut text = state.to_string();
-    if total > 0 {
-        text.push_str(&format!("  {}% ({done}/{total} tasks)", done * 100 / total));
+    if let Some(percent) = (done * 100).checked_div(total) {
+        text.push_str(&format!("  {percent}% ({done}/{total} tasks)"));
     }
     text.push_str(&format!("  {} rows  {elapsed:.1} s", thousands(rows)));
     if total > 0 && done > 0 && done < total {
@@ -122,7 +122,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
