@@ -653,7 +653,7 @@ fn qsql_streams_a_result_larger_than_it_holds() {
         let line = line.expect("a line");
         bytes += line.len() as u64 + 1;
         lines += 1;
-        if lines % 1_000_000 == 0 {
+        if lines.is_multiple_of(1_000_000) {
             peak = peak.max(peak_kib());
         }
     }
