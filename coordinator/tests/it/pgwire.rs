@@ -394,3 +394,34 @@ fn connections_opened_and_dropped_leak_nothing() {
         "RSS grew from {before} KiB to {after} KiB over 200 connections"
     );
 }
+
+const TOO_MANY: &str = r#"
+import sys
+import psycopg
+
+host, port = sys.argv[1], int(sys.argv[2])
+held = [psycopg.connect(host=host, port=port, dbname="quarry", user="ada") for _ in range(2)]
+try:
+    psycopg.connect(host=host, port=port, dbname="quarry", user="ada", connect_timeout=10)
+    raise SystemExit("a connection over the limit was let in")
+except psycopg.OperationalError as e:
+    assert "too many clients" in str(e), str(e)
+for conn in held:
+    assert conn.execute("SELECT 1").fetchone()[0] == 1
+    conn.close()
+# Once they are gone, there is room again.
+psycopg.connect(host=host, port=port, dbname="quarry", user="ada").close()
+print("LIMIT OK")
+"#;
+
+/// Connections over `--max-connections` are refused with SQLSTATE 53300; those open are
+/// undisturbed, and a slot frees when a client leaves.
+#[test]
+fn connections_over_the_limit_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quarry = QuarryProcess::up(dir.path(), &["--demo-rows", "0", "--max-connections", "2"]);
+    let pg = quarry.pg.clone().expect("the PostgreSQL door is on");
+    let (host, port) = pg.rsplit_once(':').expect("host:port");
+    let out = run_python(TOO_MANY, &[host, port]);
+    assert!(out.contains("LIMIT OK"), "{out}");
+}

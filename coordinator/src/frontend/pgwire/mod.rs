@@ -212,7 +212,9 @@ pub(crate) async fn serve(
         };
         if open.load(Ordering::Relaxed) >= config.max_connections {
             connections.spawn(async move {
-                let _ = socket.write_all(&too_many_connections()).await;
+                let refused =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), refuse(&mut socket));
+                let _ = refused.await;
                 let _ = socket.shutdown().await;
             });
             continue;
@@ -245,8 +247,29 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// A FATAL ErrorResponse (53300), written before anything is read: clients show it as the
-/// reason their connection failed.
+/// Tell a client over the connection limit why, where it looks for the reason: after
+/// its startup packet (declining TLS first, as libpq asks for it before anything else).
+async fn refuse(socket: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    const SSL_REQUEST: u32 = 80_877_103;
+    const GSS_REQUEST: u32 = 80_877_104;
+    let mut head = [0u8; 8];
+    socket.read_exact(&mut head).await?;
+    let length = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let mut rest = length.saturating_sub(8).min(10_000);
+    if length == 8 && (code == SSL_REQUEST || code == GSS_REQUEST) {
+        socket.write_all(b"N").await?;
+        socket.read_exact(&mut head).await?;
+        let length = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        rest = length.saturating_sub(8).min(10_000);
+    }
+    let mut startup = vec![0u8; rest];
+    socket.read_exact(&mut startup).await?;
+    socket.write_all(&too_many_connections()).await
+}
+
+/// A FATAL ErrorResponse (53300): clients show it as the reason their connection failed.
 fn too_many_connections() -> Vec<u8> {
     let mut body = Vec::new();
     for (field, value) in [
