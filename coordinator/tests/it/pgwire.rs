@@ -75,6 +75,7 @@ fn psql_lists_describes_and_queries() {
         ("\\dn", vec!["demo"]),
         ("\\d demo.orders", vec!["order_id", "revenue", "city"]),
         ("\\l", vec!["quarry"]),
+        ("\\du", vec!["Role name", "Attributes"]),
     ] {
         let out = psql(&pg, &user, &["-c", command]);
         let shown = text(&out);
