@@ -259,6 +259,7 @@ async fn sql_sync_async_and_errors() {
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(job["rowCount"], 10);
     assert_eq!(job["progress"]["tasksDone"], job["progress"]["tasksTotal"]);
+    assert_eq!(job["frontend"], "rest", "{job}");
 
     // errors: {code, message} with the right status
     let (status, body) = api.post("/api/v1/sql", json!({"sql": "SELEC 1"})).await;

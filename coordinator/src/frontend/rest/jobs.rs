@@ -40,6 +40,9 @@ pub(super) struct Job {
     reflections: Vec<String>,
     /// When the oldest data of the reflections it used was read; absent for base data.
     data_as_of_ms: Option<u64>,
+    /// The door the statement came in by: `flight_sql`, `rest`, `pgwire`, `in_process`;
+    /// empty for the engine's own jobs (reflection refreshes).
+    frontend: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -77,6 +80,7 @@ impl Job {
             profile: with_profile.then(|| record.profile.clone()),
             reflections: record.reflections.clone(),
             data_as_of_ms: record.data_as_of_ms,
+            frontend: record.frontend.clone(),
         }
     }
 }
