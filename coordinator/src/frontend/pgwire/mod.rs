@@ -9,11 +9,15 @@
 //!
 //! - `startup.rs`: logins (SCRAM-SHA-256 against Quarry's users; a personal access token
 //!   as the password of user `token`, over TLS or loopback), the session it opens.
-//! - `query.rs`: the simple and extended protocols, cursors, `SET`/`SHOW`/transactions.
+//! - `query.rs`: statements run and answered, the simple protocol, cursors,
+//!   `SET`/`SHOW`/transactions; `extended.rs`: parse, describe, bind, execute.
+//! - `catalog_sql.rs`: clients' catalog queries rewritten into SQL DataFusion plans.
 //! - `statements.rs`: what a statement is (query, command, or answered here).
 //! - `encode.rs`: SQLSTATEs and Arrow → PostgreSQL rows.
 
+mod catalog_sql;
 mod encode;
+mod extended;
 mod query;
 mod startup;
 mod statements;

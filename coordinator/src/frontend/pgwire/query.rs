@@ -4,39 +4,29 @@
 //! from the job as the client reads them; a portal with a row limit or a cursor holds the
 //! rest of the stream until the client fetches more.
 //!
-//! Catalog queries that PostgreSQL clients send (psql's `\d`, SQLAlchemy's reflection)
-//! are first rewritten by datafusion-pg-catalog's parser into SQL DataFusion plans
-//! (`::regclass` casts, `OPERATOR(pg_catalog.~)`, ...); the engine answers them from
-//! `pg_catalog` like any query.
+//! Catalog queries that PostgreSQL clients send are rewritten first (`catalog_sql.rs`).
 
 use std::fmt::Debug;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow::array::Array;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{Sink, SinkExt, StreamExt};
-use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{
-    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
-    send_ready_for_query,
+    SimpleQueryHandler, send_execution_response, send_query_response, send_ready_for_query,
 };
-use pgwire::api::results::{
-    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
-};
-use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::{Entry, MemPortalStore, PortalStore};
-use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::data::{FieldDescription, NoData, ParameterDescription, RowDescription};
-use pgwire::messages::extendedquery::{
-    Describe, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
-};
-use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery};
+use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::simplequery::Query;
 
+use super::catalog_sql;
 use super::encode::{self, pg_error, protocol_error};
 use super::statements::{self, Kind, Local};
 use super::{Connection, lock};
@@ -49,226 +39,20 @@ use crate::service::{SERVER_VERSION, SERVER_VERSION_NUM};
 /// they run). A cursor's statement knows its result from the job it started.
 #[derive(Debug, Clone)]
 pub(crate) struct PgStatement {
-    sql: String,
-    kind: Kind,
-    result: Option<SchemaRef>,
-    described: Arc<tokio::sync::OnceCell<(SchemaRef, SchemaRef)>>,
+    pub(super) sql: String,
+    pub(super) kind: Kind,
+    pub(super) result: Option<SchemaRef>,
+    pub(super) described: Arc<tokio::sync::OnceCell<(SchemaRef, SchemaRef)>>,
 }
 
-type Store = MemPortalStore<PgStatement>;
+pub(super) type Store = MemPortalStore<PgStatement>;
 
 /// The connection's statements and portals (cursors live there as portals).
-fn store_of<C: ClientPortalStore>(client: &C) -> Option<&Store>
+pub(super) fn store_of<C: ClientPortalStore>(client: &C) -> Option<&Store>
 where
     C::PortalStore: PortalStore,
 {
     client.portal_store().as_any().downcast_ref::<Store>()
-}
-
-/// SQL a PostgreSQL client sends about the catalog, in a form DataFusion plans. Other SQL
-/// is passed on untouched (the engine's own parser reads Quarry's extensions).
-fn adapt(sql: &str) -> String {
-    static PARSER: OnceLock<PostgresCompatibilityParser> = OnceLock::new();
-    let lower = sql.to_ascii_lowercase();
-    let catalog_query = ["pg_", "::reg", "operator(", "information_schema", "collate"]
-        .iter()
-        .any(|k| lower.contains(k));
-    if !catalog_query {
-        return sql.to_string();
-    }
-    match PARSER
-        .get_or_init(PostgresCompatibilityParser::new)
-        .parse(sql)
-    {
-        Ok(mut statements) if statements.len() == 1 => {
-            for statement in &mut statements {
-                array_subqueries_as_aggregates(statement);
-                scalar_subqueries_aggregated(statement);
-                int_vectors_as_arrays(statement);
-                missing_columns_as_null(statement);
-            }
-            statements
-                .into_iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        }
-        _ => sql.to_string(),
-    }
-}
-
-/// A scalar subquery of one unaggregated column, `(SELECT x FROM ... WHERE <correlated>)`,
-/// as `(SELECT first_value(x) FROM ...)`: PostgreSQL errs at run time when such a
-/// subquery finds two rows, DataFusion refuses to plan it at all. Catalog queries
-/// (SQLAlchemy's column reflection) are full of them, over tables with at most one
-/// matching row.
-fn scalar_subqueries_aggregated(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
-    use datafusion::sql::sqlparser::ast::{
-        Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-        ObjectName, SelectItem, SetExpr, visit_expressions_mut,
-    };
-    const AGGREGATES: &[&str] = &[
-        "count",
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "array_agg",
-        "string_agg",
-        "bool_and",
-        "bool_or",
-        "first_value",
-        "last_value",
-        "json_agg",
-    ];
-    let _ = visit_expressions_mut(statement, |expr| {
-        let Expr::Subquery(query) = expr else {
-            return std::ops::ControlFlow::<()>::Continue(());
-        };
-        let SetExpr::Select(select) = query.body.as_mut() else {
-            return std::ops::ControlFlow::Continue(());
-        };
-        let grouped = !matches!(
-            &select.group_by,
-            datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty()
-        );
-        if grouped || select.having.is_some() || query.limit_clause.is_some() {
-            return std::ops::ControlFlow::Continue(());
-        }
-        if let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
-            select.projection.as_mut_slice()
-        {
-            let aggregated = matches!(item, Expr::Function(f)
-                if AGGREGATES.iter().any(|a| f.name.to_string().eq_ignore_ascii_case(a)));
-            if !aggregated {
-                *item = Expr::Function(datafusion::sql::sqlparser::ast::Function {
-                    name: ObjectName::from(vec![Ident::new("first_value")]),
-                    uses_odbc_syntax: false,
-                    parameters: FunctionArguments::None,
-                    args: FunctionArguments::List(FunctionArgumentList {
-                        duplicate_treatment: None,
-                        args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(item.clone()))],
-                        clauses: Vec::new(),
-                    }),
-                    filter: None,
-                    null_treatment: None,
-                    over: None,
-                    within_group: Vec::new(),
-                });
-            }
-        }
-        std::ops::ControlFlow::Continue(())
-    });
-}
-
-/// `unnest(indkey)` and `generate_subscripts(indkey, 1)` over the `int2vector` columns
-/// of `pg_index` and `pg_constraint` (text here) as `unnest(pg_int2vector(indkey))` and
-/// `unnest(pg_subscripts(indkey))`: SQLAlchemy lists keys and indexes so.
-fn int_vectors_as_arrays(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
-    use datafusion::sql::sqlparser::ast::{
-        Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-        ObjectName, visit_expressions_mut,
-    };
-    const VECTORS: &[&str] = &["indkey", "conkey", "confkey", "indclass", "indoption"];
-    let call = |name: &str, arg: Expr| {
-        Expr::Function(datafusion::sql::sqlparser::ast::Function {
-            name: ObjectName::from(vec![Ident::new(name)]),
-            uses_odbc_syntax: false,
-            parameters: FunctionArguments::None,
-            args: FunctionArguments::List(FunctionArgumentList {
-                duplicate_treatment: None,
-                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
-                clauses: Vec::new(),
-            }),
-            filter: None,
-            null_treatment: None,
-            over: None,
-            within_group: Vec::new(),
-        })
-    };
-    let _ = visit_expressions_mut(statement, |expr| {
-        let Expr::Function(function) = expr else {
-            return std::ops::ControlFlow::<()>::Continue(());
-        };
-        let name = function.name.to_string().to_ascii_lowercase();
-        let name = name.rsplit('.').next().unwrap_or_default().to_string();
-        let FunctionArguments::List(list) = &function.args else {
-            return std::ops::ControlFlow::Continue(());
-        };
-        let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first() else {
-            return std::ops::ControlFlow::Continue(());
-        };
-        let column = match arg {
-            Expr::Identifier(i) => i.value.to_ascii_lowercase(),
-            Expr::CompoundIdentifier(parts) => parts
-                .last()
-                .map(|i| i.value.to_ascii_lowercase())
-                .unwrap_or_default(),
-            _ => return std::ops::ControlFlow::Continue(()),
-        };
-        if !VECTORS.contains(&column.as_str()) {
-            return std::ops::ControlFlow::Continue(());
-        }
-        let arg = arg.clone();
-        match name.as_str() {
-            "unnest" => *expr = call("unnest", call("pg_int2vector", arg)),
-            "generate_subscripts" => *expr = call("unnest", call("pg_subscripts", arg)),
-            _ => {}
-        }
-        std::ops::ControlFlow::Continue(())
-    });
-}
-
-/// Columns PostgreSQL's catalog has and datafusion-pg-catalog's does not, as NULL.
-fn missing_columns_as_null(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
-    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
-    const MISSING: &[&str] = &["reloptions", "relacl"];
-    let _ = visit_expressions_mut(statement, |expr| {
-        if let Expr::CompoundIdentifier(parts) = expr
-            && parts
-                .last()
-                .is_some_and(|i| MISSING.contains(&i.value.to_ascii_lowercase().as_str()))
-        {
-            *expr = Expr::Value(Value::Null.into());
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-}
-
-/// `ARRAY(SELECT x FROM ...)` (psql's `\du` lists role memberships so) as
-/// `(SELECT array_agg(x) FROM ...)`, which DataFusion plans.
-fn array_subqueries_as_aggregates(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
-    use datafusion::sql::sqlparser::ast::{
-        Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-        ObjectName, SelectItem, SetExpr, visit_expressions_mut,
-    };
-    let _ = visit_expressions_mut(statement, |expr| {
-        let Expr::Function(function) = expr else {
-            return std::ops::ControlFlow::<()>::Continue(());
-        };
-        if !function.name.to_string().eq_ignore_ascii_case("array") {
-            return std::ops::ControlFlow::Continue(());
-        }
-        let FunctionArguments::Subquery(query) = &function.args else {
-            return std::ops::ControlFlow::Continue(());
-        };
-        let mut query = query.clone();
-        if let SetExpr::Select(select) = query.body.as_mut()
-            && let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
-                select.projection.as_mut_slice()
-        {
-            let mut aggregate = function.clone();
-            aggregate.name = ObjectName::from(vec![Ident::new("array_agg")]);
-            aggregate.args = FunctionArguments::List(FunctionArgumentList {
-                duplicate_treatment: None,
-                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(item.clone()))],
-                clauses: Vec::new(),
-            });
-            *item = Expr::Function(aggregate);
-            *expr = Expr::Subquery(query);
-        }
-        std::ops::ControlFlow::Continue(())
-    });
 }
 
 /// A PostgreSQL setting's value before the client changes it.
@@ -315,10 +99,10 @@ fn default_setting(name: &str, connection: &Connection) -> Option<String> {
 
 impl Connection {
     /// A statement of the client's.
-    fn statement(&self, sql: &str) -> PgStatement {
+    pub(super) fn statement(&self, sql: &str) -> PgStatement {
         let kind = statements::classify(sql);
         let sql = match kind {
-            Kind::Query => adapt(sql),
+            Kind::Query => catalog_sql::adapt(sql),
             _ => sql.to_string(),
         };
         PgStatement {
@@ -331,7 +115,7 @@ impl Connection {
 
     /// The result and parameter schemas of a statement the engine runs (planned, not
     /// run, once per statement); none for those answered here.
-    async fn described(
+    pub(super) async fn described(
         &self,
         statement: &PgStatement,
     ) -> PgWireResult<Option<(SchemaRef, SchemaRef)>> {
@@ -353,7 +137,7 @@ impl Connection {
 
     /// The values a Bind gave, typed for the engine: by the types the client sent, and
     /// where it sent none, by the types the engine infers for the statement.
-    async fn parameters(
+    pub(super) async fn parameters(
         &self,
         portal: &Portal<PgStatement>,
     ) -> PgWireResult<Option<Vec<ScalarValue>>> {
@@ -401,7 +185,7 @@ impl Connection {
         }
     }
 
-    async fn submit(
+    pub(super) async fn submit(
         &self,
         sql: &str,
         parameters: Option<Vec<ScalarValue>>,
@@ -417,7 +201,7 @@ impl Connection {
     }
 
     /// Run a statement; rows are encoded in `format`.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         store: Option<&Store>,
         statement: &PgStatement,
@@ -559,7 +343,7 @@ impl Connection {
 }
 
 /// The columns a statement answers, in `format` (none for commands).
-fn fields_of(
+pub(super) fn fields_of(
     store: Option<&Store>,
     statement: &PgStatement,
     format: &Format,
@@ -600,7 +384,7 @@ fn fields_of(
 }
 
 /// Parameter types of a statement: the client's where it gave them, else the engine's.
-fn parameter_types(statement: &StoredStatement<PgStatement>) -> Vec<Type> {
+pub(super) fn parameter_types(statement: &StoredStatement<PgStatement>) -> Vec<Type> {
     let mut ours: Vec<Type> = Vec::new();
     if let Some((_, schema)) = statement.statement.described.get() {
         for (index, data_type) in placeholders(schema) {
@@ -651,7 +435,7 @@ fn no_cursors() -> PgWireError {
 }
 
 /// A job's rows as a PostgreSQL result, streamed as the client reads.
-fn rows_of(job: &JobHandle, format: &Format) -> PgWireResult<QueryResponse> {
+pub(super) fn rows_of(job: &JobHandle, format: &Format) -> PgWireResult<QueryResponse> {
     let fields = encode::fields(&job.schema(), format)?;
     let rows = encode::rows(Arc::clone(&fields), job.results_for_reader());
     Ok(QueryResponse::new(fields, rows))
@@ -774,229 +558,5 @@ impl SimpleQueryHandler for Connection {
             .execute(store_of(client), &statement, None, &Format::UnifiedText)
             .await?;
         Ok(vec![response])
-    }
-}
-
-/// Parses statements for the extended protocol, in its connection's session. pgwire asks
-/// for it by `Arc`, apart from the connection; it holds the connection weakly so as not to
-/// keep it alive.
-pub(crate) struct Parser(pub(super) std::sync::Weak<Connection>);
-
-#[async_trait::async_trait]
-impl QueryParser for Parser {
-    type Statement = PgStatement;
-
-    async fn parse_sql<C>(
-        &self,
-        _client: &C,
-        sql: &str,
-        _types: &[Option<Type>],
-    ) -> PgWireResult<Option<PgStatement>>
-    where
-        C: ClientInfo + Unpin + Send + Sync,
-    {
-        let connection = self
-            .0
-            .upgrade()
-            .ok_or_else(|| encode::fatal("08006", "the connection is closing"))?;
-        Ok(Some(connection.statement(sql)))
-    }
-
-    fn get_parameter_types(&self, statement: &PgStatement) -> PgWireResult<Vec<Type>> {
-        Ok(parameter_types(&StoredStatement::new(
-            String::new(),
-            statement.clone(),
-            Vec::new(),
-        )))
-    }
-
-    fn get_result_schema(
-        &self,
-        statement: &PgStatement,
-        format: Option<&Format>,
-    ) -> PgWireResult<Vec<FieldInfo>> {
-        fields_of(None, statement, format.unwrap_or(&Format::UnifiedText))
-    }
-}
-
-/// Send a description: the columns, or NoData for a statement without rows.
-async fn send_fields<C>(client: &mut C, fields: &[FieldInfo]) -> PgWireResult<()>
-where
-    C: Sink<PgWireBackendMessage> + Unpin + Send,
-    C::Error: Debug,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    if fields.is_empty() {
-        client
-            .send(PgWireBackendMessage::NoData(NoData::new()))
-            .await?;
-    } else {
-        let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
-        client
-            .send(PgWireBackendMessage::RowDescription(description))
-            .await?;
-    }
-    Ok(())
-}
-
-#[async_trait::async_trait]
-impl ExtendedQueryHandler for Connection {
-    type Statement = PgStatement;
-    type QueryParser = Parser;
-
-    fn query_parser(&self) -> Arc<Self::QueryParser> {
-        Arc::new(Parser(self.me.clone()))
-    }
-
-    /// Statement descriptions name their parameters and then say NoData when the statement
-    /// returns no rows (pgwire's default sends an empty row description instead).
-    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        match message.target_type {
-            TARGET_TYPE_BYTE_STATEMENT => {
-                let statement = client.portal_store().get_statement(name);
-                if let Some(Entry::Value(statement)) = &statement {
-                    self.described(&statement.statement).await?;
-                }
-                let (parameters, fields) = match statement {
-                    Some(Entry::Value(statement)) => (
-                        parameter_types(&statement),
-                        fields_of(store_of(client), &statement.statement, &Format::UnifiedText)?,
-                    ),
-                    Some(Entry::Empty) => (Vec::new(), Vec::new()),
-                    None => return Err(PgWireError::StatementNotFound(name.to_string())),
-                };
-                client
-                    .send(PgWireBackendMessage::ParameterDescription(
-                        ParameterDescription::new(parameters.iter().map(Type::oid).collect()),
-                    ))
-                    .await?;
-                send_fields(client, &fields).await
-            }
-            TARGET_TYPE_BYTE_PORTAL => {
-                let portal = client.portal_store().get_portal(name);
-                let fields = match portal {
-                    // A query's columns are known for sure once it runs: start it now
-                    // (with the portal's parameters); Execute reads from this job.
-                    Some(Entry::Value(portal))
-                        if portal.statement.statement.kind == Kind::Query
-                            && portal.statement.statement.result.is_none()
-                            && matches!(
-                                *portal.state().lock().await,
-                                PortalExecutionState::Initial
-                            ) =>
-                    {
-                        let parameters = self.parameters(&portal).await?;
-                        let job = self
-                            .submit(&portal.statement.statement.sql, parameters)
-                            .await?;
-                        let fields = encode::fields(&job.schema(), &portal.result_column_format)?;
-                        lock(&self.started).insert(portal.name.clone(), job);
-                        fields.to_vec()
-                    }
-                    Some(Entry::Value(portal)) => fields_of(
-                        store_of(client),
-                        &portal.statement.statement,
-                        &portal.result_column_format,
-                    )?,
-                    Some(Entry::Empty) => Vec::new(),
-                    None => return Err(PgWireError::PortalNotFound(name.to_string())),
-                };
-                send_fields(client, &fields).await
-            }
-            other => Err(PgWireError::InvalidTargetType(other)),
-        }
-    }
-
-    /// A Sync ends the client's batch: a query started for a Describe but never executed
-    /// is cancelled.
-    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let abandoned: Vec<JobHandle> = lock(&self.started).drain().map(|(_, job)| job).collect();
-        for job in abandoned {
-            job.cancel("the client never read its results");
-        }
-        client.portal_store().rm_portal(DEFAULT_NAME);
-        client
-            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
-                client.transaction_status(),
-            )))
-            .await?;
-        client.flush().await?;
-        Ok(())
-    }
-
-    async fn do_describe_statement<C>(
-        &self,
-        _client: &mut C,
-        target: &StoredStatement<PgStatement>,
-    ) -> PgWireResult<DescribeStatementResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        Ok(DescribeStatementResponse::new(
-            parameter_types(target),
-            fields_of(None, &target.statement, &Format::UnifiedText)?,
-        ))
-    }
-
-    async fn do_describe_portal<C>(
-        &self,
-        client: &mut C,
-        target: &Portal<PgStatement>,
-    ) -> PgWireResult<DescribePortalResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        Ok(DescribePortalResponse::new(fields_of(
-            store_of(client),
-            &target.statement.statement,
-            &target.result_column_format,
-        )?))
-    }
-
-    async fn do_query<C>(
-        &self,
-        client: &mut C,
-        portal: &Portal<PgStatement>,
-        _max_rows: usize,
-    ) -> PgWireResult<Response>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if let Some(job) = lock(&self.started).remove(&portal.name) {
-            return Ok(Response::Query(rows_of(
-                &job,
-                &portal.result_column_format,
-            )?));
-        }
-        let parameters = self.parameters(portal).await?;
-        self.execute(
-            store_of(client),
-            &portal.statement.statement,
-            parameters,
-            &portal.result_column_format,
-        )
-        .await
     }
 }
