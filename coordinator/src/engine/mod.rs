@@ -55,7 +55,7 @@ use crate::jobs::{CancelOnDrop, Job, Jobs};
 use crate::planner::stages::{display_stages, plan_stages, scans_files};
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
-use crate::sql::pg_functions::{self, SERVER_VERSION, SERVER_VERSION_NUM};
+use crate::sql::pg_functions::{self, SETTING_DEFAULTS};
 use crate::tasks::Tasks;
 use catalog_ops::CatalogOps;
 use outcome::{CreatedTable, DistributedQuery, Outcome, ReleaseOnDrop, Then};
@@ -234,24 +234,12 @@ impl Engine {
         // The functions PostgreSQL clients call, answered for this session.
         let schema = session.default_schema();
         let mut settings: Vec<(String, String)> = session.settings().into_iter().collect();
-        settings.extend([
-            ("search_path".to_string(), schema.clone()),
-            ("server_version".to_string(), SERVER_VERSION.to_string()),
-            (
-                "server_version_num".to_string(),
-                SERVER_VERSION_NUM.to_string(),
-            ),
-            ("server_encoding".to_string(), "UTF8".to_string()),
-            ("client_encoding".to_string(), "UTF8".to_string()),
-            ("standard_conforming_strings".to_string(), "on".to_string()),
-            ("datestyle".to_string(), "ISO, MDY".to_string()),
-            ("timezone".to_string(), "UTC".to_string()),
-            ("max_identifier_length".to_string(), "63".to_string()),
-            (
-                "transaction_isolation".to_string(),
-                "read committed".to_string(),
-            ),
-        ]);
+        settings.push(("search_path".to_string(), schema.clone()));
+        settings.extend(
+            SETTING_DEFAULTS
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
         let facts = pg_functions::SessionFacts {
             user: session.user.clone(),
             schema,

@@ -27,8 +27,9 @@ pub use crate::access::auth::{Credentials, Principal, ScramSecret};
 pub use crate::datasets::schema_codec::decode_schema;
 pub use crate::engine::catalog_ops::{CreateMode, DatasetUpdate, TableRequest};
 pub use crate::scheduler::{QueryProfile, StageProfile, TaskProfile};
-/// The PostgreSQL version the PostgreSQL door reports (clients choose their SQL by it).
-pub use crate::sql::pg_functions::{SERVER_VERSION, SERVER_VERSION_NUM};
+/// The PostgreSQL version the PostgreSQL door reports (clients choose their SQL by it),
+/// and PostgreSQL's settings as the server has them.
+pub use crate::sql::pg_functions::{SERVER_VERSION, SETTING_DEFAULTS};
 pub use crate::sql::reflections::ReflectionStatement;
 pub use crate::sql::security::SecurityStatement;
 pub use handles::{Frontend, JobHandle, JobState, Prepared, SessionHandle, job_error};

@@ -7,7 +7,7 @@
 //! All of them are constant for a query, so the optimizer folds them before the plan is
 //! cut into stages: executors never see them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{ArrayRef, ListArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -23,7 +23,36 @@ use datafusion_pg_catalog::pg_catalog as pg;
 
 /// The PostgreSQL version clients are told, and choose their SQL by.
 pub const SERVER_VERSION: &str = "16.6";
-pub const SERVER_VERSION_NUM: &str = "160006";
+const SERVER_VERSION_NUM: &str = "160006";
+
+/// PostgreSQL's settings as this server has them before a client changes any (names in
+/// lower case): what `SHOW` over the PostgreSQL door and `current_setting()` answer. The
+/// session's own (`search_path`, `session_authorization`, `is_superuser`) are not here.
+pub const SETTING_DEFAULTS: &[(&str, &str)] = &[
+    ("server_version", SERVER_VERSION),
+    ("server_version_num", SERVER_VERSION_NUM),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("intervalstyle", "postgres"),
+    ("timezone", "UTC"),
+    ("standard_conforming_strings", "on"),
+    ("integer_datetimes", "on"),
+    ("transaction_isolation", "read committed"),
+    ("default_transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+    ("default_transaction_read_only", "off"),
+    ("extra_float_digits", "1"),
+    ("application_name", ""),
+    ("max_identifier_length", "63"),
+    ("bytea_output", "hex"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+    ("statement_timeout", "0"),
+    ("lock_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("client_min_messages", "notice"),
+];
 
 /// `version()`'s answer.
 pub(crate) fn version_string() -> String {
@@ -44,11 +73,12 @@ pub(crate) struct SessionFacts {
     pub settings: Vec<(String, String)>,
 }
 
-/// Register the PostgreSQL functions in a query's planning state.
+/// Register the PostgreSQL functions in a query's planning state: those that answer for
+/// the session made for it, the others made once per process.
 pub(crate) fn register(state: &mut SessionState, facts: &SessionFacts) -> Result<()> {
+    static SHARED: OnceLock<Vec<Arc<ScalarUDF>>> = OnceLock::new();
     let text = |name: &str, value: String| constant(name, 0, ScalarValue::Utf8(Some(value)));
-    let mut udfs = vec![
-        text("version", version_string()),
+    let udfs = [
         text("current_schema", facts.schema.clone()),
         text("current_database", facts.database.clone()),
         text("session_user", facts.user.clone()),
@@ -60,6 +90,20 @@ pub(crate) fn register(state: &mut SessionState, facts: &SessionFacts) -> Result
         ),
         current_schemas(&facts.schema),
         current_setting(&facts.settings),
+    ];
+    for udf in SHARED.get_or_init(shared).iter().cloned() {
+        state.register_udf(udf)?;
+    }
+    for udf in udfs {
+        state.register_udf(Arc::new(udf))?;
+    }
+    Ok(())
+}
+
+/// The functions that answer the same for every session.
+fn shared() -> Vec<Arc<ScalarUDF>> {
+    let mut udfs = vec![
+        constant("version", 0, ScalarValue::Utf8(Some(version_string()))),
         ScalarUDF::new_from_impl(PgTypeOf::new()),
         ScalarUDF::new_from_impl(JsonBuildObject::new()),
         constant("pg_get_serial_sequence", 2, ScalarValue::Utf8(None)),
@@ -112,10 +156,7 @@ pub(crate) fn register(state: &mut SessionState, facts: &SessionFacts) -> Result
     ] {
         udfs.push(pg::has_privilege_udf::create_has_privilege_udf(name));
     }
-    for udf in udfs {
-        state.register_udf(Arc::new(udf))?;
-    }
-    Ok(())
+    udfs.into_iter().map(Arc::new).collect()
 }
 
 /// A function answering one value whatever its arguments.

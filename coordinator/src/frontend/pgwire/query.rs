@@ -31,7 +31,7 @@ use super::encode::{self, pg_error, protocol_error};
 use super::statements::{self, Kind, Local};
 use super::{Connection, lock};
 use crate::service::JobHandle;
-use crate::service::{SERVER_VERSION, SERVER_VERSION_NUM};
+use crate::service::SETTING_DEFAULTS;
 
 /// A statement as a client parsed it: the SQL the engine runs and what kind it is. Its
 /// result and parameter schemas are planned for only when a client asks to describe it
@@ -55,46 +55,22 @@ where
     client.portal_store().as_any().downcast_ref::<Store>()
 }
 
-/// A PostgreSQL setting's value before the client changes it.
+/// A PostgreSQL setting's value before the client changes it: the session's own, or the
+/// server's default.
 fn default_setting(name: &str, connection: &Connection) -> Option<String> {
-    let session = lock(&connection.session).clone();
-    let value = match name {
-        "search_path" => session
-            .map(|s| connection.service.default_schema(&s))
-            .unwrap_or_default(),
-        "server_version" => SERVER_VERSION.to_string(),
-        "server_version_num" => SERVER_VERSION_NUM.to_string(),
-        "server_encoding" | "client_encoding" => "UTF8".to_string(),
-        "datestyle" => "ISO, MDY".to_string(),
-        "intervalstyle" => "postgres".to_string(),
-        "timezone" => "UTC".to_string(),
-        "standard_conforming_strings" | "integer_datetimes" => "on".to_string(),
-        "transaction_isolation" | "default_transaction_isolation" => "read committed".to_string(),
-        "transaction_read_only" | "default_transaction_read_only" => "off".to_string(),
-        "extra_float_digits" => "1".to_string(),
-        "application_name" => String::new(),
-        "max_identifier_length" => "63".to_string(),
-        "bytea_output" => "hex".to_string(),
-        "lc_collate" | "lc_ctype" => "C".to_string(),
-        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
-            "0".to_string()
+    let session = || lock(&connection.session).clone();
+    match name {
+        "search_path" => Some(connection.service.default_schema(&session()?)),
+        "session_authorization" => Some(connection.service.access(&session()?).user.clone()),
+        "is_superuser" => {
+            let admin = connection.service.access(&session()?).admin;
+            Some(if admin { "on" } else { "off" }.to_string())
         }
-        "client_min_messages" => "notice".to_string(),
-        "session_authorization" | "is_superuser" => {
-            let session = lock(&connection.session).clone()?;
-            if name == "is_superuser" {
-                if connection.service.access(&session).admin {
-                    "on".to_string()
-                } else {
-                    "off".to_string()
-                }
-            } else {
-                connection.service.access(&session).user.clone()
-            }
-        }
-        _ => return None,
-    };
-    Some(value)
+        _ => SETTING_DEFAULTS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, value)| value.to_string()),
+    }
 }
 
 impl Connection {

@@ -9,6 +9,8 @@
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use crate::service::SETTING_DEFAULTS;
+
 /// A statement as this door handles it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -63,35 +65,12 @@ pub(crate) enum Local {
     Ignored(String),
 }
 
-/// PostgreSQL's settings that `SHOW` answers here (clients read them on their own).
-pub(crate) const PG_SETTINGS: &[&str] = &[
-    "search_path",
-    "server_version",
-    "server_version_num",
-    "server_encoding",
-    "client_encoding",
-    "datestyle",
-    "intervalstyle",
-    "timezone",
-    "standard_conforming_strings",
-    "integer_datetimes",
-    "transaction_isolation",
-    "default_transaction_isolation",
-    "transaction_read_only",
-    "default_transaction_read_only",
-    "extra_float_digits",
-    "application_name",
-    "max_identifier_length",
-    "bytea_output",
-    "lc_collate",
-    "lc_ctype",
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "client_min_messages",
-    "session_authorization",
-    "is_superuser",
-];
+/// Is `name` one of PostgreSQL's settings, which `SHOW` answers here (clients read them
+/// on their own)? The server's defaults, and the session's own.
+pub(crate) fn is_pg_setting(name: &str) -> bool {
+    ["search_path", "session_authorization", "is_superuser"].contains(&name)
+        || SETTING_DEFAULTS.iter().any(|(known, _)| *known == name)
+}
 
 /// Settings under `quarry.` and `datafusion.` go to the engine.
 pub(crate) fn engine_setting(name: &str) -> bool {
@@ -201,7 +180,7 @@ pub(crate) fn classify(sql: &str) -> Kind {
         }
         "show" => {
             let name = normal_name(&w[1..]);
-            if PG_SETTINGS.contains(&name.as_str()) {
+            if is_pg_setting(&name) {
                 Kind::Local(Local::Show(name))
             } else {
                 // The engine's SHOW: its settings, tokens, reflections...
