@@ -127,6 +127,24 @@ impl QuarryProcess {
         QuarryProcess::spawn(&args)
     }
 
+    /// `quarry up` over `dir` with 1,000 demo orders, logins on (`admin` / `pw`) and TLS
+    /// with the test certificate ([`test_cert`]).
+    pub fn up_secured(dir: &Path) -> QuarryProcess {
+        let (server, key) = (test_cert("server.pem"), test_cert("server-key.pem"));
+        let args = [
+            "--demo-rows",
+            "1000",
+            "--auth",
+            "--admin-password",
+            "pw",
+            "--tls-cert",
+            &server,
+            "--tls-key",
+            &key,
+        ];
+        QuarryProcess::up(dir, &args)
+    }
+
     /// Start `quarry <args>` and wait for the addresses it writes to its ready file.
     pub fn spawn(args: &[&str]) -> QuarryProcess {
         let ready = tempfile::NamedTempFile::new().expect("ready file");
@@ -180,6 +198,15 @@ impl Drop for QuarryProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A file of the TLS tests' certificates (`coordinator/tests/tls`).
+pub fn test_cert(name: &str) -> String {
+    workspace()
+        .join("coordinator/tests/tls")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// The workspace root.

@@ -3,15 +3,7 @@
 
 use std::process::{Command, Output};
 
-use crate::harness::{QuarryProcess, run_python, workspace};
-
-fn cert(name: &str) -> String {
-    workspace()
-        .join("coordinator/tests/tls")
-        .join(name)
-        .display()
-        .to_string()
-}
+use crate::harness::{QuarryProcess, run_python, test_cert, workspace};
 
 /// `psql` against `pg` (host:port) with `args`; `env` adds variables (PGPASSWORD...).
 fn psql(pg: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
@@ -296,24 +288,10 @@ print("PG OK")
 #[test]
 fn python_postgres_clients_work() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, key) = (cert("server.pem"), cert("server-key.pem"));
-    let quarry = QuarryProcess::up(
-        dir.path(),
-        &[
-            "--demo-rows",
-            "1000",
-            "--auth",
-            "--admin-password",
-            "pw",
-            "--tls-cert",
-            &server,
-            "--tls-key",
-            &key,
-        ],
-    );
+    let quarry = QuarryProcess::up_secured(dir.path());
     let pg = quarry.pg.clone().expect("the PostgreSQL door is on");
     let (host, port) = pg.rsplit_once(':').expect("host:port");
-    let out = run_python(PSYCOPG_CLIENT, &[host, port, &cert("ca.pem")]);
+    let out = run_python(PSYCOPG_CLIENT, &[host, port, &test_cert("ca.pem")]);
     assert!(out.contains("PG OK"), "{out}");
 }
 

@@ -4,15 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{QuarryProcess, TestCluster, run_python, workspace};
-
-fn cert(name: &str) -> String {
-    workspace()
-        .join("coordinator/tests/tls")
-        .join(name)
-        .display()
-        .to_string()
-}
+use crate::harness::{QuarryProcess, TestCluster, run_python, test_cert};
 
 const TLS_CLIENT: &str = r#"
 import sys
@@ -72,21 +64,8 @@ fn curl(args: &[&str]) -> (i32, String, Duration) {
 #[test]
 fn adbc_and_curl_over_tls_and_mismatches_fail_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, key, ca) = (cert("server.pem"), cert("server-key.pem"), cert("ca.pem"));
-    let quarry = QuarryProcess::up(
-        dir.path(),
-        &[
-            "--demo-rows",
-            "1000",
-            "--auth",
-            "--admin-password",
-            "pw",
-            "--tls-cert",
-            &server,
-            "--tls-key",
-            &key,
-        ],
-    );
+    let ca = test_cert("ca.pem");
+    let quarry = QuarryProcess::up_secured(dir.path());
     assert!(quarry.http.starts_with("https://"), "{}", quarry.http);
     let out = run_python(TLS_CLIENT, &[&quarry.flight, &ca]);
     assert!(out.contains("TLS OK"), "{out}");
@@ -129,7 +108,7 @@ fn adbc_and_curl_over_tls_and_mismatches_fail_cleanly() {
 async fn a_tls_client_on_a_plaintext_port_fails_quickly() {
     let cluster = TestCluster::start(1).await;
     let https = cluster.http().replacen("http://", "https://", 1);
-    let ca = cert("ca.pem");
+    let ca = test_cert("ca.pem");
     let (code, body, took) =
         tokio::task::spawn_blocking(move || curl(&["--cacert", &ca, &format!("{https}/healthz")]))
             .await
