@@ -55,7 +55,7 @@ use crate::jobs::{CancelOnDrop, Job, Jobs};
 use crate::planner::stages::{display_stages, plan_stages, scans_files};
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
-use crate::sql::pg_functions::{self, SETTING_DEFAULTS};
+use crate::sql::pg_functions;
 use crate::tasks::Tasks;
 use catalog_ops::CatalogOps;
 use outcome::{CreatedTable, DistributedQuery, Outcome, ReleaseOnDrop, Then};
@@ -232,19 +232,10 @@ impl Engine {
             .datasets
             .session_state(self.query_config(session)?, Some(self.access_for(session)));
         // The functions PostgreSQL clients call, answered for this session.
-        let schema = session.default_schema();
-        let mut settings: Vec<(String, String)> = session.settings().into_iter().collect();
-        settings.push(("search_path".to_string(), schema.clone()));
-        settings.extend(
-            SETTING_DEFAULTS
-                .iter()
-                .map(|(name, value)| (name.to_string(), value.to_string())),
-        );
         let facts = pg_functions::SessionFacts {
             user: session.user.clone(),
-            schema,
-            database: quarry_catalog::CATALOG_NAME.to_string(),
-            settings,
+            schema: session.default_schema(),
+            settings: session.settings(),
         };
         pg_functions::register(&mut state, &facts)?;
         Ok(state)

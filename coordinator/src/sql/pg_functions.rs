@@ -64,13 +64,12 @@ pub(crate) fn version_string() -> String {
     )
 }
 
-/// What the functions answer for: the session's user, default schema and settings.
+/// What the functions answer for: the session's user, default schema and the settings it
+/// changed (`quarry.*`, `datafusion.*`).
 pub(crate) struct SessionFacts {
     pub user: String,
     pub schema: String,
-    pub database: String,
-    /// `current_setting(name)` for names the session answers (lower case).
-    pub settings: Vec<(String, String)>,
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// Register the PostgreSQL functions in a query's planning state: those that answer for
@@ -80,7 +79,7 @@ pub(crate) fn register(state: &mut SessionState, facts: &SessionFacts) -> Result
     let text = |name: &str, value: String| constant(name, 0, ScalarValue::Utf8(Some(value)));
     let udfs = [
         text("current_schema", facts.schema.clone()),
-        text("current_database", facts.database.clone()),
+        text("current_database", quarry_catalog::CATALOG_NAME.to_string()),
         text("session_user", facts.user.clone()),
         text("current_user", facts.user.clone()),
         constant(
@@ -89,7 +88,7 @@ pub(crate) fn register(state: &mut SessionState, facts: &SessionFacts) -> Result
             ScalarValue::Utf8(Some(facts.user.clone())),
         ),
         current_schemas(&facts.schema),
-        current_setting(&facts.settings),
+        current_setting(facts),
     ];
     for udf in SHARED.get_or_init(shared).iter().cloned() {
         state.register_udf(udf)?;
@@ -236,9 +235,11 @@ fn current_schemas(schema: &str) -> ScalarUDF {
     )
 }
 
-/// `current_setting(name)`: what the session says; NULL for what it does not know.
-fn current_setting(settings: &[(String, String)]) -> ScalarUDF {
-    let settings = settings.to_vec();
+/// `current_setting(name)`: the session's settings, its search path, else the server's
+/// defaults; NULL for what nobody knows.
+fn current_setting(facts: &SessionFacts) -> ScalarUDF {
+    let settings = facts.settings.clone();
+    let schema = facts.schema.clone();
     create_udf(
         "current_setting",
         vec![DataType::Utf8],
@@ -246,12 +247,16 @@ fn current_setting(settings: &[(String, String)]) -> ScalarUDF {
         Volatility::Stable,
         Arc::new(move |args: &[ColumnarValue]| {
             let lookup = |name: Option<&str>| {
-                name.and_then(|n| {
-                    settings
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                        .map(|(_, v)| v.clone())
-                })
+                let name = name?;
+                if name.eq_ignore_ascii_case("search_path") {
+                    return Some(schema.clone());
+                }
+                settings
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain(SETTING_DEFAULTS.iter().copied())
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.to_string())
             };
             Ok(match args.first() {
                 Some(ColumnarValue::Scalar(ScalarValue::Utf8(name))) => {
