@@ -399,7 +399,7 @@ async fn scans_run_on_the_executors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn results_as_json_pages_arrow_and_ndjson_over_a_million_rows() {
+async fn results_as_json_pages_arrow_ndjson_csv_and_parquet_over_a_million_rows() {
     let rows = 1_100_000i64;
     let (cluster, api) = demo_cluster(rows as usize).await;
     let (_, started) = api
@@ -472,6 +472,74 @@ async fn results_as_json_pages_arrow_and_ndjson_over_a_million_rows() {
     assert!(
         first["order_id"].is_i64() && first["city"].is_string(),
         "{first}"
+    );
+
+    // CSV and Parquet of every row, saved as files
+    let response = api
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{id}/results?format=csv&download=true"),
+        )
+        .send()
+        .await
+        .expect("csv results");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/csv");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        format!("attachment; filename=\"quarry-{id}.csv\"").as_str()
+    );
+    let text = response.text().await.expect("body");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "order_id,city", "one header line");
+    assert_eq!(lines.len() as i64, rows + 1);
+    let sum: i64 = lines[1..]
+        .iter()
+        .map(|l| {
+            l.split(',')
+                .next()
+                .and_then(|v| v.parse::<i64>().ok())
+                .expect("an id")
+        })
+        .sum();
+    assert_eq!(sum, rows * (rows + 1) / 2, "every order id exactly once");
+
+    let response = api
+        .request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}/results"))
+        .header("accept", "application/vnd.apache.parquet")
+        .send()
+        .await
+        .expect("parquet results");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.bytes().await.expect("body");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("a Parquet file")
+        .build()
+        .expect("reader");
+    let (mut count, mut sum) = (0i64, 0i64);
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("order ids");
+        count += ids.len() as i64;
+        sum += ids.values().iter().sum::<i64>();
+    }
+    assert_eq!(count, rows);
+    assert_eq!(sum, rows * (rows + 1) / 2, "every order id exactly once");
+
+    let (status, error) = api
+        .get(&format!("/api/v1/jobs/{id}/results?format=xlsx"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("csv"),
+        "{error}"
     );
 
     // and the synchronous endpoint returns them all too

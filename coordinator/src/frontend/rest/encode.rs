@@ -161,3 +161,77 @@ impl IpcEncoder {
         Ok(self.take())
     }
 }
+
+/// CSV with a header line, one chunk per batch.
+pub(super) struct CsvEncoder {
+    header: bool,
+}
+
+impl CsvEncoder {
+    pub(super) fn new() -> Self {
+        CsvEncoder { header: true }
+    }
+
+    pub(super) fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QuarryError> {
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(self.header)
+            .build(Vec::new());
+        writer
+            .write(batch)
+            .map_err(|e| CoordinatorError::encode("CSV", e))?;
+        self.header = false;
+        Ok(Bytes::from(writer.into_inner()))
+    }
+}
+
+/// A Parquet file written as it streams: each batch's bytes leave as soon as the writer
+/// has them (a row group every [`ROW_GROUP_BYTES`]), the footer at the end.
+pub(super) struct ParquetEncoder {
+    writer: Option<parquet::arrow::ArrowWriter<Vec<u8>>>,
+}
+
+/// How large a row group grows before it is written out.
+const ROW_GROUP_BYTES: usize = 32 << 20;
+
+fn parquet_error(e: impl std::fmt::Display) -> QuarryError {
+    CoordinatorError::encode("Parquet", e).into()
+}
+
+impl ParquetEncoder {
+    pub(super) fn new(schema: &Schema) -> Result<Self, QuarryError> {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let writer = parquet::arrow::ArrowWriter::try_new(
+            Vec::new(),
+            std::sync::Arc::new(schema.clone()),
+            Some(props),
+        )
+        .map_err(parquet_error)?;
+        Ok(ParquetEncoder {
+            writer: Some(writer),
+        })
+    }
+
+    pub(super) fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QuarryError> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| parquet_error("the file is already finished"))?;
+        writer.write(batch).map_err(parquet_error)?;
+        if writer.in_progress_size() >= ROW_GROUP_BYTES {
+            writer.flush().map_err(parquet_error)?;
+        }
+        // The writer counts what it wrote, not what its sink holds, so what reached the
+        // sink may leave now; what it still buffers follows in order.
+        Ok(Bytes::from(std::mem::take(writer.inner_mut())))
+    }
+
+    pub(super) fn finish(&mut self) -> Result<Bytes, QuarryError> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| parquet_error("the file is already finished"))?;
+        Ok(Bytes::from(writer.into_inner().map_err(parquet_error)?))
+    }
+}

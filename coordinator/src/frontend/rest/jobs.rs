@@ -1,6 +1,7 @@
 //! Jobs: status, listing, cancelling, and paging through results in JSON, NDJSON or
-//! Arrow IPC.
+//! Arrow IPC, or saving all of them as CSV, NDJSON, Arrow IPC or Parquet.
 
+use arrow::array::RecordBatch;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
@@ -11,12 +12,16 @@ use quarry_common::QuarryError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::encode::{Column, IpcEncoder, RowFormat, columns_json, json_rows, ndjson};
+use super::encode::{
+    Column, CsvEncoder, IpcEncoder, ParquetEncoder, RowFormat, columns_json, json_rows, ndjson,
+};
 use super::{ApiResult, AppState, Caller, ErrorBody};
 use crate::service::{JobState, SessionHandle, job_error};
 
 pub(super) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 pub(super) const NDJSON: &str = "application/x-ndjson";
+const CSV: &str = "text/csv";
+const PARQUET: &str = "application/vnd.apache.parquet";
 
 /// A job as the API shows it.
 #[derive(Serialize, ToSchema)]
@@ -196,6 +201,126 @@ pub(super) struct ResultsQuery {
     #[serde(default, rename = "rowFormat")]
     #[param(inline)]
     row_format: RowFormat,
+    /// `json`, `ndjson`, `arrow` (an Arrow IPC stream), `csv` or `parquet`; in place of
+    /// `Accept`.
+    format: Option<String>,
+    /// Answer as a file to save (`Content-Disposition: attachment`).
+    #[serde(default)]
+    download: bool,
+}
+
+/// The encodings results come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResultFormat {
+    Json,
+    Ndjson,
+    Arrow,
+    Csv,
+    Parquet,
+}
+
+impl ResultFormat {
+    const NAMES: [(&str, ResultFormat); 5] = [
+        ("json", ResultFormat::Json),
+        ("ndjson", ResultFormat::Ndjson),
+        ("arrow", ResultFormat::Arrow),
+        ("csv", ResultFormat::Csv),
+        ("parquet", ResultFormat::Parquet),
+    ];
+
+    fn named(name: &str) -> ApiResult<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+                QuarryError::invalid(format!(
+                    "unknown result format '{name}'; use one of {}",
+                    known.join(", ")
+                ))
+                .into()
+            })
+    }
+
+    fn accepted(headers: &HeaderMap) -> Self {
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        [
+            (ARROW_STREAM, ResultFormat::Arrow),
+            (NDJSON, ResultFormat::Ndjson),
+            (CSV, ResultFormat::Csv),
+            (PARQUET, ResultFormat::Parquet),
+        ]
+        .into_iter()
+        .find(|(media, _)| accept.contains(media))
+        .map_or(ResultFormat::Json, |(_, f)| f)
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            ResultFormat::Json => "application/json",
+            ResultFormat::Ndjson => NDJSON,
+            ResultFormat::Arrow => ARROW_STREAM,
+            ResultFormat::Csv => CSV,
+            ResultFormat::Parquet => PARQUET,
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            ResultFormat::Arrow => "arrows",
+            other => Self::NAMES
+                .iter()
+                .find(|(_, f)| *f == other)
+                .map_or("bin", |(n, _)| n),
+        }
+    }
+}
+
+/// A streaming encoder of one of the file formats.
+enum Encoder {
+    Ndjson,
+    Arrow(IpcEncoder),
+    Csv(CsvEncoder),
+    Parquet(ParquetEncoder),
+}
+
+impl Encoder {
+    fn new(format: ResultFormat, schema: &arrow::datatypes::Schema) -> ApiResult<Self> {
+        Ok(match format {
+            ResultFormat::Json | ResultFormat::Ndjson => Encoder::Ndjson,
+            ResultFormat::Arrow => Encoder::Arrow(IpcEncoder::new(schema)?),
+            ResultFormat::Csv => Encoder::Csv(CsvEncoder::new()),
+            ResultFormat::Parquet => Encoder::Parquet(ParquetEncoder::new(schema)?),
+        })
+    }
+
+    fn start(&mut self) -> Bytes {
+        match self {
+            Encoder::Arrow(e) => e.start(),
+            _ => Bytes::new(),
+        }
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, QuarryError> {
+        match self {
+            Encoder::Ndjson => ndjson(batch).map(Bytes::from),
+            Encoder::Arrow(e) => e.batch(batch),
+            Encoder::Csv(e) => e.batch(batch),
+            Encoder::Parquet(e) => e.batch(batch),
+        }
+    }
+
+    fn finish(&mut self) -> Result<Bytes, QuarryError> {
+        match self {
+            Encoder::Arrow(e) => e.finish(),
+            Encoder::Parquet(e) => e.finish(),
+            Encoder::Ndjson | Encoder::Csv(_) => Ok(Bytes::new()),
+        }
+    }
 }
 
 /// A page of results in JSON. The body is streamed as it is read, so it is described here
@@ -216,7 +341,8 @@ pub(super) struct ResultsPage {
 }
 
 /// Result rows from `offset`; follows a running job. `Accept: application/json` (the
-/// default), `application/x-ndjson` or `application/vnd.apache.arrow.stream`.
+/// default), `application/x-ndjson`, `application/vnd.apache.arrow.stream`, `text/csv` or
+/// `application/vnd.apache.parquet`, or `format=...`; `download=true` to save as a file.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}/results",
@@ -227,7 +353,10 @@ pub(super) struct ResultsPage {
             (ResultsPage = "application/json"),
             (String = "application/x-ndjson"),
             (Vec<u8> = "application/vnd.apache.arrow.stream"),
+            (String = "text/csv"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
         )),
+        (status = 400, description = "An unknown format", body = ErrorBody),
         (status = 404, description = "No such job, or its results are no longer kept", body = ErrorBody),
     )
 )]
@@ -254,12 +383,12 @@ pub(super) async fn results(
     let offset = query.offset.unwrap_or(0);
     let schema = job.schema();
     let batches = job.results(offset, query.limit);
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    if accept.contains(ARROW_STREAM) {
-        let mut encoder = IpcEncoder::new(&schema)?;
+    let format = match query.format.as_deref() {
+        Some(name) => ResultFormat::named(name)?,
+        None => ResultFormat::accepted(&headers),
+    };
+    if format != ResultFormat::Json {
+        let mut encoder = Encoder::new(format, &schema)?;
         let start = encoder.start();
         let body = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(start) }).chain(
             batches
@@ -273,20 +402,23 @@ pub(super) async fn results(
                     None => encoder.finish().map_err(std::io::Error::other),
                 }),
         );
-        return Ok((
-            [(header::CONTENT_TYPE, ARROW_STREAM)],
+        let mut response = (
+            [(header::CONTENT_TYPE, format.media_type())],
             Body::from_stream(body),
         )
-            .into_response());
-    }
-    if accept.contains(NDJSON) {
-        let body = batches.map(|batch| {
-            let batch = batch.map_err(std::io::Error::other)?;
-            ndjson(&batch)
-                .map(Bytes::from)
-                .map_err(std::io::Error::other)
-        });
-        return Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response());
+            .into_response();
+        if query.download {
+            let disposition = format!(
+                "attachment; filename=\"quarry-{id}.{}\"",
+                format.extension()
+            );
+            if let Ok(value) = header::HeaderValue::from_str(&disposition) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, value);
+            }
+        }
+        return Ok(response);
     }
     let head = format!(
         "{{\"id\":{},\"state\":{},\"rowCount\":{},\"offset\":{offset},\"columns\":{},\"rows\":[",
