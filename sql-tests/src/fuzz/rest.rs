@@ -16,7 +16,7 @@ use crate::processes::Rest;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The routes outside the API document.
-const UNDOCUMENTED: &[&str] = &["/"];
+const UNDOCUMENTED: &[&str] = &["/", "/assets/{name}"];
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 

@@ -9,6 +9,7 @@
 //! serves, and its bodies from the same types the handlers send.
 
 mod catalog;
+mod console;
 mod doc;
 mod encode;
 mod jobs;
@@ -24,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use quarry_common::QuarryError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,8 +34,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::service::{Credentials, Frontend, QueryService, SessionHandle};
-
-const CONSOLE: &str = include_str!("../../../../web/index.html");
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -121,10 +120,6 @@ impl AppState {
     }
 }
 
-async fn console() -> Html<&'static str> {
-    Html(CONSOLE)
-}
-
 async fn not_found(request: Request) -> ApiError {
     ApiError(QuarryError::not_found(format!(
         "no route {} {}",
@@ -205,8 +200,9 @@ fn api() -> OpenApiRouter<AppState> {
 pub(crate) fn router(state: AppState, limits: &crate::limits::Limits) -> Router {
     let body_limit = limits.request_body;
     let (api, document) = api().split_for_parts();
-    // The console is the one route outside the API (and so outside its document).
-    api.route("/", axum::routing::get(console))
+    // The console's page and assets are the routes outside the API (and its document).
+    api.route("/", axum::routing::get(console::page))
+        .route("/assets/{name}", axum::routing::get(console::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(axum::Extension(doc::Document::new(&document)))
