@@ -67,11 +67,11 @@ export class Chart {
       : kind === 'scatter' ? () => null : undefined;
     const opts = {
       width: Math.max(400, this.canvas.clientWidth || 900),
-      height: 360,
+      height: Math.max(240, Math.min(420, (this.canvas.parentElement?.clientHeight || 480) - 120)),
       scales: { x: { time: isTime(xType), distr: categorical ? 2 : 1 } },
       axes: [
         { values: categorical ? (u, splits) => splits.map((s) => labels[s] ?? '') : undefined, stroke: 'currentColor' },
-        { stroke: 'currentColor' },
+        { stroke: 'currentColor', size: 90, values: (u, splits) => splits.map((v) => (v === null ? '' : Number(v).toLocaleString('en-US', { maximumFractionDigits: 2, notation: Math.abs(v) >= 1e7 ? 'compact' : 'standard' }))) },
       ],
       series: [
         { label: this.columns[xi].name },

@@ -43,7 +43,7 @@ export function drawDag(profile) {
   const stages = summarize(profile);
   if (!stages.length) return null;
   const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: 'BT', nodesep: 30, ranksep: 46, marginx: 12, marginy: 12 });
+  g.setGraph({ rankdir: 'LR', nodesep: 24, ranksep: 40, marginx: 12, marginy: 12 });
   g.setDefaultEdgeLabel(() => ({}));
   const consumed = new Set(stages.flatMap((s) => s.inputs));
   for (const s of stages) g.setNode(`s${s.id}`, { width: WIDTH, height: HEIGHT, stage: s });

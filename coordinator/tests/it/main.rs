@@ -8,6 +8,7 @@ mod harness;
 
 mod adbc;
 mod cluster;
+mod console;
 mod flight_sql;
 mod materializations;
 mod pgwire;
