@@ -133,7 +133,8 @@ export function position(message, sql = '') {
   if (m) return { line: Number(m[1]), column: Number(m[2]) };
   const name = /No field named "?([\w.]+)"?/.exec(message) || /table '([\w.]+)' not found/i.exec(message);
   if (!name || !sql) return null;
-  const word = name[1].split('.').pop();
+  const word = name[1].replace(/\.+$/, '').split('.').pop();
+  if (!word) return null;
   const at = sql.search(new RegExp(`\\b${word.replace(/[^\w]/g, '')}\\b`, 'i'));
   if (at < 0) return null;
   const before = sql.slice(0, at).split('\n');

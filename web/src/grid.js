@@ -11,7 +11,7 @@ import { DataType } from 'apache-arrow';
 import { h, fill, copy } from './dom.js';
 
 export const ROW = 24;
-const PAGE = 500;
+export const PAGE = 500;
 const CACHED_PAGES = 24;
 const MAX_HEIGHT = 8_000_000;
 const OVERSCAN = 6;
@@ -49,11 +49,12 @@ export class Grid {
    * `fetchPage(offset, limit, signal)` answers an Arrow table of those rows; `columns` are
    * `{name, type}` with Arrow types; `onSort(column)` asks for the result ordered by it.
    */
-  constructor({ columns, rowCount, fetchPage, onSort, sorted }) {
+  constructor({ columns, rowCount, fetchPage, firstPage, onSort, sorted }) {
     this.columns = columns;
     this.rowCount = rowCount;
     this.fetchPage = fetchPage;
     this.pages = new Map();
+    if (firstPage) this.pages.set(0, { offset: 0, table: firstPage });
     this.pending = new Map();
     this.selected = null;
     this.widths = columns.map((c) => Math.min(360, Math.max(90, 9 * Math.max(c.name.length, 10) + 24)));

@@ -50,7 +50,8 @@ function buildSqlPage() {
       queryHistory.add(statement.sql);
       const use = /^\s*USE\s+("?)([\w$]+)\1\s*;?\s*$/i.exec(statement.sql);
       const job = await results.run(statement.sql, { context: context.value || undefined });
-      if (!job || job.state !== 'COMPLETED') {
+      if (!job) return; // another run took its place
+      if (job.state !== 'COMPLETED') {
         const message = results.status.textContent;
         editor.markError(statement.from, api.position(message, statement.sql));
         return;

@@ -3,10 +3,11 @@
 // how old its data is, and exports of the whole result.
 import * as api from './api.js';
 import { h, fill, count, duration, when, save, ident } from './dom.js';
-import { Grid } from './grid.js';
+import { Grid, PAGE } from './grid.js';
 import { Chart } from './chart.js';
 
-const POLL_MS = 150;
+// Quick statements are seen ending at once; long ones are asked about every 150 ms.
+const POLL_MS = [5, 10, 20, 40, 80, 150];
 const ENDED = new Set(['COMPLETED', 'FAILED', 'CANCELED']);
 
 /** `done / total` tasks as a bar, with an estimate of the time left from the rate so far. */
@@ -38,7 +39,7 @@ export class Results {
     fill(this.body);
   }
 
-  /** Run `sql`; resolves when its job ends. */
+  /** Run `sql`; resolves to its job when it ends, or null when another run replaced it. */
   async run(sql, { context, sorted } = {}) {
     this.stop();
     const runId = Symbol('run');
@@ -52,24 +53,25 @@ export class Results {
     try {
       id = await api.submit(sql, context);
     } catch (e) {
-      if (this.current === runId) this.failed(e.message, e.code);
-      return null;
+      if (this.current !== runId) return null;
+      this.failed(e.message, e.code);
+      return { state: 'FAILED', error: { code: e.code, message: e.message } };
     }
     this.jobId = id;
     this.onJob?.(id);
     let job;
-    for (;;) {
+    for (let polls = 0; ; polls += 1) {
       if (this.current !== runId) return null;
       try {
         job = await api.job(id);
       } catch (e) {
         if (e.status === 0) { await new Promise((r) => setTimeout(r, 1000)); continue; }
         this.failed(e.message, e.code);
-        return null;
+        return { state: 'FAILED', error: { code: e.code, message: e.message } };
       }
       if (ENDED.has(job.state)) break;
       this.running(job);
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await new Promise((r) => setTimeout(r, POLL_MS[Math.min(polls, POLL_MS.length - 1)]));
     }
     if (this.current !== runId) return null;
     this.job = job;
@@ -98,7 +100,8 @@ export class Results {
   }
 
   async show(job, sorted) {
-    const first = await api.page(job.id, 0, 1).catch((e) => e);
+    // The first page gives the columns and the rows first on screen.
+    const first = await api.page(job.id, 0, PAGE).catch((e) => e);
     if (first instanceof Error) { this.failed(first.message, first.code); return; }
     const columns = first.schema.fields.map((f) => ({ name: f.name, type: f.type }));
     this.columns = columns;
@@ -109,6 +112,7 @@ export class Results {
       rowCount: job.rowCount,
       sorted,
       fetchPage: (offset, limit, signal) => api.page(job.id, offset, limit, signal),
+      firstPage: first,
       onSort: (name) => this.sortBy(name, sorted),
     });
     const asOf = job.dataAsOfMs ? h('span', { class: 'badge', testid: 'data-as-of', title: (job.reflections || []).join('\n') },

@@ -91,6 +91,26 @@ test('a query over the demo orders shows its row count; errors show the message 
   assert.match(await error.textContent(), /Expected: an expression/);
   await page.locator('.cm-sql-error').waitFor();
   assert.equal(await page.locator('.cm-sql-error').first().textContent(), '=');
+
+  // A name the planner cannot resolve is underlined where it is written.
+  await runSql('SELECT city,\n  nosuch FROM demo.orders');
+  await page.locator('[data-testid=error]').waitFor();
+  await page.locator('.cm-sql-error').waitFor();
+  assert.equal(await page.locator('.cm-sql-error').first().textContent(), 'nosuch');
+});
+
+test('tabs and their text are kept across a reload; run all runs every statement', async () => {
+  await page.click('[data-testid=new-tab]');
+  await page.locator('[data-testid=editor] .cm-content').fill("SELECT 1 AS a;\nSELECT 'second' AS b");
+  await page.waitForTimeout(200);
+  await page.reload();
+  await page.locator('[data-testid=editor] .cm-content').waitFor();
+  assert.equal(await page.locator('.tab').count(), 2);
+  assert.match(await page.locator('[data-testid=editor] .cm-content').textContent(), /second/);
+  await page.click('[data-testid=run-all]');
+  await page.waitForFunction(() => [...document.querySelectorAll('.grid-row .cell')].some((c) => c.textContent === 'second'), null, { timeout: 30_000 });
+  await page.click('.tab:nth-child(2) .tab-close');
+  assert.equal(await page.locator('.tab').count(), 1);
 });
 
 test('a million-row result scrolls to any row, exports every row as CSV', async () => {

@@ -173,7 +173,11 @@ impl RestTarget {
         if path.is_empty() {
             path.push('/');
         }
-        if chance(rng, 0.2) {
+        if route.ends_with("results") && chance(rng, 0.5) {
+            let format = pick(rng, &["csv", "parquet", "arrow", "ndjson", "json", "PARQUET", "x"]);
+            let download = pick(rng, &["true", "false", "1", ""]);
+            path.push_str(&format!("?format={format}&download={download}&offset={}", parameter(rng)));
+        } else if chance(rng, 0.2) {
             path.push_str(&format!("?{}={}", parameter(rng), parameter(rng)));
         }
         let method = if route.ends_with("sql") && chance(rng, 0.6) {
@@ -199,6 +203,7 @@ impl RestTarget {
                 "application/json",
                 "application/vnd.apache.arrow.stream",
                 "text/csv",
+                "application/vnd.apache.parquet",
                 "*/*",
                 "nope/nope",
             ],
