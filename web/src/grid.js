@@ -49,7 +49,8 @@ export class Grid {
    * `fetchPage(offset, limit, signal)` answers an Arrow table of those rows; `columns` are
    * `{name, type}` with Arrow types; `onSort(column)` asks for the result ordered by it.
    */
-  constructor({ columns, rowCount, fetchPage, firstPage, onSort, sorted }) {
+  constructor({ columns, rowCount, fetchPage, firstPage, onSort, sorted, onRowsShown }) {
+    this.onRowsShown = onRowsShown;
     this.columns = columns;
     this.rowCount = rowCount;
     this.fetchPage = fetchPage;
@@ -132,6 +133,10 @@ export class Grid {
       rows.push(this.row(i, top, this.pages.get(pageNo)));
     }
     fill(this.spacer, rows);
+    if (this.onRowsShown && this.pages.has(Math.floor(first / PAGE))) {
+      this.onRowsShown();
+      this.onRowsShown = null;
+    }
     this.load(wanted);
   }
 
