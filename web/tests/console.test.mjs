@@ -109,6 +109,10 @@ test('tabs and their text are kept across a reload; run all runs every statement
   assert.match(await page.locator('[data-testid=editor] .cm-content').textContent(), /second/);
   await page.click('[data-testid=run-all]');
   await page.waitForFunction(() => [...document.querySelectorAll('.grid-row .cell')].some((c) => c.textContent === 'second'), null, { timeout: 30_000 });
+  await page.locator('[data-testid=editor] .cm-content').fill('select city,count(*) from demo.orders group by city');
+  await page.click('[data-testid=format]');
+  assert.ok(await page.locator('[data-testid=editor] .cm-line').count() >= 4, 'formatted over several lines');
+  assert.match(await page.locator('[data-testid=editor] .cm-content').textContent(), /SELECT.*FROM.*GROUP BY/);
   await page.click('.tab:nth-child(2) .tab-close');
   assert.equal(await page.locator('.tab').count(), 1);
 });
