@@ -174,9 +174,15 @@ impl RestTarget {
             path.push('/');
         }
         if route.ends_with("results") && chance(rng, 0.5) {
-            let format = pick(rng, &["csv", "parquet", "arrow", "ndjson", "json", "PARQUET", "x"]);
+            let format = pick(
+                rng,
+                &["csv", "parquet", "arrow", "ndjson", "json", "PARQUET", "x"],
+            );
             let download = pick(rng, &["true", "false", "1", ""]);
-            path.push_str(&format!("?format={format}&download={download}&offset={}", parameter(rng)));
+            path.push_str(&format!(
+                "?format={format}&download={download}&offset={}",
+                parameter(rng)
+            ));
         } else if chance(rng, 0.2) {
             path.push_str(&format!("?{}={}", parameter(rng), parameter(rng)));
         }
