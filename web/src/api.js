@@ -45,7 +45,7 @@ function connected(ok) {
 function watch() {
   const timer = setInterval(async () => {
     try {
-      const r = await fetch('/api/v1/healthz', { cache: 'no-store' });
+      const r = await fetch('/healthz', { cache: 'no-store' });
       if (r.ok) { clearInterval(timer); connected(true); }
     } catch { /* still away */ }
   }, 2000);

@@ -249,6 +249,15 @@ test('HTML and script in data and in names are shown as text', async () => {
 });
 
 test('a lost connection shows a banner that goes when it returns', async () => {
+  // On the SQL page nothing polls: the console itself must notice the server is back.
+  await page.goto(`${URL_OPEN}/#/sql`);
+  await page.locator('[data-testid=catalog-tree] [data-dataset="demo.orders"]').waitFor({ timeout: 20_000 });
+  await b.context.setOffline(true);
+  await page.click('[data-testid=catalog-reload]');
+  await page.locator('[data-testid=banner]').waitFor({ state: 'visible', timeout: 15_000 });
+  await b.context.setOffline(false);
+  await page.locator('[data-testid=banner]').waitFor({ state: 'hidden', timeout: 15_000 });
+  // and so does a page that polls.
   await page.goto(`${URL_OPEN}/#/nodes`);
   await page.locator('[data-testid=nodes-list] tr[data-executor]').first().waitFor({ timeout: 20_000 });
   await b.context.setOffline(true);

@@ -389,3 +389,47 @@ async fn sorts_and_aggregations_bigger_than_executor_memory_spill_and_finish() {
     }
     cluster.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_once_an_executor_is_registered() {
+    let mut cluster = TestCluster::start(0).await;
+    let readyz = format!("{}/readyz", cluster.http());
+    let client = reqwest::Client::new();
+    let answer = client.get(&readyz).send().await.expect("readyz");
+    assert_eq!(answer.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(body["ready"], false, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("executor")),
+        "{body}"
+    );
+    // Alive all the same.
+    let health = client
+        .get(format!("{}/healthz", cluster.http()))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+
+    cluster
+        .cluster
+        .add_executor(ExecutorSetup::default())
+        .await
+        .expect("executor");
+    assert!(
+        cluster
+            .cluster
+            .coordinator
+            .cluster
+            .wait_for_executors(1, Duration::from_secs(10))
+            .await
+    );
+    let answer = client.get(&readyz).send().await.expect("readyz");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body["executors"], 1, "{body}");
+    cluster.cluster.shutdown().await;
+}

@@ -89,3 +89,41 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     })
     .into_response()
 }
+
+/// Whether the coordinator can run queries now.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Readiness {
+    ready: bool,
+    /// Executors heard from recently.
+    executors: usize,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// Readiness, for load balancers and orchestrators: 200 once an executor is registered
+/// (queries can run), else 503. `/healthz` stays liveness.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "server",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: no executor is registered", body = Readiness),
+    )
+)]
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let executors = state.service.health().executors;
+    let ready = executors > 0;
+    let body = Readiness {
+        ready,
+        executors,
+        reason: (!ready).then_some("no executor is registered yet: queries would wait for one"),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    super::with_status(status, body)
+}

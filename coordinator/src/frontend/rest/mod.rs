@@ -155,6 +155,7 @@ async fn too_large(limit: usize, response: Response) -> Response {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(doc::base())
         .routes(routes!(login::healthz))
+        .routes(routes!(login::readyz))
         .routes(routes!(doc::openapi))
         .routes(routes!(login::login))
         .routes(routes!(login::logout))
