@@ -31,6 +31,7 @@ pub(crate) mod frontend;
 pub(crate) mod jobs;
 pub mod limits;
 pub mod local_cluster;
+pub(crate) mod metrics;
 pub(crate) mod planner;
 pub(crate) mod reflections;
 pub(crate) mod scheduler;

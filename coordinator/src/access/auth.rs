@@ -376,6 +376,7 @@ impl Auth {
                 if e.code == ErrorCode::Unauthenticated {
                     let failed = self.failures.get(user).unwrap_or(0).saturating_add(1);
                     self.failures.insert(user.to_string(), failed);
+                    crate::metrics::login_failed();
                 }
                 return Err(e);
             }
@@ -430,6 +431,7 @@ impl Auth {
         } else {
             let failed = self.failures.get(user).unwrap_or(0).saturating_add(1);
             self.failures.insert(user.to_string(), failed);
+            crate::metrics::login_failed();
         }
     }
 

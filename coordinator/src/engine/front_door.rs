@@ -590,4 +590,20 @@ impl QueryService for Arc<Engine> {
             queued,
         }
     }
+
+    async fn metrics(&self) -> Result<String, QuarryError> {
+        let (running, queued) = self.admission().load();
+        let scrape = crate::metrics::Scrape {
+            running,
+            queued,
+            executors: self.scheduler.cluster().all(),
+            now_ms: quarry_catalog::now_ms(),
+        };
+        // Reading /proc for the process's figures is file I/O.
+        blocking(move || {
+            crate::metrics::render(&scrape)
+                .map_err(|e| crate::error::CoordinatorError::encode("metrics", e).into())
+        })
+        .await
+    }
 }

@@ -207,6 +207,7 @@ impl Job {
             record.finished_ms = Some(now_ms());
             record.row_count = self.spool.rows();
             record.tasks_done = record.tasks_total;
+            ended(&record);
         }
         self.spool.finish(Ok(()));
         self.persist();
@@ -227,6 +228,7 @@ impl Job {
                 code: error.code.as_str().to_string(),
                 message: error.message.clone(),
             });
+            ended(&record);
         }
         self.spool.finish(Err(error.clone()));
         self.persist();
@@ -245,6 +247,7 @@ impl Job {
                 code: quarry_common::ErrorCode::Cancelled.as_str().to_string(),
                 message: reason.to_string(),
             });
+            ended(&record);
         }
         self.cancel.cancel();
         self.spool.finish(Err(QuarryError::cancelled(format!(
@@ -538,4 +541,15 @@ where
         }
         polled
     }
+}
+
+/// Count and time a job that has just reached its final state.
+fn ended(record: &JobRecord) {
+    crate::metrics::job_ended(
+        &record.state,
+        &record.frontend,
+        record.submitted_ms,
+        record.started_ms,
+        record.finished_ms.unwrap_or_else(now_ms),
+    );
 }

@@ -280,6 +280,8 @@ pub trait QueryService: Send + Sync + 'static {
     ) -> Result<(), QuarryError>;
 
     fn health(&self) -> Health;
+    /// This coordinator's metrics in the OpenMetrics text format (`docs/metrics.md`).
+    async fn metrics(&self) -> Result<String, QuarryError>;
 }
 
 /// A session of `user` for a client in this process, which vouches for the user itself

@@ -11,6 +11,7 @@ mod cluster;
 mod console;
 mod flight_sql;
 mod materializations;
+mod metrics;
 mod pgwire;
 mod recommendations;
 mod reflection_policies;

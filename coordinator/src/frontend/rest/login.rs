@@ -127,3 +127,29 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     };
     super::with_status(status, body)
 }
+
+/// Prometheus metrics of this coordinator (OpenMetrics text; `docs/metrics.md` lists
+/// them). With authentication on, the scrape needs credentials like any call.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "server",
+    responses(
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, body = super::ErrorBody),
+    )
+)]
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    super::Caller(_session): super::Caller,
+) -> super::ApiResult<Response> {
+    let text = state.service.metrics().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

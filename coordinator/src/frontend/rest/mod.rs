@@ -156,6 +156,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(doc::base())
         .routes(routes!(login::healthz))
         .routes(routes!(login::readyz))
+        .routes(routes!(login::metrics))
         .routes(routes!(doc::openapi))
         .routes(routes!(login::login))
         .routes(routes!(login::logout))

@@ -1,0 +1,290 @@
+//! The coordinator's Prometheus metrics, served at `/metrics` in the OpenMetrics text
+//! format. Every name, its type, unit and labels is listed in `docs/metrics.md` (a test
+//! checks the served names against that list). Labels are bounded: job states, the doors
+//! statements come in by, executor ids and states; never a query, user or job id.
+//!
+//! Counters and histograms are updated where things happen (a job ending, a failed
+//! login); gauges are read from the cluster and the admission queue when scraped. One
+//! registry per process: a process is a node (in-process test clusters share it).
+
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::cluster::ExecutorInfo;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    /// `COMPLETED`, `FAILED` or `CANCELED`.
+    state: String,
+    /// `flight_sql`, `rest`, `pgwire`, `in_process`, or `engine` for the engine's own jobs.
+    frontend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExecutorLabel {
+    executor: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+struct Metrics {
+    registry: Registry,
+    jobs: Family<JobLabels, Counter>,
+    job_duration: Family<StateLabel, Histogram>,
+    queue_wait: Histogram,
+    logins_failed: Counter,
+    jobs_running: Gauge,
+    jobs_queued: Gauge,
+    executors: Family<StateLabel, Gauge>,
+    slots: Gauge,
+    slots_busy: Gauge,
+    heartbeat_age: Family<ExecutorLabel, FloatGauge>,
+    executor_memory: Family<ExecutorLabel, Gauge>,
+    executor_spill_files: Family<ExecutorLabel, Gauge>,
+    executor_exchange: Family<ExecutorLabel, Gauge>,
+    resident_memory: Gauge,
+    open_fds: Gauge,
+}
+
+/// Seconds, from 5 ms to about 45 minutes.
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.005, 2.0, 20)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let jobs = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "quarry_jobs",
+            "Jobs ended, by final state and the door they came in by",
+            jobs.clone(),
+        );
+        let job_duration = Family::<StateLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(seconds_buckets())
+        });
+        registry.register_with_unit(
+            "quarry_job_duration",
+            "Time from a job's start to its end, by final state",
+            Unit::Seconds,
+            job_duration.clone(),
+        );
+        let queue_wait = Histogram::new(seconds_buckets());
+        registry.register_with_unit(
+            "quarry_job_queue_wait",
+            "Time jobs waited for admission (submitted to started)",
+            Unit::Seconds,
+            queue_wait.clone(),
+        );
+        let logins_failed = Counter::default();
+        registry.register(
+            "quarry_logins_failed",
+            "Logins refused for a wrong user, password or token (any door)",
+            logins_failed.clone(),
+        );
+        let jobs_running = Gauge::default();
+        registry.register(
+            "quarry_jobs_running",
+            "Jobs running now",
+            jobs_running.clone(),
+        );
+        let jobs_queued = Gauge::default();
+        registry.register(
+            "quarry_jobs_queued",
+            "Jobs waiting for admission now",
+            jobs_queued.clone(),
+        );
+        let executors = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "quarry_executors",
+            "Executors known to the coordinator, by state",
+            executors.clone(),
+        );
+        let slots = Gauge::default();
+        registry.register(
+            "quarry_executor_slots",
+            "Task slots of active executors",
+            slots.clone(),
+        );
+        let slots_busy = Gauge::default();
+        registry.register(
+            "quarry_executor_slots_busy",
+            "Tasks running on active executors",
+            slots_busy.clone(),
+        );
+        let heartbeat_age = Family::<ExecutorLabel, FloatGauge>::default();
+        registry.register_with_unit(
+            "quarry_executor_heartbeat_age",
+            "Time since each executor's last heartbeat",
+            Unit::Seconds,
+            heartbeat_age.clone(),
+        );
+        let executor_memory = Family::<ExecutorLabel, Gauge>::default();
+        registry.register_with_unit(
+            "quarry_executor_memory_used",
+            "Memory each executor's queries hold, as its last heartbeat said",
+            Unit::Bytes,
+            executor_memory.clone(),
+        );
+        let executor_spill_files = Family::<ExecutorLabel, Gauge>::default();
+        registry.register(
+            "quarry_executor_spill_files",
+            "Spill files each executor holds, as its last heartbeat said",
+            executor_spill_files.clone(),
+        );
+        let executor_exchange = Family::<ExecutorLabel, Gauge>::default();
+        registry.register_with_unit(
+            "quarry_executor_exchange",
+            "Task output each executor holds for other tasks to read",
+            Unit::Bytes,
+            executor_exchange.clone(),
+        );
+        let resident_memory = Gauge::default();
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of this process",
+            Unit::Bytes,
+            resident_memory.clone(),
+        );
+        let open_fds = Gauge::default();
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of this process",
+            open_fds.clone(),
+        );
+        Metrics {
+            registry,
+            jobs,
+            job_duration,
+            queue_wait,
+            logins_failed,
+            jobs_running,
+            jobs_queued,
+            executors,
+            slots,
+            slots_busy,
+            heartbeat_age,
+            executor_memory,
+            executor_spill_files,
+            executor_exchange,
+            resident_memory,
+            open_fds,
+        }
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// A job reached its final `state`: count it and time it.
+pub(crate) fn job_ended(
+    state: &str,
+    frontend: &str,
+    submitted_ms: u64,
+    started_ms: Option<u64>,
+    finished_ms: u64,
+) {
+    let m = &*METRICS;
+    let frontend = if frontend.is_empty() {
+        "engine"
+    } else {
+        frontend
+    };
+    m.jobs
+        .get_or_create(&JobLabels {
+            state: state.to_string(),
+            frontend: frontend.to_string(),
+        })
+        .inc();
+    let started = started_ms.unwrap_or(finished_ms);
+    m.job_duration
+        .get_or_create(&StateLabel {
+            state: state.to_string(),
+        })
+        .observe(finished_ms.saturating_sub(started) as f64 / 1000.0);
+    if started_ms.is_some() {
+        m.queue_wait
+            .observe(started.saturating_sub(submitted_ms) as f64 / 1000.0);
+    }
+}
+
+/// A login was refused.
+pub(crate) fn login_failed() {
+    METRICS.logins_failed.inc();
+}
+
+/// What the gauges are read from at a scrape.
+pub(crate) struct Scrape {
+    pub running: usize,
+    pub queued: usize,
+    pub executors: Vec<ExecutorInfo>,
+    pub now_ms: u64,
+}
+
+/// The metrics as OpenMetrics text, gauges read from `scrape`.
+pub(crate) fn render(scrape: &Scrape) -> Result<String, std::fmt::Error> {
+    let m = &*METRICS;
+    m.jobs_running.set(scrape.running as i64);
+    m.jobs_queued.set(scrape.queued as i64);
+    // Executors come and go: only those known now are reported.
+    m.executors.clear();
+    m.heartbeat_age.clear();
+    m.executor_memory.clear();
+    m.executor_spill_files.clear();
+    m.executor_exchange.clear();
+    let (mut slots, mut busy) = (0i64, 0i64);
+    for e in &scrape.executors {
+        let state = StateLabel {
+            state: e.state.as_str().to_string(),
+        };
+        m.executors.get_or_create(&state).inc();
+        let label = ExecutorLabel {
+            executor: e.executor_id.clone(),
+        };
+        m.heartbeat_age
+            .get_or_create(&label)
+            .set(scrape.now_ms.saturating_sub(e.last_heartbeat_ms) as f64 / 1000.0);
+        m.executor_memory
+            .get_or_create(&label)
+            .set(i64::try_from(e.memory_used_bytes).unwrap_or(i64::MAX));
+        m.executor_spill_files
+            .get_or_create(&label)
+            .set(i64::from(e.spill_files));
+        m.executor_exchange
+            .get_or_create(&label)
+            .set(i64::try_from(e.exchange_bytes).unwrap_or(i64::MAX));
+        if e.state == crate::cluster::ExecutorState::Active {
+            slots += i64::from(e.slots);
+            busy += i64::from(e.running_tasks);
+        }
+    }
+    m.slots.set(slots);
+    m.slots_busy.set(busy);
+    let (rss, fds) = process_stats();
+    m.resident_memory.set(rss);
+    m.open_fds.set(fds);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &m.registry)?;
+    Ok(text)
+}
+
+/// Resident bytes and open file descriptors, from /proc (zero where there is none).
+fn process_stats() -> (i64, i64) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .map_or(0, |pages| pages * 4096);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
+    (rss, fds)
+}

@@ -1,0 +1,177 @@
+//! `/metrics`: the served names are exactly those `docs/metrics.md` lists, and the values
+//! follow what happened (jobs that completed, failed and were cancelled, the executors,
+//! failed logins); with authentication on a scrape needs credentials.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::TestCluster;
+use crate::rest::Api;
+
+/// The metric names `docs/metrics.md` documents.
+fn documented() -> BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    let text = std::fs::read_to_string(path).expect("docs/metrics.md");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The names of the series served, as documented (a histogram by its family name).
+fn served(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let (name, kind) = (parts.next()?, parts.next()?);
+            Some(match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The value of the series with exactly `labels` (`state="FAILED",frontend="rest"`).
+fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let wanted = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines().find_map(|l| {
+        let (series, v) = l.rsplit_once(' ')?;
+        (series == wanted).then(|| v.parse().ok())?
+    })
+}
+
+async fn scrape(base: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = reqwest::Client::new().get(format!("{base}/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("scrape");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_the_documented_ones_and_count_what_happened() {
+    let cluster = TestCluster::start(2).await;
+    let api = Api::new(cluster.http());
+    api.sql("SELECT 1").await;
+    api.sql("SELECT count(*) FROM generate_series(1, 1000)")
+        .await;
+    // Fails while it runs.
+    let (_, started) = api
+        .post(
+            "/api/v1/sql",
+            json!({"sql": "SELECT CAST('x' || v AS INT) FROM (VALUES ('a')) AS t(v)", "async": true}),
+        )
+        .await;
+    let failed = api.wait_job(started["id"].as_str().expect("id")).await;
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    // Cancelled while it runs.
+    let (_, started) = api
+        .post(
+            "/api/v1/sql",
+            json!({"sql": "SELECT count(*) FROM generate_series(1, 100000000000) a", "async": true}),
+        )
+        .await;
+    let id = started["id"].as_str().expect("id").to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = api
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api.wait_job(&id).await["state"], "CANCELED");
+
+    let (status, text) = scrape(&cluster.http(), None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(served(&text), documented(), "served vs documented:\n{text}");
+    let jobs = |state: &str| {
+        value(
+            &text,
+            "quarry_jobs_total",
+            &format!("state=\"{state}\",frontend=\"rest\""),
+        )
+    };
+    assert_eq!(jobs("COMPLETED"), Some(2.0), "{text}");
+    assert_eq!(jobs("FAILED"), Some(1.0), "{text}");
+    assert_eq!(jobs("CANCELED"), Some(1.0), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "quarry_job_duration_seconds_count",
+            "state=\"COMPLETED\""
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "quarry_jobs_running", ""), Some(0.0));
+    assert_eq!(
+        value(&text, "quarry_executors", "state=\"ACTIVE\""),
+        Some(2.0),
+        "{text}"
+    );
+    let slots = value(&text, "quarry_executor_slots", "").expect("slots");
+    assert!(slots >= 2.0, "{text}");
+    for executor in ["executor-1", "executor-2"] {
+        let age = value(
+            &text,
+            "quarry_executor_heartbeat_age_seconds",
+            &format!("executor=\"{executor}\""),
+        )
+        .expect("a heartbeat age per executor");
+        assert!(age < 3.5, "{executor} heard from {age} s ago");
+    }
+    assert!(value(&text, "process_resident_memory_bytes", "").is_some_and(|v| v > 1e6));
+    assert!(
+        !text.contains("SELECT") && !text.contains(&id),
+        "no query or job in labels"
+    );
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_logins_on_a_scrape_needs_credentials_and_failed_logins_count() {
+    let cluster = TestCluster::start_with(1, |c| {
+        c.coordinator.auth = true;
+        c.coordinator.admin_password = Some("s3cret".to_string());
+    })
+    .await;
+    let base = cluster.http();
+    let (status, _) = scrape(&base, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let api = Api::new(base.clone());
+    for password in ["wrong", "also wrong"] {
+        let (status, _) = api
+            .post(
+                "/api/v1/login",
+                json!({"user": "admin", "password": password}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = api
+        .post(
+            "/api/v1/login",
+            json!({"user": "admin", "password": "s3cret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().expect("token");
+    let (status, text) = scrape(&base, Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        value(&text, "quarry_logins_failed_total", ""),
+        Some(2.0),
+        "{text}"
+    );
+    cluster.cluster.shutdown().await;
+}
