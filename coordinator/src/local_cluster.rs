@@ -18,6 +18,8 @@ pub struct ExecutorSetup {
     pub slots: usize,
     pub memory_limit: Option<usize>,
     pub data_dir: Option<PathBuf>,
+    /// Serve the executor's `/healthz`, `/readyz` and `/metrics` here.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +88,7 @@ impl LocalCluster {
                     slots: config.slots_per_executor,
                     memory_limit: config.executor_memory_limit,
                     data_dir: None,
+                    http: None,
                 })
                 .await?;
         }
@@ -124,6 +127,7 @@ impl LocalCluster {
             memory_limit: setup.memory_limit,
             exchange_memory: self.exchange_memory,
             cluster_secret: self.cluster_secret.clone(),
+            http: setup.http,
         };
         self.executors
             .push(quarry_executor::start(listener, config).await?);

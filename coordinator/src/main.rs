@@ -230,6 +230,9 @@ struct ExecutorArgs {
     /// A stable id for this executor (default: random).
     #[arg(long, env = "QUARRY_EXECUTOR_ID")]
     id: Option<String>,
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address (none when absent).
+    #[arg(long, env = "QUARRY_HTTP")]
+    http: Option<std::net::SocketAddr>,
 }
 
 fn cores() -> usize {
@@ -476,10 +479,14 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
             .as_deref()
             .map(ClusterSecret::new)
             .transpose()?,
+        http: args.http,
     };
     let executor = quarry_executor::start(listener, config).await?;
     println!("Quarry executor {} is up", executor.executor_id);
     println!("  Flight:      {}", executor.endpoint);
+    if let Some(http) = executor.http_address {
+        println!("  HTTP:        http://{http} (/healthz, /readyz, /metrics)");
+    }
     stopped().await;
     executor.shutdown().await.map_err(QuarryError::from)
 }

@@ -12,6 +12,13 @@ pub enum ExecutorError {
     #[error("cannot read the executor's listening address: {0}")]
     Listener(#[source] std::io::Error),
 
+    #[error("cannot listen for HTTP (--http) on {address}: {source}")]
+    HttpListener {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot create {path}")]
     Directory {
         path: PathBuf,
@@ -50,6 +57,7 @@ impl From<ExecutorError> for QuarryError {
             ExecutorError::Setup(df) => QuarryError::from(df),
             // The machine refused (ports, threads): not a bug, not the caller's fault.
             ExecutorError::Listener(_)
+            | ExecutorError::HttpListener { .. }
             | ExecutorError::TaskRuntime(_)
             | ExecutorError::Server(_) => QuarryError::unavailable(e.to_string()),
             ExecutorError::ServerTask(_) => QuarryError::new(ErrorCode::Internal, e.to_string()),

@@ -15,7 +15,9 @@ mod compact;
 mod data_dir;
 pub mod error;
 mod exchange;
+mod http;
 mod membership;
+mod metrics;
 mod running;
 mod service;
 mod task;
@@ -64,6 +66,8 @@ pub struct ExecutorConfig {
     pub exchange_memory: usize,
     /// Shown to the coordinator and peers, and required of every caller.
     pub cluster_secret: Option<ClusterSecret>,
+    /// Where to serve `/healthz`, `/readyz` and `/metrics` over HTTP; none when absent.
+    pub http: Option<SocketAddr>,
 }
 
 /// Task outputs kept in memory by default before spilling to disk.
@@ -74,6 +78,8 @@ pub struct RunningExecutor {
     pub executor_id: String,
     pub endpoint: String,
     pub address: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, with `http` set.
+    pub http_address: Option<SocketAddr>,
     service: Arc<ExecutorService>,
     /// Stops the membership loop (deregistration).
     drain: CancellationToken,
@@ -171,6 +177,15 @@ pub async fn start(
         config.work_dir.join("exchange"),
         config.exchange_memory as u64,
     ));
+    let metrics = Arc::new(metrics::ExecutorMetrics::new(config.slots.max(1)));
+    let http_listener = match config.http {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ExecutorError::HttpListener { address, source })?,
+        ),
+        None => None,
+    };
     let cpu =
         quarry_common::cpu_runtime::CpuRuntime::new(config.slots, &format!("{executor_id}-tasks"))
             .map_err(ExecutorError::TaskRuntime)?;
@@ -183,6 +198,7 @@ pub async fn start(
         object_stores: Default::default(),
         coordinator: config.coordinator.clone(),
         spill_dir: spill_dir.clone(),
+        metrics: Arc::clone(&metrics),
     });
     let data_dir = match &config.data_dir {
         Some(dir) => {
@@ -204,6 +220,7 @@ pub async fn start(
     let stop = CancellationToken::new();
 
     let heartbeat_service = Arc::clone(&service);
+    let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let membership = membership::Membership {
         coordinator: config.coordinator.clone(),
         registration: ExecutorRegistration {
@@ -217,6 +234,7 @@ pub async fn start(
             local_files: Vec::new(),
         },
         files: Arc::new(move || data_dir.as_ref().map(DataDir::files).unwrap_or_default()),
+        registered: Arc::clone(&registered),
         channels,
         heartbeat: Arc::new(move || {
             let status = heartbeat_service.status();
@@ -247,11 +265,31 @@ pub async fn start(
             .await;
         served.map_err(ExecutorError::from)
     });
+    let http_address = match http_listener {
+        Some(listener) => {
+            let address = listener.local_addr().ok();
+            let serving = http::serve(
+                listener,
+                Arc::clone(&service),
+                metrics,
+                registered,
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = serving.await {
+                    tracing::warn!("the executor's HTTP listener stopped: {e}");
+                }
+            });
+            address
+        }
+        None => None,
+    };
     tracing::info!(executor = %executor_id, %endpoint, "executor listening");
     Ok(RunningExecutor {
         executor_id,
         endpoint,
         address,
+        http_address,
         service,
         drain,
         stop,

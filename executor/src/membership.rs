@@ -2,6 +2,7 @@
 //! again when the coordinator forgot us, and say goodbye on a graceful stop.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message;
@@ -27,6 +28,8 @@ pub struct Membership {
     pub channels: Arc<FlightChannels>,
     pub heartbeat: Arc<dyn Fn() -> Heartbeat + Send + Sync>,
     pub files: Arc<dyn Fn() -> Vec<LocalFile> + Send + Sync>,
+    /// Registered with the coordinator now (what `/readyz` reports).
+    pub registered: Arc<AtomicBool>,
 }
 
 impl Membership {
@@ -58,10 +61,12 @@ impl Membership {
             let interval = match self.register(files.clone()).await {
                 Ok(interval) => {
                     tracing::info!(executor = %id, coordinator = %self.coordinator, "registered");
+                    self.registered.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     interval
                 }
                 Err(e) => {
+                    self.registered.store(false, Ordering::Relaxed);
                     tracing::warn!(executor = %id, "registration failed, retrying: {e}");
                     tokio::select! {
                         _ = stop.cancelled() => break,
@@ -105,6 +110,7 @@ impl Membership {
                 }
             }
         }
+        self.registered.store(false, Ordering::Relaxed);
         let goodbye = Deregistration { executor_id: id };
         let _ = tokio::time::timeout(
             Duration::from_secs(2),

@@ -110,13 +110,15 @@ impl ActionHandler for ExecutorService {
                     attempt = task.attempt
                 );
                 let task_future = async move {
+                    // Counted when it ends, as cancelled if it is dropped first.
+                    let mut outcome = crate::metrics::TaskOutcome::new(Arc::clone(&env.metrics));
                     let registered = running.start(&task);
                     let work = {
                         let env = Arc::clone(&env);
                         let running = Arc::clone(&registered.task);
                         async move { run_task(&env, task, &running).await }
                     };
-                    match env.cpu.run(work).await {
+                    let ended = match env.cpu.run(work).await {
                         Ok(result) => result
                             .map(|result| Bytes::from(result.encode_to_vec()))
                             .map_err(failure_status),
@@ -124,7 +126,9 @@ impl ActionHandler for ExecutorService {
                         Err(panic) => Err(failure_status(DataFusionError::Execution(format!(
                             "the task failed on its input: {panic}"
                         )))),
-                    }
+                    };
+                    outcome.set(ended.is_ok());
+                    ended
                 }
                 .instrument(span);
                 Ok(futures::stream::once(task_future).boxed())

@@ -43,6 +43,8 @@ pub struct TaskEnvironment {
     pub coordinator: String,
     /// Where operators spill.
     pub spill_dir: std::path::PathBuf,
+    /// Task outcomes are counted here.
+    pub(crate) metrics: Arc<crate::metrics::ExecutorMetrics>,
 }
 
 impl TaskEnvironment {

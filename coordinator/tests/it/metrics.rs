@@ -8,14 +8,20 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use quarry_coordinator::local_cluster::ExecutorSetup;
+
 use crate::harness::TestCluster;
 use crate::rest::Api;
 
-/// The metric names `docs/metrics.md` documents.
-fn documented() -> BTreeSet<String> {
+/// The metric names `docs/metrics.md` documents under `## {section}`.
+fn documented(section: &str) -> BTreeSet<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let text = std::fs::read_to_string(path).expect("docs/metrics.md");
+    let heading = format!("## {section}");
     text.lines()
+        .skip_while(|l| *l != heading)
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
         .map(str::to_string)
@@ -50,7 +56,7 @@ fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
     })
 }
 
-async fn scrape(base: &str, token: Option<&str>) -> (StatusCode, String) {
+pub(crate) async fn scrape(base: &str, token: Option<&str>) -> (StatusCode, String) {
     let mut request = reqwest::Client::new().get(format!("{base}/metrics"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -93,7 +99,11 @@ async fn metrics_are_the_documented_ones_and_count_what_happened() {
 
     let (status, text) = scrape(&cluster.http(), None).await;
     assert_eq!(status, StatusCode::OK, "{text}");
-    assert_eq!(served(&text), documented(), "served vs documented:\n{text}");
+    assert_eq!(
+        served(&text),
+        documented("Coordinator"),
+        "served vs documented:\n{text}"
+    );
     let jobs = |state: &str| {
         value(
             &text,
@@ -172,6 +182,99 @@ async fn with_logins_on_a_scrape_needs_credentials_and_failed_logins_count() {
         value(&text, "quarry_logins_failed_total", ""),
         Some(2.0),
         "{text}"
+    );
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_serves_health_readiness_and_its_metrics() {
+    let mut cluster = TestCluster::start(0).await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let address = free.local_addr().expect("address");
+    drop(free);
+    let executor = cluster
+        .cluster
+        .add_executor(ExecutorSetup {
+            http: Some(address),
+            ..ExecutorSetup::default()
+        })
+        .await
+        .expect("executor");
+    let base = format!("http://{}", executor.http_address.expect("an HTTP address"));
+    assert!(
+        cluster
+            .cluster
+            .coordinator
+            .cluster
+            .wait_for_executors(1, Duration::from_secs(10))
+            .await
+    );
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Tasks run on it: scans of the demo orders.
+    quarry_coordinator::demo::install(
+        &cluster.cluster.coordinator.engine,
+        &cluster.dir.path().join("demo"),
+        1000,
+    )
+    .await
+    .expect("demo data");
+    let api = Api::new(cluster.http());
+    let rows = api
+        .sql("SELECT city, count(*) AS n FROM demo.orders GROUP BY city")
+        .await;
+    assert!(rows["rowCount"].as_u64().is_some_and(|n| n > 0), "{rows}");
+
+    let (status, text) = scrape(&base, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        served(&text),
+        documented("Executors"),
+        "served vs documented:\n{text}"
+    );
+    assert_eq!(value(&text, "quarry_executor_task_slots", ""), Some(1.0));
+    let succeeded = value(
+        &text,
+        "quarry_executor_tasks_total",
+        "outcome=\"succeeded\"",
+    )
+    .unwrap_or(0.0);
+    assert!(succeeded >= 1.0, "{text}");
+    assert_eq!(value(&text, "quarry_executor_running_tasks", ""), Some(0.0));
+
+    // A taken port is a clear error at start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let error = cluster
+        .cluster
+        .add_executor(ExecutorSetup {
+            http: Some(taken.local_addr().expect("address")),
+            ..ExecutorSetup::default()
+        })
+        .await
+        .err()
+        .expect("a taken port is refused");
+    assert!(
+        error.message.contains("cannot listen for HTTP"),
+        "{}",
+        error.message
     );
     cluster.cluster.shutdown().await;
 }
