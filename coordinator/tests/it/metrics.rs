@@ -278,3 +278,39 @@ async fn an_executor_serves_health_readiness_and_its_metrics() {
     );
     cluster.cluster.shutdown().await;
 }
+
+/// Every metric the Grafana dashboard in `deploy/grafana/` queries is one we document.
+#[test]
+fn the_dashboard_queries_documented_metrics() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/quarry.json");
+    let text = std::fs::read_to_string(path).expect("deploy/grafana/quarry.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut listed = documented("Coordinator");
+    listed.extend(documented("Executors"));
+    let mut named = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("quarry_") || word.starts_with("process_") {
+                    named.insert(word.to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        named.len() >= 10,
+        "the dashboard names too few metrics: {named:?}"
+    );
+    for name in &named {
+        // A histogram's series are its family name with a suffix.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            listed.contains(family),
+            "the dashboard queries {name}, which docs/metrics.md does not list"
+        );
+    }
+}
