@@ -33,6 +33,16 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExecutorLabel {
     executor: String,
 }
@@ -44,6 +54,9 @@ struct Metrics {
     jobs: Family<JobLabels, Counter>,
     job_duration: Family<StateLabel, Histogram>,
     queue_wait: Histogram,
+    accelerated: Counter,
+    tasks: Family<OutcomeLabel, Counter>,
+    refusals: Family<ReasonLabel, Counter>,
     logins_failed: Counter,
     jobs_running: Gauge,
     jobs_queued: Gauge,
@@ -87,6 +100,32 @@ impl Metrics {
             "Time jobs waited for admission (submitted to started)",
             Unit::Seconds,
             queue_wait.clone(),
+        );
+        let accelerated = Counter::default();
+        registry.register(
+            "quarry_jobs_accelerated",
+            "Jobs completed with data from reflections",
+            accelerated.clone(),
+        );
+        // Every known label value is there from the start, at zero, so that a rate over
+        // it exists before the first event.
+        let tasks = Family::<OutcomeLabel, Counter>::default();
+        for outcome in ["succeeded", "failed", "input_lost", "executor_lost"] {
+            let _ = tasks.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "quarry_tasks",
+            "Task attempts on executors, by outcome",
+            tasks.clone(),
+        );
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        for reason in ["queue_full", "queue_timeout"] {
+            let _ = refusals.get_or_create(&ReasonLabel { reason });
+        }
+        registry.register(
+            "quarry_admission_refusals",
+            "Statements refused admission: the queue was full, or the wait for a turn timed out",
+            refusals.clone(),
         );
         let logins_failed = Counter::default();
         registry.register(
@@ -169,6 +208,9 @@ impl Metrics {
             jobs,
             job_duration,
             queue_wait,
+            accelerated,
+            tasks,
+            refusals,
             logins_failed,
             jobs_running,
             jobs_queued,
@@ -194,8 +236,12 @@ pub(crate) fn job_ended(
     submitted_ms: u64,
     started_ms: Option<u64>,
     finished_ms: u64,
+    accelerated: bool,
 ) {
     let m = &*METRICS;
+    if accelerated && state == "COMPLETED" {
+        m.accelerated.inc();
+    }
     let frontend = if frontend.is_empty() {
         "engine"
     } else {
@@ -217,6 +263,21 @@ pub(crate) fn job_ended(
         m.queue_wait
             .observe(started.saturating_sub(submitted_ms) as f64 / 1000.0);
     }
+}
+
+/// How a task attempt on an executor ended: `succeeded`, `failed` (the query fails),
+/// `input_lost` (an input's executor was gone; it runs again once that is recomputed) or
+/// `executor_lost` (its executor was lost; it runs again elsewhere).
+pub(crate) fn task_ended(outcome: &'static str) {
+    METRICS.tasks.get_or_create(&OutcomeLabel { outcome }).inc();
+}
+
+/// A statement was refused admission: `queue_full` or `queue_timeout`.
+pub(crate) fn admission_refused(reason: &'static str) {
+    METRICS
+        .refusals
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// A login was refused.

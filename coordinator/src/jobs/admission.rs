@@ -122,13 +122,16 @@ impl Ticket {
             Ticket::Queued(turn, timeout) => match tokio::time::timeout(timeout, turn).await {
                 Ok(Ok(permit)) => Ok(permit),
                 Ok(Err(_)) => Err(QuarryError::unavailable("the coordinator is shutting down")),
-                Err(_) => Err(QuarryError::new(
-                    ErrorCode::ResourceExhausted,
-                    format!(
-                        "the query waited {} in the queue without a turn to run; the cluster is busy, try again later",
-                        humantime::format_duration(timeout)
-                    ),
-                )),
+                Err(_) => Err({
+                    crate::metrics::admission_refused("queue_timeout");
+                    QuarryError::new(
+                        ErrorCode::ResourceExhausted,
+                        format!(
+                            "the query waited {} in the queue without a turn to run; the cluster is busy, try again later",
+                            humantime::format_duration(timeout)
+                        ),
+                    )
+                }),
             },
         }
     }
@@ -158,6 +161,7 @@ impl Admission {
             }));
         }
         if state.queue.len() >= self.shared.config.max_queued {
+            crate::metrics::admission_refused("queue_full");
             return Err(QuarryError::new(
                 ErrorCode::ResourceExhausted,
                 format!(

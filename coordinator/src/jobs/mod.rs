@@ -551,5 +551,6 @@ fn ended(record: &JobRecord) {
         record.submitted_ms,
         record.started_ms,
         record.finished_ms.unwrap_or_else(now_ms),
+        record.data_as_of_ms.is_some(),
     );
 }

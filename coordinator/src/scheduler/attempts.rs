@@ -86,13 +86,18 @@ impl QueryRun {
                         failed_attempts: failures,
                         operators,
                     };
+                    crate::metrics::task_ended("succeeded");
                     return Ok(TaskEnd::Done(partition, output, profile));
                 }
-                Err(CallError::Failed(e)) => return Err(e),
+                Err(CallError::Failed(e)) => {
+                    crate::metrics::task_ended("failed");
+                    return Err(e);
+                }
                 Err(CallError::FetchFailed {
                     executor: lost,
                     message,
                 }) => {
+                    crate::metrics::task_ended("input_lost");
                     tracing::warn!(
                         query = %self.tasks.query_id,
                         stage = stage.id,
@@ -102,7 +107,10 @@ impl QueryRun {
                     self.forget_outputs_on(&lost);
                     return Ok(TaskEnd::NeedsInputs(partition));
                 }
-                Err(CallError::Lost(reason)) => reason,
+                Err(CallError::Lost(reason)) => {
+                    crate::metrics::task_ended("executor_lost");
+                    reason
+                }
             };
             tracing::warn!(
                 query = %self.tasks.query_id,

@@ -259,6 +259,10 @@ async fn an_executor_serves_health_readiness_and_its_metrics() {
     .unwrap_or(0.0);
     assert!(succeeded >= 1.0, "{text}");
     assert_eq!(value(&text, "quarry_executor_running_tasks", ""), Some(0.0));
+    // The coordinator counted the same tasks from its side.
+    let (_, coordinator) = scrape(&cluster.http(), None).await;
+    let counted = value(&coordinator, "quarry_tasks_total", "outcome=\"succeeded\"").unwrap_or(0.0);
+    assert!(counted >= succeeded, "{coordinator}");
 
     // A taken port is a clear error at start.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
