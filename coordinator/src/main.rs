@@ -1,10 +1,12 @@
 //! `quarry`: one binary for every part of a Quarry cluster.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use quarry_common::QuarryError;
 use quarry_common::cluster_secret::ClusterSecret;
 use quarry_coordinator::demo;
@@ -21,7 +23,7 @@ use tokio::net::TcpListener;
     name = "quarry",
     version,
     about = "Quarry: a distributed SQL query engine for data lakes",
-    long_about = "Quarry: a distributed SQL query engine for data lakes.\n\nStart everything on one machine with `quarry up`, or run `quarry coordinator` and any number of `quarry executor` processes. Every flag can also be set with the QUARRY_* environment variable shown in its help."
+    long_about = "Quarry: a distributed SQL query engine for data lakes.\n\nStart everything on one machine with `quarry up`, or run `quarry coordinator` and any number of `quarry executor` processes. Every flag can also be set with the QUARRY_* environment variable shown in its help, or as a key of a TOML file given with --config (flag > environment > file > default; `quarry config --print coordinator --config quarry.toml` shows the result)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,10 +41,31 @@ enum Command {
     Coordinator(CoordinatorArgs),
     /// Start an executor that joins a coordinator and runs query tasks.
     Executor(ExecutorArgs),
+    /// Show the settings a command would run with (`quarry config --print coordinator
+    /// --config quarry.toml`), secrets masked.
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Print the effective settings as a config file, each with where it came from.
+    #[arg(long)]
+    print: bool,
+    /// The command and its flags, as they would be run (`coordinator --config quarry.toml`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args, Clone)]
 struct ServeArgs {
+    /// A TOML file of settings: every flag of this command as a key (`max-running-queries
+    /// = 8`); flags and environment variables override it.
+    #[arg(long, env = "QUARRY_CONFIG")]
+    config: Option<PathBuf>,
     /// Directory for the catalog, job results, demo data and spill files.
     #[arg(long, env = "QUARRY_DIR", default_value = "./quarry-data")]
     dir: PathBuf,
@@ -195,6 +218,10 @@ struct CoordinatorArgs {
 
 #[derive(Args)]
 struct ExecutorArgs {
+    /// A TOML file of settings: every flag of this command as a key (`max-running-queries
+    /// = 8`); flags and environment variables override it.
+    #[arg(long, env = "QUARRY_CONFIG")]
+    config: Option<PathBuf>,
     /// The cluster's secret, as the coordinator was given it.
     #[arg(long, env = "QUARRY_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
@@ -491,10 +518,56 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
     executor.shutdown().await.map_err(QuarryError::from)
 }
 
+/// The command line with its `--config` file applied; on a mistake, the exit code after
+/// the error has been printed.
+fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Cli, ExitCode> {
+    let parsed = cli::config_file::parse(Cli::command(), args).map_err(config_error)?;
+    Cli::from_arg_matches(&parsed.matches).map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(2)
+    })
+}
+
+fn config_error(e: cli::config_file::ConfigError) -> ExitCode {
+    match e {
+        cli::config_file::ConfigError::Usage(e) => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
+        cli::config_file::ConfigError::File(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `quarry config --print COMMAND [FLAGS]`: what that command would run with.
+fn print_config(args: ConfigArgs) -> Result<(), QuarryError> {
+    if !args.print {
+        return Err(QuarryError::invalid(
+            "say what to do: `quarry config --print coordinator --config quarry.toml`",
+        ));
+    }
+    let mut line: Vec<std::ffi::OsString> = vec!["quarry".into()];
+    if args.command.is_empty() {
+        line.push("coordinator".into());
+    }
+    line.extend(args.command);
+    let parsed = cli::config_file::parse(Cli::command(), line).map_err(|e| match e {
+        cli::config_file::ConfigError::Usage(e) => QuarryError::invalid(e.to_string()),
+        cli::config_file::ConfigError::File(message) => QuarryError::invalid(message),
+    })?;
+    print!("{}", cli::config_file::print(Cli::command(), &parsed));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     quarry_common::crypto::install_crypto_provider();
     quarry_common::stack::configure();
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .thread_stack_size(quarry_common::stack::THREAD_STACK_BYTES)
         .enable_all()
@@ -520,6 +593,7 @@ fn main() -> ExitCode {
                 init_logging(cli.log.as_deref(), "info");
                 executor(args).await
             }
+            Command::Config(args) => print_config(args),
         }
     });
     match result {

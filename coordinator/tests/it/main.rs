@@ -8,6 +8,7 @@ mod harness;
 
 mod adbc;
 mod cluster;
+mod config;
 mod console;
 mod flight_sql;
 mod materializations;

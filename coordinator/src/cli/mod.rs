@@ -1,0 +1,3 @@
+//! Parts of the `quarry` command line beyond its flags.
+
+pub mod config_file;
