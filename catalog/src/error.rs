@@ -80,6 +80,10 @@ pub enum CatalogError {
         source: sled::Error,
     },
 
+    /// A backup file that cannot be restored: not one, cut short, damaged or newer.
+    #[error("{0}")]
+    Backup(String),
+
     #[error("cannot open catalog directory {path}: {source}")]
     Io {
         path: String,

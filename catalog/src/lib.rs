@@ -10,6 +10,7 @@
 //! current is refused instead of silently overwriting a concurrent change.
 
 mod access;
+mod backup;
 mod catalog;
 mod error;
 mod jobs;
@@ -19,6 +20,10 @@ mod reflections;
 mod store;
 
 pub use access::describe_securable;
+pub use backup::{
+    BACKUP_FORMAT, Backup, backup_spaces, read_backup, restore_backup, write_backup,
+    write_backup_file,
+};
 pub use catalog::{CATALOG_NAME, Catalog, DEFAULT_SCHEMA, SYSTEM_SCHEMA, now_ms};
 pub use error::{CatalogError, ObjectKind};
 pub use records::{

@@ -110,6 +110,9 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
 
     /// Make every write so far durable.
     fn flush(&self) -> Result<(), CatalogError>;
+
+    /// Every entry of `spaces` as of one moment: no write lands while it is read.
+    fn snapshot(&self, spaces: &[Keyspace]) -> Result<Vec<(Keyspace, Entries)>, CatalogError>;
 }
 
 /// The most memory sled's page cache holds. Its default, a gigabyte, fills with the pages
@@ -122,6 +125,10 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// Writes hold it shared, a snapshot exclusively, so a backup sees every keyspace at
+    /// one moment. sled's own transactions would serve too, but they must name every tree
+    /// up front and retry on conflict; a snapshot is rare and takes milliseconds.
+    writes: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 impl SledStore {
@@ -141,7 +148,12 @@ impl SledStore {
                 .mode(sled::Mode::HighThroughput)
                 .open()
             {
-                Ok(db) => return Ok(SledStore { db }),
+                Ok(db) => {
+                    return Ok(SledStore {
+                        db,
+                        writes: Default::default(),
+                    });
+                }
                 // sled reports a held lock only as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock")
@@ -164,6 +176,12 @@ impl SledStore {
 
     fn tree(&self, space: Keyspace) -> Result<sled::Tree, CatalogError> {
         Ok(self.db.open_tree(space.tree_name())?)
+    }
+
+    /// Held while a write runs; a poisoned lock only means a panic elsewhere, and the
+    /// store itself is still consistent.
+    fn write_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.writes.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn sync(&self, durable: bool) -> Result<(), CatalogError> {
@@ -197,7 +215,10 @@ impl KvStore for SledStore {
         new: Option<Vec<u8>>,
         durable: bool,
     ) -> Result<Result<(), CasMismatch>, CatalogError> {
-        let outcome = self.tree(space)?.compare_and_swap(key, expected, new)?;
+        let outcome = {
+            let _write = self.write_guard();
+            self.tree(space)?.compare_and_swap(key, expected, new)?
+        };
         match outcome {
             Ok(()) => {
                 self.sync(durable)?;
@@ -216,12 +237,18 @@ impl KvStore for SledStore {
         value: Vec<u8>,
         durable: bool,
     ) -> Result<(), CatalogError> {
-        self.tree(space)?.insert(key, value)?;
+        {
+            let _write = self.write_guard();
+            self.tree(space)?.insert(key, value)?;
+        }
         self.sync(durable)
     }
 
     fn remove(&self, space: Keyspace, key: &[u8], durable: bool) -> Result<(), CatalogError> {
-        self.tree(space)?.remove(key)?;
+        {
+            let _write = self.write_guard();
+            self.tree(space)?.remove(key)?;
+        }
         self.sync(durable)
     }
 
@@ -246,5 +273,13 @@ impl KvStore for SledStore {
     fn flush(&self) -> Result<(), CatalogError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn snapshot(&self, spaces: &[Keyspace]) -> Result<Vec<(Keyspace, Entries)>, CatalogError> {
+        let _only_reader = self.writes.write().unwrap_or_else(|e| e.into_inner());
+        spaces
+            .iter()
+            .map(|space| Ok((*space, self.scan_prefix(*space, b"")?)))
+            .collect()
     }
 }

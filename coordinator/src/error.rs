@@ -179,7 +179,9 @@ fn catalog_code(e: &CatalogError) -> ErrorCode {
         CatalogError::NotFound { .. } => ErrorCode::NotFound,
         CatalogError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
         CatalogError::Conflict { .. } => ErrorCode::Conflict,
-        CatalogError::InUse { .. } | CatalogError::InvalidName { .. } => ErrorCode::InvalidArgument,
+        CatalogError::InUse { .. } | CatalogError::InvalidName { .. } | CatalogError::Backup(_) => {
+            ErrorCode::InvalidArgument
+        }
         // The machine's fault (a full or failing disk, a newer Quarry's catalog, a catalog
         // another process holds), not a bug: the operator must see what it is.
         CatalogError::NewerFormat { .. }

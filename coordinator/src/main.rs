@@ -41,6 +41,11 @@ enum Command {
     Coordinator(CoordinatorArgs),
     /// Start an executor that joins a coordinator and runs query tasks.
     Executor(ExecutorArgs),
+    /// Write a backup of the catalog to a file, from a running coordinator (`--coordinator
+    /// http://HOST:9047`) or a stopped one's directory (`--dir`).
+    Backup(cli::backup::BackupArgs),
+    /// Rebuild a catalog in `--dir` from a backup file.
+    Restore(cli::backup::RestoreArgs),
     /// Show the settings a command would run with (`quarry config --print coordinator
     /// --config quarry.toml`), secrets masked.
     Config(ConfigArgs),
@@ -594,6 +599,8 @@ fn main() -> ExitCode {
                 executor(args).await
             }
             Command::Config(args) => print_config(args),
+            Command::Backup(args) => cli::backup::backup(args).await,
+            Command::Restore(args) => cli::backup::restore(args).await,
         }
     });
     match result {

@@ -1,3 +1,4 @@
 //! Parts of the `quarry` command line beyond its flags.
 
+pub mod backup;
 pub mod config_file;

@@ -591,6 +591,15 @@ impl QueryService for Arc<Engine> {
         }
     }
 
+    async fn backup(
+        &self,
+        session: &SessionHandle,
+        with_jobs: bool,
+    ) -> Result<Vec<u8>, QuarryError> {
+        let actor = self.access_for(session.inner());
+        Ok(self.catalog.backup(&actor, with_jobs).await?)
+    }
+
     async fn metrics(&self) -> Result<String, QuarryError> {
         let (running, queued) = self.admission().load();
         let scrape = crate::metrics::Scrape {

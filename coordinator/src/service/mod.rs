@@ -282,6 +282,14 @@ pub trait QueryService: Send + Sync + 'static {
     fn health(&self) -> Health;
     /// This coordinator's metrics in the OpenMetrics text format (`docs/metrics.md`).
     async fn metrics(&self) -> Result<String, QuarryError>;
+
+    /// The catalog as of one moment, as a backup file's bytes (admins only); job history
+    /// only with `with_jobs`.
+    async fn backup(
+        &self,
+        session: &SessionHandle,
+        with_jobs: bool,
+    ) -> Result<Vec<u8>, QuarryError>;
 }
 
 /// A session of `user` for a client in this process, which vouches for the user itself

@@ -7,6 +7,7 @@
 mod harness;
 
 mod adbc;
+mod backup;
 mod cluster;
 mod config;
 mod console;

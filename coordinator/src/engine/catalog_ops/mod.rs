@@ -22,6 +22,7 @@ use crate::datasets::Datasets;
 use crate::error::CoordinatorError;
 use crate::tasks::Tasks;
 
+mod backup;
 mod datasets;
 mod drops;
 mod managed_tables;

@@ -153,3 +153,45 @@ pub(super) async fn metrics(
     )
         .into_response())
 }
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct BackupQuery {
+    /// Include the job history (`true`); left out by default.
+    #[serde(default)]
+    jobs: bool,
+}
+
+/// A backup of the catalog as of one moment, taken without stopping the coordinator
+/// (admins only): sources, schemas, tables, views, reflections' definitions, users, roles,
+/// grants and token hashes; the job history with `jobs=true`. Restore it with `quarry
+/// restore`. Managed tables' data stays in the warehouse.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/backup",
+    tag = "server",
+    params(BackupQuery),
+    responses(
+        (status = 200, description = "The backup file", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody),
+    )
+)]
+pub(super) async fn backup(
+    State(state): State<AppState>,
+    super::Caller(session): super::Caller,
+    axum::extract::Query(query): axum::extract::Query<BackupQuery>,
+) -> super::ApiResult<Response> {
+    let bytes = state.service.backup(&session, query.jobs).await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"quarry-catalog.backup\"",
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -157,6 +157,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(login::healthz))
         .routes(routes!(login::readyz))
         .routes(routes!(login::metrics))
+        .routes(routes!(login::backup))
         .routes(routes!(doc::openapi))
         .routes(routes!(login::login))
         .routes(routes!(login::logout))
