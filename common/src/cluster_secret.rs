@@ -47,11 +47,15 @@ impl ClusterSecret {
         &self.0
     }
 
-    /// Does this call carry the secret? Compared in constant time.
+    /// Does this call carry the secret?
     fn accepts(&self, metadata: &MetadataMap) -> bool {
-        let Some(given) = metadata.get(SECRET_HEADER).map(|v| v.as_bytes()) else {
-            return false;
-        };
+        metadata
+            .get(SECRET_HEADER)
+            .is_some_and(|v| self.matches(v.as_bytes()))
+    }
+
+    /// Is `given` the secret? Compared in constant time.
+    pub fn matches(&self, given: &[u8]) -> bool {
         let expected = self.0.as_bytes();
         given.len() == expected.len()
             && given

@@ -1,6 +1,8 @@
 //! The executor's HTTP listener (`quarry executor --http ADDR`): `/healthz` (alive),
 //! `/readyz` (registered with its coordinator, so tasks can come) and `/metrics`
-//! (Prometheus, OpenMetrics text; the names are listed in `docs/metrics.md`).
+//! (Prometheus, OpenMetrics text; the names are listed in `docs/metrics.md`), and `POST
+//! /drain` (leave the cluster, return once running tasks have finished; with a cluster
+//! secret, only for a caller that shows it as a bearer token) for a Kubernetes preStop hook.
 //!
 //! Executors started inside `quarry up` have none: the coordinator's `/metrics` reports
 //! every executor from its heartbeats.
@@ -15,14 +17,40 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use quarry_common::cluster_secret::ClusterSecret;
+
 use crate::metrics::ExecutorMetrics;
 use crate::service::ExecutorService;
 
 #[derive(Clone)]
-struct HttpState {
-    service: Arc<ExecutorService>,
-    metrics: Arc<ExecutorMetrics>,
-    registered: Arc<AtomicBool>,
+pub(crate) struct HttpState {
+    pub(crate) service: Arc<ExecutorService>,
+    pub(crate) metrics: Arc<ExecutorMetrics>,
+    pub(crate) registered: Arc<AtomicBool>,
+    /// Fired to leave the cluster (the membership loop deregisters).
+    pub(crate) drain: CancellationToken,
+    pub(crate) secret: Option<ClusterSecret>,
+}
+
+/// Leave the cluster and wait (bounded) until no task runs; the process keeps serving its
+/// outputs until it is stopped.
+async fn drain(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(secret) = &state.secret {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| secret.matches(g.as_bytes())) {
+            let body =
+                serde_json::json!({"error": "draining needs the cluster secret as a bearer token"});
+            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
+    }
+    tracing::info!("draining: leaving the cluster, letting running tasks finish");
+    state.drain.cancel();
+    let running = crate::wait_until_idle(&state.service).await;
+    let body = serde_json::json!({"drained": running == 0, "running_tasks": running});
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 async fn healthz() -> Response {
@@ -69,17 +97,11 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
 /// Serve the listener until `stop` fires.
 pub(crate) async fn serve(
     listener: TcpListener,
-    service: Arc<ExecutorService>,
-    metrics: Arc<ExecutorMetrics>,
-    registered: Arc<AtomicBool>,
+    state: HttpState,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = HttpState {
-        service,
-        metrics,
-        registered,
-    };
     let router = Router::new()
+        .route("/drain", axum::routing::post(drain))
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics_text))

@@ -105,10 +105,8 @@ impl RunningExecutor {
     pub async fn shutdown(mut self) -> Result<(), ExecutorError> {
         self.drain.cancel();
         let _ = (&mut self.membership).await;
-        let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
-        while self.service.status().running_tasks > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let left = wait_until_idle(&self.service).await;
+        tracing::info!(executor = %self.executor_id, running_tasks = left, "drained; stopping");
         self.stop.cancel();
         // A graceful stop waits for open streams; one a vanished reader left open must not
         // keep the executor from stopping.
@@ -128,6 +126,18 @@ impl RunningExecutor {
     pub fn abort(self) {
         self.membership.abort();
         self.server.abort();
+    }
+}
+
+/// Wait until no task runs, for up to `DRAIN_TIMEOUT`; the tasks still running then.
+pub(crate) async fn wait_until_idle(service: &ExecutorService) -> u32 {
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let running = service.status().running_tasks;
+        if running == 0 || std::time::Instant::now() >= deadline {
+            return running;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -268,13 +278,14 @@ pub async fn start(
     let http_address = match http_listener {
         Some(listener) => {
             let address = listener.local_addr().ok();
-            let serving = http::serve(
-                listener,
-                Arc::clone(&service),
+            let state = http::HttpState {
+                service: Arc::clone(&service),
                 metrics,
                 registered,
-                stop.clone(),
-            );
+                drain: drain.clone(),
+                secret: config.cluster_secret.clone(),
+            };
+            let serving = http::serve(listener, state, stop.clone());
             tokio::spawn(async move {
                 if let Err(e) = serving.await {
                     tracing::warn!("the executor's HTTP listener stopped: {e}");

@@ -157,6 +157,11 @@ impl ProcessCluster {
 
     /// Start (or restart) executor `id`.
     pub fn add_executor(&mut self, id: &str) {
+        self.add_executor_with(id, &[]);
+    }
+
+    /// Start (or restart) executor `id` with `extra` flags besides the cluster's.
+    pub fn add_executor_with(&mut self, id: &str, extra: &[&str]) {
         let child = Command::new(quarry_bin())
             .args(["executor", "--slots", &self.slots.to_string(), "--id", id])
             .arg("--coordinator")
@@ -165,6 +170,7 @@ impl ProcessCluster {
             .arg(self.dir.path().join(id))
             .env("QUARRY_CLUSTER_SECRET", CLUSTER_SECRET)
             .args(&self.executor_args)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), id))
             .spawn()

@@ -306,3 +306,126 @@ fn refresh_with_a_kill(cluster: &mut ProcessCluster, name: &str) -> u64 {
     );
     retried
 }
+
+/// Executors drain, as on Kubernetes: on SIGTERM, or on `POST /drain` (the preStop hook)
+/// and then SIGTERM, an executor leaves the cluster (no new tasks), lets its running tasks
+/// finish and exits cleanly; the queries running across it complete with the right answers.
+#[test]
+fn draining_executors_mid_query_keeps_answers_right() {
+    let data = tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, 3).expect("TPC-H data");
+    let mut cluster = ProcessCluster::start(2, 2, &[]);
+    let expected = cluster
+        .rest
+        .runtime
+        .block_on(tpch::datafusion_answers(&data, 3))
+        .expect("DataFusion's answers");
+    cluster.create_tpch_tables(&data);
+    let http = quarry_sql_tests::processes::free_port();
+    let http_flag = format!("127.0.0.1:{http}");
+    cluster.add_executor_with("executor-3", &["--http", &http_flag]);
+    cluster.rest.wait_for_executors(3);
+
+    let mut report = Vec::new();
+    let mut caught_running = 0;
+    for (n, by_hook) in [(1, false), (9, true), (18, false), (21, true)] {
+        let sql = tpch::query(n);
+        let id = cluster.rest.start(&sql);
+        // Drain once the victim runs a task of the query (its own /metrics says so).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let caught = loop {
+            if running_tasks(&cluster, http) > 0 {
+                break true;
+            }
+            let job = cluster.rest.job(&id);
+            if job["state"] == "COMPLETED" {
+                break false;
+            }
+            assert!(Instant::now() < deadline, "Q{n} never started: {job}");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        caught_running += usize::from(caught);
+        let victim = "executor-3";
+        let started = Instant::now();
+        if by_hook {
+            let reply: serde_json::Value = cluster.rest.runtime.block_on(async {
+                let url = format!("http://127.0.0.1:{http}/drain");
+                let client = reqwest::Client::new();
+                let refused = client.post(&url).send().await.expect("drain call");
+                assert_eq!(refused.status(), 401, "no secret, no drain");
+                let reply = client
+                    .post(&url)
+                    .bearer_auth(quarry_sql_tests::processes::CLUSTER_SECRET)
+                    .send()
+                    .await
+                    .expect("drain call");
+                assert_eq!(reply.status(), 200);
+                reply.json().await.expect("JSON")
+            });
+            assert_eq!(reply["drained"], true, "{reply}");
+        }
+        let pid = cluster.executors[victim].pid().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exited = loop {
+            if let Some(status) = cluster.executors.get_mut(victim).and_then(|p| p.exited()) {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(150),
+                "{victim} did not stop after draining"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            exited.success(),
+            "{victim} exited with {exited}: {}",
+            cluster.log_tail(victim)
+        );
+        let (job, took) = cluster.rest.wait_job(&id, Duration::from_secs(120));
+        assert_eq!(
+            job["state"], "COMPLETED",
+            "Q{n} after draining {victim}: {job}"
+        );
+        assert_eq!(cluster.rest.answer(&id, &sql), expected[n - 1], "Q{n}");
+        report.push(format!(
+            "Q{n}: drained {victim} by {}{} in {:?}, query done {took:?} later",
+            if by_hook {
+                "POST /drain + SIGTERM"
+            } else {
+                "SIGTERM"
+            },
+            if caught {
+                " while it ran a task"
+            } else {
+                " (the query had ended)"
+            },
+            started.elapsed()
+        ));
+        cluster.executors.remove(victim);
+        cluster.add_executor_with(victim, &["--http", &http_flag]);
+        cluster.rest.wait_for_executors(3);
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(
+        caught_running >= 2,
+        "drains mostly landed after the queries: {report:?}"
+    );
+}
+
+/// Tasks executor-3 runs now, from its own `/metrics`.
+fn running_tasks(cluster: &ProcessCluster, http: u16) -> u64 {
+    let text = cluster.rest.runtime.block_on(async {
+        let reply = reqwest::get(format!("http://127.0.0.1:{http}/metrics")).await;
+        match reply {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    });
+    text.lines()
+        .find_map(|l| l.strip_prefix("quarry_executor_running_tasks "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
