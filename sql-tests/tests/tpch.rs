@@ -134,7 +134,7 @@ fn python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-test"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
-    while !venv.join(".quarry-ready-3").exists() {
+    while !venv.join(".quarry-ready-4").exists() {
         assert!(
             std::time::Instant::now() < deadline,
             "no test Python at {}: run .ci/run (or the coordinator's tests) to make it",

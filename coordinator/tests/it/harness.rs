@@ -217,8 +217,9 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A Python with pyarrow, the ADBC Flight SQL driver, moto, boto3, deltalake and the
-/// PostgreSQL clients (psycopg 3, psycopg2, SQLAlchemy, pandas): `$QUARRY_TEST_VENV`
+/// A Python with pyarrow, the ADBC Flight SQL driver, moto, boto3, deltalake, the
+/// PostgreSQL clients (psycopg 3, psycopg2, SQLAlchemy, pandas) and Helm's SDK with
+/// Kubernetes' schemas (helm-python-sdk, kubernetes-validate): `$QUARRY_TEST_VENV`
 /// or `.venv-test` in the workspace, created on first use.
 pub fn python() -> PathBuf {
     let venv = std::env::var_os("QUARRY_TEST_VENV")
@@ -226,7 +227,7 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| workspace().join(".venv-test"));
     let python = venv.join("bin/python");
     // The marker names the package set, so a venv made for an older set is completed.
-    let ready = venv.join(".quarry-ready-3");
+    let ready = venv.join(".quarry-ready-4");
     if ready.exists() {
         return python;
     }
@@ -253,6 +254,8 @@ pub fn python() -> PathBuf {
                 "psycopg2-binary==2.9.*",
                 "SQLAlchemy==2.0.*",
                 "pandas==2.2.*",
+                "helm-python-sdk==0.2.2",
+                "kubernetes-validate==1.37.*",
             ])
             .status()
             .expect("pip runs");

@@ -12,6 +12,7 @@ mod cluster;
 mod config;
 mod console;
 mod flight_sql;
+mod helm;
 mod materializations;
 mod metrics;
 mod pgwire;
