@@ -36,4 +36,4 @@ pub use reflection_records::{
     ReflectionKind, ReflectionPolicy, ReflectionRecord, Refresh,
 };
 pub use reflections::PolicyOn;
-pub use store::{CasMismatch, Keyspace, KvStore, SledStore};
+pub use store::{CasMismatch, Keyspace, KvStore, SledStore, observe_durable_writes};

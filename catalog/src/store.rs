@@ -115,11 +115,39 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     fn snapshot(&self, spaces: &[Keyspace]) -> Result<Vec<(Keyspace, Entries)>, CatalogError>;
 }
 
+/// Called with the time each durable write took (flush to disk included), once set: the
+/// coordinator's `/metrics` histogram of catalog write latency.
+static DURABLE_WRITE_OBSERVER: std::sync::OnceLock<fn(std::time::Duration)> =
+    std::sync::OnceLock::new();
+
+/// Have `observer` see the time of every durable catalog write from now on (once per
+/// process; a second call is ignored).
+pub fn observe_durable_writes(observer: fn(std::time::Duration)) {
+    let _ = DURABLE_WRITE_OBSERVER.set(observer);
+}
+
 /// The most memory sled's page cache holds. Its default, a gigabyte, fills with the pages
 /// of job records a busy coordinator writes (a mixed load grew the coordinator by 35 MiB a
 /// minute); the catalog's hot set is far smaller, and reads past the cache hit the OS's
 /// page cache.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reports a durable write's time to the observer when dropped.
+struct WriteTimer(std::time::Instant);
+
+impl WriteTimer {
+    fn start() -> Self {
+        WriteTimer(std::time::Instant::now())
+    }
+}
+
+impl Drop for WriteTimer {
+    fn drop(&mut self) {
+        if let Some(observer) = DURABLE_WRITE_OBSERVER.get() {
+            observer(self.0.elapsed());
+        }
+    }
+}
 
 /// The production store: one sled database, one tree per keyspace.
 #[derive(Debug, Clone)]
@@ -215,6 +243,7 @@ impl KvStore for SledStore {
         new: Option<Vec<u8>>,
         durable: bool,
     ) -> Result<Result<(), CasMismatch>, CatalogError> {
+        let _timer = durable.then(WriteTimer::start);
         let outcome = {
             let _write = self.write_guard();
             self.tree(space)?.compare_and_swap(key, expected, new)?
@@ -237,6 +266,7 @@ impl KvStore for SledStore {
         value: Vec<u8>,
         durable: bool,
     ) -> Result<(), CatalogError> {
+        let _timer = durable.then(WriteTimer::start);
         {
             let _write = self.write_guard();
             self.tree(space)?.insert(key, value)?;
@@ -245,6 +275,7 @@ impl KvStore for SledStore {
     }
 
     fn remove(&self, space: Keyspace, key: &[u8], durable: bool) -> Result<(), CatalogError> {
+        let _timer = durable.then(WriteTimer::start);
         {
             let _write = self.write_guard();
             self.tree(space)?.remove(key)?;

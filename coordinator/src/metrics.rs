@@ -55,6 +55,12 @@ struct Metrics {
     job_duration: Family<StateLabel, Histogram>,
     queue_wait: Histogram,
     accelerated: Counter,
+    planning: Histogram,
+    refreshes: Family<OutcomeLabel, Counter>,
+    refresh_duration: Histogram,
+    reflections: Family<StateLabel, Gauge>,
+    catalog_writes: Histogram,
+    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     tasks: Family<OutcomeLabel, Counter>,
     refusals: Family<ReasonLabel, Counter>,
     logins_failed: Counter,
@@ -109,6 +115,49 @@ impl Metrics {
         );
         // Every known label value is there from the start, at zero, so that a rate over
         // it exists before the first event.
+        let planning = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register_with_unit(
+            "quarry_planning",
+            "Time statements took to plan, from their text to a plan ready to run",
+            Unit::Seconds,
+            planning.clone(),
+        );
+        let refreshes = Family::<OutcomeLabel, Counter>::default();
+        for outcome in ["succeeded", "failed"] {
+            let _ = refreshes.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "quarry_reflection_refreshes",
+            "Reflection refreshes ended, by outcome",
+            refreshes.clone(),
+        );
+        let refresh_duration = Histogram::new(exponential_buckets(0.05, 2.0, 16));
+        registry.register_with_unit(
+            "quarry_reflection_refresh_duration",
+            "Time successful reflection refreshes took",
+            Unit::Seconds,
+            refresh_duration.clone(),
+        );
+        let reflections = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "quarry_reflections",
+            "Reflections by status, as sys.reflections shows it",
+            reflections.clone(),
+        );
+        let catalog_writes = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register_with_unit(
+            "quarry_catalog_write",
+            "Time durable catalog writes took, flush to disk included",
+            Unit::Seconds,
+            catalog_writes.clone(),
+        );
+        let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "process_cpu",
+            "CPU time this process has used, user and system",
+            Unit::Seconds,
+            cpu.clone(),
+        );
         let tasks = Family::<OutcomeLabel, Counter>::default();
         for outcome in ["succeeded", "failed", "input_lost", "executor_lost"] {
             let _ = tasks.get_or_create(&OutcomeLabel { outcome });
@@ -209,6 +258,12 @@ impl Metrics {
             job_duration,
             queue_wait,
             accelerated,
+            planning,
+            refreshes,
+            refresh_duration,
+            reflections,
+            catalog_writes,
+            cpu,
             tasks,
             refusals,
             logins_failed,
@@ -272,6 +327,30 @@ pub(crate) fn task_ended(outcome: &'static str) {
     METRICS.tasks.get_or_create(&OutcomeLabel { outcome }).inc();
 }
 
+/// A statement was planned (or failed to plan) in `took`.
+pub(crate) fn planned(took: std::time::Duration) {
+    METRICS.planning.observe(took.as_secs_f64());
+}
+
+/// A reflection refresh ended; `duration_ms` of a successful one.
+pub(crate) fn refresh_ended(succeeded: bool, duration_ms: u64) {
+    let outcome = if succeeded { "succeeded" } else { "failed" };
+    METRICS
+        .refreshes
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
+    if succeeded {
+        METRICS
+            .refresh_duration
+            .observe(duration_ms as f64 / 1000.0);
+    }
+}
+
+/// A durable catalog write took `took` (set as the catalog's observer at start).
+pub(crate) fn catalog_written(took: std::time::Duration) {
+    METRICS.catalog_writes.observe(took.as_secs_f64());
+}
+
 /// A statement was refused admission: `queue_full` or `queue_timeout`.
 pub(crate) fn admission_refused(reason: &'static str) {
     METRICS
@@ -290,6 +369,8 @@ pub(crate) struct Scrape {
     pub running: usize,
     pub queued: usize,
     pub executors: Vec<ExecutorInfo>,
+    /// Each reflection's status (`CAN_ACCELERATE`, `REFRESHING`, `FAILED`, ...).
+    pub reflections: Vec<&'static str>,
     pub now_ms: u64,
 }
 
@@ -332,20 +413,72 @@ pub(crate) fn render(scrape: &Scrape) -> Result<String, std::fmt::Error> {
     }
     m.slots.set(slots);
     m.slots_busy.set(busy);
-    let (rss, fds) = process_stats();
+    m.reflections.clear();
+    // Every status is there, at zero when no reflection has it.
+    for status in [
+        "CAN_ACCELERATE",
+        "REFRESHING",
+        "NONE",
+        "EXPIRED",
+        "FAILED",
+        "INVALID",
+        "DISABLED",
+    ] {
+        m.reflections
+            .get_or_create(&StateLabel {
+                state: status.to_string(),
+            })
+            .set(0);
+    }
+    for status in &scrape.reflections {
+        m.reflections
+            .get_or_create(&StateLabel {
+                state: status.to_string(),
+            })
+            .inc();
+    }
+    let (rss, fds, cpu) = process_stats();
     m.resident_memory.set(rss);
     m.open_fds.set(fds);
+    // A counter only goes up: add what was used since the last scrape.
+    let before = m.cpu.get();
+    if cpu > before {
+        m.cpu.inc_by(cpu - before);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &m.registry)?;
     Ok(text)
 }
 
-/// Resident bytes and open file descriptors, from /proc (zero where there is none).
-fn process_stats() -> (i64, i64) {
+/// Resident bytes, open file descriptors and CPU seconds, from /proc (zero where there is
+/// none).
+fn process_stats() -> (i64, i64, f64) {
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
         .map_or(0, |pages| pages * 4096);
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
-    (rss, fds)
+    (rss, fds, cpu_seconds())
+}
+
+/// User and system CPU time of this process: fields 14 and 15 of /proc/self/stat, in
+/// clock ticks. Linux reports them at USER_HZ, 100 per second on every architecture Quarry
+/// runs on (asking sysconf would need libc for one constant).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }

@@ -271,6 +271,7 @@ pub async fn start(
     std::fs::create_dir_all(&config.dir).map_err(|e| {
         QuarryError::invalid(format!("cannot create {}: {e}", config.dir.display()))
     })?;
+    quarry_catalog::observe_durable_writes(crate::metrics::catalog_written);
     let catalog = Catalog::open(&config.dir.join("catalog")).map_err(|e| {
         QuarryError::from(CoordinatorError::from(e)).context(format_args!(
             "cannot open the catalog in {}",

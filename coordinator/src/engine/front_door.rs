@@ -602,14 +602,28 @@ impl QueryService for Arc<Engine> {
 
     async fn metrics(&self) -> Result<String, QuarryError> {
         let (running, queued) = self.admission().load();
-        let scrape = crate::metrics::Scrape {
-            running,
-            queued,
-            executors: self.scheduler.cluster().all(),
-            now_ms: quarry_catalog::now_ms(),
-        };
-        // Reading /proc for the process's figures is file I/O.
+        let executors = self.scheduler.cluster().all();
+        let catalog = self.datasets.catalog().clone();
+        let state = Arc::clone(self.datasets.reflection_state());
+        // Reading the reflections (sled) and /proc for the process's figures is I/O.
         blocking(move || {
+            let now_ms = quarry_catalog::now_ms();
+            let reflections = catalog
+                .list_reflections()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    let refreshing = state.is_refreshing(&s.record.name);
+                    crate::reflections::status(&s.record, None, refreshing, now_ms).0
+                })
+                .collect();
+            let scrape = crate::metrics::Scrape {
+                running,
+                queued,
+                executors,
+                reflections,
+                now_ms,
+            };
             crate::metrics::render(&scrape)
                 .map_err(|e| crate::error::CoordinatorError::encode("metrics", e).into())
         })

@@ -265,6 +265,7 @@ impl Engine {
         // A client that goes away while its statement is planned (dropping this future
         // aborts the planning) must not leave the job PLANNING for ever.
         let abandoned = CancelOnDrop::new(&job, "the client went away while it was planned");
+        let planning = std::time::Instant::now();
         let planned = self
             .cpu
             .run(async move {
@@ -275,6 +276,7 @@ impl Engine {
             .await
             .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
         abandoned.disarm();
+        crate::metrics::planned(planning.elapsed());
         let summary = reports.summary(self.datasets.reflection_state());
         let aggregates = reports.aggregates();
         if summary.is_some() || !aggregates.is_empty() {

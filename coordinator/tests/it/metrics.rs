@@ -145,6 +145,59 @@ async fn metrics_are_the_documented_ones_and_count_what_happened() {
         !text.contains("SELECT") && !text.contains(&id),
         "no query or job in labels"
     );
+    let planned = value(&text, "quarry_planning_seconds_count", "").unwrap_or(0.0);
+    assert!(planned >= 4.0, "{text}");
+    assert!(value(&text, "process_cpu_seconds_total", "").is_some_and(|v| v > 0.0));
+
+    // A table, a reflection on it, its refresh, and a query it serves.
+    api.sql("CREATE TABLE public.sales AS SELECT v % 7 AS k, v AS amount FROM generate_series(1, 10000) AS t(v)")
+        .await;
+    api.sql("ALTER TABLE public.sales CREATE AGGREGATE REFLECTION by_k USING DIMENSIONS (k) MEASURES (amount (SUM))")
+        .await;
+    api.sql("WAIT FOR REFLECTION by_k TIMEOUT 60").await;
+    let (_, started) = api
+        .post(
+            "/api/v1/sql",
+            json!({"sql": "SELECT k, sum(amount) FROM public.sales GROUP BY k", "async": true}),
+        )
+        .await;
+    let job = api.wait_job(started["id"].as_str().expect("id")).await;
+    assert!(
+        job["dataAsOfMs"].is_u64(),
+        "served from the reflection: {job}"
+    );
+    let (_, text) = scrape(&cluster.http(), None).await;
+    assert_eq!(served(&text), documented("Coordinator"), "{text}");
+    assert_eq!(
+        value(&text, "quarry_jobs_accelerated_total", ""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "quarry_reflection_refreshes_total",
+            "outcome=\"succeeded\""
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "quarry_reflection_refresh_duration_seconds_count",
+            ""
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "quarry_reflections", "state=\"CAN_ACCELERATE\""),
+        Some(1.0),
+        "{text}"
+    );
+    let writes = value(&text, "quarry_catalog_write_seconds_count", "").unwrap_or(0.0);
+    assert!(writes >= 1.0, "the table's creation: {text}");
     cluster.cluster.shutdown().await;
 }
 

@@ -258,6 +258,7 @@ impl Engine {
                             }
                             Ok(Some(_)) => {
                                 engine.datasets.reflection_state().succeeded(&name);
+                                crate::metrics::refresh_ended(true, materialization.duration_ms);
                                 // An append keeps its table; a new table replaces the old.
                                 if let Some(old) =
                                     old.and_then(|m| delta::folder_url(&m.location).ok())
@@ -297,6 +298,7 @@ impl Engine {
 
     fn refresh_failed(&self, name: &str, error: &QuarryError) {
         tracing::warn!(reflection = name, "refresh failed: {}", error.message);
+        crate::metrics::refresh_ended(false, 0);
         self.datasets.reflection_state().failed(name, now_ms());
         if let Ok(mut running) = self.datasets.reflection_state().refreshing.lock() {
             running.remove(name);
