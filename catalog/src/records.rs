@@ -288,6 +288,9 @@ pub struct JobRecord {
     /// empty for the engine's own jobs (reflection refreshes) and older records.
     #[serde(default)]
     pub frontend: String,
+    /// The OpenTelemetry trace of the job, when traces are exported (`--otlp-endpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -256,6 +256,7 @@ fn jobs_list_newest_first_and_prune() -> Result<(), CatalogError> {
             data_as_of_ms: None,
             aggregates: Vec::new(),
             frontend: "flight_sql".to_string(),
+            trace_id: None,
         })?;
     }
     let ids: Vec<String> = catalog.list_jobs()?.into_iter().map(|j| j.id).collect();

@@ -22,5 +22,6 @@ pub mod sketches;
 pub mod stack;
 pub mod stall;
 pub mod table_write;
+pub mod trace_context;
 
 pub use error::{ErrorCode, QuarryError, QuarryResult};

@@ -145,6 +145,10 @@ pub struct TaskDefinition {
     /// Object stores the plan's scans read from.
     #[prost(message, repeated, tag = "8")]
     pub object_stores: Vec<ObjectStoreSpec>,
+    /// The W3C `traceparent` of the coordinator's span of this task; empty when the query
+    /// is not traced.
+    #[prost(string, tag = "9")]
+    pub trace_context: String,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Message)]

@@ -31,6 +31,10 @@ struct Cli {
     /// Log filter (`info`, `warn`, `quarry_coordinator=debug`, ...).
     #[arg(long, env = "QUARRY_LOG", global = true)]
     log: Option<String>,
+    /// Export traces of every query (the job, planning, stages, tasks on the executors) to
+    /// this OpenTelemetry collector over OTLP/gRPC (`http://collector:4317`); none without it.
+    #[arg(long, env = "QUARRY_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -294,20 +298,6 @@ fn parse_bytes(text: &str) -> Result<usize, QuarryError> {
         }
     };
     Ok(n * scale)
-}
-
-fn init_logging(filter: Option<&str>, default: &str) {
-    let filter = filter
-        .map(str::to_string)
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| default.to_string());
-    // The Delta log library reports every snapshot it builds at INFO: not news to an
-    // operator. An explicit directive in the filter still wins.
-    let filter = format!("buoyant_kernel=warn,deltalake_core=warn,{filter}");
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Wait for Ctrl-C or SIGTERM.
@@ -584,25 +574,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Up(args) => {
-                init_logging(cli.log.as_deref(), "warn");
-                up(args).await
-            }
-            Command::Coordinator(args) => {
-                init_logging(cli.log.as_deref(), "info");
-                coordinator(args).await
-            }
-            Command::Executor(args) => {
-                init_logging(cli.log.as_deref(), "info");
-                executor(args).await
-            }
+    let otlp = cli.otlp_endpoint.clone();
+    let (result, telemetry) = runtime.block_on(async {
+        let (default, service) = match &cli.command {
+            Command::Up(_) => ("warn", "quarry"),
+            Command::Coordinator(_) => ("info", "quarry-coordinator"),
+            Command::Executor(_) => ("info", "quarry-executor"),
+            _ => ("warn", "quarry"),
+        };
+        let telemetry =
+            match cli::telemetry::init(cli.log.as_deref(), default, otlp.as_deref(), service) {
+                Ok(t) => t,
+                Err(e) => return (Err(e), None),
+            };
+        let result = match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Coordinator(args) => coordinator(args).await,
+            Command::Executor(args) => executor(args).await,
             Command::Config(args) => print_config(args),
             Command::Backup(args) => cli::backup::backup(args).await,
             Command::Restore(args) => cli::backup::restore(args).await,
-        }
+        };
+        (result, Some(telemetry))
     });
+    // Buffered spans are sent while the runtime still runs.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -102,13 +102,16 @@ impl ActionHandler for ExecutorService {
                 let running = Arc::clone(&self.running);
                 // The task lives inside the response: when the caller goes away the
                 // response is dropped, and the task with it.
-                let span = tracing::debug_span!(
-                    "task",
-                    query = %task.query_id,
+                // A child of the coordinator's span of this task when the query is traced.
+                let span = tracing::info_span!(
+                    "run task",
+                    job_id = %task.query_id,
                     stage = task.stage_id,
                     partition = task.partition,
-                    attempt = task.attempt
+                    attempt = task.attempt,
+                    executor = %self.env.executor_id,
                 );
+                quarry_common::trace_context::set_parent(&span, &task.trace_context);
                 let task_future = async move {
                     // Counted when it ends, as cancelled if it is dropped first.
                     let mut outcome = crate::metrics::TaskOutcome::new(Arc::clone(&env.metrics));

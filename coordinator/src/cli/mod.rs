@@ -2,3 +2,4 @@
 
 pub mod backup;
 pub mod config_file;
+pub mod telemetry;

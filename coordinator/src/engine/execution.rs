@@ -12,6 +12,7 @@ use quarry_common::QuarryError;
 use quarry_common::metrics::collect_operator_metrics;
 use quarry_common::panics::catch_panic;
 use quarry_common::shuffle_reader::ExchangeAccess;
+use tracing::Instrument;
 
 use super::{DistributedQuery, Engine, Outcome, ReleaseOnDrop, Then, plan_text_batch};
 use crate::error::CoordinatorError;
@@ -71,10 +72,11 @@ impl Engine {
         // task call to the executors. The run itself (and the writes of its results to
         // the spool) happens on the query runtime; the task here only waits for it.
         let watched = Arc::clone(&job);
+        let span = tracing::info_span!(parent: &job.span(), "execute");
         self.tasks.spawn(async move {
             let runner = Arc::clone(&engine);
             let run = runner.cpu.run(async move {
-                let run = catch_panic(engine.run(&job, outcome));
+                let run = catch_panic(engine.run(&job, outcome).instrument(span));
                 let result = tokio::select! {
                     result = run => result.unwrap_or_else(|panic| {
                         Err(CoordinatorError::crashed("the query", panic).into())
@@ -258,6 +260,7 @@ impl Engine {
             activity: None,
         }));
         self.drain(Arc::clone(&root), state.task_ctx(), sink)
+            .instrument(tracing::info_span!("results"))
             .await?;
         let mut profile = run.profile();
         profile.root = collect_operator_metrics(&root);

@@ -32,6 +32,7 @@ pub(crate) mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -266,13 +267,17 @@ impl Engine {
         // aborts the planning) must not leave the job PLANNING for ever.
         let abandoned = CancelOnDrop::new(&job, "the client went away while it was planned");
         let planning = std::time::Instant::now();
+        let plan_span = tracing::info_span!(parent: &job.span(), "plan");
         let planned = self
             .cpu
-            .run(async move {
-                scoped
-                    .scope(engine.plan_script(&planning_session, &script, parameters))
-                    .await
-            })
+            .run(
+                async move {
+                    scoped
+                        .scope(engine.plan_script(&planning_session, &script, parameters))
+                        .await
+                }
+                .instrument(plan_span),
+            )
             .await
             .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
         abandoned.disarm();

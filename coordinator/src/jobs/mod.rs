@@ -50,9 +50,28 @@ pub struct Job {
     /// Handles held by frontends: while any is alive the job's results are kept, however
     /// many newer jobs there are.
     holds: AtomicUsize,
+    /// The job's root span ("query"): planning and running happen inside it. It ends when
+    /// the job does (taken here; the runs' clones end with them).
+    span: Mutex<Option<tracing::Span>>,
 }
 
 impl Job {
+    /// The job's span, to run its work in (a disabled one once the job has ended).
+    pub fn span(&self) -> tracing::Span {
+        self.span
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .unwrap_or_else(tracing::Span::none)
+    }
+
+    /// End the job's span (its trace then goes to the exporter).
+    fn end_span(&self) {
+        if let Ok(mut span) = self.span.lock() {
+            span.take();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, JobRecord> {
         match self.record.lock() {
             Ok(r) => r,
@@ -211,6 +230,7 @@ impl Job {
         }
         self.spool.finish(Ok(()));
         self.persist();
+        self.end_span();
     }
 
     pub fn fail(&self, error: &QuarryError) {
@@ -232,6 +252,7 @@ impl Job {
         }
         self.spool.finish(Err(error.clone()));
         self.persist();
+        self.end_span();
     }
 
     /// Stop the job; false when it had already finished.
@@ -255,6 +276,7 @@ impl Job {
             self.id
         ))));
         self.persist();
+        self.end_span();
         true
     }
 
@@ -316,6 +338,8 @@ impl Jobs {
 
     pub fn create(&self, sql: &str, user: &str, frontend: &str) -> Arc<Job> {
         let id = uuid::Uuid::new_v4().to_string();
+        // A root of its own, whatever request created it.
+        let span = tracing::info_span!(parent: None, "query", job_id = %id, frontend = %frontend);
         let record = JobRecord {
             id: id.clone(),
             sql: sql.to_string(),
@@ -333,6 +357,7 @@ impl Jobs {
             data_as_of_ms: None,
             aggregates: Vec::new(),
             frontend: frontend.to_string(),
+            trace_id: quarry_common::trace_context::trace_id(&span),
         };
         let job = Arc::new(Job {
             spool: ResultSpool::new(self.results_dir.join(format!("{id}.arrows"))),
@@ -343,6 +368,7 @@ impl Jobs {
             fetch_deadline: Mutex::new(None),
             readers: AtomicUsize::new(0),
             holds: AtomicUsize::new(0),
+            span: Mutex::new(Some(span)),
         });
         job.persist();
         let evicted: Vec<Arc<Job>> = {

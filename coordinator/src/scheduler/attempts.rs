@@ -61,6 +61,7 @@ impl QueryRun {
                 output_partitioning: output_partitioning.clone(),
                 settings: self.tasks.settings.clone(),
                 object_stores: self.tasks.object_stores.clone(),
+                trace_context: quarry_common::trace_context::traceparent(&tracing::Span::current()),
             };
             let in_flight = self.in_flight(stage.id, partition, &executor.executor_id, attempt);
             let outcome = self.scheduler.call_task(&executor, task).await;

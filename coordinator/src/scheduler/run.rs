@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
@@ -129,12 +130,16 @@ impl QueryRun {
                 .partition(|(_, inputs)| inputs.iter().all(|i| finished.contains(i)));
             waiting = still;
             for (id, _) in ready {
-                running.push(async move {
-                    self.run_stage(id, None)
-                        .await
-                        .map_err(|e| e.context(format!("stage {id}")))
-                        .map(|()| id)
-                });
+                let span = tracing::info_span!("stage", stage = id);
+                running.push(
+                    async move {
+                        self.run_stage(id, None)
+                            .await
+                            .map_err(|e| e.context(format!("stage {id}")))
+                            .map(|()| id)
+                    }
+                    .instrument(span),
+                );
             }
             match running.next().await {
                 Some(done) => {
@@ -213,6 +218,7 @@ impl QueryRun {
                 let ends: Vec<TaskEnd> = futures::stream::iter(pending.drain(..))
                     .map(|partition| {
                         let placement = layout.placement(partition as usize);
+                        let span = tracing::info_span!("task", stage = stage_id, partition);
                         self.run_task(
                             stage,
                             partition,
@@ -220,6 +226,7 @@ impl QueryRun {
                             plan_bytes.clone(),
                             output_bytes.clone(),
                         )
+                        .instrument(span)
                     })
                     .buffer_unordered(concurrency)
                     .try_collect()

@@ -28,3 +28,4 @@ mod security;
 mod service;
 mod tables;
 mod tls;
+mod traces;

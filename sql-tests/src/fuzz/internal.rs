@@ -183,6 +183,12 @@ impl InternalTarget {
             } else {
                 Vec::new()
             },
+            // A malformed traceparent is ignored, never a failure.
+            trace_context: if chance(rng, 0.3) {
+                text(rng)
+            } else {
+                String::new()
+            },
         };
         let described = format!(
             "RUN_TASK {} partition {} with {plan_kind} ({} bytes), {} output partitioning bytes, settings {:?}",
@@ -438,6 +444,7 @@ impl InternalTarget {
             output_partitioning: Vec::new(),
             settings,
             object_stores: Vec::new(),
+            trace_context: String::new(),
         };
         let endpoint = match &self.executors[0] {
             e if e.starts_with("http") => e.clone(),

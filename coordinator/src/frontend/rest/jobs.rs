@@ -48,6 +48,9 @@ pub(super) struct Job {
     /// The door the statement came in by: `flight_sql`, `rest`, `pgwire`, `in_process`;
     /// empty for the engine's own jobs (reflection refreshes).
     frontend: String,
+    /// The job's OpenTelemetry trace id, when traces are exported (`--otlp-endpoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,6 +89,7 @@ impl Job {
             reflections: record.reflections.clone(),
             data_as_of_ms: record.data_as_of_ms,
             frontend: record.frontend.clone(),
+            trace_id: record.trace_id.clone(),
         }
     }
 }
