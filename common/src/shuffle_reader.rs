@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -239,7 +240,31 @@ impl ExecutionPlan for ShuffleReaderExec {
     }
 }
 
+/// Read one piece of a stage's output, in an "exchange read" span that lasts until the
+/// piece's stream is dropped (a child of the task or the results reader when traced).
 async fn open_piece(
+    access: Arc<ExchangeAccess>,
+    stage_id: u32,
+    location: ShuffleLocation,
+) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    let span = tracing::info_span!(
+        "exchange read",
+        stage = stage_id,
+        from = %location.executor_id,
+        partition = location.ticket.as_ref().map_or(0, |t| t.partition),
+    );
+    let stream = read_piece(access, stage_id, location)
+        .instrument(span.clone())
+        .await?;
+    Ok(stream
+        .map(move |batch| {
+            let _reading = &span;
+            batch
+        })
+        .boxed())
+}
+
+async fn read_piece(
     access: Arc<ExchangeAccess>,
     stage_id: u32,
     location: ShuffleLocation,

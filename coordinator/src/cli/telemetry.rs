@@ -1,6 +1,7 @@
 //! Where a process's logs and traces go: logs to stderr (filtered by `--log`), and with
 //! `--otlp-endpoint` spans of every query (the job, planning, each stage and task, the
-//! executors' runs of them, the results read) over OTLP/gRPC; none at all without it.
+//! executors' runs of them, exchange reads, commits, the results read) over OTLP/gRPC;
+//! none at all without it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +95,7 @@ pub fn init(
             .with_filter(
                 Targets::new()
                     .with_target("quarry_coordinator", tracing::Level::INFO)
+                    .with_target("quarry_common", tracing::Level::INFO)
                     .with_target("quarry_executor", tracing::Level::INFO),
             )
     });

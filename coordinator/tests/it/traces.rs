@@ -116,6 +116,32 @@ async fn a_distributed_query_arrives_as_one_trace_with_every_stage_and_task() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // A write's trace has its commit.
+    let (_, started) = api
+        .post(
+            "/api/v1/sql",
+            json!({"sql": "CREATE TABLE public.by_city AS SELECT city, count(*) AS n FROM demo.orders GROUP BY city", "async": true}),
+        )
+        .await;
+    let written = api.wait_job(started["id"].as_str().expect("id")).await;
+    assert_eq!(written["state"], "COMPLETED", "{written}");
+    let write_trace = written["traceId"].as_str().expect("trace").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let names: Vec<String> = receiver
+            .0
+            .lock()
+            .expect("spans")
+            .iter()
+            .filter(|s| hex(&s.trace_id) == write_trace)
+            .map(|s| s.name.clone())
+            .collect();
+        if names.iter().any(|n| n == "commit") && names.iter().any(|n| n == "query") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no commit span: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(quarry);
     server.abort();
 
@@ -160,6 +186,15 @@ async fn a_distributed_query_arrives_as_one_trace_with_every_stage_and_task() {
             attribute(stage, "stage")
         );
     }
+    // Exchange reads: the second stage's tasks read the first's output on the executors
+    // (the coordinator reads the last stage's when it did not come back with the task).
+    let reads: Vec<Option<String>> = named(&spans, "exchange read").map(parent).collect();
+    assert!(reads.contains(&Some("run task".to_string())), "{reads:?}");
+    assert!(
+        reads
+            .iter()
+            .all(|p| p.as_deref() == Some("run task") || p.as_deref() == Some("results"))
+    );
     for run in named(&spans, "run task") {
         assert_eq!(attribute(run, "job_id").as_deref(), Some(id.as_str()));
         assert!(attribute(run, "executor").is_some_and(|e| e.starts_with("executor-")));

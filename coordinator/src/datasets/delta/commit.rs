@@ -391,6 +391,7 @@ fn remove_action(file: ReplacedFile, now: i64, data_change: bool) -> Action {
 
 /// Commit one version: the new files, and the removals `mode` asks for. Callers hold
 /// the table's commit lock.
+#[tracing::instrument(name = "commit", level = "info", skip_all, fields(files = adds.len()))]
 async fn commit_files(
     log_store: &LogStoreRef,
     adds: Vec<Action>,
