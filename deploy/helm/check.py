@@ -27,6 +27,7 @@ VALUE_SETS = {
         "executors": {"autoscaling": {"enabled": True}},
         "serviceMonitor": {"enabled": True, "tokenSecret": {"name": "quarry-scrape"}},
         "tls": {"enabled": True, "secretName": "quarry-tls"},
+        "otlpEndpoint": "http://otel-collector.monitoring:4317",
     },
     "auth-off": {"auth": {"enabled": False}, "existingSecret": "quarry-secrets"},
     "tuned": {
