@@ -22,6 +22,9 @@ struct OutcomeLabel {
 pub(crate) struct ExecutorMetrics {
     registry: Registry,
     tasks: Family<OutcomeLabel, Counter>,
+    spilled: Counter,
+    exchange_sent: Counter,
+    exchange_received: Counter,
     running: Gauge,
     memory: Gauge,
     spill_files: Gauge,
@@ -38,6 +41,26 @@ impl ExecutorMetrics {
             "quarry_executor_tasks",
             "Tasks this executor ran, by outcome",
             tasks.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register_with_unit(name, help, Unit::Bytes, c.clone());
+            c
+        };
+        let spilled = counter(
+            &mut registry,
+            "quarry_executor_spilled",
+            "Bytes finished tasks' operators spilled to disk",
+        );
+        let exchange_sent = counter(
+            &mut registry,
+            "quarry_executor_exchange_sent",
+            "Bytes of task output this executor sent to readers (Arrow Flight bodies and headers)",
+        );
+        let exchange_received = counter(
+            &mut registry,
+            "quarry_executor_exchange_received",
+            "Bytes of other tasks' output finished tasks read (in memory, as Arrow arrays)",
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>| {
             let g = Gauge::default();
@@ -94,6 +117,9 @@ impl ExecutorMetrics {
         ExecutorMetrics {
             registry,
             tasks,
+            spilled,
+            exchange_sent,
+            exchange_received,
             running,
             memory,
             spill_files,
@@ -101,6 +127,17 @@ impl ExecutorMetrics {
             exchange_outputs,
             resident_memory,
         }
+    }
+
+    /// What a finished task spilled and read from other tasks.
+    pub(crate) fn task_io(&self, spilled_bytes: u64, fetched_bytes: u64) {
+        self.spilled.inc_by(spilled_bytes);
+        self.exchange_received.inc_by(fetched_bytes);
+    }
+
+    /// Bytes of task output sent to a reader.
+    pub(crate) fn sent(&self, bytes: u64) {
+        self.exchange_sent.inc_by(bytes);
     }
 
     pub(crate) fn task_ended(&self, outcome: &'static str) {

@@ -179,9 +179,14 @@ impl ActionHandler for ExecutorService {
             ))
         })?;
         // Dictionaries travel as dictionaries: consumers expect the producer's types.
+        let metrics = Arc::clone(&self.env.metrics);
         let stream = FlightDataEncoderBuilder::new()
             .with_dictionary_handling(DictionaryHandling::Resend)
             .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
+            .map_ok(move |data| {
+                metrics.sent((data.data_body.len() + data.data_header.len()) as u64);
+                data
+            })
             .map_err(|e| Status::internal(e.to_string()));
         Ok(stream.boxed())
     }

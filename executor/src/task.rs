@@ -168,6 +168,10 @@ pub async fn run_task(
     let (output_rows, output_bytes) = output.stats();
     output.finish(&task.query_id, task.stage_id, task.partition, task.attempt)?;
     let metrics = collect_operator_metrics(&plan);
+    env.metrics.task_io(
+        metrics.iter().map(|m| m.spilled_bytes).sum(),
+        metrics.iter().map(|m| m.fetched_bytes).sum(),
+    );
     Ok(TaskResult {
         executor_id: env.executor_id.clone(),
         output_rows,

@@ -413,18 +413,44 @@ fn draining_executors_mid_query_keeps_answers_right() {
         caught_running >= 2,
         "drains mostly landed after the queries: {report:?}"
     );
+
+    // The restarted executor's byte counters: a join's stages exchange data across the
+    // three executors, so it sends outputs and its tasks read others'.
+    let sql = tpch::query(9);
+    let id = cluster.rest.start(&sql);
+    let (job, _) = cluster.rest.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    let text = metrics_text(&cluster, http);
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        counter("quarry_executor_exchange_sent_bytes_total") > 0.0,
+        "{text}"
+    );
+    assert!(
+        counter("quarry_executor_exchange_received_bytes_total") > 0.0,
+        "{text}"
+    );
 }
 
-/// Tasks executor-3 runs now, from its own `/metrics`.
-fn running_tasks(cluster: &ProcessCluster, http: u16) -> u64 {
-    let text = cluster.rest.runtime.block_on(async {
+fn metrics_text(cluster: &ProcessCluster, http: u16) -> String {
+    cluster.rest.runtime.block_on(async {
         let reply = reqwest::get(format!("http://127.0.0.1:{http}/metrics")).await;
         match reply {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }
-    });
-    text.lines()
+    })
+}
+
+/// Tasks executor-3 runs now, from its own `/metrics`.
+fn running_tasks(cluster: &ProcessCluster, http: u16) -> u64 {
+    metrics_text(cluster, http)
+        .lines()
         .find_map(|l| l.strip_prefix("quarry_executor_running_tasks "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)

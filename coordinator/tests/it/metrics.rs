@@ -312,6 +312,18 @@ async fn an_executor_serves_health_readiness_and_its_metrics() {
     .unwrap_or(0.0);
     assert!(succeeded >= 1.0, "{text}");
     assert_eq!(value(&text, "quarry_executor_running_tasks", ""), Some(0.0));
+    // Byte counters are served from the start (this small query ran as one task: no
+    // exchange, no spill).
+    for name in [
+        "quarry_executor_exchange_received_bytes_total",
+        "quarry_executor_exchange_sent_bytes_total",
+        "quarry_executor_spilled_bytes_total",
+    ] {
+        assert!(
+            value(&text, name, "").is_some_and(|b| b >= 0.0),
+            "{name}: {text}"
+        );
+    }
     // The coordinator counted the same tasks from its side.
     let (_, coordinator) = scrape(&cluster.http(), None).await;
     let counted = value(&coordinator, "quarry_tasks_total", "outcome=\"succeeded\"").unwrap_or(0.0);
