@@ -3,7 +3,10 @@
 without `--otlp-endpoint` and with it (spans exported over OTLP/gRPC to a receiver that
 accepts and drops them), both in one run, alternating, on the same machine.
 
-    python3 bench/traces.py --quarry target/release/quarry [--rounds 300]
+    python3 bench/traces.py --quarry target/release/quarry [--rounds 300] [--tpch DIR]
+
+With --tpch (a folder of TPC-H Parquet tables, as quarry-bench generates them), the 22
+queries also run on both, alternating, and the totals of their medians are compared.
 
 Needs grpcio (the receiver); writes bench/results/traces.json.
 """
@@ -61,10 +64,39 @@ def run(http, sql):
     return time.perf_counter() - started
 
 
+TPCH_TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
+
+
+def tpch(args, off_http, on_http):
+    """The 22 queries on both, alternating; the totals of their medians."""
+    for http in (off_http, on_http):
+        run(http, f"CREATE SOURCE IF NOT EXISTS tpch TYPE local WITH (root = '{args.tpch}')")
+        for table in TPCH_TABLES:
+            run(http, f"CREATE TABLE IF NOT EXISTS {table} FROM tpch '{table}' FORMAT parquet")
+    queries = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tpch", "queries")
+    totals = {"off": 0.0, "on": 0.0}
+    for n in range(1, 23):
+        sql = open(os.path.join(queries, f"q{n}.sql")).read()
+        times = {"off": [], "on": []}
+        for _ in range(args.iterations):
+            times["off"].append(run(off_http, sql))
+            times["on"].append(run(on_http, sql))
+        for k in totals:
+            totals[k] += statistics.median(times[k])
+    return {
+        "iterations": args.iterations,
+        "total_s_off": round(totals["off"], 3),
+        "total_s_on": round(totals["on"], 3),
+        "ratio_on_off": round(totals["on"] / totals["off"], 3),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quarry", required=True)
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--tpch", help="TPC-H Parquet tables to run the 22 queries over")
+    parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--out", default="bench/results/traces.json")
     args = parser.parse_args()
     server, endpoint = receiver()
@@ -93,6 +125,9 @@ def main():
                 "ratio_on_off": round(p50["on"] / p50["off"], 3),
             }
             print(name, results[name], flush=True)
+        if args.tpch:
+            results["tpch"] = tpch(args, off_http, on_http)
+            print("tpch", results["tpch"], flush=True)
     finally:
         for p in (off, on):
             p.terminate()
