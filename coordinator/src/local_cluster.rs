@@ -128,6 +128,7 @@ impl LocalCluster {
             exchange_memory: self.exchange_memory,
             cluster_secret: self.cluster_secret.clone(),
             http: setup.http,
+            metrics_token: None,
         };
         self.executors
             .push(quarry_executor::start(listener, config).await?);

@@ -269,6 +269,9 @@ struct ExecutorArgs {
     /// Serve /healthz, /readyz and /metrics over HTTP on this address (none when absent).
     #[arg(long, env = "QUARRY_HTTP")]
     http: Option<std::net::SocketAddr>,
+    /// Require this token (`Authorization: Bearer`) of /metrics scrapers; open without it.
+    #[arg(long, env = "QUARRY_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 fn cores() -> usize {
@@ -502,6 +505,7 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
             .map(ClusterSecret::new)
             .transpose()?,
         http: args.http,
+        metrics_token: args.metrics_token,
     };
     let executor = quarry_executor::start(listener, config).await?;
     println!("Quarry executor {} is up", executor.executor_id);

@@ -25,7 +25,11 @@ VALUE_SETS = {
     "defaults": {},
     "hpa+servicemonitor+tls": {
         "executors": {"autoscaling": {"enabled": True}},
-        "serviceMonitor": {"enabled": True, "tokenSecret": {"name": "quarry-scrape"}},
+        "serviceMonitor": {
+            "enabled": True,
+            "tokenSecret": {"name": "quarry-scrape"},
+            "executorTokenSecret": {"name": "quarry-executor-scrape"},
+        },
         "tls": {"enabled": True, "secretName": "quarry-tls"},
         "otlpEndpoint": "http://otel-collector.monitoring:4317",
     },

@@ -30,21 +30,27 @@ pub(crate) struct HttpState {
     /// Fired to leave the cluster (the membership loop deregisters).
     pub(crate) drain: CancellationToken,
     pub(crate) secret: Option<ClusterSecret>,
+    /// Required of scrapers when set (`--metrics-token`).
+    pub(crate) metrics_token: Option<String>,
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Leave the cluster and wait (bounded) until no task runs; the process keeps serving its
 /// outputs until it is stopped.
 async fn drain(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(secret) = &state.secret {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| secret.matches(g.as_bytes())) {
-            let body =
-                serde_json::json!({"error": "draining needs the cluster secret as a bearer token"});
-            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-        }
+    if let Some(secret) = &state.secret
+        && !bearer(&headers).is_some_and(|g| secret.matches(g.as_bytes()))
+    {
+        let body =
+            serde_json::json!({"error": "draining needs the cluster secret as a bearer token"});
+        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
     }
     tracing::info!("draining: leaving the cluster, letting running tasks finish");
     state.drain.cancel();
@@ -73,7 +79,22 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<HttpState>) -> Response {
+async fn metrics_text(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_token {
+        // Compared in constant time, as the cluster secret is.
+        let matches = bearer(&headers).is_some_and(|given| {
+            given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !matches {
+            let body = serde_json::json!({"error": "this executor's /metrics needs its --metrics-token as a bearer token"});
+            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
+    }
     // Reading /proc is file I/O: off the async workers.
     let rendered =
         tokio::task::spawn_blocking(move || state.metrics.render(&state.service.status())).await;

@@ -68,6 +68,8 @@ pub struct ExecutorConfig {
     pub cluster_secret: Option<ClusterSecret>,
     /// Where to serve `/healthz`, `/readyz` and `/metrics` over HTTP; none when absent.
     pub http: Option<SocketAddr>,
+    /// A token `/metrics` then requires as `Authorization: Bearer` (open when absent).
+    pub metrics_token: Option<String>,
 }
 
 /// Task outputs kept in memory by default before spilling to disk.
@@ -284,6 +286,7 @@ pub async fn start(
                 registered,
                 drain: drain.clone(),
                 secret: config.cluster_secret.clone(),
+                metrics_token: config.metrics_token.clone(),
             };
             let serving = http::serve(listener, state, stop.clone());
             tokio::spawn(async move {

@@ -322,7 +322,13 @@ fn draining_executors_mid_query_keeps_answers_right() {
     cluster.create_tpch_tables(&data);
     let http = quarry_sql_tests::processes::free_port();
     let http_flag = format!("127.0.0.1:{http}");
-    cluster.add_executor_with("executor-3", &["--http", &http_flag]);
+    let token_flags = [
+        "--http",
+        http_flag.as_str(),
+        "--metrics-token",
+        "scrape-token",
+    ];
+    cluster.add_executor_with("executor-3", &token_flags);
     cluster.rest.wait_for_executors(3);
 
     let mut report = Vec::new();
@@ -405,7 +411,7 @@ fn draining_executors_mid_query_keeps_answers_right() {
             started.elapsed()
         ));
         cluster.executors.remove(victim);
-        cluster.add_executor_with(victim, &["--http", &http_flag]);
+        cluster.add_executor_with(victim, &token_flags);
         cluster.rest.wait_for_executors(3);
     }
     eprintln!("{}", report.join("\n"));
@@ -437,9 +443,14 @@ fn draining_executors_mid_query_keeps_answers_right() {
     );
 }
 
+/// Executor-3's /metrics, scraped with its token.
 fn metrics_text(cluster: &ProcessCluster, http: u16) -> String {
     cluster.rest.runtime.block_on(async {
-        let reply = reqwest::get(format!("http://127.0.0.1:{http}/metrics")).await;
+        let reply = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{http}/metrics"))
+            .bearer_auth("scrape-token")
+            .send()
+            .await;
         match reply {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),

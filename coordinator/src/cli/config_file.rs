@@ -15,7 +15,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use toml_edit::{Document, Item, Value};
 
 /// Settings whose values `quarry config --print` never shows.
-const SECRETS: [&str; 2] = ["cluster_secret", "admin_password"];
+const SECRETS: [&str; 3] = ["cluster_secret", "admin_password", "metrics_token"];
 
 /// Why a command line with its config file could not be read.
 #[derive(Debug)]
