@@ -56,14 +56,18 @@ impl ClusterSecret {
 
     /// Is `given` the secret? Compared in constant time.
     pub fn matches(&self, given: &[u8]) -> bool {
-        let expected = self.0.as_bytes();
-        given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        same_secret(given, self.0.as_bytes())
     }
+}
+
+/// Whether two secrets are equal, compared in constant time (for any token a caller shows).
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Refuse a call without the secret, and say so in the log (a misconfigured executor, or

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use quarry_common::cluster_secret::ClusterSecret;
+use quarry_common::cluster_secret::{ClusterSecret, same_secret};
 
 use crate::metrics::ExecutorMetrics;
 use crate::service::ExecutorService;
@@ -81,15 +81,8 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 
 async fn metrics_text(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
     if let Some(token) = &state.metrics_token {
-        // Compared in constant time, as the cluster secret is.
-        let matches = bearer(&headers).is_some_and(|given| {
-            given.len() == token.len()
-                && given
-                    .bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
+        let matches =
+            bearer(&headers).is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()));
         if !matches {
             let body = serde_json::json!({"error": "this executor's /metrics needs its --metrics-token as a bearer token"});
             return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
