@@ -52,21 +52,7 @@ enum Command {
     Restore(cli::backup::RestoreArgs),
     /// Show the settings a command would run with (`quarry config --print coordinator
     /// --config quarry.toml`), secrets masked.
-    Config(ConfigArgs),
-}
-
-#[derive(Args)]
-struct ConfigArgs {
-    /// Print the effective settings as a config file, each with where it came from.
-    #[arg(long)]
-    print: bool,
-    /// The command and its flags, as they would be run (`coordinator --config quarry.toml`).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
-    command: Vec<std::ffi::OsString>,
+    Config(cli::config_file::ConfigArgs),
 }
 
 #[derive(Args, Clone)]
@@ -520,44 +506,12 @@ async fn executor(args: ExecutorArgs) -> Result<(), QuarryError> {
 /// The command line with its `--config` file applied; on a mistake, the exit code after
 /// the error has been printed.
 fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Cli, ExitCode> {
-    let parsed = cli::config_file::parse(Cli::command(), args).map_err(config_error)?;
+    let parsed = cli::config_file::parse(Cli::command(), args)
+        .map_err(cli::config_file::ConfigError::exit_code)?;
     Cli::from_arg_matches(&parsed.matches).map_err(|e| {
         let _ = e.print();
         ExitCode::from(2)
     })
-}
-
-fn config_error(e: cli::config_file::ConfigError) -> ExitCode {
-    match e {
-        cli::config_file::ConfigError::Usage(e) => {
-            let _ = e.print();
-            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
-        }
-        cli::config_file::ConfigError::File(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// `quarry config --print COMMAND [FLAGS]`: what that command would run with.
-fn print_config(args: ConfigArgs) -> Result<(), QuarryError> {
-    if !args.print {
-        return Err(QuarryError::invalid(
-            "say what to do: `quarry config --print coordinator --config quarry.toml`",
-        ));
-    }
-    let mut line: Vec<std::ffi::OsString> = vec!["quarry".into()];
-    if args.command.is_empty() {
-        line.push("coordinator".into());
-    }
-    line.extend(args.command);
-    let parsed = cli::config_file::parse(Cli::command(), line).map_err(|e| match e {
-        cli::config_file::ConfigError::Usage(e) => QuarryError::invalid(e.to_string()),
-        cli::config_file::ConfigError::File(message) => QuarryError::invalid(message),
-    })?;
-    print!("{}", cli::config_file::print(Cli::command(), &parsed));
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -595,7 +549,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up(args).await,
             Command::Coordinator(args) => coordinator(args).await,
             Command::Executor(args) => executor(args).await,
-            Command::Config(args) => print_config(args),
+            Command::Config(args) => cli::config_file::print_config(Cli::command(), args),
             Command::Backup(args) => cli::backup::backup(args).await,
             Command::Restore(args) => cli::backup::restore(args).await,
         };

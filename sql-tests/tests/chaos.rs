@@ -26,15 +26,22 @@ fn killing_two_slot_executors_mid_query_keeps_answers_right() {
     kill_executors_mid_query(2);
 }
 
-fn kill_executors_mid_query(slots: usize) {
+/// A cluster of `executors` processes with `slots` slots each over TPC-H at SF, and
+/// DataFusion's answers to the 22 queries.
+fn tpch_cluster(executors: usize, slots: usize) -> (ProcessCluster, Vec<Vec<String>>) {
     let data = tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, 3).expect("TPC-H data");
-    let mut cluster = ProcessCluster::start(3, slots, &[]);
+    let cluster = ProcessCluster::start(executors, slots, &[]);
     let expected = cluster
         .rest
         .runtime
         .block_on(tpch::datafusion_answers(&data, 3))
         .expect("DataFusion's answers");
     cluster.create_tpch_tables(&data);
+    (cluster, expected)
+}
+
+fn kill_executors_mid_query(slots: usize) {
+    let (mut cluster, expected) = tpch_cluster(3, slots);
 
     let mut report = Vec::new();
     for n in 1..=22 {
@@ -312,14 +319,7 @@ fn refresh_with_a_kill(cluster: &mut ProcessCluster, name: &str) -> u64 {
 /// finish and exits cleanly; the queries running across it complete with the right answers.
 #[test]
 fn draining_executors_mid_query_keeps_answers_right() {
-    let data = tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, 3).expect("TPC-H data");
-    let mut cluster = ProcessCluster::start(2, 2, &[]);
-    let expected = cluster
-        .rest
-        .runtime
-        .block_on(tpch::datafusion_answers(&data, 3))
-        .expect("DataFusion's answers");
-    cluster.create_tpch_tables(&data);
+    let (mut cluster, expected) = tpch_cluster(2, 2);
     let http = quarry_sql_tests::processes::free_port();
     let http_flag = format!("127.0.0.1:{http}");
     let token_flags = [

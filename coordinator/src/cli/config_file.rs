@@ -10,8 +10,11 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use std::process::ExitCode;
+
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command};
+use quarry_common::QuarryError;
 use toml_edit::{Document, Item, Value};
 
 /// Settings whose values `quarry config --print` never shows.
@@ -24,6 +27,57 @@ pub enum ConfigError {
     Usage(clap::Error),
     /// The config file: unreadable, not TOML, an unknown key or a wrong value.
     File(String),
+}
+
+impl ConfigError {
+    /// Print the error as clap would; the process's exit code.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            ConfigError::Usage(e) => {
+                let _ = e.print();
+                ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+            }
+            ConfigError::File(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+/// `quarry config`.
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// Print the effective settings as a config file, each with where it came from.
+    #[arg(long)]
+    print: bool,
+    /// The command and its flags, as they would be run (`coordinator --config quarry.toml`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<OsString>,
+}
+
+/// `quarry config --print COMMAND [FLAGS]`: what that command of `cli` would run with.
+pub fn print_config(cli: Command, args: ConfigArgs) -> Result<(), QuarryError> {
+    if !args.print {
+        return Err(QuarryError::invalid(
+            "say what to do: `quarry config --print coordinator --config quarry.toml`",
+        ));
+    }
+    let mut line: Vec<OsString> = vec!["quarry".into()];
+    if args.command.is_empty() {
+        line.push("coordinator".into());
+    }
+    line.extend(args.command);
+    let parsed = parse(cli.clone(), line).map_err(|e| match e {
+        ConfigError::Usage(e) => QuarryError::invalid(e.to_string()),
+        ConfigError::File(message) => QuarryError::invalid(message),
+    })?;
+    print!("{}", print(cli, &parsed));
+    Ok(())
 }
 
 /// The command line's matches with the config file applied, and the ids the file set.

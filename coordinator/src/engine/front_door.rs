@@ -608,15 +608,7 @@ impl QueryService for Arc<Engine> {
         // Reading the reflections (sled) and /proc for the process's figures is I/O.
         blocking(move || {
             let now_ms = quarry_catalog::now_ms();
-            let reflections = catalog
-                .list_reflections()
-                .unwrap_or_default()
-                .iter()
-                .map(|s| {
-                    let refreshing = state.is_refreshing(&s.record.name);
-                    crate::reflections::status(&s.record, None, refreshing, now_ms).0
-                })
-                .collect();
+            let reflections = crate::reflections::statuses(&catalog, &state, now_ms);
             let scrape = crate::metrics::Scrape {
                 running,
                 queued,

@@ -361,6 +361,21 @@ pub(crate) fn materialization_sql(record: &ReflectionRecord, schema: &Schema) ->
     }
 }
 
+/// Every reflection's status as `sys.reflections` shows it (none when the catalog cannot
+/// be read), for `/metrics`.
+pub(crate) fn statuses(
+    catalog: &quarry_catalog::Catalog,
+    state: &ReflectionState,
+    now_ms: u64,
+) -> Vec<&'static str> {
+    catalog
+        .list_reflections()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| status(&s.record, None, state.is_refreshing(&s.record.name), now_ms).0)
+        .collect()
+}
+
 /// A reflection's state as `sys.reflections` shows it, and why it cannot serve.
 pub(crate) fn status(
     record: &ReflectionRecord,
