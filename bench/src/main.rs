@@ -33,6 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 mod load;
 mod reflections;
 mod robustness;
+mod small;
 mod write;
 
 #[derive(Parser)]
@@ -101,6 +102,9 @@ struct Args {
     /// Run the soak instead: a mixed load for `--minutes`, sampling every process.
     #[arg(long)]
     soak: bool,
+    /// Run the small-query suite instead (p50 per query vs in-process DataFusion).
+    #[arg(long)]
+    small: bool,
 }
 
 type Error = Box<dyn std::error::Error>;
@@ -428,6 +432,21 @@ async fn main() -> Result<(), Error> {
     if args.reflections {
         return reflections::run(args.orders, &args.results).await;
     }
+    if args.small {
+        let iterations = if args.iterations == 3 {
+            30
+        } else {
+            args.iterations
+        };
+        return small::run(
+            &args.data,
+            args.executors,
+            args.slots,
+            iterations,
+            &args.results,
+        )
+        .await;
+    }
     // The robustness runs drive their clusters from threads of their own.
     if let Some(which) = &args.fuzz {
         let (which, results) = (which.clone(), args.results.clone());
@@ -464,7 +483,9 @@ async fn main() -> Result<(), Error> {
         let started = Instant::now();
         let dir = tpch::cached(&args.data, sf, args.parts)?;
         eprintln!("  data ready in {:.1}s", started.elapsed().as_secs_f64());
-        let setup = tpch::create_tables_sql(&dir.canonicalize()?);
+        let mut setup = tpch::create_tables_sql(&dir.canonicalize()?);
+        // Every run computes its answer: none comes from an earlier run's rows.
+        setup.push("SET quarry.results_cache.enabled = false".to_string());
         if args.write {
             write::run(sf, &dir, &setup, slots, args.no_duckdb, &args.results).await?;
             continue;

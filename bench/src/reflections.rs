@@ -227,17 +227,34 @@ pub async fn run(rows: u64, results: &std::path::Path) -> Result<(), Error> {
             raw.push(
                 timed(
                     &mut client,
-                    &format!("SET quarry.reflections.enabled = false; {sql}"),
+                    &format!(
+                        "SET quarry.results_cache.enabled = false; \
+                         SET quarry.reflections.enabled = false; {sql}"
+                    ),
                 )
                 .await?
                 .0,
             );
         }
-        let on = format!("SET quarry.reflections.enabled = true; {sql}");
+        let on = format!(
+            "SET quarry.results_cache.enabled = false; SET quarry.reflections.enabled = true; {sql}"
+        );
         let mut accelerated = Vec::new();
         for _ in 0..15 {
             accelerated.push(timed(&mut client, &on).await?.0);
         }
+        // The same tile repeated with the results cache on: the dashboard refreshed.
+        client
+            .query("SET quarry.results_cache.enabled = true")
+            .await?;
+        client.query(sql).await?;
+        let mut cached = Vec::new();
+        for _ in 0..15 {
+            cached.push(timed(&mut client, sql).await?.0);
+        }
+        client
+            .query("SET quarry.results_cache.enabled = false")
+            .await?;
         let explained = client.query(&format!("EXPLAIN REFLECTIONS {sql}")).await?;
         let chosen: Vec<String> = explained
             .iter()
@@ -250,12 +267,13 @@ pub async fn run(rows: u64, results: &std::path::Path) -> Result<(), Error> {
                 })
             })
             .collect();
-        let (raw_p50, fast_p50) = (median(&raw), median(&accelerated));
+        let (raw_p50, fast_p50, cached_p50) = (median(&raw), median(&accelerated), median(&cached));
         eprintln!(
-            "  {name:<34} raw {:>8.1} ms  accelerated p50 {:>7.1} ms  {:>7.1}x  ({})",
+            "  {name:<34} raw {:>8.1} ms  accelerated p50 {:>7.1} ms  {:>7.1}x  cached p50 {:>6.2} ms ({})",
             raw_p50 * 1000.0,
             fast_p50 * 1000.0,
             raw_p50 / fast_p50,
+            cached_p50 * 1000.0,
             if chosen.is_empty() {
                 "no reflection".to_string()
             } else {
@@ -265,6 +283,7 @@ pub async fn run(rows: u64, results: &std::path::Path) -> Result<(), Error> {
         report.push(json!({
             "query": name, "sql": sql, "raw_ms": raw_p50 * 1000.0,
             "accelerated_p50_ms": fast_p50 * 1000.0, "speedup": raw_p50 / fast_p50,
+            "cached_p50_ms": cached_p50 * 1000.0,
             "reflections": chosen,
         }));
     }

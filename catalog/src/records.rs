@@ -291,6 +291,13 @@ pub struct JobRecord {
     /// The OpenTelemetry trace of the job, when traces are exported (`--otlp-endpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// "served from the results cache (the result of job ...)" when it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_cache: Option<String>,
+    /// Where its time went, in microseconds: parse, plan, admission, schedule,
+    /// first_batch, last_batch (each from submission).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub timings_us: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -257,6 +257,8 @@ fn jobs_list_newest_first_and_prune() -> Result<(), CatalogError> {
             aggregates: Vec::new(),
             frontend: "flight_sql".to_string(),
             trace_id: None,
+            results_cache: None,
+            timings_us: Default::default(),
         })?;
     }
     let ids: Vec<String> = catalog.list_jobs()?.into_iter().map(|j| j.id).collect();

@@ -123,6 +123,14 @@ struct ServeArgs {
     /// as for --warehouse); `<dir>/reflections` by default.
     #[arg(long, env = "QUARRY_REFLECTION_STORE")]
     reflection_store: Option<String>,
+    /// Memory for the queries the coordinator runs itself (small plans, final stages), in
+    /// bytes or with a suffix; sorts, joins and aggregations spill to disk past it.
+    #[arg(long, env = "QUARRY_QUERY_MEMORY", default_value = "2GB")]
+    query_memory: String,
+    /// Memory for the results cache (repeated deterministic queries answered without
+    /// running); 0 turns it off.
+    #[arg(long, env = "QUARRY_RESULTS_CACHE_SIZE", default_value = "256MB")]
+    results_cache_size: String,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -334,6 +342,8 @@ fn coordinator_config(serve: &ServeArgs) -> Result<CoordinatorConfig, QuarryErro
         queue_timeout: serve.queue_timeout,
     };
     config.fetch_timeout = serve.fetch_timeout;
+    config.query_memory = parse_bytes(&serve.query_memory)?;
+    config.results_cache_size = parse_bytes(&serve.results_cache_size)?;
     config.test_sources = serve.test_sources;
     config.limits = serve.limits.limits();
     config.warehouse = serve

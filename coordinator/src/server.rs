@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use quarry_catalog::Catalog;
 use quarry_common::QuarryError;
@@ -94,6 +95,10 @@ pub struct CoordinatorConfig {
     pub reflection_store: Option<Location>,
     /// What one request may ask (see [`crate::limits`]).
     pub limits: Limits,
+    /// Memory for the queries the coordinator runs itself; operators spill past it.
+    pub query_memory: usize,
+    /// Bytes of results the results cache keeps (0: no cache).
+    pub results_cache_size: usize,
 }
 
 impl CoordinatorConfig {
@@ -113,9 +118,16 @@ impl CoordinatorConfig {
             warehouse: None,
             reflection_store: None,
             limits: Limits::default(),
+            query_memory: DEFAULT_QUERY_MEMORY,
+            results_cache_size: DEFAULT_RESULTS_CACHE_SIZE,
         }
     }
 }
+
+/// The coordinator's memory for queries it runs itself.
+pub const DEFAULT_QUERY_MEMORY: usize = 2 * 1024 * 1024 * 1024;
+/// The results cache's size.
+pub const DEFAULT_RESULTS_CACHE_SIZE: usize = 256 * 1024 * 1024;
 
 /// The listeners a coordinator serves.
 pub struct Listeners {
@@ -278,7 +290,14 @@ pub async fn start(
             config.dir.display()
         ))
     })?;
+    // Small plans run here (see planner::small_plans); one whose input was smaller on
+    // paper than in memory spills instead of taking the coordinator down.
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(config.query_memory),
+        std::num::NonZeroUsize::new(5).unwrap_or(std::num::NonZeroUsize::MIN),
+    );
     let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
         .with_temp_file_path(config.dir.join("spill"))
         .with_cache_manager(quarry_common::object_stores::cache_config())
         .build_arc()
@@ -338,6 +357,7 @@ pub async fn start(
             admission: Admission::new(config.admission),
             request: config.limits.clone(),
             fetch_timeout: config.fetch_timeout,
+            results_cache_size: config.results_cache_size,
         },
         tasks.clone(),
     )?;

@@ -421,8 +421,12 @@ fn draining_executors_mid_query_keeps_answers_right() {
     );
 
     // The restarted executor's byte counters: a join's stages exchange data across the
-    // three executors, so it sends outputs and its tasks read others'.
-    let sql = tpch::query(9);
+    // three executors, so it sends outputs and its tasks read others' (run again, not
+    // answered from the results cache: Q9 ran above).
+    let sql = format!(
+        "SET quarry.results_cache.enabled = false; {}",
+        tpch::query(9)
+    );
     let id = cluster.rest.start(&sql);
     let (job, _) = cluster.rest.wait_job(&id, Duration::from_secs(120));
     assert_eq!(job["state"], "COMPLETED", "{job}");

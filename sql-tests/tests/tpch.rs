@@ -127,6 +127,44 @@ async fn tpch_stage_plans_match_golden_files() {
     );
 }
 
+/// Where TPC-H's plans run at SF0.1: anything over lineitem (600,572 rows) on the
+/// executors, a query over the small dimension tables on the coordinator; EXPLAIN says
+/// which and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_inputs_run_on_the_executors_and_small_ones_on_the_coordinator() {
+    let dir = data();
+    let (cluster, session) = cluster(&dir).await;
+    let engine = cluster.service();
+    let placement = |rows: Vec<String>| {
+        rows.into_iter()
+            .find_map(|r| r.strip_prefix("placement | ").map(str::to_string))
+            .expect("a placement row")
+    };
+    for (sql, expected) in [
+        (
+            tpch::query(1),
+            "runs on the executors: its input is 600572 rows",
+        ),
+        (
+            "SELECT l_returnflag, sum(l_quantity) FROM lineitem GROUP BY 1".to_string(),
+            "runs on the executors: its input is 600572 rows",
+        ),
+        (
+            "SELECT r_name, count(*) FROM nation JOIN region ON n_regionkey = r_regionkey \
+             GROUP BY r_name"
+                .to_string(),
+            "runs on the coordinator: its input is small: 30 rows",
+        ),
+    ] {
+        let batches = query(&engine, &session, &format!("EXPLAIN {sql}"))
+            .await
+            .expect("explain");
+        let found = placement(tpch::rows(&batches).expect("rows"));
+        assert!(found.starts_with(expected), "{sql}: {found}");
+    }
+    cluster.cluster.shutdown().await;
+}
+
 /// The Python of the test environment (`$QUARRY_TEST_VENV` or `.venv-test`), made by
 /// `.ci/run` or the coordinator's tests; waited for while another test makes it.
 fn python() -> PathBuf {

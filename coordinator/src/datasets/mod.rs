@@ -68,6 +68,8 @@ pub struct Datasets {
     reflections: Arc<crate::reflections::ReflectionState>,
     /// `pg_catalog` for PostgreSQL clients, one per user.
     pg_catalogs: pg_catalog::PgCatalogs,
+    /// What every query's planning state starts from (see `session_state`).
+    template: OnceLock<SessionState>,
 }
 
 impl Datasets {
@@ -90,6 +92,7 @@ impl Datasets {
             reflection_store: OnceLock::new(),
             reflections: Arc::default(),
             pg_catalogs: pg_catalog::PgCatalogs::default(),
+            template: OnceLock::new(),
         });
         // Object stores of existing S3 sources, so their tables can be scanned.
         for source in datasets.catalog.list_sources().map_err(catalog_error)? {
@@ -244,21 +247,33 @@ impl Datasets {
     /// A DataFusion session over Quarry's catalog with the given settings, seeing what
     /// `viewer` may read.
     pub fn session_state(self: &Arc<Self>, config: SessionConfig, viewer: Viewer) -> SessionState {
-        let mut state = SessionStateBuilder::new()
-            .with_default_features()
+        // DataFusion's functions, formats and rules, registered once: a query's state is a
+        // copy of this one with its own settings and catalog, not a fresh registration
+        // of several hundred functions.
+        let template = self.template.get_or_init(|| {
+            let mut state = SessionStateBuilder::new()
+                .with_default_features()
+                .with_config(self.base_config.clone())
+                .with_runtime_env(Arc::clone(&self.runtime))
+                // PostgreSQL's oid types (`::regclass`, `::regtype`) in clients' catalog
+                // queries.
+                .with_type_planner(Arc::new(
+                    datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
+                ))
+                .build();
+            // Registering a function Quarry defines cannot clash with DataFusion's.
+            if let Err(e) = quarry_common::sketches::register(&mut state) {
+                tracing::error!("cannot register the sketch aggregates: {e}");
+            }
+            state
+        });
+        let table_options =
+            datafusion::config::TableOptions::default_from_session_config(config.options());
+        SessionStateBuilder::new_from_existing(template.clone())
+            .with_table_options(table_options)
             .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime))
             .with_catalog_list(self.catalog_list(viewer))
-            // PostgreSQL's oid types (`::regclass`, `::regtype`) in clients' catalog queries.
-            .with_type_planner(Arc::new(
-                datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
-            ))
-            .build();
-        // Registering a function Quarry defines cannot clash with DataFusion's.
-        if let Err(e) = quarry_common::sketches::register(&mut state) {
-            tracing::error!("cannot register the sketch aggregates: {e}");
-        }
-        state
+            .build()
     }
 
     /// A session for planning catalog objects, resolving names against `default_schema`.

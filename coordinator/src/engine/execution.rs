@@ -115,7 +115,14 @@ impl Engine {
     }
 
     pub(super) async fn run(&self, job: &Job, outcome: Outcome) -> Result<(), QuarryError> {
-        let mut sink = |batch: &RecordBatch| job.spool.append(batch);
+        let mut first = true;
+        let mut sink = |batch: &RecordBatch| {
+            if first && batch.num_rows() > 0 {
+                first = false;
+                job.mark("first_batch");
+            }
+            job.spool.append(batch)
+        };
         match outcome {
             Outcome::Analyze(inner) => {
                 let started = std::time::Instant::now();
@@ -166,6 +173,51 @@ impl Engine {
                 })
             }
             Outcome::Distributed(query) => self.run_distributed(job, *query, sink).await,
+            Outcome::Cached(result) => {
+                job.set_running(0);
+                job.set_results_cache(format!(
+                    "served from the results cache (the result of job {}, {} rows)",
+                    result.job_id, result.rows
+                ));
+                for batch in result.batches.iter() {
+                    sink(batch)?;
+                }
+                Ok(QueryProfile::default())
+            }
+            Outcome::Caching(inner, key) => {
+                let schema = inner.schema();
+                let limit = self.results.entry_limit();
+                let (mut kept, mut bytes, mut rows) = (Some(Vec::new()), 0usize, 0u64);
+                let profile = {
+                    let mut keep = |batch: &RecordBatch| {
+                        if let Some(batches) = kept.as_mut() {
+                            bytes += batch.get_array_memory_size();
+                            rows += batch.num_rows() as u64;
+                            if bytes > limit {
+                                kept = None;
+                            } else {
+                                batches.push(batch.clone());
+                            }
+                        }
+                        sink(batch)
+                    };
+                    Box::pin(self.execute(job, *inner, &mut keep)).await?
+                };
+                if let Some(batches) = kept
+                    && !job.is_cancelled()
+                {
+                    self.results.put(
+                        key,
+                        super::results_cache::CachedResult {
+                            schema,
+                            batches: Arc::new(batches),
+                            job_id: job.id.clone(),
+                            rows,
+                        },
+                    );
+                }
+                Ok(profile)
+            }
             Outcome::Analyze(_) => Err(QuarryError::invalid("EXPLAIN ANALYZE cannot be nested")),
             Outcome::Created(inner, table) => {
                 let result = Box::pin(self.execute(job, *inner, sink)).await;
@@ -207,6 +259,7 @@ impl Engine {
             job.set_queued();
         }
         let _permit = ticket.admitted().await?;
+        job.mark("admission");
         let timeout = query.options.query_timeout()?;
         if timeout.is_zero() {
             return self.run_admitted(job, query, sink).await;
@@ -252,6 +305,7 @@ impl Engine {
         };
         let run = self.scheduler.query(tasks, query.stages);
         let root = run.run_stages().await;
+        job.mark("stages");
         job.set_profile(&run.profile());
         let root = root?;
         // The coordinator reads the last stage with recovery: a piece lost with its

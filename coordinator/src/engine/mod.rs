@@ -23,9 +23,11 @@ mod ddl;
 mod execution;
 mod front_door;
 mod outcome;
+mod placement;
 mod query_settings;
 mod reflections;
 mod result_batches;
+mod results_cache;
 mod writes;
 
 pub(crate) mod session;
@@ -53,7 +55,7 @@ use crate::datasets::Datasets;
 use crate::error::CoordinatorError;
 use crate::jobs::admission::Admission;
 use crate::jobs::{CancelOnDrop, Job, Jobs};
-use crate::planner::stages::{display_stages, plan_stages, scans_files};
+use crate::planner::stages::{display_stages, plan_stages};
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
 use crate::sql::pg_functions;
@@ -69,7 +71,7 @@ pub(crate) use session::{PreparedStatement, QuarryOptions, Session, Sessions, qu
 
 /// The most materialization data a query reads on the coordinator rather than on
 /// executors.
-const SMALL_MATERIALIZATIONS_BYTES: u64 = 64 * 1024 * 1024;
+pub(super) const SMALL_MATERIALIZATIONS_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Limits a coordinator puts on the queries it runs.
 pub struct EngineLimits {
@@ -78,6 +80,8 @@ pub struct EngineLimits {
     pub request: crate::limits::Limits,
     /// Flight SQL results nobody starts reading this soon are abandoned.
     pub fetch_timeout: Duration,
+    /// Bytes of results the results cache keeps (0: none).
+    pub results_cache_size: usize,
 }
 
 pub struct Engine {
@@ -96,6 +100,8 @@ pub struct Engine {
     pub(crate) tasks: Tasks,
     /// Changes to the catalog (sources, schemas, datasets, users, roles, grants).
     pub(crate) catalog: CatalogOps,
+    /// Results of repeated deterministic queries (see `results_cache.rs`).
+    results: results_cache::ResultsCache,
 }
 
 impl Engine {
@@ -121,7 +127,9 @@ impl Engine {
             tasks.clone(),
             limits.request.clone(),
         );
+        let results = results_cache::ResultsCache::new(limits.results_cache_size);
         Ok(Arc::new(Engine {
+            results,
             datasets,
             access: Arc::clone(auth.control()),
             auth,
@@ -239,6 +247,9 @@ impl Engine {
             settings: session.settings(),
         };
         pg_functions::register(&mut state, &facts)?;
+        // The statement's time: now() and current_date fold to it while planning
+        // (DataFusion's SessionContext does this; a state built by hand must too).
+        state.mark_start_execution();
         Ok(state)
     }
 
@@ -259,8 +270,12 @@ impl Engine {
         // Planning runs on the query runtime too: it reads and writes the catalog (sled,
         // fsync), lists files and infers schemas, none of which belongs on the runtime
         // that serves clients and executors.
-        let (engine, planning_session, script) =
-            (Arc::clone(self), Arc::clone(session), sql.to_string());
+        let (engine, planning_session, script, planned_job) = (
+            Arc::clone(self),
+            Arc::clone(session),
+            sql.to_string(),
+            Arc::clone(&job),
+        );
         let reports = reflections::PlanningReports::default();
         let scoped = reports.clone();
         // A client that goes away while its statement is planned (dropping this future
@@ -273,7 +288,12 @@ impl Engine {
             .run(
                 async move {
                     scoped
-                        .scope(engine.plan_script(&planning_session, &script, parameters))
+                        .scope(engine.plan_script(
+                            &planning_session,
+                            &script,
+                            parameters,
+                            &planned_job,
+                        ))
                         .await
                 }
                 .instrument(plan_span),
@@ -281,6 +301,7 @@ impl Engine {
             .await
             .unwrap_or_else(|panic| Err(CoordinatorError::crashed("planning", panic).into()));
         abandoned.disarm();
+        job.mark("plan");
         crate::metrics::planned(planning.elapsed());
         let summary = reports.summary(self.datasets.reflection_state());
         let aggregates = reports.aggregates();
@@ -316,8 +337,10 @@ impl Engine {
         session: &Arc<Session>,
         sql: &str,
         parameters: Option<Vec<ScalarValue>>,
+        job: &Job,
     ) -> Result<Outcome, QuarryError> {
         let mut statements = parser::parse(sql, &self.limits.request)?;
+        job.mark("parse");
         let last = statements
             .pop()
             .ok_or_else(|| QuarryError::invalid("no SQL statement given"))?;
@@ -411,13 +434,16 @@ impl Engine {
                 let (state, report) = self
                     .with_reflections(session, state, explain.plan.as_ref())
                     .await?;
-                let batch = self.explain(&state, explain.plan.as_ref(), report).await?;
+                let batch = self
+                    .explain(session, &state, explain.plan.as_ref(), report)
+                    .await?;
                 Ok(Outcome::Rows(batch.schema(), vec![batch]))
             }
             query => {
                 self.note_aggregates(session, &query);
                 let (state, _) = self.with_reflections(session, state, &query).await?;
-                self.plan_query(&state, &query).await
+                let placed = self.place(&state, &query).await?;
+                self.through_results_cache(session, &query, placed)
             }
         }
     }
@@ -428,8 +454,8 @@ impl Engine {
         state: &SessionState,
         plan: &LogicalPlan,
     ) -> Result<Outcome, QuarryError> {
-        let physical = self.physical_plan(state, plan).await?;
-        self.plan_physical(state, physical)
+        let placed = self.place(state, plan).await?;
+        self.plan_placed(placed)
     }
 
     /// The physical plan of a query, refused when deeper than the limit allows.
@@ -446,29 +472,30 @@ impl Engine {
         )?)
     }
 
-    /// Plans without file scans run on the coordinator, and so do those that read only
-    /// small materializations (a dashboard query answered from a reflection): a few
-    /// megabytes of Parquet are read faster here than a stage on executors is scheduled.
-    fn runs_on_coordinator(&self, physical: &Arc<dyn ExecutionPlan>) -> bool {
-        !scans_files(physical)
-            || self.datasets.reflection_store().is_some_and(|store| {
-                crate::planner::stages::reads_only_small_files_under(
-                    physical,
-                    store,
-                    SMALL_MATERIALIZATIONS_BYTES,
-                )
-            })
-    }
-
-    /// Run a physical plan on the coordinator, or on the executors when it scans files.
+    /// Run a physical plan where [`Engine::placement`] says.
     fn plan_physical(
         &self,
         state: &SessionState,
         physical: Arc<dyn ExecutionPlan>,
     ) -> Result<Outcome, QuarryError> {
-        if self.runs_on_coordinator(&physical) {
+        let placement = self.placement(&quarry_options(state.config()), &physical);
+        self.plan_placed(placement::PlacedPlan {
+            state: state.clone(),
+            physical,
+            placement,
+        })
+    }
+
+    fn plan_placed(&self, placed: placement::PlacedPlan) -> Result<Outcome, QuarryError> {
+        let placement::PlacedPlan {
+            state,
+            physical,
+            placement,
+        } = placed;
+        if placement.local {
             return Ok(Outcome::Local(physical, state.task_ctx()));
         }
+        let state = &state;
         let options = quarry_options(state.config());
         // Refuse bad durations before the query takes any resources.
         options.query_timeout()?;
@@ -488,12 +515,19 @@ impl Engine {
     /// EXPLAIN: the logical plan, the physical plan and the stage DAG.
     async fn explain(
         &self,
+        session: &Session,
         state: &SessionState,
         plan: &LogicalPlan,
         reflections: Option<Arc<crate::reflections::candidates::Report>>,
     ) -> Result<RecordBatch, QuarryError> {
         let optimized = state.optimize(plan)?;
-        let physical = self.physical_plan(state, plan).await?;
+        let placed = self.place(state, plan).await?;
+        let cache = self.explain_results_cache(session, plan, &placed);
+        let placement::PlacedPlan {
+            physical,
+            placement,
+            ..
+        } = placed;
         let mut rows = Vec::new();
         if let Some(report) = reflections {
             let lines: Vec<String> = report
@@ -513,16 +547,10 @@ impl Engine {
                 displayable(physical.as_ref()).indent(false).to_string(),
             ),
         ]);
-        if !scans_files(&physical) {
-            rows.push((
-                "distributed_plan".to_string(),
-                "runs on the coordinator (no file scans)".to_string(),
-            ));
-        } else if self.runs_on_coordinator(&physical) {
-            rows.push((
-                "distributed_plan".to_string(),
-                "runs on the coordinator (it reads only small materializations)".to_string(),
-            ));
+        rows.push(("placement".to_string(), placement.reason.clone()));
+        rows.push(("results_cache".to_string(), cache));
+        if placement.local {
+            rows.push(("distributed_plan".to_string(), placement.reason));
         } else {
             let stages = plan_stages(physical)?;
             rows.push(("distributed_plan".to_string(), display_stages(&stages)));

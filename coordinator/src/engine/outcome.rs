@@ -18,6 +18,7 @@ use crate::scheduler::Scheduler;
 
 use super::QuarryOptions;
 use super::result_batches::plan_text_schema;
+use super::results_cache::{CacheKey, CachedResult};
 
 /// How a planned statement produces its rows.
 pub(super) enum Outcome {
@@ -32,6 +33,10 @@ pub(super) enum Outcome {
     /// CREATE TABLE ... AS SELECT: the insert, and the new table, dropped again when the
     /// insert fails, so a failed CTAS leaves no table.
     Created(Box<Outcome>, CreatedTable),
+    /// The rows an earlier run of the same query left in the results cache.
+    Cached(CachedResult),
+    /// A query whose rows go to the results cache under the key when it succeeds.
+    Caching(Box<Outcome>, CacheKey),
 }
 
 /// What a background job does after its run (see `Engine::start_then`).
@@ -53,7 +58,9 @@ impl Outcome {
     pub(super) fn distributed_mut(&mut self) -> Option<&mut DistributedQuery> {
         match self {
             Outcome::Distributed(query) => Some(query),
-            Outcome::Analyze(inner) | Outcome::Created(inner, _) => inner.distributed_mut(),
+            Outcome::Analyze(inner) | Outcome::Created(inner, _) | Outcome::Caching(inner, _) => {
+                inner.distributed_mut()
+            }
             _ => None,
         }
     }
@@ -64,7 +71,8 @@ impl Outcome {
             Outcome::Local(plan, _) => plan.schema(),
             Outcome::Distributed(query) => query.stages.root.schema(),
             Outcome::Analyze(_) => plan_text_schema(),
-            Outcome::Created(inner, _) => inner.schema(),
+            Outcome::Created(inner, _) | Outcome::Caching(inner, _) => inner.schema(),
+            Outcome::Cached(result) => Arc::clone(&result.schema),
         }
     }
 }

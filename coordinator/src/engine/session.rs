@@ -46,6 +46,15 @@ impl ReflectionOptions {
 }
 
 extensions_options! {
+    /// `quarry.results_cache.*`: answering a repeated query from its earlier result.
+    pub struct ResultsCacheOptions {
+        /// Serve a repeated deterministic query from the results cache while its inputs
+        /// are unchanged, and keep results for that.
+        pub enabled: bool, default = true
+    }
+}
+
+extensions_options! {
     /// Quarry's own settings, changed with `SET quarry.<name> = <value>`.
     pub struct QuarryOptions {
         /// Run a query's tasks on at most this many executors; 0 uses all of them.
@@ -60,6 +69,16 @@ extensions_options! {
         pub max_recursive_iterations: usize, default = 10_000
         /// Reflections: `quarry.reflections.enabled`, `.max_staleness`, `.exclude`, `.choose`.
         pub reflections: ReflectionOptions, default = ReflectionOptions::default()
+        /// Run plans whose whole input is small on the coordinator; false sends every plan
+        /// that reads files to the executors.
+        pub local_execution: bool, default = true
+        /// A plan reading at most this many rows (from file metadata) runs on the
+        /// coordinator.
+        pub local_max_rows: u64, default = 100_000
+        /// ...and at most this many bytes of files.
+        pub local_max_bytes: u64, default = 64 * 1024 * 1024
+        /// The results cache: `quarry.results_cache.enabled`.
+        pub results_cache: ResultsCacheOptions, default = ResultsCacheOptions::default()
     }
 }
 

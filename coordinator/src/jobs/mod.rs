@@ -53,6 +53,8 @@ pub struct Job {
     /// The job's root span ("query"): planning and running happen inside it. It ends when
     /// the job does (taken here; the runs' clones end with them).
     span: Mutex<Option<tracing::Span>>,
+    /// When it was submitted, for the timings of its phases.
+    submitted: Instant,
 }
 
 impl Job {
@@ -191,6 +193,20 @@ impl Job {
         self.persist();
     }
 
+    /// Note that `phase` ended now (the first time only): microseconds since submission.
+    pub fn mark(&self, phase: &'static str) {
+        let elapsed = self.submitted.elapsed().as_micros() as u64;
+        self.lock()
+            .timings_us
+            .entry(phase.to_string())
+            .or_insert(elapsed);
+    }
+
+    /// Say that its rows came from the results cache.
+    pub fn set_results_cache(&self, note: String) {
+        self.lock().results_cache = Some(note);
+    }
+
     pub fn set_running(&self, tasks_total: usize) {
         {
             let mut record = self.lock();
@@ -224,6 +240,11 @@ impl Job {
             }
             record.state = COMPLETED.to_string();
             record.finished_ms = Some(now_ms());
+            let elapsed = self.submitted.elapsed().as_micros() as u64;
+            record
+                .timings_us
+                .entry("last_batch".to_string())
+                .or_insert(elapsed);
             record.row_count = self.spool.rows();
             record.tasks_done = record.tasks_total;
             ended(&record);
@@ -358,6 +379,8 @@ impl Jobs {
             aggregates: Vec::new(),
             frontend: frontend.to_string(),
             trace_id: quarry_common::trace_context::trace_id(&span),
+            results_cache: None,
+            timings_us: Default::default(),
         };
         let job = Arc::new(Job {
             spool: ResultSpool::new(self.results_dir.join(format!("{id}.arrows"))),
@@ -369,6 +392,7 @@ impl Jobs {
             readers: AtomicUsize::new(0),
             holds: AtomicUsize::new(0),
             span: Mutex::new(Some(span)),
+            submitted: Instant::now(),
         });
         job.persist();
         let evicted: Vec<Arc<Job>> = {

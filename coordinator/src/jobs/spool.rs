@@ -2,8 +2,11 @@
 //! from any row offset, while the job is still running or long after it finished.
 //!
 //! Each batch is written as a self-contained Arrow IPC stream (schema, dictionaries,
-//! batch), and an in-memory index keeps its offset, length and row count. Readers follow
-//! the writer: they wait for more batches until the job finishes.
+//! batch), and an in-memory index keeps its offset, length and row count. The first
+//! [`KEPT_IN_MEMORY`] bytes of a job's batches stay in memory instead: most results are
+//! a few rows (a dashboard tile, `SELECT 1`), and writing, reopening and decoding a file
+//! for them cost more than the query. Readers follow the writer: they wait for more
+//! batches until the job finishes.
 
 use std::fs::File;
 use std::io::Write;
@@ -21,17 +24,25 @@ use tokio::sync::watch;
 
 use crate::error::CoordinatorError;
 
-#[derive(Debug, Clone, Copy)]
+/// Bytes of a job's results kept in memory rather than written to its file (at most
+/// this much for each of the live jobs).
+const KEPT_IN_MEMORY: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
 struct Entry {
     offset: u64,
     len: u64,
     rows: u64,
+    /// The batch itself, for the first results of a job; read from the file otherwise.
+    kept: Option<RecordBatch>,
 }
 
 #[derive(Debug)]
 struct State {
     file: Option<File>,
     written: u64,
+    /// Bytes of batches kept in memory.
+    kept: usize,
     index: Vec<Entry>,
     rows: u64,
     schema: Option<SchemaRef>,
@@ -54,6 +65,7 @@ impl ResultSpool {
             state: Mutex::new(State {
                 file: None,
                 written: 0,
+                kept: 0,
                 index: Vec::new(),
                 rows: 0,
                 schema: None,
@@ -103,6 +115,28 @@ impl ResultSpool {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let size = batch.get_array_memory_size();
+        {
+            let mut state = self.lock();
+            if state.outcome.is_some() {
+                return Err(
+                    CoordinatorError::invariant("results appended after the job finished").into(),
+                );
+            }
+            if state.file.is_none() && state.kept + size <= KEPT_IN_MEMORY {
+                state.kept += size;
+                state.rows += batch.num_rows() as u64;
+                state.index.push(Entry {
+                    offset: 0,
+                    len: 0,
+                    rows: batch.num_rows() as u64,
+                    kept: Some(batch.clone()),
+                });
+                drop(state);
+                self.bump();
+                return Ok(());
+            }
+        }
         let mut bytes = Vec::new();
         {
             let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())
@@ -142,6 +176,7 @@ impl ResultSpool {
             offset,
             len: bytes.len() as u64,
             rows: batch.num_rows() as u64,
+            kept: None,
         });
         drop(state);
         self.bump();
@@ -212,7 +247,7 @@ impl ResultSpool {
                 let (entry, outcome) = {
                     let state = c.spool.lock();
                     (
-                        state.index.get(c.next_entry).copied(),
+                        state.index.get(c.next_entry).cloned(),
                         state.outcome.clone(),
                     )
                 };
@@ -223,13 +258,18 @@ impl ResultSpool {
                     if c.row_at <= c.offset {
                         continue;
                     }
-                    // File reads go to a blocking thread, not the worker polling this.
-                    let spool = Arc::clone(&c.spool);
-                    let read = tokio::task::spawn_blocking(move || spool.read_entry(entry))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(CoordinatorError::crashed("reading results", e).into())
-                        });
+                    let read = match entry.kept {
+                        Some(batch) => Ok(batch),
+                        None => {
+                            // File reads go to a blocking thread, not the worker polling this.
+                            let spool = Arc::clone(&c.spool);
+                            tokio::task::spawn_blocking(move || spool.read_entry(entry))
+                                .await
+                                .unwrap_or_else(|e| {
+                                    Err(CoordinatorError::crashed("reading results", e).into())
+                                })
+                        }
+                    };
                     return match read {
                         Ok(batch) => {
                             let skip = c.offset.saturating_sub(start) as usize;

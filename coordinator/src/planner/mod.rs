@@ -1,4 +1,5 @@
 //! Distributed planning: DataFusion plans cut into stage DAGs.
 
 pub(crate) mod recursion_bound;
+pub(crate) mod small_plans;
 pub(crate) mod stages;

@@ -219,6 +219,7 @@ impl SystemTables {
             Field::new("tasks_total", DataType::UInt64, false),
             Field::new("error", DataType::Utf8, true),
             Field::new("frontend", DataType::Utf8, false),
+            Field::new("results_cache", DataType::Boolean, false),
         ]));
         table(
             schema,
@@ -259,6 +260,11 @@ impl SystemTables {
                 )),
                 Arc::new(StringArray::from_iter_values(
                     jobs.iter().map(|j| j.frontend.as_str()),
+                )),
+                Arc::new(arrow::array::BooleanArray::from(
+                    jobs.iter()
+                        .map(|j| j.results_cache.is_some())
+                        .collect::<Vec<_>>(),
                 )),
             ],
         )

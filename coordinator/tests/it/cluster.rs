@@ -119,6 +119,14 @@ async fn an_executor_joining_mid_query_gets_tasks_and_one_leaving_drains() {
     .await
     .expect("demo");
     let session = quarry_coordinator::service::in_process_session(&engine, "test");
+    // The query runs as tasks every time: not on the coordinator, nor from the cache.
+    run(&engine, &session, "SET quarry.local_execution = false").await;
+    run(
+        &engine,
+        &session,
+        "SET quarry.results_cache.enabled = false",
+    )
+    .await;
     let (expected, _) = run(&engine, &session, SLOW_QUERY).await;
 
     // Join: a third executor arrives while the first stage runs.
@@ -241,6 +249,8 @@ async fn files_are_scanned_by_the_executor_holding_them() {
     );
     let session = quarry_coordinator::service::in_process_session(&engine, "test");
     run(&engine, &session, "CREATE SOURCE nodes TYPE cluster").await;
+    // Scans run on the executors however small their files (this test is about which).
+    run(&engine, &session, "SET quarry.local_execution = false").await;
     run(
         &engine,
         &session,

@@ -26,6 +26,7 @@ mod robustness;
 mod s3;
 mod security;
 mod service;
+mod small_queries;
 mod tables;
 mod tls;
 mod traces;

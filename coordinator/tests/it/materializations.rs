@@ -144,10 +144,11 @@ async fn small_materializations_are_read_on_the_coordinator() {
     assert!(
         explained
             .iter()
-            .any(|l| l.contains("runs on the coordinator (it reads only small materializations)")),
+            .any(|l| l.contains("runs on the coordinator: it reads only small materializations")),
         "{explained:?}"
     );
     sql(&engine, &session, "SET quarry.reflections.enabled = false").await;
+    sql(&engine, &session, "SET quarry.local_execution = false").await;
     let (raw, record) = crate::harness::run_sql(&engine, &session, query).await;
     assert!(record.tasks_total > 0, "{record:?}");
     assert_eq!(

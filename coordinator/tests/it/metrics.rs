@@ -292,7 +292,7 @@ async fn an_executor_serves_health_readiness_and_its_metrics() {
     .expect("demo data");
     let api = Api::new(cluster.http());
     let rows = api
-        .sql("SELECT city, count(*) AS n FROM demo.orders GROUP BY city")
+        .sql("SET quarry.local_execution = false; SELECT city, count(*) AS n FROM demo.orders GROUP BY city")
         .await;
     assert!(rows["rowCount"].as_u64().is_some_and(|n| n > 0), "{rows}");
 

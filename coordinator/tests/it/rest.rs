@@ -359,12 +359,12 @@ async fn sql_sync_async_and_errors() {
 async fn scans_run_on_the_executors() {
     let (cluster, api) = demo_cluster(50_000).await;
     let (_, started) = api
-        .post("/api/v1/sql", json!({"sql": "SELECT city, sum(revenue) FROM demo.orders GROUP BY city", "async": true}))
+        .post("/api/v1/sql", json!({"sql": "SET quarry.local_execution = false; SELECT city, sum(revenue) FROM demo.orders GROUP BY city", "async": true}))
         .await;
     let job = api.wait_job(started["id"].as_str().expect("id")).await;
     let stages = job["profile"]["stages"]
         .as_array()
-        .expect("stages in the profile");
+        .unwrap_or_else(|| panic!("stages in the profile: {job}"));
     // The scan stage ran as tasks on both executors, each scanning rows.
     let scan_stage = stages
         .iter()

@@ -117,7 +117,9 @@ async fn deep_and_wide_statements_get_answers_or_limit_errors() {
     .await;
     assert!(e.contains("EXPLAIN cannot explain"), "{e}");
 
-    // A deep expression over a table runs where the table's files are: on the executors.
+    // A deep expression over a table runs where the table's files are: on the executors
+    // (a table this small would run on the coordinator by default).
+    sql(engine, &session, "SET quarry.local_execution = false").await;
     sql(engine, &session, "CREATE SCHEMA deep").await;
     sql(
         engine,

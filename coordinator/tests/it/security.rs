@@ -787,3 +787,53 @@ async fn reflections_follow_their_datasets_grants() {
     let (status, body) = try_sql(&ada, "DROP REFLECTION by_city").await;
     denied(status, &body, "demo.orders");
 }
+
+/// Whether a REST job answer says its rows came from the results cache.
+async fn served_from_cache(api: &Api, body: &Value) -> bool {
+    let id = body["id"].as_str().expect("job id");
+    let (_, job) = api.get(&format!("/api/v1/jobs/{id}")).await;
+    job["resultsCache"]
+        .as_str()
+        .is_some_and(|note| note.starts_with("served from the results cache"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_results_are_never_shared_between_users_and_a_revoke_stops_them() {
+    let (cluster, admin) = secured_cluster().await;
+    admin.sql("CREATE USER ada PASSWORD 'a'").await;
+    admin.sql("CREATE USER bob PASSWORD 'b'").await;
+    admin
+        .sql("GRANT SELECT ON TABLE demo.orders TO USER ada")
+        .await;
+    admin
+        .sql("GRANT SELECT ON TABLE demo.orders TO USER bob")
+        .await;
+    let (ada, bob) = (
+        login(&cluster, "ada", "a").await,
+        login(&cluster, "bob", "b").await,
+    );
+    let query = "SELECT city, count(*) AS n FROM demo.orders GROUP BY city ORDER BY city";
+    let first = ada.sql(query).await;
+    assert!(!served_from_cache(&ada, &first).await);
+    let again = ada.sql(query).await;
+    assert!(served_from_cache(&ada, &again).await, "{again}");
+    assert_eq!(first["rows"], again["rows"]);
+
+    // The same query, the same rows, another user: run for bob, not served from ada's.
+    let bobs = bob.sql(query).await;
+    assert!(!served_from_cache(&bob, &bobs).await);
+    assert_eq!(bobs["rows"], first["rows"]);
+
+    // After a REVOKE ada's repeat is refused, not answered from what she read before.
+    admin
+        .sql("REVOKE SELECT ON TABLE demo.orders FROM USER ada")
+        .await;
+    let (status, body) = try_sql(&ada, query).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "demo.orders",
+    );
+}

@@ -82,7 +82,7 @@ async fn a_distributed_query_arrives_as_one_trace_with_every_stage_and_task() {
     let (_, started) = api
         .post(
             "/api/v1/sql",
-            json!({"sql": "SELECT city, count(*) AS n, sum(revenue) AS r FROM demo.orders GROUP BY city", "async": true}),
+            json!({"sql": "SET quarry.local_execution = false; SELECT city, count(*) AS n, sum(revenue) AS r FROM demo.orders GROUP BY city", "async": true}),
         )
         .await;
     let id = started["id"].as_str().expect("id").to_string();
@@ -120,7 +120,7 @@ async fn a_distributed_query_arrives_as_one_trace_with_every_stage_and_task() {
     let (_, started) = api
         .post(
             "/api/v1/sql",
-            json!({"sql": "CREATE TABLE public.by_city AS SELECT city, count(*) AS n FROM demo.orders GROUP BY city", "async": true}),
+            json!({"sql": "SET quarry.local_execution = false; CREATE TABLE public.by_city AS SELECT city, count(*) AS n FROM demo.orders GROUP BY city", "async": true}),
         )
         .await;
     let written = api.wait_job(started["id"].as_str().expect("id")).await;

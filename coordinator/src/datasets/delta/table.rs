@@ -4,6 +4,7 @@
 use super::commit::{CommitMode, ReplacedFile, WriteInFlight};
 use super::stats::{FileStats, may_match};
 use super::*;
+use crate::planner::small_plans::KnownRows;
 
 /// A managed table as DataFusion sees it.
 #[derive(Debug)]
@@ -110,6 +111,10 @@ impl DeltaTable {
                 })
                 .collect::<DfResult<Vec<_>>>()?;
             let stats = FileStats::parse(file.stats().as_deref());
+            if let Some(rows) = stats.rows() {
+                // For where the plan runs; DataFusion's statistics are left alone.
+                partitioned = partitioned.with_extension(KnownRows(rows));
+            }
             if let Some(kept) =
                 filter_partitioned_file(partitioned, &partition_filters, &partition_schema)?
             {

@@ -51,6 +51,12 @@ pub(super) struct Job {
     /// The job's OpenTelemetry trace id, when traces are exported (`--otlp-endpoint`).
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<String>,
+    /// "served from the results cache (...)" when an earlier run's rows answered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    results_cache: Option<String>,
+    /// Microseconds from submission to the end of each phase it went through: `parse`,
+    /// `plan`, `admission`, `stages`, `first_batch`, `last_batch`.
+    timings_us: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -90,6 +96,8 @@ impl Job {
             data_as_of_ms: record.data_as_of_ms,
             frontend: record.frontend.clone(),
             trace_id: record.trace_id.clone(),
+            results_cache: record.results_cache.clone(),
+            timings_us: record.timings_us.clone(),
         }
     }
 }

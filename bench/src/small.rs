@@ -1,0 +1,187 @@
+//! Small queries, where a query's fixed cost is most of its time: a join of twenty
+//! 10-row tables, the 22 TPC-H queries at SF0.01, `SELECT 1` and a point lookup, each
+//! p50 over Flight SQL on a Quarry cluster (separate processes) against in-process
+//! DataFusion (parse, plan and run each time) over the same files, runs interleaved.
+//! Quarry runs with its results cache off, then each query again with it on (repeats).
+//!
+//! ```text
+//! target/release/quarry-bench --small [--iterations 30]
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::ParquetReadOptions;
+use quarry_sql_tests::tpch;
+use serde_json::json;
+
+use crate::{Cluster, Error, FlightSql};
+
+const TABLES: usize = 20;
+
+fn percentile(times: &[f64], p: f64) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = ((sorted.len().saturating_sub(1)) as f64 * p).round() as usize;
+    sorted.get(at).copied().unwrap_or(f64::NAN)
+}
+
+/// Twenty tables `t1..t20` of ten rows (`a_i`, `b_i`, `label`), one Parquet file each.
+fn write_tiny_tables(dir: &Path) -> Result<(), Error> {
+    for t in 1..=TABLES {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(format!("a{t}"), DataType::Int64, false),
+            Field::new(format!("b{t}"), DataType::Int64, false),
+            Field::new("label", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..10)),
+                Arc::new(Int64Array::from_iter_values(0..10)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..10).map(|i| format!("t{t}-{i}")),
+                )),
+            ],
+        )?;
+        let folder = dir.join(format!("t{t}"));
+        std::fs::create_dir_all(&folder)?;
+        let file = std::fs::File::create(folder.join("part-0.parquet"))?;
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+        writer.write(&batch)?;
+        writer.close()?;
+    }
+    Ok(())
+}
+
+fn twenty_table_join() -> String {
+    let tables: Vec<String> = (1..=TABLES).map(|t| format!("t{t}")).collect();
+    let joins: Vec<String> = (1..TABLES).map(|t| format!("a{t} = b{}", t + 1)).collect();
+    format!(
+        "SELECT a1, t20.label FROM {} WHERE {} ORDER BY a1",
+        tables.join(", "),
+        joins.join(" AND ")
+    )
+}
+
+pub async fn run(
+    data: &Path,
+    executors: usize,
+    slots: Option<usize>,
+    iterations: usize,
+    results: &Path,
+) -> Result<(), Error> {
+    let tpch_dir = tpch::cached(data, 0.01, 1)?.canonicalize()?;
+    let tiny = data.join("tiny-tables");
+    write_tiny_tables(&tiny)?;
+    let tiny = tiny.canonicalize()?;
+
+    let cluster = Cluster::start(executors, slots)?;
+    let mut quarry = FlightSql::connect(cluster.flight).await?;
+    let mut setup = tpch::create_tables_sql(&tpch_dir);
+    setup.push(format!(
+        "CREATE SOURCE IF NOT EXISTS tiny TYPE local WITH (root = '{}')",
+        tiny.display()
+    ));
+    for t in 1..=TABLES {
+        setup.push(format!(
+            "CREATE TABLE IF NOT EXISTS t{t} FROM tiny 't{t}' FORMAT parquet"
+        ));
+    }
+    for sql in &setup {
+        quarry.query(sql).await?;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let datafusion = tpch::datafusion_context(&tpch_dir, cores).await?;
+    for t in 1..=TABLES {
+        datafusion
+            .register_parquet(
+                format!("t{t}"),
+                tiny.join(format!("t{t}")).to_string_lossy().as_ref(),
+                ParquetReadOptions::default(),
+            )
+            .await?;
+    }
+
+    let mut queries: Vec<(String, String)> = vec![
+        ("SELECT 1".to_string(), "SELECT 1".to_string()),
+        (
+            "point lookup".to_string(),
+            "SELECT * FROM orders WHERE o_orderkey = 4242".to_string(),
+        ),
+        ("twenty-table join".to_string(), twenty_table_join()),
+    ];
+    queries.extend((1..=22).map(|n| (format!("TPC-H Q{n} SF0.01"), tpch::query(n))));
+
+    eprintln!(
+        "Small queries: Quarry (coordinator + {executors} executors) over Flight SQL vs DataFusion in-process ({cores} partitions), p50 of {iterations}"
+    );
+    println!(
+        "| query | Quarry p50 ms | DataFusion p50 ms | difference ms | Quarry cached p50 ms | answers |"
+    );
+    println!("|---|---:|---:|---:|---:|---|");
+    let mut rows = Vec::new();
+    for (name, sql) in &queries {
+        quarry
+            .query("SET quarry.results_cache.enabled = false")
+            .await?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut our_rows, mut their_rows) = (Vec::new(), Vec::new());
+        // Warm both (file metadata in the page cache, connections).
+        for _ in 0..3 {
+            quarry.query(sql).await?;
+            datafusion.sql(sql).await?.collect().await?;
+        }
+        for _ in 0..iterations {
+            let started = Instant::now();
+            our_rows = quarry.query(sql).await?;
+            ours.push(started.elapsed().as_secs_f64() * 1000.0);
+            let started = Instant::now();
+            their_rows = datafusion.sql(sql).await?.collect().await?;
+            theirs.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        quarry
+            .query("SET quarry.results_cache.enabled = true")
+            .await?;
+        let mut cached = Vec::new();
+        quarry.query(sql).await?;
+        for _ in 0..iterations {
+            let started = Instant::now();
+            quarry.query(sql).await?;
+            cached.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let agree = tpch::answer(sql, &our_rows)? == tpch::answer(sql, &their_rows)?;
+        let (q, d, c) = (
+            percentile(&ours, 0.5),
+            percentile(&theirs, 0.5),
+            percentile(&cached, 0.5),
+        );
+        println!(
+            "| {name} | {q:.2} | {d:.2} | {:+.2} | {c:.2} | {} |",
+            q - d,
+            if agree { "agree" } else { "DIFFER" }
+        );
+        rows.push(json!({
+            "query": name,
+            "quarry_p50_ms": q,
+            "quarry_p99_ms": percentile(&ours, 0.99),
+            "datafusion_p50_ms": d,
+            "difference_ms": q - d,
+            "quarry_cached_p50_ms": c,
+            "answers_agree": agree,
+        }));
+    }
+    let report = json!({
+        "iterations": iterations,
+        "executors": executors,
+        "datafusion_partitions": cores,
+        "queries": rows,
+    });
+    let path = results.join("small-queries.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("results written to {}", path.display());
+    Ok(())
+}

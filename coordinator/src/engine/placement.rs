@@ -1,0 +1,125 @@
+//! Where a planned query runs: on the coordinator (no file scans, small materializations,
+//! or a small input — see `planner::small_plans`) or as stages on the executors, and why.
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use quarry_common::QuarryError;
+
+use super::{Engine, QuarryOptions, SMALL_MATERIALIZATIONS_BYTES, quarry_options};
+use crate::planner::small_plans::{InputEstimate, human_bytes};
+use crate::planner::stages::{reads_only_small_files_under, scans_files};
+
+/// Where a plan runs, and the reason EXPLAIN gives.
+#[derive(Debug, Clone)]
+pub(super) struct Placement {
+    pub(super) local: bool,
+    pub(super) reason: String,
+}
+
+impl Placement {
+    fn coordinator(reason: impl Into<String>) -> Placement {
+        Placement {
+            local: true,
+            reason: format!("runs on the coordinator: {}", reason.into()),
+        }
+    }
+
+    fn executors(reason: impl Into<String>) -> Placement {
+        Placement {
+            local: false,
+            reason: format!("runs on the executors: {}", reason.into()),
+        }
+    }
+}
+
+/// A query's physical plan and where it runs.
+pub(super) struct PlacedPlan {
+    pub(super) state: SessionState,
+    pub(super) physical: Arc<dyn ExecutionPlan>,
+    pub(super) placement: Placement,
+}
+
+impl Engine {
+    /// Where `physical` runs under the query's settings.
+    pub(super) fn placement(
+        &self,
+        options: &QuarryOptions,
+        physical: &Arc<dyn ExecutionPlan>,
+    ) -> Placement {
+        if !scans_files(physical) {
+            return Placement::coordinator("it reads no files");
+        }
+        let estimate = InputEstimate::of(physical);
+        let limits = format!(
+            "quarry.local_max_rows = {}, quarry.local_max_bytes = {}",
+            options.local_max_rows,
+            human_bytes(options.local_max_bytes)
+        );
+        if estimate.writes {
+            return Placement::executors("it writes a table");
+        }
+        if estimate.executor_only {
+            return Placement::executors("it reads a source only executors run");
+        }
+        if !options.local_execution {
+            return Placement::executors(format!(
+                "quarry.local_execution is off (input: {})",
+                estimate.describe()
+            ));
+        }
+        if self.datasets.reflection_store().is_some_and(|store| {
+            reads_only_small_files_under(physical, store, SMALL_MATERIALIZATIONS_BYTES)
+        }) {
+            return Placement::coordinator(format!(
+                "it reads only small materializations ({})",
+                estimate.describe()
+            ));
+        }
+        if estimate.is_small(options.local_max_rows, options.local_max_bytes) {
+            Placement::coordinator(format!(
+                "its input is small: {} (at most {limits})",
+                estimate.describe()
+            ))
+        } else {
+            Placement::executors(format!(
+                "its input is {} (over {limits})",
+                estimate.describe()
+            ))
+        }
+    }
+
+    /// Plan `plan` and decide where it runs. A plan for the coordinator is planned again
+    /// as one partition: its input is a few thousand rows, which one thread reads and
+    /// joins faster than repartitioning them between threads.
+    pub(super) async fn place(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+    ) -> Result<PlacedPlan, QuarryError> {
+        let physical = self.physical_plan(state, plan).await?;
+        let options = quarry_options(state.config());
+        let placement = self.placement(&options, &physical);
+        if placement.local && scans_files(&physical) && state.config().target_partitions() > 1 {
+            let mut single = state.clone();
+            single
+                .config_mut()
+                .options_mut()
+                .execution
+                .target_partitions = 1;
+            let physical = self.physical_plan(&single, plan).await?;
+            return Ok(PlacedPlan {
+                state: single,
+                physical,
+                placement,
+            });
+        }
+        Ok(PlacedPlan {
+            state: state.clone(),
+            physical,
+            placement,
+        })
+    }
+}

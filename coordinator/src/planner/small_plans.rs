@@ -1,0 +1,156 @@
+//! Where a plan runs. A plan whose whole input is small runs on the coordinator as one
+//! in-process plan: scheduling stages on executors and moving their outputs through the
+//! exchange costs milliseconds per hop, while a few thousand rows are read and joined
+//! here in microseconds. Like Dremio's `planner.slice_target` (a plan estimated under
+//! 100,000 rows is not parallelized), the threshold is on rows, with a cap on bytes.
+//!
+//! The estimate comes from what planning already read: file sizes from the listing and
+//! row counts from Parquet footers (DataFusion's per-file statistics). Files without a
+//! row count (CSV, JSON, Parquet without statistics) are counted as one row per
+//! [`BYTES_PER_UNKNOWN_ROW`] bytes, which errs towards the executors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// Bytes of a file counted as one row when the file does not say how many it holds: rows
+/// of CSV, JSON or compressed Parquet take more than this, so the guess makes a file look
+/// bigger than it is, never smaller.
+const BYTES_PER_UNKNOWN_ROW: u64 = 4;
+
+/// The rows a file holds, as its table's log says (Delta's `numRecords`), attached to
+/// its `PartitionedFile` by table providers whose files carry no DataFusion statistics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KnownRows(pub u64);
+
+/// What a plan reads, summed over its file scans (a file read by several scans counts
+/// once per scan; ranges of one file count once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct InputEstimate {
+    pub scans: usize,
+    pub files: usize,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Every file said how many rows it holds.
+    pub rows_exact: bool,
+    /// The plan writes files (an INSERT or CREATE TABLE AS): executors write tables.
+    pub writes: bool,
+    /// A leaf that only executors run (the stall test source).
+    pub executor_only: bool,
+}
+
+impl InputEstimate {
+    pub(crate) fn of(plan: &Arc<dyn ExecutionPlan>) -> InputEstimate {
+        let mut estimate = InputEstimate {
+            rows_exact: true,
+            ..InputEstimate::default()
+        };
+        let _ = plan.apply(|node| {
+            if let Some(source) = node.downcast_ref::<DataSourceExec>()
+                && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
+            {
+                estimate.add_scan(scan);
+            } else if node
+                .downcast_ref::<quarry_common::table_write::FileWriteExec>()
+                .is_some()
+                || node
+                    .downcast_ref::<crate::datasets::delta::DeltaCommitExec>()
+                    .is_some()
+            {
+                estimate.writes = true;
+            } else if node
+                .downcast_ref::<quarry_common::stall::StallExec>()
+                .is_some()
+            {
+                estimate.executor_only = true;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        estimate
+    }
+
+    fn add_scan(&mut self, scan: &FileScanConfig) {
+        self.scans += 1;
+        // A file split into ranges across partitions appears once per range.
+        let mut files: HashMap<&str, (u64, Option<u64>)> = HashMap::new();
+        for file in scan.file_groups.iter().flat_map(|g| g.files()) {
+            let rows = file
+                .statistics
+                .as_ref()
+                .and_then(|s| match s.num_rows {
+                    Precision::Exact(n) => Some(n as u64),
+                    _ => None,
+                })
+                .or_else(|| file.extension::<KnownRows>().map(|known| known.0));
+            files.insert(
+                file.object_meta.location.as_ref(),
+                (file.object_meta.size, rows),
+            );
+        }
+        for (size, rows) in files.into_values() {
+            self.files += 1;
+            self.bytes = self.bytes.saturating_add(size);
+            let rows = rows.unwrap_or_else(|| {
+                self.rows_exact = false;
+                size / BYTES_PER_UNKNOWN_ROW
+            });
+            self.rows = self.rows.saturating_add(rows);
+        }
+    }
+
+    /// Is it small enough for the coordinator under these limits?
+    pub(crate) fn is_small(&self, max_rows: u64, max_bytes: u64) -> bool {
+        self.scans > 0
+            && !self.writes
+            && !self.executor_only
+            && self.rows <= max_rows
+            && self.bytes <= max_bytes
+    }
+
+    /// "600,572 rows (exact) in 2 files, 17.6 MiB".
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} rows ({}) in {} file{}, {}",
+            self.rows,
+            if self.rows_exact {
+                "from file metadata"
+            } else {
+                "estimated from file sizes"
+            },
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            human_bytes(self.bytes)
+        )
+    }
+}
+
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(64 * 1024 * 1024), "64.0 MiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

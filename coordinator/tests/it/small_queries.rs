@@ -1,0 +1,293 @@
+//! Small queries: a plan whose input is small runs on the coordinator (EXPLAIN says so
+//! and why), with the answer the executors give; a repeated deterministic query is
+//! served from the results cache until anything it read changes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use quarry_catalog::JobRecord;
+use quarry_coordinator::service::{QueryService, SessionHandle};
+
+use crate::harness::{TestCluster, run_sql, sql};
+use crate::reflections::lines;
+
+/// `rows` rows (id, city) in a Parquet file at `path`.
+fn write_parquet(path: &Path, first: i64, rows: i64) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("city", DataType::Utf8, false),
+    ]));
+    let cities = ["Lyon", "Oslo", "Pune"];
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(first..first + rows)),
+            Arc::new(StringArray::from_iter_values(
+                (first..first + rows).map(|i| cities[(i % 3) as usize]),
+            )),
+        ],
+    )
+    .expect("batch");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    let file = std::fs::File::create(path).expect("file");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+async fn start() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
+    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
+    let root = cluster.dir.path().join("files");
+    write_parquet(&root.join("events/part-1.parquet"), 0, 600);
+    sql(
+        &engine,
+        &session,
+        &format!(
+            "CREATE SOURCE files TYPE local WITH (root = '{}')",
+            root.display()
+        ),
+    )
+    .await;
+    sql(&engine, &session, "CREATE SCHEMA s").await;
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE s.events FROM files 'events/' FORMAT parquet",
+    )
+    .await;
+    (cluster, engine, session)
+}
+
+fn explain_row(explained: &[String], name: &str) -> String {
+    explained
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{name}|")))
+        .unwrap_or_else(|| panic!("no {name} row in {explained:?}"))
+        .to_string()
+}
+
+async fn explain(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    query: &str,
+) -> Vec<String> {
+    lines(&sql(engine, session, &format!("EXPLAIN {query}")).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_plans_run_on_the_coordinator_and_say_why() {
+    let (cluster, engine, session) = start().await;
+    // Twenty tables of ten rows each, joined in a chain: the kind of plan BI tools send
+    // over small dimension tables.
+    for t in 1..=20 {
+        sql(
+            &engine,
+            &session,
+            &format!(
+                "CREATE TABLE s.t{t} AS SELECT value AS a{t}, value AS b{t}, 'x{t}' AS label \
+                 FROM range(10)"
+            ),
+        )
+        .await;
+    }
+    let tables: Vec<String> = (1..=20).map(|t| format!("s.t{t}")).collect();
+    let joins: Vec<String> = (1..20).map(|t| format!("a{t} = b{}", t + 1)).collect();
+    let twenty = format!(
+        "SELECT a1, count(*) AS n FROM {} WHERE {} GROUP BY a1 ORDER BY a1",
+        tables.join(", "),
+        joins.join(" AND ")
+    );
+    let grouped =
+        "SELECT city, count(*) AS n, sum(id) AS total FROM s.events GROUP BY city ORDER BY city";
+
+    for query in [twenty.as_str(), grouped] {
+        let explained = explain(&engine, &session, query).await;
+        let placement = explain_row(&explained, "placement");
+        assert!(
+            placement.starts_with("runs on the coordinator: its input is small:")
+                && placement.contains("from file metadata")
+                && placement.contains("quarry.local_max_rows = 100000"),
+            "{placement}"
+        );
+        let (local, record) = run_sql(&engine, &session, query).await;
+        assert_eq!(record.tasks_total, 0, "ran as tasks: {record:?}");
+
+        // The same query forced onto the executors gives the same answer.
+        sql(&engine, &session, "SET quarry.local_execution = false").await;
+        let explained = explain(&engine, &session, query).await;
+        assert!(
+            explain_row(&explained, "placement")
+                .starts_with("runs on the executors: quarry.local_execution is off"),
+            "{explained:?}"
+        );
+        let (distributed, record) = run_sql(&engine, &session, query).await;
+        assert!(record.tasks_total > 0, "{record:?}");
+        assert_eq!(lines(&local), lines(&distributed));
+        sql(&engine, &session, "SET quarry.local_execution = true").await;
+    }
+    assert_eq!(lines(&sql(&engine, &session, &twenty).await).len(), 10);
+
+    // Over the row limit, the plan goes to the executors and EXPLAIN says why.
+    sql(&engine, &session, "SET quarry.local_max_rows = 500").await;
+    let explained = explain(&engine, &session, grouped).await;
+    let placement = explain_row(&explained, "placement");
+    assert!(
+        placement.starts_with("runs on the executors: its input is 600 rows"),
+        "{placement}"
+    );
+    let (_, record) = run_sql(&engine, &session, grouped).await;
+    assert!(record.tasks_total > 0, "{record:?}");
+    // Writes always go to the executors, however small.
+    sql(&engine, &session, "RESET quarry.local_max_rows").await;
+    let explained = explain(&engine, &session, "INSERT INTO s.t1 SELECT * FROM s.t2").await;
+    assert!(
+        explain_row(&explained, "placement").starts_with("runs on the executors: it writes"),
+        "{explained:?}"
+    );
+    cluster.cluster.shutdown().await;
+}
+
+fn cached(record: &JobRecord) -> bool {
+    record
+        .results_cache
+        .as_deref()
+        .is_some_and(|note| note.starts_with("served from the results cache"))
+}
+
+/// Run `query` twice: the first run must miss, the second hit with the same rows.
+async fn miss_then_hit(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    query: &str,
+    why: &str,
+) -> Vec<String> {
+    let (first, record) = run_sql(engine, session, query).await;
+    assert!(
+        !cached(&record),
+        "{why}: the first run was served from the cache"
+    );
+    let (second, record) = run_sql(engine, session, query).await;
+    assert!(cached(&record), "{why}: the repeat ran again: {record:?}");
+    assert_eq!(record.tasks_total, 0);
+    assert_eq!(lines(&first), lines(&second), "{why}");
+    lines(&second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_are_served_from_the_results_cache_until_an_input_changes() {
+    let (cluster, engine, session) = start().await;
+    let root = cluster.dir.path().join("files");
+    let query = "SELECT city, count(*) AS n FROM s.events GROUP BY city ORDER BY city";
+
+    // A repeat: identical rows, and the job and EXPLAIN say where they came from.
+    let rows = miss_then_hit(&engine, &session, query, "a repeat").await;
+    assert_eq!(rows.len(), 3);
+    let explained = explain(&engine, &session, query).await;
+    assert!(
+        explain_row(&explained, "results_cache").starts_with("served from the results cache"),
+        "{explained:?}"
+    );
+    let jobs = lines(
+        &sql(
+            &engine,
+            &session,
+            "SELECT results_cache FROM sys.jobs WHERE sql LIKE 'SELECT city%' ORDER BY submitted",
+        )
+        .await,
+    );
+    assert_eq!(jobs, ["false", "true"], "{jobs:?}");
+
+    // A new file in the source's folder.
+    write_parquet(&root.join("events/part-2.parquet"), 600, 300);
+    let after = miss_then_hit(&engine, &session, query, "a new file").await;
+    assert_ne!(after, rows);
+
+    // Distributed plans are cached as well.
+    sql(&engine, &session, "SET quarry.local_execution = false").await;
+    miss_then_hit(&engine, &session, query, "a distributed plan").await;
+    sql(&engine, &session, "SET quarry.local_execution = true").await;
+
+    // An INSERT into a managed table.
+    sql(
+        &engine,
+        &session,
+        "CREATE TABLE s.managed AS SELECT id, city FROM s.events",
+    )
+    .await;
+    let managed = "SELECT city, count(*) AS n FROM s.managed GROUP BY city ORDER BY city";
+    let before = miss_then_hit(&engine, &session, managed, "a managed table").await;
+    sql(
+        &engine,
+        &session,
+        "INSERT INTO s.managed VALUES (5000, 'Oslo')",
+    )
+    .await;
+    let after = miss_then_hit(&engine, &session, managed, "after an INSERT").await;
+    assert_ne!(before, after);
+
+    // A reflection refresh: the materialization's files change.
+    sql(
+        &engine,
+        &session,
+        "ALTER TABLE s.managed CREATE AGGREGATE REFLECTION by_city USING DIMENSIONS (city) \
+         MEASURES (id (COUNT))",
+    )
+    .await;
+    sql(&engine, &session, "WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    let (_, record) = run_sql(&engine, &session, managed).await;
+    assert!(crate::harness::chose(&record, "by_city"), "{record:?}");
+    assert!(
+        !cached(&record),
+        "a plan over the materialization is a new entry"
+    );
+    let (_, record) = run_sql(&engine, &session, managed).await;
+    assert!(cached(&record) && crate::harness::chose(&record, "by_city"));
+    sql(
+        &engine,
+        &session,
+        "INSERT INTO s.managed VALUES (5001, 'Pune')",
+    )
+    .await;
+    sql(&engine, &session, "ALTER REFLECTION by_city REFRESH").await;
+    sql(&engine, &session, "WAIT FOR REFLECTION by_city TIMEOUT 60").await;
+    let refreshed = miss_then_hit(&engine, &session, managed, "after a refresh").await;
+    assert!(
+        refreshed.iter().any(|l| l.contains("Pune")),
+        "{refreshed:?}"
+    );
+
+    // now() and random() are never cached, and EXPLAIN says why.
+    for volatile in [
+        "SELECT now() AS t, count(*) AS n FROM s.events",
+        "SELECT count(*) AS n FROM s.events WHERE random() < 2",
+    ] {
+        for _ in 0..2 {
+            let (_, record) = run_sql(&engine, &session, volatile).await;
+            assert!(!cached(&record), "{volatile}");
+        }
+        let explained = explain(&engine, &session, volatile).await;
+        assert!(
+            explain_row(&explained, "results_cache").starts_with("not cached: it calls"),
+            "{explained:?}"
+        );
+    }
+    // System tables have no snapshot to compare.
+    for _ in 0..2 {
+        let (_, record) = run_sql(&engine, &session, "SELECT count(*) FROM sys.jobs").await;
+        assert!(!cached(&record));
+    }
+    // The setting turns it off.
+    sql(
+        &engine,
+        &session,
+        "SET quarry.results_cache.enabled = false",
+    )
+    .await;
+    let (_, record) = run_sql(&engine, &session, query).await;
+    assert!(!cached(&record));
+    cluster.cluster.shutdown().await;
+}
