@@ -91,18 +91,18 @@ impl Engine {
         }
     }
 
-    /// Plan `plan` and decide where it runs. A plan for the coordinator is planned again
-    /// as one partition: its input is a few thousand rows, which one thread reads and
-    /// joins faster than repartitioning them between threads.
+    /// Plan `plan` and decide where it runs. It is planned as one partition first: most
+    /// plans a client waits on are small, and one thread reads and joins a few thousand
+    /// rows faster than threads repartitioning them. A plan that turns out to be for the
+    /// executors is planned again with a partition per task slot; that second planning
+    /// costs milliseconds against a query that runs for longer.
     pub(super) async fn place(
         &self,
         state: &SessionState,
         plan: &LogicalPlan,
     ) -> Result<PlacedPlan, QuarryError> {
-        let physical = self.physical_plan(state, plan).await?;
         let options = quarry_options(state.config());
-        let placement = self.placement(&options, &physical);
-        if placement.local && scans_files(&physical) && state.config().target_partitions() > 1 {
+        if state.config().target_partitions() > 1 && options.local_execution {
             let mut single = state.clone();
             single
                 .config_mut()
@@ -110,12 +110,17 @@ impl Engine {
                 .execution
                 .target_partitions = 1;
             let physical = self.physical_plan(&single, plan).await?;
-            return Ok(PlacedPlan {
-                state: single,
-                physical,
-                placement,
-            });
+            let placement = self.placement(&options, &physical);
+            if placement.local {
+                return Ok(PlacedPlan {
+                    state: single,
+                    physical,
+                    placement,
+                });
+            }
         }
+        let physical = self.physical_plan(state, plan).await?;
+        let placement = self.placement(&options, &physical);
         Ok(PlacedPlan {
             state: state.clone(),
             physical,

@@ -28,8 +28,8 @@ const BYTES_PER_UNKNOWN_ROW: u64 = 4;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KnownRows(pub u64);
 
-/// What a plan reads, summed over its file scans (a file read by several scans counts
-/// once per scan; ranges of one file count once).
+/// What a plan reads: the files of all its scans, each file once (a self-join or a
+/// subquery over the same table reads the same files again, from the page cache).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct InputEstimate {
     pub scans: usize,
@@ -50,11 +50,14 @@ impl InputEstimate {
             rows_exact: true,
             ..InputEstimate::default()
         };
+        // Every file read, by store and path: its size and rows, when known.
+        let mut files: HashMap<(String, String), (u64, Option<u64>)> = HashMap::new();
         let _ = plan.apply(|node| {
             if let Some(source) = node.downcast_ref::<DataSourceExec>()
                 && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
             {
-                estimate.add_scan(scan);
+                estimate.scans += 1;
+                add_files(scan, &mut files);
             } else if node
                 .downcast_ref::<quarry_common::table_write::FileWriteExec>()
                 .is_some()
@@ -71,36 +74,16 @@ impl InputEstimate {
             }
             Ok(TreeNodeRecursion::Continue)
         });
-        estimate
-    }
-
-    fn add_scan(&mut self, scan: &FileScanConfig) {
-        self.scans += 1;
-        // A file split into ranges across partitions appears once per range.
-        let mut files: HashMap<&str, (u64, Option<u64>)> = HashMap::new();
-        for file in scan.file_groups.iter().flat_map(|g| g.files()) {
-            let rows = file
-                .statistics
-                .as_ref()
-                .and_then(|s| match s.num_rows {
-                    Precision::Exact(n) => Some(n as u64),
-                    _ => None,
-                })
-                .or_else(|| file.extension::<KnownRows>().map(|known| known.0));
-            files.insert(
-                file.object_meta.location.as_ref(),
-                (file.object_meta.size, rows),
-            );
-        }
         for (size, rows) in files.into_values() {
-            self.files += 1;
-            self.bytes = self.bytes.saturating_add(size);
+            estimate.files += 1;
+            estimate.bytes = estimate.bytes.saturating_add(size);
             let rows = rows.unwrap_or_else(|| {
-                self.rows_exact = false;
+                estimate.rows_exact = false;
                 size / BYTES_PER_UNKNOWN_ROW
             });
-            self.rows = self.rows.saturating_add(rows);
+            estimate.rows = estimate.rows.saturating_add(rows);
         }
+        estimate
     }
 
     /// Is it small enough for the coordinator under these limits?
@@ -141,6 +124,27 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The files `scan` reads (a file split into ranges across partitions appears once).
+fn add_files(scan: &FileScanConfig, files: &mut HashMap<(String, String), (u64, Option<u64>)>) {
+    for file in scan.file_groups.iter().flat_map(|g| g.files()) {
+        let rows = file
+            .statistics
+            .as_ref()
+            .and_then(|s| match s.num_rows {
+                Precision::Exact(n) => Some(n as u64),
+                _ => None,
+            })
+            .or_else(|| file.extension::<KnownRows>().map(|known| known.0));
+        files.insert(
+            (
+                scan.object_store_url.as_str().to_string(),
+                file.object_meta.location.to_string(),
+            ),
+            (file.object_meta.size, rows),
+        );
+    }
 }
 
 #[cfg(test)]
