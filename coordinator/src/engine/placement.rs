@@ -109,6 +109,10 @@ impl Engine {
                 .options_mut()
                 .execution
                 .target_partitions = 1;
+            // Its own names for common subexpressions, so a plan made again for the
+            // executors names them as a plan made once does (EXPLAIN stays the same).
+            single.execution_props_mut().alias_generator =
+                Arc::new(datafusion::common::alias::AliasGenerator::new());
             let physical = self.physical_plan(&single, plan).await?;
             let placement = self.placement(&options, &physical);
             if placement.local {
