@@ -269,11 +269,15 @@ impl Datasets {
         });
         let table_options =
             datafusion::config::TableOptions::default_from_session_config(config.options());
-        SessionStateBuilder::new_from_existing(template.clone())
+        let mut state = SessionStateBuilder::new_from_existing(template.clone())
             .with_table_options(table_options)
             .with_config(config)
             .with_catalog_list(self.catalog_list(viewer))
-            .build()
+            .build();
+        // The statement's time: now() and current_date fold to it while planning
+        // (DataFusion's SessionContext does this; a state built by hand must too).
+        state.mark_start_execution();
+        state
     }
 
     /// A session for planning catalog objects, resolving names against `default_schema`.

@@ -63,7 +63,6 @@ use crate::tasks::Tasks;
 use catalog_ops::CatalogOps;
 use outcome::{CreatedTable, DistributedQuery, Outcome, ReleaseOnDrop, Then};
 pub(crate) use query_settings::base_config;
-use query_settings::{object_stores_of, settings_to_ship};
 pub(crate) use result_batches::message_batch;
 use result_batches::plan_text_batch;
 pub use session::parse_duration;
@@ -247,9 +246,6 @@ impl Engine {
             settings: session.settings(),
         };
         pg_functions::register(&mut state, &facts)?;
-        // The statement's time: now() and current_date fold to it while planning
-        // (DataFusion's SessionContext does this; a state built by hand must too).
-        state.mark_start_execution();
         Ok(state)
     }
 
@@ -470,46 +466,6 @@ impl Engine {
         Ok(crate::planner::recursion_bound::bound_recursion(
             physical, iterations,
         )?)
-    }
-
-    /// Run a physical plan where [`Engine::placement`] says.
-    fn plan_physical(
-        &self,
-        state: &SessionState,
-        physical: Arc<dyn ExecutionPlan>,
-    ) -> Result<Outcome, QuarryError> {
-        let placement = self.placement(&quarry_options(state.config()), &physical);
-        self.plan_placed(placement::PlacedPlan {
-            state: state.clone(),
-            physical,
-            placement,
-        })
-    }
-
-    fn plan_placed(&self, placed: placement::PlacedPlan) -> Result<Outcome, QuarryError> {
-        let placement::PlacedPlan {
-            state,
-            physical,
-            placement,
-        } = placed;
-        if placement.local {
-            return Ok(Outcome::Local(physical, state.task_ctx()));
-        }
-        let state = &state;
-        let options = quarry_options(state.config());
-        // Refuse bad durations before the query takes any resources.
-        options.query_timeout()?;
-        options.stall_timeout()?;
-        let object_stores = object_stores_of(&physical, &self.datasets);
-        let stages = plan_stages(physical)?;
-        Ok(Outcome::Distributed(Box::new(DistributedQuery {
-            stages,
-            settings: settings_to_ship(state.config_options()),
-            object_stores,
-            options,
-            state: state.clone(),
-            ticket: None,
-        })))
     }
 
     /// EXPLAIN: the logical plan, the physical plan and the stage DAG.

@@ -1,5 +1,6 @@
 //! Where a planned query runs: on the coordinator (no file scans, small materializations,
-//! or a small input — see `planner::small_plans`) or as stages on the executors, and why.
+//! or a small input — see `planner::small_plans`) or as stages on the executors, and why;
+//! and the [`Outcome`] that runs it there.
 
 use std::sync::Arc;
 
@@ -8,9 +9,13 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use quarry_common::QuarryError;
 
-use super::{Engine, QuarryOptions, SMALL_MATERIALIZATIONS_BYTES, quarry_options};
-use crate::planner::small_plans::{InputEstimate, human_bytes};
-use crate::planner::stages::{reads_only_small_files_under, scans_files};
+use super::query_settings::{object_stores_of, settings_to_ship};
+use super::{
+    DistributedQuery, Engine, Outcome, QuarryOptions, SMALL_MATERIALIZATIONS_BYTES, quarry_options,
+};
+use crate::planner::small_plans::InputEstimate;
+use crate::planner::stages::{plan_stages, reads_only_small_files_under};
+use crate::scheduler::analyze::human_bytes;
 
 /// Where a plan runs, and the reason EXPLAIN gives.
 #[derive(Debug, Clone)]
@@ -49,10 +54,10 @@ impl Engine {
         options: &QuarryOptions,
         physical: &Arc<dyn ExecutionPlan>,
     ) -> Placement {
-        if !scans_files(physical) {
+        let estimate = InputEstimate::of(physical);
+        if estimate.scans == 0 && !estimate.executor_only {
             return Placement::coordinator("it reads no files");
         }
-        let estimate = InputEstimate::of(physical);
         let limits = format!(
             "quarry.local_max_rows = {}, quarry.local_max_bytes = {}",
             options.local_max_rows,
@@ -67,7 +72,7 @@ impl Engine {
         if !options.local_execution {
             return Placement::executors(format!(
                 "quarry.local_execution is off (input: {})",
-                estimate.describe()
+                describe(&estimate)
             ));
         }
         if self.datasets.reflection_store().is_some_and(|store| {
@@ -75,18 +80,18 @@ impl Engine {
         }) {
             return Placement::coordinator(format!(
                 "it reads only small materializations ({})",
-                estimate.describe()
+                describe(&estimate)
             ));
         }
         if estimate.is_small(options.local_max_rows, options.local_max_bytes) {
             Placement::coordinator(format!(
                 "its input is small: {} (at most {limits})",
-                estimate.describe()
+                describe(&estimate)
             ))
         } else {
             Placement::executors(format!(
                 "its input is {} (over {limits})",
-                estimate.describe()
+                describe(&estimate)
             ))
         }
     }
@@ -131,4 +136,59 @@ impl Engine {
             placement,
         })
     }
+
+    /// Run a physical plan where [`Engine::placement`] says.
+    pub(super) fn plan_physical(
+        &self,
+        state: &SessionState,
+        physical: Arc<dyn ExecutionPlan>,
+    ) -> Result<Outcome, QuarryError> {
+        let placement = self.placement(&quarry_options(state.config()), &physical);
+        self.plan_placed(PlacedPlan {
+            state: state.clone(),
+            physical,
+            placement,
+        })
+    }
+
+    pub(super) fn plan_placed(&self, placed: PlacedPlan) -> Result<Outcome, QuarryError> {
+        let PlacedPlan {
+            state,
+            physical,
+            placement,
+        } = placed;
+        if placement.local {
+            return Ok(Outcome::Local(physical, state.task_ctx()));
+        }
+        let options = quarry_options(state.config());
+        // Refuse bad durations before the query takes any resources.
+        options.query_timeout()?;
+        options.stall_timeout()?;
+        let object_stores = object_stores_of(&physical, &self.datasets);
+        let stages = plan_stages(physical)?;
+        Ok(Outcome::Distributed(Box::new(DistributedQuery {
+            stages,
+            settings: settings_to_ship(state.config_options()),
+            object_stores,
+            options,
+            state,
+            ticket: None,
+        })))
+    }
+}
+
+/// "600572 rows (from file metadata) in 2 files, 17.6 MB".
+fn describe(estimate: &InputEstimate) -> String {
+    format!(
+        "{} rows ({}) in {} file{}, {}",
+        estimate.rows,
+        if estimate.rows_exact {
+            "from file metadata"
+        } else {
+            "estimated from file sizes"
+        },
+        estimate.files,
+        if estimate.files == 1 { "" } else { "s" },
+        human_bytes(estimate.bytes)
+    )
 }

@@ -29,6 +29,8 @@ use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use ring::digest::{Context, SHA256};
 
+use crate::access::auth::hex;
+
 /// The largest result one entry keeps (Dremio's default is 20 MB as well).
 pub(crate) const MAX_ENTRY_BYTES: usize = 20 * 1024 * 1024;
 
@@ -285,10 +287,6 @@ fn input_snapshot(physical: &Arc<dyn ExecutionPlan>) -> Result<String, String> {
         return Err("it reads no files".to_string());
     }
     Ok(hex(inputs.finish().as_ref()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl super::Engine {

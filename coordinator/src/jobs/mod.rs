@@ -195,8 +195,12 @@ impl Job {
 
     /// Note that `phase` ended now (the first time only): microseconds since submission.
     pub fn mark(&self, phase: &'static str) {
+        self.mark_in(&mut self.lock(), phase);
+    }
+
+    fn mark_in(&self, record: &mut JobRecord, phase: &'static str) {
         let elapsed = self.submitted.elapsed().as_micros() as u64;
-        self.lock()
+        record
             .timings_us
             .entry(phase.to_string())
             .or_insert(elapsed);
@@ -240,11 +244,7 @@ impl Job {
             }
             record.state = COMPLETED.to_string();
             record.finished_ms = Some(now_ms());
-            let elapsed = self.submitted.elapsed().as_micros() as u64;
-            record
-                .timings_us
-                .entry("last_batch".to_string())
-                .or_insert(elapsed);
+            self.mark_in(&mut record, "last_batch");
             record.row_count = self.spool.rows();
             record.tasks_done = record.tasks_total;
             ended(&record);

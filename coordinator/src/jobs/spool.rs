@@ -118,11 +118,7 @@ impl ResultSpool {
         let size = batch.get_array_memory_size();
         {
             let mut state = self.lock();
-            if state.outcome.is_some() {
-                return Err(
-                    CoordinatorError::invariant("results appended after the job finished").into(),
-                );
-            }
+            still_running(&state)?;
             if state.file.is_none() && state.kept + size <= KEPT_IN_MEMORY {
                 state.kept += size;
                 state.rows += batch.num_rows() as u64;
@@ -147,11 +143,7 @@ impl ResultSpool {
                 .map_err(|e| QuarryError::from(CoordinatorError::encode("results", e)))?;
         }
         let mut state = self.lock();
-        if state.outcome.is_some() {
-            return Err(
-                CoordinatorError::invariant("results appended after the job finished").into(),
-            );
-        }
+        still_running(&state)?;
         if state.file.is_none() {
             let file = File::create(&self.path).map_err(|e| {
                 QuarryError::io(
@@ -297,6 +289,16 @@ impl ResultSpool {
                 }
             }
         })
+    }
+}
+
+/// Appends end when the job does.
+fn still_running(state: &State) -> Result<(), QuarryError> {
+    match state.outcome {
+        Some(_) => {
+            Err(CoordinatorError::invariant("results appended after the job finished").into())
+        }
+        None => Ok(()),
     }
 }
 

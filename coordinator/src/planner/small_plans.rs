@@ -94,36 +94,6 @@ impl InputEstimate {
             && self.rows <= max_rows
             && self.bytes <= max_bytes
     }
-
-    /// "600,572 rows (exact) in 2 files, 17.6 MiB".
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "{} rows ({}) in {} file{}, {}",
-            self.rows,
-            if self.rows_exact {
-                "from file metadata"
-            } else {
-                "estimated from file sizes"
-            },
-            self.files,
-            if self.files == 1 { "" } else { "s" },
-            human_bytes(self.bytes)
-        )
-    }
-}
-
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The files `scan` reads (a file split into ranges across partitions appears once).
@@ -144,17 +114,5 @@ fn add_files(scan: &FileScanConfig, files: &mut HashMap<(String, String), (u64, 
             ),
             (file.object_meta.size, rows),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_read_like_people_write_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(64 * 1024 * 1024), "64.0 MiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

@@ -4,7 +4,8 @@ use quarry_common::metrics::OperatorMetrics;
 
 use super::{QueryProfile, StageProfile};
 
-fn human_bytes(bytes: u64) -> String {
+/// 1536 → "1.5 KB" (binary units).
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;
