@@ -51,12 +51,7 @@ impl ClusterSecret {
     fn accepts(&self, metadata: &MetadataMap) -> bool {
         metadata
             .get(SECRET_HEADER)
-            .is_some_and(|v| self.matches(v.as_bytes()))
-    }
-
-    /// Is `given` the secret? Compared in constant time.
-    pub fn matches(&self, given: &[u8]) -> bool {
-        same_secret(given, self.0.as_bytes())
+            .is_some_and(|v| same_secret(v.as_bytes(), self.0.as_bytes()))
     }
 }
 

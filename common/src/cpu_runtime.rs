@@ -1,5 +1,7 @@
 //! The runtime query work runs on.
 
+use tracing::Instrument;
+
 /// A tokio runtime for query work, apart from the one answering RPCs: DataFusion
 /// operators can compute for a long time without yielding, and must not starve the
 /// heartbeats, exchange reads and client calls of the process. Executors run tasks on
@@ -19,7 +21,8 @@ impl CpuRuntime {
         Ok(CpuRuntime(Some(runtime)))
     }
 
-    /// Run `future` there; dropping the returned future aborts it.
+    /// Run `future` there, inside the caller's span; dropping the returned future aborts
+    /// it.
     pub async fn run<T: Send + 'static>(
         &self,
         future: impl std::future::Future<Output = T> + Send + 'static,
@@ -33,7 +36,7 @@ impl CpuRuntime {
                 self.0.abort();
             }
         }
-        let mut handle = AbortOnDrop(runtime.spawn(future));
+        let mut handle = AbortOnDrop(runtime.spawn(future.in_current_span()));
         (&mut handle.0).await.map_err(|e| {
             if e.is_panic() {
                 crate::panics::panic_message(e.into_panic().as_ref())

@@ -48,6 +48,20 @@ struct ExecutorLabel {
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// A counter per label value, each there from the start at zero, so that a rate over it
+/// exists before the first event.
+fn seeded<L>(labels: impl IntoIterator<Item = L>) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    for label in labels {
+        let _ = family.get_or_create(&label);
+    }
+    family
+}
 
 struct Metrics {
     registry: Registry,
@@ -60,7 +74,7 @@ struct Metrics {
     refresh_duration: Histogram,
     reflections: Family<StateLabel, Gauge>,
     catalog_writes: Histogram,
-    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    cpu: FloatCounter,
     tasks: Family<OutcomeLabel, Counter>,
     refusals: Family<ReasonLabel, Counter>,
     logins_failed: Counter,
@@ -113,8 +127,6 @@ impl Metrics {
             "Jobs completed with data from reflections",
             accelerated.clone(),
         );
-        // Every known label value is there from the start, at zero, so that a rate over
-        // it exists before the first event.
         let planning = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register_with_unit(
             "quarry_planning",
@@ -122,10 +134,7 @@ impl Metrics {
             Unit::Seconds,
             planning.clone(),
         );
-        let refreshes = Family::<OutcomeLabel, Counter>::default();
-        for outcome in ["succeeded", "failed"] {
-            let _ = refreshes.get_or_create(&OutcomeLabel { outcome });
-        }
+        let refreshes = seeded(["succeeded", "failed"].map(|outcome| OutcomeLabel { outcome }));
         registry.register(
             "quarry_reflection_refreshes",
             "Reflection refreshes ended, by outcome",
@@ -151,26 +160,23 @@ impl Metrics {
             Unit::Seconds,
             catalog_writes.clone(),
         );
-        let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let cpu = FloatCounter::default();
         registry.register_with_unit(
             "process_cpu",
             "CPU time this process has used, user and system",
             Unit::Seconds,
             cpu.clone(),
         );
-        let tasks = Family::<OutcomeLabel, Counter>::default();
-        for outcome in ["succeeded", "failed", "input_lost", "executor_lost"] {
-            let _ = tasks.get_or_create(&OutcomeLabel { outcome });
-        }
+        let tasks = seeded(
+            ["succeeded", "failed", "input_lost", "executor_lost"]
+                .map(|outcome| OutcomeLabel { outcome }),
+        );
         registry.register(
             "quarry_tasks",
             "Task attempts on executors, by outcome",
             tasks.clone(),
         );
-        let refusals = Family::<ReasonLabel, Counter>::default();
-        for reason in ["queue_full", "queue_timeout"] {
-            let _ = refusals.get_or_create(&ReasonLabel { reason });
-        }
+        let refusals = seeded(["queue_full", "queue_timeout"].map(|reason| ReasonLabel { reason }));
         registry.register(
             "quarry_admission_refusals",
             "Statements refused admission: the queue was full, or the wait for a turn timed out",
@@ -413,29 +419,14 @@ pub(crate) fn render(scrape: &Scrape) -> Result<String, std::fmt::Error> {
     }
     m.slots.set(slots);
     m.slots_busy.set(busy);
-    m.reflections.clear();
     // Every status is there, at zero when no reflection has it.
-    for status in [
-        "CAN_ACCELERATE",
-        "REFRESHING",
-        "NONE",
-        "EXPIRED",
-        "FAILED",
-        "INVALID",
-        "DISABLED",
-    ] {
+    for status in crate::reflections::STATUSES {
+        let count = scrape.reflections.iter().filter(|s| **s == status).count();
         m.reflections
             .get_or_create(&StateLabel {
                 state: status.to_string(),
             })
-            .set(0);
-    }
-    for status in &scrape.reflections {
-        m.reflections
-            .get_or_create(&StateLabel {
-                state: status.to_string(),
-            })
-            .inc();
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     let (rss, fds, cpu) = process_stats();
     m.resident_memory.set(rss);

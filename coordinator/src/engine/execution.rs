@@ -28,25 +28,21 @@ impl Engine {
         sink: &mut (dyn FnMut(&RecordBatch) -> Result<(), QuarryError> + Send),
     ) -> Result<(), QuarryError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, QuarryError>>(2);
-        let span = tracing::Span::current();
-        let producer = self.cpu.run(
-            async move {
-                let mut stream = match execute_stream(plan, context) {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                while let Some(batch) = stream.next().await {
-                    if tx.send(batch.map_err(QuarryError::from)).await.is_err() {
-                        // The consumer stopped (its sink failed): stop computing.
-                        return;
-                    }
+        let producer = self.cpu.run(async move {
+            let mut stream = match execute_stream(plan, context) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            while let Some(batch) = stream.next().await {
+                if tx.send(batch.map_err(QuarryError::from)).await.is_err() {
+                    // The consumer stopped (its sink failed): stop computing.
+                    return;
                 }
             }
-            .instrument(span),
-        );
+        });
         let consumer = async move {
             while let Some(batch) = rx.recv().await {
                 sink(&batch?)?;

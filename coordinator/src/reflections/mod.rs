@@ -376,6 +376,17 @@ pub(crate) fn statuses(
         .collect()
 }
 
+/// Every status [`status`] gives.
+pub(crate) const STATUSES: [&str; 7] = [
+    "CAN_ACCELERATE",
+    "REFRESHING",
+    "NONE",
+    "EXPIRED",
+    "FAILED",
+    "INVALID",
+    "DISABLED",
+];
+
 /// A reflection's state as `sys.reflections` shows it, and why it cannot serve.
 pub(crate) fn status(
     record: &ReflectionRecord,

@@ -67,6 +67,10 @@ impl QueryRun {
             let outcome = self.scheduler.call_task(&executor, task).await;
             drop(in_flight);
             drop(lease);
+            crate::metrics::task_ended(match &outcome {
+                Ok(_) => "succeeded",
+                Err(e) => e.outcome(),
+            });
             let reason = match outcome {
                 Ok(result) => {
                     let output = TaskOutput {
@@ -87,18 +91,15 @@ impl QueryRun {
                         failed_attempts: failures,
                         operators,
                     };
-                    crate::metrics::task_ended("succeeded");
                     return Ok(TaskEnd::Done(partition, output, profile));
                 }
                 Err(CallError::Failed(e)) => {
-                    crate::metrics::task_ended("failed");
                     return Err(e);
                 }
                 Err(CallError::FetchFailed {
                     executor: lost,
                     message,
                 }) => {
-                    crate::metrics::task_ended("input_lost");
                     tracing::warn!(
                         query = %self.tasks.query_id,
                         stage = stage.id,
@@ -108,10 +109,7 @@ impl QueryRun {
                     self.forget_outputs_on(&lost);
                     return Ok(TaskEnd::NeedsInputs(partition));
                 }
-                Err(CallError::Lost(reason)) => {
-                    crate::metrics::task_ended("executor_lost");
-                    reason
-                }
+                Err(CallError::Lost(reason)) => reason,
             };
             tracing::warn!(
                 query = %self.tasks.query_id,

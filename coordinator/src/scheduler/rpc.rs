@@ -24,6 +24,17 @@ pub(super) enum CallError {
     Failed(QuarryError),
 }
 
+impl CallError {
+    /// The task outcome it counts as in the metrics.
+    pub(super) fn outcome(&self) -> &'static str {
+        match self {
+            CallError::Lost(_) => "executor_lost",
+            CallError::FetchFailed { .. } => "input_lost",
+            CallError::Failed(_) => "failed",
+        }
+    }
+}
+
 impl Scheduler {
     /// Run a task on an executor; give up on it as soon as the executor is declared lost.
     pub(super) async fn call_task(

@@ -130,16 +130,12 @@ impl QueryRun {
                 .partition(|(_, inputs)| inputs.iter().all(|i| finished.contains(i)));
             waiting = still;
             for (id, _) in ready {
-                let span = tracing::info_span!("stage", stage = id);
-                running.push(
-                    async move {
-                        self.run_stage(id, None)
-                            .await
-                            .map_err(|e| e.context(format!("stage {id}")))
-                            .map(|()| id)
-                    }
-                    .instrument(span),
-                );
+                running.push(async move {
+                    self.run_stage(id, None)
+                        .await
+                        .map_err(|e| e.context(format!("stage {id}")))
+                        .map(|()| id)
+                });
             }
             match running.next().await {
                 Some(done) => {
@@ -195,6 +191,8 @@ impl QueryRun {
         stage_id: u32,
         only: Option<Vec<u32>>,
     ) -> BoxFuture<'a, Result<(), QuarryError>> {
+        // Its span, whether it runs first or again to recompute lost outputs.
+        let span = tracing::info_span!("stage", stage = stage_id);
         Box::pin(async move {
             let stage = self.stage(stage_id)?;
             let layout = self.layout(stage)?;
@@ -241,7 +239,7 @@ impl QueryRun {
                 }
             }
             Ok(())
-        })
+        }.instrument(span))
     }
 
     /// Recompute the outputs of `stages` that live on executors no longer active.

@@ -74,13 +74,9 @@ async fn metrics_are_the_documented_ones_and_count_what_happened() {
     api.sql("SELECT count(*) FROM generate_series(1, 1000)")
         .await;
     // Fails while it runs.
-    let (_, started) = api
-        .post(
-            "/api/v1/sql",
-            json!({"sql": "SELECT CAST('x' || v AS INT) FROM (VALUES ('a')) AS t(v)", "async": true}),
-        )
+    let (_, failed) = api
+        .run_async("SELECT CAST('x' || v AS INT) FROM (VALUES ('a')) AS t(v)")
         .await;
-    let failed = api.wait_job(started["id"].as_str().expect("id")).await;
     assert_eq!(failed["state"], "FAILED", "{failed}");
     // Cancelled while it runs.
     let (_, started) = api
@@ -155,13 +151,9 @@ async fn metrics_are_the_documented_ones_and_count_what_happened() {
     api.sql("ALTER TABLE public.sales CREATE AGGREGATE REFLECTION by_k USING DIMENSIONS (k) MEASURES (amount (SUM))")
         .await;
     api.sql("WAIT FOR REFLECTION by_k TIMEOUT 60").await;
-    let (_, started) = api
-        .post(
-            "/api/v1/sql",
-            json!({"sql": "SELECT k, sum(amount) FROM public.sales GROUP BY k", "async": true}),
-        )
+    let (_, job) = api
+        .run_async("SELECT k, sum(amount) FROM public.sales GROUP BY k")
         .await;
-    let job = api.wait_job(started["id"].as_str().expect("id")).await;
     assert!(
         job["dataAsOfMs"].is_u64(),
         "served from the reflection: {job}"

@@ -74,6 +74,19 @@ impl Api {
         body
     }
 
+    /// Start `sql` as an async job and wait for it to end: its id and final record.
+    pub(crate) async fn run_async(&self, sql: &str) -> (String, Value) {
+        let (_, started) = self
+            .post("/api/v1/sql", json!({"sql": sql, "async": true}))
+            .await;
+        let id = started["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{sql}: {started}"))
+            .to_string();
+        let job = self.wait_job(&id).await;
+        (id, job)
+    }
+
     pub(crate) async fn wait_job(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -235,11 +248,7 @@ async fn sql_sync_async_and_errors() {
         .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names, ["x", "y", "x"]);
-    let (_, started) = api
-        .post("/api/v1/sql", json!({"sql": join, "async": true}))
-        .await;
-    let id = started["id"].as_str().expect("id").to_string();
-    api.wait_job(&id).await;
+    let (id, _) = api.run_async(join).await;
     let (_, page) = api
         .get(&format!("/api/v1/jobs/{id}/results?rowFormat=arrays"))
         .await;
@@ -358,10 +367,9 @@ async fn sql_sync_async_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_run_on_the_executors() {
     let (cluster, api) = demo_cluster(50_000).await;
-    let (_, started) = api
-        .post("/api/v1/sql", json!({"sql": "SET quarry.local_execution = false; SELECT city, sum(revenue) FROM demo.orders GROUP BY city", "async": true}))
+    let (_, job) = api
+        .run_async("SET quarry.local_execution = false; SELECT city, sum(revenue) FROM demo.orders GROUP BY city")
         .await;
-    let job = api.wait_job(started["id"].as_str().expect("id")).await;
     let stages = job["profile"]["stages"]
         .as_array()
         .unwrap_or_else(|| panic!("stages in the profile: {job}"));
@@ -408,14 +416,9 @@ async fn scans_run_on_the_executors() {
 async fn results_as_json_pages_arrow_ndjson_csv_and_parquet_over_a_million_rows() {
     let rows = 1_100_000i64;
     let (cluster, api) = demo_cluster(rows as usize).await;
-    let (_, started) = api
-        .post(
-            "/api/v1/sql",
-            json!({"sql": "SELECT order_id, city FROM demo.orders", "async": true}),
-        )
+    let (id, job) = api
+        .run_async("SELECT order_id, city FROM demo.orders")
         .await;
-    let id = started["id"].as_str().expect("id").to_string();
-    let job = api.wait_job(&id).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(job["rowCount"], rows);
 

@@ -15,7 +15,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use serde_json::json;
 
 use crate::harness::QuarryProcess;
 use crate::rest::Api;
@@ -43,6 +42,35 @@ impl TraceService for Receiver {
 
 fn named<'a>(spans: &'a [Span], name: &'a str) -> impl Iterator<Item = &'a Span> {
     spans.iter().filter(move |s| s.name == name)
+}
+
+impl Receiver {
+    /// The spans of `trace`, once every one of `needed` has arrived (30 s at most).
+    async fn spans_of(&self, trace: &str, needed: &[&str]) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans: Vec<Span> = self
+                .0
+                .lock()
+                .expect("spans")
+                .iter()
+                .filter(|s| hex(&s.trace_id) == trace)
+                .cloned()
+                .collect();
+            if needed
+                .iter()
+                .all(|name| spans.iter().any(|s| s.name == *name))
+            {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spans of {trace} did not all arrive: {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -79,14 +107,9 @@ async fn a_distributed_query_arrives_as_one_trace_with_every_stage_and_task() {
         &["--demo-rows", "20000", "--otlp-endpoint", &endpoint],
     );
     let api = Api::new(quarry.http.clone());
-    let (_, started) = api
-        .post(
-            "/api/v1/sql",
-            json!({"sql": "SET quarry.local_execution = false; SELECT city, count(*) AS n, sum(revenue) AS r FROM demo.orders GROUP BY city", "async": true}),
-        )
+    let (id, job) = api
+        .run_async("SET quarry.local_execution = false; SELECT city, count(*) AS n, sum(revenue) AS r FROM demo.orders GROUP BY city")
         .await;
-    let id = started["id"].as_str().expect("id").to_string();
-    let job = api.wait_job(&id).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
     let trace_id = job["traceId"]
         .as_str()
@@ -95,53 +118,16 @@ async fn a_distributed_query_arrives_as_one_trace_with_every_stage_and_task() {
     assert_eq!(trace_id.len(), 32, "{trace_id}");
 
     // The batch exporter sends every few seconds; the job's root span ends with the job.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let spans: Vec<Span> = loop {
-        let spans: Vec<Span> = receiver
-            .0
-            .lock()
-            .expect("spans")
-            .iter()
-            .filter(|s| hex(&s.trace_id) == trace_id)
-            .cloned()
-            .collect();
-        let has = |name: &str| spans.iter().any(|s| s.name == name);
-        if has("query") && has("run task") && has("results") {
-            break spans;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spans of {trace_id} did not all arrive: {:?}",
-            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // A write's trace has its commit.
-    let (_, started) = api
-        .post(
-            "/api/v1/sql",
-            json!({"sql": "SET quarry.local_execution = false; CREATE TABLE public.by_city AS SELECT city, count(*) AS n FROM demo.orders GROUP BY city", "async": true}),
-        )
+    let spans = receiver
+        .spans_of(&trace_id, &["query", "run task", "results"])
         .await;
-    let written = api.wait_job(started["id"].as_str().expect("id")).await;
+    // A write's trace has its commit.
+    let (_, written) = api
+        .run_async("SET quarry.local_execution = false; CREATE TABLE public.by_city AS SELECT city, count(*) AS n FROM demo.orders GROUP BY city")
+        .await;
     assert_eq!(written["state"], "COMPLETED", "{written}");
     let write_trace = written["traceId"].as_str().expect("trace").to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let names: Vec<String> = receiver
-            .0
-            .lock()
-            .expect("spans")
-            .iter()
-            .filter(|s| hex(&s.trace_id) == write_trace)
-            .map(|s| s.name.clone())
-            .collect();
-        if names.iter().any(|n| n == "commit") && names.iter().any(|n| n == "query") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no commit span: {names:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    receiver.spans_of(&write_trace, &["query", "commit"]).await;
     drop(quarry);
     server.abort();
 
