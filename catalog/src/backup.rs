@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use ring::digest::{Context, SHA256};
+use ring::digest::SHA256;
 
 use crate::catalog::now_ms;
 use crate::error::CatalogError;
@@ -96,10 +96,8 @@ pub fn write_backup(store: &dyn KvStore, with_jobs: bool) -> Result<Vec<u8>, Cat
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut context = Context::new(&SHA256);
-    context.update(bytes);
     let mut digest = [0u8; 32];
-    digest.copy_from_slice(context.finish().as_ref());
+    digest.copy_from_slice(ring::digest::digest(&SHA256, bytes).as_ref());
     digest
 }
 
@@ -253,12 +251,12 @@ pub fn restore_backup(
     // sled lets go of its files a moment after the drop; the rename waits for nothing
     // but the directory entry.
     std::fs::rename(&building, catalog_dir).map_err(io(catalog_dir))?;
-    write_file_durably(parent)?;
+    sync_dir(parent)?;
     Ok(())
 }
 
 /// Make a directory's entries (a rename into it) durable.
-fn write_file_durably(dir: &Path) -> Result<(), CatalogError> {
+fn sync_dir(dir: &Path) -> Result<(), CatalogError> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|source| CatalogError::Io {

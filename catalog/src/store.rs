@@ -212,6 +212,17 @@ impl SledStore {
         self.writes.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Run one write on a keyspace's tree under the write guard (a backup's snapshot
+    /// waits for it).
+    fn guarded<T>(
+        &self,
+        space: Keyspace,
+        write: impl FnOnce(&sled::Tree) -> sled::Result<T>,
+    ) -> Result<T, CatalogError> {
+        let _write = self.write_guard();
+        Ok(write(&self.tree(space)?)?)
+    }
+
     fn sync(&self, durable: bool) -> Result<(), CatalogError> {
         if durable {
             self.db.flush()?;
@@ -244,10 +255,7 @@ impl KvStore for SledStore {
         durable: bool,
     ) -> Result<Result<(), CasMismatch>, CatalogError> {
         let _timer = durable.then(WriteTimer::start);
-        let outcome = {
-            let _write = self.write_guard();
-            self.tree(space)?.compare_and_swap(key, expected, new)?
-        };
+        let outcome = self.guarded(space, |tree| tree.compare_and_swap(key, expected, new))?;
         match outcome {
             Ok(()) => {
                 self.sync(durable)?;
@@ -267,19 +275,13 @@ impl KvStore for SledStore {
         durable: bool,
     ) -> Result<(), CatalogError> {
         let _timer = durable.then(WriteTimer::start);
-        {
-            let _write = self.write_guard();
-            self.tree(space)?.insert(key, value)?;
-        }
+        self.guarded(space, |tree| tree.insert(key, value))?;
         self.sync(durable)
     }
 
     fn remove(&self, space: Keyspace, key: &[u8], durable: bool) -> Result<(), CatalogError> {
         let _timer = durable.then(WriteTimer::start);
-        {
-            let _write = self.write_guard();
-            self.tree(space)?.remove(key)?;
-        }
+        self.guarded(space, |tree| tree.remove(key))?;
         self.sync(durable)
     }
 

@@ -94,19 +94,12 @@ pub fn parse(command: Command, args: Vec<OsString>) -> Result<Parsed, ConfigErro
         .clone()
         .try_get_matches_from(&args)
         .map_err(ConfigError::Usage)?;
-    let Some((name, sub)) = matches.subcommand() else {
-        return Ok(Parsed {
-            matches,
-            from_file: BTreeSet::new(),
-        });
-    };
-    let Some(path) = sub.try_get_one::<PathBuf>("config").ok().flatten().cloned() else {
-        return Ok(Parsed {
-            matches,
-            from_file: BTreeSet::new(),
-        });
-    };
-    let Some(subcommand) = command.find_subcommand(name) else {
+    // Only a subcommand given --config has a file to read.
+    let file = matches.subcommand().and_then(|(name, sub)| {
+        let path = sub.try_get_one::<PathBuf>("config").ok().flatten()?.clone();
+        Some((command.find_subcommand(name)?, sub, path))
+    });
+    let Some((subcommand, sub, path)) = file else {
         return Ok(Parsed {
             matches,
             from_file: BTreeSet::new(),
@@ -130,6 +123,14 @@ pub fn parse(command: Command, args: Vec<OsString>) -> Result<Parsed, ConfigErro
         .try_get_matches_from(&args)
         .map_err(ConfigError::Usage)?;
     Ok(Parsed { matches, from_file })
+}
+
+/// Can `arg` be a key of the file? Every flag with a long name but --help, --version and
+/// --config itself.
+fn is_key(arg: &Arg) -> bool {
+    arg.get_long().is_some()
+        && !matches!(arg.get_action(), ArgAction::Help | ArgAction::Version)
+        && arg.get_id().as_str() != "config"
 }
 
 /// One key of the file, as the command-line arguments it stands for.
@@ -157,12 +158,9 @@ fn read(path: &Path, command: &Command) -> Result<Vec<Setting>, ConfigError> {
             .map(|s| line_of(&text, s.start))
             .unwrap_or(1);
         let id = key.replace('-', "_");
-        let arg = command.get_arguments().find(|a| {
-            a.get_id().as_str() == id
-                && a.get_long().is_some()
-                && !matches!(a.get_action(), ArgAction::Help | ArgAction::Version)
-                && id != "config"
-        });
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id && is_key(a));
         let Some(arg) = arg else {
             unknown.push(format!("{shown}:{line}: unknown key '{key}'"));
             continue;
@@ -174,9 +172,8 @@ fn read(path: &Path, command: &Command) -> Result<Vec<Setting>, ConfigError> {
     if !unknown.is_empty() {
         let names: Vec<String> = command
             .get_arguments()
-            .filter(|a| !a.is_hide_set() && a.get_id().as_str() != "config")
+            .filter(|a| is_key(a) && !a.is_hide_set())
             .filter_map(|a| a.get_long().map(str::to_string))
-            .filter(|l| l != "help" && l != "version")
             .collect();
         return Err(ConfigError::File(format!(
             "{} (the keys are the command's flags: {})",
@@ -248,10 +245,7 @@ pub fn print(command: Command, parsed: &Parsed) -> String {
         let Some(long) = arg.get_long() else {
             continue;
         };
-        if matches!(arg.get_action(), ArgAction::Help | ArgAction::Version)
-            || arg.is_hide_set()
-            || id == "config"
-        {
+        if !is_key(arg) || arg.is_hide_set() {
             continue;
         }
         let source = if parsed.from_file.contains(id) {

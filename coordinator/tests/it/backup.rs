@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::harness::{QuarryProcess, quarry_bin};
 use crate::rest::Api;
@@ -28,14 +28,22 @@ fn ok(out: Output) -> String {
     text
 }
 
-async fn logged_in(http: &str, user: &str, password: &str) -> Api {
-    let mut api = Api::new(http.to_string());
-    let (status, body) = api
-        .post("/api/v1/login", json!({"user": user, "password": password}))
-        .await;
-    assert!(status.is_success(), "{user}: {body}");
-    api.token = body["token"].as_str().map(str::to_string);
-    api
+/// `quarry backup <source...> --to TO [extra...]`.
+fn backup(source: &[&str], to: &Path, extra: &[&str]) -> Output {
+    let to = to.display().to_string();
+    let mut args = vec!["backup"];
+    args.extend(source);
+    args.extend(["--to", to.as_str()]);
+    args.extend(extra);
+    quarry(&args)
+}
+
+/// `quarry restore --from FROM --dir DIR [extra...]`.
+fn restore(from: &Path, dir: &Path, extra: &[&str]) -> Output {
+    let (from, dir) = (from.display().to_string(), dir.display().to_string());
+    let mut args = vec!["restore", "--from", from.as_str(), "--dir", dir.as_str()];
+    args.extend(extra);
+    quarry(&args)
 }
 
 /// Rows of a statement, sorted, so two catalogs' answers compare.
@@ -80,7 +88,7 @@ async fn a_backup_taken_while_writes_run_restores_the_same_catalog() {
         "1",
     ];
     let original = QuarryProcess::up(&original_dir, &flags);
-    let admin = logged_in(&original.http, "admin", "pw").await;
+    let admin = Api::logged_in(&original.http, "admin", "pw").await;
     for sql in [
         "CREATE SCHEMA sales",
         "CREATE TABLE sales.t AS SELECT order_id, city, revenue FROM demo.orders LIMIT 100",
@@ -97,7 +105,7 @@ async fn a_backup_taken_while_writes_run_restores_the_same_catalog() {
 
     // Writes run while the backup is taken: new views one after another, and INSERTs.
     let writer = {
-        let api = logged_in(&original.http, "admin", "pw").await;
+        let api = Api::logged_in(&original.http, "admin", "pw").await;
         tokio::spawn(async move {
             for i in 0..40 {
                 api.sql(&format!("CREATE VIEW sales.w{i} AS SELECT {i} AS i"))
@@ -111,51 +119,31 @@ async fn a_backup_taken_while_writes_run_restores_the_same_catalog() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let during = root.path().join("during.backup");
-    let text = ok(quarry(&[
-        "backup",
-        "--coordinator",
-        &original.http,
-        "--to",
-        &during.display().to_string(),
-    ]));
+    let text = ok(backup(&["--coordinator", &original.http], &during, &[]));
     assert!(text.contains("Backed up"), "{text}");
     writer.await.expect("writer");
 
     // After the writes: a backup with the job history, and what the original answers.
     let after = root.path().join("after.backup");
-    ok(quarry(&[
-        "backup",
-        "--coordinator",
-        &original.http,
-        "--to",
-        &after.display().to_string(),
-        "--jobs",
-    ]));
+    ok(backup(
+        &["--coordinator", &original.http],
+        &after,
+        &["--jobs"],
+    ));
     let expected = answers(&admin).await;
     // Not an admin: refused.
-    let out = Command::new(quarry_bin())
-        .args(["backup", "--coordinator", &original.http, "--user", "ada"])
-        .args([
-            "--password",
-            "s3cret",
-            "--to",
-            &root.path().join("x").display().to_string(),
-        ])
-        .output()
-        .expect("quarry runs");
+    let out = backup(
+        &["--coordinator", &original.http],
+        &root.path().join("x"),
+        &["--user", "ada", "--password", "s3cret"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only admins"));
     drop(original);
 
     // The backup taken mid-writes is whole: the views it holds are w0..wk with no gap.
     let mid = root.path().join("mid");
-    ok(quarry(&[
-        "restore",
-        "--from",
-        &during.display().to_string(),
-        "--dir",
-        &mid.display().to_string(),
-    ]));
+    ok(restore(&during, &mid, &[]));
     let catalog = quarry_catalog::Catalog::open(&mid.join("catalog")).expect("restored catalog");
     let mut views: Vec<usize> = catalog
         .list_datasets(Some("sales"))
@@ -171,13 +159,7 @@ async fn a_backup_taken_while_writes_run_restores_the_same_catalog() {
     // The backup after the writes, restored into a fresh directory: a coordinator there
     // (its tables' data where it was) answers as the original did.
     let restored_dir = root.path().join("restored");
-    let text = ok(quarry(&[
-        "restore",
-        "--from",
-        &after.display().to_string(),
-        "--dir",
-        &restored_dir.display().to_string(),
-    ]));
+    let text = ok(restore(&after, &restored_dir, &[]));
     assert!(text.contains("Restored"), "{text}");
     let warehouse = original_dir.join("warehouse").display().to_string();
     let reflections = original_dir.join("reflections").display().to_string();
@@ -190,7 +172,7 @@ async fn a_backup_taken_while_writes_run_restores_the_same_catalog() {
         &reflections,
     ]);
     let restored = QuarryProcess::up(&restored_dir, &restored_flags);
-    let admin = logged_in(&restored.http, "admin", "pw").await;
+    let admin = Api::logged_in(&restored.http, "admin", "pw").await;
     assert_eq!(answers(&admin).await, expected);
     let jobs = admin.get("/api/v1/jobs?limit=10000").await.1;
     assert!(
@@ -198,19 +180,14 @@ async fn a_backup_taken_while_writes_run_restores_the_same_catalog() {
         "the job history came along"
     );
     // Ada's password and grants came along.
-    let ada = logged_in(&restored.http, "ada", "s3cret").await;
+    let ada = Api::logged_in(&restored.http, "ada", "s3cret").await;
     assert!(!rows(&ada, "SELECT * FROM sales.v").await.is_empty());
     drop(restored);
 
     // A stopped coordinator's directory backs up directly.
     let offline = root.path().join("offline.backup");
-    let text = ok(quarry(&[
-        "backup",
-        "--dir",
-        &original_dir.display().to_string(),
-        "--to",
-        &offline.display().to_string(),
-    ]));
+    let dir = original_dir.display().to_string();
+    let text = ok(backup(&["--dir", &dir], &offline, &[]));
     assert!(text.contains("0 jobs"), "{text}");
 
     refuses_bad_backups(root.path(), &after);
@@ -238,13 +215,7 @@ fn refuses_bad_backups(root: &Path, good: &Path) {
         let file = root.join(format!("{name}.backup"));
         std::fs::write(&file, content).expect("write");
         let target = root.join(format!("into-{name}"));
-        let out = quarry(&[
-            "restore",
-            "--from",
-            &file.display().to_string(),
-            "--dir",
-            &target.display().to_string(),
-        ]);
+        let out = restore(&file, &target, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}");
         assert!(stderr.contains(why), "{name}: {stderr}");
@@ -252,21 +223,8 @@ fn refuses_bad_backups(root: &Path, good: &Path) {
     }
     // Into a catalog that is there: refused without --force.
     let target = root.join("restored");
-    let out = quarry(&[
-        "restore",
-        "--from",
-        &good.display().to_string(),
-        "--dir",
-        &target.display().to_string(),
-    ]);
+    let out = restore(good, &target, &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
-    ok(quarry(&[
-        "restore",
-        "--from",
-        &good.display().to_string(),
-        "--dir",
-        &target.display().to_string(),
-        "--force",
-    ]));
+    ok(restore(good, &target, &["--force"]));
 }

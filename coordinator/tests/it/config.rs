@@ -4,9 +4,9 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{quarry_bin, test_cert};
+use crate::harness::{quarry_bin, test_cert, wait_ready};
 
 /// A config file naming every flag of `quarry coordinator`.
 fn every_flag(dir: &Path) -> String {
@@ -101,30 +101,16 @@ fn a_file_with_every_flag_starts_a_coordinator_and_flags_and_environment_win() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        printed(&text, "max-running-queries"),
-        ("5".into(), "flag".into())
-    );
-    assert_eq!(
-        printed(&text, "max-queued-queries"),
-        ("7".into(), "environment".into())
-    );
-    assert_eq!(
-        printed(&text, "fetch-timeout"),
-        ("45s".into(), "file".into())
-    );
-    assert_eq!(
-        printed(&text, "max-connections"),
-        ("100".into(), "file".into())
-    );
-    assert_eq!(
-        printed(&text, "admin-password"),
-        ("********".into(), "file".into())
-    );
-    assert_eq!(
-        printed(&text, "cluster-secret"),
-        ("********".into(), "file".into())
-    );
+    for (key, value, source) in [
+        ("max-running-queries", "5", "flag"),
+        ("max-queued-queries", "7", "environment"),
+        ("fetch-timeout", "45s", "file"),
+        ("max-connections", "100", "file"),
+        ("admin-password", "********", "file"),
+        ("cluster-secret", "********", "file"),
+    ] {
+        assert_eq!(printed(&text, key), (value.into(), source.into()), "{key}");
+    }
     assert!(!text.contains("from-the-file") && !text.contains("0123456789abcdef"));
 
     // The same file starts a coordinator: its listeners, ready file, TLS and logins are
@@ -135,18 +121,11 @@ fn a_file_with_every_flag_starts_a_coordinator_and_flags_and_environment_win() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("quarry starts");
-    let ready_path = dir.path().join("ready.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ready: serde_json::Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready_path) {
-            break serde_json::from_str(&text).expect("ready file is JSON");
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("quarry exited before it was ready: {status}");
-        }
-        assert!(Instant::now() < deadline, "quarry did not become ready");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let ready = wait_ready(
+        &mut child,
+        &dir.path().join("ready.json"),
+        Duration::from_secs(60),
+    );
     let http = ready["http"].as_str().expect("http").to_string();
     assert!(http.starts_with("https://127.0.0.1:"), "{ready}");
     assert!(

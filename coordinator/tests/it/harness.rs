@@ -165,18 +165,8 @@ impl QuarryProcess {
                 drop(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let ready: serde_json::Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready_path) {
-                let _ = std::fs::remove_file(&ready_path);
-                break serde_json::from_str(&text).expect("ready file is JSON");
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("quarry exited before it was ready: {status}");
-            }
-            assert!(Instant::now() < deadline, "quarry did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let ready = wait_ready(&mut child, &ready_path, Duration::from_secs(120));
+        let _ = std::fs::remove_file(&ready_path);
         let flight = ready["flight"].as_str().unwrap_or_default();
         let flight = flight.split_once("://").map_or(flight, |(_, a)| a);
         QuarryProcess {
@@ -201,6 +191,22 @@ impl Drop for QuarryProcess {
 }
 
 /// A file of the TLS tests' certificates (`coordinator/tests/tls`).
+/// The ready file `child` writes once it serves (`--ready-file`), as JSON; panics when it
+/// exits first or takes longer than `limit`.
+pub fn wait_ready(child: &mut Child, path: &Path, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text).expect("ready file is JSON");
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("quarry exited before it was ready: {status}");
+        }
+        assert!(Instant::now() < deadline, "quarry did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn test_cert(name: &str) -> String {
     workspace()
         .join("coordinator/tests/tls")

@@ -74,6 +74,17 @@ impl Api {
         body
     }
 
+    /// A client of `base` logged in as `user`.
+    pub(crate) async fn logged_in(base: &str, user: &str, password: &str) -> Api {
+        let mut api = Api::new(base.to_string());
+        let (status, body) = api
+            .post("/api/v1/login", json!({"user": user, "password": password}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{user}: {body}");
+        api.token = Some(body["token"].as_str().expect("token").to_string());
+        api
+    }
+
     /// Start `sql` as an async job and wait for it to end: its id and final record.
     pub(crate) async fn run_async(&self, sql: &str) -> (String, Value) {
         let (_, started) = self

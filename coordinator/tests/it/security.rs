@@ -23,13 +23,7 @@ async fn secured_cluster() -> (TestCluster, Api) {
 }
 
 async fn login(cluster: &TestCluster, user: &str, password: &str) -> Api {
-    let mut api = Api::new(cluster.http());
-    let (status, body) = api
-        .post("/api/v1/login", json!({"user": user, "password": password}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{user}: {body}");
-    api.token = Some(body["token"].as_str().expect("token").to_string());
-    api
+    Api::logged_in(&cluster.http(), user, password).await
 }
 
 async fn try_sql(api: &Api, sql: &str) -> (StatusCode, Value) {
