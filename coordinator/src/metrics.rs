@@ -89,6 +89,9 @@ struct Metrics {
     executor_exchange: Family<ExecutorLabel, Gauge>,
     resident_memory: Gauge,
     open_fds: Gauge,
+    results_cache: Family<OutcomeLabel, Counter>,
+    results_cache_entries: Gauge,
+    results_cache_bytes: Gauge,
 }
 
 /// Seconds, from 5 ms to about 45 minutes.
@@ -225,6 +228,25 @@ impl Metrics {
             Unit::Seconds,
             heartbeat_age.clone(),
         );
+        let results_cache = seeded(["hit", "miss"].map(|outcome| OutcomeLabel { outcome }));
+        registry.register(
+            "quarry_results_cache_lookups",
+            "Cacheable queries looked up in the results cache, by outcome",
+            results_cache.clone(),
+        );
+        let results_cache_entries = Gauge::default();
+        registry.register(
+            "quarry_results_cache_entries",
+            "Results the results cache holds",
+            results_cache_entries.clone(),
+        );
+        let results_cache_bytes = Gauge::default();
+        registry.register_with_unit(
+            "quarry_results_cache",
+            "Memory the results cache holds",
+            Unit::Bytes,
+            results_cache_bytes.clone(),
+        );
         let executor_memory = Family::<ExecutorLabel, Gauge>::default();
         registry.register_with_unit(
             "quarry_executor_memory_used",
@@ -284,11 +306,29 @@ impl Metrics {
             executor_exchange,
             resident_memory,
             open_fds,
+            results_cache,
+            results_cache_entries,
+            results_cache_bytes,
         }
     }
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// A cacheable query was looked up in the results cache.
+pub(crate) fn results_cache_lookup(hit: bool) {
+    let outcome = if hit { "hit" } else { "miss" };
+    METRICS
+        .results_cache
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
+}
+
+/// A results cache gained or lost entries and bytes (in-process clusters add up).
+pub(crate) fn results_cache_changed(entries: i64, bytes: i64) {
+    METRICS.results_cache_entries.inc_by(entries);
+    METRICS.results_cache_bytes.inc_by(bytes);
+}
 
 /// A job reached its final `state`: count it and time it.
 pub(crate) fn job_ended(

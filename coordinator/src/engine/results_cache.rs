@@ -114,6 +114,7 @@ impl ResultsCache {
         }
         if let Some(stale) = state.entries.remove(&key.plan) {
             state.bytes -= stale.bytes;
+            crate::metrics::results_cache_changed(-1, -(stale.bytes as i64));
         }
         None
     }
@@ -140,6 +141,7 @@ impl ResultsCache {
             return;
         }
         let mut state = self.lock();
+        let before = (state.entries.len() as i64, state.bytes as i64);
         if let Some(old) = state.entries.remove(&key.plan) {
             state.bytes -= old.bytes;
         }
@@ -167,6 +169,10 @@ impl ResultsCache {
                 bytes,
                 last_used,
             },
+        );
+        crate::metrics::results_cache_changed(
+            state.entries.len() as i64 - before.0,
+            state.bytes as i64 - before.1,
         );
     }
 
@@ -299,13 +305,17 @@ impl super::Engine {
         placed: super::placement::PlacedPlan,
     ) -> Result<super::Outcome, quarry_common::QuarryError> {
         match self.results_key(session, logical, &placed) {
-            Ok(key) => match self.results.get(&key) {
-                Some(hit) => Ok(super::Outcome::Cached(hit)),
-                None => Ok(super::Outcome::Caching(
-                    Box::new(self.plan_placed(placed)?),
-                    key,
-                )),
-            },
+            Ok(key) => {
+                let hit = self.results.get(&key);
+                crate::metrics::results_cache_lookup(hit.is_some());
+                match hit {
+                    Some(hit) => Ok(super::Outcome::Cached(hit)),
+                    None => Ok(super::Outcome::Caching(
+                        Box::new(self.plan_placed(placed)?),
+                        key,
+                    )),
+                }
+            }
             Err(_) => self.plan_placed(placed),
         }
     }

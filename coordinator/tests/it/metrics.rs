@@ -190,6 +190,27 @@ async fn metrics_are_the_documented_ones_and_count_what_happened() {
     );
     let writes = value(&text, "quarry_catalog_write_seconds_count", "").unwrap_or(0.0);
     assert!(writes >= 1.0, "the table's creation: {text}");
+
+    // A query run twice: the repeat is answered from the results cache.
+    let cached = "SELECT k, amount FROM public.sales WHERE amount < 100";
+    api.sql(cached).await;
+    let (_, repeat) = api.run_async(cached).await;
+    assert!(repeat["resultsCache"].is_string(), "{repeat}");
+    let (_, text) = scrape(&cluster.http(), None).await;
+    assert_eq!(
+        value(
+            &text,
+            "quarry_results_cache_lookups_total",
+            "outcome=\"hit\""
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "quarry_results_cache_entries", "").unwrap_or(0.0) >= 1.0
+            && value(&text, "quarry_results_cache_bytes", "").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
     cluster.cluster.shutdown().await;
 }
 
