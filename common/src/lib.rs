@@ -6,6 +6,7 @@ pub mod action_service;
 pub mod activity;
 pub mod cluster_secret;
 pub mod codec;
+pub mod column_bounds;
 pub mod connections;
 pub mod cpu_runtime;
 pub mod crypto;

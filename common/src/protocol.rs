@@ -149,6 +149,10 @@ pub struct TaskDefinition {
     /// is not traced.
     #[prost(string, tag = "9")]
     pub trace_context: String,
+    /// Output columns whose smallest and largest values the task reports, for dynamic
+    /// filters on the scans of later stages (see [`crate::column_bounds`]).
+    #[prost(uint32, repeated, tag = "10")]
+    pub bound_columns: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Message)]
@@ -193,6 +197,22 @@ pub struct TaskResult {
     /// Per-operator metrics of the task's plan, as JSON (see `metrics::OperatorMetrics`).
     #[prost(string, tag = "5")]
     pub metrics_json: String,
+    /// The smallest and largest value of each of the task's `bound_columns` it could
+    /// measure.
+    #[prost(message, repeated, tag = "6")]
+    pub column_bounds: Vec<ColumnBound>,
+}
+
+/// The range of one output column over a task's output rows (nulls left out).
+#[derive(Clone, PartialEq, Message)]
+pub struct ColumnBound {
+    #[prost(uint32, tag = "1")]
+    pub column: u32,
+    /// `datafusion.ScalarValue` protobuf; both empty when the column had no value.
+    #[prost(bytes = "vec", tag = "2")]
+    pub min: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub max: Vec<u8>,
 }
 
 /// Names one output partition of one attempt of one task.

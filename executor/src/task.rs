@@ -19,6 +19,7 @@ use futures::StreamExt;
 use prost::Message;
 use quarry_common::action_service::call_action;
 use quarry_common::codec::{partitioning_from_bytes, plan_from_bytes};
+use quarry_common::column_bounds::BoundsCollector;
 use quarry_common::flight_channels::FlightChannels;
 use quarry_common::metrics::collect_operator_metrics;
 use quarry_common::object_stores::ObjectStoreRegistrar;
@@ -149,9 +150,13 @@ pub async fn run_task(
         .collect();
     let mut output = env.exchange.writer(plan.schema(), output_count);
 
+    let mut bounds = BoundsCollector::new(&plan.schema(), &task.bound_columns);
     let mut stream = plan.execute(partition, Arc::clone(&task_ctx))?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        if !bounds.is_empty() {
+            bounds.update(&batch);
+        }
         match partitioner.as_mut() {
             Some(partitioner) => partitioner.partition(batch, |i, piece| {
                 push(&mut coalescers[i], &mut output, i, piece)
@@ -178,6 +183,7 @@ pub async fn run_task(
         output_bytes,
         elapsed_ms: started.elapsed().as_millis() as u64,
         metrics_json: serde_json::to_string(&metrics).unwrap_or_default(),
+        column_bounds: bounds.finish(),
     })
 }
 

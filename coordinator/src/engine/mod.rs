@@ -508,7 +508,7 @@ impl Engine {
         if placement.local {
             rows.push(("distributed_plan".to_string(), placement.reason));
         } else {
-            let stages = plan_stages(physical)?;
+            let stages = plan_stages(physical, quarry_options(state.config()).dynamic_filters)?;
             rows.push(("distributed_plan".to_string(), display_stages(&stages)));
         }
         let schema = Arc::new(Schema::new(vec![

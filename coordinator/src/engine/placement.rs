@@ -165,7 +165,7 @@ impl Engine {
         options.query_timeout()?;
         options.stall_timeout()?;
         let object_stores = object_stores_of(&physical, &self.datasets);
-        let stages = plan_stages(physical)?;
+        let stages = plan_stages(physical, options.dynamic_filters)?;
         Ok(Outcome::Distributed(Box::new(DistributedQuery {
             stages,
             settings: settings_to_ship(state.config_options()),

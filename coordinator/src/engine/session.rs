@@ -77,6 +77,9 @@ extensions_options! {
         pub local_max_rows: u64, default = 100_000
         /// ...and at most this many bytes of files.
         pub local_max_bytes: u64, default = 64 * 1024 * 1024
+        /// Narrow a join's probe-side scans to the range of its build side's keys once the
+        /// build side has run (row groups and pages outside it are skipped).
+        pub dynamic_filters: bool, default = true
         /// The results cache: `quarry.results_cache.enabled`.
         pub results_cache: ResultsCacheOptions, default = ResultsCacheOptions::default()
     }

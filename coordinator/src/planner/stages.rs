@@ -36,6 +36,8 @@ use datafusion::physical_plan::{
 };
 use quarry_common::shuffle_reader::ShuffleReaderExec;
 
+use super::dynamic_filters::DynamicFilter;
+
 /// One stage: a plan whose every partition is one task.
 #[derive(Debug, Clone)]
 pub struct Stage {
@@ -73,6 +75,8 @@ pub struct StagePlan {
     pub stages: Vec<Stage>,
     /// Runs on the coordinator; its readers read the last stages.
     pub root: Arc<dyn ExecutionPlan>,
+    /// Scans narrowed at run time by the output of other stages.
+    pub dynamic_filters: Vec<DynamicFilter>,
 }
 
 impl StagePlan {
@@ -292,7 +296,11 @@ fn partitioned(join: &HashJoinExec, partitions: usize) -> Result<Arc<dyn Executi
 }
 
 /// Cut `plan` into stages. The root keeps no file scans, and yields one partition.
-pub(crate) fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
+/// With `dynamic_filters`, joins' build stages narrow their probe sides' scans.
+pub(crate) fn plan_stages(
+    plan: Arc<dyn ExecutionPlan>,
+    dynamic_filters: bool,
+) -> Result<StagePlan> {
     let plan = keep_build_side_whole(plan)?;
     let mut planner = StagePlanner::default();
     // Merge partitions at the very top, so everything below the merge (final
@@ -311,10 +319,15 @@ pub(crate) fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
     if root.output_partitioning().partition_count() > 1 {
         root = Arc::new(CoalescePartitionsExec::new(root));
     }
-    Ok(StagePlan {
+    let mut stages = StagePlan {
         stages: planner.stages,
         root,
-    })
+        dynamic_filters: Vec::new(),
+    };
+    if dynamic_filters {
+        stages.dynamic_filters = super::dynamic_filters::find(&stages);
+    }
+    Ok(stages)
 }
 
 /// Nodes that never go to executors: the commit of a write, and the count of rows a
@@ -376,6 +389,9 @@ pub(crate) fn display_stages(stages: &StagePlan) -> String {
             stage.task_count()
         ));
         indent_plan(&mut out, &stage.plan);
+    }
+    for filter in &stages.dynamic_filters {
+        out.push_str(&format!("Dynamic filter: {}\n", filter.describe()));
     }
     out
 }

@@ -62,6 +62,7 @@ impl QueryRun {
                 settings: self.tasks.settings.clone(),
                 object_stores: self.tasks.object_stores.clone(),
                 trace_context: quarry_common::trace_context::traceparent(&tracing::Span::current()),
+                bound_columns: self.bound_columns(stage.id),
             };
             let in_flight = self.in_flight(stage.id, partition, &executor.executor_id, attempt);
             let outcome = self.scheduler.call_task(&executor, task).await;
@@ -78,6 +79,7 @@ impl QueryRun {
                         incarnation: executor.incarnation,
                         endpoint: executor.endpoint.clone(),
                         attempt,
+                        bounds: result.column_bounds,
                     };
                     let operators: Vec<OperatorMetrics> =
                         serde_json::from_str(&result.metrics_json).unwrap_or_default();

@@ -96,6 +96,8 @@ struct TaskOutput {
     incarnation: u64,
     endpoint: String,
     attempt: u32,
+    /// The ranges of the output columns later stages' dynamic filters asked for.
+    bounds: Vec<quarry_common::protocol::ColumnBound>,
 }
 
 /// How one task ended, as far as its stage is concerned.

@@ -59,6 +59,8 @@ impl Placement {
 pub(super) struct StageLayout {
     pub plan: Arc<dyn ExecutionPlan>,
     placements: Vec<Placement>,
+    /// The dynamic filters that narrowed its scans, as EXPLAIN ANALYZE shows them.
+    pub dynamic_filters: Vec<String>,
 }
 
 impl StageLayout {
@@ -83,7 +85,11 @@ pub(super) fn lay_out(
     let placements = (0..plan.output_partitioning().partition_count())
         .map(|p| placement_of(&plan, p, executors))
         .collect();
-    Ok(StageLayout { plan, placements })
+    Ok(StageLayout {
+        plan,
+        placements,
+        dynamic_filters: Vec::new(),
+    })
 }
 
 fn is_cluster_scan(scan: &FileScanConfig) -> bool {

@@ -24,6 +24,9 @@ pub struct StageProfile {
     /// How task output is split (`Hash([city@0], 2)`), or `none`.
     pub output: String,
     pub plan: String,
+    /// Dynamic filters that narrowed the stage's scans ("k between 5 and 9 (from stage 1)").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dynamic_filters: Vec<String>,
     pub tasks: Vec<TaskProfile>,
 }
 
@@ -41,7 +44,11 @@ pub struct TaskProfile {
 }
 
 impl StageProfile {
-    pub fn new(stage: &Stage, resolved: &Arc<dyn ExecutionPlan>) -> Self {
+    pub fn new(
+        stage: &Stage,
+        resolved: &Arc<dyn ExecutionPlan>,
+        dynamic_filters: Vec<String>,
+    ) -> Self {
         StageProfile {
             stage_id: stage.id,
             inputs: stage.inputs(),
@@ -51,6 +58,7 @@ impl StageProfile {
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "none".to_string()),
             plan: displayable(resolved.as_ref()).indent(false).to_string(),
+            dynamic_filters,
             tasks: Vec::new(),
         }
     }

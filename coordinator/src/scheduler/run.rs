@@ -13,7 +13,9 @@ use quarry_common::codec::{partitioning_to_bytes, plan_to_bytes};
 
 use crate::cluster::ExecutorInfo;
 use crate::error::CoordinatorError;
+use crate::planner::dynamic_filters::{self, DynamicFilter};
 use crate::planner::stages::{Stage, StagePlan};
+use quarry_common::column_bounds::{Range, merge};
 
 use super::pieces::reader_stages;
 use super::placement::{self, StageLayout};
@@ -98,12 +100,20 @@ impl QueryRun {
             state.total = self.plan.task_count();
         }
         // A stage starts as soon as every stage it reads has finished, so independent
-        // branches (the two sides of a join) run at the same time.
+        // branches (the two sides of a join) run at the same time; a stage whose scans a
+        // dynamic filter narrows also waits for the stage that filter comes from.
         let waiting: Vec<(u32, Vec<u32>)> = self
             .plan
             .stages
             .iter()
-            .map(|s| (s.id, s.inputs()))
+            .map(|s| {
+                let mut inputs = s.inputs();
+                inputs.extend(dynamic_filters::extra_inputs(
+                    &self.plan.dynamic_filters,
+                    s.id,
+                ));
+                (s.id, inputs)
+            })
             .collect();
         let stages = self.run_dag(waiting);
         // The watchdog fails the query if its tasks stop making progress; dropping the
@@ -165,7 +175,10 @@ impl QueryRun {
             .into_iter()
             .filter(|e| self.eligible(e))
             .collect();
-        let layout = Arc::new(placement::lay_out(stage, &executors)?);
+        let (narrowed, applied) = self.narrowed(stage)?;
+        let mut layout = placement::lay_out(&narrowed, &executors)?;
+        layout.dynamic_filters = applied;
+        let layout = Arc::new(layout);
         let mut state = self.lock();
         let layout = Arc::clone(state.layouts.entry(stage.id).or_insert(layout));
         let count = layout.task_count();
@@ -177,6 +190,59 @@ impl QueryRun {
         // A layout may change how many tasks the stage has.
         state.total = (state.total + count).saturating_sub(original);
         Ok(layout)
+    }
+
+    /// The stage with its scans narrowed by the dynamic filters whose build stages have
+    /// finished, and those filters as EXPLAIN ANALYZE shows them. A filter whose range is
+    /// unknown (a task could not measure it) is left out: it only changes speed.
+    fn narrowed(&self, stage: &Stage) -> Result<(Stage, Vec<String>), QuarryError> {
+        let mut stage = stage.clone();
+        let mut applied = Vec::new();
+        for filter in self
+            .plan
+            .dynamic_filters
+            .iter()
+            .filter(|f| f.probe_stage == stage.id)
+        {
+            let ranges: Option<Vec<Range>> = {
+                let state = self.lock();
+                let Some(outputs) = state
+                    .outputs
+                    .get(&filter.build_stage)
+                    .and_then(|o| o.iter().map(Option::as_ref).collect::<Option<Vec<_>>>())
+                else {
+                    continue;
+                };
+                filter
+                    .build_columns
+                    .iter()
+                    .map(|&c| merge(outputs.iter().map(|o| o.bounds.as_slice()), c))
+                    .collect::<Result<Option<Vec<Range>>, QuarryError>>()?
+            };
+            let Some(ranges) = ranges else {
+                continue;
+            };
+            let plan = dynamic_filters::narrow(&stage.plan, filter, &ranges)?;
+            if !Arc::ptr_eq(&plan, &stage.plan) {
+                stage.plan = plan;
+                applied.push(describe_ranges(filter, &ranges));
+            }
+        }
+        Ok((stage, applied))
+    }
+
+    /// The output columns of `stage_id` whose ranges dynamic filters need.
+    pub(super) fn bound_columns(&self, stage_id: u32) -> Vec<u32> {
+        let mut columns: Vec<u32> = self
+            .plan
+            .dynamic_filters
+            .iter()
+            .filter(|f| f.build_stage == stage_id)
+            .flat_map(|f| f.build_columns.iter().copied())
+            .collect();
+        columns.sort_unstable();
+        columns.dedup();
+        columns
     }
 
     pub(super) fn eligible(&self, executor: &ExecutorInfo) -> bool {
@@ -305,9 +371,16 @@ impl QueryRun {
             {
                 *slot = Some(output);
             }
-            let layout_plan = state.layouts.get(&stage.id).map(|l| Arc::clone(&l.plan));
+            let layout = state.layouts.get(&stage.id).cloned();
             let profile = state.profiles.entry(stage.id).or_insert_with(|| {
-                StageProfile::new(stage, layout_plan.as_ref().unwrap_or(&stage.plan))
+                StageProfile::new(
+                    stage,
+                    layout.as_ref().map(|l| &l.plan).unwrap_or(&stage.plan),
+                    layout
+                        .as_ref()
+                        .map(|l| l.dynamic_filters.clone())
+                        .unwrap_or_default(),
+                )
             });
             profile.tasks.retain(|t| t.partition != partition);
             profile.tasks.push(task);
@@ -346,4 +419,22 @@ impl QueryRun {
         *attempt += 1;
         this
     }
+}
+
+/// "k between 500 and 520 (from stage 1)".
+fn describe_ranges(filter: &DynamicFilter, ranges: &[Range]) -> String {
+    let conditions: Vec<String> = filter
+        .names
+        .iter()
+        .zip(ranges)
+        .map(|(name, range)| match range {
+            Range::Within(min, max) => format!("{name} between {min} and {max}"),
+            Range::Empty => format!("{name} matches nothing"),
+        })
+        .collect();
+    format!(
+        "{} (from stage {})",
+        conditions.join(" and "),
+        filter.build_stage
+    )
 }

@@ -11,6 +11,7 @@ mod backup;
 mod cluster;
 mod config;
 mod console;
+mod dynamic_filters;
 mod flight_sql;
 mod helm;
 mod materializations;

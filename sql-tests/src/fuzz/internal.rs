@@ -189,6 +189,10 @@ impl InternalTarget {
             } else {
                 String::new()
             },
+            // Columns past the plan's schema are never measured, never a failure.
+            bound_columns: (0..rng.random_range(0..3))
+                .map(|_| number(rng) as u32)
+                .collect(),
         };
         let described = format!(
             "RUN_TASK {} partition {} with {plan_kind} ({} bytes), {} output partitioning bytes, settings {:?}",
@@ -445,6 +449,7 @@ impl InternalTarget {
             settings,
             object_stores: Vec::new(),
             trace_context: String::new(),
+            bound_columns: vec![0],
         };
         let endpoint = match &self.executors[0] {
             e if e.starts_with("http") => e.clone(),

@@ -1,0 +1,486 @@
+//! Dynamic filters across stages: a join's finished build side narrows the Parquet scans
+//! of its probe side.
+//!
+//! DataFusion builds such filters inside one process (a hash join's build side updates
+//! a predicate its probe-side scan reads while it runs). Across stages that shared state
+//! cannot travel: the build side runs as other tasks, often on other executors, and a
+//! serialized plan carries a predicate's value, not the predicate. So the stage planner
+//! finds the same opportunity between stages, and the scheduler carries the value:
+//!
+//! 1. For every hash join whose probe rows outside the build keys' range can never be
+//!    emitted, the build side's key columns are traced down to the output columns of the
+//!    stage that produces them, and the probe side's key columns down to a Parquet scan
+//!    (through projections, filters, repartitions, inner and semi joins, and the group
+//!    keys of aggregates, into earlier stages where the probe side is read from one).
+//! 2. The build stage's tasks measure those columns' smallest and largest values as
+//!    they write their output (`quarry_common::column_bounds`).
+//! 3. Before the stage with the scan is laid out, `key >= min AND key <= max` joins the
+//!    scan's predicate, so row groups and pages outside the range are never read.
+//!
+//! A broadcast join's probe scan usually runs in the join's own stage, which waits for
+//! the build side anyway: its filter is free. A scan in a stage that would run beside the
+//! build stage (a partitioned join's probe side) waits for it only when the build side is
+//! estimated at most an eighth of the scan's rows; otherwise the filter is not used,
+//! since waiting would cost more than pruning could save. A filter changes which rows
+//! are read, never the answer: rows outside the range cannot join.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{JoinType, NullEquality, ScalarValue};
+use datafusion::datasource::physical_plan::ParquetSource;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::conjunction;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal, lit};
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, PhysicalExpr, StatisticsArgs, StatisticsContext, replace_children_if_necessary,
+};
+use quarry_common::column_bounds::Range;
+use quarry_common::shuffle_reader::ShuffleReaderExec;
+
+use super::stages::StagePlan;
+
+/// A scan waits for a build stage that would otherwise run beside it only when the build
+/// side is estimated at most this fraction of the scan's rows.
+const WAIT_WHEN_BUILD_AT_MOST: usize = 8;
+
+/// One scan narrowed by the output of one stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicFilter {
+    /// The stage whose output holds the join's build keys.
+    pub build_stage: u32,
+    /// Output columns of the build stage, one per key.
+    pub build_columns: Vec<u32>,
+    /// The stage holding the scan; it runs after the build stage.
+    pub probe_stage: u32,
+    /// Child indexes from the probe stage's plan down to the scan.
+    pub scan_path: Vec<usize>,
+    /// Output columns of the scan, paired with `build_columns`.
+    pub scan_columns: Vec<usize>,
+    /// The scan's key column names, for EXPLAIN.
+    pub names: Vec<String>,
+}
+
+impl DynamicFilter {
+    /// "stage 3 scan of k, fk: the range of stage 1's columns 0, 2".
+    pub fn describe(&self) -> String {
+        format!(
+            "stage {} scan of {} narrowed to the range of stage {}'s output column{} {}",
+            self.probe_stage,
+            self.names.join(", "),
+            self.build_stage,
+            if self.build_columns.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            self.build_columns
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// Where an output column of a plan comes from.
+enum Origin {
+    /// A column of a Parquet scan of this stage, at `path` from the walk's start.
+    Scan { path: Vec<usize>, column: usize },
+    /// A column of the output of an earlier stage.
+    Stage { stage: u32, column: usize },
+}
+
+/// Follow output column `column` of `plan` down through nodes that pass it on unchanged
+/// and keep every row whose value it is (filtering the node's input by the column keeps
+/// the rows of the node's output that pass the same filter).
+fn trace(plan: &Arc<dyn ExecutionPlan>, mut column: usize) -> Option<Origin> {
+    let mut node = Arc::clone(plan);
+    let mut path = Vec::new();
+    loop {
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            return Some(Origin::Stage {
+                stage: reader.stage_id(),
+                column,
+            });
+        }
+        if let Some(source) = node.downcast_ref::<DataSourceExec>() {
+            source.downcast_to_file_source::<ParquetSource>()?;
+            return Some(Origin::Scan { path, column });
+        }
+        let (child, child_column) = step(&node, column)?;
+        path.push(child);
+        column = child_column;
+        let next = Arc::clone(node.children()[child]);
+        node = next;
+    }
+}
+
+/// The child and its column that output column `column` of `node` is.
+fn step(node: &Arc<dyn ExecutionPlan>, column: usize) -> Option<(usize, usize)> {
+    if node.fetch().is_some() {
+        // A limit keeps the first rows: filtering below it would change which.
+        return None;
+    }
+    let passes_through = node.downcast_ref::<RepartitionExec>().is_some()
+        || node.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || node.downcast_ref::<SortExec>().is_some()
+        || node.downcast_ref::<SortPreservingMergeExec>().is_some()
+        || node.downcast_ref::<CooperativeExec>().is_some();
+    if passes_through {
+        return Some((0, column));
+    }
+    if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        let expr = &projection.expr().get(column)?.expr;
+        return Some((0, expr.downcast_ref::<Column>()?.index()));
+    }
+    if let Some(filter) = node.downcast_ref::<FilterExec>() {
+        return Some((
+            0,
+            match filter.projection() {
+                Some(projection) => *projection.get(column)?,
+                None => column,
+            },
+        ));
+    }
+    if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
+        // A group key: the groups left after filtering the input are the groups whose key
+        // passes the filter.
+        let group_by = aggregate.group_expr();
+        if !group_by.is_single() {
+            return None;
+        }
+        let (expr, _) = group_by.expr().get(column)?;
+        return Some((0, expr.downcast_ref::<Column>()?.index()));
+    }
+    if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+        let column = match &join.projection {
+            Some(projection) => *projection.get(column)?,
+            None => column,
+        };
+        let left = join.left().schema().fields().len();
+        return match join.join_type() {
+            JoinType::Inner if column < left => Some((0, column)),
+            JoinType::Inner => Some((1, column - left)),
+            JoinType::LeftSemi => Some((0, column)),
+            JoinType::RightSemi => Some((1, column)),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// Join types whose output never holds a probe row that matched nothing.
+fn drops_unmatched_probe_rows(join: &HashJoinExec) -> bool {
+    matches!(
+        join.join_type(),
+        JoinType::Inner
+            | JoinType::Left
+            | JoinType::LeftSemi
+            | JoinType::LeftAnti
+            | JoinType::LeftMark
+            | JoinType::RightSemi
+    ) && join.null_equality() == NullEquality::NullEqualsNothing
+        && !join.null_aware
+}
+
+/// The dynamic filters worth using in a stage plan.
+pub(crate) fn find(stages: &StagePlan) -> Vec<DynamicFilter> {
+    let mut found: Vec<DynamicFilter> = Vec::new();
+    for plan in stages
+        .stages
+        .iter()
+        .map(|s| &s.plan)
+        .chain(std::iter::once(&stages.root))
+    {
+        let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
+            if let Some(join) = node.downcast_ref::<HashJoinExec>()
+                && drops_unmatched_probe_rows(join)
+            {
+                for filter in filters_of(join, stages) {
+                    if !found.iter().any(|f| {
+                        f.probe_stage == filter.probe_stage && f.scan_path == filter.scan_path
+                    }) {
+                        found.push(filter);
+                    }
+                }
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+    }
+    found
+        .into_iter()
+        .filter(|f| worth_waiting(f, stages))
+        .collect()
+}
+
+/// The filters one join offers: its keys grouped by the scan they reach.
+fn filters_of(join: &HashJoinExec, stages: &StagePlan) -> Vec<DynamicFilter> {
+    let mut filters: Vec<DynamicFilter> = Vec::new();
+    for (build_key, probe_key) in join.on() {
+        let (Some(build_key), Some(probe_key)) = (
+            build_key.downcast_ref::<Column>(),
+            probe_key.downcast_ref::<Column>(),
+        ) else {
+            continue;
+        };
+        let Some(Origin::Stage {
+            stage: build_stage,
+            column: build_column,
+        }) = trace(join.left(), build_key.index())
+        else {
+            continue;
+        };
+        let Some((probe_stage, scan_path, scan_column, name)) =
+            probe_scan(join, probe_key.index(), stages)
+        else {
+            continue;
+        };
+        match filters.iter_mut().find(|f| {
+            f.build_stage == build_stage && f.probe_stage == probe_stage && f.scan_path == scan_path
+        }) {
+            Some(filter) if !filter.scan_columns.contains(&scan_column) => {
+                filter.build_columns.push(build_column as u32);
+                filter.scan_columns.push(scan_column);
+                filter.names.push(name);
+            }
+            Some(_) => {}
+            None => filters.push(DynamicFilter {
+                build_stage,
+                build_columns: vec![build_column as u32],
+                probe_stage,
+                scan_path,
+                scan_columns: vec![scan_column],
+                names: vec![name],
+            }),
+        }
+    }
+    filters
+}
+
+/// The Parquet scan (stage, path, column, name) a probe key comes from, following it
+/// into the stages the probe side reads. The join itself may be in any stage, so its
+/// probe side must reach the scan through a stage reader or lie in the scan's stage:
+/// the path is found again from the stage's root.
+fn probe_scan(
+    join: &HashJoinExec,
+    column: usize,
+    stages: &StagePlan,
+) -> Option<(u32, Vec<usize>, usize, String)> {
+    let mut origin = trace(join.right(), column)?;
+    loop {
+        match origin {
+            Origin::Stage { stage, column } => {
+                let plan = &stages.stage(stage)?.plan;
+                origin = match trace(plan, column)? {
+                    Origin::Scan { path, column } => {
+                        let scan = node_at(plan, &path)?;
+                        let name = scan.schema().field(column).name().clone();
+                        return Some((stage, path, column, name));
+                    }
+                    other => other,
+                };
+            }
+            Origin::Scan { .. } => {
+                // The scan is in the join's own stage: find the join's stage and path.
+                return scan_in_join_stage(join, column, stages);
+            }
+        }
+    }
+}
+
+/// The scan below `join`'s probe side when both are in one stage.
+fn scan_in_join_stage(
+    join: &HashJoinExec,
+    column: usize,
+    stages: &StagePlan,
+) -> Option<(u32, Vec<usize>, usize, String)> {
+    for stage in &stages.stages {
+        if let Some(mut path) = path_to(&stage.plan, join) {
+            path.push(1);
+            let Some(Origin::Scan {
+                path: below,
+                column,
+            }) = trace(join.right(), column)
+            else {
+                return None;
+            };
+            path.extend(below);
+            let scan = node_at(&stage.plan, &path)?;
+            let name = scan.schema().field(column).name().clone();
+            return Some((stage.id, path, column, name));
+        }
+    }
+    None
+}
+
+/// Child indexes from `plan` to `target` (compared by address).
+fn path_to(plan: &Arc<dyn ExecutionPlan>, target: &HashJoinExec) -> Option<Vec<usize>> {
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && std::ptr::eq(join, target)
+    {
+        return Some(Vec::new());
+    }
+    plan.children()
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, child)| {
+            let mut path = path_to(child, target)?;
+            path.insert(0, i);
+            Some(path)
+        })
+}
+
+fn node_at(plan: &Arc<dyn ExecutionPlan>, path: &[usize]) -> Option<Arc<dyn ExecutionPlan>> {
+    let mut node = Arc::clone(plan);
+    for &i in path {
+        let next = Arc::clone(*node.children().get(i)?);
+        node = next;
+    }
+    Some(node)
+}
+
+/// Stages `stage` reads, directly or through others.
+fn upstream(stages: &StagePlan, stage: u32) -> BTreeSet<u32> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![stage];
+    while let Some(id) = todo.pop() {
+        for input in stages.stage(id).map(|s| s.inputs()).unwrap_or_default() {
+            if seen.insert(input) {
+                todo.push(input);
+            }
+        }
+    }
+    seen
+}
+
+/// Whether the probe stage may wait for the build stage: it does already, or the build
+/// side is small next to the scan (and waiting makes no cycle).
+fn worth_waiting(filter: &DynamicFilter, stages: &StagePlan) -> bool {
+    if upstream(stages, filter.probe_stage).contains(&filter.build_stage) {
+        return true;
+    }
+    if upstream(stages, filter.build_stage).contains(&filter.probe_stage) {
+        return false;
+    }
+    let rows = |plan: &Arc<dyn ExecutionPlan>| {
+        StatisticsContext::new()
+            .compute(plan.as_ref(), &StatisticsArgs::new())
+            .ok()
+            .and_then(|s| s.num_rows.get_value().copied())
+    };
+    let build = stages.stage(filter.build_stage).and_then(|s| rows(&s.plan));
+    let scan = stages
+        .stage(filter.probe_stage)
+        .and_then(|s| node_at(&s.plan, &filter.scan_path))
+        .and_then(|scan| rows(&scan));
+    matches!((build, scan), (Some(b), Some(s)) if b.saturating_mul(WAIT_WHEN_BUILD_AT_MOST) <= s)
+}
+
+/// The stages a stage waits for beyond those it reads: build stages of its filters.
+pub(crate) fn extra_inputs(filters: &[DynamicFilter], stage: u32) -> Vec<u32> {
+    filters
+        .iter()
+        .filter(|f| f.probe_stage == stage)
+        .map(|f| f.build_stage)
+        .collect()
+}
+
+/// `plan` (a probe stage's plan) with the scan at `filter.scan_path` narrowed to
+/// `ranges` (one per scan column). A range that cannot be written as a predicate on the
+/// scan's column is left out.
+pub(crate) fn narrow(
+    plan: &Arc<dyn ExecutionPlan>,
+    filter: &DynamicFilter,
+    ranges: &[Range],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    replace_at(plan, &filter.scan_path, &|scan| {
+        let Some(source) = scan.downcast_ref::<DataSourceExec>() else {
+            return Ok(None);
+        };
+        let schema = scan.schema();
+        let mut conditions: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        for (&column, range) in filter.scan_columns.iter().zip(ranges) {
+            let Some(field) = schema.fields().get(column) else {
+                continue;
+            };
+            let Range::Within(min, max) = range else {
+                // The build side has no key: no probe row can match.
+                conditions.push(lit(false));
+                continue;
+            };
+            let (Ok(min), Ok(max)) = (
+                min.cast_to(field.data_type()),
+                max.cast_to(field.data_type()),
+            ) else {
+                continue;
+            };
+            let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), column));
+            conditions.push(between(key, min, max));
+        }
+        if conditions.is_empty() {
+            return Ok(None);
+        }
+        let pushed = source
+            .data_source()
+            .try_pushdown_filters(vec![conjunction(conditions)], &ConfigOptions::default())?;
+        Ok(pushed.updated_node.map(|data_source| {
+            Arc::new(source.clone().with_data_source(data_source)) as Arc<dyn ExecutionPlan>
+        }))
+    })
+}
+
+fn between(
+    key: Arc<dyn PhysicalExpr>,
+    min: ScalarValue,
+    max: ScalarValue,
+) -> Arc<dyn PhysicalExpr> {
+    let low: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+        Arc::clone(&key),
+        Operator::GtEq,
+        Arc::new(Literal::new(min)),
+    ));
+    let high: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+        key,
+        Operator::LtEq,
+        Arc::new(Literal::new(max)),
+    ));
+    Arc::new(BinaryExpr::new(low, Operator::And, high))
+}
+
+type Replace<'a> = dyn Fn(&Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> + 'a;
+
+/// `plan` with the node at `path` replaced by what `replace` makes of it (unchanged when
+/// it makes nothing or the path leads nowhere).
+fn replace_at(
+    plan: &Arc<dyn ExecutionPlan>,
+    path: &[usize],
+    replace: &Replace<'_>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some((&first, rest)) = path.split_first() else {
+        return Ok(replace(plan)?.unwrap_or_else(|| Arc::clone(plan)));
+    };
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let Some(child) = children.get(first) else {
+        return Ok(Arc::clone(plan));
+    };
+    let new_child = replace_at(child, rest, replace)?;
+    if Arc::ptr_eq(&new_child, child) {
+        return Ok(Arc::clone(plan));
+    }
+    let mut children = children;
+    children[first] = new_child;
+    replace_children_if_necessary(Arc::clone(plan), children)
+}

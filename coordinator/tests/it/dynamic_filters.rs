@@ -1,0 +1,235 @@
+//! Dynamic filters across stages: once a join's build side has run, the probe side's
+//! Parquet scans skip the row groups outside its keys' range, in the join's own stage
+//! (broadcast joins) and in a stage of their own (partitioned joins), with the answers
+//! the unfiltered plan gives.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::file::properties::WriterProperties;
+use quarry_coordinator::service::{QueryService, SessionHandle};
+
+use crate::harness::{TestCluster, sql};
+use crate::reflections::lines;
+
+/// Fact rows per row group: the unit a filter skips.
+const ROW_GROUP: usize = 5_000;
+
+/// Keys `first..first + rows` in order, with a value each, in row groups of ROW_GROUP.
+fn write_facts(path: &Path, first: i64, rows: i64) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let keys = first..first + rows;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(keys.clone())),
+            Arc::new(Int64Array::from_iter_values(keys.map(|k| k % 7))),
+        ],
+    )
+    .expect("batch");
+    let properties = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(ROW_GROUP))
+        .build();
+    write(path, batch, Some(properties));
+}
+
+/// 1,000 dimension rows: key `100 * i`, group `g{i / 50}` (each group spans 5,000 keys).
+fn write_dimension(path: &Path) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values((0..1000).map(|i| i * 100))),
+            Arc::new(StringArray::from_iter_values(
+                (0..1000).map(|i| format!("g{}", i / 50)),
+            )),
+        ],
+    )
+    .expect("batch");
+    write(path, batch, None);
+}
+
+fn write(path: &Path, batch: RecordBatch, properties: Option<WriterProperties>) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    let file = std::fs::File::create(path).expect("file");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), properties).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+async fn start() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
+    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
+    let root = cluster.dir.path().join("files");
+    write_facts(&root.join("fact/part-1.parquet"), 0, 50_000);
+    write_facts(&root.join("fact/part-2.parquet"), 50_000, 50_000);
+    write_dimension(&root.join("dim/part-1.parquet"));
+    for statement in [
+        format!(
+            "CREATE SOURCE files TYPE local WITH (root = '{}')",
+            root.display()
+        ),
+        "CREATE SCHEMA s".to_string(),
+        "CREATE TABLE s.fact FROM files 'fact/' FORMAT parquet".to_string(),
+        "CREATE TABLE s.dim FROM files 'dim/' FORMAT parquet".to_string(),
+        // These tests are about stages on the executors, and every run must run.
+        "SET quarry.local_execution = false".to_string(),
+        "SET quarry.results_cache.enabled = false".to_string(),
+    ] {
+        sql(&engine, &session, &statement).await;
+    }
+    (cluster, engine, session)
+}
+
+/// The text of EXPLAIN ANALYZE (or EXPLAIN) of `query`, every row.
+async fn explained(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    explain: &str,
+    query: &str,
+) -> String {
+    let batches = sql(engine, session, &format!("{explain} {query}")).await;
+    let mut text = String::new();
+    for batch in &batches {
+        let plans = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("plan column");
+        for i in 0..plans.len() {
+            text.push_str(plans.value(i));
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// Rows the scans of the fact table produced, summed over stages.
+fn fact_rows_scanned(analyzed: &str) -> u64 {
+    analyzed
+        .lines()
+        .filter(|l| l.contains("DataSourceExec") && l.contains("fact/"))
+        .map(|l| {
+            let rows = l
+                .rsplit_once("[rows=")
+                .unwrap_or_else(|| panic!("no rows in {l}"))
+                .1;
+            rows.split(',')
+                .next()
+                .expect("rows")
+                .parse::<u64>()
+                .expect("a count")
+        })
+        .sum()
+}
+
+/// Rows scanned with and without dynamic filters, and the same answer from both.
+async fn scanned_with_and_without(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    query: &str,
+) -> (u64, u64, String) {
+    sql(engine, session, "SET quarry.dynamic_filters = false").await;
+    let without = explained(engine, session, "EXPLAIN ANALYZE", query).await;
+    let expected = lines(&sql(engine, session, query).await);
+    sql(engine, session, "SET quarry.dynamic_filters = true").await;
+    let with = explained(engine, session, "EXPLAIN ANALYZE", query).await;
+    assert_eq!(
+        lines(&sql(engine, session, query).await),
+        expected,
+        "{query}: dynamic filters changed the answer"
+    );
+    (fact_rows_scanned(&with), fact_rows_scanned(&without), with)
+}
+
+const SELECTIVE: &str = "SELECT count(*) AS n, sum(f.v) AS total FROM s.fact f \
+     JOIN s.dim d ON f.k = d.k WHERE d.name = 'g3'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_build_side_prunes_the_probe_scan_of_its_stage() {
+    let (cluster, engine, session) = start().await;
+    let plan = explained(&engine, &session, "EXPLAIN", SELECTIVE).await;
+    assert!(
+        plan.contains("Dynamic filter: stage") && plan.contains("scan of k narrowed"),
+        "{plan}"
+    );
+
+    let (with, without, analyzed) = scanned_with_and_without(&engine, &session, SELECTIVE).await;
+    assert_eq!(without, 100_000, "{analyzed}");
+    // Group g3 holds keys 15,000..=19,900: one row group of the fact table.
+    assert_eq!(with, ROW_GROUP as u64, "{analyzed}");
+    assert!(
+        analyzed.contains("dynamic filter: k between 15000 and 19900 (from stage"),
+        "{analyzed}"
+    );
+    assert_eq!(
+        lines(&sql(&engine, &session, SELECTIVE).await),
+        vec![format!(
+            "50|{}",
+            (150..200).map(|i| (i * 100) % 7).sum::<i64>()
+        )]
+    );
+
+    // A build side with no key: nothing of the probe side can match, nothing is read.
+    let nothing = SELECTIVE.replace("'g3'", "'none'");
+    let (with, _, analyzed) = scanned_with_and_without(&engine, &session, &nothing).await;
+    assert_eq!(with, 0, "{analyzed}");
+    assert!(
+        analyzed.contains("dynamic filter: k matches nothing"),
+        "{analyzed}"
+    );
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_build_side_prunes_a_scan_in_another_stage() {
+    let (cluster, engine, session) = start().await;
+    // Both sides hashed: the fact scan runs in a stage of its own, which then waits for
+    // the (much smaller) build side's stage.
+    for setting in [
+        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+    ] {
+        sql(&engine, &session, setting).await;
+    }
+    let plan = explained(&engine, &session, "EXPLAIN", SELECTIVE).await;
+    assert!(plan.contains("mode=Partitioned"), "{plan}");
+    assert!(plan.contains("Dynamic filter: stage"), "{plan}");
+    let (with, without, analyzed) = scanned_with_and_without(&engine, &session, SELECTIVE).await;
+    assert_eq!((with, without), (ROW_GROUP as u64, 100_000), "{analyzed}");
+
+    // Joins whose output keeps unmatched probe rows are never filtered; the others are,
+    // and every answer is the unfiltered one.
+    for query in [
+        "SELECT count(*), sum(f.v) FROM s.fact f LEFT JOIN s.dim d ON f.k = d.k AND d.name = 'g3'",
+        "SELECT count(*), count(d.k) FROM s.dim d RIGHT JOIN s.fact f ON f.k = d.k AND d.name = 'g3'",
+        "SELECT count(*) FROM s.fact f WHERE f.k IN (SELECT k FROM s.dim WHERE name = 'g7')",
+        "SELECT count(*) FROM s.fact f WHERE NOT EXISTS \
+         (SELECT 1 FROM s.dim d WHERE d.k = f.k AND d.name = 'g7')",
+        "SELECT d.name, count(*), sum(f.v) FROM s.fact f JOIN s.dim d ON f.k = d.k \
+         WHERE d.name IN ('g2', 'g9') GROUP BY d.name",
+    ] {
+        let (with, without, analyzed) = scanned_with_and_without(&engine, &session, query).await;
+        assert!(with <= without, "{query}: {analyzed}");
+        if query.contains("LEFT JOIN")
+            || query.contains("RIGHT JOIN")
+            || query.contains("NOT EXISTS")
+        {
+            assert_eq!(
+                with, 100_000,
+                "{query} must read every fact row: {analyzed}"
+            );
+        }
+    }
+    cluster.cluster.shutdown().await;
+}
