@@ -14,6 +14,7 @@
 //! target/release/quarry-bench --fuzz all --minutes 60 --seed 7
 //! target/release/quarry-bench --storm --clients 200 --rounds 3
 //! target/release/quarry-bench --soak --minutes 60
+//! target/release/quarry-bench --adaptive
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use quarry_sql_tests::tpch;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
+mod adaptive;
 mod load;
 mod reflections;
 mod robustness;
@@ -105,9 +107,20 @@ struct Args {
     /// Run the small-query suite instead (p50 per query vs in-process DataFusion).
     #[arg(long)]
     small: bool,
+    /// Run the run-time decisions benchmark instead (dynamic filters, adaptive joins).
+    #[arg(long)]
+    adaptive: bool,
 }
 
 type Error = Box<dyn std::error::Error>;
+
+/// Save a benchmark's report as `results/<name>` and say where it went.
+fn write_report(results: &Path, name: &str, report: &serde_json::Value) -> Result<(), Error> {
+    let path = results.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
+    eprintln!("results written to {}", path.display());
+    Ok(())
+}
 
 struct Process(Child);
 
@@ -432,20 +445,19 @@ async fn main() -> Result<(), Error> {
     if args.reflections {
         return reflections::run(args.orders, &args.results).await;
     }
-    if args.small {
-        let iterations = if args.iterations == 3 {
-            30
-        } else {
-            args.iterations
+    if args.adaptive || args.small {
+        // `--iterations` left at its TPC-H default: these suites' own defaults.
+        let iterations = match (args.iterations, args.adaptive) {
+            (3, true) => 10,
+            (3, false) => 30,
+            (n, _) => n,
         };
-        return small::run(
-            &args.data,
-            args.executors,
-            args.slots,
-            iterations,
-            &args.results,
-        )
-        .await;
+        let (data, results) = (&args.data, &args.results);
+        return if args.adaptive {
+            adaptive::run(data, args.executors, args.slots, iterations, results).await
+        } else {
+            small::run(data, args.executors, args.slots, iterations, results).await
+        };
     }
     // The robustness runs drive their clusters from threads of their own.
     if let Some(which) = &args.fuzz {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::ParquetReadOptions;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use quarry_sql_tests::tpch;
 use serde_json::json;
 
@@ -22,7 +22,46 @@ use crate::{Cluster, Error, FlightSql};
 
 const TABLES: usize = 20;
 
-fn percentile(times: &[f64], p: f64) -> f64 {
+/// Milliseconds of each run of one query on Quarry and on DataFusion, runs interleaved,
+/// and the rows of the last run of each.
+pub(crate) struct Interleaved {
+    pub ours: Vec<f64>,
+    pub theirs: Vec<f64>,
+    pub our_rows: Vec<RecordBatch>,
+    pub their_rows: Vec<RecordBatch>,
+}
+
+/// Run `sql` `warm` times on both (file metadata in the page cache, connections), then
+/// `iterations` times each, alternating.
+pub(crate) async fn interleaved(
+    quarry: &mut FlightSql,
+    datafusion: &SessionContext,
+    sql: &str,
+    warm: usize,
+    iterations: usize,
+) -> Result<Interleaved, Error> {
+    for _ in 0..warm {
+        quarry.query(sql).await?;
+        datafusion.sql(sql).await?.collect().await?;
+    }
+    let mut runs = Interleaved {
+        ours: Vec::new(),
+        theirs: Vec::new(),
+        our_rows: Vec::new(),
+        their_rows: Vec::new(),
+    };
+    for _ in 0..iterations {
+        let started = Instant::now();
+        runs.our_rows = quarry.query(sql).await?;
+        runs.ours.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        runs.their_rows = datafusion.sql(sql).await?.collect().await?;
+        runs.theirs.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(runs)
+}
+
+pub(crate) fn percentile(times: &[f64], p: f64) -> f64 {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     let at = ((sorted.len().saturating_sub(1)) as f64 * p).round() as usize;
@@ -128,21 +167,12 @@ pub async fn run(
         quarry
             .query("SET quarry.results_cache.enabled = false")
             .await?;
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        let (mut our_rows, mut their_rows) = (Vec::new(), Vec::new());
-        // Warm both (file metadata in the page cache, connections).
-        for _ in 0..3 {
-            quarry.query(sql).await?;
-            datafusion.sql(sql).await?.collect().await?;
-        }
-        for _ in 0..iterations {
-            let started = Instant::now();
-            our_rows = quarry.query(sql).await?;
-            ours.push(started.elapsed().as_secs_f64() * 1000.0);
-            let started = Instant::now();
-            their_rows = datafusion.sql(sql).await?.collect().await?;
-            theirs.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
+        let Interleaved {
+            ours,
+            theirs,
+            our_rows,
+            their_rows,
+        } = interleaved(&mut quarry, &datafusion, sql, 3, iterations).await?;
         quarry
             .query("SET quarry.results_cache.enabled = true")
             .await?;
@@ -180,8 +210,5 @@ pub async fn run(
         "datafusion_partitions": cores,
         "queries": rows,
     });
-    let path = results.join("small-queries.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    eprintln!("results written to {}", path.display());
-    Ok(())
+    crate::write_report(results, "small-queries.json", &report)
 }

@@ -244,6 +244,17 @@ struct PieceWriter {
     written_bytes: u64,
 }
 
+/// The bytes of a batch's values, without the spare capacity of its buffers (a batch of
+/// 50 rows cut from a larger one holds far more memory than data). Reported as the task's
+/// output size, which decides joins at run time.
+fn data_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|column| column.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
+}
+
 /// Collects one task attempt's output, spilling pieces to disk past the memory budget.
 pub struct OutputWriter {
     store: Arc<ExchangeStore>,
@@ -262,7 +273,7 @@ impl OutputWriter {
             .get_mut(piece)
             .ok_or_else(|| DataFusionError::Internal(format!("no output piece {piece}")))?;
         writer.rows += batch.num_rows() as u64;
-        writer.written_bytes += bytes;
+        writer.written_bytes += data_bytes(&batch);
         if writer.file.is_none() && store.reserve(bytes) {
             writer.bytes += bytes;
             writer.batches.push(batch);

@@ -55,7 +55,8 @@ use crate::datasets::Datasets;
 use crate::error::CoordinatorError;
 use crate::jobs::admission::Admission;
 use crate::jobs::{CancelOnDrop, Job, Jobs};
-use crate::planner::stages::{display_stages, plan_stages};
+use crate::planner::distributed::plan_distributed;
+use crate::planner::stages::display_stages;
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
 use crate::sql::pg_functions;
@@ -508,7 +509,7 @@ impl Engine {
         if placement.local {
             rows.push(("distributed_plan".to_string(), placement.reason));
         } else {
-            let stages = plan_stages(physical, quarry_options(state.config()).dynamic_filters)?;
+            let stages = plan_distributed(physical, placement::stage_options(state))?;
             rows.push(("distributed_plan".to_string(), display_stages(&stages)));
         }
         let schema = Arc::new(Schema::new(vec![

@@ -13,8 +13,9 @@ use super::query_settings::{object_stores_of, settings_to_ship};
 use super::{
     DistributedQuery, Engine, Outcome, QuarryOptions, SMALL_MATERIALIZATIONS_BYTES, quarry_options,
 };
+use crate::planner::distributed::{StageOptions, plan_distributed};
 use crate::planner::small_plans::InputEstimate;
-use crate::planner::stages::{plan_stages, reads_only_small_files_under};
+use crate::planner::stages::reads_only_small_files_under;
 use crate::scheduler::analyze::human_bytes;
 
 /// Where a plan runs, and the reason EXPLAIN gives.
@@ -165,7 +166,7 @@ impl Engine {
         options.query_timeout()?;
         options.stall_timeout()?;
         let object_stores = object_stores_of(&physical, &self.datasets);
-        let stages = plan_stages(physical, options.dynamic_filters)?;
+        let stages = plan_distributed(physical, stage_options(&state))?;
         Ok(Outcome::Distributed(Box::new(DistributedQuery {
             stages,
             settings: settings_to_ship(state.config_options()),
@@ -174,6 +175,23 @@ impl Engine {
             state,
             ticket: None,
         })))
+    }
+}
+
+/// What the stage planner adds for a query planned in `state`.
+pub(super) fn stage_options(state: &SessionState) -> StageOptions {
+    let options = quarry_options(state.config());
+    let optimizer = &state.config_options().optimizer;
+    StageOptions {
+        dynamic_filters: options.dynamic_filters,
+        // With a limit of 0 (broadcasts turned off) no join could switch.
+        adaptive_joins: (options.adaptive_joins
+            && optimizer.hash_join_single_partition_threshold_rows > 0
+            && optimizer.hash_join_single_partition_threshold > 0)
+            .then_some((
+                optimizer.hash_join_single_partition_threshold_rows as u64,
+                optimizer.hash_join_single_partition_threshold as u64,
+            )),
     }
 }
 

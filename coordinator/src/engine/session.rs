@@ -80,6 +80,9 @@ extensions_options! {
         /// Narrow a join's probe-side scans to the range of its build side's keys once the
         /// build side has run (row groups and pages outside it are skipped).
         pub dynamic_filters: bool, default = true
+        /// Let a partitioned join whose build side turns out small (within the optimizer's
+        /// broadcast thresholds) become a broadcast join once that side has run.
+        pub adaptive_joins: bool, default = true
         /// The results cache: `quarry.results_cache.enabled`.
         pub results_cache: ResultsCacheOptions, default = ResultsCacheOptions::default()
     }

@@ -50,50 +50,12 @@ use datafusion::physical_plan::{
 use quarry_common::column_bounds::Range;
 use quarry_common::shuffle_reader::ShuffleReaderExec;
 
+use super::decisions::DynamicFilter;
 use super::stages::StagePlan;
 
 /// A scan waits for a build stage that would otherwise run beside it only when the build
 /// side is estimated at most this fraction of the scan's rows.
 const WAIT_WHEN_BUILD_AT_MOST: usize = 8;
-
-/// One scan narrowed by the output of one stage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DynamicFilter {
-    /// The stage whose output holds the join's build keys.
-    pub build_stage: u32,
-    /// Output columns of the build stage, one per key.
-    pub build_columns: Vec<u32>,
-    /// The stage holding the scan; it runs after the build stage.
-    pub probe_stage: u32,
-    /// Child indexes from the probe stage's plan down to the scan.
-    pub scan_path: Vec<usize>,
-    /// Output columns of the scan, paired with `build_columns`.
-    pub scan_columns: Vec<usize>,
-    /// The scan's key column names, for EXPLAIN.
-    pub names: Vec<String>,
-}
-
-impl DynamicFilter {
-    /// "stage 3 scan of k, fk: the range of stage 1's columns 0, 2".
-    pub fn describe(&self) -> String {
-        format!(
-            "stage {} scan of {} narrowed to the range of stage {}'s output column{} {}",
-            self.probe_stage,
-            self.names.join(", "),
-            self.build_stage,
-            if self.build_columns.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
-            self.build_columns
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }
-}
 
 /// Where an output column of a plan comes from.
 enum Origin {
@@ -211,7 +173,9 @@ pub(crate) fn find(stages: &StagePlan) -> Vec<DynamicFilter> {
             {
                 for filter in filters_of(join, stages) {
                     if !found.iter().any(|f| {
-                        f.probe_stage == filter.probe_stage && f.scan_path == filter.scan_path
+                        f.build_stage == filter.build_stage
+                            && f.probe_stage == filter.probe_stage
+                            && f.scan_path == filter.scan_path
                     }) {
                         found.push(filter);
                     }
@@ -343,7 +307,10 @@ fn path_to(plan: &Arc<dyn ExecutionPlan>, target: &HashJoinExec) -> Option<Vec<u
         })
 }
 
-fn node_at(plan: &Arc<dyn ExecutionPlan>, path: &[usize]) -> Option<Arc<dyn ExecutionPlan>> {
+pub(crate) fn node_at(
+    plan: &Arc<dyn ExecutionPlan>,
+    path: &[usize],
+) -> Option<Arc<dyn ExecutionPlan>> {
     let mut node = Arc::clone(plan);
     for &i in path {
         let next = Arc::clone(*node.children().get(i)?);
@@ -375,27 +342,27 @@ fn worth_waiting(filter: &DynamicFilter, stages: &StagePlan) -> bool {
     if upstream(stages, filter.build_stage).contains(&filter.probe_stage) {
         return false;
     }
+    stages
+        .stage(filter.probe_stage)
+        .and_then(|s| node_at(&s.plan, &filter.scan_path))
+        .is_some_and(|scan| small_next_to(stages, filter.build_stage, &scan))
+}
+
+/// Whether the output of `build_stage` is estimated at most 1/[`WAIT_WHEN_BUILD_AT_MOST`]
+/// of the rows of `probe` (both estimates known).
+pub(crate) fn small_next_to(
+    stages: &StagePlan,
+    build_stage: u32,
+    probe: &Arc<dyn ExecutionPlan>,
+) -> bool {
     let rows = |plan: &Arc<dyn ExecutionPlan>| {
         StatisticsContext::new()
             .compute(plan.as_ref(), &StatisticsArgs::new())
             .ok()
             .and_then(|s| s.num_rows.get_value().copied())
     };
-    let build = stages.stage(filter.build_stage).and_then(|s| rows(&s.plan));
-    let scan = stages
-        .stage(filter.probe_stage)
-        .and_then(|s| node_at(&s.plan, &filter.scan_path))
-        .and_then(|scan| rows(&scan));
-    matches!((build, scan), (Some(b), Some(s)) if b.saturating_mul(WAIT_WHEN_BUILD_AT_MOST) <= s)
-}
-
-/// The stages a stage waits for beyond those it reads: build stages of its filters.
-pub(crate) fn extra_inputs(filters: &[DynamicFilter], stage: u32) -> Vec<u32> {
-    filters
-        .iter()
-        .filter(|f| f.probe_stage == stage)
-        .map(|f| f.build_stage)
-        .collect()
+    let build = stages.stage(build_stage).and_then(|s| rows(&s.plan));
+    matches!((build, rows(probe)), (Some(b), Some(p)) if b.saturating_mul(WAIT_WHEN_BUILD_AT_MOST) <= p)
 }
 
 /// `plan` (a probe stage's plan) with the scan at `filter.scan_path` narrowed to
@@ -460,11 +427,12 @@ fn between(
     Arc::new(BinaryExpr::new(low, Operator::And, high))
 }
 
-type Replace<'a> = dyn Fn(&Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> + 'a;
+pub(crate) type Replace<'a> =
+    dyn Fn(&Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> + 'a;
 
 /// `plan` with the node at `path` replaced by what `replace` makes of it (unchanged when
 /// it makes nothing or the path leads nowhere).
-fn replace_at(
+pub(crate) fn replace_at(
     plan: &Arc<dyn ExecutionPlan>,
     path: &[usize],
     replace: &Replace<'_>,

@@ -36,7 +36,7 @@ use datafusion::physical_plan::{
 };
 use quarry_common::shuffle_reader::ShuffleReaderExec;
 
-use super::dynamic_filters::DynamicFilter;
+use super::decisions::{AdaptiveJoin, DynamicFilter};
 
 /// One stage: a plan whose every partition is one task.
 #[derive(Debug, Clone)]
@@ -77,6 +77,8 @@ pub struct StagePlan {
     pub root: Arc<dyn ExecutionPlan>,
     /// Scans narrowed at run time by the output of other stages.
     pub dynamic_filters: Vec<DynamicFilter>,
+    /// Joins whose strategy is chosen once their build stage has run.
+    pub adaptive_joins: Vec<AdaptiveJoin>,
 }
 
 impl StagePlan {
@@ -86,6 +88,26 @@ impl StagePlan {
 
     pub fn task_count(&self) -> usize {
         self.stages.iter().map(Stage::task_count).sum()
+    }
+
+    /// The stages `stage` waits for beyond those it reads: the build stages of the
+    /// dynamic filters on its scans and of the joins it may move into.
+    pub fn waits_for(&self, stage: u32) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .dynamic_filters
+            .iter()
+            .filter(|f| f.probe_stage == stage)
+            .map(|f| f.build_stage)
+            .chain(
+                self.adaptive_joins
+                    .iter()
+                    .filter(|j| j.probe_stage == stage)
+                    .map(|j| j.build_stage),
+            )
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
@@ -296,11 +318,8 @@ fn partitioned(join: &HashJoinExec, partitions: usize) -> Result<Arc<dyn Executi
 }
 
 /// Cut `plan` into stages. The root keeps no file scans, and yields one partition.
-/// With `dynamic_filters`, joins' build stages narrow their probe sides' scans.
-pub(crate) fn plan_stages(
-    plan: Arc<dyn ExecutionPlan>,
-    dynamic_filters: bool,
-) -> Result<StagePlan> {
+/// Nothing is left to run time (see `planner::distributed`).
+pub(crate) fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
     let plan = keep_build_side_whole(plan)?;
     let mut planner = StagePlanner::default();
     // Merge partitions at the very top, so everything below the merge (final
@@ -319,15 +338,12 @@ pub(crate) fn plan_stages(
     if root.output_partitioning().partition_count() > 1 {
         root = Arc::new(CoalescePartitionsExec::new(root));
     }
-    let mut stages = StagePlan {
+    Ok(StagePlan {
         stages: planner.stages,
         root,
         dynamic_filters: Vec::new(),
-    };
-    if dynamic_filters {
-        stages.dynamic_filters = super::dynamic_filters::find(&stages);
-    }
-    Ok(stages)
+        adaptive_joins: Vec::new(),
+    })
 }
 
 /// Nodes that never go to executors: the commit of a write, and the count of rows a
@@ -392,6 +408,9 @@ pub(crate) fn display_stages(stages: &StagePlan) -> String {
     }
     for filter in &stages.dynamic_filters {
         out.push_str(&format!("Dynamic filter: {}\n", filter.describe()));
+    }
+    for join in &stages.adaptive_joins {
+        out.push_str(&format!("Join chosen at run time: {}\n", join.describe()));
     }
     out
 }

@@ -119,8 +119,8 @@ pub(super) fn describe_stage(stage: &StageProfile) -> String {
         human_bytes(spilled),
         executors.join(", ")
     );
-    for filter in &stage.dynamic_filters {
-        out.push_str(&format!("  dynamic filter: {filter}\n"));
+    for note in &stage.notes {
+        out.push_str(&format!("  {note}\n"));
     }
     operator_lines(&mut out, &operators);
     out

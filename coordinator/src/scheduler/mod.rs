@@ -47,6 +47,7 @@
 //! stop making progress for `quarry.stall_timeout`, naming the stage and what each task
 //! waits on, instead of letting it hold the cluster.
 
+mod adaptive;
 pub(crate) mod analyze;
 mod attempts;
 mod pieces;

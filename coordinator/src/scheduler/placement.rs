@@ -59,8 +59,9 @@ impl Placement {
 pub(super) struct StageLayout {
     pub plan: Arc<dyn ExecutionPlan>,
     placements: Vec<Placement>,
-    /// The dynamic filters that narrowed its scans, as EXPLAIN ANALYZE shows them.
-    pub dynamic_filters: Vec<String>,
+    /// What was decided for it at run time (dynamic filters, join strategies), as
+    /// EXPLAIN ANALYZE shows it.
+    pub notes: Vec<String>,
 }
 
 impl StageLayout {
@@ -88,7 +89,7 @@ pub(super) fn lay_out(
     Ok(StageLayout {
         plan,
         placements,
-        dynamic_filters: Vec::new(),
+        notes: Vec::new(),
     })
 }
 

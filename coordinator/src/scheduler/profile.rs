@@ -24,9 +24,10 @@ pub struct StageProfile {
     /// How task output is split (`Hash([city@0], 2)`), or `none`.
     pub output: String,
     pub plan: String,
-    /// Dynamic filters that narrowed the stage's scans ("k between 5 and 9 (from stage 1)").
+    /// What was decided for the stage at run time ("dynamic filter: k between 5 and 9
+    /// (from stage 1)", "join: broadcast ...").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dynamic_filters: Vec<String>,
+    pub notes: Vec<String>,
     pub tasks: Vec<TaskProfile>,
 }
 
@@ -44,11 +45,7 @@ pub struct TaskProfile {
 }
 
 impl StageProfile {
-    pub fn new(
-        stage: &Stage,
-        resolved: &Arc<dyn ExecutionPlan>,
-        dynamic_filters: Vec<String>,
-    ) -> Self {
+    pub fn new(stage: &Stage, resolved: &Arc<dyn ExecutionPlan>, notes: Vec<String>) -> Self {
         StageProfile {
             stage_id: stage.id,
             inputs: stage.inputs(),
@@ -58,7 +55,7 @@ impl StageProfile {
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "none".to_string()),
             plan: displayable(resolved.as_ref()).indent(false).to_string(),
-            dynamic_filters,
+            notes,
             tasks: Vec::new(),
         }
     }

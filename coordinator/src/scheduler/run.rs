@@ -13,7 +13,8 @@ use quarry_common::codec::{partitioning_to_bytes, plan_to_bytes};
 
 use crate::cluster::ExecutorInfo;
 use crate::error::CoordinatorError;
-use crate::planner::dynamic_filters::{self, DynamicFilter};
+use crate::planner::decisions::DynamicFilter;
+use crate::planner::dynamic_filters;
 use crate::planner::stages::{Stage, StagePlan};
 use quarry_common::column_bounds::{Range, merge};
 
@@ -37,6 +38,10 @@ pub(super) struct RunState {
     pub(super) in_flight: BTreeMap<(u32, u32), InFlight>,
     /// When a task last started or finished.
     pub(super) last_progress: std::time::Instant,
+    /// Stages whose plan changed at run time (a join that became a broadcast join).
+    pub(super) replaced: BTreeMap<u32, Stage>,
+    /// What was decided for a stage before it was laid out, for EXPLAIN ANALYZE.
+    pub(super) notes: BTreeMap<u32, Vec<String>>,
 }
 
 impl Default for RunState {
@@ -50,6 +55,8 @@ impl Default for RunState {
             total: 0,
             in_flight: BTreeMap::new(),
             last_progress: std::time::Instant::now(),
+            replaced: BTreeMap::new(),
+            notes: BTreeMap::new(),
         }
     }
 }
@@ -79,8 +86,12 @@ impl QueryRun {
         }
     }
 
-    pub(super) fn stage(&self, id: u32) -> Result<&Stage, QuarryError> {
-        self.plan.stage(id).ok_or_else(|| {
+    /// Stage `id` as it runs: as planned, or as changed at run time.
+    pub(super) fn stage(&self, id: u32) -> Result<Stage, QuarryError> {
+        if let Some(stage) = self.lock().replaced.get(&id) {
+            return Ok(stage.clone());
+        }
+        self.plan.stage(id).cloned().ok_or_else(|| {
             CoordinatorError::invariant(format!("stage {id} is not in the plan")).into()
         })
     }
@@ -108,10 +119,7 @@ impl QueryRun {
             .iter()
             .map(|s| {
                 let mut inputs = s.inputs();
-                inputs.extend(dynamic_filters::extra_inputs(
-                    &self.plan.dynamic_filters,
-                    s.id,
-                ));
+                inputs.extend(self.plan.waits_for(s.id));
                 (s.id, inputs)
             })
             .collect();
@@ -149,7 +157,9 @@ impl QueryRun {
             }
             match running.next().await {
                 Some(done) => {
-                    finished.insert(done?);
+                    let done = done?;
+                    finished.insert(done);
+                    self.choose_joins(done, &mut waiting)?;
                 }
                 None => break,
             }
@@ -177,7 +187,8 @@ impl QueryRun {
             .collect();
         let (narrowed, applied) = self.narrowed(stage)?;
         let mut layout = placement::lay_out(&narrowed, &executors)?;
-        layout.dynamic_filters = applied;
+        layout.notes = self.lock().notes.remove(&stage.id).unwrap_or_default();
+        layout.notes.extend(applied);
         let layout = Arc::new(layout);
         let mut state = self.lock();
         let layout = Arc::clone(state.layouts.entry(stage.id).or_insert(layout));
@@ -195,7 +206,7 @@ impl QueryRun {
     /// The stage with its scans narrowed by the dynamic filters whose build stages have
     /// finished, and those filters as EXPLAIN ANALYZE shows them. A filter whose range is
     /// unknown (a task could not measure it) is left out: it only changes speed.
-    fn narrowed(&self, stage: &Stage) -> Result<(Stage, Vec<String>), QuarryError> {
+    pub(super) fn narrowed(&self, stage: &Stage) -> Result<(Stage, Vec<String>), QuarryError> {
         let mut stage = stage.clone();
         let mut applied = Vec::new();
         for filter in self
@@ -260,7 +271,7 @@ impl QueryRun {
         // Its span, whether it runs first or again to recompute lost outputs.
         let span = tracing::info_span!("stage", stage = stage_id);
         Box::pin(async move {
-            let stage = self.stage(stage_id)?;
+            let stage = &self.stage(stage_id)?;
             let layout = self.layout(stage)?;
             let mut pending: Vec<u32> =
                 only.unwrap_or_else(|| (0..layout.task_count() as u32).collect());
@@ -376,10 +387,7 @@ impl QueryRun {
                 StageProfile::new(
                     stage,
                     layout.as_ref().map(|l| &l.plan).unwrap_or(&stage.plan),
-                    layout
-                        .as_ref()
-                        .map(|l| l.dynamic_filters.clone())
-                        .unwrap_or_default(),
+                    layout.as_ref().map(|l| l.notes.clone()).unwrap_or_default(),
                 )
             });
             profile.tasks.retain(|t| t.partition != partition);
@@ -433,7 +441,7 @@ fn describe_ranges(filter: &DynamicFilter, ranges: &[Range]) -> String {
         })
         .collect();
     format!(
-        "{} (from stage {})",
+        "dynamic filter: {} (from stage {})",
         conditions.join(" and "),
         filter.build_stage
     )

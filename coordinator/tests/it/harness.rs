@@ -308,3 +308,25 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// `batch` as a Parquet file at `path` (folders made as needed).
+pub fn write_parquet_file(
+    path: &Path,
+    batch: &RecordBatch,
+    properties: Option<parquet::file::properties::WriterProperties>,
+) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    let file = std::fs::File::create(path).expect("file");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), properties).expect("writer");
+    writer.write(batch).expect("write");
+    writer.close().expect("close");
+}
+
+/// Two executors of two slots each, and a session of user `test` on the coordinator.
+pub async fn two_by_two() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
+    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
+    let engine = cluster.cluster.coordinator.service();
+    let session = quarry_coordinator::service::in_process_session(&engine, "test");
+    (cluster, engine, session)
+}

@@ -6,12 +6,12 @@
 
 mod harness;
 
+mod adaptive_execution;
 mod adbc;
 mod backup;
 mod cluster;
 mod config;
 mod console;
-mod dynamic_filters;
 mod flight_sql;
 mod helm;
 mod materializations;

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use quarry_catalog::JobRecord;
 use quarry_coordinator::service::{QueryService, SessionHandle};
 
-use crate::harness::{TestCluster, run_sql, sql};
+use crate::harness::{TestCluster, run_sql, sql, two_by_two, write_parquet_file};
 use crate::reflections::lines;
 
 /// `rows` rows (id, city) in a Parquet file at `path`.
@@ -30,17 +30,11 @@ fn write_parquet(path: &Path, first: i64, rows: i64) {
         ],
     )
     .expect("batch");
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
-    let file = std::fs::File::create(path).expect("file");
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    write_parquet_file(path, &batch, None);
 }
 
 async fn start() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
-    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
-    let engine = cluster.cluster.coordinator.service();
-    let session = quarry_coordinator::service::in_process_session(&engine, "test");
+    let (cluster, engine, session) = two_by_two().await;
     let root = cluster.dir.path().join("files");
     write_parquet(&root.join("events/part-1.parquet"), 0, 600);
     sql(

@@ -1,7 +1,10 @@
-//! Dynamic filters across stages: once a join's build side has run, the probe side's
-//! Parquet scans skip the row groups outside its keys' range, in the join's own stage
-//! (broadcast joins) and in a stage of their own (partitioned joins), with the answers
-//! the unfiltered plan gives.
+//! Decisions made from what earlier stages produced, with the answers the plan as first
+//! made gives:
+//! - dynamic filters: once a join's build side has run, the probe side's Parquet scans
+//!   skip the row groups outside its keys' range, in the join's own stage (broadcast
+//!   joins) and in a stage of their own (partitioned joins);
+//! - joins chosen at run time: a partitioned join whose build side turns out within the
+//!   broadcast limits becomes a broadcast join that reads its probe side itself.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::file::properties::WriterProperties;
 use quarry_coordinator::service::{QueryService, SessionHandle};
 
-use crate::harness::{TestCluster, sql};
+use crate::harness::{TestCluster, sql, two_by_two, write_parquet_file};
 use crate::reflections::lines;
 
 /// Fact rows per row group: the unit a filter skips.
@@ -35,7 +38,7 @@ fn write_facts(path: &Path, first: i64, rows: i64) {
     let properties = WriterProperties::builder()
         .set_max_row_group_row_count(Some(ROW_GROUP))
         .build();
-    write(path, batch, Some(properties));
+    write_parquet_file(path, &batch, Some(properties));
 }
 
 /// 1,000 dimension rows: key `100 * i`, group `g{i / 50}` (each group spans 5,000 keys).
@@ -54,22 +57,11 @@ fn write_dimension(path: &Path) {
         ],
     )
     .expect("batch");
-    write(path, batch, None);
-}
-
-fn write(path: &Path, batch: RecordBatch, properties: Option<WriterProperties>) {
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
-    let file = std::fs::File::create(path).expect("file");
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), properties).expect("writer");
-    writer.write(&batch).expect("write");
-    writer.close().expect("close");
+    write_parquet_file(path, &batch, None);
 }
 
 async fn start() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
-    let cluster = TestCluster::start_with(2, |c| c.slots_per_executor = 2).await;
-    let engine = cluster.cluster.coordinator.service();
-    let session = quarry_coordinator::service::in_process_session(&engine, "test");
+    let (cluster, engine, session) = two_by_two().await;
     let root = cluster.dir.path().join("files");
     write_facts(&root.join("fact/part-1.parquet"), 0, 50_000);
     write_facts(&root.join("fact/part-2.parquet"), 50_000, 50_000);
@@ -133,22 +125,35 @@ fn fact_rows_scanned(analyzed: &str) -> u64 {
         .sum()
 }
 
+/// EXPLAIN ANALYZE of `query` with the boolean `setting` off, then on; the answers of
+/// both must be the same.
+async fn analyzed_off_and_on(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    setting: &str,
+    query: &str,
+) -> (String, String) {
+    sql(engine, session, &format!("SET {setting} = false")).await;
+    let off = explained(engine, session, "EXPLAIN ANALYZE", query).await;
+    let expected = lines(&sql(engine, session, query).await);
+    sql(engine, session, &format!("SET {setting} = true")).await;
+    let on = explained(engine, session, "EXPLAIN ANALYZE", query).await;
+    assert_eq!(
+        lines(&sql(engine, session, query).await),
+        expected,
+        "{query}: {setting} changed the answer"
+    );
+    (off, on)
+}
+
 /// Rows scanned with and without dynamic filters, and the same answer from both.
 async fn scanned_with_and_without(
     engine: &Arc<dyn QueryService>,
     session: &SessionHandle,
     query: &str,
 ) -> (u64, u64, String) {
-    sql(engine, session, "SET quarry.dynamic_filters = false").await;
-    let without = explained(engine, session, "EXPLAIN ANALYZE", query).await;
-    let expected = lines(&sql(engine, session, query).await);
-    sql(engine, session, "SET quarry.dynamic_filters = true").await;
-    let with = explained(engine, session, "EXPLAIN ANALYZE", query).await;
-    assert_eq!(
-        lines(&sql(engine, session, query).await),
-        expected,
-        "{query}: dynamic filters changed the answer"
-    );
+    let (without, with) =
+        analyzed_off_and_on(engine, session, "quarry.dynamic_filters", query).await;
     (fact_rows_scanned(&with), fact_rows_scanned(&without), with)
 }
 
@@ -232,4 +237,77 @@ async fn a_partitioned_build_side_prunes_a_scan_in_another_stage() {
         }
     }
     cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_join_whose_build_side_turns_out_small_becomes_a_broadcast() {
+    let (cluster, engine, session) = start().await;
+    // Broadcast at most 1,000 bytes: a LIKE's selectivity is a guess (a fifth of the
+    // dimension), over that, so the optimizer plans a partitioned join.
+    let guessed = SELECTIVE.replace("d.name = 'g3'", "d.name LIKE 'g3%'");
+    sql(
+        &engine,
+        &session,
+        "SET datafusion.optimizer.hash_join_single_partition_threshold = 1000",
+    )
+    .await;
+    let plan = explained(&engine, &session, "EXPLAIN", &guessed).await;
+    assert!(plan.contains("mode=Partitioned"), "{plan}");
+    assert!(
+        plan.contains("Join chosen at run time: stage ") && plan.contains("and 1000 bytes"),
+        "{plan}"
+    );
+
+    // 50 rows came out of the build side: broadcast, and the fact scan runs in the join's
+    // stage (narrowed by the dynamic filter too) instead of being hashed and fetched.
+    let (planned, adapted) =
+        analyzed_off_and_on(&engine, &session, "quarry.adaptive_joins", &guessed).await;
+    assert!(
+        adapted.contains("join: broadcast (stage 1 wrote 50 rows, 400 B")
+            && adapted.contains("the broadcast limit is 4000000 rows, 1000 B"),
+        "{adapted}"
+    );
+    assert!(adapted.contains("mode=CollectLeft"), "{adapted}");
+    assert!(!planned.contains("mode=CollectLeft"), "{planned}");
+    assert_eq!(
+        stages(&adapted) + 1,
+        stages(&planned),
+        "the probe stage still ran: {adapted}"
+    );
+    assert_eq!(fact_rows_scanned(&adapted), ROW_GROUP as u64, "{adapted}");
+
+    // 550 rows (g1, g10 to g19), 4,400 bytes: over the limit, the join stays as planned,
+    // and says so.
+    let wide = SELECTIVE.replace("d.name = 'g3'", "d.name LIKE 'g1%'");
+    let (_, kept) = analyzed_off_and_on(&engine, &session, "quarry.adaptive_joins", &wide).await;
+    assert!(
+        kept.contains("join: stays partitioned (stage 1 wrote 550 rows")
+            && !kept.contains("mode=CollectLeft"),
+        "{kept}"
+    );
+
+    // A grouped join whose final aggregation relies on the join's hashed output is never
+    // switched, and answers as planned.
+    let grouped = "SELECT f.k, count(*) AS n FROM s.fact f JOIN s.dim d ON f.k = d.k \
+                   WHERE d.name LIKE 'g3%' GROUP BY f.k";
+    sql(&engine, &session, "SET quarry.adaptive_joins = false").await;
+    let expected = lines(&sql(&engine, &session, grouped).await);
+    sql(&engine, &session, "SET quarry.adaptive_joins = true").await;
+    assert_eq!(lines(&sql(&engine, &session, grouped).await), expected);
+    assert_eq!(expected.len(), 50);
+    cluster.cluster.shutdown().await;
+}
+
+/// Stages that ran, from EXPLAIN ANALYZE's first row.
+fn stages(analyzed: &str) -> usize {
+    let count = analyzed
+        .split("stages=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stage count in {analyzed}"));
+    count
+        .split(',')
+        .next()
+        .expect("count")
+        .parse()
+        .expect("a number")
 }
