@@ -3,7 +3,8 @@
 //! processes) over Flight SQL, with dynamic filters and joins chosen at run time on and
 //! off, against in-process DataFusion (whose own dynamic filters work within one
 //! process). Two shapes: the optimizer's broadcast join, and a partitioned join (the
-//! broadcast limit set under the build side's estimate but over its real size).
+//! broadcast limit, 10 KB, set under the build side's estimate but over its real size:
+//! 1,000 keys, 8 KB).
 //!
 //! ```text
 //! target/release/quarry-bench --adaptive [--iterations 10]
@@ -138,12 +139,12 @@ pub async fn run(
     let shapes: [(&str, &[&str]); 2] = [
         ("broadcast join", &[]),
         (
-            "partitioned join (broadcast limit 1,000 rows)",
-            &["SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 1000"],
+            "partitioned join (broadcast limit 10 KB)",
+            &["SET datafusion.optimizer.hash_join_single_partition_threshold = 10000"],
         ),
     ];
     // (configuration, its settings)
-    let configurations: [(&str, [&str; 2]); 3] = [
+    let configurations: [(&str, [&str; 2]); 4] = [
         (
             "both off",
             [
@@ -156,6 +157,13 @@ pub async fn run(
             [
                 "SET quarry.dynamic_filters = true",
                 "SET quarry.adaptive_joins = false",
+            ],
+        ),
+        (
+            "adaptive joins",
+            [
+                "SET quarry.dynamic_filters = false",
+                "SET quarry.adaptive_joins = true",
             ],
         ),
         (
@@ -174,11 +182,19 @@ pub async fn run(
     let mut rows = Vec::new();
     for (shape, shape_settings) in shapes {
         quarry
-            .query("RESET datafusion.optimizer.hash_join_single_partition_threshold_rows")
+            .query("RESET datafusion.optimizer.hash_join_single_partition_threshold")
             .await?;
         for sql in shape_settings {
             quarry.query(sql).await?;
         }
+        // What the optimizer planned, for the record.
+        let explained = quarry.query(&format!("EXPLAIN {QUERY}")).await?;
+        let planned = arrow::util::pretty::pretty_format_batches(&explained)?.to_string();
+        let planned = if planned.contains("mode=Partitioned") {
+            "partitioned"
+        } else {
+            "broadcast"
+        };
         for (configuration, settings) in &configurations {
             for sql in settings {
                 quarry.query(sql).await?;
@@ -188,12 +204,13 @@ pub async fn run(
                 == arrow::util::pretty::pretty_format_batches(&runs.their_rows)?.to_string();
             let (q, d) = (percentile(&runs.ours, 0.5), percentile(&runs.theirs, 0.5));
             println!(
-                "| {shape} | {configuration} | {q:.1} | {d:.1} | {:.2} |{}",
+                "| {shape} (planned {planned}) | {configuration} | {q:.1} | {d:.1} | {:.2} |{}",
                 q / d,
                 if agree { "" } else { " answers DIFFER" }
             );
             rows.push(json!({
                 "shape": shape,
+                "planned_join": planned,
                 "configuration": configuration,
                 "quarry_ms": q,
                 "datafusion_ms": d,
