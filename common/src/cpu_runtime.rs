@@ -2,6 +2,12 @@
 
 use tracing::Instrument;
 
+/// Threads a runtime may start for blocking work (local file reads of scans, spool and
+/// catalog I/O). Tokio's default, 512, let a busy coordinator keep ~80 such threads per
+/// runtime for as long as load lasted; past this bound blocking work waits its turn,
+/// which none of it minds (no blocking job waits for another).
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
 /// A tokio runtime for query work, apart from the one answering RPCs: DataFusion
 /// operators can compute for a long time without yielding, and must not starve the
 /// heartbeats, exchange reads and client calls of the process. Executors run tasks on
@@ -14,6 +20,7 @@ impl CpuRuntime {
         crate::stack::configure();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .thread_name(name)
             .thread_stack_size(crate::stack::THREAD_STACK_BYTES)
             .enable_all()

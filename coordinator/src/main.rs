@@ -532,6 +532,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(quarry_common::cpu_runtime::MAX_BLOCKING_THREADS)
         .thread_stack_size(quarry_common::stack::THREAD_STACK_BYTES)
         .enable_all()
         .build()
