@@ -4,7 +4,8 @@
 //! off, against in-process DataFusion (whose own dynamic filters work within one
 //! process). Two shapes: the optimizer's broadcast join, and a partitioned join (the
 //! broadcast limit, 10 KB, set under the build side's estimate but over its real size:
-//! 1,000 keys, 8 KB).
+//! 1,000 keys, 8 KB). Then `ORDER BY k LIMIT 5` over the fact table with each task's TopK
+//! filter on and off.
 //!
 //! ```text
 //! target/release/quarry-bench --adaptive [--iterations 10]
@@ -219,7 +220,32 @@ pub async fn run(
             }));
         }
     }
+    // A TopK over the fact table: each task's sort narrows the scan it reads from.
+    let topk_query = "SELECT k, v FROM fact ORDER BY k LIMIT 5";
+    let mut topk = Vec::new();
+    for on in [false, true] {
+        quarry
+            .query(&format!(
+                "SET datafusion.optimizer.enable_topk_dynamic_filter_pushdown = {on}"
+            ))
+            .await?;
+        let runs = interleaved(&mut quarry, &datafusion, topk_query, 1, iterations).await?;
+        let (q, d) = (percentile(&runs.ours, 0.5), percentile(&runs.theirs, 0.5));
+        let configuration = if on { "TopK filter" } else { "no TopK filter" };
+        println!(
+            "| ORDER BY k LIMIT 5 | {configuration} | {q:.1} | {d:.1} | {:.2} |",
+            q / d
+        );
+        topk.push(json!({
+            "configuration": configuration,
+            "quarry_ms": q,
+            "datafusion_ms": d,
+            "ratio": q / d,
+        }));
+    }
     let report = json!({
+        "topk_query": topk_query,
+        "topk": topk,
         "fact_rows": FACT_ROWS,
         "dimension_rows": DIM_ROWS,
         "row_group_rows": ROW_GROUP,

@@ -56,6 +56,10 @@ pub struct ChunkingConverter {
     plan_levels: Cell<usize>,
     expression_levels: Cell<usize>,
     decode_levels: Cell<usize>,
+    /// Expressions decoded so far by their `expr_id`: an expression one node shares with
+    /// another (a TopK's dynamic filter, which the scan below it reads) is one expression
+    /// again after decoding, as DataFusion's `DeduplicatingProtoConverter` makes it.
+    shared: std::cell::RefCell<std::collections::HashMap<u64, Arc<dyn PhysicalExpr>>>,
 }
 
 /// Restores a counter when a level is left, however it is left.
@@ -156,7 +160,21 @@ impl PhysicalProtoConverterExtension for ChunkingConverter {
                 .map_err(|e| internal_datafusion_err!("malformed expression piece: {e}"))?;
             return self.proto_to_physical_expr(&inner, input_schema, ctx);
         }
-        parse_physical_expr_with_converter(proto, input_schema, ctx, self)
+        let parsed = parse_physical_expr_with_converter(proto, input_schema, ctx, self)?;
+        let Some(id) = proto.expr_id else {
+            return Ok(parsed);
+        };
+        let first = self.shared.borrow().get(&id).cloned();
+        match first {
+            // Its own children, the state of the first (how a derived filter is made).
+            Some(first) => {
+                first.with_new_children(parsed.children().into_iter().cloned().collect())
+            }
+            None => {
+                self.shared.borrow_mut().insert(id, Arc::clone(&parsed));
+                Ok(parsed)
+            }
+        }
     }
 
     #[recursive::recursive]

@@ -46,6 +46,11 @@ pub(crate) fn base_config() -> SessionConfig {
     ) {
         tracing::warn!("cannot turn off dynamic filters: {e}");
     }
+    // Except a TopK's: it lives in one task with the scan it narrows (the sort of each
+    // partition runs in the task that scans it), and the plan codec keeps the two sharing
+    // one filter, so row groups past the current top rows are skipped. Joins' filters
+    // cross stages instead (planner::dynamic_filters).
+    options.optimizer.enable_topk_dynamic_filter_pushdown = true;
     config
 }
 

@@ -311,3 +311,26 @@ fn stages(analyzed: &str) -> usize {
         .parse()
         .expect("a number")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topk_skips_the_row_groups_past_its_current_rows() {
+    let (cluster, engine, session) = start().await;
+    // Each task sorts the file it scans and keeps the first five rows: once its first
+    // row group has given five keys, no later row group can hold smaller ones.
+    let query = "SELECT k, v FROM s.fact ORDER BY k LIMIT 5";
+    let (without, with) = analyzed_off_and_on(
+        &engine,
+        &session,
+        "datafusion.optimizer.enable_topk_dynamic_filter_pushdown",
+        query,
+    )
+    .await;
+    assert_eq!(fact_rows_scanned(&without), 100_000, "{without}");
+    // One row group per file read: the first.
+    assert_eq!(fact_rows_scanned(&with), 2 * ROW_GROUP as u64, "{with}");
+    assert_eq!(
+        lines(&sql(&engine, &session, query).await),
+        (0..5).map(|k| format!("{k}|{}", k % 7)).collect::<Vec<_>>()
+    );
+    cluster.cluster.shutdown().await;
+}
