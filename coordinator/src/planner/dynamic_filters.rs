@@ -161,38 +161,49 @@ fn drops_unmatched_probe_rows(join: &HashJoinExec) -> bool {
 /// The dynamic filters worth using in a stage plan.
 pub(crate) fn find(stages: &StagePlan) -> Vec<DynamicFilter> {
     let mut found: Vec<DynamicFilter> = Vec::new();
-    for plan in stages
-        .stages
-        .iter()
-        .map(|s| &s.plan)
-        .chain(std::iter::once(&stages.root))
-    {
-        let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
-            if let Some(join) = node.downcast_ref::<HashJoinExec>()
-                && drops_unmatched_probe_rows(join)
-            {
-                for filter in filters_of(join, stages) {
-                    if !found.iter().any(|f| {
-                        f.build_stage == filter.build_stage
-                            && f.probe_stage == filter.probe_stage
-                            && f.scan_path == filter.scan_path
-                    }) {
-                        found.push(filter);
-                    }
-                }
-            }
-            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    for stage in &stages.stages {
+        joins_below(&stage.plan, &mut Vec::new(), &mut |join, path| {
+            add_filters_of(join, (stage.id, path), stages, &mut found)
         });
     }
+    // The root runs on the coordinator and holds no scan: a join there can only narrow
+    // scans of the stages it reads.
+    joins_below(&stages.root, &mut Vec::new(), &mut |join, _| {
+        add_filters_of(join, (0, &[]), stages, &mut found)
+    });
     found
         .into_iter()
         .filter(|f| worth_waiting(f, stages))
         .collect()
 }
 
-/// The filters one join offers: its keys grouped by the scan they reach.
-fn filters_of(join: &HashJoinExec, stages: &StagePlan) -> Vec<DynamicFilter> {
-    let mut filters: Vec<DynamicFilter> = Vec::new();
+/// Calls `visit` with every hash join under `plan` whose unmatched probe rows are
+/// dropped, and its path from `plan`.
+fn joins_below(
+    plan: &Arc<dyn ExecutionPlan>,
+    path: &mut Vec<usize>,
+    visit: &mut dyn FnMut(&HashJoinExec, &[usize]),
+) {
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && drops_unmatched_probe_rows(join)
+    {
+        visit(join, path);
+    }
+    for (i, child) in plan.children().into_iter().enumerate() {
+        path.push(i);
+        joins_below(child, path, visit);
+        path.pop();
+    }
+}
+
+/// Add the filters `join` offers to `found`: its keys grouped by the build stage and the
+/// scan they reach. `at` is the join's stage and its path there.
+fn add_filters_of(
+    join: &HashJoinExec,
+    at: (u32, &[usize]),
+    stages: &StagePlan,
+    found: &mut Vec<DynamicFilter>,
+) {
     for (build_key, probe_key) in join.on() {
         let (Some(build_key), Some(probe_key)) = (
             build_key.downcast_ref::<Column>(),
@@ -208,11 +219,11 @@ fn filters_of(join: &HashJoinExec, stages: &StagePlan) -> Vec<DynamicFilter> {
             continue;
         };
         let Some((probe_stage, scan_path, scan_column, name)) =
-            probe_scan(join, probe_key.index(), stages)
+            probe_scan(join, at, probe_key.index(), stages)
         else {
             continue;
         };
-        match filters.iter_mut().find(|f| {
+        match found.iter_mut().find(|f| {
             f.build_stage == build_stage && f.probe_stage == probe_stage && f.scan_path == scan_path
         }) {
             Some(filter) if !filter.scan_columns.contains(&scan_column) => {
@@ -221,7 +232,7 @@ fn filters_of(join: &HashJoinExec, stages: &StagePlan) -> Vec<DynamicFilter> {
                 filter.names.push(name);
             }
             Some(_) => {}
-            None => filters.push(DynamicFilter {
+            None => found.push(DynamicFilter {
                 build_stage,
                 build_columns: vec![build_column as u32],
                 probe_stage,
@@ -231,80 +242,38 @@ fn filters_of(join: &HashJoinExec, stages: &StagePlan) -> Vec<DynamicFilter> {
             }),
         }
     }
-    filters
 }
 
-/// The Parquet scan (stage, path, column, name) a probe key comes from, following it
-/// into the stages the probe side reads. The join itself may be in any stage, so its
-/// probe side must reach the scan through a stage reader or lie in the scan's stage:
-/// the path is found again from the stage's root.
+/// The Parquet scan (stage, path, column, name) a probe key of `join` (at `at`) comes
+/// from: below the join in its own stage, or in a stage the probe side reads.
 fn probe_scan(
     join: &HashJoinExec,
+    (join_stage, join_path): (u32, &[usize]),
     column: usize,
     stages: &StagePlan,
 ) -> Option<(u32, Vec<usize>, usize, String)> {
-    let mut origin = trace(join.right(), column)?;
+    // A path below the join is a path in its stage once the join's own is put before it.
+    let mut stage = join_stage;
+    let mut origin = match trace(join.right(), column)? {
+        Origin::Scan { path, column } => Origin::Scan {
+            path: [join_path, &[1], &path].concat(),
+            column,
+        },
+        other => other,
+    };
     loop {
         match origin {
-            Origin::Stage { stage, column } => {
-                let plan = &stages.stage(stage)?.plan;
-                origin = match trace(plan, column)? {
-                    Origin::Scan { path, column } => {
-                        let scan = node_at(plan, &path)?;
-                        let name = scan.schema().field(column).name().clone();
-                        return Some((stage, path, column, name));
-                    }
-                    other => other,
-                };
+            Origin::Stage { stage: id, column } => {
+                stage = id;
+                origin = trace(&stages.stage(id)?.plan, column)?;
             }
-            Origin::Scan { .. } => {
-                // The scan is in the join's own stage: find the join's stage and path.
-                return scan_in_join_stage(join, column, stages);
+            Origin::Scan { path, column } => {
+                let scan = node_at(&stages.stage(stage)?.plan, &path)?;
+                let name = scan.schema().field(column).name().clone();
+                return Some((stage, path, column, name));
             }
         }
     }
-}
-
-/// The scan below `join`'s probe side when both are in one stage.
-fn scan_in_join_stage(
-    join: &HashJoinExec,
-    column: usize,
-    stages: &StagePlan,
-) -> Option<(u32, Vec<usize>, usize, String)> {
-    for stage in &stages.stages {
-        if let Some(mut path) = path_to(&stage.plan, join) {
-            path.push(1);
-            let Some(Origin::Scan {
-                path: below,
-                column,
-            }) = trace(join.right(), column)
-            else {
-                return None;
-            };
-            path.extend(below);
-            let scan = node_at(&stage.plan, &path)?;
-            let name = scan.schema().field(column).name().clone();
-            return Some((stage.id, path, column, name));
-        }
-    }
-    None
-}
-
-/// Child indexes from `plan` to `target` (compared by address).
-fn path_to(plan: &Arc<dyn ExecutionPlan>, target: &HashJoinExec) -> Option<Vec<usize>> {
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && std::ptr::eq(join, target)
-    {
-        return Some(Vec::new());
-    }
-    plan.children()
-        .into_iter()
-        .enumerate()
-        .find_map(|(i, child)| {
-            let mut path = path_to(child, target)?;
-            path.insert(0, i);
-            Some(path)
-        })
 }
 
 pub(crate) fn node_at(

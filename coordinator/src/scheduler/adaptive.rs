@@ -27,12 +27,12 @@ impl QueryRun {
             .iter()
             .filter(|j| j.build_stage == finished)
         {
-            let Some((rows, bytes)) = self.lock().profiles.get(&finished).map(|profile| {
-                (
-                    profile.tasks.iter().map(|t| t.output_rows).sum::<u64>(),
-                    profile.tasks.iter().map(|t| t.output_bytes).sum::<u64>(),
-                )
-            }) else {
+            let Some((rows, bytes)) = self
+                .lock()
+                .profiles
+                .get(&finished)
+                .map(|profile| (profile.output_rows(), profile.output_bytes()))
+            else {
                 continue;
             };
             let size = format!(

@@ -84,8 +84,7 @@ fn operator_lines(out: &mut String, operators: &[OperatorMetrics]) {
 /// One stage: its tasks, rows, bytes, time, spill, attempts and skew, then operators.
 pub(super) fn describe_stage(stage: &StageProfile) -> String {
     let tasks = stage.tasks.len();
-    let rows: u64 = stage.tasks.iter().map(|t| t.output_rows).sum();
-    let bytes: u64 = stage.tasks.iter().map(|t| t.output_bytes).sum();
+    let (rows, bytes) = (stage.output_rows(), stage.output_bytes());
     let mut times: Vec<u64> = stage.tasks.iter().map(|t| t.elapsed_ms).collect();
     times.sort_unstable();
     let max = times.last().copied().unwrap_or(0);

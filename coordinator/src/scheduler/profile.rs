@@ -63,4 +63,8 @@ impl StageProfile {
     pub fn output_rows(&self) -> u64 {
         self.tasks.iter().map(|t| t.output_rows).sum()
     }
+
+    pub fn output_bytes(&self) -> u64 {
+        self.tasks.iter().map(|t| t.output_bytes).sum()
+    }
 }
