@@ -177,7 +177,11 @@ pub async fn run(
             .query("SET quarry.results_cache.enabled = true")
             .await?;
         let mut cached = Vec::new();
-        quarry.query(sql).await?;
+        // The first run keeps the result, the second confirms its shortcut (see
+        // results_shortcut.rs); repeats after that are what a dashboard sees.
+        for _ in 0..2 {
+            quarry.query(sql).await?;
+        }
         for _ in 0..iterations {
             let started = Instant::now();
             quarry.query(sql).await?;

@@ -62,6 +62,12 @@ impl Catalog {
         &self.store
     }
 
+    /// A count that grows with every write that can change a query's plan, answer or
+    /// permission (see [`KvStore::changes`]); job records and logins leave it alone.
+    pub fn changes(&self) -> u64 {
+        self.store.changes()
+    }
+
     // ---- sources ----
 
     pub fn list_sources(&self) -> Result<Vec<Stored<SourceRecord>>, CatalogError> {

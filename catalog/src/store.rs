@@ -43,6 +43,15 @@ impl Keyspace {
         Keyspace::ReflectionPolicies,
     ];
 
+    /// Whether a write here can change what a query reads or may read: everything but
+    /// the records of jobs and login tokens, which are written all the time.
+    pub fn shapes_queries(self) -> bool {
+        !matches!(
+            self,
+            Keyspace::Jobs | Keyspace::JobsByTime | Keyspace::Tokens
+        )
+    }
+
     pub fn tree_name(self) -> &'static str {
         match self {
             Keyspace::Sources => "sources",
@@ -113,6 +122,11 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
 
     /// Every entry of `spaces` as of one moment: no write lands while it is read.
     fn snapshot(&self, spaces: &[Keyspace]) -> Result<Vec<(Keyspace, Entries)>, CatalogError>;
+
+    /// How many writes to keyspaces that [shape queries](Keyspace::shapes_queries) have
+    /// landed since the store was opened. It grows after each such write is visible, so
+    /// a reader that saw the same count before and after reading saw no such write.
+    fn changes(&self) -> u64;
 }
 
 /// Called with the time each durable write took (flush to disk included), once set: the
@@ -157,6 +171,8 @@ pub struct SledStore {
     /// one moment. sled's own transactions would serve too, but they must name every tree
     /// up front and retry on conflict; a snapshot is rare and takes milliseconds.
     writes: std::sync::Arc<std::sync::RwLock<()>>,
+    /// See [`KvStore::changes`].
+    changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SledStore {
@@ -180,6 +196,7 @@ impl SledStore {
                     return Ok(SledStore {
                         db,
                         writes: Default::default(),
+                        changes: Default::default(),
                     });
                 }
                 // sled reports a held lock only as an `Other` I/O error with this text.
@@ -220,7 +237,13 @@ impl SledStore {
         write: impl FnOnce(&sled::Tree) -> sled::Result<T>,
     ) -> Result<T, CatalogError> {
         let _write = self.write_guard();
-        Ok(write(&self.tree(space)?)?)
+        let written = write(&self.tree(space)?)?;
+        if space.shapes_queries() {
+            // After the write, so a count read before it cannot vouch for it.
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(written)
     }
 
     fn sync(&self, durable: bool) -> Result<(), CatalogError> {
@@ -306,6 +329,10 @@ impl KvStore for SledStore {
     fn flush(&self) -> Result<(), CatalogError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn snapshot(&self, spaces: &[Keyspace]) -> Result<Vec<(Keyspace, Entries)>, CatalogError> {

@@ -169,11 +169,17 @@ impl Engine {
                 })
             }
             Outcome::Distributed(query) => self.run_distributed(job, *query, sink).await,
-            Outcome::Cached(result) => {
+            Outcome::Cached(result, _) => {
                 job.set_running(0);
                 job.set_results_cache(format!(
-                    "served from the results cache (the result of job {}, {} rows)",
-                    result.job_id, result.rows
+                    "served from the results cache{} (the result of job {}, {} rows)",
+                    if result.unplanned {
+                        " without planning"
+                    } else {
+                        ""
+                    },
+                    result.job_id,
+                    result.rows
                 ));
                 for batch in result.batches.iter() {
                     sink(batch)?;
@@ -209,6 +215,7 @@ impl Engine {
                             batches: Arc::new(batches),
                             job_id: job.id.clone(),
                             rows,
+                            unplanned: false,
                         },
                     );
                 }

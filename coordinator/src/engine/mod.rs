@@ -28,6 +28,7 @@ mod query_settings;
 mod reflections;
 mod result_batches;
 mod results_cache;
+mod results_shortcut;
 mod writes;
 
 pub(crate) mod session;
@@ -336,11 +337,25 @@ impl Engine {
         parameters: Option<Vec<ScalarValue>>,
         job: &Job,
     ) -> Result<Outcome, QuarryError> {
+        let pending = match self
+            .before_planning(session, sql, parameters.as_deref())
+            .await
+        {
+            results_shortcut::Before::Hit(hit) => return Ok(Outcome::Cached(hit, None)),
+            results_shortcut::Before::Plan(pending) => pending,
+        };
         let mut statements = parser::parse(sql, &self.limits.request)?;
         job.mark("parse");
         let last = statements
             .pop()
             .ok_or_else(|| QuarryError::invalid("no SQL statement given"))?;
+        if statements.is_empty() {
+            let outcome = self.plan_statement(session, last, parameters).await?;
+            if let Some(pending) = pending {
+                self.after_planning(pending, &job.id, &outcome).await;
+            }
+            return Ok(outcome);
+        }
         for statement in statements {
             let outcome = self.plan_statement(session, statement, None).await?;
             let sink = self.jobs.create("(script statement)", &session.user, "");

@@ -33,8 +33,9 @@ pub(super) enum Outcome {
     /// CREATE TABLE ... AS SELECT: the insert, and the new table, dropped again when the
     /// insert fails, so a failed CTAS leaves no table.
     Created(Box<Outcome>, CreatedTable),
-    /// The rows an earlier run of the same query left in the results cache.
-    Cached(CachedResult),
+    /// The rows an earlier run of the same query left in the results cache, and the key
+    /// planning found them under (none when a shortcut served them unplanned).
+    Cached(CachedResult, Option<CacheKey>),
     /// A query whose rows go to the results cache under the key when it succeeds.
     Caching(Box<Outcome>, CacheKey),
 }
@@ -72,7 +73,7 @@ impl Outcome {
             Outcome::Distributed(query) => query.stages.root.schema(),
             Outcome::Analyze(_) => plan_text_schema(),
             Outcome::Created(inner, _) | Outcome::Caching(inner, _) => inner.schema(),
-            Outcome::Cached(result) => Arc::clone(&result.schema),
+            Outcome::Cached(result, _) => Arc::clone(&result.schema),
         }
     }
 }

@@ -11,6 +11,9 @@
 //! misses and replaces the entry. Planning runs for every query, hits included, so a
 //! REVOKE refuses the query before the cache is asked.
 //!
+//! A repeat of the same text by the same asker can skip even the planning: see
+//! `results_shortcut.rs`.
+//!
 //! Never cached: plans with a function that is not immutable (`now()`, `random()`,
 //! `uuid()`), plans reading anything but files (system tables, `information_schema`,
 //! whose state no listing shows), writes, and results over the per-entry limit.
@@ -29,6 +32,7 @@ use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use ring::digest::{Context, SHA256};
 
+use super::results_shortcut::{Root, Shortcuts, roots_of};
 use crate::access::auth::hex;
 
 /// The largest result one entry keeps (Dremio's default is 20 MB as well).
@@ -46,6 +50,23 @@ pub(crate) struct Asker<'a> {
 pub(crate) struct CacheKey {
     plan: String,
     inputs: String,
+    /// Where a shortcut lists the query's inputs again (None: it cannot).
+    roots: Option<Arc<[Root]>>,
+}
+
+impl CacheKey {
+    pub(crate) fn roots(&self) -> Option<Arc<[Root]>> {
+        self.roots.clone()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(plan: &str, inputs: &str) -> CacheKey {
+        CacheKey {
+            plan: plan.to_string(),
+            inputs: inputs.to_string(),
+            roots: None,
+        }
+    }
 }
 
 /// A kept result.
@@ -56,6 +77,8 @@ pub(crate) struct CachedResult {
     /// The job that produced it.
     pub job_id: String,
     pub rows: u64,
+    /// Served by a shortcut, without planning.
+    pub unplanned: bool,
 }
 
 #[derive(Debug)]
@@ -79,6 +102,7 @@ struct State {
 pub(crate) struct ResultsCache {
     capacity: usize,
     state: Mutex<State>,
+    shortcuts: Shortcuts,
 }
 
 impl ResultsCache {
@@ -86,7 +110,17 @@ impl ResultsCache {
         ResultsCache {
             capacity,
             state: Mutex::new(State::default()),
+            shortcuts: Shortcuts::default(),
         }
+    }
+
+    /// Whether this coordinator keeps any results.
+    pub(crate) fn keeps_results(&self) -> bool {
+        self.capacity > 0
+    }
+
+    pub(crate) fn shortcuts(&self) -> &Shortcuts {
+        &self.shortcuts
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -194,13 +228,7 @@ pub(crate) fn key_of(
         return Err(format!("it calls {function}(), whose value changes"));
     }
     let inputs = input_snapshot(physical)?;
-    let mut plan = Context::new(&SHA256);
-    for part in [asker.user, "\0", asker.default_schema, "\0"] {
-        plan.update(part.as_bytes());
-    }
-    for (name, value) in asker.settings {
-        plan.update(format!("{name}={value}\0").as_bytes());
-    }
+    let mut plan = asker_digest(asker);
     plan.update(
         displayable(physical.as_ref())
             .indent(true)
@@ -211,7 +239,20 @@ pub(crate) fn key_of(
     Ok(CacheKey {
         plan: hex(plan.finish().as_ref()),
         inputs,
+        roots: roots_of(logical).map(Arc::from),
     })
+}
+
+/// A digest that has taken in who asks: user, default schema and settings.
+pub(crate) fn asker_digest(asker: &Asker<'_>) -> Context {
+    let mut digest = Context::new(&SHA256);
+    for part in [asker.user, "\0", asker.default_schema, "\0"] {
+        digest.update(part.as_bytes());
+    }
+    for (name, value) in asker.settings {
+        digest.update(format!("{name}={value}\0").as_bytes());
+    }
+    digest
 }
 
 /// The first function in `plan` (subqueries included) that may answer differently on
@@ -309,7 +350,7 @@ impl super::Engine {
                 let hit = self.results.get(&key);
                 crate::metrics::results_cache_lookup(hit.is_some());
                 match hit {
-                    Some(hit) => Ok(super::Outcome::Cached(hit)),
+                    Some(hit) => Ok(super::Outcome::Cached(hit, Some(key))),
                     None => Ok(super::Outcome::Caching(
                         Box::new(self.plan_placed(placed)?),
                         key,
@@ -382,14 +423,12 @@ mod tests {
             batches: Arc::new(vec![batch]),
             job_id: "j".to_string(),
             rows: rows as u64,
+            unplanned: false,
         }
     }
 
     fn key(plan: &str, inputs: &str) -> CacheKey {
-        CacheKey {
-            plan: plan.to_string(),
-            inputs: inputs.to_string(),
-        }
+        CacheKey::for_tests(plan, inputs)
     }
 
     #[test]

@@ -812,6 +812,16 @@ async fn cached_results_are_never_shared_between_users_and_a_revoke_stops_them()
     let again = ada.sql(query).await;
     assert!(served_from_cache(&ada, &again).await, "{again}");
     assert_eq!(first["rows"], again["rows"]);
+    // The third is served without planning: the REVOKE below must stop that too.
+    let third = ada.sql(query).await;
+    let id = third["id"].as_str().expect("job id");
+    let (_, job) = ada.get(&format!("/api/v1/jobs/{id}")).await;
+    assert!(
+        job["resultsCache"]
+            .as_str()
+            .is_some_and(|note| note.starts_with("served from the results cache without planning")),
+        "{job}"
+    );
 
     // The same query, the same rows, another user: run for bob, not served from ada's.
     let bobs = bob.sql(query).await;

@@ -152,7 +152,16 @@ fn cached(record: &JobRecord) -> bool {
         .is_some_and(|note| note.starts_with("served from the results cache"))
 }
 
-/// Run `query` twice: the first run must miss, the second hit with the same rows.
+fn unplanned(record: &JobRecord) -> bool {
+    record
+        .results_cache
+        .as_deref()
+        .is_some_and(|note| note.starts_with("served from the results cache without planning"))
+}
+
+/// Run `query` three times: the first run must miss, the second hit with the same rows
+/// after planning, the third without planning (its shortcut was confirmed by the
+/// second), so that a change after this must stop a shortcut as well.
 async fn miss_then_hit(
     engine: &Arc<dyn QueryService>,
     session: &SessionHandle,
@@ -166,8 +175,15 @@ async fn miss_then_hit(
     );
     let (second, record) = run_sql(engine, session, query).await;
     assert!(cached(&record), "{why}: the repeat ran again: {record:?}");
+    assert!(!unplanned(&record), "{why}: {record:?}");
     assert_eq!(record.tasks_total, 0);
     assert_eq!(lines(&first), lines(&second), "{why}");
+    let (third, record) = run_sql(engine, session, query).await;
+    assert!(
+        unplanned(&record),
+        "{why}: the third run was planned: {record:?}"
+    );
+    assert_eq!(lines(&first), lines(&third), "{why}");
     lines(&second)
 }
 
@@ -193,7 +209,7 @@ async fn repeats_are_served_from_the_results_cache_until_an_input_changes() {
         )
         .await,
     );
-    assert_eq!(jobs, ["false", "true"], "{jobs:?}");
+    assert_eq!(jobs, ["false", "true", "true"], "{jobs:?}");
 
     // A new file in the source's folder.
     write_parquet(&root.join("events/part-2.parquet"), 600, 300);

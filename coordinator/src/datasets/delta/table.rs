@@ -22,6 +22,13 @@ pub(crate) struct DeltaTable {
 }
 
 impl DeltaTable {
+    /// The folder of the table's Delta log: every commit adds a file there.
+    pub(crate) fn log_folder(&self) -> DfResult<(ObjectStoreUrl, Path)> {
+        let store = ObjectStoreUrl::parse(&self.url[..url::Position::BeforePath])?;
+        let log = Path::from_url_path(self.url.path())?.join("_delta_log");
+        Ok((store, log))
+    }
+
     /// The same table as of `version`.
     pub(crate) fn at_version(mut self, version: u64) -> Self {
         self.version = Some(version);
