@@ -22,6 +22,7 @@ pub(crate) mod catalog_ops;
 mod ddl;
 mod execution;
 mod front_door;
+mod input_roots;
 mod outcome;
 mod placement;
 mod query_settings;
@@ -103,6 +104,8 @@ pub struct Engine {
     pub(crate) catalog: CatalogOps,
     /// Results of repeated deterministic queries (see `results_cache.rs`).
     results: results_cache::ResultsCache,
+    /// Statements whose repeats the results cache serves unplanned (`results_shortcut.rs`).
+    shortcuts: results_shortcut::Shortcuts,
 }
 
 impl Engine {
@@ -131,6 +134,7 @@ impl Engine {
         let results = results_cache::ResultsCache::new(limits.results_cache_size);
         Ok(Arc::new(Engine {
             results,
+            shortcuts: Default::default(),
             datasets,
             access: Arc::clone(auth.control()),
             auth,

@@ -32,7 +32,7 @@ use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use ring::digest::{Context, SHA256};
 
-use super::results_shortcut::{Root, Shortcuts, roots_of};
+use super::input_roots::{Root, roots_of};
 use crate::access::auth::hex;
 
 /// The largest result one entry keeps (Dremio's default is 20 MB as well).
@@ -102,7 +102,6 @@ struct State {
 pub(crate) struct ResultsCache {
     capacity: usize,
     state: Mutex<State>,
-    shortcuts: Shortcuts,
 }
 
 impl ResultsCache {
@@ -110,17 +109,12 @@ impl ResultsCache {
         ResultsCache {
             capacity,
             state: Mutex::new(State::default()),
-            shortcuts: Shortcuts::default(),
         }
     }
 
     /// Whether this coordinator keeps any results.
     pub(crate) fn keeps_results(&self) -> bool {
         self.capacity > 0
-    }
-
-    pub(crate) fn shortcuts(&self) -> &Shortcuts {
-        &self.shortcuts
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
