@@ -40,6 +40,7 @@ fn start_quarry_with(extra: &[&str]) -> Quarry {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let ready = dir.path().join("ready.json");
+    let log = dir.path().join("quarry.log");
     let child = Command::new(quarry())
         .args([
             "up",
@@ -58,7 +59,7 @@ fn start_quarry_with(extra: &[&str]) -> Quarry {
         .arg(&ready)
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("quarry starts");
     // From here on, Drop stops the process whatever happens.
@@ -77,7 +78,12 @@ fn start_quarry_with(extra: &[&str]) -> Quarry {
                 .expect("the ready file names the Flight SQL address");
             quarry.port = flight.rsplit(':').next().expect("port").to_string();
         }
-        assert!(Instant::now() < deadline, "quarry did not become ready");
+        let exited = quarry.child.try_wait().ok().flatten();
+        assert!(
+            Instant::now() < deadline && exited.is_none(),
+            "quarry did not become ready ({exited:?}): {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     quarry
