@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  coordinator ──do_action(RUN_TASK: plan bytes)──► ExecutorService ──► run_task
-//!                                                        │ decode plan (QuarryCodec)
+//!                                                        │ decode plan (QuarryCodec; one per
+//!                                                        │   stage attempt, shared by its tasks)
 //!                                                        │ execute one partition
 //!                                                        ▼ split output by hash
 //!                                                   ExchangeStore  ◄──do_get(ticket)── other tasks
@@ -20,6 +21,7 @@ mod membership;
 mod metrics;
 mod running;
 mod service;
+mod shared_plans;
 mod task;
 
 use std::net::SocketAddr;
@@ -211,6 +213,7 @@ pub async fn start(
         coordinator: config.coordinator.clone(),
         spill_dir: spill_dir.clone(),
         metrics: Arc::clone(&metrics),
+        plans: Default::default(),
     });
     let data_dir = match &config.data_dir {
         Some(dir) => {

@@ -46,6 +46,8 @@ pub struct TaskEnvironment {
     pub spill_dir: std::path::PathBuf,
     /// Task outcomes are counted here.
     pub(crate) metrics: Arc<crate::metrics::ExecutorMetrics>,
+    /// Plans the tasks of one stage attempt share (see `shared_plans.rs`).
+    pub(crate) plans: Arc<crate::shared_plans::SharedPlans>,
 }
 
 impl TaskEnvironment {
@@ -126,7 +128,12 @@ pub async fn run_task(
         .build();
     quarry_common::sketches::register(&mut state)?;
     let task_ctx = state.task_ctx();
-    let plan = cooperative(plan_from_bytes(&task.plan, &task_ctx)?)?;
+    let lease = env.plans.acquire(
+        (&task.query_id, task.stage_id, task.attempt),
+        &task.plan,
+        || cooperative(plan_from_bytes(&task.plan, &task_ctx)?),
+    )?;
+    let plan = Arc::clone(&lease.plan);
     let _ = running.plan.set(Arc::clone(&plan));
     let partitioning =
         partitioning_from_bytes(&task.output_partitioning, &plan.schema(), &task_ctx)?;
@@ -172,7 +179,13 @@ pub async fn run_task(
     }
     let (output_rows, output_bytes) = output.stats();
     output.finish(&task.query_id, task.stage_id, task.partition, task.attempt)?;
-    let metrics = collect_operator_metrics(&plan);
+    drop(stream);
+    // A shared plan's metrics hold every partition run on it: the last task reports them.
+    let metrics = if lease.finish() {
+        collect_operator_metrics(&plan)
+    } else {
+        Vec::new()
+    };
     env.metrics.task_io(
         metrics.iter().map(|m| m.spilled_bytes).sum(),
         metrics.iter().map(|m| m.fetched_bytes).sum(),
