@@ -214,6 +214,7 @@ pub async fn start(
         spill_dir: spill_dir.clone(),
         metrics: Arc::clone(&metrics),
         plans: Default::default(),
+        template: Default::default(),
     });
     let data_dir = match &config.data_dir {
         Some(dir) => {

@@ -8,8 +8,8 @@ use arrow::compute::BatchCoalescer;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::metrics::Time;
 use datafusion::physical_plan::repartition::BatchPartitioner;
@@ -48,9 +48,34 @@ pub struct TaskEnvironment {
     pub(crate) metrics: Arc<crate::metrics::ExecutorMetrics>,
     /// Plans the tasks of one stage attempt share (see `shared_plans.rs`).
     pub(crate) plans: Arc<crate::shared_plans::SharedPlans>,
+    /// DataFusion's functions, formats and rules, registered once (see `session_state`).
+    pub(crate) template: std::sync::OnceLock<Result<SessionState, String>>,
 }
 
 impl TaskEnvironment {
+    /// A task's DataFusion session: a copy of one registered at the first task, with the
+    /// task's settings. Registering several hundred functions per task took longer than
+    /// many small tasks' own work.
+    fn session_state(&self, config: SessionConfig) -> Result<SessionState> {
+        let template = self.template.get_or_init(|| {
+            let mut state = SessionStateBuilder::new()
+                .with_default_features()
+                .with_runtime_env(Arc::clone(&self.runtime))
+                .build();
+            quarry_common::sketches::register(&mut state).map_err(|e| e.to_string())?;
+            Ok(state)
+        });
+        let template = template
+            .as_ref()
+            .map_err(|e| DataFusionError::Internal(e.clone()))?;
+        let table_options =
+            datafusion::config::TableOptions::default_from_session_config(config.options());
+        Ok(SessionStateBuilder::new_from_existing(template.clone())
+            .with_table_options(table_options)
+            .with_config(config)
+            .build())
+    }
+
     /// Files on disk now: operator spills and exchange pieces.
     pub fn spill_files(&self) -> u32 {
         fn count(dir: &std::path::Path) -> u32 {
@@ -121,12 +146,7 @@ pub async fn run_task(
                 .map_err(DataFusionError::from)?;
         }
     }
-    let mut state = SessionStateBuilder::new()
-        .with_default_features()
-        .with_config(config)
-        .with_runtime_env(Arc::clone(&env.runtime))
-        .build();
-    quarry_common::sketches::register(&mut state)?;
+    let state = env.session_state(config)?;
     let task_ctx = state.task_ctx();
     let lease = env.plans.acquire(
         (&task.query_id, task.stage_id, task.attempt),
