@@ -112,13 +112,20 @@ impl ExchangeStore {
     }
 
     fn insert(&self, key: TaskKey, output: TaskOutput) {
+        // Checked under the outputs' lock, which a release holds while it marks the
+        // query: a release between the check and the insert would miss this output,
+        // and nothing would ever free it.
+        let Ok(mut outputs) = self.outputs.write() else {
+            self.forget(&output);
+            return;
+        };
         if self.is_released(&key.query_id) {
+            drop(outputs);
             self.forget(&output);
             return;
         }
-        if let Ok(mut outputs) = self.outputs.write()
-            && let Some(old) = outputs.insert(key, Arc::new(output))
-        {
+        if let Some(old) = outputs.insert(key, Arc::new(output)) {
+            drop(outputs);
             self.forget(&old);
         }
     }
@@ -137,12 +144,13 @@ impl ExchangeStore {
 
     /// Drop everything a query left here; returns how many task outputs went.
     pub fn release(&self, query_id: &str) -> usize {
-        if let Ok(mut released) = self.released.lock() {
-            released.retain(|_, at| at.elapsed() < RELEASED_MEMORY);
-            released.insert(query_id.to_string(), std::time::Instant::now());
-        }
         let removed: Vec<Arc<TaskOutput>> = match self.outputs.write() {
             Ok(mut outputs) => {
+                // Marked under the outputs' lock (see `insert`).
+                if let Ok(mut released) = self.released.lock() {
+                    released.retain(|_, at| at.elapsed() < RELEASED_MEMORY);
+                    released.insert(query_id.to_string(), std::time::Instant::now());
+                }
                 let keys: Vec<TaskKey> = outputs
                     .keys()
                     .filter(|k| k.query_id == query_id)
