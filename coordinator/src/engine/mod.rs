@@ -106,6 +106,8 @@ pub struct Engine {
     results: results_cache::ResultsCache,
     /// Statements whose repeats the results cache serves unplanned (`results_shortcut.rs`).
     shortcuts: results_shortcut::Shortcuts,
+    /// Plans the executors ran last time (`placement.rs`).
+    placement_hints: placement::PlacementHints,
 }
 
 impl Engine {
@@ -135,6 +137,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             results,
             shortcuts: Default::default(),
+            placement_hints: Default::default(),
             datasets,
             access: Arc::clone(auth.control()),
             auth,

@@ -100,39 +100,59 @@ impl Engine {
     /// Plan `plan` and decide where it runs. It is planned as one partition first: most
     /// plans a client waits on are small, and one thread reads and joins a few thousand
     /// rows faster than threads repartitioning them. A plan that turns out to be for the
-    /// executors is planned again with a partition per task slot; that second planning
-    /// costs milliseconds against a query that runs for longer.
+    /// executors is planned again with a partition per task slot. That first planning
+    /// cost a TPC-H query at SF1 5-8 ms, so a plan the executors ran last time is planned
+    /// for them at once (see [`PlacementHints`]); should its input have become small, it
+    /// is planned again as one partition.
     pub(super) async fn place(
         &self,
         state: &SessionState,
         plan: &LogicalPlan,
     ) -> Result<PlacedPlan, QuarryError> {
         let options = quarry_options(state.config());
-        if state.config().target_partitions() > 1 && options.local_execution {
-            let mut single = state.clone();
-            single
-                .config_mut()
-                .options_mut()
-                .execution
-                .target_partitions = 1;
-            // Its own names for common subexpressions, so a plan made again for the
-            // executors names them as a plan made once does (EXPLAIN stays the same).
-            single.execution_props_mut().alias_generator =
-                Arc::new(datafusion::common::alias::AliasGenerator::new());
-            let physical = self.physical_plan(&single, plan).await?;
-            let placement = self.placement(&options, &physical);
-            if placement.local {
-                return Ok(PlacedPlan {
-                    state: single,
-                    physical,
-                    placement,
-                });
+        let shape = PlacementHints::shape(plan);
+        let may_run_here = state.config().target_partitions() > 1 && options.local_execution;
+        if may_run_here && !self.placement_hints.ran_on_executors(shape) {
+            let placed = self.place_as_one_partition(state, plan, &options).await?;
+            if placed.placement.local {
+                return Ok(placed);
             }
         }
         let physical = self.physical_plan(state, plan).await?;
         let placement = self.placement(&options, &physical);
+        self.placement_hints.remember(shape, !placement.local);
+        if placement.local && may_run_here {
+            // Its input shrank since the executors ran it: one partition, as above.
+            return self.place_as_one_partition(state, plan, &options).await;
+        }
         Ok(PlacedPlan {
             state: state.clone(),
+            physical,
+            placement,
+        })
+    }
+
+    /// `plan` planned as one partition, and where that runs.
+    async fn place_as_one_partition(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        options: &QuarryOptions,
+    ) -> Result<PlacedPlan, QuarryError> {
+        let mut single = state.clone();
+        single
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = 1;
+        // Its own names for common subexpressions, so a plan made again for the
+        // executors names them as a plan made once does (EXPLAIN stays the same).
+        single.execution_props_mut().alias_generator =
+            Arc::new(datafusion::common::alias::AliasGenerator::new());
+        let physical = self.physical_plan(&single, plan).await?;
+        let placement = self.placement(options, &physical);
+        Ok(PlacedPlan {
+            state: single,
             physical,
             placement,
         })
@@ -209,4 +229,66 @@ fn describe(estimate: &InputEstimate) -> String {
         if estimate.files == 1 { "" } else { "s" },
         human_bytes(estimate.bytes)
     )
+}
+
+/// Plans the executors ran, by the shape of their logical plan: a hint only, since
+/// placement is decided again from each planning's own estimate.
+#[derive(Debug, Default)]
+pub(super) struct PlacementHints {
+    shapes: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+/// The most shapes remembered; past that the hints start again.
+const MAX_HINTS: usize = 10_000;
+
+impl PlacementHints {
+    /// A hash of the plan (its tables by name, not their files).
+    fn shape(plan: &LogicalPlan) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        plan.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        match self.shapes.lock() {
+            Ok(shapes) => shapes,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn ran_on_executors(&self, shape: u64) -> bool {
+        self.lock().contains(&shape)
+    }
+
+    fn remember(&self, shape: u64, on_executors: bool) {
+        let mut shapes = self.lock();
+        if !on_executors {
+            shapes.remove(&shape);
+            return;
+        }
+        if shapes.len() >= MAX_HINTS {
+            shapes.clear();
+        }
+        shapes.insert(shape);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_lasts_until_a_plan_runs_here() {
+        let hints = PlacementHints::default();
+        assert!(!hints.ran_on_executors(7));
+        hints.remember(7, true);
+        assert!(hints.ran_on_executors(7));
+        hints.remember(7, false);
+        assert!(!hints.ran_on_executors(7));
+        for shape in 0..MAX_HINTS as u64 + 1 {
+            hints.remember(shape, true);
+        }
+        assert!(hints.lock().len() <= MAX_HINTS);
+    }
 }

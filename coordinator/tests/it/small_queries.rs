@@ -301,3 +301,71 @@ async fn repeats_are_served_from_the_results_cache_until_an_input_changes() {
     assert!(!cached(&record));
     cluster.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_metadata_kept_between_queries_follows_a_rewritten_file() {
+    let (cluster, engine, session) = start().await;
+    let root = cluster.dir.path().join("files");
+    // Every run must plan: its row count comes from the file's footer, which the
+    // coordinator keeps between queries while the file's size and time are the same.
+    sql(
+        &engine,
+        &session,
+        "SET quarry.results_cache.enabled = false",
+    )
+    .await;
+    let count = "SELECT count(*) AS n, max(id) AS top FROM s.events";
+    for (rows, expected) in [(600, "600|599"), (900, "900|899"), (300, "300|299")] {
+        write_parquet(&root.join("events/part-1.parquet"), 0, rows);
+        for _ in 0..2 {
+            assert_eq!(lines(&sql(&engine, &session, count).await), [expected]);
+        }
+        for placement in ["true", "false"] {
+            sql(
+                &engine,
+                &session,
+                &format!("SET quarry.local_execution = {placement}"),
+            )
+            .await;
+            assert_eq!(lines(&sql(&engine, &session, count).await), [expected]);
+        }
+    }
+    cluster.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_the_executors_ran_runs_here_again_once_its_input_is_small() {
+    let (cluster, engine, session) = start().await;
+    let root = cluster.dir.path().join("files");
+    for statement in [
+        "SET quarry.results_cache.enabled = false",
+        "SET quarry.local_max_rows = 100",
+    ] {
+        sql(&engine, &session, statement).await;
+    }
+    let query = "SELECT city, count(*) AS n FROM s.events GROUP BY city ORDER BY city";
+    // 600 rows: the executors run it, and the next planning goes to them at once.
+    for _ in 0..2 {
+        let (rows, record) = run_sql(&engine, &session, query).await;
+        assert!(record.tasks_total > 0, "{record:?}");
+        assert_eq!(lines(&rows), ["Lyon|200", "Oslo|200", "Pune|200"]);
+    }
+    let placement = explain_row(&explain(&engine, &session, query).await, "placement");
+    assert!(
+        placement.starts_with("runs on the executors"),
+        "{placement}"
+    );
+    // 30 rows now: planned for the executors first, it is placed here after all.
+    write_parquet(&root.join("events/part-1.parquet"), 0, 30);
+    for _ in 0..2 {
+        let placement = explain_row(&explain(&engine, &session, query).await, "placement");
+        assert!(
+            placement.starts_with("runs on the coordinator"),
+            "{placement}"
+        );
+        let (rows, record) = run_sql(&engine, &session, query).await;
+        assert_eq!(record.tasks_total, 0, "{record:?}");
+        assert_eq!(lines(&rows), ["Lyon|10", "Oslo|10", "Pune|10"]);
+    }
+    cluster.cluster.shutdown().await;
+}
