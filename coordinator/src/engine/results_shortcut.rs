@@ -26,7 +26,10 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::common::ScalarValue;
 
+use quarry_catalog::AggregateShape;
+
 use super::input_roots::{Root, listing};
+use super::reflections::PlanningReports;
 use super::results_cache::{Asker, CacheKey, CachedResult, asker_digest};
 use crate::access::auth::hex;
 
@@ -43,6 +46,9 @@ struct Shortcut {
     job_id: String,
     /// The listing of `roots`, once confirmed.
     listing: Option<String>,
+    /// The aggregates its planning noted for recommendations, noted again for each job
+    /// it serves.
+    aggregates: Vec<AggregateShape>,
     last_used: u64,
 }
 
@@ -181,6 +187,7 @@ impl super::Engine {
                 match self.results.get(&shortcut.key) {
                     Some(mut hit) => {
                         crate::metrics::results_cache_lookup(true);
+                        PlanningReports::note_aggregates(shortcut.aggregates.clone());
                         hit.unplanned = true;
                         Before::Hit(hit)
                     }
@@ -233,6 +240,7 @@ impl super::Engine {
                     changes: pending.changes,
                     job_id: holder.to_string(),
                     listing: None,
+                    aggregates: PlanningReports::noted_aggregates(),
                     last_used: 0,
                 },
             ),
@@ -252,6 +260,7 @@ mod tests {
             changes: 0,
             job_id: job.to_string(),
             listing: None,
+            aggregates: Vec::new(),
             last_used: 0,
         }
     }

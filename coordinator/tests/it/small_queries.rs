@@ -173,6 +173,7 @@ async fn miss_then_hit(
         !cached(&record),
         "{why}: the first run was served from the cache"
     );
+    let aggregates = record.aggregates.clone();
     let (second, record) = run_sql(engine, session, query).await;
     assert!(cached(&record), "{why}: the repeat ran again: {record:?}");
     assert!(!unplanned(&record), "{why}: {record:?}");
@@ -184,6 +185,9 @@ async fn miss_then_hit(
         "{why}: the third run was planned: {record:?}"
     );
     assert_eq!(lines(&first), lines(&third), "{why}");
+    // Its aggregates still count towards reflection recommendations.
+    assert!(!aggregates.is_empty(), "{why}: {record:?}");
+    assert_eq!(record.aggregates, aggregates, "{why}");
     lines(&second)
 }
 

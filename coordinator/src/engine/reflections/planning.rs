@@ -53,12 +53,27 @@ impl PlanningReports {
         });
     }
 
-    fn note_aggregates(shapes: Vec<AggregateShape>) {
+    /// Add `shapes` to the job being planned (also for a statement served unplanned,
+    /// so its aggregates still count towards recommendations).
+    pub(in crate::engine) fn note_aggregates(shapes: Vec<AggregateShape>) {
         let _ = PLANNING.try_with(|planned| {
             if let Ok(mut planned) = planned.0.lock() {
                 planned.aggregates.extend(shapes);
             }
         });
+    }
+
+    /// The shapes noted so far for the job being planned.
+    pub(in crate::engine) fn noted_aggregates() -> Vec<AggregateShape> {
+        PLANNING
+            .try_with(|planned| {
+                planned
+                    .0
+                    .lock()
+                    .map(|p| p.aggregates.clone())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
     }
 
     /// The shapes of the aggregates the job's queries run.
