@@ -18,7 +18,7 @@
 //! `uuid()`), plans reading anything but files (system tables, `information_schema`,
 //! whose state no listing shows), writes, and results over the per-entry limit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
@@ -37,13 +37,6 @@ use crate::access::auth::hex;
 
 /// The largest result one entry keeps (Dremio's default is 20 MB as well).
 pub(crate) const MAX_ENTRY_BYTES: usize = 20 * 1024 * 1024;
-
-/// Who asks: results are never shared between them.
-pub(crate) struct Asker<'a> {
-    pub user: &'a str,
-    pub default_schema: &'a str,
-    pub settings: &'a BTreeMap<String, String>,
-}
 
 /// Where a query stands with the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +207,7 @@ impl ResultsCache {
 
 /// The key of a query, or why it cannot be cached.
 pub(crate) fn key_of(
-    asker: &Asker<'_>,
+    asker: Context,
     logical: &LogicalPlan,
     physical: &Arc<dyn ExecutionPlan>,
 ) -> Result<CacheKey, String> {
@@ -222,7 +215,7 @@ pub(crate) fn key_of(
         return Err(format!("it calls {function}(), whose value changes"));
     }
     let inputs = input_snapshot(physical)?;
-    let mut plan = asker_digest(asker);
+    let mut plan = asker;
     plan.update(
         displayable(physical.as_ref())
             .indent(true)
@@ -237,13 +230,14 @@ pub(crate) fn key_of(
     })
 }
 
-/// A digest that has taken in who asks: user, default schema and settings.
-pub(crate) fn asker_digest(asker: &Asker<'_>) -> Context {
+/// A digest that has taken in who asks (user, default schema and settings): results
+/// are never shared between askers.
+pub(crate) fn asker_digest(session: &super::Session) -> Context {
     let mut digest = Context::new(&SHA256);
-    for part in [asker.user, "\0", asker.default_schema, "\0"] {
+    for part in [session.user.as_str(), "\0", &session.default_schema(), "\0"] {
         digest.update(part.as_bytes());
     }
-    for (name, value) in asker.settings {
+    for (name, value) in session.settings() {
         digest.update(format!("{name}={value}\0").as_bytes());
     }
     digest
@@ -389,13 +383,7 @@ impl super::Engine {
         if self.results.capacity == 0 {
             return Err("this coordinator keeps no results (--results-cache-size 0)".to_string());
         }
-        let (default_schema, settings) = (session.default_schema(), session.settings());
-        let asker = Asker {
-            user: &session.user,
-            default_schema: &default_schema,
-            settings: &settings,
-        };
-        key_of(&asker, logical, &placed.physical)
+        key_of(asker_digest(session), logical, &placed.physical)
     }
 }
 

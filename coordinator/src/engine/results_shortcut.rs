@@ -30,7 +30,7 @@ use quarry_catalog::AggregateShape;
 
 use super::input_roots::{Root, listing};
 use super::reflections::PlanningReports;
-use super::results_cache::{Asker, CacheKey, CachedResult, asker_digest};
+use super::results_cache::{CacheKey, CachedResult, asker_digest};
 use crate::access::auth::hex;
 
 /// The most shortcuts one coordinator keeps; the least recently used goes first.
@@ -134,9 +134,9 @@ pub(super) struct Pending {
     confirming: Option<(Shortcut, String)>,
 }
 
-/// The key of a statement's text for one asker.
-fn text_key(asker: &Asker<'_>, sql: &str, parameters: Option<&[ScalarValue]>) -> String {
-    let mut key = asker_digest(asker);
+/// The key of a statement's text for the asker of `session`.
+fn text_key(session: &super::Session, sql: &str, parameters: Option<&[ScalarValue]>) -> String {
+    let mut key = asker_digest(session);
     key.update(sql.as_bytes());
     key.update(format!("\0{parameters:?}").as_bytes());
     hex(key.finish().as_ref())
@@ -154,13 +154,7 @@ impl super::Engine {
         if !self.results.keeps_results() {
             return Before::Plan(None);
         }
-        let (default_schema, settings) = (session.default_schema(), session.settings());
-        let asker = Asker {
-            user: &session.user,
-            default_schema: &default_schema,
-            settings: &settings,
-        };
-        let text = text_key(&asker, sql, parameters);
+        let text = text_key(session, sql, parameters);
         let catalog = self.datasets.catalog();
         let changes = catalog.changes();
         let shortcuts = &self.shortcuts;
@@ -174,12 +168,13 @@ impl super::Engine {
         let Some(shortcut) = shortcuts.get(&text) else {
             return pending(None);
         };
-        let listed = match listing(self.datasets.runtime(), &shortcut.roots).await {
-            Ok(listed) if shortcut.changes == changes => listed,
-            _ => {
-                shortcuts.remove(&text);
-                return pending(None);
-            }
+        if shortcut.changes != changes {
+            shortcuts.remove(&text);
+            return pending(None);
+        }
+        let Ok(listed) = listing(self.datasets.runtime(), &shortcut.roots).await else {
+            shortcuts.remove(&text);
+            return pending(None);
         };
         match &shortcut.listing {
             None => pending(Some((shortcut, listed))),
