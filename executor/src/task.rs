@@ -54,8 +54,7 @@ pub struct TaskEnvironment {
 
 impl TaskEnvironment {
     /// A task's DataFusion session: a copy of one registered at the first task, with the
-    /// task's settings. Registering several hundred functions per task took longer than
-    /// many small tasks' own work.
+    /// task's settings (`quarry_common::sessions`).
     fn session_state(&self, config: SessionConfig) -> Result<SessionState> {
         let template = self.template.get_or_init(|| {
             let mut state = SessionStateBuilder::new()
@@ -68,12 +67,7 @@ impl TaskEnvironment {
         let template = template
             .as_ref()
             .map_err(|e| DataFusionError::Internal(e.clone()))?;
-        let table_options =
-            datafusion::config::TableOptions::default_from_session_config(config.options());
-        Ok(SessionStateBuilder::new_from_existing(template.clone())
-            .with_table_options(table_options)
-            .with_config(config)
-            .build())
+        Ok(quarry_common::sessions::copy_with_config(template, config).build())
     }
 
     /// Files on disk now: operator spills and exchange pieces.
