@@ -52,18 +52,18 @@ impl SharedPlans {
         decode: impl FnOnce() -> Result<Arc<dyn ExecutionPlan>>,
     ) -> Result<PlanLease> {
         let key = (key.0.to_string(), key.1, key.2);
-        if let Some(lease) = self.join(&key, bytes) {
-            return Ok(lease);
+        if let Some(plan) = join(&mut self.lock(), &key, bytes) {
+            return Ok(self.lease(Some(key), plan));
         }
         // Decoded outside the lock: other stages' tasks do not wait for it.
         let plan = decode()?;
         let mut plans = self.lock();
-        if let Some(shared) = plans.get_mut(&key) {
-            if *shared.bytes == *bytes {
-                // Another task of the stage decoded it first.
-                shared.users += 1;
-                return Ok(self.lease(Some(key), Arc::clone(&shared.plan)));
-            }
+        if let Some(theirs) = join(&mut plans, &key, bytes) {
+            // Another task of the stage decoded it first.
+            return Ok(self.lease(Some(key), theirs));
+        }
+        if plans.contains_key(&key) {
+            // Other bytes under the same stage attempt: a plan of its own.
             return Ok(self.lease(None, plan));
         }
         plans.insert(
@@ -75,14 +75,6 @@ impl SharedPlans {
             },
         );
         Ok(self.lease(Some(key), plan))
-    }
-
-    fn join(self: &Arc<Self>, key: &Key, bytes: &[u8]) -> Option<PlanLease> {
-        let mut plans = self.lock();
-        let shared = plans.get_mut(key).filter(|s| *s.bytes == *bytes)?;
-        shared.users += 1;
-        let plan = Arc::clone(&shared.plan);
-        Some(self.lease(Some(key.clone()), plan))
     }
 
     fn lease(self: &Arc<Self>, key: Option<Key>, plan: Arc<dyn ExecutionPlan>) -> PlanLease {
@@ -112,6 +104,17 @@ impl SharedPlans {
     fn held(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// The plan of `key`, counting one more user, when its bytes are `bytes`.
+fn join(
+    plans: &mut HashMap<Key, Shared>,
+    key: &Key,
+    bytes: &[u8],
+) -> Option<Arc<dyn ExecutionPlan>> {
+    let shared = plans.get_mut(key).filter(|s| *s.bytes == *bytes)?;
+    shared.users += 1;
+    Some(Arc::clone(&shared.plan))
 }
 
 /// A task's use of a stage plan; dropping it lets go.
