@@ -20,8 +20,9 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
-use crate::small::{interleaved, percentile};
-use crate::{Cluster, Error, FlightSql};
+use crate::Error;
+use crate::cluster::{Cluster, FlightSql};
+use crate::small::{Suite, interleaved, percentile};
 
 const FACT_ROWS: i64 = 10_000_000;
 const FACT_FILES: i64 = 4;
@@ -99,13 +100,14 @@ fn write_data(dir: &Path) -> Result<(), Error> {
 const QUERY: &str = "SELECT count(*) AS n, sum(f.v) AS total FROM fact f JOIN dim d ON f.k = d.k \
                      WHERE d.name = 'g37'";
 
-pub async fn run(
-    data: &Path,
-    executors: usize,
-    slots: Option<usize>,
-    iterations: usize,
-    results: &Path,
-) -> Result<(), Error> {
+pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
+    let Suite {
+        data,
+        executors,
+        slots,
+        iterations,
+        results,
+    } = suite;
     let dir = data.join("adaptive");
     write_data(&dir)?;
     let dir = dir.canonicalize()?;

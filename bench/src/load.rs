@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use quarry_sql_tests::tpch;
 use serde_json::{Value, json};
 
-use crate::{Error, FlightSql};
+use crate::Error;
+use crate::cluster::FlightSql;
 
 const SHORT_PER_QUERY: usize = 3;
 

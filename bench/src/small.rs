@@ -18,7 +18,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use quarry_sql_tests::tpch;
 use serde_json::json;
 
-use crate::{Cluster, Error, FlightSql};
+use crate::Error;
+use crate::cluster::{Cluster, FlightSql};
 
 const TABLES: usize = 20;
 
@@ -106,13 +107,24 @@ fn twenty_table_join() -> String {
     )
 }
 
-pub async fn run(
-    data: &Path,
-    executors: usize,
-    slots: Option<usize>,
-    iterations: usize,
-    results: &Path,
-) -> Result<(), Error> {
+/// What a suite against a cluster runs with (`--small`, `--adaptive`).
+#[derive(Clone, Copy)]
+pub struct Suite<'a> {
+    pub data: &'a Path,
+    pub executors: usize,
+    pub slots: Option<usize>,
+    pub iterations: usize,
+    pub results: &'a Path,
+}
+
+pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
+    let Suite {
+        data,
+        executors,
+        slots,
+        iterations,
+        results,
+    } = suite;
     let tpch_dir = tpch::cached(data, 0.01, 1)?.canonicalize()?;
     let tiny = data.join("tiny-tables");
     write_tiny_tables(&tiny)?;
