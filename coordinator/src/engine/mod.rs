@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-use arrow::array::{RecordBatch, StringArray};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::execution::SessionState;
@@ -534,20 +534,7 @@ impl Engine {
             let stages = plan_distributed(physical, placement::stage_options(state))?;
             rows.push(("distributed_plan".to_string(), display_stages(&stages)));
         }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("plan_type", DataType::Utf8, false),
-            Field::new("plan", DataType::Utf8, false),
-        ]));
-        let (types, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from(types)),
-                Arc::new(StringArray::from(plans)),
-            ],
-        )
-        .map_err(CoordinatorError::batch("a plan"))
-        .map_err(QuarryError::from)
+        plan_text_batch(rows)
     }
 
     /// The result and parameter schemas of a statement, without running it; planned on
