@@ -21,7 +21,6 @@ use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
 use crate::Error;
-use crate::cluster::{Cluster, FlightSql};
 use crate::small::{Suite, interleaved, percentile};
 
 const FACT_ROWS: i64 = 10_000_000;
@@ -101,18 +100,10 @@ const QUERY: &str = "SELECT count(*) AS n, sum(f.v) AS total FROM fact f JOIN di
                      WHERE d.name = 'g37'";
 
 pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
-    let Suite {
-        data,
-        executors,
-        slots,
-        iterations,
-        results,
-    } = suite;
-    let dir = data.join("adaptive");
+    let dir = suite.data.join("adaptive");
     write_data(&dir)?;
     let dir = dir.canonicalize()?;
-    let cluster = Cluster::start(executors, slots)?;
-    let mut quarry = FlightSql::connect(cluster.flight).await?;
+    let (_cluster, mut quarry) = suite.cluster().await?;
     for sql in [
         format!(
             "CREATE SOURCE IF NOT EXISTS bench TYPE local WITH (root = '{}')",
@@ -178,7 +169,8 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
         ),
     ];
     eprintln!(
-        "Run-time decisions: {FACT_ROWS} fact rows x {DIM_ROWS} dimension rows, Quarry (coordinator + {executors} executors) vs DataFusion in-process ({cores} partitions), median of {iterations}"
+        "Run-time decisions: {FACT_ROWS} fact rows x {DIM_ROWS} dimension rows, Quarry (coordinator + {} executors) vs DataFusion in-process ({cores} partitions), median of {}",
+        suite.executors, suite.iterations
     );
     println!("| shape | configuration | Quarry ms | DataFusion ms | Quarry / DataFusion |");
     println!("|---|---|---:|---:|---:|");
@@ -202,7 +194,7 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
             for sql in settings {
                 quarry.query(sql).await?;
             }
-            let runs = interleaved(&mut quarry, &datafusion, QUERY, 1, iterations).await?;
+            let runs = interleaved(&mut quarry, &datafusion, QUERY, 1, suite.iterations).await?;
             let agree = arrow::util::pretty::pretty_format_batches(&runs.our_rows)?.to_string()
                 == arrow::util::pretty::pretty_format_batches(&runs.their_rows)?.to_string();
             let (q, d) = (percentile(&runs.ours, 0.5), percentile(&runs.theirs, 0.5));
@@ -231,7 +223,7 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
                 "SET datafusion.optimizer.enable_topk_dynamic_filter_pushdown = {on}"
             ))
             .await?;
-        let runs = interleaved(&mut quarry, &datafusion, topk_query, 1, iterations).await?;
+        let runs = interleaved(&mut quarry, &datafusion, topk_query, 1, suite.iterations).await?;
         let (q, d) = (percentile(&runs.ours, 0.5), percentile(&runs.theirs, 0.5));
         let configuration = if on { "TopK filter" } else { "no TopK filter" };
         println!(
@@ -251,11 +243,11 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
         "fact_rows": FACT_ROWS,
         "dimension_rows": DIM_ROWS,
         "row_group_rows": ROW_GROUP,
-        "executors": executors,
-        "iterations": iterations,
+        "executors": suite.executors,
+        "iterations": suite.iterations,
         "datafusion_partitions": cores,
         "query": QUERY,
         "runs": rows,
     });
-    crate::write_report(results, "adaptive.json", &report)
+    crate::write_report(suite.results, "adaptive.json", &report)
 }

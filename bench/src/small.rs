@@ -117,21 +117,22 @@ pub struct Suite<'a> {
     pub results: &'a Path,
 }
 
+impl Suite<'_> {
+    /// A cluster of this suite's shape, and a Flight SQL client of it.
+    pub async fn cluster(&self) -> Result<(Cluster, FlightSql), Error> {
+        let cluster = Cluster::start(self.executors, self.slots)?;
+        let client = FlightSql::connect(cluster.flight).await?;
+        Ok((cluster, client))
+    }
+}
+
 pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
-    let Suite {
-        data,
-        executors,
-        slots,
-        iterations,
-        results,
-    } = suite;
-    let tpch_dir = tpch::cached(data, 0.01, 1)?.canonicalize()?;
-    let tiny = data.join("tiny-tables");
+    let tpch_dir = tpch::cached(suite.data, 0.01, 1)?.canonicalize()?;
+    let tiny = suite.data.join("tiny-tables");
     write_tiny_tables(&tiny)?;
     let tiny = tiny.canonicalize()?;
 
-    let cluster = Cluster::start(executors, slots)?;
-    let mut quarry = FlightSql::connect(cluster.flight).await?;
+    let (_cluster, mut quarry) = suite.cluster().await?;
     let mut setup = tpch::create_tables_sql(&tpch_dir);
     setup.push(format!(
         "CREATE SOURCE IF NOT EXISTS tiny TYPE local WITH (root = '{}')",
@@ -168,7 +169,8 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
     queries.extend((1..=22).map(|n| (format!("TPC-H Q{n} SF0.01"), tpch::query(n))));
 
     eprintln!(
-        "Small queries: Quarry (coordinator + {executors} executors) over Flight SQL vs DataFusion in-process ({cores} partitions), p50 of {iterations}"
+        "Small queries: Quarry (coordinator + {} executors) over Flight SQL vs DataFusion in-process ({cores} partitions), p50 of {}",
+        suite.executors, suite.iterations
     );
     println!(
         "| query | Quarry p50 ms | DataFusion p50 ms | difference ms | Quarry cached p50 ms | answers |"
@@ -184,7 +186,7 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
             theirs,
             our_rows,
             their_rows,
-        } = interleaved(&mut quarry, &datafusion, sql, 3, iterations).await?;
+        } = interleaved(&mut quarry, &datafusion, sql, 3, suite.iterations).await?;
         quarry
             .query("SET quarry.results_cache.enabled = true")
             .await?;
@@ -194,7 +196,7 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
         for _ in 0..2 {
             quarry.query(sql).await?;
         }
-        for _ in 0..iterations {
+        for _ in 0..suite.iterations {
             let started = Instant::now();
             quarry.query(sql).await?;
             cached.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -221,10 +223,10 @@ pub async fn run(suite: Suite<'_>) -> Result<(), Error> {
         }));
     }
     let report = json!({
-        "iterations": iterations,
-        "executors": executors,
+        "iterations": suite.iterations,
+        "executors": suite.executors,
         "datafusion_partitions": cores,
         "queries": rows,
     });
-    crate::write_report(results, "small-queries.json", &report)
+    crate::write_report(suite.results, "small-queries.json", &report)
 }
