@@ -142,6 +142,9 @@ struct Engines {
     quarry: FlightSql,
     /// The same executors with one slot each (a cluster of its own).
     quarry_one: FlightSql,
+    /// The default cluster with every plan spread over the executors as stages (none
+    /// whole on one executor).
+    quarry_stages: FlightSql,
     datafusion: SessionContext,
 }
 
@@ -155,25 +158,32 @@ impl Engines {
     ) -> Result<Self, Error> {
         let mut quarry = FlightSql::connect(port).await?;
         let mut quarry_one = FlightSql::connect(one_slot_port).await?;
+        let mut quarry_stages = FlightSql::connect(port).await?;
         for sql in setup {
             quarry.query(sql).await?;
             quarry_one.query(sql).await?;
+            quarry_stages.query(sql).await?;
         }
+        quarry_stages
+            .query("SET quarry.one_executor_max_bytes = 0")
+            .await?;
         let datafusion = tpch::datafusion_context(dir, partitions).await?;
         Ok(Engines {
             quarry,
             quarry_one,
+            quarry_stages,
             datafusion,
         })
     }
 
-    /// Run every query on Quarry (default slots, then one slot) and DataFusion.
-    async fn run(&mut self, queries: &[usize], iterations: usize) -> Result<[Results; 3], Error> {
-        let mut results: [Results; 3] = Default::default();
+    /// Run every query on Quarry (default slots, one slot, every plan as stages) and
+    /// DataFusion.
+    async fn run(&mut self, queries: &[usize], iterations: usize) -> Result<[Results; 4], Error> {
+        let mut results: [Results; 4] = Default::default();
         for &n in queries {
             let sql = tpch::query(n);
-            let mut times: [Vec<f64>; 3] = Default::default();
-            let mut last: [Vec<RecordBatch>; 3] = Default::default();
+            let mut times: [Vec<f64>; 4] = Default::default();
+            let mut last: [Vec<RecordBatch>; 4] = Default::default();
             for _ in 0..iterations {
                 for (engine, (times, last)) in times.iter_mut().zip(last.iter_mut()).enumerate() {
                     let started = Instant::now();
@@ -188,6 +198,11 @@ impl Engines {
                             .query(&sql)
                             .await
                             .map_err(|e| format!("Quarry (1 slot) Q{n}: {e}"))?,
+                        2 => self
+                            .quarry_stages
+                            .query(&sql)
+                            .await
+                            .map_err(|e| format!("Quarry (as stages) Q{n}: {e}"))?,
                         _ => self.datafusion.sql(&sql).await?.collect().await?,
                     };
                     times.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -198,8 +213,8 @@ impl Engines {
                 result.answers.insert(n, tpch::answer(&sql, &last[engine])?);
             }
             eprintln!(
-                "  Q{n:<2} quarry {:>8.1} ms   quarry 1 slot {:>8.1} ms   datafusion {:>8.1} ms",
-                results[0].ms[&n], results[1].ms[&n], results[2].ms[&n]
+                "  Q{n:<2} quarry {:>8.1} ms   quarry 1 slot {:>8.1} ms   quarry as stages {:>8.1} ms   datafusion {:>8.1} ms",
+                results[0].ms[&n], results[1].ms[&n], results[2].ms[&n], results[3].ms[&n]
             );
         }
         Ok(results)
@@ -398,7 +413,8 @@ async fn main() -> Result<(), Error> {
         let one_slot = Cluster::start(args.executors, Some(1))?;
         let mut engines =
             Engines::new(cluster.flight, one_slot.flight, &setup, &dir, slots).await?;
-        let [quarry, quarry_one, datafusion] = engines.run(&queries, args.iterations).await?;
+        let [quarry, quarry_one, quarry_stages, datafusion] =
+            engines.run(&queries, args.iterations).await?;
         drop(engines);
         drop(one_slot);
         let load = if args.load {
@@ -431,22 +447,25 @@ async fn main() -> Result<(), Error> {
             args.iterations, args.executors
         );
         println!(
-            "| query | Quarry | DataFusion | DuckDB | Quarry/DataFusion | Quarry/DuckDB | Quarry 1 slot | 1→{per_executor} slots speedup | answers |"
+            "| query | Quarry | DataFusion | DuckDB | Quarry/DataFusion | Quarry/DuckDB | Quarry 1 slot | 1→{per_executor} slots speedup | Quarry as stages | answers |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         let mut rows = Vec::new();
-        let (mut tq, mut td, mut tk, mut t1) = (0.0, 0.0, 0.0, 0.0);
+        let (mut tq, mut td, mut tk, mut t1, mut ts) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for &n in &queries {
             let q = quarry.ms[&n];
             let d = datafusion.ms[&n];
             let k = duckdb.as_ref().map(|r| r.ms[&n]).unwrap_or(f64::NAN);
             let one = quarry_one.ms[&n];
+            let staged = quarry_stages.ms[&n];
             tq += q;
             td += d;
             tk += k;
             t1 += one;
+            ts += staged;
             let df_ok = quarry.answers[&n] == datafusion.answers[&n];
-            let one_ok = quarry_one.answers[&n] == quarry.answers[&n];
+            let one_ok = quarry_one.answers[&n] == quarry.answers[&n]
+                && quarry_stages.answers[&n] == quarry.answers[&n];
             let duck_ok = duckdb
                 .as_ref()
                 .map(|r| same_answers(&quarry.answers[&n], &r.answers[&n]))
@@ -457,16 +476,16 @@ async fn main() -> Result<(), Error> {
                 _ => "DIFFER from DataFusion".to_string(),
             };
             println!(
-                "| Q{n} | {q:.1} | {d:.1} | {} | {:.2} | {} | {one:.1} | {:.2} | {check} |",
+                "| Q{n} | {q:.1} | {d:.1} | {} | {:.2} | {} | {one:.1} | {:.2} | {staged:.1} | {check} |",
                 cell(k, 1),
                 q / d,
                 cell(q / k, 2),
                 one / q
             );
-            rows.push(json!({"query": n, "quarry_ms": q, "datafusion_ms": d, "duckdb_ms": k, "quarry_one_slot_ms": one, "answers": check}));
+            rows.push(json!({"query": n, "quarry_ms": q, "datafusion_ms": d, "duckdb_ms": k, "quarry_one_slot_ms": one, "quarry_stages_ms": staged, "answers": check}));
         }
         println!(
-            "| total | {tq:.1} | {td:.1} | {} | {:.2} | {} | {t1:.1} | {:.2} | |",
+            "| total | {tq:.1} | {td:.1} | {} | {:.2} | {} | {t1:.1} | {:.2} | {ts:.1} | |",
             cell(tk, 1),
             tq / td,
             cell(tq / tk, 2),
@@ -478,7 +497,7 @@ async fn main() -> Result<(), Error> {
             "executors": args.executors,
             "slots_per_executor": per_executor,
             "queries": rows,
-            "totals": {"quarry_ms": tq, "datafusion_ms": td, "duckdb_ms": tk, "quarry_one_slot_ms": t1},
+            "totals": {"quarry_ms": tq, "datafusion_ms": td, "duckdb_ms": tk, "quarry_one_slot_ms": t1, "quarry_stages_ms": ts},
             "load": load,
         });
         if let Some(load) = &load {

@@ -1,11 +1,13 @@
 //! Executors killed with SIGKILL in the middle of TPC-H queries, with real processes: a
 //! coordinator and three executors, each its own `quarry` process.
 //!
-//! For each of the 22 queries one executor is killed once the query's first stage has
-//! started; the answer must still equal in-process DataFusion's. The killed executor is
-//! started again before the next query. At the end every executor is killed during a
-//! query, which must then fail within 30 seconds, and the survivors of earlier kills must
-//! hold no tasks, outputs, memory or spill files.
+//! For each of the 22 queries, spread over the executors as stages, one executor is
+//! killed once the query's first stage has started; the answer must still equal
+//! in-process DataFusion's. The killed executor is started again before the next query.
+//! Then queries that run whole on one executor lose two of the three executors while they
+//! run. At the end every executor is killed during a query, which must then fail within
+//! 30 seconds, and the survivors of earlier kills must hold no tasks, outputs, memory or
+//! spill files.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,6 +16,9 @@ use quarry_sql_tests::processes::ProcessCluster;
 use quarry_sql_tests::tpch;
 
 const SF: f64 = 0.1;
+
+/// At SF 0.1 a query would run whole on one executor: spread it over the executors.
+const SPREAD: &str = "SET quarry.one_executor_max_bytes = 0; ";
 
 #[test]
 fn killing_one_slot_executors_mid_query_keeps_answers_right() {
@@ -46,7 +51,7 @@ fn kill_executors_mid_query(slots: usize) {
     let mut report = Vec::new();
     for n in 1..=22 {
         let sql = tpch::query(n);
-        let id = cluster.rest.start(&sql);
+        let id = cluster.rest.start(&format!("{SPREAD}{sql}"));
         // Kill one executor once the first stage has started; for even queries wait
         // until some tasks have finished, so outputs they made are lost with it.
         let finished_tasks = if n % 2 == 0 { 1 } else { 0 };
@@ -92,11 +97,50 @@ fn kill_executors_mid_query(slots: usize) {
     }
     eprintln!("{slots} slot(s) per executor:\n{}", report.join("\n"));
 
+    // A query on one executor runs as one task: killing two of the three executors as it
+    // starts kills that task's executor two times in three, and the task runs again on
+    // the survivor.
+    for (round, n) in [21, 9, 18].into_iter().enumerate() {
+        let sql = tpch::query(n);
+        let id = cluster.rest.start(&sql);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(
+            cluster.rest.job(&id)["state"].as_str(),
+            Some("RUNNING" | "COMPLETED")
+        ) {
+            assert!(Instant::now() < deadline, "Q{n} never started running");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let victims: Vec<String> = (1..=3)
+            .filter(|e| *e != round + 1)
+            .map(|e| format!("executor-{e}"))
+            .collect();
+        for victim in &victims {
+            cluster.kill_executor(victim);
+        }
+        let (job, took) = cluster.rest.wait_job(&id, Duration::from_secs(120));
+        assert_eq!(
+            job["state"], "COMPLETED",
+            "Q{n} failed after {victims:?} were killed: {job}"
+        );
+        assert_eq!(
+            cluster.rest.answer(&id, &sql),
+            expected[n - 1],
+            "Q{n} on one executor answered differently after {victims:?} were killed"
+        );
+        eprintln!("Q{n} on one executor, {victims:?} killed: {took:?}");
+        cluster.rest.wait_until_idle(Duration::from_secs(10));
+        for victim in &victims {
+            cluster.add_executor(victim);
+        }
+        cluster.rest.wait_for_executors(3);
+    }
+
     // Killing every executor fails the query cleanly, within 30 seconds. The query joins
     // lineitem with itself on the supplier (hundreds of millions of pairs), so it is
     // still running when the executors die.
     let sql = "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey";
-    let id = cluster.rest.start(sql);
+    let id = cluster.rest.start(&format!("{SPREAD}{sql}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while cluster.rest.job(&id)["state"] != "RUNNING" {
         assert!(Instant::now() < deadline, "the query never started running");
@@ -335,7 +379,7 @@ fn draining_executors_mid_query_keeps_answers_right() {
     let mut caught_running = 0;
     for (n, by_hook) in [(1, false), (9, true), (18, false), (21, true)] {
         let sql = tpch::query(n);
-        let id = cluster.rest.start(&sql);
+        let id = cluster.rest.start(&format!("{SPREAD}{sql}"));
         // Drain once the victim runs a task of the query (its own /metrics says so).
         let deadline = Instant::now() + Duration::from_secs(30);
         let caught = loop {
@@ -424,7 +468,7 @@ fn draining_executors_mid_query_keeps_answers_right() {
     // three executors, so it sends outputs and its tasks read others' (run again, not
     // answered from the results cache: Q9 ran above).
     let sql = format!(
-        "SET quarry.results_cache.enabled = false; {}",
+        "{SPREAD}SET quarry.results_cache.enabled = false; {}",
         tpch::query(9)
     );
     let id = cluster.rest.start(&sql);

@@ -3,6 +3,8 @@
 //! are kept as golden files (`QUARRY_GOLDEN_UPDATE=1` rewrites them). Both run twice:
 //! with the default broadcast threshold (at this scale every inner join broadcasts its
 //! build side) and with it at zero (every join hashes both sides through the exchange).
+//! At this scale a query would run whole on one executor, so these sessions spread
+//! every plan over the executors as stages; the answers are checked on one executor too.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,9 @@ const EXECUTORS: usize = 3;
 fn data() -> PathBuf {
     tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, EXECUTORS).expect("TPC-H data")
 }
+
+/// Plans run as stages over the executors, however small their input.
+const SPREAD: &str = "SET quarry.one_executor_max_bytes = 0";
 
 /// Settings that make every hash join partitioned (both sides shuffled).
 const PARTITIONED_JOINS: [&str; 2] = [
@@ -27,7 +32,7 @@ type SessionRef = quarry_coordinator::service::SessionHandle;
 async fn partitioned_session(cluster: &SqlTestCluster) -> SessionRef {
     let engine = cluster.service();
     let session = cluster.session("tpch-partitioned");
-    for sql in PARTITIONED_JOINS {
+    for sql in std::iter::once(SPREAD).chain(PARTITIONED_JOINS) {
         query(&engine, &session, sql).await.expect("setting");
     }
     session
@@ -40,6 +45,7 @@ async fn cluster(dir: &Path) -> (SqlTestCluster, SessionRef) {
     for sql in tpch::create_tables_sql(dir) {
         query(&engine, &session, &sql).await.expect("tables");
     }
+    query(&engine, &session, SPREAD).await.expect("setting");
     (cluster, session)
 }
 
@@ -52,10 +58,12 @@ async fn tpch_answers_match_datafusion() {
     let (cluster, session) = cluster(&dir).await;
     let engine = cluster.service();
     let partitioned = partitioned_session(&cluster).await;
+    let whole = cluster.session("tpch-one-executor");
     let mut mismatches = Vec::new();
     for (n, session, joins) in (1..=22)
         .map(|n| (n, &session, "broadcast"))
         .chain((1..=22).map(|n| (n, &partitioned, "partitioned")))
+        .chain((1..=22).map(|n| (n, &whole, "on one executor")))
     {
         let sql = tpch::query(n);
         let batches = query(&engine, session, &sql)
@@ -129,38 +137,67 @@ async fn tpch_stage_plans_match_golden_files() {
 
 /// Where TPC-H's plans run at SF0.1: anything over lineitem (600,572 rows) on the
 /// executors, a query over the small dimension tables on the coordinator; EXPLAIN says
-/// which and why.
+/// which and why. lineitem (24 MB) is within the default limit for one executor, where
+/// the whole plan is one stage of one task; under a lower limit, or none, it is spread
+/// over the executors as stages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_inputs_run_on_the_executors_and_small_ones_on_the_coordinator() {
     let dir = data();
-    let (cluster, session) = cluster(&dir).await;
+    let (cluster, spread) = cluster(&dir).await;
     let engine = cluster.service();
-    let placement = |rows: Vec<String>| {
-        rows.into_iter()
-            .find_map(|r| r.strip_prefix("placement | ").map(str::to_string))
-            .expect("a placement row")
+    let whole = cluster.session("tpch-one-executor");
+    let lower = cluster.session("tpch-lower-limit");
+    query(
+        &engine,
+        &lower,
+        "SET quarry.one_executor_max_bytes = 1000000",
+    )
+    .await
+    .expect("setting");
+    let explain = |session: SessionRef, sql: String| {
+        let engine = engine.clone();
+        async move {
+            let batches = query(&engine, &session, &format!("EXPLAIN {sql}"))
+                .await
+                .expect("explain");
+            let rows = tpch::rows(&batches).expect("rows");
+            let row = |name: &str| {
+                rows.iter()
+                    .find_map(|r| r.strip_prefix(&format!("{name} | ")).map(str::to_string))
+                    .unwrap_or_else(|| panic!("no {name} row: {rows:?}"))
+            };
+            (row("placement"), row("distributed_plan"))
+        }
     };
-    for (sql, expected) in [
-        (
-            tpch::query(1),
-            "runs on the executors: its input is 600572 rows",
-        ),
-        (
-            "SELECT l_returnflag, sum(l_quantity) FROM lineitem GROUP BY 1".to_string(),
-            "runs on the executors: its input is 600572 rows",
-        ),
-        (
-            "SELECT r_name, count(*) FROM nation JOIN region ON n_regionkey = r_regionkey \
-             GROUP BY r_name"
-                .to_string(),
-            "runs on the coordinator: its input is small: 30 rows",
-        ),
-    ] {
-        let batches = query(&engine, &session, &format!("EXPLAIN {sql}"))
-            .await
-            .expect("explain");
-        let found = placement(tpch::rows(&batches).expect("rows"));
-        assert!(found.starts_with(expected), "{sql}: {found}");
+    let grouped = "SELECT l_returnflag, sum(l_quantity) FROM lineitem GROUP BY 1".to_string();
+    for sql in [tpch::query(1), grouped] {
+        let (placement, stages) = explain(whole.clone(), sql.clone()).await;
+        assert!(
+            placement.starts_with("runs on one executor: its input is 600572 rows")
+                && placement.contains("at most quarry.one_executor_max_bytes = 128.0 MB"),
+            "{sql}: {placement}"
+        );
+        assert!(
+            stages.contains("Stage 1 (executors, 1 tasks") && !stages.contains("Stage 2"),
+            "{sql}: {stages}"
+        );
+        for session in [&spread, &lower] {
+            let (placement, stages) = explain(session.clone(), sql.clone()).await;
+            assert!(
+                placement.starts_with("runs on the executors: its input is 600572 rows"),
+                "{sql}: {placement}"
+            );
+            assert!(stages.contains("Stage 2"), "{sql}: {stages}");
+        }
+    }
+    let small = "SELECT r_name, count(*) FROM nation JOIN region ON n_regionkey = r_regionkey \
+                 GROUP BY r_name";
+    for session in [&whole, &spread] {
+        let (placement, _) = explain(session.clone(), small.to_string()).await;
+        assert!(
+            placement.starts_with("runs on the coordinator: its input is small: 30 rows"),
+            "{placement}"
+        );
     }
     cluster.cluster.shutdown().await;
 }

@@ -57,7 +57,6 @@ use crate::datasets::Datasets;
 use crate::error::CoordinatorError;
 use crate::jobs::admission::Admission;
 use crate::jobs::{CancelOnDrop, Job, Jobs};
-use crate::planner::distributed::plan_distributed;
 use crate::planner::stages::display_stages;
 use crate::scheduler::Scheduler;
 use crate::sql::parser::{self, Statement};
@@ -235,12 +234,16 @@ impl Engine {
             }
             config = config.with_target_partitions(slots.iter().sum::<usize>().max(1));
         }
-        Ok(config.with_extension(Arc::new(ExchangeAccess {
-            channels: Arc::clone(self.scheduler.channels()),
-            local: None,
-            recovery: None,
-            activity: None,
-        })))
+        Ok(config
+            .with_extension(Arc::new(ExchangeAccess {
+                channels: Arc::clone(self.scheduler.channels()),
+                local: None,
+                recovery: None,
+                activity: None,
+            }))
+            .with_extension(Arc::new(query_settings::InProcessSettings::unless_set(
+                &session.settings(),
+            ))))
     }
 
     /// A planning session that sees and reads only what the session's user may.
@@ -505,7 +508,7 @@ impl Engine {
         let placement::PlacedPlan {
             physical,
             placement,
-            ..
+            state: placed_state,
         } = placed;
         let mut rows = Vec::new();
         if let Some(report) = reflections {
@@ -528,10 +531,10 @@ impl Engine {
         ]);
         rows.push(("placement".to_string(), placement.reason.clone()));
         rows.push(("results_cache".to_string(), cache));
-        if placement.local {
+        if placement.local() {
             rows.push(("distributed_plan".to_string(), placement.reason));
         } else {
-            let stages = plan_distributed(physical, placement::stage_options(state))?;
+            let stages = placement::stages_of(placement.site, physical, &placed_state)?;
             rows.push(("distributed_plan".to_string(), display_stages(&stages)));
         }
         plan_text_batch(rows)

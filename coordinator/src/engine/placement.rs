@@ -1,6 +1,12 @@
 //! Where a planned query runs: on the coordinator (no file scans, small materializations,
-//! or a small input — see `planner::small_plans`) or as stages on the executors, and why;
-//! and the [`Outcome`] that runs it there.
+//! or a small input — see `planner::small_plans`), whole on one executor (a medium input),
+//! or as stages over the executors, and why; and the [`Outcome`] that runs it there.
+//!
+//! A medium plan runs whole on one executor because its stages would cost more than they
+//! gain: every stage waits for all of the one before it, and every hop between them
+//! writes, fetches and decodes its rows again (~3 ms a hop on a loaded machine). TPC-H Q16
+//! at SF1 (49 MB of Parquet) took 2.3× DataFusion's time as five stages. On one executor its
+//! partitions stream through each other in one process, as they do in DataFusion.
 
 use std::sync::Arc;
 
@@ -9,35 +15,57 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use quarry_common::QuarryError;
 
-use super::query_settings::{object_stores_of, settings_to_ship};
+use super::query_settings::{InProcessSettings, object_stores_of, settings_to_ship};
 use super::{
     DistributedQuery, Engine, Outcome, QuarryOptions, SMALL_MATERIALIZATIONS_BYTES, quarry_options,
 };
 use crate::planner::distributed::{StageOptions, plan_distributed};
 use crate::planner::small_plans::InputEstimate;
-use crate::planner::stages::reads_only_small_files_under;
+use crate::planner::stages::{StagePlan, plan_one_stage, reads_only_small_files_under};
 use crate::scheduler::analyze::human_bytes;
+
+/// Where a plan runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Site {
+    /// In-process on the coordinator's query runtime.
+    Coordinator,
+    /// As one task on one executor, running every partition of the plan.
+    OneExecutor,
+    /// As stages of tasks spread over the executors.
+    Executors,
+}
 
 /// Where a plan runs, and the reason EXPLAIN gives.
 #[derive(Debug, Clone)]
 pub(super) struct Placement {
-    pub(super) local: bool,
+    pub(super) site: Site,
     pub(super) reason: String,
 }
 
 impl Placement {
     fn coordinator(reason: impl Into<String>) -> Placement {
         Placement {
-            local: true,
+            site: Site::Coordinator,
             reason: format!("runs on the coordinator: {}", reason.into()),
+        }
+    }
+
+    fn one_executor(reason: impl Into<String>) -> Placement {
+        Placement {
+            site: Site::OneExecutor,
+            reason: format!("runs on one executor: {}", reason.into()),
         }
     }
 
     fn executors(reason: impl Into<String>) -> Placement {
         Placement {
-            local: false,
+            site: Site::Executors,
             reason: format!("runs on the executors: {}", reason.into()),
         }
+    }
+
+    pub(super) fn local(&self) -> bool {
+        self.site == Site::Coordinator
     }
 }
 
@@ -85,25 +113,59 @@ impl Engine {
             ));
         }
         if estimate.is_small(options.local_max_rows, options.local_max_bytes) {
-            Placement::coordinator(format!(
+            return Placement::coordinator(format!(
                 "its input is small: {} (at most {limits})",
+                describe(&estimate)
+            ));
+        }
+        let one = format!(
+            "quarry.one_executor_max_bytes = {}",
+            human_bytes(options.one_executor_max_bytes)
+        );
+        if estimate.fits_one_executor(options.one_executor_max_bytes) {
+            Placement::one_executor(format!(
+                "its input is {} (over {limits}; at most {one})",
+                describe(&estimate)
+            ))
+        } else if estimate.executor_files {
+            Placement::executors(format!(
+                "its input is {} (over {limits}), some of it in executors' data directories",
                 describe(&estimate)
             ))
         } else {
             Placement::executors(format!(
-                "its input is {} (over {limits})",
+                "its input is {} (over {limits} and {one})",
                 describe(&estimate)
             ))
+        }
+    }
+
+    /// Partitions to plan for a site: one on the coordinator, one per slot of the largest
+    /// executor on one executor, `spread` (a slot of every executor the query may use)
+    /// over the executors.
+    fn partitions_for(&self, site: Site, spread: usize) -> usize {
+        match site {
+            Site::Coordinator => 1,
+            Site::OneExecutor => self
+                .scheduler
+                .cluster()
+                .active()
+                .iter()
+                .map(|e| e.slots as usize)
+                .max()
+                .unwrap_or(1)
+                .clamp(1, spread.max(1)),
+            Site::Executors => spread,
         }
     }
 
     /// Plan `plan` and decide where it runs. It is planned as one partition first: most
     /// plans a client waits on are small, and one thread reads and joins a few thousand
     /// rows faster than threads repartitioning them. A plan that turns out to be for the
-    /// executors is planned again with a partition per task slot. That first planning
+    /// executors is planned again with the partitions of its site. That first planning
     /// cost a TPC-H query at SF1 5-8 ms, so a plan the executors ran last time is planned
-    /// for them at once (see [`PlacementHints`]); should its input have become small, it
-    /// is planned again as one partition.
+    /// with the partitions it had then at once (see [`PlacementHints`]); should its input
+    /// have changed size since, it is planned again for its new site.
     pub(super) async fn place(
         &self,
         state: &SessionState,
@@ -111,48 +173,64 @@ impl Engine {
     ) -> Result<PlacedPlan, QuarryError> {
         let options = quarry_options(state.config());
         let shape = PlacementHints::shape(plan);
-        let may_run_here = state.config().target_partitions() > 1 && options.local_execution;
-        if may_run_here && !self.placement_hints.ran_on_executors(shape) {
-            let placed = self.place_as_one_partition(state, plan, &options).await?;
-            if placed.placement.local {
-                return Ok(placed);
+        let spread = state.config().target_partitions();
+        let may_run_here = spread > 1 && options.local_execution;
+        let target = match self.placement_hints.target(shape) {
+            Some(target) => target,
+            None if may_run_here => {
+                let placed = self
+                    .place_in(state, plan, &options, (Site::Coordinator, 1))
+                    .await?;
+                if placed.placement.local() {
+                    return Ok(placed);
+                }
+                let site = placed.placement.site;
+                (site, self.partitions_for(site, spread))
             }
+            None => (Site::Executors, spread),
+        };
+        let placed = self.place_in(state, plan, &options, target).await?;
+        let site = placed.placement.site;
+        if site == Site::Coordinator && !may_run_here {
+            return Ok(placed);
         }
-        let physical = self.physical_plan(state, plan).await?;
-        let placement = self.placement(&options, &physical);
-        self.placement_hints.remember(shape, !placement.local);
-        if placement.local && may_run_here {
-            // Its input shrank since the executors ran it: one partition, as above.
-            return self.place_as_one_partition(state, plan, &options).await;
+        let wanted = (site, self.partitions_for(site, spread));
+        self.placement_hints
+            .remember(shape, (site != Site::Coordinator).then_some(wanted));
+        if wanted == target {
+            return Ok(placed);
         }
-        Ok(PlacedPlan {
-            state: state.clone(),
-            physical,
-            placement,
-        })
+        // Its input changed size since the last run: planned again for its site (which
+        // depends on its files, not on its partitions).
+        self.place_in(state, plan, &options, wanted).await
     }
 
-    /// `plan` planned as one partition, and where that runs.
-    async fn place_as_one_partition(
+    /// `plan` planned for a site with so many partitions, and where that runs. A plan for
+    /// one executor gets back what runs in one process (see `InProcessSettings`).
+    async fn place_in(
         &self,
         state: &SessionState,
         plan: &LogicalPlan,
         options: &QuarryOptions,
+        (site, partitions): (Site, usize),
     ) -> Result<PlacedPlan, QuarryError> {
-        let mut single = state.clone();
-        single
-            .config_mut()
-            .options_mut()
-            .execution
-            .target_partitions = 1;
-        // Its own names for common subexpressions, so a plan made again for the
-        // executors names them as a plan made once does (EXPLAIN stays the same).
-        single.execution_props_mut().alias_generator =
-            Arc::new(datafusion::common::alias::AliasGenerator::new());
-        let physical = self.physical_plan(&single, plan).await?;
+        let mut state = state.clone();
+        if state.config().target_partitions() != partitions {
+            state.config_mut().options_mut().execution.target_partitions = partitions;
+            // Its own names for common subexpressions, so a plan made again for another
+            // site names them as a plan made once does (EXPLAIN stays the same).
+            state.execution_props_mut().alias_generator =
+                Arc::new(datafusion::common::alias::AliasGenerator::new());
+        }
+        if site == Site::OneExecutor
+            && let Some(settings) = state.config().get_extension::<InProcessSettings>()
+        {
+            settings.apply(state.config_mut().options_mut());
+        }
+        let physical = self.physical_plan(&state, plan).await?;
         let placement = self.placement(options, &physical);
         Ok(PlacedPlan {
-            state: single,
+            state,
             physical,
             placement,
         })
@@ -178,7 +256,7 @@ impl Engine {
             physical,
             placement,
         } = placed;
-        if placement.local {
+        if placement.local() {
             return Ok(Outcome::Local(physical, state.task_ctx()));
         }
         let options = quarry_options(state.config());
@@ -186,7 +264,7 @@ impl Engine {
         options.query_timeout()?;
         options.stall_timeout()?;
         let object_stores = object_stores_of(&physical, &self.datasets);
-        let stages = plan_distributed(physical, stage_options(&state))?;
+        let stages = stages_of(placement.site, physical, &state)?;
         Ok(Outcome::Distributed(Box::new(DistributedQuery {
             stages,
             settings: settings_to_ship(state.config_options()),
@@ -196,6 +274,19 @@ impl Engine {
             ticket: None,
         })))
     }
+}
+
+/// The stages of a plan run at `site` (not the coordinator): one stage of one task on one
+/// executor, or the cut of the stage planner.
+pub(super) fn stages_of(
+    site: Site,
+    physical: Arc<dyn ExecutionPlan>,
+    state: &SessionState,
+) -> Result<StagePlan, QuarryError> {
+    Ok(match site {
+        Site::OneExecutor => plan_one_stage(physical)?,
+        Site::Coordinator | Site::Executors => plan_distributed(physical, stage_options(state))?,
+    })
 }
 
 /// What the stage planner adds for a query planned in `state`.
@@ -231,11 +322,12 @@ fn describe(estimate: &InputEstimate) -> String {
     )
 }
 
-/// Plans the executors ran, by the shape of their logical plan: a hint only, since
-/// placement is decided again from each planning's own estimate.
+/// Plans the executors ran, by the shape of their logical plan, with the site and the
+/// partitions they were planned for: a hint only, since placement is decided again from
+/// each planning's own estimate.
 #[derive(Debug, Default)]
 pub(super) struct PlacementHints {
-    shapes: std::sync::Mutex<std::collections::HashSet<u64>>,
+    shapes: std::sync::Mutex<std::collections::HashMap<u64, (Site, usize)>>,
 }
 
 /// The most shapes remembered; past that the hints start again.
@@ -250,27 +342,29 @@ impl PlacementHints {
         hasher.finish()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (Site, usize)>> {
         match self.shapes.lock() {
             Ok(shapes) => shapes,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn ran_on_executors(&self, shape: u64) -> bool {
-        self.lock().contains(&shape)
+    /// Where and with how many partitions the executors last ran this shape.
+    fn target(&self, shape: u64) -> Option<(Site, usize)> {
+        self.lock().get(&shape).copied()
     }
 
-    fn remember(&self, shape: u64, on_executors: bool) {
+    /// The executors ran it there with so many partitions, or (None) the coordinator did.
+    fn remember(&self, shape: u64, target: Option<(Site, usize)>) {
         let mut shapes = self.lock();
-        if !on_executors {
+        let Some(target) = target else {
             shapes.remove(&shape);
             return;
-        }
+        };
         if shapes.len() >= MAX_HINTS {
             shapes.clear();
         }
-        shapes.insert(shape);
+        shapes.insert(shape, target);
     }
 }
 
@@ -281,13 +375,15 @@ mod tests {
     #[test]
     fn a_hint_lasts_until_a_plan_runs_here() {
         let hints = PlacementHints::default();
-        assert!(!hints.ran_on_executors(7));
-        hints.remember(7, true);
-        assert!(hints.ran_on_executors(7));
-        hints.remember(7, false);
-        assert!(!hints.ran_on_executors(7));
+        assert_eq!(hints.target(7), None);
+        hints.remember(7, Some((Site::Executors, 4)));
+        assert_eq!(hints.target(7), Some((Site::Executors, 4)));
+        hints.remember(7, Some((Site::OneExecutor, 2)));
+        assert_eq!(hints.target(7), Some((Site::OneExecutor, 2)));
+        hints.remember(7, None);
+        assert_eq!(hints.target(7), None);
         for shape in 0..MAX_HINTS as u64 + 1 {
-            hints.remember(shape, true);
+            hints.remember(shape, Some((Site::Executors, 4)));
         }
         assert!(hints.lock().len() <= MAX_HINTS);
     }

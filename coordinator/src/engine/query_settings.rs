@@ -54,20 +54,81 @@ pub(crate) fn base_config() -> SessionConfig {
     config
 }
 
+/// DataFusion settings that [`base_config`] turns off because the state they share at run
+/// time cannot cross stages or processes, as a plan run whole in one process may have them
+/// back: joins' and aggregates' dynamic filters, and a scan's partitions taking each
+/// other's files when they run out.
+const IN_PROCESS: [(&str, &str); 3] = [
+    (
+        "datafusion.optimizer.enable_join_dynamic_filter_pushdown",
+        "true",
+    ),
+    (
+        "datafusion.optimizer.enable_aggregate_dynamic_filter_pushdown",
+        "true",
+    ),
+    (
+        "datafusion.execution.enable_file_stream_work_stealing",
+        "true",
+    ),
+];
+
+/// The [`IN_PROCESS`] settings a query's session did not set itself (a config extension).
+#[derive(Debug, Default)]
+pub(crate) struct InProcessSettings(Vec<(&'static str, &'static str)>);
+
+impl InProcessSettings {
+    /// Those of `explicit` (a session's own settings, by lowercase key) leave theirs alone.
+    pub(crate) fn unless_set(explicit: &BTreeMap<String, String>) -> InProcessSettings {
+        let umbrella = explicit.contains_key("datafusion.optimizer.enable_dynamic_filter_pushdown");
+        InProcessSettings(
+            IN_PROCESS
+                .into_iter()
+                .filter(|(key, _)| {
+                    let set_by_session =
+                        explicit.contains_key(*key) || (umbrella && key.contains("dynamic_filter"));
+                    !set_by_session
+                })
+                .collect(),
+        )
+    }
+
+    /// Turn them on in `options`.
+    pub(crate) fn apply(&self, options: &mut ConfigOptions) {
+        for (key, value) in &self.0 {
+            if let Err(e) = options.set(key, value) {
+                tracing::warn!("cannot set {key}: {e}");
+            }
+        }
+    }
+}
+
 /// The DataFusion settings that differ from the defaults, for the executors.
+/// An executor sets them in order over DataFusion's defaults. Setting
+/// `enable_dynamic_filter_pushdown` sets every kind of dynamic filter, so it comes first
+/// and each kind's own value is sent after it, even where it is the default.
 pub(super) fn settings_to_ship(options: &ConfigOptions) -> Vec<Setting> {
+    const ALL_FILTERS: &str = "datafusion.optimizer.enable_dynamic_filter_pushdown";
+    const KINDS: [&str; 3] = [
+        "datafusion.optimizer.enable_join_dynamic_filter_pushdown",
+        "datafusion.optimizer.enable_topk_dynamic_filter_pushdown",
+        "datafusion.optimizer.enable_aggregate_dynamic_filter_pushdown",
+    ];
     let defaults: BTreeMap<String, Option<String>> = ConfigOptions::default()
         .entries()
         .into_iter()
         .map(|e| (e.key, e.value))
         .collect();
-    options
+    let mut settings: Vec<Setting> = options
         .entries()
         .into_iter()
         .filter(|e| e.key.starts_with("datafusion."))
-        .filter(|e| defaults.get(&e.key) != Some(&e.value))
+        .filter(|e| defaults.get(&e.key) != Some(&e.value) || KINDS.contains(&e.key.as_str()))
         .filter_map(|e| e.value.map(|value| Setting { key: e.key, value }))
-        .collect()
+        .collect();
+    // Stable: the rest keep their order.
+    settings.sort_by_key(|s| s.key != ALL_FILTERS);
+    settings
 }
 
 /// Object stores (beyond the local filesystem) the plan's scans read.
@@ -97,4 +158,73 @@ pub(super) fn object_stores_of(
         stack.extend(node.children().into_iter().cloned());
     }
     specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(explicit: &[(&str, &str)]) -> ConfigOptions {
+        let explicit: BTreeMap<String, String> = explicit
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut options = base_config().options().as_ref().clone();
+        for (key, value) in &explicit {
+            options.set(key, value).expect("setting");
+        }
+        InProcessSettings::unless_set(&explicit).apply(&mut options);
+        options
+    }
+
+    /// The executor's side: DataFusion's defaults, then each shipped setting in order.
+    fn shipped(options: &ConfigOptions) -> ConfigOptions {
+        let mut executor = ConfigOptions::default();
+        for setting in settings_to_ship(options) {
+            executor.set(&setting.key, &setting.value).expect("setting");
+        }
+        executor
+    }
+
+    #[test]
+    fn executors_get_each_kind_of_dynamic_filter_as_the_coordinator_planned_it() {
+        let base = base_config().options().as_ref().clone();
+        let executor = shipped(&base);
+        assert!(!executor.optimizer.enable_join_dynamic_filter_pushdown);
+        assert!(!executor.optimizer.enable_aggregate_dynamic_filter_pushdown);
+        assert!(executor.optimizer.enable_topk_dynamic_filter_pushdown);
+        assert!(!executor.execution.enable_file_stream_work_stealing);
+        let executor = shipped(&applied(&[]));
+        assert!(executor.optimizer.enable_join_dynamic_filter_pushdown);
+        assert!(executor.optimizer.enable_aggregate_dynamic_filter_pushdown);
+        assert!(executor.optimizer.enable_topk_dynamic_filter_pushdown);
+        assert!(executor.execution.enable_file_stream_work_stealing);
+    }
+
+    #[test]
+    fn a_plan_in_one_process_gets_what_stages_cannot_share_unless_the_session_said_otherwise() {
+        let base = base_config();
+        assert!(!base.options().optimizer.enable_join_dynamic_filter_pushdown);
+        assert!(!base.options().execution.enable_file_stream_work_stealing);
+        let options = applied(&[]);
+        assert!(options.optimizer.enable_join_dynamic_filter_pushdown);
+        assert!(options.optimizer.enable_aggregate_dynamic_filter_pushdown);
+        assert!(options.execution.enable_file_stream_work_stealing);
+
+        let options = applied(&[(
+            "datafusion.optimizer.enable_join_dynamic_filter_pushdown",
+            "false",
+        )]);
+        assert!(!options.optimizer.enable_join_dynamic_filter_pushdown);
+        assert!(options.optimizer.enable_aggregate_dynamic_filter_pushdown);
+
+        let options = applied(&[(
+            "datafusion.optimizer.enable_dynamic_filter_pushdown",
+            "false",
+        )]);
+        assert!(!options.optimizer.enable_join_dynamic_filter_pushdown);
+        assert!(!options.optimizer.enable_aggregate_dynamic_filter_pushdown);
+        assert!(!options.optimizer.enable_topk_dynamic_filter_pushdown);
+        assert!(options.execution.enable_file_stream_work_stealing);
+    }
 }

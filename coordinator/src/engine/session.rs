@@ -77,6 +77,10 @@ extensions_options! {
         pub local_max_rows: u64, default = 100_000
         /// ...and at most this many bytes of files.
         pub local_max_bytes: u64, default = 64 * 1024 * 1024
+        /// A plan too big for the coordinator that reads at most this many bytes of files
+        /// runs whole on one executor, a partition per slot there, with no stage hops;
+        /// 0 spreads every such plan over the executors as stages.
+        pub one_executor_max_bytes: u64, default = 128 * 1024 * 1024
         /// Narrow a join's probe-side scans to the range of its build side's keys once the
         /// build side has run (row groups and pages outside it are skipped).
         pub dynamic_filters: bool, default = true

@@ -42,6 +42,8 @@ pub(crate) struct InputEstimate {
     pub writes: bool,
     /// A leaf that only executors run (the stall test source).
     pub executor_only: bool,
+    /// Some files are in executors' data directories: each is read where it is.
+    pub executor_files: bool,
 }
 
 impl InputEstimate {
@@ -57,6 +59,8 @@ impl InputEstimate {
                 && let Some(scan) = source.data_source().downcast_ref::<FileScanConfig>()
             {
                 estimate.scans += 1;
+                estimate.executor_files |=
+                    scan.object_store_url.as_str() == quarry_common::protocol::CLUSTER_FILES_URL;
                 add_files(scan, &mut files);
             } else if node
                 .downcast_ref::<quarry_common::table_write::FileWriteExec>()
@@ -92,6 +96,16 @@ impl InputEstimate {
             && !self.writes
             && !self.executor_only
             && self.rows <= max_rows
+            && self.bytes <= max_bytes
+    }
+
+    /// Can it run whole on one executor, reading at most `max_bytes`? Files in
+    /// executors' data directories are spread over the executors holding them.
+    pub(crate) fn fits_one_executor(&self, max_bytes: u64) -> bool {
+        self.scans > 0
+            && !self.writes
+            && !self.executor_only
+            && !self.executor_files
             && self.bytes <= max_bytes
     }
 }

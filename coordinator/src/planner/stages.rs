@@ -346,6 +346,26 @@ pub(crate) fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
     })
 }
 
+/// The whole of `plan` as one stage of one task, which runs every partition of it in one
+/// process (in-process repartitions, broadcasts shared by all partitions), as DataFusion
+/// runs a plan; the root reads its one output. For a plan whose input one executor reads
+/// faster than its stages would move it (see `engine::placement`).
+pub(crate) fn plan_one_stage(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
+    let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(plan))
+    } else {
+        plan
+    };
+    let mut planner = StagePlanner::default();
+    let root = planner.read_whole(plan);
+    Ok(StagePlan {
+        stages: planner.stages,
+        root,
+        dynamic_filters: Vec::new(),
+        adaptive_joins: Vec::new(),
+    })
+}
+
 /// Nodes that never go to executors: the commit of a write, and the count of rows a
 /// COPY wrote (they gather every task's answer; the commit holds the table's lock).
 fn runs_on_coordinator(plan: &Arc<dyn ExecutionPlan>) -> bool {

@@ -6,7 +6,8 @@
 //! - joins chosen at run time: a partitioned join whose build side turns out within the
 //!   broadcast limits becomes a broadcast join that reads its probe side itself;
 //! - and one that is not a decision: the tasks of a stage on one executor share its plan,
-//!   so a broadcast build side is read and hashed once per executor, not once per task.
+//!   so a broadcast build side is read and hashed once per executor, not once per task;
+//! - a plan run whole on one executor has DataFusion's own dynamic filters, in one process.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -202,6 +203,47 @@ async fn a_broadcast_build_side_prunes_the_probe_scan_of_its_stage() {
         analyzed.contains("dynamic filter: k matches nothing"),
         "{analyzed}"
     );
+    cluster.cluster.shutdown().await;
+}
+
+/// Whole on one executor, a join's build side narrows its probe scan through DataFusion's
+/// own dynamic filter (the coordinator plans it with join filters on, and they ship with
+/// the task); a session that turned them off keeps them off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_on_one_executor_prunes_with_datafusions_own_join_filter() {
+    let (cluster, engine, session) = start().await;
+    for setting in [
+        "SET quarry.local_execution = true",
+        "SET quarry.local_max_rows = 1000",
+    ] {
+        sql(&engine, &session, setting).await;
+    }
+    let plan = explained(&engine, &session, "EXPLAIN", SELECTIVE).await;
+    assert!(plan.contains("runs on one executor"), "{plan}");
+    let analyzed = explained(&engine, &session, "EXPLAIN ANALYZE", SELECTIVE).await;
+    // One stage of one task (the root reads its output), and group g3 holds keys
+    // 15,000..=19,900: one row group of the fact table.
+    assert!(analyzed.contains("stages=2, tasks=2"), "{analyzed}");
+    assert_eq!(fact_rows_scanned(&analyzed), ROW_GROUP as u64, "{analyzed}");
+    let expected = vec![format!(
+        "50|{}",
+        (150..200).map(|i| (i * 100) % 7).sum::<i64>()
+    )];
+    assert_eq!(lines(&sql(&engine, &session, SELECTIVE).await), expected);
+
+    sql(
+        &engine,
+        &session,
+        "SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = false",
+    )
+    .await;
+    let analyzed = explained(&engine, &session, "EXPLAIN ANALYZE", SELECTIVE).await;
+    assert!(
+        analyzed.contains("stages=2, tasks=2") && !analyzed.contains("DynamicFilter"),
+        "{analyzed}"
+    );
+    assert_eq!(fact_rows_scanned(&analyzed), 100_000, "{analyzed}");
+    assert_eq!(lines(&sql(&engine, &session, SELECTIVE).await), expected);
     cluster.cluster.shutdown().await;
 }
 

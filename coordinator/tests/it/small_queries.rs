@@ -1,6 +1,7 @@
-//! Small queries: a plan whose input is small runs on the coordinator (EXPLAIN says so
-//! and why), with the answer the executors give; a repeated deterministic query is
-//! served from the results cache until anything it read changes.
+//! Small queries: a plan whose input is small runs on the coordinator, and one whose
+//! input is medium runs whole on one executor (EXPLAIN says so and why), with the answer
+//! the executors give as stages; a repeated deterministic query is served from the
+//! results cache until anything it read changes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -125,16 +126,38 @@ async fn small_plans_run_on_the_coordinator_and_say_why() {
     }
     assert_eq!(lines(&sql(&engine, &session, &twenty).await).len(), 10);
 
-    // Over the row limit, the plan goes to the executors and EXPLAIN says why.
+    // Over the row limit, the plan runs whole on one executor, as one task, and EXPLAIN
+    // says why; without a limit for one executor it is spread over them as stages.
     sql(&engine, &session, "SET quarry.local_max_rows = 500").await;
     let explained = explain(&engine, &session, grouped).await;
     let placement = explain_row(&explained, "placement");
     assert!(
-        placement.starts_with("runs on the executors: its input is 600 rows"),
+        placement.starts_with("runs on one executor: its input is 600 rows")
+            && placement.contains("at most quarry.one_executor_max_bytes = 128.0 MB"),
         "{placement}"
     );
-    let (_, record) = run_sql(&engine, &session, grouped).await;
-    assert!(record.tasks_total > 0, "{record:?}");
+    let stages = explained.join("\n");
+    assert!(
+        stages.contains("Stage 1 (executors, 1 tasks") && !stages.contains("Stage 2"),
+        "{stages}"
+    );
+    let (whole, record) = run_sql(&engine, &session, grouped).await;
+    assert_eq!(record.tasks_total, 1, "{record:?}");
+    sql(&engine, &session, "SET quarry.one_executor_max_bytes = 0").await;
+    let placement = explain_row(&explain(&engine, &session, grouped).await, "placement");
+    assert!(
+        placement.starts_with("runs on the executors: its input is 600 rows")
+            && placement.contains("and quarry.one_executor_max_bytes = 0 B"),
+        "{placement}"
+    );
+    let (spread, record) = run_sql(&engine, &session, grouped).await;
+    assert!(record.tasks_total > 4, "{record:?}");
+    assert_eq!(lines(&whole), lines(&spread));
+    assert_eq!(
+        lines(&whole),
+        ["Lyon|200|59700", "Oslo|200|59900", "Pune|200|60100"]
+    );
+    sql(&engine, &session, "RESET quarry.one_executor_max_bytes").await;
     // Writes always go to the executors, however small.
     sql(&engine, &session, "RESET quarry.local_max_rows").await;
     let explained = explain(&engine, &session, "INSERT INTO s.t1 SELECT * FROM s.t2").await;
@@ -355,10 +378,7 @@ async fn a_plan_the_executors_ran_runs_here_again_once_its_input_is_small() {
         assert_eq!(lines(&rows), ["Lyon|200", "Oslo|200", "Pune|200"]);
     }
     let placement = explain_row(&explain(&engine, &session, query).await, "placement");
-    assert!(
-        placement.starts_with("runs on the executors"),
-        "{placement}"
-    );
+    assert!(placement.starts_with("runs on one executor"), "{placement}");
     // 30 rows now: planned for the executors first, it is placed here after all.
     write_parquet(&root.join("events/part-1.parquet"), 0, 30);
     for _ in 0..2 {

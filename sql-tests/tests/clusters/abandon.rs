@@ -10,10 +10,11 @@ use serde_json::Value;
 use crate::flight::FlightSql;
 use crate::shapes::data;
 
-/// Runs for many seconds at SF0.1: lineitem joined with itself on the supplier.
+/// Runs for many seconds at SF0.1: lineitem joined with itself on the supplier, spread
+/// over the executors as stages (whole on one executor it would have no outputs to free).
 fn long_query(marker: &str) -> String {
     format!(
-        "SELECT count(*) AS pairs, '{marker}' AS marker FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey"
+        "SET quarry.one_executor_max_bytes = 0; SELECT count(*) AS pairs, '{marker}' AS marker FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey"
     )
 }
 

@@ -2,6 +2,8 @@
 //! executor with four slots, two with two, three with two, two with one. Every answer
 //! must equal in-process DataFusion's, and no query may hang (multi-slot executors once
 //! deadlocked on Q7/Q9: two tasks of one executor reading from the same peer).
+//! At SF0.1 a query would run whole on one executor; these shapes spread every plan over
+//! the executors as stages, but one, which runs each query on one of two executors.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +19,14 @@ pub fn data() -> PathBuf {
     tpch::cached(Path::new(env!("CARGO_TARGET_TMPDIR")), SF, PARTS).expect("TPC-H data")
 }
 
+/// Plans run as stages over the executors, however small their input.
+const SPREAD: &str = "SET quarry.one_executor_max_bytes = 0";
+
 fn run_shape(executors: usize, slots: usize, settings: &[&str]) {
+    run_queries(executors, slots, &[&[SPREAD], settings].concat());
+}
+
+fn run_queries(executors: usize, slots: usize, settings: &[&str]) {
     let data = data();
     let cluster = ProcessCluster::start(executors, slots, &[]);
     let expected = cluster
@@ -76,6 +85,12 @@ fn tpch_on_two_executors_with_two_slots_and_partitioned_joins() {
             "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
         ],
     );
+}
+
+/// Each query whole on one of two executors with two slots: one task running two partitions.
+#[test]
+fn tpch_on_one_of_two_executors_with_two_slots() {
+    run_queries(2, 2, &[]);
 }
 
 #[test]
