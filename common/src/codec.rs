@@ -268,6 +268,8 @@ mod tests {
                 attempt: 1,
                 output_partition: 0,
             }),
+            // A piece sent back with its task's result travels inside the plan.
+            inline: (task == 1).then(|| bytes::Bytes::from_static(b"an IPC stream")),
         };
         ShuffleReaderExec::new(
             3,

@@ -12,6 +12,7 @@ pub mod cpu_runtime;
 pub mod crypto;
 pub mod error;
 pub mod flight_channels;
+pub mod inline_pieces;
 pub mod metrics;
 pub mod object_stores;
 pub mod panics;

@@ -153,6 +153,10 @@ pub struct TaskDefinition {
     /// filters on the scans of later stages (see [`crate::column_bounds`]).
     #[prost(uint32, repeated, tag = "10")]
     pub bound_columns: Vec<u32>,
+    /// When the task's whole output takes at most this many bytes, it comes back in the
+    /// result too (`TaskResult::inline_pieces`), so its reader needs no fetch; 0: never.
+    #[prost(uint64, tag = "11")]
+    pub inline_output_limit: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Message)]
@@ -201,6 +205,10 @@ pub struct TaskResult {
     /// measure.
     #[prost(message, repeated, tag = "6")]
     pub column_bounds: Vec<ColumnBound>,
+    /// Each output piece as an Arrow IPC stream, when the output was within the task's
+    /// `inline_output_limit`; empty otherwise.
+    #[prost(bytes = "bytes", repeated, tag = "7")]
+    pub inline_pieces: Vec<bytes::Bytes>,
 }
 
 /// The range of one output column over a task's output rows (nulls left out).

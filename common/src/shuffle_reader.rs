@@ -42,6 +42,10 @@ pub struct ShuffleLocation {
     pub endpoint: String,
     #[prost(message, optional, tag = "3")]
     pub ticket: Option<ExchangeTicket>,
+    /// The piece itself (an Arrow IPC stream) when its task sent it back with its result:
+    /// read from here, with no fetch, wherever its executor is.
+    #[prost(bytes = "bytes", optional, tag = "4")]
+    pub inline: Option<bytes::Bytes>,
 }
 
 /// Reads exchange pieces held by the executor this plan runs on, without a network hop.
@@ -204,9 +208,13 @@ impl ExecutionPlan for ShuffleReaderExec {
                     .local
                     .as_ref()
                     .is_some_and(|l| l.executor_id() == location.executor_id);
-                if !local {
+                let inline = location.inline.is_some();
+                if !local && !inline {
                     remote_pieces.add(1);
                 }
+                // What was read from an exchange store (this executor's or another's);
+                // a piece sent back with its task's result was not.
+                let fetched_bytes = fetched_bytes.clone();
                 // Open until the piece's stream ends or is dropped.
                 let open = access.activity.as_ref().map(|activity| {
                     activity.open(match &location.ticket {
@@ -219,14 +227,16 @@ impl ExecutionPlan for ShuffleReaderExec {
                 });
                 Box::pin(open_piece(access, stage_id, location))
                     .try_flatten_stream()
-                    .inspect(move |_| {
+                    .inspect(move |batch| {
                         let _open = &open;
+                        if let (Ok(batch), false) = (batch, inline) {
+                            fetched_bytes.add(batch.get_array_memory_size());
+                        }
                     })
             })
             .flatten_unordered(Some(4))
             .inspect_ok(move |batch| {
                 output_rows.add(batch.num_rows());
-                fetched_bytes.add(batch.get_array_memory_size());
             });
         // Pieces held locally arrive without ever waiting: spend task budget per batch.
         Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
@@ -269,6 +279,10 @@ async fn read_piece(
     stage_id: u32,
     location: ShuffleLocation,
 ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    if let Some(bytes) = location.inline {
+        let batches = crate::inline_pieces::decode(&bytes)?;
+        return Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed());
+    }
     let Some(recovery) = access.recovery.clone() else {
         return stream_piece(access, stage_id, location).await;
     };
@@ -408,6 +422,7 @@ mod tests {
                 attempt: 0,
                 output_partition: 0,
             }),
+            inline: None,
         }
     }
 

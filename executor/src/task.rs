@@ -21,6 +21,7 @@ use quarry_common::action_service::call_action;
 use quarry_common::codec::{partitioning_from_bytes, plan_from_bytes};
 use quarry_common::column_bounds::BoundsCollector;
 use quarry_common::flight_channels::FlightChannels;
+use quarry_common::inline_pieces::InlinePieces;
 use quarry_common::metrics::collect_operator_metrics;
 use quarry_common::object_stores::ObjectStoreRegistrar;
 use quarry_common::protocol::{
@@ -30,6 +31,10 @@ use quarry_common::shuffle_reader::ExchangeAccess;
 
 use crate::exchange::{ExchangeStore, OutputWriter};
 use crate::running::RunningTask;
+
+/// The most output a task sends back with its result, whatever it is asked for: more is
+/// fetched from the exchange store.
+const MAX_INLINE_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What every task on this executor shares.
 #[derive(Debug)]
@@ -170,6 +175,10 @@ pub async fn run_task(
         .map(|_| BatchCoalescer::new(plan.schema(), batch_size))
         .collect();
     let mut output = env.exchange.writer(plan.schema(), output_count);
+    let mut inline = InlinePieces::new(
+        output_count,
+        task.inline_output_limit.min(MAX_INLINE_OUTPUT_BYTES),
+    );
 
     let mut bounds = BoundsCollector::new(&plan.schema(), &task.bound_columns);
     let mut stream = plan.execute(partition, Arc::clone(&task_ctx))?;
@@ -180,17 +189,19 @@ pub async fn run_task(
         }
         match partitioner.as_mut() {
             Some(partitioner) => partitioner.partition(batch, |i, piece| {
-                push(&mut coalescers[i], &mut output, i, piece)
+                push(&mut coalescers[i], &mut output, &mut inline, i, piece)
             })?,
-            None => push(&mut coalescers[0], &mut output, 0, batch)?,
+            None => push(&mut coalescers[0], &mut output, &mut inline, 0, batch)?,
         }
     }
     for (i, coalescer) in coalescers.iter_mut().enumerate() {
         coalescer.finish_buffered_batch()?;
         while let Some(batch) = coalescer.next_completed_batch() {
+            inline.push(i, &batch);
             output.push(i, batch)?;
         }
     }
+    let inline_pieces = inline.finish(&plan.schema())?;
     let (output_rows, output_bytes) = output.stats();
     output.finish(&task.query_id, task.stage_id, task.partition, task.attempt)?;
     drop(stream);
@@ -211,6 +222,7 @@ pub async fn run_task(
         elapsed_ms: started.elapsed().as_millis() as u64,
         metrics_json: serde_json::to_string(&metrics).unwrap_or_default(),
         column_bounds: bounds.finish(),
+        inline_pieces,
     })
 }
 
@@ -232,11 +244,13 @@ fn cooperative(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
 fn push(
     coalescer: &mut BatchCoalescer,
     output: &mut OutputWriter,
+    inline: &mut InlinePieces,
     piece: usize,
     batch: RecordBatch,
 ) -> Result<()> {
     coalescer.push_batch(batch)?;
     while let Some(done) = coalescer.next_completed_batch() {
+        inline.push(piece, &done);
         output.push(piece, done)?;
     }
     Ok(())

@@ -63,6 +63,7 @@ impl QueryRun {
                 object_stores: self.tasks.object_stores.clone(),
                 trace_context: quarry_common::trace_context::traceparent(&tracing::Span::current()),
                 bound_columns: self.bound_columns(stage.id),
+                inline_output_limit: self.inline_output_limit(stage.id),
             };
             let in_flight = self.in_flight(stage.id, partition, &executor.executor_id, attempt);
             let outcome = self.scheduler.call_task(&executor, task).await;
@@ -80,6 +81,8 @@ impl QueryRun {
                         endpoint: executor.endpoint.clone(),
                         attempt,
                         bounds: result.column_bounds,
+                        inline: (!result.inline_pieces.is_empty())
+                            .then(|| Arc::new(result.inline_pieces)),
                     };
                     let operators: Vec<OperatorMetrics> =
                         serde_json::from_str(&result.metrics_json).unwrap_or_default();

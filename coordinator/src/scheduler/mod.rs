@@ -99,6 +99,17 @@ struct TaskOutput {
     attempt: u32,
     /// The ranges of the output columns later stages' dynamic filters asked for.
     bounds: Vec<quarry_common::protocol::ColumnBound>,
+    /// Its pieces, when the task sent them back with its result (a small output of a
+    /// stage the coordinator reads): they stay readable here whatever becomes of the
+    /// executor.
+    inline: Option<Arc<Vec<bytes::Bytes>>>,
+}
+
+impl TaskOutput {
+    /// Is it gone with its executor (not sent back, and the executor not the same one)?
+    fn lost(&self, cluster: &crate::cluster::Cluster) -> bool {
+        self.inline.is_none() && !cluster.is_current(&self.executor_id, self.incarnation)
+    }
 }
 
 /// How one task ended, as far as its stage is concerned.

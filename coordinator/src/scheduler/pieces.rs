@@ -86,6 +86,11 @@ fn location(
             attempt: output.attempt,
             output_partition: piece,
         }),
+        inline: output
+            .inline
+            .as_ref()
+            .and_then(|pieces| pieces.get(piece as usize))
+            .cloned(),
     }
 }
 

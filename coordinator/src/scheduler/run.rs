@@ -24,6 +24,11 @@ use super::profile::{QueryProfile, StageProfile, TaskProfile};
 use super::watchdog::InFlight;
 use super::{QueryTasks, Scheduler, TaskEnd, TaskOutput};
 
+/// The most output (in memory) a task of a stage the coordinator reads sends back with
+/// its result. TPC-H's answers at SF1 take a few KB; 256 KB of a few tasks is nothing to
+/// hold for a query's life.
+const INLINE_OUTPUT_BYTES: u64 = 256 * 1024;
+
 pub(super) struct RunState {
     /// Per stage, per task: where the output of its last successful attempt is.
     pub(super) outputs: BTreeMap<u32, Vec<Option<TaskOutput>>>,
@@ -242,6 +247,17 @@ impl QueryRun {
         Ok((stage, applied))
     }
 
+    /// Bytes of output a task of `stage_id` sends back with its result: the stages the
+    /// coordinator reads itself send small outputs that way, so their last hop is no
+    /// fetch.
+    pub(super) fn inline_output_limit(&self, stage_id: u32) -> u64 {
+        if reader_stages(&self.plan.root).contains(&stage_id) {
+            INLINE_OUTPUT_BYTES
+        } else {
+            0
+        }
+    }
+
     /// The output columns of `stage_id` whose ranges dynamic filters need.
     pub(super) fn bound_columns(&self, stage_id: u32) -> Vec<u32> {
         let mut columns: Vec<u32> = self
@@ -336,12 +352,7 @@ impl QueryRun {
                                 .iter()
                                 .enumerate()
                                 .filter(|(_, o)| {
-                                    o.as_ref().is_none_or(|o| {
-                                        !self
-                                            .scheduler
-                                            .cluster
-                                            .is_current(&o.executor_id, o.incarnation)
-                                    })
+                                    o.as_ref().is_none_or(|o| o.lost(&self.scheduler.cluster))
                                 })
                                 .map(|(p, _)| p as u32)
                                 .collect()
@@ -407,7 +418,9 @@ impl QueryRun {
             let mut state = self.lock();
             for outputs in state.outputs.values_mut() {
                 for slot in outputs.iter_mut() {
-                    if slot.as_ref().is_some_and(|o| o.executor_id == executor_id)
+                    if slot
+                        .as_ref()
+                        .is_some_and(|o| o.executor_id == executor_id && o.inline.is_none())
                         && let Some(o) = slot.take()
                     {
                         incarnations.insert(o.incarnation);

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use quarry_catalog::JobRecord;
 use quarry_coordinator::service::{QueryService, SessionHandle};
@@ -390,6 +390,80 @@ async fn a_plan_the_executors_ran_runs_here_again_once_its_input_is_small() {
         let (rows, record) = run_sql(&engine, &session, query).await;
         assert_eq!(record.tasks_total, 0, "{record:?}");
         assert_eq!(lines(&rows), ["Lyon|10", "Oslo|10", "Pune|10"]);
+    }
+    cluster.cluster.shutdown().await;
+}
+
+/// The root reader's line of EXPLAIN ANALYZE (the coordinator's read of the last stage).
+async fn root_reader(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    query: &str,
+) -> String {
+    let batches = sql(engine, session, &format!("EXPLAIN ANALYZE {query}")).await;
+    let mut analyzed = String::new();
+    for batch in &batches {
+        let plans = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("plan column");
+        for i in 0..plans.len() {
+            analyzed.push_str(plans.value(i));
+            analyzed.push('\n');
+        }
+    }
+    let root = analyzed
+        .split_once("Stage root")
+        .unwrap_or_else(|| panic!("no root stage in {analyzed}"))
+        .1;
+    root.lines()
+        .find(|l| l.contains("ShuffleReaderExec"))
+        .map(|l| format!("{l}\n{analyzed}"))
+        .unwrap_or_else(|| panic!("no root reader in {analyzed}"))
+}
+
+/// A small answer comes back with the results of the last stage's tasks, so the
+/// coordinator fetches nothing from the executors to read it; a big one is fetched. Both
+/// as stages over the executors and whole on one executor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_answer_comes_back_with_its_tasks_and_a_big_one_is_fetched() {
+    let (cluster, engine, session) = start().await;
+    for statement in [
+        "SET quarry.results_cache.enabled = false",
+        "SET quarry.local_max_rows = 100",
+    ] {
+        sql(&engine, &session, statement).await;
+    }
+    let small = "SELECT city, count(*) AS n FROM s.events GROUP BY city ORDER BY city";
+    // 360,000 rows of two numbers: over 256 KB from each task.
+    let big = "SELECT count(*) FROM (SELECT a.id, b.id AS other FROM s.events a, s.events b \
+               ORDER BY 1, 2 LIMIT 400000)";
+    for limit in ["0", "134217728"] {
+        sql(
+            &engine,
+            &session,
+            &format!("SET quarry.one_executor_max_bytes = {limit}"),
+        )
+        .await;
+        let reader = root_reader(&engine, &session, small).await;
+        let line = reader.lines().next().unwrap_or_default();
+        assert!(
+            line.contains("rows=3") && !line.contains("fetched="),
+            "{reader}"
+        );
+        assert_eq!(
+            lines(&sql(&engine, &session, small).await),
+            ["Lyon|200", "Oslo|200", "Pune|200"]
+        );
+        let pairs = "SELECT a.id, b.id AS other FROM s.events a, s.events b";
+        let reader = root_reader(&engine, &session, pairs).await;
+        let line = reader.lines().next().unwrap_or_default();
+        assert!(
+            line.contains("rows=360000") && line.contains("fetched="),
+            "{reader}"
+        );
+        assert_eq!(lines(&sql(&engine, &session, big).await), ["360000"]);
     }
     cluster.cluster.shutdown().await;
 }

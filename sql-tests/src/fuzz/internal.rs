@@ -193,6 +193,8 @@ impl InternalTarget {
             bound_columns: (0..rng.random_range(0..3))
                 .map(|_| number(rng) as u32)
                 .collect(),
+            // Any limit: the output comes back with the result or it does not.
+            inline_output_limit: number(rng) as u64,
         };
         let described = format!(
             "RUN_TASK {} partition {} with {plan_kind} ({} bytes), {} output partitioning bytes, settings {:?}",
@@ -450,6 +452,7 @@ impl InternalTarget {
             object_stores: Vec::new(),
             trace_context: String::new(),
             bound_columns: vec![0],
+            inline_output_limit: 1024,
         };
         let endpoint = match &self.executors[0] {
             e if e.starts_with("http") => e.clone(),
