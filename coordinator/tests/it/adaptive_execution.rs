@@ -12,12 +12,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::file::properties::WriterProperties;
 use quarry_coordinator::service::{QueryService, SessionHandle};
 
-use crate::harness::{TestCluster, sql, two_by_two, write_parquet_file};
+use crate::harness::{TestCluster, explained, sql, two_by_two, write_parquet_file};
 use crate::reflections::lines;
 
 /// Fact rows per row group: the unit a filter skips.
@@ -84,29 +84,6 @@ async fn start() -> (TestCluster, Arc<dyn QueryService>, SessionHandle) {
         sql(&engine, &session, &statement).await;
     }
     (cluster, engine, session)
-}
-
-/// The text of EXPLAIN ANALYZE (or EXPLAIN) of `query`, every row.
-async fn explained(
-    engine: &Arc<dyn QueryService>,
-    session: &SessionHandle,
-    explain: &str,
-    query: &str,
-) -> String {
-    let batches = sql(engine, session, &format!("{explain} {query}")).await;
-    let mut text = String::new();
-    for batch in &batches {
-        let plans = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("plan column");
-        for i in 0..plans.len() {
-            text.push_str(plans.value(i));
-            text.push('\n');
-        }
-    }
-    text
 }
 
 /// Rows the scans of the fact table produced, summed over stages.

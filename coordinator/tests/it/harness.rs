@@ -50,6 +50,31 @@ pub async fn sql(
     run_sql(engine, session, text).await.0
 }
 
+/// The text of `explain` (EXPLAIN, EXPLAIN ANALYZE) of `query`: every row's plan, in
+/// order.
+pub async fn explained(
+    engine: &Arc<dyn QueryService>,
+    session: &SessionHandle,
+    explain: &str,
+    query: &str,
+) -> String {
+    use arrow::array::{Array, StringArray};
+    let batches = sql(engine, session, &format!("{explain} {query}")).await;
+    let mut text = String::new();
+    for batch in &batches {
+        let plans = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("plan column");
+        for i in 0..plans.len() {
+            text.push_str(plans.value(i));
+            text.push('\n');
+        }
+    }
+    text
+}
+
 /// The error a statement fails with, as its client sees it; panics when it succeeds.
 pub async fn sql_error(
     engine: &Arc<dyn QueryService>,

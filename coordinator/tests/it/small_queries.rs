@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use quarry_catalog::JobRecord;
 use quarry_coordinator::service::{QueryService, SessionHandle};
 
-use crate::harness::{TestCluster, run_sql, sql, two_by_two, write_parquet_file};
+use crate::harness::{TestCluster, explained, run_sql, sql, two_by_two, write_parquet_file};
 use crate::reflections::lines;
 
 /// `rows` rows (id, city) in a Parquet file at `path`.
@@ -400,19 +400,7 @@ async fn root_reader(
     session: &SessionHandle,
     query: &str,
 ) -> String {
-    let batches = sql(engine, session, &format!("EXPLAIN ANALYZE {query}")).await;
-    let mut analyzed = String::new();
-    for batch in &batches {
-        let plans = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("plan column");
-        for i in 0..plans.len() {
-            analyzed.push_str(plans.value(i));
-            analyzed.push('\n');
-        }
-    }
+    let analyzed = explained(engine, session, "EXPLAIN ANALYZE", query).await;
     let root = analyzed
         .split_once("Stage root")
         .unwrap_or_else(|| panic!("no root stage in {analyzed}"))
