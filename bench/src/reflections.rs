@@ -233,7 +233,9 @@ pub async fn run(rows: u64, results: &std::path::Path) -> Result<(), Error> {
         for _ in 0..3 {
             raw.push(timed(&mut client, sql).await?.0);
         }
-        client.query("SET quarry.reflections.enabled = true").await?;
+        client
+            .query("SET quarry.reflections.enabled = true")
+            .await?;
         let mut accelerated = Vec::new();
         for _ in 0..15 {
             accelerated.push(timed(&mut client, sql).await?.0);
