@@ -46,6 +46,9 @@ pub struct Stage {
     pub plan: Arc<dyn ExecutionPlan>,
     /// How each task's output is split; None = one piece per task.
     pub output: Option<Partitioning>,
+    /// Partitions each task runs at once, each a slot's worth of work: 1 for a stage cut
+    /// at every exchange; all of the plan's for a plan run whole on one executor.
+    pub slots_per_task: u32,
 }
 
 impl Stage {
@@ -185,7 +188,12 @@ struct StagePlanner {
 impl StagePlanner {
     fn add_stage(&mut self, plan: Arc<dyn ExecutionPlan>, output: Option<Partitioning>) -> u32 {
         let id = self.stages.len() as u32 + 1;
-        self.stages.push(Stage { id, plan, output });
+        self.stages.push(Stage {
+            id,
+            plan,
+            output,
+            slots_per_task: 1,
+        });
         id
     }
 
@@ -351,13 +359,17 @@ pub(crate) fn plan_stages(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
 /// runs a plan; the root reads its one output. For a plan whose input one executor reads
 /// faster than its stages would move it (see `engine::placement`).
 pub(crate) fn plan_one_stage(plan: Arc<dyn ExecutionPlan>) -> Result<StagePlan> {
-    let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() > 1 {
+    let partitions = plan.output_partitioning().partition_count();
+    let plan: Arc<dyn ExecutionPlan> = if partitions > 1 {
         Arc::new(CoalescePartitionsExec::new(plan))
     } else {
         plan
     };
     let mut planner = StagePlanner::default();
     let root = planner.read_whole(plan);
+    for stage in &mut planner.stages {
+        stage.slots_per_task = u32::try_from(partitions).unwrap_or(u32::MAX).max(1);
+    }
     Ok(StagePlan {
         stages: planner.stages,
         root,

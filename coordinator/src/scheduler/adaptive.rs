@@ -57,6 +57,7 @@ impl QueryRun {
                 id: joined.id,
                 plan,
                 output: joined.output.clone(),
+                slots_per_task: joined.slots_per_task,
             };
             {
                 let mut state = self.lock();

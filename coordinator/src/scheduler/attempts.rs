@@ -42,7 +42,12 @@ impl QueryRun {
             let (executor, lease) = self
                 .scheduler
                 .slots
-                .acquire(&self.tasks.query_id, eligible, placement.preferred())
+                .acquire_many(
+                    &self.tasks.query_id,
+                    eligible,
+                    placement.preferred(),
+                    stage.slots_per_task,
+                )
                 .await
                 .map_err(|e| match &placement {
                     Placement::Only(holders) => QuarryError::unavailable(format!(

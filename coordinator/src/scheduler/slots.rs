@@ -12,6 +12,12 @@
 //! A grant depends on nothing but free slots: no task ever waits for a slot while
 //! holding one (a task takes its slot only once its inputs are finished, see the module
 //! doc of the scheduler), so slot hand-out cannot deadlock.
+//!
+//! A task that runs several partitions at once (a plan run whole on one executor) takes
+//! that many slots of one executor together (all of them, on a smaller executor). While
+//! such a task is the fairest waiter and no executor has that many free, freed slots wait
+//! for it rather than going to tasks behind it, which would otherwise keep it waiting for
+//! ever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +35,8 @@ pub(super) type Eligible = Arc<dyn Fn(&ExecutorInfo) -> bool + Send + Sync>;
 
 struct Waiter {
     query: String,
+    /// Slots it takes on one executor (at most that executor's).
+    slots: u32,
     eligible: Eligible,
     preferred: Option<String>,
     /// Where ties between equally free executors start, so tasks go round them.
@@ -75,11 +83,12 @@ impl std::fmt::Debug for SlotPool {
     }
 }
 
-/// A held slot; dropping it frees the slot and hands it on.
+/// Held slots of one executor; dropping the lease frees them and hands them on.
 pub(super) struct Lease {
     shared: Arc<Shared>,
     executor_id: String,
     query: String,
+    slots: u32,
 }
 
 impl std::fmt::Debug for Lease {
@@ -96,10 +105,10 @@ impl Drop for Lease {
         {
             let mut state = self.shared.lock();
             if let Some(n) = state.in_use.get_mut(&self.executor_id) {
-                *n = n.saturating_sub(1);
+                *n = n.saturating_sub(self.slots);
             }
             if let Some(n) = state.held.get_mut(&self.query) {
-                *n = n.saturating_sub(1);
+                *n = n.saturating_sub(self.slots as usize);
                 if *n == 0 {
                     state.held.remove(&self.query);
                 }
@@ -128,9 +137,13 @@ fn dispatch(shared: &Arc<Shared>) {
     {
         let mut state = shared.lock();
         loop {
+            let free_on = |state: &PoolState, e: &ExecutorInfo| {
+                e.slots
+                    .saturating_sub(state.in_use.get(&e.executor_id).copied().unwrap_or(0))
+            };
             let free: Vec<&ExecutorInfo> = executors
                 .iter()
-                .filter(|e| state.in_use.get(&e.executor_id).copied().unwrap_or(0) < e.slots)
+                .filter(|e| free_on(&state, e) > 0)
                 .collect();
             if free.is_empty() {
                 break;
@@ -142,8 +155,11 @@ fn dispatch(shared: &Arc<Shared>) {
                 .iter()
                 .filter(|(_, w)| !w.grant.is_closed())
                 .filter_map(|(id, w)| {
-                    let mut usable: Vec<&ExecutorInfo> =
-                        free.iter().copied().filter(|e| (w.eligible)(e)).collect();
+                    let mut usable: Vec<&ExecutorInfo> = free
+                        .iter()
+                        .copied()
+                        .filter(|e| (w.eligible)(e) && free_on(&state, e) >= wanted(w, e))
+                        .collect();
                     if usable.is_empty() {
                         return None;
                     }
@@ -167,21 +183,36 @@ fn dispatch(shared: &Arc<Shared>) {
                 .min_by_key(|(key, _)| *key);
             // Waiters whose task went away are dropped here.
             state.waiters.retain(|_, w| !w.grant.is_closed());
-            let Some(((_, _, id), executor)) = choice else {
+            let Some(((held, served, id), executor)) = choice else {
                 break;
             };
+            // A fairer task that takes several slots and finds no executor with enough
+            // free keeps the free ones for itself.
+            let reserved = state.waiters.iter().any(|(other, w)| {
+                w.slots > 1
+                    && executors.iter().any(|e| (w.eligible)(e))
+                    && (
+                        state.held.get(&w.query).copied().unwrap_or(0),
+                        state.last_grant.get(&w.query).copied().unwrap_or(0),
+                        *other,
+                    ) < (held, served, id)
+            });
+            if reserved {
+                break;
+            }
             let Some(waiter) = state.waiters.remove(&id) else {
                 break;
             };
             state.grants += 1;
             let grants = state.grants;
             state.last_grant.insert(waiter.query.clone(), grants);
+            let slots = wanted(&waiter, &executor);
             *state
                 .in_use
                 .entry(executor.executor_id.clone())
-                .or_default() += 1;
-            *state.held.entry(waiter.query.clone()).or_default() += 1;
-            granted.push((waiter, executor));
+                .or_default() += slots;
+            *state.held.entry(waiter.query.clone()).or_default() += slots as usize;
+            granted.push((waiter, executor, slots));
         }
         // Forget queries that neither hold nor wait for a slot.
         if state.last_grant.len() > 64 {
@@ -197,14 +228,20 @@ fn dispatch(shared: &Arc<Shared>) {
     }
     // Send outside the lock: a grant that finds its waiter gone drops its lease, which
     // frees the slot and dispatches again.
-    for (waiter, executor) in granted {
+    for (waiter, executor, slots) in granted {
         let lease = Lease {
             shared: Arc::clone(shared),
             executor_id: executor.executor_id.clone(),
             query: waiter.query.clone(),
+            slots,
         };
         let _ = waiter.grant.send((executor, lease));
     }
+}
+
+/// The slots `waiter` takes on `executor`: what it asks for, at most all of them.
+fn wanted(waiter: &Waiter, executor: &ExecutorInfo) -> u32 {
+    waiter.slots.min(executor.slots).max(1)
 }
 
 /// Which executors are active, with how many slots: changes when one joins or goes.
@@ -229,11 +266,24 @@ impl SlotPool {
 
     /// Take a slot for a task of `query` on one of the executors `eligible` accepts,
     /// preferring `preferred`, else the one with the most free slots.
+    #[cfg(test)]
     pub(super) async fn acquire(
         &self,
         query: &str,
         eligible: Eligible,
         preferred: Option<&str>,
+    ) -> Result<(ExecutorInfo, Lease), QuarryError> {
+        self.acquire_many(query, eligible, preferred, 1).await
+    }
+
+    /// Take `slots` slots of one executor (all of a smaller one's) for a task of `query`
+    /// that runs that many partitions at once; otherwise as [`SlotPool::acquire`].
+    pub(super) async fn acquire_many(
+        &self,
+        query: &str,
+        eligible: Eligible,
+        preferred: Option<&str>,
+        slots: u32,
     ) -> Result<(ExecutorInfo, Lease), QuarryError> {
         let spread = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cluster = Arc::clone(&self.shared.cluster);
@@ -259,6 +309,7 @@ impl SlotPool {
                     id,
                     Waiter {
                         query: query.to_string(),
+                        slots: slots.max(1),
                         eligible: Arc::clone(&eligible),
                         preferred: preferred.map(str::to_string),
                         spread,
@@ -358,6 +409,50 @@ mod tests {
             task.await
                 .map_err(|e| QuarryError::from(CoordinatorError::crashed("a waiter", e)))??;
         }
+        Ok(())
+    }
+
+    /// A task that runs two partitions at once takes two slots of one executor together;
+    /// a later single-slot task does not take the slot it is waiting for, and gets one
+    /// once both are freed.
+    #[tokio::test]
+    async fn a_task_of_several_partitions_takes_that_many_slots_and_is_not_starved()
+    -> Result<(), QuarryError> {
+        let pool = Arc::new(SlotPool::new(cluster(2)));
+        let (_, first) = pool.acquire("a", anywhere(), None).await?;
+        let (order_tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let whole = {
+            let (pool, tx) = (Arc::clone(&pool), order_tx.clone());
+            tokio::spawn(async move {
+                let (_, lease) = pool.acquire_many("whole", anywhere(), None, 2).await?;
+                let _ = tx.send(("whole", lease.slots));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(lease);
+                Ok::<_, QuarryError>(())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let single = {
+            let (pool, tx) = (Arc::clone(&pool), order_tx.clone());
+            tokio::spawn(async move {
+                let (_, lease) = pool.acquire("single", anywhere(), None).await?;
+                let _ = tx.send(("single", lease.slots));
+                Ok::<_, QuarryError>(())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // One slot is free all this time, but it is kept for the two-slot task.
+        assert!(order.try_recv().is_err(), "a slot went to a task behind it");
+        drop(first);
+        assert_eq!(order.recv().await, Some(("whole", 2)));
+        assert_eq!(order.recv().await, Some(("single", 1)));
+        for task in [whole, single] {
+            task.await
+                .map_err(|e| QuarryError::from(CoordinatorError::crashed("a waiter", e)))??;
+        }
+        // More than an executor has: all of its slots.
+        let (_, all) = pool.acquire_many("big", anywhere(), None, 8).await?;
+        assert_eq!(all.slots, 2);
         Ok(())
     }
 
