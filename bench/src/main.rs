@@ -139,12 +139,10 @@ struct Results {
 /// The engines compared in the same run: each query's iterations alternate between them,
 /// so drift in the machine's load hits all of them alike.
 struct Engines {
-    quarry: FlightSql,
-    /// The same executors with one slot each (a cluster of its own).
-    quarry_one: FlightSql,
-    /// The default cluster with every plan spread over the executors as stages (none
-    /// whole on one executor).
-    quarry_stages: FlightSql,
+    /// Quarry three ways, by name: the default cluster; the same executors with one slot
+    /// each (a cluster of its own); the default cluster with every plan spread over the
+    /// executors as stages (none whole on one executor).
+    quarry: [(&'static str, FlightSql); 3],
     datafusion: SessionContext,
 }
 
@@ -156,24 +154,22 @@ impl Engines {
         dir: &Path,
         partitions: usize,
     ) -> Result<Self, Error> {
-        let mut quarry = FlightSql::connect(port).await?;
-        let mut quarry_one = FlightSql::connect(one_slot_port).await?;
-        let mut quarry_stages = FlightSql::connect(port).await?;
-        for sql in setup {
-            quarry.query(sql).await?;
-            quarry_one.query(sql).await?;
-            quarry_stages.query(sql).await?;
+        let mut quarry = [
+            ("Quarry", FlightSql::connect(port).await?),
+            ("Quarry (1 slot)", FlightSql::connect(one_slot_port).await?),
+            ("Quarry (as stages)", FlightSql::connect(port).await?),
+        ];
+        for (_, client) in &mut quarry {
+            for sql in setup {
+                client.query(sql).await?;
+            }
         }
-        quarry_stages
+        quarry[2]
+            .1
             .query("SET quarry.one_executor_max_bytes = 0")
             .await?;
         let datafusion = tpch::datafusion_context(dir, partitions).await?;
-        Ok(Engines {
-            quarry,
-            quarry_one,
-            quarry_stages,
-            datafusion,
-        })
+        Ok(Engines { quarry, datafusion })
     }
 
     /// Run every query on Quarry (default slots, one slot, every plan as stages) and
@@ -187,23 +183,12 @@ impl Engines {
             for _ in 0..iterations {
                 for (engine, (times, last)) in times.iter_mut().zip(last.iter_mut()).enumerate() {
                     let started = Instant::now();
-                    *last = match engine {
-                        0 => self
-                            .quarry
+                    *last = match self.quarry.get_mut(engine) {
+                        Some((name, client)) => client
                             .query(&sql)
                             .await
-                            .map_err(|e| format!("Quarry Q{n}: {e}"))?,
-                        1 => self
-                            .quarry_one
-                            .query(&sql)
-                            .await
-                            .map_err(|e| format!("Quarry (1 slot) Q{n}: {e}"))?,
-                        2 => self
-                            .quarry_stages
-                            .query(&sql)
-                            .await
-                            .map_err(|e| format!("Quarry (as stages) Q{n}: {e}"))?,
-                        _ => self.datafusion.sql(&sql).await?.collect().await?,
+                            .map_err(|e| format!("{name} Q{n}: {e}"))?,
+                        None => self.datafusion.sql(&sql).await?.collect().await?,
                     };
                     times.push(started.elapsed().as_secs_f64() * 1000.0);
                 }

@@ -18,7 +18,6 @@ pub mod object_stores;
 pub mod panics;
 pub mod plan_chunks;
 pub mod protocol;
-pub mod sessions;
 pub mod settings;
 pub mod shuffle_reader;
 pub mod sketches;

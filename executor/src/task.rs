@@ -213,7 +213,11 @@ pub async fn run_task(
     }
     let inline_pieces = inline.finish(&plan.schema())?;
     let (output_rows, output_bytes) = output.stats();
-    output.finish(&task.query_id, task.stage_id, task.partition, task.attempt)?;
+    // An output sent back with the result is read from there: dropping the writer frees
+    // its memory (or files) instead of keeping a copy nobody fetches until the query ends.
+    if inline_pieces.is_empty() {
+        output.finish(&task.query_id, task.stage_id, task.partition, task.attempt)?;
+    }
     drop(stream);
     // A shared plan's metrics hold every partition run on it: the last task reports them.
     let metrics = if lease.finish() {

@@ -267,7 +267,13 @@ impl Datasets {
             }
             state
         });
-        let mut state = quarry_common::sessions::copy_with_config(template, config)
+        // A copy of the template with the query's settings, its table options (CSV,
+        // Parquet, JSON defaults) following them as a freshly built session's would.
+        let table_options =
+            datafusion::config::TableOptions::default_from_session_config(config.options());
+        let mut state = SessionStateBuilder::new_from_existing(template.clone())
+            .with_table_options(table_options)
+            .with_config(config)
             .with_catalog_list(self.catalog_list(viewer))
             .build();
         // The statement's time: now() and current_date fold to it while planning

@@ -106,9 +106,14 @@ struct TaskOutput {
 }
 
 impl TaskOutput {
-    /// Is it gone with its executor (not sent back, and the executor not the same one)?
+    /// Is it held only in `executor_id`'s exchange store (not sent back with the result)?
+    fn held_on(&self, executor_id: &str) -> bool {
+        self.inline.is_none() && self.executor_id == executor_id
+    }
+
+    /// Is it gone with its executor (held there, and the executor not the same one)?
     fn lost(&self, cluster: &crate::cluster::Cluster) -> bool {
-        self.inline.is_none() && !cluster.is_current(&self.executor_id, self.incarnation)
+        self.held_on(&self.executor_id) && !cluster.is_current(&self.executor_id, self.incarnation)
     }
 }
 

@@ -418,9 +418,7 @@ impl QueryRun {
             let mut state = self.lock();
             for outputs in state.outputs.values_mut() {
                 for slot in outputs.iter_mut() {
-                    if slot
-                        .as_ref()
-                        .is_some_and(|o| o.executor_id == executor_id && o.inline.is_none())
+                    if slot.as_ref().is_some_and(|o| o.held_on(executor_id))
                         && let Some(o) = slot.take()
                     {
                         incarnations.insert(o.incarnation);

@@ -176,14 +176,12 @@ fn dispatch(shared: &Arc<Shared>) {
                                 std::cmp::Reverse(e.slots.saturating_sub(used))
                             })
                         })?;
-                    let held = state.held.get(&w.query).copied().unwrap_or(0);
-                    let served = state.last_grant.get(&w.query).copied().unwrap_or(0);
-                    Some(((held, served, *id), executor.clone()))
+                    Some((fairness(&state, *id, w), executor.clone()))
                 })
                 .min_by_key(|(key, _)| *key);
             // Waiters whose task went away are dropped here.
             state.waiters.retain(|_, w| !w.grant.is_closed());
-            let Some(((held, served, id), executor)) = choice else {
+            let Some((key, executor)) = choice else {
                 break;
             };
             // A fairer task that takes several slots and finds no executor with enough
@@ -191,12 +189,9 @@ fn dispatch(shared: &Arc<Shared>) {
             let reserved = state.waiters.iter().any(|(other, w)| {
                 w.slots > 1
                     && executors.iter().any(|e| (w.eligible)(e))
-                    && (
-                        state.held.get(&w.query).copied().unwrap_or(0),
-                        state.last_grant.get(&w.query).copied().unwrap_or(0),
-                        *other,
-                    ) < (held, served, id)
+                    && fairness(&state, *other, w) < key
             });
+            let (_, _, id) = key;
             if reserved {
                 break;
             }
@@ -237,6 +232,16 @@ fn dispatch(shared: &Arc<Shared>) {
         };
         let _ = waiter.grant.send((executor, lease));
     }
+}
+
+/// Which waiter goes first: of the query holding the fewest slots now, then the query
+/// served longest ago, then the task that waited longest.
+fn fairness(state: &PoolState, id: u64, waiter: &Waiter) -> (usize, u64, u64) {
+    (
+        state.held.get(&waiter.query).copied().unwrap_or(0),
+        state.last_grant.get(&waiter.query).copied().unwrap_or(0),
+        id,
+    )
 }
 
 /// The slots `waiter` takes on `executor`: what it asks for, at most all of them.
