@@ -9,7 +9,7 @@ mod state;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,10 @@ pub struct Job {
     /// Handles held by frontends: while any is alive the job's results are kept, however
     /// many newer jobs there are.
     holds: AtomicUsize,
+    /// How long after its end its results stay for a client that was told to come for
+    /// them (see `keep_for_reader`), and whether any client has started reading them.
+    kept_for_reader: Mutex<Option<Duration>>,
+    read: AtomicBool,
     /// The job's root span ("query"): planning and running happen inside it. It ends when
     /// the job does (taken here; the runs' clones end with them).
     span: Mutex<Option<tracing::Span>>,
@@ -99,6 +103,7 @@ impl Job {
         limit: Option<u64>,
     ) -> impl futures::Stream<Item = Result<arrow::array::RecordBatch, QuarryError>> + Send + 'static
     {
+        self.read.store(true, Ordering::Relaxed);
         self.spool.read(offset, limit)
     }
 
@@ -148,6 +153,29 @@ impl Job {
         if let Ok(mut deadline) = self.fetch_deadline.lock() {
             *deadline = Some(Instant::now() + timeout);
         }
+        self.keep_for_reader(timeout);
+    }
+
+    /// A client was told to come for its results (a Flight SQL ticket, an asynchronous
+    /// REST submission): if it has not started reading them, they stay for `grace` after
+    /// the job ends, however many newer jobs there are.
+    pub fn keep_for_reader(&self, grace: Duration) {
+        if let Ok(mut kept) = self.kept_for_reader.lock() {
+            *kept = Some(grace);
+        }
+    }
+
+    /// Its results were promised to a client that has not started reading them, and the
+    /// grace after its end has not passed.
+    fn awaits_reader(&self) -> bool {
+        if self.read.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(grace) = self.kept_for_reader.lock().ok().and_then(|k| *k) else {
+            return false;
+        };
+        let finished = self.lock().finished_ms.unwrap_or_else(now_ms);
+        now_ms() < finished.saturating_add(grace.as_millis() as u64)
     }
 
     /// Still running, and nobody came for its results in time.
@@ -164,6 +192,7 @@ impl Job {
     /// job runs, the job is cancelled (nobody will read what it computes).
     pub fn watched<S>(self: &Arc<Self>, results: S) -> WatchedResults<S> {
         self.readers.fetch_add(1, Ordering::Relaxed);
+        self.read.store(true, Ordering::Relaxed);
         if let Ok(mut deadline) = self.fetch_deadline.lock() {
             *deadline = None;
         }
@@ -391,6 +420,8 @@ impl Jobs {
             fetch_deadline: Mutex::new(None),
             readers: AtomicUsize::new(0),
             holds: AtomicUsize::new(0),
+            kept_for_reader: Mutex::new(None),
+            read: AtomicBool::new(false),
             span: Mutex::new(Some(span)),
             submitted: Instant::now(),
         });
@@ -402,8 +433,13 @@ impl Jobs {
             live.drain(..excess).collect()
         };
         for old in evicted {
-            if !is_final(&old.state()) || old.holds.load(Ordering::Relaxed) > 0 {
-                // Still running, or a client is being answered from it: keep it.
+            if !is_final(&old.state())
+                || old.holds.load(Ordering::Relaxed) > 0
+                || old.awaits_reader()
+            {
+                // Still running, a client is being answered from it, or one was sent a
+                // ticket for it and has not come yet (a Flight SQL client between
+                // GetFlightInfo and DoGet, while many other jobs start): keep it.
                 self.live_jobs().push_front(old);
             } else {
                 old.spool.discard();
@@ -515,4 +551,59 @@ fn ended(record: &JobRecord) {
         record.finished_ms.unwrap_or_else(now_ms),
         record.data_as_of_ms.is_some(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(jobs: &Jobs) -> Arc<Job> {
+        let job = jobs.create("SELECT 1", "alice", "test");
+        job.complete();
+        job
+    }
+
+    #[tokio::test]
+    async fn a_ticketed_job_outlives_many_newer_jobs_until_read_or_overdue() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let catalog = Catalog::open(&dir.path().join("catalog")).expect("catalog");
+        let jobs = Jobs::new(catalog, dir.path().join("results")).expect("jobs");
+        let plain = finished(&jobs);
+        let ticketed = jobs.create("VACUUM t", "alice", "test");
+        ticketed.expect_reader(Duration::from_secs(60));
+        ticketed.complete();
+        let overdue = jobs.create("OPTIMIZE TABLE t", "alice", "test");
+        overdue.expect_reader(Duration::ZERO);
+        overdue.complete();
+        // An asynchronous REST submission is kept the same way, and is never cancelled
+        // for want of a reader.
+        let submitted = jobs.create("SELECT 2", "alice", "test");
+        submitted.keep_for_reader(Duration::from_secs(60));
+        assert!(!submitted.abandoned());
+        submitted.complete();
+        for _ in 0..LIVE_JOBS + 10 {
+            finished(&jobs);
+        }
+        assert!(jobs.live(&plain.id).is_none(), "an unticketed job goes");
+        assert!(
+            jobs.live(&overdue.id).is_none(),
+            "a ticket past its time goes"
+        );
+        assert!(
+            jobs.live(&ticketed.id).is_some(),
+            "its client may still come"
+        );
+        assert!(
+            jobs.live(&submitted.id).is_some(),
+            "its client may still come"
+        );
+        // Once its client has read it, it goes like any other.
+        drop(ticketed.watched(futures::stream::empty::<()>()));
+        drop(submitted.results(0, None));
+        for _ in 0..LIVE_JOBS + 10 {
+            finished(&jobs);
+        }
+        assert!(jobs.live(&ticketed.id).is_none());
+        assert!(jobs.live(&submitted.id).is_none());
+    }
 }

@@ -129,7 +129,7 @@ impl JobHandle {
         offset: u64,
         limit: Option<u64>,
     ) -> BoxStream<'static, Result<RecordBatch, QuarryError>> {
-        self.held(self.job().spool.read(offset, limit))
+        self.held(self.job().results(offset, limit))
     }
 
     /// `results` keeping the job's results while they are read: a response body is read
@@ -163,6 +163,12 @@ impl JobHandle {
     /// the job is cancelled unless one comes within `timeout`.
     pub fn expect_reader(&self, timeout: Duration) {
         self.job().expect_reader(timeout);
+    }
+
+    /// A client will come for the results later but may take its time (an asynchronous
+    /// REST submission): unread, they are kept for `grace` after the job ends.
+    pub fn keep_for_reader(&self, grace: Duration) {
+        self.job().keep_for_reader(grace);
     }
 }
 

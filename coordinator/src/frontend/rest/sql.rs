@@ -85,6 +85,8 @@ pub(super) async fn submit(
     }
     let job = state.service.submit(&session, &request.sql, None).await?;
     if request.asynchronous {
+        // Newer jobs must not push its results out before the client comes for them.
+        job.keep_for_reader(state.service.fetch_timeout());
         let id = job.id().to_string();
         return Ok(with_status(StatusCode::ACCEPTED, JobId { id }));
     }
