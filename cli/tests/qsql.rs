@@ -346,7 +346,12 @@ fn qsql_backslash_commands_formats_and_exit_codes() {
 
 #[test]
 fn qsql_over_tls_with_a_login() {
-    let certs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../coordinator/tests/tls");
+    // The checkout this test runs in (cargo sets it at run time too): the path baked in
+    // at build time is another checkout's when a shared build cache found this binary
+    // fresh.
+    let manifest_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let certs = PathBuf::from(manifest_dir).join("../coordinator/tests/tls");
     let cert = |name: &str| certs.join(name).display().to_string();
     let (server, key, ca) = (cert("server.pem"), cert("server-key.pem"), cert("ca.pem"));
     let quarry = start_quarry_with(&[
