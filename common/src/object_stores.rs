@@ -97,15 +97,37 @@ fn stable_hash(text: &str) -> u64 {
     })
 }
 
-/// DataFusion's file caches, as Quarry needs them. Its listing and statistics caches key
-/// entries by the path inside a store, not by the store: two sources with the same paths
-/// (one bucket name on two S3 servers) would answer each other's listings and row counts,
-/// and a cached listing never expires, so a folder that gained files would not show them.
-/// Both are off; the footer cache, checked against each file's size and time, stays.
+/// DataFusion's file caches, as an executor needs them. A cached listing never expires,
+/// so a folder that gained files would not show them: the listing cache is off. An
+/// executor plans no scans, so it needs no statistics cache either. The footer cache,
+/// checked against each file's size and time, stays.
 pub fn cache_config() -> datafusion::execution::cache::cache_manager::CacheManagerConfig {
     datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
         .with_list_files_cache_limit(0)
         .with_file_statistics_cache_limit(0)
+}
+
+/// DataFusion's file caches, as the coordinator needs them: an executor's, and a cache of
+/// each file's statistics, checked against the file's size and time like the footer
+/// cache, so planning does not turn every footer into statistics again. Its entries
+/// are keyed by a table reference and the path inside the store; tables name their store
+/// in that reference ([`store_scope`]), so two stores with the same paths (one bucket name
+/// on two S3 servers) never answer for each other.
+pub fn coordinator_cache_config() -> datafusion::execution::cache::cache_manager::CacheManagerConfig
+{
+    cache_config().with_file_statistics_cache_limit(
+        datafusion::execution::cache::cache_manager::DEFAULT_FILE_STATISTICS_MEMORY_LIMIT,
+    )
+}
+
+/// What names a store in the keys of the statistics cache: its URL and, when it has a
+/// spec, the fingerprint of its options (a source altered to another endpoint is another
+/// store).
+pub fn store_scope(store_url: &str, spec: Option<&ObjectStoreSpec>) -> String {
+    match spec {
+        Some(spec) => format!("{store_url}#{}", fingerprint(spec)),
+        None => store_url.to_string(),
+    }
 }
 
 /// Build the client a spec describes.
@@ -251,5 +273,28 @@ mod tests {
         assert_ne!(fingerprint(&spec), fingerprint(&rotated));
         let registrar = ObjectStoreRegistrar::default();
         assert!(!registrar.holds(&reference));
+    }
+
+    #[test]
+    fn cached_statistics_are_scoped_by_store_and_its_options() {
+        let at =
+            |endpoint: &str| s3_spec("lake", Some("source-a"), &[(S3_ENDPOINT, Some(endpoint))]);
+        let (one, other) = (at("http://one:9000"), at("http://other:9000"));
+        // The same source name altered to another endpoint: another scope.
+        assert_ne!(
+            store_scope(&one.url, Some(&one)),
+            store_scope(&other.url, Some(&other))
+        );
+        // Another source on a bucket of the same name: another URL, so another scope.
+        let elsewhere = s3_spec(
+            "lake",
+            Some("source-b"),
+            &[(S3_ENDPOINT, Some("http://one:9000"))],
+        );
+        assert_ne!(
+            store_scope(&one.url, Some(&one)),
+            store_scope(&elsewhere.url, Some(&elsewhere))
+        );
+        assert_eq!(store_scope("file:///", None), "file:///");
     }
 }

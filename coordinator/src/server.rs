@@ -299,7 +299,7 @@ pub async fn start(
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .with_temp_file_path(config.dir.join("spill"))
-        .with_cache_manager(quarry_common::object_stores::cache_config())
+        .with_cache_manager(quarry_common::object_stores::coordinator_cache_config())
         .build_arc()
         .map_err(|e| CoordinatorError::Runtime {
             what: "coordinator runtime",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::TableReference;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -150,12 +151,17 @@ pub(crate) async fn infer_table(
 }
 
 /// Rebuild a stored table: files are listed at scan time, the schema is not inferred.
+/// Its files' statistics are kept in the session's statistics cache under the name
+/// `scope_of` gives its store.
 pub(crate) fn open_table(
     state: &dyn Session,
     definition: &TableDefinition,
+    scope_of: impl FnOnce(&str) -> String,
 ) -> Result<Arc<dyn TableProvider>, QuarryError> {
     let full = decode_schema(&definition.arrow_schema)?;
     let url = ListingTableUrl::parse(&definition.location)?;
+    let scope = scope_of(url.object_store().as_str());
+    let url = url.with_table_ref(TableReference::bare(scope));
     let mut partition_columns = Vec::new();
     let mut file_fields = Vec::new();
     for field in full.fields() {
@@ -179,5 +185,8 @@ pub(crate) fn open_table(
     let config = ListingTableConfig::new(url)
         .with_listing_options(listing)
         .with_schema(file_schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    let statistics = state.runtime_env().cache_manager.get_file_statistic_cache();
+    Ok(Arc::new(
+        ListingTable::try_new(config)?.with_cache(statistics),
+    ))
 }
