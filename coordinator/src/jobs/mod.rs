@@ -29,6 +29,10 @@ pub(crate) use state::{CANCELED, COMPLETED, FAILED, PLANNING, QUEUED, RUNNING};
 
 /// Jobs whose results stay available (older spools are deleted).
 const LIVE_JOBS: usize = 200;
+/// Past this many older jobs to keep, results promised to clients that have not come for
+/// them go like any others: a client that submits and never reads cannot grow the table
+/// (nor the work of every new job, which looks at each kept one) without bound.
+const UNREAD_KEPT: usize = 2_000;
 /// Job records kept in the catalog.
 const KEPT_JOB_RECORDS: usize = 10_000;
 
@@ -432,10 +436,11 @@ impl Jobs {
             let excess = live.len().saturating_sub(LIVE_JOBS);
             live.drain(..excess).collect()
         };
+        let crowded = evicted.len() > UNREAD_KEPT;
         for old in evicted {
             if !is_final(&old.state())
                 || old.holds.load(Ordering::Relaxed) > 0
-                || old.awaits_reader()
+                || (!crowded && old.awaits_reader())
             {
                 // Still running, a client is being answered from it, or one was sent a
                 // ticket for it and has not come yet (a Flight SQL client between
@@ -605,5 +610,26 @@ mod tests {
         }
         assert!(jobs.live(&ticketed.id).is_none());
         assert!(jobs.live(&submitted.id).is_none());
+    }
+
+    #[tokio::test]
+    async fn unread_results_are_kept_only_up_to_a_bound() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let catalog = Catalog::open(&dir.path().join("catalog")).expect("catalog");
+        let jobs = Jobs::new(catalog, dir.path().join("results")).expect("jobs");
+        let unread = || {
+            let job = jobs.create("INSERT INTO t VALUES (1)", "alice", "test");
+            job.keep_for_reader(Duration::from_secs(60));
+            job.complete();
+            job
+        };
+        let first = unread();
+        for _ in 0..LIVE_JOBS + UNREAD_KEPT - 1 {
+            unread();
+        }
+        assert!(jobs.live(&first.id).is_some(), "within the bound");
+        unread();
+        assert!(jobs.live(&first.id).is_none(), "past the bound");
+        assert!(jobs.live_jobs().len() <= LIVE_JOBS + UNREAD_KEPT);
     }
 }
