@@ -233,6 +233,12 @@ impl ObjectStoreRegistrar {
             .is_some_and(|spec| fingerprint(&spec) == wanted)
     }
 
+    /// What names a store URL's store in the keys of the statistics cache
+    /// ([`store_scope`] of its registered spec).
+    pub fn scope(&self, url: &str) -> String {
+        store_scope(url, self.spec(url).as_ref())
+    }
+
     /// The spec registered for a store URL (`s3://bucket`), if any.
     pub fn spec(&self, url: &str) -> Option<ObjectStoreSpec> {
         let url = url.trim_end_matches('/');

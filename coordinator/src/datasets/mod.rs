@@ -389,10 +389,7 @@ impl Datasets {
             // Opening a table needs only the formats and their default options: the
             // template has both, and a copy of a whole session per table is not needed.
             DatasetDefinition::Table(table) => {
-                tables::open_table(self.template(), &table, |store_url| {
-                    let spec = self.store_spec(store_url);
-                    quarry_common::object_stores::store_scope(store_url, spec.as_ref())
-                })
+                tables::open_table(self.template(), &table, &self.object_stores)
             }
             DatasetDefinition::View(view) => {
                 let depth = VIEW_DEPTH.try_with(|d| *d).unwrap_or(0);

@@ -13,6 +13,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::SessionState;
 use quarry_catalog::TableDefinition;
 use quarry_common::QuarryError;
+use quarry_common::object_stores::ObjectStoreRegistrar;
 use quarry_common::panics::catch_panic;
 
 use super::schema_codec::{decode_schema, encode_schema};
@@ -152,15 +153,15 @@ pub(crate) async fn infer_table(
 
 /// Rebuild a stored table: files are listed at scan time, the schema is not inferred.
 /// Its files' statistics are kept in the session's statistics cache under the name
-/// `scope_of` gives its store.
+/// `stores` gives its store.
 pub(crate) fn open_table(
     state: &dyn Session,
     definition: &TableDefinition,
-    scope_of: impl FnOnce(&str) -> String,
+    stores: &ObjectStoreRegistrar,
 ) -> Result<Arc<dyn TableProvider>, QuarryError> {
     let full = decode_schema(&definition.arrow_schema)?;
     let url = ListingTableUrl::parse(&definition.location)?;
-    let scope = scope_of(url.object_store().as_str());
+    let scope = stores.scope(url.object_store().as_str());
     let url = url.with_table_ref(TableReference::bare(scope));
     let mut partition_columns = Vec::new();
     let mut file_fields = Vec::new();

@@ -9,7 +9,7 @@ mod state;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,9 +55,8 @@ pub struct Job {
     /// many newer jobs there are.
     holds: AtomicUsize,
     /// How long after its end its results stay for a client that was told to come for
-    /// them (see `keep_for_reader`), and whether any client has started reading them.
+    /// them (see `keep_for_reader`); None again once a client starts reading them.
     kept_for_reader: Mutex<Option<Duration>>,
-    read: AtomicBool,
     /// The job's root span ("query"): planning and running happen inside it. It ends when
     /// the job does (taken here; the runs' clones end with them).
     span: Mutex<Option<tracing::Span>>,
@@ -107,7 +106,7 @@ impl Job {
         limit: Option<u64>,
     ) -> impl futures::Stream<Item = Result<arrow::array::RecordBatch, QuarryError>> + Send + 'static
     {
-        self.read.store(true, Ordering::Relaxed);
+        self.reader_came();
         self.spool.read(offset, limit)
     }
 
@@ -169,12 +168,16 @@ impl Job {
         }
     }
 
+    /// A client started reading its results: they need not outlive newer jobs for it.
+    fn reader_came(&self) {
+        if let Ok(mut kept) = self.kept_for_reader.lock() {
+            *kept = None;
+        }
+    }
+
     /// Its results were promised to a client that has not started reading them, and the
     /// grace after its end has not passed.
     fn awaits_reader(&self) -> bool {
-        if self.read.load(Ordering::Relaxed) {
-            return false;
-        }
         let Some(grace) = self.kept_for_reader.lock().ok().and_then(|k| *k) else {
             return false;
         };
@@ -196,7 +199,7 @@ impl Job {
     /// job runs, the job is cancelled (nobody will read what it computes).
     pub fn watched<S>(self: &Arc<Self>, results: S) -> WatchedResults<S> {
         self.readers.fetch_add(1, Ordering::Relaxed);
-        self.read.store(true, Ordering::Relaxed);
+        self.reader_came();
         if let Ok(mut deadline) = self.fetch_deadline.lock() {
             *deadline = None;
         }
@@ -425,7 +428,6 @@ impl Jobs {
             readers: AtomicUsize::new(0),
             holds: AtomicUsize::new(0),
             kept_for_reader: Mutex::new(None),
-            read: AtomicBool::new(false),
             span: Mutex::new(Some(span)),
             submitted: Instant::now(),
         });
@@ -443,8 +445,8 @@ impl Jobs {
                 || (!crowded && old.awaits_reader())
             {
                 // Still running, a client is being answered from it, or one was sent a
-                // ticket for it and has not come yet (a Flight SQL client between
-                // GetFlightInfo and DoGet, while many other jobs start): keep it.
+                // ticket or job id for it and has not come yet (a Flight SQL client
+                // between GetFlightInfo and DoGet while many other jobs start): keep it.
                 self.live_jobs().push_front(old);
             } else {
                 old.spool.discard();
@@ -559,77 +561,4 @@ fn ended(record: &JobRecord) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn finished(jobs: &Jobs) -> Arc<Job> {
-        let job = jobs.create("SELECT 1", "alice", "test");
-        job.complete();
-        job
-    }
-
-    #[tokio::test]
-    async fn a_ticketed_job_outlives_many_newer_jobs_until_read_or_overdue() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let catalog = Catalog::open(&dir.path().join("catalog")).expect("catalog");
-        let jobs = Jobs::new(catalog, dir.path().join("results")).expect("jobs");
-        let plain = finished(&jobs);
-        let ticketed = jobs.create("VACUUM t", "alice", "test");
-        ticketed.expect_reader(Duration::from_secs(60));
-        ticketed.complete();
-        let overdue = jobs.create("OPTIMIZE TABLE t", "alice", "test");
-        overdue.expect_reader(Duration::ZERO);
-        overdue.complete();
-        // An asynchronous REST submission is kept the same way, and is never cancelled
-        // for want of a reader.
-        let submitted = jobs.create("SELECT 2", "alice", "test");
-        submitted.keep_for_reader(Duration::from_secs(60));
-        assert!(!submitted.abandoned());
-        submitted.complete();
-        for _ in 0..LIVE_JOBS + 10 {
-            finished(&jobs);
-        }
-        assert!(jobs.live(&plain.id).is_none(), "an unticketed job goes");
-        assert!(
-            jobs.live(&overdue.id).is_none(),
-            "a ticket past its time goes"
-        );
-        assert!(
-            jobs.live(&ticketed.id).is_some(),
-            "its client may still come"
-        );
-        assert!(
-            jobs.live(&submitted.id).is_some(),
-            "its client may still come"
-        );
-        // Once its client has read it, it goes like any other.
-        drop(ticketed.watched(futures::stream::empty::<()>()));
-        drop(submitted.results(0, None));
-        for _ in 0..LIVE_JOBS + 10 {
-            finished(&jobs);
-        }
-        assert!(jobs.live(&ticketed.id).is_none());
-        assert!(jobs.live(&submitted.id).is_none());
-    }
-
-    #[tokio::test]
-    async fn unread_results_are_kept_only_up_to_a_bound() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let catalog = Catalog::open(&dir.path().join("catalog")).expect("catalog");
-        let jobs = Jobs::new(catalog, dir.path().join("results")).expect("jobs");
-        let unread = || {
-            let job = jobs.create("INSERT INTO t VALUES (1)", "alice", "test");
-            job.keep_for_reader(Duration::from_secs(60));
-            job.complete();
-            job
-        };
-        let first = unread();
-        for _ in 0..LIVE_JOBS + UNREAD_KEPT - 1 {
-            unread();
-        }
-        assert!(jobs.live(&first.id).is_some(), "within the bound");
-        unread();
-        assert!(jobs.live(&first.id).is_none(), "past the bound");
-        assert!(jobs.live_jobs().len() <= LIVE_JOBS + UNREAD_KEPT);
-    }
-}
+mod tests;
